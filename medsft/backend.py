@@ -1,0 +1,264 @@
+"""One interface shaped like Unsloth's FastLanguageModel, with two real implementations.
+
+- `UnslothBackend`: Unsloth's `FastLanguageModel` (4-bit QLoRA, its gradient checkpointing, its merged and
+  GGUF savers). Chosen when CUDA is available and `unsloth` imports.
+- `TransformersBackend`: transformers + peft with the same calls. Chosen otherwise (CPU laptops, CI), and
+  what the tests and the CPU demo run.
+
+`select_backend` logs which one it chose and why. Unsloth patches transformers, trl and peft when it is
+imported, so it must be imported before them: `select_backend` imports it first (and warns when a notebook
+imported transformers earlier), and nothing in `medsft` imports transformers at package import time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medsft.config import RunConfig
+from medsft.models import ModelSource, resolve_model
+
+log = logging.getLogger("medsft")
+
+
+class BackendError(RuntimeError):
+    """The asked-for backend cannot run here; the message says why and what to do."""
+
+
+def cuda_available() -> bool:
+    import torch  # torch may be imported before unsloth; only transformers/trl/peft may not
+
+    return torch.cuda.is_available()
+
+
+def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
+    """Whether Unsloth can run here, and the reason in words."""
+    if not has_cuda:
+        return False, "no CUDA device (Unsloth cannot load a model without an accelerator)"
+    if importlib.util.find_spec("unsloth") is None:
+        return False, "CUDA is available but unsloth is not installed (pip install -r requirements.txt)"
+    late = [name for name in ("transformers", "trl", "peft") if name in sys.modules and "unsloth" not in sys.modules]
+    if late:
+        log.warning("%s imported before unsloth; Unsloth's patches may be incomplete. Import medsft first.", late)
+    try:
+        import unsloth  # noqa: F401
+    except Exception as err:  # unsloth raises many kinds of errors on broken set-ups; report any of them
+        return False, f"CUDA is available but `import unsloth` failed: {err}"
+    return True, "CUDA is available and unsloth imports"
+
+
+def select_backend(preference: str = "auto") -> Backend:
+    """Pick the backend for `preference` in auto|unsloth|transformers and log the reason."""
+    if preference == "transformers":
+        backend: Backend = TransformersBackend("asked for backend=transformers")
+    else:
+        ok, reason = unsloth_status(cuda_available())
+        if ok:
+            backend = UnslothBackend(reason)
+        elif preference == "unsloth":
+            raise BackendError(f"backend=unsloth was asked for, but {reason}; use backend=auto or transformers")
+        else:
+            backend = TransformersBackend(reason)
+    log.info("backend: %s (%s)", backend.name, backend.reason)
+    return backend
+
+
+@dataclass
+class Backend:
+    """Load a model, add LoRA, save the adapter, save merged 16-bit — the calls Unsloth users know."""
+
+    reason: str
+    name: str = "base"
+
+    def load(self, config: RunConfig) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def add_lora(self, model: Any, config: RunConfig) -> Any:
+        raise NotImplementedError
+
+    def save_adapter(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
+        """Write only the LoRA weights and the tokenizer (a few MB)."""
+        with staged_folder(path, overwrite) as tmp:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+        return Path(path)
+
+    def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
+        raise NotImplementedError
+
+
+@dataclass
+class UnslothBackend(Backend):
+    name: str = "unsloth"
+
+    def load(self, config: RunConfig) -> tuple[Any, Any]:
+        import torch
+        from unsloth import FastLanguageModel
+
+        source = resolve_model(config.model)
+        dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)  # None: Unsloth picks bf16/fp16
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=source.location,
+            max_seq_length=config.max_seq_length,
+            load_in_4bit=config.load_in_4bit,
+            dtype=dtype,
+            token=os.environ.get("HF_TOKEN"),
+        )
+        if config.chat_template:
+            from unsloth.chat_templates import get_chat_template
+
+            tokenizer = get_chat_template(tokenizer, chat_template=config.chat_template)
+        log.info("loaded %s with Unsloth (%s)", source.location, "4-bit" if config.load_in_4bit else "16-bit")
+        return model, tokenizer
+
+    def add_lora(self, model: Any, config: RunConfig) -> Any:
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(
+            model,
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            bias="none",
+            use_gradient_checkpointing="unsloth",  # Unsloth's offloaded checkpointing: less VRAM, same speed
+            random_state=config.seed,
+        )
+
+    def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
+        with staged_folder(path, overwrite) as tmp:
+            model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
+        return Path(path)
+
+
+@dataclass
+class TransformersBackend(Backend):
+    name: str = "transformers"
+
+    def load(self, config: RunConfig) -> tuple[Any, Any]:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        source = resolve_model(config.model)
+        has_cuda = torch.cuda.is_available()
+        dtype = resolve_dtype(config.dtype, has_cuda)
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if config.load_in_4bit:
+            if has_cuda and importlib.util.find_spec("bitsandbytes") is not None:
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+                )
+            else:
+                log.warning(
+                    "load_in_4bit=True needs CUDA and bitsandbytes; %s, so the model loads in %s instead",
+                    "no CUDA device here" if not has_cuda else "bitsandbytes is not installed",
+                    str(dtype).removeprefix("torch."),
+                )
+        adapter = read_adapter_config(source)
+        base_location = resolve_model(adapter["base_model_name_or_path"]).location if adapter else source.location
+        tokenizer = load_tokenizer(source.location if adapter else base_location, config.chat_template)
+        model = AutoModelForCausalLM.from_pretrained(base_location, token=os.environ.get("HF_TOKEN"), **kwargs)
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, source.location, is_trainable=False)
+        log.info("loaded %s with transformers (%s)", source.location, str(dtype).removeprefix("torch."))
+        return model, tokenizer
+
+    def add_lora(self, model: Any, config: RunConfig) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
+
+    def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
+        """Merge LoRA into a copy of the weights and save it in bf16; the trained model stays as it was."""
+        import torch
+
+        with staged_folder(path, overwrite) as tmp:
+            merged = merged_copy(model).to(torch.bfloat16)
+            merged.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+        return Path(path)
+
+
+def resolve_dtype(name: str, has_cuda: bool) -> Any:
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if not has_cuda:
+        return torch.float32  # bf16 matmul is ~100x slower than fp32 on AVX2 CPUs without AMX
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_tokenizer(location: str, chat_template: str | None = None) -> Any:
+    """The model's tokenizer with a chat template, right padding for training and `<end_of_turn>`-style eos."""
+    from transformers import AutoTokenizer
+
+    from medsft.templates import apply_chat_template_name
+
+    tokenizer = AutoTokenizer.from_pretrained(location, token=os.environ.get("HF_TOKEN"))
+    apply_chat_template_name(tokenizer, chat_template)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def read_adapter_config(source: ModelSource) -> dict[str, Any] | None:
+    path = Path(source.location) / "adapter_config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if source.kind == "local" and path.is_file() else None
+
+
+def merged_copy(model: Any) -> Any:
+    """A plain transformers model with the LoRA folded in, built from a copy (costs one model of RAM)."""
+    import copy
+
+    from peft import PeftModel
+
+    duplicate = copy.deepcopy(model)
+    return duplicate.merge_and_unload() if isinstance(duplicate, PeftModel) else duplicate
+
+
+class staged_folder:  # noqa: N801 - used as a context manager like tempfile's helpers
+    """Write into a temporary sibling and rename into place only if the block succeeds.
+
+    Nothing half-written ever sits under the final name, and an existing folder is never silently replaced.
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+
+    def __enter__(self) -> Path:
+        if self.path.exists() and any(self.path.iterdir()) and not self.overwrite:
+            raise FileExistsError(f"{self.path} already exists and is not empty; pass overwrite=True to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.tmp.rename(self.path)

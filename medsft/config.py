@@ -1,0 +1,350 @@
+"""One config object for a run: every knob, filled from a recipe, the environment and overrides.
+
+Precedence, lowest to highest (later sources win, field by field):
+
+1. the dataclass defaults below (they run the embedded Gemma 3 270M on CPU);
+2. a YAML recipe (`recipes/<model>/<task>.yaml`, or any path), given as `recipe=`;
+3. `MEDSFT_<FIELD>` environment variables (`MEDSFT_LORA_R=8`, `MEDSFT_DRY_RUN=1`);
+4. explicit overrides: papermill parameters, `medsft run -p key value`, keyword arguments.
+
+`load_config` validates the merged result once, before any model or data is loaded, and raises
+`ConfigError` with a one-line message naming the field, the source it came from and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EMBEDDED_MODEL = "embedded"
+ENV_PREFIX = "MEDSFT_"
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+# Allowed values live next to the config so the error messages and the docs cannot drift apart.
+LORA_TARGETS = {
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fused", "sgd", "adafactor")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+BACKENDS = ("auto", "unsloth", "transformers")
+QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
+EVAL_TASKS = ("medqa", "pubmedqa", "synthetic")
+DATA_SOURCES = ("medical_o1", "medqa", "pubmedqa", "instructions", "messages", "synthetic")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the field, its source and what is allowed."""
+
+
+@dataclass
+class DataSource:
+    """One training source in the dataset mix.
+
+    `path` is a hub dataset id or a local JSON/JSONL/Parquet file; None uses the sample bundled in the
+    package, so everything runs offline. `count` takes that many rows; `weight` shares `train_rows`
+    between weighted sources. Give one of them or neither (all rows).
+    """
+
+    name: str
+    path: str | None = None
+    subset: str | None = None
+    split: str = "train"
+    count: int | None = None
+    weight: float | None = None
+
+
+@dataclass
+class RunConfig:
+    """Every knob of one run. Field names are the papermill parameter names and the YAML keys."""
+
+    # Model
+    model: str = EMBEDDED_MODEL
+    backend: str = "auto"
+    chat_template: str | None = None
+    max_seq_length: int = 512
+    load_in_4bit: bool = False
+    dtype: str = "auto"
+
+    # LoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target: str = "all-linear"
+
+    # Optimisation
+    optimizer: str = "adamw_torch"
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    num_epochs: float = 1.0
+    max_steps: int = -1
+    seed: int = 3407
+
+    # Loss, validation, checkpoints
+    train_on_reasoning: bool = True
+    eval_every_steps: int = 20
+    save_every_steps: int = 20
+    early_stopping_patience: int = 0
+    logging_steps: int = 1
+    resume: bool = False
+    dry_run: bool = False
+
+    # Data
+    datasets: list[DataSource] = field(default_factory=lambda: [DataSource(name="synthetic", count=256)])
+    train_rows: int | None = None
+    validation_fraction: float = 0.1
+    data_seed: int = 0
+    decontaminate: bool = True
+    add_disclaimer: bool = False
+
+    # Evaluation
+    eval_tasks: list[str] = field(default_factory=lambda: ["medqa", "pubmedqa", "synthetic"])
+    eval_limit: int | None = 50
+
+    # Export
+    export_quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
+
+    # Where results go
+    output_dir: str = "outputs"
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def lora_target_modules(self) -> list[str]:
+        if self.lora_target in LORA_TARGETS:
+            return list(LORA_TARGETS[self.lora_target])
+        return [name.strip() for name in self.lora_target.split(",") if name.strip()]
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def load_config(
+    recipe: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Merge defaults < recipe < MEDSFT_* environment < overrides, then validate once."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if recipe is not None:
+        path = resolve_recipe(recipe)
+        for key, value in read_recipe(path).items():
+            values[key], sources[key] = value, str(path)
+    env = os.environ if environ is None else environ
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in FIELD_NAMES:
+            name = key[len(ENV_PREFIX) :].lower()
+            values[name], sources[name] = parse_env_value(value), f"environment {key}"
+    for key, value in (overrides or {}).items():
+        values[key], sources[key] = value, "overrides"
+    return build_config(values, sources)
+
+
+def build_config(values: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> RunConfig:
+    """Turn raw values (from YAML, env or papermill) into a validated RunConfig."""
+    sources = sources or {}
+    check_names(values.keys(), where=sources)
+    hints = typing.get_type_hints(RunConfig)
+    kwargs = {
+        name: coerce(name, value, hints[name], sources.get(name, "arguments")) for name, value in values.items()
+    }
+    config = RunConfig(**kwargs)
+    validate(config)
+    return config
+
+
+def check_names(names: typing.Iterable[str], where: Mapping[str, str] | None = None) -> None:
+    """Reject unknown field names, suggesting the closest valid one and listing all of them."""
+    for name in names:
+        if name not in FIELD_NAMES:
+            origin = (where or {}).get(name, "arguments")
+            close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"unknown field '{name}' in {origin}{hint}; valid fields: {', '.join(FIELD_NAMES)}"
+            )
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """A recipe is a YAML path, or a name under recipes/ like `gemma3-270m/medical-o1`."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    named = RECIPES_DIR / f"{recipe}.yaml"
+    if named.is_file():
+        return named
+    known = sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml"))
+    raise ConfigError(f"recipe '{recipe}' not found: not a file and not one of {', '.join(known)}")
+
+
+def read_recipe(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid UTF-8 YAML ({err})") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def parse_env_value(text: str) -> Any:
+    """Environment values are strings; read them as YAML scalars/lists so `8`, `true`, `[a, b]` work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
+    """Check and convert one value against its type hint; raise ConfigError naming the field."""
+
+    def fail(expected: str) -> typing.NoReturn:
+        raise ConfigError(f"{name}: expected {expected}, got {value!r} (from {source})")
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(name, value, inner, source)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        fail("true or false")
+    if hint is int:
+        if isinstance(value, bool):
+            fail("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        fail("an integer")
+    if hint is float:
+        if isinstance(value, bool):
+            fail("a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        fail("a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        fail("a string")
+    if origin is list:
+        if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)):
+            fail("a list")
+        (item_hint,) = args
+        return [coerce(f"{name}[{i}]", item, item_hint, source) for i, item in enumerate(value)]
+    if hint is DataSource:
+        if isinstance(value, DataSource):
+            return value
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict):
+            fail("a data source mapping like {name: medqa, count: 100}")
+        source_fields = {f.name: f for f in dataclasses.fields(DataSource)}
+        unknown = sorted(set(value) - set(source_fields))
+        if unknown:
+            raise ConfigError(
+                f"{name}: unknown key '{unknown[0]}' (from {source}); valid keys: {', '.join(source_fields)}"
+            )
+        if "name" not in value:
+            raise ConfigError(f"{name}: missing 'name' (from {source}); one of {', '.join(DATA_SOURCES)}")
+        source_hints = typing.get_type_hints(DataSource)
+        return DataSource(
+            **{k: coerce(f"{name}.{k}", v, source_hints[k], source) for k, v in value.items()}
+        )
+    raise TypeError(f"no coercion for {hint!r}")  # a programming error, not a user error
+
+
+def validate(config: RunConfig) -> None:
+    """Range and choice checks that types alone cannot express."""
+
+    def one_of(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
+        allowed = tuple(allowed)
+        if value not in allowed:
+            raise ConfigError(f"{name}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+
+    def positive(name: str, value: float, allow_zero: bool = False) -> None:
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ConfigError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+    one_of("backend", config.backend, BACKENDS)
+    one_of("dtype", config.dtype, DTYPES)
+    one_of("optimizer", config.optimizer, OPTIMIZERS)
+    one_of("lr_scheduler", config.lr_scheduler, SCHEDULERS)
+    for i, task in enumerate(config.eval_tasks):
+        one_of(f"eval_tasks[{i}]", task, EVAL_TASKS)
+    for i, quant in enumerate(config.export_quantizations):
+        one_of(f"export_quantizations[{i}]", quant, QUANTIZATIONS)
+    for i, source in enumerate(config.datasets):
+        one_of(f"datasets[{i}].name", source.name, DATA_SOURCES)
+        if source.count is not None and source.weight is not None:
+            raise ConfigError(f"datasets[{i}]: give count or weight, not both")
+        if source.count is not None:
+            positive(f"datasets[{i}].count", source.count)
+        if source.weight is not None:
+            positive(f"datasets[{i}].weight", source.weight)
+    if config.lora_target not in LORA_TARGETS and not config.lora_target_modules:
+        raise ConfigError(
+            f"lora_target: {config.lora_target!r} is not allowed; choose one of "
+            f"{', '.join(LORA_TARGETS)} or a comma-separated list of module names"
+        )
+    for name in ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "gradient_accumulation_steps"):
+        positive(name, getattr(config, name))
+    for name in ("learning_rate", "num_epochs"):
+        positive(name, getattr(config, name))
+    for name in ("weight_decay", "max_grad_norm", "early_stopping_patience", "eval_every_steps", "save_every_steps"):
+        positive(name, getattr(config, name), allow_zero=True)
+    if config.logging_steps < 1:
+        raise ConfigError(f"logging_steps: must be > 0, got {config.logging_steps}")
+    if not 0 <= config.lora_dropout < 1:
+        raise ConfigError(f"lora_dropout: must be in [0, 1), got {config.lora_dropout}")
+    if not 0 <= config.warmup_ratio < 1:
+        raise ConfigError(f"warmup_ratio: must be in [0, 1), got {config.warmup_ratio}")
+    if not 0 <= config.validation_fraction < 1:
+        raise ConfigError(f"validation_fraction: must be in [0, 1), got {config.validation_fraction}")
+    if config.max_steps == 0 or config.max_steps < -1:
+        raise ConfigError(f"max_steps: must be -1 (use num_epochs) or > 0, got {config.max_steps}")
+    if config.eval_limit is not None:
+        positive("eval_limit", config.eval_limit)
+    if config.train_rows is not None:
+        positive("train_rows", config.train_rows)
+    if not config.datasets:
+        raise ConfigError("datasets: the mix is empty; add at least one source, e.g. [{name: synthetic}]")
+    if config.run_id is not None and (not config.run_id or "/" in config.run_id or config.run_id.startswith(".")):
+        raise ConfigError(f"run_id: {config.run_id!r} must be a plain folder name")

@@ -1,0 +1,33 @@
+"""Shared fixtures: the real embedded checkpoint (converted once into the user cache) and tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    from medsft.models import ensure_embedded_checkpoint
+
+    return ensure_embedded_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer(embedded_dir: Path):
+    """The real Gemma 3 tokenizer (262k vocab) with the official Gemma 3 chat template."""
+    from medsft.backend import load_tokenizer
+
+    return load_tokenizer(str(embedded_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path, gemma_tokenizer) -> Path:
+    """A tiny random Gemma 3 (real config family and tokenizer) saved as a local model folder."""
+    from medsft.models import tiny_random_model
+
+    folder = tmp_path_factory.mktemp("tiny-gemma")
+    tiny_random_model(str(embedded_dir), seed=0).save_pretrained(folder)
+    gemma_tokenizer.save_pretrained(folder)
+    return folder
