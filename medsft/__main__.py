@@ -1,12 +1,14 @@
 """`python -m medsft` / `medsft`: command-line entry points.
 
-  medsft smoke [-r RECIPE] [-p key value ...] [-f params.yaml]   load the model and answer one question
-  medsft config [-r RECIPE] [-p key value ...] [-f params.yaml]  print the resolved config as YAML
+medsft smoke [-r RECIPE] [-p key value ...] [-f params.yaml]   load the model and answer one question
+medsft config [-r RECIPE] [-p key value ...] [-f params.yaml]  print the resolved config as YAML
+medsft train  [-r RECIPE] [-p key value ...] [-f params.yaml]  LoRA SFT into outputs/<run-id>/
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,12 @@ SMOKE_QUESTION = "A 58-year-old man has crushing chest pain radiating to his lef
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-r", "--recipe", help="recipe name under recipes/ or a YAML path")
     parser.add_argument(
-        "-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
         help="override one config field (value read as YAML: 8, true, [a, b])",
     )
     parser.add_argument("-f", "--params-file", type=Path, help="YAML file of field overrides")
@@ -61,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medsft", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=f"medsft {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("smoke", "load the model and answer one question"), ("config", "print the config")):
+    for name, help_text in (
+        ("smoke", "load the model and answer one question"),
+        ("config", "print the resolved config"),
+        ("train", "LoRA SFT with response-only loss"),
+    ):
         add_config_arguments(commands.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
     try:
@@ -73,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     elif args.command == "smoke":
         smoke(config)
+    elif args.command == "train":
+        from medsft.train import train
+
+        print(json.dumps(train(config).to_dict(), indent=2))
     return 0
 
 

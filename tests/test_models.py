@@ -13,7 +13,8 @@ from medsft import models
 def test_hub_ids_and_local_folders_resolve(tmp_path: Path):
     (tmp_path / "config.json").write_text("{}")
     assert models.resolve_model("unsloth/gemma-3-1b-it") == models.ModelSource(
-        "unsloth/gemma-3-1b-it", "hub", "unsloth/gemma-3-1b-it")
+        "unsloth/gemma-3-1b-it", "hub", "unsloth/gemma-3-1b-it"
+    )
     assert models.resolve_model(str(tmp_path)).kind == "local"
 
 

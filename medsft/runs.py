@@ -1,0 +1,151 @@
+"""Run folders and manifests: every run writes to its own folder and records how to repeat it.
+
+`outputs/<run-id>/` holds the resolved config, `manifest.json` (package versions, git commit, data hashes,
+hardware, per-stage timings) and the stage results. A folder is created exclusively, so a rerun never writes
+into another run's folder; resuming an existing run is asked for explicitly (`resume=True`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsft.config import RunConfig
+
+PACKAGES = (
+    "medsft",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "unsloth",
+    "unsloth_zoo",
+    "bitsandbytes",
+    "llama_cpp_python",
+    "papermill",
+    "evaluate",
+)
+
+
+def make_run_id(config: RunConfig) -> str:
+    """`<UTC time>-<model>-<config hash>`: sortable, readable, and distinct for distinct configs."""
+    model = re.sub(r"[^A-Za-z0-9.]+", "-", config.model.rsplit("/", 1)[-1]).strip("-").lower()
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{model}-{digest}"
+
+
+def open_run_dir(config: RunConfig) -> Path:
+    """Create the run's folder, or reopen it when resuming; never reuse another run's folder silently."""
+    run_id = config.run_id or make_run_id(config)
+    run_dir = Path(config.output_dir) / run_id
+    if run_dir.exists():
+        if not config.resume:
+            raise FileExistsError(
+                f"run folder {run_dir} already exists; pass resume=True to continue it or choose another run_id"
+            )
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=False)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return run_dir
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:
+    """Merge `sections` into `manifest.json` (created with versions, git and hardware on first call)."""
+    path = run_dir / "manifest.json"
+    manifest = (
+        json.loads(path.read_text(encoding="utf-8"))
+        if path.is_file()
+        else {
+            "run_id": run_dir.name,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "packages": package_versions(),
+            "git": git_state(),
+            "hardware": hardware(),
+        }
+    )
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+            manifest[key].update(value)
+        else:
+            manifest[key] = value
+    write_json_atomic(path, manifest)
+    return manifest
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_state() -> dict[str, Any]:
+    """The commit the code ran from and whether the work tree had uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "medsft", "recipes", "notebooks"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+def sha256_rows(rows: list[dict[str, Any]]) -> str:
+    """Hash of a dataset's rows in order, so a manifest pins exactly what was trained on."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()

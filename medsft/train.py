@@ -1,0 +1,294 @@
+"""`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU.
+
+On CUDA with Unsloth the model comes from `FastLanguageModel` (4-bit, Unsloth's gradient checkpointing) and
+the step is Unsloth's own. Elsewhere the same trainer runs a step built for CPUs: each micro-batch is packed into
+one padding-free row (position ids restart per conversation, so attention stays within each one) and the LM head
+runs only where a label is trained (`medsft.loss`). Both paths train on identical labels (`medsft.labels`).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from medsft.backend import Backend, TransformersBackend, load_tokenizer, select_backend
+from medsft.config import ConfigError, RunConfig
+from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
+from medsft.loss import sparse_head_loss
+from medsft.models import resolve_model, tiny_random_model
+from medsft.runs import open_run_dir, update_manifest, write_json_atomic, write_text_atomic
+
+log = logging.getLogger("medsft")
+DRY_RUN_STEPS = 2
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    adapter_dir: Path
+    global_step: int
+    train_loss: float | None
+    eval_losses: list[dict[str, float]] = field(default_factory=list)
+    best_checkpoint: str | None = None
+    tokens_per_second: float | None = None
+    peak_memory_gib: float | None = None
+    runtime_seconds: float = 0.0
+    train_rows: int = 0
+    validation_rows: int = 0
+    trained_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def pack_examples(examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+    """Concatenate a micro-batch into one row with restarting position ids: no padding is ever computed.
+
+    Each conversation's first label is masked so no token is trained to follow the previous conversation.
+    """
+    input_ids, labels, positions = [], [], []
+    for example in examples:
+        ids = list(example["input_ids"])
+        input_ids += ids
+        labels += [IGNORE_INDEX] + list(example["labels"][1:])
+        positions += range(len(ids))
+    as_row = lambda values: torch.tensor(values, dtype=torch.long)[None]  # noqa: E731
+    return {"input_ids": as_row(input_ids), "labels": as_row(labels), "position_ids": as_row(positions)}
+
+
+class Throughput(TrainerCallback):
+    """Real (non-padding) tokens and the wall time of optimizer steps only (evaluation and saving excluded)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.seconds = 0.0
+        self.step_started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.seconds += time.perf_counter() - self.step_started
+
+    def rate(self) -> float | None:
+        return round(self.tokens / self.seconds, 2) if self.seconds else None
+
+
+class MedsftTrainer(SFTTrainer):
+    """SFTTrainer whose loss computes the LM head only at labelled positions (CPU / transformers path)."""
+
+    def __init__(self, *args: Any, sparse_head: bool, throughput: Throughput, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sparse_head = sparse_head
+        self.throughput = throughput
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        if self.model.training:
+            mask = inputs.get("attention_mask")
+            self.throughput.tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+        if not self.sparse_head:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        out = sparse_head_loss(model, inputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        if out.trained_tokens:
+            self._metrics[mode]["mean_token_accuracy"].append(out.correct_tokens / out.trained_tokens)
+        return (out.loss, {"loss": out.loss}) if return_outputs else out.loss
+
+
+class JsonlLog(TrainerCallback):
+    """Appends one JSON line per logging event: loss, lr, grad norm, tokens/s, peak memory, eval loss."""
+
+    def __init__(self, path: Path, throughput: Throughput) -> None:
+        self.path = path
+        self.throughput = throughput
+        self.last_seconds = 0.0
+        self.last_tokens = 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        import json
+
+        record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **(logs or {})}
+        seconds = self.throughput.seconds - self.last_seconds
+        if "loss" in record and seconds > 0:
+            record["tokens_per_second"] = round((self.throughput.tokens - self.last_tokens) / seconds, 2)
+            record["peak_memory_gib"] = round(peak_memory_gib(), 3)
+            self.last_seconds, self.last_tokens = self.throughput.seconds, self.throughput.tokens
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def truncate_log(path: Path, after_step: int) -> None:
+    """Drop log lines a killed run wrote past its last checkpoint; the resumed run writes them again."""
+    import json
+
+    if path.is_file():
+        kept = [
+            line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= after_step
+        ]
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def peak_memory_gib() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig, split: str) -> list[dict]:
+    """input_ids/labels for each conversation; rows left with nothing to learn are dropped and counted."""
+    tokenized, empty = [], 0
+    for row in rows:
+        try:
+            item = tokenize_conversation(tokenizer, row["messages"], config.max_seq_length, config.train_on_reasoning)
+        except LabelError as err:
+            raise LabelError(f"{split} row {row.get('id', '?')}: {err}") from err
+        if count_trained_tokens(item["labels"]):
+            tokenized.append(item)
+        else:
+            empty += 1
+    if rows and not tokenized:
+        raise LabelError(
+            f"every {split} row has all labels -100 (nothing to learn): check that rows have assistant turns and "
+            f"that max_seq_length={config.max_seq_length} leaves room for them"
+        )
+    if empty:
+        log.warning("%s: dropped %d rows whose assistant turn was cut off by max_seq_length", split, empty)
+    return tokenized
+
+
+def resolve_optimizer(config: RunConfig, has_cuda: bool) -> str:
+    if "8bit" in config.optimizer and not has_cuda:
+        log.warning("optimizer=%s needs bitsandbytes on CUDA; using adamw_torch on CPU", config.optimizer)
+        return "adamw_torch"
+    return config.optimizer
+
+
+def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> SFTConfig:
+    if with_eval and config.save_every_steps and config.save_every_steps % config.eval_every_steps:
+        raise ConfigError(
+            f"save_every_steps ({config.save_every_steps}) must be a multiple of eval_every_steps "
+            f"({config.eval_every_steps}) so the best checkpoint is on disk"
+        )
+    bf16 = has_cuda and torch.cuda.is_bf16_supported()
+    return SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.num_epochs,
+        max_steps=steps,
+        optim=resolve_optimizer(config, has_cuda),
+        seed=config.seed,
+        data_seed=config.data_seed,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if with_eval else "no",
+        eval_steps=config.eval_every_steps or None,
+        save_strategy="steps" if config.save_every_steps else "no",
+        save_steps=config.save_every_steps or None,
+        load_best_model_at_end=with_eval and bool(config.save_every_steps),
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        prediction_loss_only=True,
+        use_cpu=not has_cuda,
+        bf16=bf16,
+        fp16=has_cuda and not bf16,
+        gradient_checkpointing=False,  # Unsloth applies its own; on CPU memory is not the limit
+        max_length=config.max_seq_length,
+        report_to=[],
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def load_for_training(config: RunConfig, backend: Backend) -> tuple[Any, Any]:
+    """The model and tokenizer to train; a tiny random model of the target's shape for a dry run."""
+    if not config.dry_run:
+        return backend.load(config)
+    location = resolve_model(config.model).location
+    log.info("dry run: tiny random model with the architecture and tokenizer of %s", location)
+    tokenizer = load_tokenizer(location, config.chat_template)
+    return tiny_random_model(location, seed=config.seed), tokenizer
+
+
+def train(config: RunConfig, data: Any | None = None) -> RunResult:
+    """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/."""
+    started = time.perf_counter()
+    if data is None:
+        from medsft.data import validate_sources
+
+        validate_sources(config)  # bad rows fail here, before any model loads
+    run_dir = open_run_dir(config)
+    has_cuda = torch.cuda.is_available()
+    # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
+    backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)
+    model, tokenizer = load_for_training(config, backend)
+    if data is None:
+        from medsft.data import build_training_data
+
+        data, report = build_training_data(config, tokenizer)
+        update_manifest(run_dir, data=report.to_dict())
+    train_rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
+    validation_rows = tokenize_split(list(data["validation"]), tokenizer, config, "validation")
+    steps = DRY_RUN_STEPS if config.dry_run else config.max_steps
+    model = backend.add_lora(model, config)
+
+    from datasets import Dataset
+
+    throughput = Throughput()
+    with_eval = bool(validation_rows) and config.eval_every_steps > 0
+    sparse = backend.name == "transformers"
+    trainer = MedsftTrainer(
+        model=model,
+        args=sft_arguments(config, run_dir, has_cuda, with_eval, steps),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(validation_rows) if with_eval else None,
+        processing_class=tokenizer,
+        data_collator=pack_examples if sparse else None,
+        sparse_head=sparse,
+        throughput=throughput,
+    )
+    trainer.add_callback(throughput)
+    trainer.add_callback(JsonlLog(run_dir / "train_log.jsonl", throughput))
+    if with_eval and config.early_stopping_patience:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    checkpoint = (
+        get_last_checkpoint(trainer.args.output_dir) if config.resume and (run_dir / "checkpoints").is_dir() else None
+    )
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+        truncate_log(run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    adapter_dir = backend.save_adapter(trainer.model, tokenizer, run_dir / "adapter", overwrite=config.resume)
+
+    history = trainer.state.log_history
+    result = RunResult(
+        run_dir=run_dir,
+        adapter_dir=adapter_dir,
+        global_step=trainer.state.global_step,
+        train_loss=output.training_loss,
+        eval_losses=[{"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h],
+        best_checkpoint=trainer.state.best_model_checkpoint,
+        tokens_per_second=throughput.rate(),
+        peak_memory_gib=round(peak_memory_gib(), 3),
+        runtime_seconds=round(time.perf_counter() - started, 1),
+        train_rows=len(train_rows),
+        validation_rows=len(validation_rows),
+        trained_tokens=sum(count_trained_tokens(r["labels"]) for r in train_rows),
+    )
+    write_json_atomic(run_dir / "train_results.json", result.to_dict())
+    update_manifest(run_dir, timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
+    return result

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from medsft.backend import TransformersBackend
+from medsft.config import build_config
+from medsft.labels import IGNORE_INDEX, tokenize_conversation
+from medsft.loss import sparse_head_loss
+from medsft.train import pack_examples, tokenize_split
+
+CHATS = [
+    [{"role": "user", "content": "Name one loop diuretic."}, {"role": "assistant", "content": "Furosemide."}],
+    [
+        {"role": "user", "content": "What does a high TSH with low free T4 suggest?"},
+        {
+            "role": "assistant",
+            "content": "<think>\nPituitary is pushing a failing gland.\n</think>\nPrimary hypothyroidism.",
+        },
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "First-line drug for anaphylaxis?"},
+        {"role": "assistant", "content": "Intramuscular adrenaline."},
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_gemma_dir):
+    backend = TransformersBackend("test")
+    config = build_config({"model": str(tiny_gemma_dir), "lora_r": 4, "lora_alpha": 8})
+    model, tokenizer = backend.load(config)
+    model = backend.add_lora(model, config)
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    return model, tokenizer
+
+
+def padded_batch(items):
+    width = max(len(i["input_ids"]) for i in items)
+    pad = lambda seq, value: list(seq) + [value] * (width - len(seq))  # noqa: E731
+    return {
+        "input_ids": torch.tensor([pad(i["input_ids"], 0) for i in items]),
+        "attention_mask": torch.tensor([pad([1] * len(i["input_ids"]), 0) for i in items]),
+        "labels": torch.tensor([pad(i["labels"], IGNORE_INDEX) for i in items]),
+    }
+
+
+def lora_grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_sparse_head_and_packing_give_the_full_logit_loss_and_gradients(lora_model):
+    model, tokenizer = lora_model
+    items = [tokenize_conversation(tokenizer, chat, 256) for chat in CHATS]
+    batch = padded_batch(items)
+
+    model.zero_grad()
+    reference = model(**batch).loss  # transformers' own loss: logits at every position
+    reference.backward()
+    expected = lora_grads(model)
+
+    for inputs in (batch, pack_examples(items)):
+        model.zero_grad()
+        out = sparse_head_loss(model, inputs)
+        out.loss.backward()
+        assert out.loss.item() == pytest.approx(reference.item(), abs=1e-5)
+        assert out.trained_tokens == int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        for name, grad in lora_grads(model).items():
+            torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4)
+
+
+def test_packing_restarts_positions_and_never_trains_across_conversations(gemma_tokenizer):
+    items = [tokenize_conversation(gemma_tokenizer, chat, 256) for chat in CHATS]
+    packed = pack_examples(items)
+    starts = [0, len(items[0]["input_ids"]), len(items[0]["input_ids"]) + len(items[1]["input_ids"])]
+    assert packed["input_ids"].shape == (1, sum(len(i["input_ids"]) for i in items))
+    for start in starts:
+        assert packed["position_ids"][0, start] == 0 and packed["labels"][0, start] == IGNORE_INDEX
+
+
+def test_a_dataset_with_nothing_to_learn_is_an_error_before_training(gemma_tokenizer):
+    from medsft.labels import LabelError
+
+    config = build_config({"max_seq_length": 8})  # cuts every conversation before its assistant turn
+    rows = [{"id": str(i), "messages": chat} for i, chat in enumerate(CHATS)]
+    with pytest.raises(LabelError, match="every train row has all labels -100"):
+        tokenize_split(rows, gemma_tokenizer, config, "train")
+
+
+def test_tiny_model_loss_is_not_trivially_zero(tiny_gemma_dir, gemma_tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
+    out = sparse_head_loss(model, pack_examples([tokenize_conversation(gemma_tokenizer, CHATS[0], 64)]))
+    assert out.loss.item() > 5  # random weights over a 262k vocabulary: about ln(262144) = 12.5
