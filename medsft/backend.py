@@ -12,6 +12,7 @@ imported transformers earlier), and nothing in `medsft` imports transformers at 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -55,12 +56,18 @@ def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
     return True, "CUDA is available and unsloth imports"
 
 
+@functools.cache
+def import_unsloth_if_usable() -> tuple[bool, str]:
+    """Import Unsloth now if this machine can use it: call before importing transformers, TRL or peft."""
+    return unsloth_status(cuda_available())
+
+
 def select_backend(preference: str = "auto") -> Backend:
     """Pick the backend for `preference` in auto|unsloth|transformers and log the reason."""
     if preference == "transformers":
         backend: Backend = TransformersBackend("asked for backend=transformers")
     else:
-        ok, reason = unsloth_status(cuda_available())
+        ok, reason = import_unsloth_if_usable()
         if ok:
             backend = UnslothBackend(reason)
         elif preference == "unsloth":

@@ -1,11 +1,16 @@
-"""Causal-LM loss with the LM head applied only where a label is trained.
+"""Causal-LM loss with the LM head applied only where a label is trained, fused with the cross-entropy.
 
 Gemma 3's vocabulary has 262,144 tokens: its LM head is 168M of the 270M model's parameters. Computing logits at
 every position (prompt and padding included), as the default step does, spends most of a CPU step on outputs the
 loss then throws away. Here the backbone runs once, the hidden states at positions whose next token is labelled
-are gathered, and only those rows go through the head and the cross-entropy. The loss is the same number:
-the mean negative log-likelihood over labelled tokens (or the sum over `num_items_in_batch` under gradient
-accumulation, as transformers' Trainer does).
+are gathered, and only those rows go through the head.
+
+The head and the cross-entropy are fused, chunk by chunk: for a frozen head the gradient of the loss with respect
+to the hidden states is (softmax - onehot) @ W, known as soon as the forward has the logits. So each chunk's
+logits are made, turned into that gradient in place and dropped; nothing of vocabulary width is kept for the
+backward pass, which only scales the stored (tokens x hidden) gradient. The loss is the same number as the
+model's own: the mean negative log-likelihood over labelled tokens (or the sum over `num_items_in_batch` under
+gradient accumulation, as transformers' Trainer does).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from medsft.attention import packed_segments
 from medsft.labels import IGNORE_INDEX
+
+CHUNK_TOKENS = 256  # 256 x 262,144 fp32 logits = 256 MiB per chunk at most
 
 
 @dataclass
@@ -26,10 +34,57 @@ class LossOutput:
     correct_tokens: int
 
 
+class FusedLinearCrossEntropy(torch.autograd.Function):
+    """sum(cross_entropy(hidden @ weight.T, targets)) and the count of top-1 hits, for a frozen `weight`."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> tuple:
+        grad_hidden = torch.empty_like(hidden)
+        total = hidden.new_zeros((), dtype=torch.float32)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        for start in range(0, hidden.shape[0], CHUNK_TOKENS):
+            rows = slice(start, start + CHUNK_TOKENS)
+            wanted = targets[rows]
+            logits = (hidden[rows] @ weight.T).float()
+            best, best_index = logits.max(dim=-1)
+            correct += (best_index == wanted).sum()
+            target_logit = logits.gather(1, wanted[:, None]).squeeze(1)
+            logits.sub_(best[:, None]).exp_()  # logits now hold exp(z - max)
+            sums = logits.sum(dim=-1)
+            total += (best + sums.log() - target_logit).sum()
+            logits.div_(sums[:, None])  # softmax
+            logits[torch.arange(len(wanted), device=logits.device), wanted] -= 1.0
+            grad_hidden[rows] = (logits.to(weight.dtype) @ weight).to(hidden.dtype)
+        ctx.save_for_backward(grad_hidden)
+        ctx.mark_non_differentiable(correct)
+        return total, correct
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor, _grad_correct: Any) -> tuple:
+        (grad_hidden,) = ctx.saved_tensors
+        return grad_hidden * grad_total.to(grad_hidden.dtype), None, None
+
+
 def causal_lm_parts(model: Any) -> tuple[Any, Any, Any]:
     """(backbone, lm_head, text config) of a causal LM, through a PEFT wrapper if there is one."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings(), base.config.get_text_config()
+
+
+def head_loss_sum(hidden: torch.Tensor, lm_head: Any, text_config: Any, targets: torch.Tensor) -> tuple:
+    """Summed cross-entropy and top-1 hits of `lm_head(hidden)` against `targets`."""
+    scale = getattr(text_config, "logit_scale", None)
+    softcap = getattr(text_config, "final_logit_softcapping", None)
+    if not lm_head.weight.requires_grad and lm_head.bias is None and scale is None and softcap is None:
+        return FusedLinearCrossEntropy.apply(hidden, lm_head.weight, targets)
+    # A trained head, a bias or transformed logits: the plain path keeps autograd exact for every case.
+    logits = lm_head(hidden)
+    if scale is not None:
+        logits = logits * scale
+    if softcap is not None:  # Gemma 2 style capping: the loss must see the same logits generation does
+        logits = torch.tanh(logits / softcap) * softcap
+    correct = (logits.detach().argmax(dim=-1) == targets).sum()
+    return F.cross_entropy(logits.float(), targets, reduction="sum"), correct
 
 
 def sparse_head_loss(
@@ -39,20 +94,11 @@ def sparse_head_loss(
     backbone, lm_head, text_config = causal_lm_parts(model)
     labels = inputs["labels"]
     features = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    hidden = backbone(**features, use_cache=False).last_hidden_state
+    with packed_segments(inputs.get("position_ids")):
+        hidden = backbone(**features, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     trained = targets != IGNORE_INDEX
-    logits = lm_head(hidden[:, :-1][trained])
-    scale = getattr(text_config, "logit_scale", None)
-    if scale is not None:
-        logits = logits * scale
-    softcap = getattr(text_config, "final_logit_softcapping", None)
-    if softcap is not None:  # Gemma 2 style capping: the loss must see the same logits generation does
-        logits = torch.tanh(logits / softcap) * softcap
-    wanted = targets[trained]
-    total = F.cross_entropy(logits.float(), wanted, reduction="sum")
+    total, correct = head_loss_sum(hidden[:, :-1][trained], lm_head, text_config, targets[trained])
     count = int(trained.sum())
     denominator = num_items_in_batch if num_items_in_batch is not None else max(count, 1)
-    with torch.no_grad():
-        correct = int((logits.argmax(dim=-1) == wanted).sum()) if count else 0
-    return LossOutput(loss=total / denominator, trained_tokens=count, correct_tokens=correct)
+    return LossOutput(loss=total / denominator, trained_tokens=count, correct_tokens=int(correct))

@@ -8,6 +8,7 @@ runs only where a label is trained (`medsft.loss`). Both paths train on identica
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import time
@@ -15,11 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medsft.backend import import_unsloth_if_usable
+
+import_unsloth_if_usable()  # Unsloth patches transformers and TRL, so it must be imported before them
+
 import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
+from medsft.attention import packed_attention
 from medsft.backend import Backend, TransformersBackend, load_tokenizer, select_backend
 from medsft.config import ConfigError, RunConfig
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
@@ -271,7 +277,8 @@ def train(config: RunConfig, data: Any | None = None) -> RunResult:
     if checkpoint:
         log.info("resuming from %s", checkpoint)
         truncate_log(run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    with packed_attention(trainer.model) if sparse else contextlib.nullcontext():
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     adapter_dir = backend.save_adapter(trainer.model, tokenizer, run_dir / "adapter", overwrite=config.resume)
 
     history = trainer.state.log_history

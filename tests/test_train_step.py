@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from medsft.attention import packed_attention
 from medsft.backend import TransformersBackend
 from medsft.config import build_config
 from medsft.labels import IGNORE_INDEX, tokenize_conversation
@@ -64,9 +67,11 @@ def test_sparse_head_and_packing_give_the_full_logit_loss_and_gradients(lora_mod
     reference.backward()
     expected = lora_grads(model)
 
-    for inputs in (batch, pack_examples(items)):
+    packed = pack_examples(items)
+    for inputs, attention in ((batch, nullcontext()), (packed, nullcontext()), (packed, packed_attention(model))):
         model.zero_grad()
-        out = sparse_head_loss(model, inputs)
+        with attention:
+            out = sparse_head_loss(model, inputs)
         out.loss.backward()
         assert out.loss.item() == pytest.approx(reference.item(), abs=1e-5)
         assert out.trained_tokens == int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
@@ -92,7 +97,52 @@ def test_a_dataset_with_nothing_to_learn_is_an_error_before_training(gemma_token
         tokenize_split(rows, gemma_tokenizer, config, "train")
 
 
+def test_fused_head_matches_plain_cross_entropy_with_gradients():
+    from medsft.loss import FusedLinearCrossEntropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(600, 32, requires_grad=True)  # more rows than one chunk
+    weight = torch.randn(1000, 32)
+    targets = torch.randint(0, 1000, (600,))
+    total, correct = FusedLinearCrossEntropy.apply(hidden, weight, targets)
+    (total * 0.5).backward()
+    expected_grad = hidden.grad.clone()
+    hidden.grad = None
+    logits = hidden @ weight.T
+    reference = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    (reference * 0.5).backward()
+    assert total.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert correct.item() == int((logits.argmax(-1) == targets).sum())
+    torch.testing.assert_close(expected_grad, hidden.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_tiny_model_loss_is_not_trivially_zero(tiny_gemma_dir, gemma_tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir)
     out = sparse_head_loss(model, pack_examples([tokenize_conversation(gemma_tokenizer, CHATS[0], 64)]))
     assert out.loss.item() > 5  # random weights over a 262k vocabulary: about ln(262144) = 12.5
+
+
+def test_packed_attention_honours_a_sliding_window_shorter_than_the_conversation(embedded_dir, gemma_tokenizer):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(embedded_dir)
+    config.update(
+        {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 32,
+            "sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention"],
+        }
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    items = [tokenize_conversation(gemma_tokenizer, chat, 256) for chat in CHATS]
+    reference = [model(**padded_batch([item])).loss.item() for item in items]
+    with packed_attention(model):
+        packed = [sparse_head_loss(model, pack_examples([item])).loss.item() for item in items]
+    assert packed == pytest.approx(reference, abs=1e-5)
+    assert min(len(i["input_ids"]) for i in items) > 8  # every conversation is longer than the window
