@@ -4,7 +4,8 @@ Both steps train the same LoRA (r16, all linear) on the same examples (synthetic
 labels) with the same AdamW; they alternate batch by batch over several rounds, so machine noise hits both.
 TRL's step is SFTTrainer's own `compute_loss` on its own collator (pad to the longest row; on CPU its fused head
 scores every position and also computes entropy and top-1). medsft's step packs the batch into one row and
-computes the LM head only at labelled positions.
+runs causal attention per conversation, and computes the LM head only at labelled positions, fused with the
+cross-entropy.
 
 Printed: tokens/s of each and their ratio; model-FLOPs utilization (MFU) of each, with FLOPs counted from the
 model's shapes and divided by the fp32 matmul rate measured in this run; peak RSS of each step; and the largest
@@ -93,6 +94,7 @@ def main() -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from medsft.attention import packed_attention
     from medsft.backend import select_backend
     from medsft.config import build_config
     from medsft.data.synthetic import generate_synthetic
@@ -125,7 +127,8 @@ def main() -> None:
         return trainer.compute_loss(model, inputs)
 
     def medsft_step(batch: list[dict]) -> torch.Tensor:
-        return sparse_head_loss(model, pack_examples(batch)).loss
+        with packed_attention(model):  # what medsft.train uses around trainer.train()
+            return sparse_head_loss(model, pack_examples(batch)).loss
 
     # Same weights, same batch: the two losses must agree before any timing.
     loss_gap = 0.0

