@@ -85,9 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "smoke":
         smoke(config)
     elif args.command == "train":
+        from medsft.data import DataError
+        from medsft.labels import LabelError
         from medsft.train import train
 
-        print(json.dumps(train(config).to_dict(), indent=2))
+        try:
+            print(json.dumps(train(config).to_dict(), indent=2))
+        except (DataError, LabelError, ConfigError, FileExistsError) as err:  # the user's input, not a bug
+            print(f"medsft: {type(err).__name__}: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medsft.templates import render_generation_prompt
+from medsft.templates import render_chat
 
 
 def generate_reply(
@@ -19,7 +19,7 @@ def generate_reply(
     """Answer the last user turn; greedy by default so the same prompt gives the same text."""
     import torch
 
-    prompt = render_generation_prompt(tokenizer, messages)
+    prompt = render_chat(tokenizer, messages, add_generation_prompt=True)  # holds <bos> already
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
     torch.manual_seed(seed)
     with torch.inference_mode():

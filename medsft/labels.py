@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from medsft.templates import check_one_bos, render_chat
+
 IGNORE_INDEX = -100
 THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 
@@ -54,10 +56,11 @@ def tokenize_conversation(
 
     The rendered text already holds `<bos>`, so it is tokenized without special tokens: one `<bos>` per sequence.
     """
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    text = render_chat(tokenizer, messages)
     spans = assistant_char_spans(tokenizer, messages, text)
     excluded = [] if train_on_reasoning else reasoning_char_spans(text, spans)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    check_one_bos(tokenizer, encoding["input_ids"])
     input_ids = encoding["input_ids"][:max_length]
     offsets = encoding["offset_mapping"][:max_length]
 

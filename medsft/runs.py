@@ -47,18 +47,21 @@ def make_run_id(config: RunConfig) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{model}-{digest}"
 
 
-def open_run_dir(config: RunConfig) -> Path:
-    """Create the run's folder, or reopen it when resuming; never reuse another run's folder silently."""
-    run_id = config.run_id or make_run_id(config)
-    run_dir = Path(config.output_dir) / run_id
-    if run_dir.exists():
-        if not config.resume:
-            raise FileExistsError(
-                f"run folder {run_dir} already exists; pass resume=True to continue it or choose another run_id"
-            )
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=False)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+def claim_run_dir(config: RunConfig) -> Path:
+    """The run's folder path, refusing another run's folder unless resuming it (nothing is created yet)."""
+    run_dir = Path(config.output_dir) / (config.run_id or make_run_id(config))
+    if run_dir.exists() and not config.resume:
+        raise FileExistsError(
+            f"run folder {run_dir} already exists; pass resume=True to continue it or choose another run_id"
+        )
+    return run_dir
+
+
+def open_run_dir(run_dir: Path, config: RunConfig) -> Path:
+    """Create the folder (once the run is known to start) and write the resolved config into it."""
+    if not run_dir.exists():
+        run_dir.mkdir(parents=True, exist_ok=False)
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     return run_dir
 
 

@@ -53,11 +53,6 @@ def apply_chat_template_name(tokenizer: Any, name: str | None) -> Any:
     return tokenizer
 
 
-def render_generation_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The prompt text up to the assistant header; it already holds `<bos>`, so tokenize it without one."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
     """A whole conversation rendered by the tokenizer's own chat template (which writes `<bos>` itself)."""
     apply_chat_template_name(tokenizer, None)  # fail clearly when there is no template to render with

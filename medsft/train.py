@@ -31,7 +31,14 @@ from medsft.config import ConfigError, RunConfig
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
 from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
-from medsft.runs import open_run_dir, update_manifest, write_json_atomic, write_text_atomic
+from medsft.runs import (
+    claim_run_dir,
+    open_run_dir,
+    sha256_rows,
+    update_manifest,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger("medsft")
 DRY_RUN_STEPS = 2
@@ -226,27 +233,37 @@ def load_for_training(config: RunConfig, backend: Backend) -> tuple[Any, Any]:
         return backend.load(config)
     location = resolve_model(config.model).location
     log.info("dry run: tiny random model with the architecture and tokenizer of %s", location)
-    tokenizer = load_tokenizer(location, config.chat_template)
-    return tiny_random_model(location, seed=config.seed), tokenizer
+    try:
+        tokenizer = load_tokenizer(location, config.chat_template)
+        return tiny_random_model(location, seed=config.seed), tokenizer
+    except OSError as err:  # a hub id with no network and nothing in the Hugging Face cache
+        raise RuntimeError(
+            f"dry run needs the config and tokenizer of {config.model} (a few MB, no weights), but they could not "
+            f"be read ({err}); connect once to cache them, or use model: embedded or a local folder"
+        ) from err
 
 
 def train(config: RunConfig, data: Any | None = None) -> RunResult:
     """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/."""
     started = time.perf_counter()
+    sources = None
     if data is None:
         from medsft.data import validate_sources
 
-        validate_sources(config)  # bad rows fail here, before any model loads
-    run_dir = open_run_dir(config)
+        sources = validate_sources(config)  # bad rows fail here, before any model loads
+    run_dir = claim_run_dir(config)
     has_cuda = torch.cuda.is_available()
     # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
     backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)
     model, tokenizer = load_for_training(config, backend)
+    open_run_dir(run_dir, config)
     if data is None:
         from medsft.data import build_training_data
 
-        data, report = build_training_data(config, tokenizer)
+        data, report = build_training_data(config, tokenizer, sources=sources)
         update_manifest(run_dir, data=report.to_dict())
+    hashes = {f"{split}_sha256": sha256_rows(list(data[split])) for split in ("train", "validation")}
+    update_manifest(run_dir, data=hashes)
     train_rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
     validation_rows = tokenize_split(list(data["validation"]), tokenizer, config, "validation")
     steps = DRY_RUN_STEPS if config.dry_run else config.max_steps

@@ -1,0 +1,92 @@
+"""Training and evaluation data for medsft: loaders, synthetic cases, cleaning, decontamination, mixing.
+
+Every source is read from the hub or a local JSON/JSONL/Parquet file (or the sample bundled here, so all of
+it runs offline), validated row by row, and turned into chat examples `{id, source, messages, meta}`.
+`build_training_data(config, tokenizer)` is the whole pipeline; `validate_sources(config)` checks all the
+data without a tokenizer, before a model is loaded. Importing this package does not import datasets,
+transformers or torch.
+"""
+
+from medsft.data.build import build_training_data, validate_sources
+from medsft.data.clean import (
+    Removed,
+    add_disclaimer,
+    drop_exact_duplicates,
+    drop_near_duplicates,
+    filter_by_length,
+    scrub_pii,
+    scrub_text,
+)
+from medsft.data.decontaminate import Contamination, EvalText, OverlapIndex, decontaminate, load_eval_texts
+from medsft.data.loaders import (
+    HUB_IDS,
+    PUBMEDQA_CHOICES,
+    load_instructions,
+    load_medical_o1,
+    load_medqa,
+    load_medqa_eval,
+    load_messages,
+    load_pubmedqa,
+    load_pubmedqa_eval,
+    load_source,
+    sample_path,
+)
+from medsft.data.mix import mix_sources, split_train_validation
+from medsft.data.records import DataError, Example, LoadedSource, MultipleChoiceItem
+from medsft.data.report import DatasetReport, SourceReport
+from medsft.data.synthetic import (
+    DOMAINS,
+    PRIMARY_LABEL,
+    SyntheticCase,
+    expected_label,
+    generate_cases,
+    generate_synthetic,
+    parse_synthetic_answer,
+    score_synthetic_answer,
+    synthetic_eval_cases,
+)
+
+__all__ = [
+    "DOMAINS",
+    "HUB_IDS",
+    "PRIMARY_LABEL",
+    "PUBMEDQA_CHOICES",
+    "Contamination",
+    "DataError",
+    "DatasetReport",
+    "EvalText",
+    "Example",
+    "LoadedSource",
+    "MultipleChoiceItem",
+    "OverlapIndex",
+    "Removed",
+    "SourceReport",
+    "SyntheticCase",
+    "add_disclaimer",
+    "build_training_data",
+    "decontaminate",
+    "drop_exact_duplicates",
+    "drop_near_duplicates",
+    "expected_label",
+    "filter_by_length",
+    "generate_cases",
+    "generate_synthetic",
+    "load_eval_texts",
+    "load_instructions",
+    "load_medical_o1",
+    "load_medqa",
+    "load_medqa_eval",
+    "load_messages",
+    "load_pubmedqa",
+    "load_pubmedqa_eval",
+    "load_source",
+    "mix_sources",
+    "parse_synthetic_answer",
+    "sample_path",
+    "score_synthetic_answer",
+    "scrub_pii",
+    "scrub_text",
+    "split_train_validation",
+    "synthetic_eval_cases",
+    "validate_sources",
+]

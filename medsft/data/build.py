@@ -1,0 +1,162 @@
+"""The data pipeline: read and validate every source, clean, decontaminate, length-filter, mix and split.
+
+`validate_sources(config)` needs no tokenizer, so a run reads and checks all of its data before any model is
+loaded; `build_training_data(config, tokenizer)` runs the whole pipeline and returns the splits and a report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from medsft.config import RunConfig
+from medsft.data.clean import (
+    Removed,
+    add_disclaimer,
+    drop_exact_duplicates,
+    drop_near_duplicates,
+    filter_by_length,
+    scrub_pii,
+)
+from medsft.data.decontaminate import EvalText, decontaminate, load_eval_texts
+from medsft.data.loaders import load_source
+from medsft.data.mix import mix_sources, split_train_validation
+from medsft.data.records import DataError, Example, LoadedSource, OnError
+from medsft.data.report import DatasetReport, SourceReport
+from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE
+
+
+def synthetic_eval_size(config: RunConfig) -> int:
+    """How many synthetic test cases to decontaminate against: at least as many as evaluation will use."""
+    return max(SYNTHETIC_EVAL_SIZE, config.eval_limit or 0)
+
+
+def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[LoadedSource]:
+    """Read and validate every configured source, and the evaluation sets decontamination will read.
+
+    Raises `DataError` (file, row, field) on the first bad row, or with `on_error="skip"` records skipped rows
+    on each `LoadedSource`. No tokenizer or model is needed.
+    """
+    sources = []
+    for spec in config.datasets:
+        # A weighted synthetic source may be asked for up to train_rows cases; generate enough to cover it.
+        synthetic_count = config.train_rows if spec.weight is not None else None
+        sources.append(load_source(spec, config.data_seed, on_error, synthetic_count=synthetic_count))
+    if config.decontaminate:
+        load_eval_texts(config.eval_tasks, seed=config.data_seed, synthetic_n=synthetic_eval_size(config))
+    return sources
+
+
+def unique_ids(pools: Sequence[list[Example]]) -> list[list[Example]]:
+    """Suffix ids that repeat across sources (the same file listed twice), so every report line is traceable."""
+    seen: set[str] = set()
+    out = []
+    for rows in pools:
+        renamed = []
+        for row in rows:
+            row_id, n = row["id"], 1
+            while row_id in seen:
+                n += 1
+                row_id = f"{row['id']}#{n}"
+            seen.add(row_id)
+            renamed.append(row if row_id == row["id"] else {**row, "id": row_id})
+        out.append(renamed)
+    return out
+
+
+def build_training_data(
+    config: RunConfig,
+    tokenizer: Any,
+    *,
+    on_error: OnError = "raise",
+    sources: list[LoadedSource] | None = None,
+    eval_texts: list[EvalText] | None = None,
+) -> tuple[Any, DatasetReport]:
+    """The training and validation splits (a `datasets.DatasetDict`) and the report of how they were made.
+
+    Order: PII scrubbing → optional disclaimer → exact then near duplicates (first occurrence kept, across
+    all sources) → decontamination against `config.eval_tasks` → length filter against `max_seq_length`
+    with the tokenizer's chat template → mixing by count/weight → validation split. Cleaning runs before
+    mixing so a source's `count` is met from clean rows. Pass `sources` from `validate_sources` to avoid
+    reading the data twice, and `eval_texts` to decontaminate against other evaluation data than the defaults.
+    """
+    from datasets import Dataset, DatasetDict
+
+    from medsft import DISCLAIMER
+    from medsft.templates import apply_chat_template_name, chat_token_lengths
+
+    apply_chat_template_name(tokenizer, config.chat_template)
+    sources = sources if sources is not None else validate_sources(config, on_error)
+    pools = unique_ids([source.examples for source in sources])
+    pool_of = {row["id"]: i for i, rows in enumerate(pools) for row in rows}
+    rows = [row for rows in pools for row in rows]
+
+    rows, pii, pii_rows = scrub_pii(rows)
+    if config.add_disclaimer:
+        rows = add_disclaimer(rows, DISCLAIMER)
+    removed: list[Removed] = []
+    rows, dropped = drop_exact_duplicates(rows)
+    removed += dropped
+    rows, dropped = drop_near_duplicates(rows)
+    removed += dropped
+    hits = []
+    if config.decontaminate:
+        if eval_texts is None:
+            eval_texts = load_eval_texts(config.eval_tasks, config.data_seed, synthetic_eval_size(config))
+        rows, dropped, hits = decontaminate(rows, eval_texts)
+        removed += dropped
+    lengths = chat_token_lengths(tokenizer, [row["messages"] for row in rows])
+    rows, lengths, dropped = filter_by_length(rows, lengths, config.max_seq_length)
+    removed += dropped
+    length_of = {row["id"]: n for row, n in zip(rows, lengths, strict=True)}
+
+    clean_pools: list[list[Example]] = [[] for _ in pools]
+    for row in rows:
+        clean_pools[pool_of[row["id"]]].append(row)
+    mixed, allocations = mix_sources(
+        list(zip(config.datasets, clean_pools, strict=True)), config.train_rows, config.data_seed
+    )
+    train, validation = split_train_validation(mixed, config.validation_fraction, config.data_seed)
+    if not train:
+        raise DataError("training data", "no rows left after cleaning and mixing; check the sources and counts")
+
+    split_of = {row["id"]: "train" for row in train} | {row["id"]: "validation" for row in validation}
+    reports = []
+    for i, (source, allocation) in enumerate(zip(sources, allocations, strict=True)):
+        ids = {row["id"] for row in pools[i]}
+        steps: dict[str, int] = {}
+        for row in removed:
+            if row.id in ids:
+                steps[row.step] = steps.get(row.step, 0) + 1
+        reports.append(
+            SourceReport(
+                name=source.name,
+                origin=source.origin,
+                loaded=len(source.examples),
+                skipped=len(source.skipped),
+                removed=steps,
+                available=allocation.available,
+                requested=allocation.requested,
+                train=sum(1 for row_id in ids if split_of.get(row_id) == "train"),
+                validation=sum(1 for row_id in ids if split_of.get(row_id) == "validation"),
+            )
+        )
+    report = DatasetReport(
+        sources=reports,
+        removed_rows=removed,
+        skipped=[str(error) for source in sources for error in source.skipped],
+        pii=dict(pii),
+        pii_rows=pii_rows,
+        contamination_hits=hits,
+        eval_tasks=list(config.eval_tasks) if config.decontaminate else [],
+        token_lengths=[length_of[row["id"]] for row in [*train, *validation]],
+        max_seq_length=config.max_seq_length,
+        train_rows=len(train),
+        validation_rows=len(validation),
+    )
+    full = Dataset.from_list([*train, *validation])  # one schema for both splits (meta keys differ by source)
+    # Index lists, not ranges: `select` rejects an empty range that starts at the end (no validation rows).
+    splits = DatasetDict(
+        train=full.select(list(range(len(train)))), validation=full.select(list(range(len(train), len(full))))
+    )
+    return splits, report

@@ -1,0 +1,160 @@
+"""Drop training rows that overlap an evaluation set, so scores measure learning, not memorisation.
+
+The criterion follows PaLM's (Chowdhery et al., 2022): an evaluation text is contaminated when at least 70%
+of its word 8-grams occur in training data. Here it is applied per training row, so the offending row can be
+dropped: a row is contaminated by an evaluation text (a MedQA test question; a PubMedQA test question,
+abstract or long answer; a synthetic test prompt) when it contains at least 70% of that text's distinct
+8-grams. Boilerplate is left out first: an n-gram found in more than max(5, 1%) of the evaluation texts
+("which of the following is the most likely diagnosis", a synthetic prompt template) says nothing about a
+particular item. Coverage rather than "any shared n-gram" keeps stock phrasing from flagging innocent rows,
+while a planted or lightly edited test question still covers nearly all of its n-grams. Evaluation texts
+shorter than 8 words are too generic to judge and are not indexed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from medsft.data.clean import Removed, words
+from medsft.data.records import Example, all_text
+
+NGRAM = 8
+MIN_COVERAGE = 0.7
+COMMON_MIN_TEXTS = 5  # an n-gram in more evaluation texts than max(this, COMMON_SHARE of them) is boilerplate
+COMMON_SHARE = 0.01
+# Odd 64-bit multiplier for the polynomial n-gram hash; collisions at 64 bits are negligible here.
+HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class EvalText:
+    """One indexed piece of an evaluation item."""
+
+    task: str
+    id: str
+    part: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Contamination:
+    """A training row found to cover `coverage` of an evaluation text's n-grams."""
+
+    train_id: str
+    source: str
+    task: str
+    eval_id: str
+    part: str
+    coverage: float
+
+
+class OverlapIndex:
+    """The distinct n-grams of every evaluation text, hashed, for fast coverage queries."""
+
+    def __init__(self, texts: Iterable[EvalText], n: int = NGRAM, min_coverage: float = MIN_COVERAGE) -> None:
+        self.n, self.min_coverage = n, min_coverage
+        self.vocab: dict[str, int] = {}  # id 0 is "a word no evaluation text has": it can never match
+        self.powers = HASH_MULTIPLIER ** np.arange(n, dtype=np.uint64)
+        self.texts: list[EvalText] = []
+        self.sizes: list[int] = []
+        owners: dict[int, list[int]] = {}
+        for text in texts:
+            tokens = words(text.text)
+            if len(tokens) < n:
+                continue
+            ids = np.array([self.vocab.setdefault(w, len(self.vocab) + 1) for w in tokens], dtype=np.uint64)
+            grams = self.hashes(ids)
+            for gram in grams.tolist():
+                owners.setdefault(gram, []).append(len(self.texts))
+            self.texts.append(text)
+            self.sizes.append(grams.size)
+        limit = max(COMMON_MIN_TEXTS, int(COMMON_SHARE * len(self.texts)))
+        common = [gram for gram, texts in owners.items() if len(texts) > limit]
+        for gram in common:
+            for i in owners.pop(gram):
+                self.sizes[i] -= 1
+        self.keys = np.array(sorted(owners), dtype=np.uint64)
+        self.owners = owners
+
+    def hashes(self, ids: np.ndarray) -> np.ndarray:
+        """Distinct hashes of the n-grams made only of known words (uint64 arithmetic wraps by design)."""
+        if ids.size < self.n:
+            return np.zeros(0, dtype=np.uint64)
+        windows = np.lib.stride_tricks.sliding_window_view(ids, self.n)
+        known = (windows != 0).all(axis=1)
+        with np.errstate(over="ignore"):
+            values = (windows[known] * self.powers).sum(axis=1, dtype=np.uint64)
+        return np.unique(values)
+
+    def matches(self, text: str) -> list[tuple[EvalText, float]]:
+        """Evaluation texts that `text` covers to at least `min_coverage`, with their coverage."""
+        if not self.texts:
+            return []
+        ids = np.array([self.vocab.get(w, 0) for w in words(text)], dtype=np.uint64)
+        grams = self.hashes(ids)
+        if grams.size == 0:
+            return []
+        positions = np.searchsorted(self.keys, grams).clip(max=self.keys.size - 1)
+        shared = grams[self.keys[positions] == grams]
+        counts: Counter[int] = Counter(owner for gram in shared.tolist() for owner in self.owners[gram])
+        found = [(self.texts[i], count / self.sizes[i]) for i, count in counts.items() if self.sizes[i]]
+        return sorted(
+            [(t, c) for t, c in found if c >= self.min_coverage], key=lambda pair: (-pair[1], pair[0].task, pair[0].id)
+        )
+
+
+def decontaminate(
+    examples: Sequence[Example],
+    eval_texts: Iterable[EvalText],
+    n: int = NGRAM,
+    min_coverage: float = MIN_COVERAGE,
+) -> tuple[list[Example], list[Removed], list[Contamination]]:
+    """(kept rows, removed rows, every contamination found). A row is dropped once, however many hits."""
+    index = OverlapIndex(eval_texts, n, min_coverage)
+    kept, removed, hits = [], [], []
+    for example in examples:
+        found = index.matches(all_text(example))
+        if not found:
+            kept.append(example)
+            continue
+        for text, coverage in found:
+            hits.append(Contamination(example["id"], example["source"], text.task, text.id, text.part, coverage))
+        text, coverage = found[0]
+        reason = f"holds {coverage:.0%} of the {n}-grams of {text.task} test {text.part} {text.id}"
+        removed.append(Removed(example["id"], example["source"], "contaminated", reason))
+    return kept, removed, hits
+
+
+def load_eval_texts(
+    tasks: Sequence[str],
+    seed: int = 0,
+    synthetic_n: int | None = None,
+    medqa_path: str | None = None,
+    pubmedqa_path: str | None = None,
+) -> list[EvalText]:
+    """The texts of every evaluation set in use, read the same way evaluation reads them.
+
+    Defaults are the bundled samples (MedQA `medqa_test.jsonl`, the PubMedQA test split of `pubmedqa.jsonl`)
+    and the synthetic test set for `seed`; give the hub ids when evaluating on the full benchmarks.
+    """
+    from medsft.data.loaders import load_medqa_eval, pubmedqa_test_records
+    from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE, synthetic_eval_cases
+
+    texts: list[EvalText] = []
+    for task in tasks:
+        if task == "medqa":
+            texts += [EvalText("medqa", item.id, "question", item.question) for item in load_medqa_eval(medqa_path)]
+        elif task == "pubmedqa":
+            for record in pubmedqa_test_records(pubmedqa_path):
+                for part in ("question", "context", "long_answer"):
+                    texts.append(EvalText("pubmedqa", record["id"], part, record[part]))
+        elif task == "synthetic":
+            cases = synthetic_eval_cases(synthetic_n or SYNTHETIC_EVAL_SIZE, seed)
+            texts += [EvalText("synthetic", case.id, "prompt", case.prompt) for case in cases]
+        else:
+            raise ValueError(f"unknown evaluation task '{task}'; choose from medqa, pubmedqa, synthetic")
+    return texts

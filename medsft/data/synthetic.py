@@ -1,0 +1,594 @@
+"""Synthetic clinical cases (triage, drug interactions, lab interpretation) built from small fact tables.
+
+Each case is sampled with a seeded `random.Random`, so the same seed gives byte-identical data. Sampling only
+picks the inputs (cluster, age, drugs, lab values...); the expected label is then computed from the tables in
+`facts/*.json` by the `label_*` functions, never sampled, so every case can be scored automatically. The
+assistant turn is a five-step `<think>` chain and a final answer with machine-readable lines (`Risk level:`,
+`Severity:`, `Flags:`/`Urgency:`) that `parse_synthetic_answer` reads back.
+
+Train and test cannot overlap: one case in ten (by a hash of its content) is reserved for the test set,
+training generation skips those and `synthetic_eval_cases` draws only those, whatever the seeds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medsft.data.records import Example, make_example
+
+FACTS_DIR = Path(__file__).resolve().parent / "facts"
+DOMAINS = ("triage", "drug_interaction", "lab_interpretation")
+STEPS = 5
+RISK_LEVELS = ("LOW", "MEDIUM", "HIGH")
+# The label evaluation scores first in each domain.
+PRIMARY_LABEL = {"triage": "risk", "drug_interaction": "severity", "lab_interpretation": "urgency"}
+EVAL_RESERVED_ONE_IN = 10
+SYNTHETIC_EVAL_SIZE = 200
+RED_FLAG_SHARE = 0.4
+SEXES = ("man", "woman")
+ADULT_AGES = (18, 90)
+VITAL_NAMES = {"hr": "heart rate", "sbp": "systolic BP", "rr": "respiratory rate", "spo2": "SpO2"}
+
+
+@functools.cache
+def facts(name: str) -> dict[str, Any]:
+    """A fact table from `facts/<name>.json` (triage, drug_interactions, lab_tests)."""
+    return json.loads((FACTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class SyntheticCase:
+    """One generated case: its sampled inputs, the rendered prompt and reasoning, and the computed label."""
+
+    domain: str
+    inputs: dict[str, Any]
+    prompt: str
+    steps: tuple[str, ...]
+    answer: str
+    expected: dict[str, str]
+    severity: str
+
+    @property
+    def key(self) -> str:
+        return case_key(self.domain, self.inputs)
+
+    @property
+    def id(self) -> str:
+        return f"synthetic:{self.domain}:{hashlib.sha256(self.key.encode()).hexdigest()[:12]}"
+
+    @property
+    def completion(self) -> str:
+        return "<think>\n" + "\n".join(self.steps) + "\n</think>\n" + self.answer
+
+    def to_example(self) -> Example:
+        meta = {
+            "domain": self.domain,
+            "severity": self.severity,
+            "steps": len(self.steps),
+            "expected": dict(self.expected),
+            "case": json.dumps(self.inputs, sort_keys=True),
+        }
+        messages = [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.completion}]
+        return make_example(self.id, "synthetic", messages, meta)
+
+
+def case_key(domain: str, inputs: Mapping[str, Any]) -> str:
+    """The content of a case without its wording: two cases with the same key are the same case."""
+    return json.dumps({"domain": domain, **{k: v for k, v in inputs.items() if k != "template"}}, sort_keys=True)
+
+
+def is_reserved_for_eval(key: str) -> bool:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % EVAL_RESERVED_ONE_IN == 0
+
+
+def generate_cases(
+    n: int, seed: int = 0, domains: tuple[str, ...] = DOMAINS, *, for_eval: bool = False
+) -> list[SyntheticCase]:
+    """`n` distinct cases, domains in rotation. A prefix of a longer run with the same seed is a shorter run."""
+    unknown = [d for d in domains if d not in BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown synthetic domain '{unknown[0]}'; choose from {', '.join(DOMAINS)}")
+    rng = random.Random(f"medsft-synthetic:{'eval' if for_eval else 'train'}:{seed}")
+    cases: list[SyntheticCase] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(cases) < n:
+        attempts += 1
+        if attempts > 200 * (n + 10):
+            raise RuntimeError(f"could not draw {n} distinct synthetic cases; the fact tables are too small")
+        domain = domains[len(cases) % len(domains)]
+        sample, build = BUILDERS[domain]
+        inputs = sample(rng)
+        key = case_key(domain, inputs)
+        if key in seen or is_reserved_for_eval(key) != for_eval:
+            continue
+        seen.add(key)
+        cases.append(build(inputs))
+    return cases
+
+
+def synthetic_eval_cases(n: int = SYNTHETIC_EVAL_SIZE, seed: int = 0) -> list[SyntheticCase]:
+    """The synthetic test set: drawn only from reserved cases, so no training case can equal a test case."""
+    return generate_cases(n, seed, for_eval=True)
+
+
+def generate_synthetic(n: int, seed: int = 0) -> list[Example]:
+    """Training examples (plain dicts) for `n` synthetic cases."""
+    return [case.to_example() for case in generate_cases(n, seed)]
+
+
+# Helpers ------------------------------------------------------------------------------------------------
+
+
+def join_words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+# Triage -------------------------------------------------------------------------------------------------
+
+
+def clusters() -> dict[str, dict[str, Any]]:
+    return {cluster["id"]: cluster for cluster in facts("triage")["clusters"]}
+
+
+def sample_triage(rng: random.Random) -> dict[str, Any]:
+    table = facts("triage")
+    cluster = rng.choice(table["clusters"])
+    sex = rng.choice(cluster.get("sexes", SEXES))
+    age = rng.randint(*cluster["ages"])
+    symptoms = [cluster["core"]] + rng.sample(cluster["symptoms"], rng.randint(1, min(3, len(cluster["symptoms"]))))
+    flag = None
+    if rng.random() < RED_FLAG_SHARE:
+        allowed = [f for f in cluster["red_flags"] if age >= f.get("min_age", 0)]
+        flag = rng.choice(allowed) if allowed else None
+    normal = table["normal_vitals"]
+    vitals: dict[str, Any] = {name: rng.randint(*normal[name]) for name in ("hr", "sbp", "rr", "spo2")}
+    vitals["dbp"] = rng.randint(60, min(92, vitals["sbp"] - 30))
+    fever = cluster.get("fever") or (flag or {}).get("fever")
+    vitals["temp"] = round(rng.uniform(*(table["fever_temp"] if fever else normal["temp"])), 1)
+    if flag and "vital" in flag:
+        vitals[flag["vital"]] = rng.randint(*flag["range"])
+        if flag["vital"] == "sbp":
+            vitals["dbp"] = rng.randint(42, vitals["sbp"] - 25)
+    elif flag:
+        symptoms.insert(rng.randint(1, len(symptoms)), flag["finding"])
+    return {
+        "cluster": cluster["id"],
+        "age": age,
+        "sex": sex,
+        "symptoms": symptoms,
+        "duration": rng.choice(cluster["durations"]),
+        "vitals": vitals,
+        "template": rng.randrange(3),
+    }
+
+
+def red_vital_hits(vitals: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The NEWS2-style single-parameter limits that these vital signs reach."""
+    hits = []
+    for rule in facts("triage")["red_vitals"]:
+        value = vitals[rule["vital"]]
+        if (rule["op"] == ">=" and value >= rule["limit"]) or (rule["op"] == "<=" and value <= rule["limit"]):
+            hits.append(rule)
+    return hits
+
+
+def label_triage(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Risk and differential from the tables: red flags and red vitals → HIGH; see facts/triage.json."""
+    table = facts("triage")
+    cluster = clusters()[inputs["cluster"]]
+    flags = [f for f in cluster["red_flags"] if "finding" in f and f["finding"] in inputs["symptoms"]]
+    hits = red_vital_hits(inputs["vitals"])
+    if flags or hits or cluster["base_risk"] == "HIGH":
+        risk = "HIGH"
+    elif cluster["base_risk"] == "MEDIUM" or inputs["age"] >= table["older_age"]:
+        risk = "MEDIUM"
+    else:
+        risk = "LOW"
+    leading = cluster["differential"][0]
+    if flags:
+        leading = flags[0]["suggests"]
+    elif hits:
+        vital_flags = [f for f in cluster["red_flags"] if f.get("vital") in {h["vital"] for h in hits}]
+        leading = vital_flags[0]["suggests"] if vital_flags else leading
+    differential = [leading] + [d for d in cluster["differential"] if d != leading][:2]
+    return {"risk": risk, "differential": differential, "flags": flags, "hits": hits}
+
+
+def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
+    table = facts("triage")
+    cluster = clusters()[inputs["cluster"]]
+    label = label_triage(inputs)
+    risk, differential, flags, hits = label["risk"], label["differential"], label["flags"], label["hits"]
+    age, sex, duration, v = inputs["age"], inputs["sex"], inputs["duration"], inputs["vitals"]
+    symptoms = join_words(inputs["symptoms"])
+    vitals = (
+        f"HR {v['hr']}/min, BP {v['sbp']}/{v['dbp']} mmHg, RR {v['rr']}/min, SpO2 {v['spo2']}%, T {v['temp']:.1f} C"
+    )
+    prompt = [
+        f"Triage this patient. A {age}-year-old {sex} reports {symptoms} for {duration}. Vital signs: {vitals}. "
+        "Give a differential diagnosis and a risk level (LOW, MEDIUM or HIGH).",
+        f"{age}-year-old {sex} with {duration} of {symptoms}. Observations: {vitals}. "
+        "What is the likely differential, and how urgent is this: LOW, MEDIUM or HIGH risk?",
+        f"Patient: {age}-year-old {sex}\nComplaint: {symptoms} ({duration})\nVitals: {vitals}\n"
+        "Task: triage with a differential and a risk level (LOW/MEDIUM/HIGH).",
+    ][inputs["template"]]
+    brief = f"HR {v['hr']}, SBP {v['sbp']}, RR {v['rr']}, SpO2 {v['spo2']}%"
+    if hits:
+        side = {">=": "at or above", "<=": "at or below"}
+        reached = "; ".join(f"{VITAL_NAMES[h['vital']]} {v[h['vital']]} is {side[h['op']]} {h['limit']}" for h in hits)
+        step2 = f"2. Vital signs: {brief}; {reached}, a red flag."
+    else:
+        step2 = f"2. Vital signs: {brief}; none at a red-flag limit."
+    if flags:
+        found = "; ".join(f"{f['finding']} ({f['label']}) suggests {f['suggests']}" for f in flags)
+        step3 = f"3. Red flags: {found}."
+    else:
+        checked = ", ".join(f["label"] for f in cluster["red_flags"] if "finding" in f)
+        step3 = f"3. Red flags: none reported (checked: {checked})."
+    lead = "must be excluded first" if flags or hits else "is most likely"
+    step4 = f"4. Differential: {differential[0]} {lead}; also consider {differential[1]} and {differential[2]}."
+    if flags or hits:
+        step5 = "5. Risk: a red flag is present, so the risk is HIGH."
+    elif cluster["base_risk"] == "HIGH":
+        step5 = "5. Risk: this presentation is high risk in itself, so the risk is HIGH."
+    elif cluster["base_risk"] == "MEDIUM":
+        step5 = "5. Risk: the presentation carries medium risk and there are no red flags, so the risk is MEDIUM."
+    elif risk == "MEDIUM":
+        step5 = f"5. Risk: a low-risk presentation, but age {age} ({table['older_age']} or over) raises it to MEDIUM."
+    else:
+        step5 = f"5. Risk: a low-risk presentation, no red flags and age under {table['older_age']}: LOW."
+    steps = (f"1. Summary: {age}-year-old {sex}, {cluster['core']} for {duration}.", step2, step3, step4, step5)
+    answer = (
+        f"Differential: 1. {differential[0]}; 2. {differential[1]}; 3. {differential[2]}\n"
+        f"Risk level: {risk}\nAdvice: {table['advice'][risk]}"
+    )
+    expected = {"risk": risk, "diagnosis": differential[0]}
+    return SyntheticCase("triage", inputs, prompt, steps, answer, expected, risk)
+
+
+# Drug interactions --------------------------------------------------------------------------------------
+
+
+def find_pair(first: str, second: str) -> dict[str, Any] | None:
+    for pair in facts("drug_interactions")["pairs"]:
+        if sorted(pair["drugs"]) == sorted([first, second]):
+            return pair
+    return None
+
+
+def sample_drug(rng: random.Random) -> dict[str, Any]:
+    table = facts("drug_interactions")
+    # Severity first, then a pair of that severity, so rare grades (MINOR, NONE) are not drowned out.
+    severity = rng.choice(list(table["severities"]))
+    pair = rng.choice([p for p in table["pairs"] if p["severity"] == severity])
+    current, new = pair["drugs"] if rng.random() < 0.5 else pair["drugs"][::-1]
+    drugs = table["drugs"]
+    sexes = [s for s in SEXES if all(s in drugs[d].get("sexes", SEXES) for d in (current, new))]
+    low = max([ADULT_AGES[0]] + [drugs[d]["ages"][0] for d in (current, new) if "ages" in drugs[d]])
+    high = min([ADULT_AGES[1]] + [drugs[d]["ages"][1] for d in (current, new) if "ages" in drugs[d]])
+    return {
+        "drugs": [current, new],
+        "indications": [rng.choice(drugs[current]["indications"]), rng.choice(drugs[new]["indications"])],
+        "age": rng.randint(low, high),
+        "sex": rng.choice(sexes),
+        "egfr": rng.randint(25, 110),
+        "template": rng.randrange(3),
+    }
+
+
+def label_drug(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """Severity is the table's severity for the pair; a pair missing from the table has no listed interaction."""
+    pair = find_pair(*inputs["drugs"])
+    severity = pair["severity"] if pair else "NONE"
+    interaction = "none" if severity == "NONE" else " + ".join(sorted(inputs["drugs"]))
+    return {"severity": severity, "interaction": interaction}
+
+
+def build_drug(inputs: dict[str, Any]) -> SyntheticCase:
+    table = facts("drug_interactions")
+    drugs = table["drugs"]
+    (current, new), (for_current, for_new) = inputs["drugs"], inputs["indications"]
+    age, sex, egfr = inputs["age"], inputs["sex"], inputs["egfr"]
+    pair = find_pair(current, new)
+    if pair is None:
+        raise ValueError(f"{current} + {new} is not in the drug interaction table")
+    label = label_drug(inputs)
+    severity = label["severity"]
+    prompt = [
+        f"A {age}-year-old {sex} (eGFR {egfr} mL/min/1.73m2) takes {current} for {for_current}. "
+        f"{capitalise(new)} is being considered for {for_new}. Check this combination for an interaction and rate "
+        "its severity (NONE, MINOR, MODERATE, MAJOR or CONTRAINDICATED).",
+        f"Medication check for a {age}-year-old {sex}, eGFR {egfr}: current medicine {current} ({for_current}); "
+        f"proposed new medicine {new} ({for_new}). Is there an interaction, and how severe is it?",
+        f"Patient: {sex}, {age} years, eGFR {egfr}\nTaking: {current} for {for_current}\n"
+        f"New prescription: {new} for {for_new}\n"
+        "Task: interaction check with a severity rating (NONE/MINOR/MODERATE/MAJOR/CONTRAINDICATED).",
+    ][inputs["template"]]
+    factors = []
+    if age >= facts("triage")["older_age"]:
+        factors.append(f"age {age} makes adverse effects more likely")
+    if egfr < 60:
+        factors.append(f"eGFR {egfr} means reduced kidney function, which can magnify adverse effects")
+    if not factors:
+        factors.append(f"age {age} and eGFR {egfr} add no extra risk")
+    steps = (
+        f"1. Drugs: {current} ({drugs[current]['class']}) for {for_current}; "
+        f"{new} ({drugs[new]['class']}) proposed for {for_new}.",
+        f"2. Mechanism: {pair['mechanism']}.",
+        f"3. Effect: {pair['effect']}.",
+        f"4. Patient factors: {'; '.join(factors)}.",
+        f"5. Severity: {severity}, {table['severities'][severity]}. Management: {pair['management']}.",
+    )
+    if severity == "NONE":
+        interaction = f"none expected between {current} and {new}"
+    else:
+        interaction = f"{current} + {new}: {pair['effect']}"
+    answer = f"Interaction: {interaction}\nSeverity: {severity}\nManagement: {capitalise(pair['management'])}."
+    return SyntheticCase("drug_interaction", inputs, prompt, steps, answer, label, severity)
+
+
+# Lab interpretation -------------------------------------------------------------------------------------
+
+
+def reference_range(test: Mapping[str, Any], sex: str) -> tuple[float, float]:
+    ranges = test["range"]
+    low, high = ranges[sex] if isinstance(ranges, dict) else ranges
+    return low, high
+
+
+def classify(test: Mapping[str, Any], sex: str, value: float) -> tuple[str, bool]:
+    """(LOW | NORMAL | HIGH, critical?) with inclusive reference ranges and strict critical limits."""
+    low, high = reference_range(test, sex)
+    flag = "LOW" if value < low else "HIGH" if value > high else "NORMAL"
+    critical_low, critical_high = test["critical"] or (None, None)
+    critical = (critical_low is not None and value < critical_low) or (
+        critical_high is not None and value > critical_high
+    )
+    return flag, critical
+
+
+def fmt(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+STATUS = {
+    "normal": ("NORMAL", False),
+    "low": ("LOW", False),
+    "high": ("HIGH", False),
+    "critical_low": ("LOW", True),
+    "critical_high": ("HIGH", True),
+}
+
+
+def draw_value(rng: random.Random, test: Mapping[str, Any], sex: str, status: str) -> float | int:
+    """A value in the band for `status`, redrawn until the rules classify it as intended (rounding can cross)."""
+    low, high = reference_range(test, sex)
+    critical_low, critical_high = test["critical"] or (None, None)
+    floor, ceiling = test["plausible"]
+    span = high - low
+    bands = {
+        "normal": (low + 0.1 * span, high - 0.1 * span),
+        "low": (critical_low if critical_low is not None else floor, low),
+        "high": (high, critical_high if critical_high is not None else ceiling),
+        "critical_low": (floor, critical_low),
+        "critical_high": (critical_high, ceiling),
+    }
+    start, end = bands[status]
+    for _ in range(1000):
+        value = round(rng.uniform(start, end), test["decimals"])
+        if test["decimals"] == 0:
+            value = int(value)
+        if classify(test, sex, value) == STATUS[status]:
+            return value
+    raise RuntimeError(f"cannot draw a {status} value for {test['name']}")
+
+
+def critical_directions(test: Mapping[str, Any]) -> list[str]:
+    limits = test["critical"] or (None, None)
+    directions = zip(("low", "high"), limits, strict=True)
+    return [d for d, limit in directions if limit is not None and d in test["directions"]]
+
+
+def sample_lab(rng: random.Random) -> dict[str, Any]:
+    table = facts("lab_tests")
+    tests = table["tests"]
+    urgency = rng.choice(RISK_LEVELS)
+    panels = list(table["panels"])
+    if urgency == "HIGH":
+        panels = [p for p in panels if any(critical_directions(tests[k]) for k in table["panels"][p])]
+    panel = rng.choice(panels)
+    members = table["panels"][panel]
+    count = min(len(members), rng.randint(3, 4))
+    # A HIGH case needs a test that has a critical limit, so pick that test first and fill up around it.
+    critical = rng.choice([k for k in members if critical_directions(tests[k])]) if urgency == "HIGH" else None
+    rest = [k for k in members if k != critical]
+    chosen = set(rng.sample(rest, count - (critical is not None))) | ({critical} if critical else set())
+    keys = [k for k in members if k in chosen]
+    sex, age = rng.choice(SEXES), rng.randint(*ADULT_AGES)
+    status = dict.fromkeys(keys, "normal")
+    extra = 1 if count >= 4 and rng.random() < 0.3 else 0
+    if critical:
+        status[critical] = "critical_" + rng.choice(critical_directions(tests[critical]))
+    abnormal = {"LOW": 0, "MEDIUM": 1 + extra, "HIGH": extra}[urgency]
+    for key in rng.sample([k for k in keys if status[k] == "normal"], abnormal):
+        status[key] = rng.choice(tests[key]["directions"])
+    return {
+        "panel": panel,
+        "age": age,
+        "sex": sex,
+        "values": {key: draw_value(rng, tests[key], sex, status[key]) for key in keys},
+        "show_ranges": rng.random() < 0.5,
+        "template": rng.randrange(2),
+    }
+
+
+def label_lab(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """Flags, critical results and urgency from the reference table (see facts/lab_tests.json)."""
+    tests = facts("lab_tests")["tests"]
+    flags, critical = [], []
+    for key, value in inputs["values"].items():
+        flag, is_critical = classify(tests[key], inputs["sex"], value)
+        if flag != "NORMAL":
+            flags.append(f"{tests[key]['name']} {flag}")
+        if is_critical:
+            critical.append(tests[key]["name"])
+    urgency = "HIGH" if critical else "MEDIUM" if flags else "LOW"
+    return {
+        "flags": "; ".join(sorted(flags)) or "none",
+        "critical": "; ".join(sorted(critical)) or "none",
+        "urgency": urgency,
+    }
+
+
+def build_lab(inputs: dict[str, Any]) -> SyntheticCase:
+    table = facts("lab_tests")
+    tests = table["tests"]
+    panel, age, sex = inputs["panel"], inputs["age"], inputs["sex"]
+    label = label_lab(inputs)
+    rows = []
+    for key, value in inputs["values"].items():
+        test = tests[key]
+        low, high = reference_range(test, sex)
+        flag, is_critical = classify(test, sex, value)
+        unit = f" {test['unit']}" if test["unit"] else ""
+        span = f"{fmt(low, test['decimals'])}-{fmt(high, test['decimals'])}"
+        rows.append((test, fmt(value, test["decimals"]), unit, span, flag, is_critical))
+    shown = [f"{t['name']} {v}{u}" + (f" (ref {s})" if inputs["show_ranges"] else "") for t, v, u, s, _, _ in rows]
+    prompt = [
+        f"Interpret these {panel} results for a {age}-year-old {sex}: {', '.join(shown)}. "
+        "Flag each result and say how urgent follow-up is (LOW, MEDIUM or HIGH).",
+        f"{capitalise(panel)}, {sex} aged {age}:\n"
+        + "\n".join(shown)
+        + "\nWhich results are abnormal, are any critical, and how urgent is follow-up (LOW/MEDIUM/HIGH)?",
+    ][inputs["template"]]
+    sex_specific = [t["name"] for t, *_ in rows if isinstance(t["range"], dict)]
+    note = f", {sex}-specific for {join_words(sex_specific)}" if sex_specific else ""
+    compared = "; ".join(f"{t['name']} {v} ({s}) {f if f != 'NORMAL' else 'normal'}" for t, v, _, s, f, _ in rows)
+    criticals = []
+    for test, value, unit, _, flag, is_critical in rows:
+        if is_critical:
+            side, limit = ("below", test["critical"][0]) if flag == "LOW" else ("above", test["critical"][1])
+            criticals.append(f"{test['name']} {value}{unit} is {side} the critical limit of {limit}")
+    meanings = [f"{t['name']} {f}: {t[f.lower()]}" for t, _, _, _, f, _ in rows if f != "NORMAL"]
+    urgency = label["urgency"]
+    step5 = {
+        "HIGH": "5. Urgency: a critical value needs same-day action, so urgency is HIGH.",
+        "MEDIUM": "5. Urgency: abnormal results but none critical, so urgency is MEDIUM.",
+        "LOW": "5. Urgency: every result is in range, so urgency is LOW.",
+    }[urgency]
+    steps = (
+        f"1. Context: {panel} for a {age}-year-old {sex}, read against adult reference ranges{note}.",
+        f"2. Comparison: {compared}.",
+        "3. Critical limits: " + ("; ".join(criticals) if criticals else "no value crosses a critical limit") + ".",
+        "4. Interpretation: "
+        + (". ".join(meanings) if meanings else "all results are within their reference ranges")
+        + ".",
+        step5,
+    )
+    flags = "; ".join(f"{t['name']} {f}" for t, _, _, _, f, _ in rows if f != "NORMAL") or "none"
+    answer = f"Flags: {flags}\nCritical: {label['critical']}\nUrgency: {urgency}\nAdvice: {table['advice'][urgency]}"
+    return SyntheticCase("lab_interpretation", inputs, prompt, steps, answer, label, urgency)
+
+
+BUILDERS = {
+    "triage": (sample_triage, build_triage),
+    "drug_interaction": (sample_drug, build_drug),
+    "lab_interpretation": (sample_lab, build_lab),
+}
+
+
+# Labels and parsing -------------------------------------------------------------------------------------
+
+
+def expected_label(case: SyntheticCase | Mapping[str, Any]) -> dict[str, str]:
+    """The label a case should be scored against: from a `SyntheticCase`, a training example or its meta."""
+    if isinstance(case, SyntheticCase):
+        return dict(case.expected)
+    meta = case.get("meta", case)
+    return {k: v for k, v in (meta.get("expected") or {}).items() if v is not None}
+
+
+def final_answer(text: str) -> str:
+    """The part after the reasoning (after the last `</think>`), or the whole text if there is none."""
+    return text.rsplit("</think>", 1)[-1]
+
+
+def answer_line(text: str, label: str) -> str | None:
+    match = re.search(rf"^[\s*#-]*{label}\s*\**\s*:\s*\**\s*(.+?)\s*$", text, re.MULTILINE | re.IGNORECASE)
+    return match.group(1).strip() if match else None
+
+
+def first_word(value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    match = re.match(r"[A-Za-z]+", value)
+    word = match.group(0).upper() if match else ""
+    return word if word in allowed else None
+
+
+def canonical_flags(value: str) -> str:
+    """`Sodium LOW; Glucose HIGH` in any order or separator → sorted `Glucose HIGH; Sodium LOW` (or `none`)."""
+    items = []
+    for part in re.split(r"[;,]", value):
+        match = re.match(r"\s*(.+?)\s+(LOW|HIGH)\b", part.strip(), re.IGNORECASE)
+        if match:
+            items.append(f"{match.group(1).strip()} {match.group(2).upper()}")
+    return "; ".join(sorted(items)) or "none"
+
+
+def parse_synthetic_answer(domain: str, text: str) -> dict[str, str]:
+    """Read the final-answer lines of a generated reply back into the keys of `expected_label`.
+
+    Keys the reply does not state (or states with a value outside the allowed set) are left out, so a
+    missing key scores as wrong rather than raising.
+    """
+    answer = final_answer(text)
+    parsed: dict[str, str | None] = {}
+    if domain == "triage":
+        parsed["risk"] = first_word(answer_line(answer, "Risk level"), RISK_LEVELS)
+        differential = answer_line(answer, "Differential")
+        if differential:
+            parsed["diagnosis"] = re.sub(r"^\s*1[.)]\s*", "", re.split(r";|\s2[.)]\s", differential)[0]).strip()
+    elif domain == "drug_interaction":
+        severities = tuple(facts("drug_interactions")["severities"])
+        parsed["severity"] = first_word(answer_line(answer, "Severity"), severities)
+        interaction = answer_line(answer, "Interaction")
+        if interaction:
+            if interaction.lower().startswith(("none", "no ")):
+                parsed["interaction"] = "none"
+            else:
+                drugs = [d.strip().lower() for d in interaction.split(":")[0].split("+")]
+                parsed["interaction"] = " + ".join(sorted(drugs)) if len(drugs) == 2 else None
+    elif domain == "lab_interpretation":
+        parsed["urgency"] = first_word(answer_line(answer, "Urgency"), RISK_LEVELS)
+        flags = answer_line(answer, "Flags")
+        if flags is not None:
+            parsed["flags"] = canonical_flags(flags)
+        critical = answer_line(answer, "Critical")
+        if critical is not None:
+            names = [c.strip() for c in re.split(r"[;,]", critical) if c.strip()]
+            parsed["critical"] = "none" if not names or names[0].lower() == "none" else "; ".join(sorted(names))
+    else:
+        raise ValueError(f"unknown synthetic domain '{domain}'; choose from {', '.join(DOMAINS)}")
+    return {k: v for k, v in parsed.items() if v is not None}
+
+
+def score_synthetic_answer(case: SyntheticCase | Mapping[str, Any], text: str) -> dict[str, bool]:
+    """Per-key correctness of a reply against the case's label (case-insensitive)."""
+    domain = case.domain if isinstance(case, SyntheticCase) else case.get("meta", case)["domain"]
+    expected = expected_label(case)
+    parsed = parse_synthetic_answer(domain, text)
+    return {k: parsed.get(k, "").lower() == v.lower() for k, v in expected.items()}

@@ -1,0 +1,125 @@
+"""Decontamination: planted test items are caught and dropped; stock phrasing and distinct rows are not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medsft.config import DataSource, RunConfig
+from medsft.data import (
+    EvalText,
+    OverlapIndex,
+    decontaminate,
+    generate_synthetic,
+    load_eval_texts,
+    load_instructions,
+    load_medical_o1,
+    load_medqa,
+    load_medqa_eval,
+    load_messages,
+    load_pubmedqa,
+    synthetic_eval_cases,
+)
+from medsft.data.decontaminate import NGRAM
+from medsft.data.loaders import pubmedqa_test_records
+from medsft.data.records import make_example
+
+
+def chat(question: str, answer: str = "I would need more information.", id: str = "train-1") -> dict:
+    return make_example(id, "test", [{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
+
+
+@pytest.fixture(scope="module")
+def eval_texts():
+    return load_eval_texts(["medqa", "pubmedqa", "synthetic"], seed=0, synthetic_n=200)
+
+
+def test_a_planted_medqa_test_question_is_caught(eval_texts):
+    item = load_medqa_eval()[3]
+    rows = [chat("What is the capital of France?", id="clean"), chat(item.question, id="planted")]
+    kept, removed, hits = decontaminate(rows, eval_texts)
+    assert [r["id"] for r in kept] == ["clean"]
+    assert [(r.id, r.step) for r in removed] == [("planted", "contaminated")]
+    assert (hits[0].task, hits[0].eval_id, hits[0].coverage) == ("medqa", item.id, 1.0)
+
+
+def test_a_lightly_edited_test_question_inside_a_longer_answer_is_still_caught(eval_texts):
+    item = load_medqa_eval()[10]
+    edited = item.question.replace("22-year-old", "23-year-old")
+    assert edited != item.question
+    row = chat("Here is a practice question for you.", f"Consider this: {edited} The answer is {item.choices[0]}.")
+    kept, removed, _ = decontaminate([row], eval_texts)
+    assert kept == [] and len(removed) == 1
+
+
+def test_a_planted_pubmedqa_abstract_or_conclusion_is_caught(eval_texts):
+    record = pubmedqa_test_records()[0]
+    rows = [
+        chat(f"Summarise: {record['context']}", id="abstract"),
+        chat("Conclusion?", record["long_answer"], id="answer"),
+    ]
+    _, removed, hits = decontaminate(rows, eval_texts)
+    assert [r.id for r in removed] == ["abstract", "answer"]
+    assert {(h.task, h.part) for h in hits} == {("pubmedqa", "context"), ("pubmedqa", "long_answer")}
+
+
+def test_a_planted_synthetic_test_case_is_caught(eval_texts):
+    case = synthetic_eval_cases(200, 0)[17]
+    _, removed, hits = decontaminate([case.to_example()], eval_texts)
+    assert len(removed) == 1 and hits[0].task == "synthetic" and hits[0].eval_id == case.id
+
+
+def test_stock_exam_phrasing_alone_is_not_contamination(eval_texts):
+    row = chat(
+        "A 30-year-old woman comes to the clinic with a rash. Which of the following is the most likely diagnosis? "
+        "Which of the following is the most appropriate next step in management?"
+    )
+    kept, removed, _ = decontaminate([row], eval_texts)
+    assert len(kept) == 1 and removed == []
+
+
+def test_bundled_training_samples_do_not_overlap_the_bundled_test_sets(eval_texts):
+    rows = [
+        e for f in (load_medical_o1, load_medqa, load_pubmedqa, load_instructions, load_messages) for e in f().examples
+    ]
+    _, removed, _ = decontaminate(rows, eval_texts)
+    assert removed == []
+
+
+def test_training_synthetic_cases_rarely_overlap_the_synthetic_test_set(eval_texts):
+    _, removed, hits = decontaminate(generate_synthetic(256, seed=0), eval_texts)
+    assert len(removed) <= 0.03 * 256  # only near-copies: same drug pair, indications and wording, another age
+    assert {h.task for h in hits} <= {"synthetic"}
+
+
+def test_texts_shorter_than_the_ngram_are_not_indexed():
+    index = OverlapIndex([EvalText("medqa", "q1", "question", "Which drug is used?")])
+    assert index.texts == [] and index.matches("Which drug is used? Metformin.") == []
+    assert NGRAM == 8
+
+
+def test_eval_texts_cover_every_task_in_use():
+    texts = load_eval_texts(["medqa", "pubmedqa"], seed=0)
+    assert {t.task for t in texts} == {"medqa", "pubmedqa"}
+    assert {t.part for t in texts if t.task == "pubmedqa"} == {"question", "context", "long_answer"}
+    assert len([t for t in texts if t.task == "medqa"]) == 30
+    with pytest.raises(ValueError, match="unknown evaluation task"):
+        load_eval_texts(["mmlu"])
+
+
+def test_pipeline_drops_and_counts_a_planted_test_question(gemma_tokenizer, tmp_path):
+    from medsft.data import build_training_data
+
+    item = load_medqa_eval()[0]
+    rows = [{"instruction": "Answer this exam question.", "input": item.question, "output": item.choices[item.answer]}]
+    rows += [{"instruction": f"Define term number {i}.", "input": "", "output": f"Definition {i}."} for i in range(5)]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = RunConfig(datasets=[DataSource(name="instructions", path=str(path))], validation_fraction=0.0)
+    splits, report = build_training_data(config, gemma_tokenizer)
+    assert report.contamination == {"medqa": 1, "pubmedqa": 0, "synthetic": 0}
+    assert report.removed["contaminated"] == 1 and len(splits["train"]) == 5
+    assert all(item.question not in m["content"] for row in splits["train"] for m in row["messages"])
+    off = RunConfig(datasets=config.datasets, validation_fraction=0.0, decontaminate=False)
+    assert len(build_training_data(off, gemma_tokenizer)[0]["train"]) == 6
