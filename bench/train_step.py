@@ -12,6 +12,9 @@ model's shapes and divided by the fp32 matmul rate measured in this run; peak RS
 loss difference between the two on the same batch and weights.
 
     python bench/train_step.py [--batches 3] [--rounds 2] [--batch-size 4]
+
+Run it on a quiet machine, without OMP_WAIT_POLICY=PASSIVE: passive OpenMP threads sleep between the thousands of
+small ops in a step, which costs ~12% there (it helps only when other processes compete for the cores).
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def matmul_gflops(size: int, repeats: int = 5) -> float:
@@ -171,7 +172,8 @@ def main() -> None:
     def mfu(name: str) -> float:
         return statistics.median(f / t / 1e9 for f, t in zip(flops[name], timings[name], strict=True)) / peak
 
-    print(f"model: embedded google/gemma-3-270m, LoRA r16 all linear, fp32, {args.threads} threads")
+    policy = os.environ.get("OMP_WAIT_POLICY", "default")
+    print(f"model: embedded google/gemma-3-270m, LoRA r16 all linear, fp32, {args.threads} threads, OpenMP {policy}")
     print(
         f"data: {args.batches} batches x {size} synthetic clinical chats, {sum(tokens) // args.rounds} real tokens, "
         f"{sum(labelled) // args.rounds} labelled, {args.rounds} rounds alternating"

@@ -4,7 +4,8 @@ A packed row holds several conversations back to back. The linear layers then se
 GEMMs, no padding), but attention must not cross conversations. transformers' SDPA path expresses that with a
 dense block-diagonal mask over the whole row, which computes (and masks) every cross-conversation score and
 rules out SDPA's fused causal kernel. This attention function instead slices each conversation out of the row
-and runs SDPA with `is_causal=True` on it, so the work is exactly the causal attention of each conversation.
+and attends within it only: with two plain matmuls when its score matrix is small (faster than SDPA's CPU
+flash kernel at these sizes), else with SDPA and `is_causal=True`.
 
 It is registered with transformers' `AttentionInterface`; the segment boundaries come from `packed_segments`,
 which the loss sets from the row's position ids (they restart at 0 for each conversation).
@@ -42,11 +43,38 @@ def packed_segments(position_ids: torch.Tensor | None) -> Iterator[None]:
         _segments.reset(token)
 
 
-def sliding_causal_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
-    """Boolean mask letting position i see positions (i - window, i]: Gemma's local-attention layers."""
+# Below this many attention scores per conversation and layer (32 MiB in fp32), two plain matmuls beat SDPA's CPU
+# flash kernel: measured here at 4 heads x 270 tokens, forward + backward took 5.9 ms against 12.8 ms.
+MATMUL_ATTENTION_MAX_SCORES = 8 * 2**20
+
+
+def allowed_positions(length: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """Boolean (query, key) mask: causal, and within `window` positions for Gemma's local-attention layers."""
     index = torch.arange(length, device=device)
     offset = index[:, None] - index[None, :]
-    return (offset >= 0) & (offset < window)
+    return (offset >= 0) if window is None else (offset >= 0) & (offset < window)
+
+
+def matmul_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    allowed: torch.Tensor,
+    scale: float,
+    dropout: float,
+    softcap: float | None,
+) -> torch.Tensor:
+    """Attention as two batched matmuls; query heads share their key/value head by broadcasting (GQA)."""
+    batch, heads, length, dim = q.shape
+    kv_heads = k.shape[1]
+    grouped = q.reshape(batch, kv_heads, heads // kv_heads, length, dim)
+    scores = (grouped @ k.unsqueeze(2).transpose(-1, -2)) * scale
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    if dropout:
+        probs = F.dropout(probs, p=dropout)
+    return (probs @ v.unsqueeze(2)).reshape(batch, heads, length, dim)
 
 
 def packed_causal_attention(
@@ -60,22 +88,29 @@ def packed_causal_attention(
     sliding_window: int | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA per conversation; `query` is (batch, heads, tokens, dim), key/value may have fewer (GQA) heads."""
+    """Attention per conversation; `query` is (batch, heads, tokens, dim), key/value may have fewer heads."""
     bounds = _segments.get() or [(0, query.shape[2])]
     if query.shape[0] != 1 and len(bounds) > 1:
         raise ValueError("packed attention expects one packed row per batch")
     dropout = dropout if module.training else 0.0
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    softcap = kwargs.get("softcap")
     outputs = []
     for start, end in bounds:
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
-        if sliding_window is not None and end - start > sliding_window:
-            mask = sliding_causal_mask(end - start, sliding_window, query.device)
+        length = end - start
+        window = sliding_window if sliding_window is not None and length > sliding_window else None
+        if softcap is not None or query.shape[1] * length * length <= MATMUL_ATTENTION_MAX_SCORES:
+            allowed = allowed_positions(length, window, query.device)
+            out = matmul_attention(q, k, v, allowed, scale, dropout, softcap)
+        elif window is not None:
+            allowed = allowed_positions(length, window, query.device)
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling, enable_gqa=True
+                q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale, enable_gqa=True
             )
         else:
             out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=True
+                q, k, v, is_causal=True, dropout_p=dropout, scale=scale, enable_gqa=True
             )
         outputs.append(out)
     attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)

@@ -44,7 +44,9 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden)
         total = hidden.new_zeros((), dtype=torch.float32)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        chunk = max(64, CHUNK_BYTES // (4 * weight.shape[0]))
+        largest = max(64, CHUNK_BYTES // (4 * weight.shape[0]))
+        chunks = max(1, -(-hidden.shape[0] // largest))
+        chunk = -(-hidden.shape[0] // chunks)  # equal chunks: a small remainder chunk runs its GEMMs slowly
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
             wanted = targets[rows]

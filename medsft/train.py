@@ -209,6 +209,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         data_seed=config.data_seed,
         logging_steps=config.logging_steps,
         eval_strategy="steps" if with_eval else "no",
+        eval_on_start=with_eval,  # the untrained baseline, so the log shows what training changed
         eval_steps=config.eval_every_steps or None,
         save_strategy="steps" if config.save_every_steps else "no",
         save_steps=config.save_every_steps or None,
