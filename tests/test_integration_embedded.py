@@ -68,3 +68,32 @@ def test_lora_forward_backward_updates_only_the_adapter(loaded):
     assert grads and all("lora_" in n for n in grads)
     assert any(g.abs().sum() > 0 for n, g in grads.items() if "lora_A" in n or "lora_B" in n)
     peft_model.unload()  # give the module its base model back for other tests
+
+
+def test_a_short_run_on_synthetic_cases_lowers_validation_loss(embedded_dir, tmp_path):
+    import json
+
+    from medsft.config import DataSource
+    from medsft.train import train
+
+    config = build_config(
+        {
+            "model": "embedded",
+            "datasets": [DataSource(name="synthetic", count=64)],
+            "eval_tasks": ["synthetic"],
+            "validation_fraction": 0.125,
+            "max_steps": 8,
+            "eval_every_steps": 8,
+            "save_every_steps": 8,
+            "batch_size": 4,
+            "output_dir": str(tmp_path),
+            "run_id": "short",
+        }
+    )
+    result = train(config)
+    losses = [e["eval_loss"] for e in result.eval_losses]
+    assert [e["step"] for e in result.eval_losses] == [0, 8]
+    assert losses[1] < 0.8 * losses[0]
+    assert (result.run_dir / "checkpoints" / "checkpoint-8").is_dir() and result.adapter_dir.is_dir()
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert len(manifest["data"]["train_sha256"]) == 64 and manifest["packages"]["trl"]
