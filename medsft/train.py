@@ -31,6 +31,7 @@ from medsft.config import ConfigError, RunConfig
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
 from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
+from medsft.plots import plot_loss_curves
 from medsft.runs import (
     claim_run_dir,
     open_run_dir,
@@ -315,5 +316,6 @@ def train(config: RunConfig, data: Any | None = None) -> RunResult:
         trained_tokens=sum(count_trained_tokens(r["labels"]) for r in train_rows),
     )
     write_json_atomic(run_dir / "train_results.json", result.to_dict())
+    plot_loss_curves(run_dir).savefig(run_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
     update_manifest(run_dir, timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
     return result
