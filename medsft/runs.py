@@ -112,12 +112,12 @@ def package_versions() -> dict[str, str]:
 
 
 def git_state() -> dict[str, Any]:
-    """The commit the code ran from and whether the work tree had uncommitted changes."""
+    """The commit the code ran from and whether tracked code, recipes or notebooks had uncommitted changes."""
     repo = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "medsft", "recipes", "notebooks"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "medsft", "recipes", "notebooks"],
             cwd=repo,
             capture_output=True,
             text=True,
