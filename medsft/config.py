@@ -100,6 +100,7 @@ class RunConfig:
     eval_every_steps: int = 20
     save_every_steps: int = 20
     early_stopping_patience: int = 0
+    early_stopping_threshold: float = 0.0
     logging_steps: int = 1
     resume: bool = False
     dry_run: bool = False
@@ -322,7 +323,14 @@ def validate(config: RunConfig) -> None:
         positive(name, getattr(config, name))
     for name in ("learning_rate", "num_epochs"):
         positive(name, getattr(config, name))
-    for name in ("weight_decay", "max_grad_norm", "early_stopping_patience", "eval_every_steps", "save_every_steps"):
+    for name in (
+        "weight_decay",
+        "max_grad_norm",
+        "early_stopping_patience",
+        "early_stopping_threshold",
+        "eval_every_steps",
+        "save_every_steps",
+    ):
         positive(name, getattr(config, name), allow_zero=True)
     if config.logging_steps < 1:
         raise ConfigError(f"logging_steps: must be > 0, got {config.logging_steps}")

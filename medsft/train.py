@@ -289,7 +289,12 @@ def train(config: RunConfig, data: Any | None = None) -> RunResult:
     trainer.add_callback(throughput)
     trainer.add_callback(JsonlLog(run_dir / "train_log.jsonl", throughput))
     if with_eval and config.early_stopping_patience:
-        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        trainer.add_callback(
+            EarlyStoppingCallback(
+                early_stopping_patience=config.early_stopping_patience,
+                early_stopping_threshold=config.early_stopping_threshold,
+            )
+        )
     checkpoint = (
         get_last_checkpoint(trainer.args.output_dir) if config.resume and (run_dir / "checkpoints").is_dir() else None
     )

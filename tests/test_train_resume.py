@@ -75,3 +75,28 @@ def test_dry_run_does_two_real_steps_on_a_tiny_model(embedded_dir: Path, tmp_pat
     result = json.loads((tmp_path / "dry" / "train_results.json").read_text())
     assert result["global_step"] == 2 and result["train_loss"] > 0
     assert "dry run: tiny random model" in done.stderr
+
+
+def test_early_stopping_ends_a_run_whose_validation_loss_stops_improving(tiny_gemma_dir: Path, tmp_path: Path):
+    from medsft.config import build_config
+    from medsft.train import train
+
+    config = build_config(
+        {
+            "model": str(tiny_gemma_dir),
+            "datasets": [{"name": "synthetic", "count": 48}],
+            "eval_tasks": ["synthetic"],
+            "learning_rate": 1e-7,  # far too small to improve validation loss by the threshold
+            "max_steps": 40,
+            "eval_every_steps": 2,
+            "save_every_steps": 2,
+            "early_stopping_patience": 2,
+            "early_stopping_threshold": 0.01,
+            "batch_size": 2,
+            "output_dir": str(tmp_path),
+        }
+    )
+    result = train(config)
+    # Step 2 sets the best loss; steps 4 and 6 do not beat it by 0.01, so patience 2 stops the run at step 6.
+    assert result.global_step == 6
+    assert [e["step"] for e in result.eval_losses] == [0, 2, 4, 6]
