@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         "--data", help="MedQA JSONL (either schema); default: medsft's bundled test then train samples (60)"
     )
     parser.add_argument("-n", type=int, default=40, help="questions (the first N of the file)")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch size of both (lm-eval: batch_size)")
+    parser.add_argument("--batch-size", type=int, default=8, help="medsft's batch size (and lm-eval's by default)")
+    parser.add_argument("--lm-eval-batch-size", type=int, help="lm-eval's batch_size, if not --batch-size")
     parser.add_argument("--model", default="embedded", help="model spec (a checkpoint folder, not an adapter)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each, alternating; the best counts")
     args = parser.parse_args(argv)
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: the file has {len(items)} questions, fewer than -n {args.n}", file=sys.stderr)
     # Both models loaded and warmed up before any clock starts; the same checkpoint folder for both.
     scorer = HFScorer.from_spec(args.model, batch_size=args.batch_size)  # medsft's backend loader, fp32 on CPU
-    lm = HFLM(pretrained=location, device="cpu", batch_size=args.batch_size)  # what model="hf" builds
+    their_batch = args.lm_eval_batch_size or args.batch_size
+    lm = HFLM(pretrained=location, device="cpu", batch_size=their_batch)  # what model="hf" builds
     warm_up(scorer.model)
     warm_up(lm.model)
     times: dict[str, list[float]] = {"medsft": [], "lm-eval": []}
@@ -119,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"gold answers differ on doc {sample['doc_id']}: {sample['target']} vs {record['gold']}")
     their_acc = sum(s["acc"] for s in samples) / n
     ours_qps, theirs_qps = n / ours_s, n / theirs_s
-    print(f"questions: {n}, batch size {args.batch_size}, torch threads {threads()}, best of {args.repeats} runs each")
+    print(
+        f"questions: {n}, batch size medsft {args.batch_size} / lm-eval {their_batch}, torch threads {threads()}, "
+        f"best of {args.repeats} runs each"
+    )
     print(f"load average at end: {load_average()}")
     runs = ", ".join(f"{t:.1f}" for t in times["medsft"])
     print(f"medsft : {ours_s:7.1f} s  {ours_qps:6.2f} q/s  acc {result.metrics['acc']:.3f}  (runs: {runs} s)")

@@ -1,0 +1,199 @@
+"""Base vs tuned (vs GGUF...) on the identical question list: accuracy, intervals, paired differences.
+
+`compare` evaluates each model on the same items, writes one `eval_<task>_<model>.json` per model and a
+`compare_<task>.json`, and reports every model against the first (the baseline): the difference in
+accuracy with a paired-bootstrap 95% interval and the exact McNemar p-value, plus a per-subject (or
+per-domain) table where the data has one. `compare_results` does the same from results already on disk.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsft.evaluate.generative import evaluate_generative
+from medsft.evaluate.multiple_choice import evaluate_multiple_choice
+from medsft.evaluate.results import TaskResult, slug, write_json, write_result
+from medsft.evaluate.scoring import HFScorer, Scorer
+from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap
+from medsft.evaluate.synthetic import evaluate_synthetic
+
+if TYPE_CHECKING:
+    from medsft.config import RunConfig
+
+log = logging.getLogger("medsft")
+
+MODES = ("loglikelihood", "generative")
+ModelLike = str | Scorer
+
+
+@dataclass
+class Comparison:
+    """Several models' results on one task, and how each differs from the first."""
+
+    task: str
+    results: list[TaskResult]
+    table: list[dict[str, Any]]  # one row per model: name, n, acc, acc_ci
+    pairs: list[dict[str, Any]]  # each model vs the first: diff, diff_ci, McNemar
+    breakdown: dict[str, dict[str, Any]]  # subject/domain -> model -> {n, acc}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "question_ids": self.results[0].ids,
+            "table": self.table,
+            "pairs": self.pairs,
+            "breakdown": self.breakdown,
+            "files": [f"eval_{slug(r.task)}_{slug(r.model)}.json" for r in self.results],
+        }
+
+
+def load_items(task: str, limit: int | None = None, seed: int = 0) -> list[Any]:
+    """The default evaluation split of a task, from `medsft.data` (bundled samples unless a path is set)."""
+    from medsft.data import load_medqa_eval, load_pubmedqa_eval, synthetic_eval_cases
+    from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE
+
+    if task == "medqa":
+        return load_medqa_eval(limit=limit)
+    if task == "pubmedqa":
+        return load_pubmedqa_eval(limit=limit)
+    if task == "synthetic":
+        return synthetic_eval_cases(limit or SYNTHETIC_EVAL_SIZE, seed)
+    raise ValueError(f"unknown evaluation task '{task}'; choose medqa, pubmedqa or synthetic")
+
+
+def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, **gen: Any) -> TaskResult:
+    """Run one scorer on one task in one mode (synthetic is always generative)."""
+    if task == "synthetic":
+        return evaluate_synthetic(scorer, items, seed=seed, **gen)
+    if mode == "generative":
+        return evaluate_generative(scorer, task, items, seed=seed, **gen)
+    if mode != "loglikelihood":
+        raise ValueError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
+    return evaluate_multiple_choice(scorer, task, items, seed=seed)
+
+
+def compare(
+    models: Sequence[ModelLike],
+    task: str,
+    items: Sequence[Any] | None = None,
+    mode: str = "loglikelihood",
+    limit: int | None = None,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+    batch_size: int = 8,
+    **generation: Any,
+) -> Comparison:
+    """Evaluate each model (a spec such as `embedded` / a folder, or a ready `Scorer`) on the same items.
+
+    Models given as specs are loaded one at a time and released before the next, so two models never sit
+    in memory together. With `run_dir`, results are written there (never over an existing file).
+    """
+    items = list(items) if items is not None else load_items(task, limit, seed)
+    results = evaluate_models(models, {task: items}, mode, seed, run_dir, overwrite, batch_size, **generation)
+    return finish(results[task], seed, run_dir, overwrite)
+
+
+def evaluate_config(
+    config: RunConfig,
+    run_dir: str | Path,
+    models: Sequence[ModelLike] | None = None,
+    mode: str = "loglikelihood",
+    overwrite: bool = False,
+    batch_size: int = 8,
+    **generation: Any,
+) -> dict[str, Comparison]:
+    """Every task in `config.eval_tasks` (first `eval_limit` items, `seed`) for each model, into `run_dir`.
+
+    `models` defaults to `[config.model]`; specs load with the config's backend, dtype and chat template.
+    `generation` (max_new_tokens, do_sample, ...) applies to the generative tasks.
+    """
+    items = {task: load_items(task, config.eval_limit, config.seed) for task in config.eval_tasks}
+    results = evaluate_models(
+        models or [config.model], items, mode, config.seed, run_dir, overwrite, batch_size, config, **generation
+    )
+    return {task: finish(task_results, config.seed, run_dir, overwrite) for task, task_results in results.items()}
+
+
+def evaluate_models(
+    models: Sequence[ModelLike],
+    items: dict[str, Sequence[Any]],
+    mode: str,
+    seed: int,
+    run_dir: str | Path | None,
+    overwrite: bool,
+    batch_size: int,
+    config: RunConfig | None = None,
+    **generation: Any,
+) -> dict[str, list[TaskResult]]:
+    """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice."""
+    if not models:
+        raise ValueError("need at least one model to evaluate")
+    results: dict[str, list[TaskResult]] = {task: [] for task in items}
+    for model in models:
+        scorer = HFScorer.from_spec(model, batch_size=batch_size, config=config) if isinstance(model, str) else model
+        for task, task_items in items.items():
+            result = evaluate_one(scorer, task, task_items, mode, seed, **generation)
+            spec = {"spec": model} if isinstance(model, str) else {"name": scorer.name}
+            result.model_spec = {**spec, "scorer": type(scorer).__name__}
+            log.info("%s on %s: acc %.3f (n=%d)", result.model, result.task, result.metrics["acc"], result.n)
+            if run_dir is not None:
+                write_result(result, run_dir, overwrite)
+            results[task].append(result)
+        if isinstance(model, str):
+            del scorer
+            gc.collect()  # free this model's weights before the next one loads
+    return results
+
+
+def finish(results: list[TaskResult], seed: int, run_dir: str | Path | None, overwrite: bool) -> Comparison:
+    comparison = compare_results(results, seed)
+    if run_dir is not None:
+        write_json(Path(run_dir) / f"compare_{slug(results[0].task)}.json", comparison.to_dict(), overwrite)
+    return comparison
+
+
+def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
+    """Accuracy table, paired differences against the first result, and per-subject accuracy."""
+    if not results:
+        raise ValueError("nothing to compare")
+    base = results[0]
+    names = [r.model for r in results]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must differ to tell results apart, got {names}")
+    for result in results[1:]:
+        if result.ids != base.ids:
+            raise ValueError(
+                f"{result.model} was evaluated on different questions than {base.model}; a paired comparison "
+                "needs the identical question list in the same order"
+            )
+    table = [
+        {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": r.metrics["acc_ci"],
+         **({"unparseable": r.metrics["unparseable"]} if "unparseable" in r.metrics else {})}
+        for r in results
+    ]
+    pairs = []
+    for result in results[1:]:
+        diff = paired_bootstrap(base.outcomes(), result.outcomes(), seed=seed)
+        test = mcnemar_exact(base.outcomes(), result.outcomes())
+        pairs.append(
+            {
+                "baseline": base.model,
+                "model": result.model,
+                "diff": diff.value,
+                "diff_ci": [diff.low, diff.high],
+                "mcnemar_p": test.p_value,
+                "only_baseline_correct": test.only_first,
+                "only_model_correct": test.only_second,
+            }
+        )
+    breakdown: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for group, stats in result.breakdown.items():
+            breakdown.setdefault(group, {})[result.model] = {"n": stats["n"], "acc": stats["acc"]}
+    return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)

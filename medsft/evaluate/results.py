@@ -1,0 +1,98 @@
+"""One model on one task: the numbers, the settings and every per-question prediction, as JSON.
+
+A result file holds the question ids and per-question predictions and scores, so any number in it (or a
+new one, such as a paired difference against a later model) can be recomputed from the file alone.
+Files are `eval_<task>_<model>.json` in the run folder, written to a temporary file and linked into place:
+a reader never sees half a file, and an existing result is never replaced (FileExistsError) unless
+`overwrite=True` is passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsft import DISCLAIMER
+
+
+@dataclass
+class TaskResult:
+    """Per-question records are dicts with at least `id`, `pred`, `gold`, `correct` (see each evaluator)."""
+
+    task: str
+    model: str
+    mode: str  # "loglikelihood" | "generative" | "synthetic"
+    n: int
+    metrics: dict[str, Any]
+    questions: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    model_spec: dict[str, Any] = field(default_factory=dict)
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    disclaimer: str | None = None  # set when the file holds model-written text
+
+    @property
+    def ids(self) -> list[str]:
+        return [q["id"] for q in self.questions]
+
+    def outcomes(self, key: str = "correct") -> list[bool]:
+        """Per-question 0/1 outcomes in question order (an unparseable answer has `correct` False)."""
+        return [bool(q[key]) for q in self.questions]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if data["disclaimer"] is None:
+            del data["disclaimer"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
+        return cls(**data)
+
+
+def result_filename(task: str, model: str) -> str:
+    return f"eval_{slug(task)}_{slug(model)}.json"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "unnamed"
+
+
+def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write `eval_<task>_<model>.json` atomically; raise FileExistsError rather than replace a result."""
+    data = result.to_dict()
+    if result.mode != "loglikelihood" and "disclaimer" not in data:
+        data["disclaimer"] = DISCLAIMER  # generated text is in the file
+    return write_json(Path(run_dir) / result_filename(result.task, result.model), data, overwrite)
+
+
+def write_json(path: Path, data: Any, overwrite: bool = False) -> Path:
+    """Write JSON through a temporary file in the same folder, then link (or, with overwrite, rename) it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes the file private; results are meant to be read by anyone
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, ensure_ascii=False, allow_nan=False)
+            handle.write("\n")
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if the name exists, with no window for a race, unlike exists()+rename
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{path} already exists; pass overwrite=True to replace it, or use another run folder"
+                ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_result(path: str | Path) -> TaskResult:
+    return TaskResult.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,296 @@
+"""The scorer seam: a model behind two calls, log-likelihood of continuations and chat generation.
+
+Task code (multiple choice, chain-of-thought, synthetic cases) talks only to a `Scorer`, so a llama.cpp
+scorer for GGUF files can be added next to `HFScorer` without touching any task, and quantization loss is
+measured with the same prompts, splits and metrics. With llama-cpp-python that is: `tokenize` =
+`Llama.tokenize(text.encode(), add_bos=True)`, `loglikelihood` = `eval` the context once (llama.cpp keeps
+its KV cache, so each continuation after it costs only its own tokens) and read `scores`/`logits_all`,
+`generate` = `create_chat_completion` (the GGUF's embedded chat template).
+
+`HFScorer` is built for CPU speed without changing a single prediction relative to lm-eval:
+- every prompt is run once; when each continuation is one token (` A`..` D`, ` yes`/` no`/` maybe` for
+  Gemma) all of a question's scores come from the last prompt position of that one forward;
+- the LM head (168M of the 270M model's 268M parameters, vocab 262,144) runs only at the positions scored,
+  through transformers' `logits_to_keep`, instead of at every position as lm-eval does, and so do the last
+  decoder layer's MLP and query/output projections (`last_layer_only_at`);
+- prompts are batched, sorted by length and right-padded without an attention mask, exactly like lm-eval's
+  batches: under causal attention a position never sees the padding after it, so nothing changes;
+- longer continuations reuse the prompt's KV cache, repeated once per continuation, and only their own
+  tokens are run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from medsft.config import RunConfig
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """One question: its context tokens (with `<bos>` when the model adds one) and each choice's tokens."""
+
+    context: list[int]
+    continuations: list[list[int]]
+
+
+class Scorer(Protocol):
+    """What task code needs from a model. `HFScorer` implements it; a llama.cpp scorer will too."""
+
+    name: str
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids as the model sees a plain prompt: with the special tokens it adds by default (`<bos>`)."""
+        ...
+
+    def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
+        """Per request, the summed log-probability of each continuation given the context."""
+        ...
+
+    def generate(
+        self,
+        conversations: Sequence[Messages],
+        max_new_tokens: int = 512,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]:
+        """The assistant's reply to each conversation, rendered with the model's chat template."""
+        ...
+
+
+def encode_pair(tokenize: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Split context and continuation tokens the way lm-eval does for causal models.
+
+    lm-eval (`TemplateLM._encode_pair`) moves trailing spaces of the context into the continuation, encodes
+    `context + continuation` whole and takes the tokens after `len(encode(context))` as the continuation.
+    Encoding the continuation alone can differ at the boundary (a merged token, or a second `<bos>`), so the
+    same split is needed for identical scores.
+    """
+    if not context:
+        raise ValueError("context must not be empty (lm-eval substitutes a prefix token; medsft never needs one)")
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = tokenize(context + continuation)
+    context_ids = tokenize(context)
+    return context_ids, whole[len(context_ids) :]
+
+
+def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
+    """lm-eval's `HFLM.tok_encode` with `add_bos_token` unset: the tokenizer's default special tokens
+    (Gemma: `<bos>` first), except that a text already starting with the bos string gets none added."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos):
+        return list(tokenizer.encode(text, add_special_tokens=False))
+    return list(tokenizer.encode(text))
+
+
+class HFScorer:
+    """A transformers causal LM (plain or with a PEFT adapter) behind the `Scorer` calls."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str = "model", batch_size: int = 8) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.batch_size = batch_size
+        # Right padding never reaches a real position under causal attention; any id works, pad is clearest.
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def from_spec(
+        cls, spec: str, name: str | None = None, batch_size: int = 8, config: RunConfig | None = None
+    ) -> HFScorer:
+        """Load a model spec (`embedded`, a folder, an adapter folder, a hub id) through the CPU/GPU backend.
+
+        `config` supplies the loading knobs (backend, dtype, 4-bit, chat template); its `model` is replaced.
+        """
+        from medsft.backend import select_backend
+        from medsft.config import build_config
+
+        run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
+        model, tokenizer = select_backend(run.backend).load(run)
+        return cls(model, tokenizer, name=name or model_name(spec), batch_size=batch_size)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def tokenize(self, text: str) -> list[int]:
+        return hf_tokenize(self.tokenizer, text)
+
+    def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
+        """Summed log-probabilities per continuation; one-token choices batched, longer ones via the KV cache."""
+        results: dict[int, list[float]] = {}
+        single = [i for i, r in enumerate(requests) if all(len(c) == 1 for c in r.continuations)]
+        for i in sorted(set(range(len(requests))) - set(single)):
+            results[i] = self._score_with_cache(requests[i])
+        # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
+        single.sort(key=lambda i: -len(requests[i].context))
+        for start in range(0, len(single), self.batch_size):
+            chunk = single[start : start + self.batch_size]
+            rows = self._last_position_logprobs([requests[i].context for i in chunk])
+            for i, row in zip(chunk, rows, strict=True):
+                results[i] = [float(row[c[0]]) for c in requests[i].continuations]
+        return [results[i] for i in range(len(requests))]
+
+    def _last_position_logprobs(self, contexts: list[list[int]]) -> Any:
+        """Log-probabilities of the next token after each context: one batched forward, one LM-head row each."""
+        import torch
+
+        width = max(len(c) for c in contexts)
+        ids = torch.full((len(contexts), width), self.pad_id, dtype=torch.long)
+        for row, context in enumerate(contexts):
+            ids[row, : len(context)] = torch.tensor(context)
+        last = torch.tensor([[len(c) - 1] for c in contexts], device=self.device)
+        with torch.inference_mode(), last_layer_only_at(self.model, last[:, 0]):
+            # No KV cache: nothing follows this forward, so storing keys and values would be wasted copies.
+            logits = self.model(input_ids=ids.to(self.device), logits_to_keep=last, use_cache=False).logits
+        return torch.log_softmax(logits[:, 0, :].float(), dim=-1).cpu()
+
+    def _score_with_cache(self, request: ChoiceRequest) -> list[float]:
+        """Multi-token continuations: the context once, then all continuations on copies of its KV cache."""
+        import torch
+
+        context = torch.tensor([request.context], device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=context, use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+            scores = [float(first[c[0]]) for c in request.continuations]
+            longer = [i for i, c in enumerate(request.continuations) if len(c) > 1]
+            if not longer:
+                return scores
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(longer))
+            # Feed each continuation except its last token; right padding is invisible to earlier positions.
+            width = max(len(request.continuations[i]) - 1 for i in longer)
+            ids = torch.full((len(longer), width), self.pad_id, dtype=torch.long)
+            for row, i in enumerate(longer):
+                tokens = request.continuations[i][:-1]
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+            logits = self.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, i in enumerate(longer):
+                rest = request.continuations[i][1:]
+                scores[i] += float(sum(logprobs[row, t, token] for t, token in enumerate(rest)))
+        return scores
+
+    def generate(
+        self,
+        conversations: Sequence[Messages],
+        max_new_tokens: int = 512,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]:
+        """Batched chat generation with left padding; greedy by default so reruns give the same text."""
+        import torch
+
+        from medsft.templates import render_chat
+
+        # The rendered template already holds <bos>, so it is tokenized without special tokens below.
+        prompts = [render_chat(self.tokenizer, list(m), add_generation_prompt=True) for m in conversations]
+        replies: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            batch = self.tokenizer(
+                prompts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",  # generation appends on the right, so the prompts must end together
+                add_special_tokens=False,
+            ).to(self.device)
+            torch.manual_seed(seed + start)
+            # Explicit values override the checkpoint's generation_config (Gemma ships top_k=64, top_p=0.95).
+            sampling = {"temperature": temperature if do_sample else None, "top_p": top_p if do_sample else None}
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    pad_token_id=self.pad_id,
+                    top_k=None,
+                    **sampling,
+                )
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        return replies
+
+
+# Position-wise parts of a decoder layer: what each position computes there reaches no other position.
+POSITIONWISE = ("mlp", "self_attn.q_proj", "self_attn.o_proj")
+
+
+@contextlib.contextmanager
+def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
+    """Run the last decoder layer's position-wise parts (MLP, query and output projections) only at
+    `positions[b]` of each row b, with zeros elsewhere.
+
+    The last layer's output feeds only the final norm and the LM head, which run at those positions alone,
+    so its values at other positions are never used: skipping them saves ~5% of the 270M body. Its keys
+    and values, which every position needs, are still computed everywhere. A model without the usual
+    `get_decoder().layers[-1].mlp` layout just runs in full.
+    """
+    import torch
+
+    modules = [m for m in (_submodule(_last_decoder_layer(model), name) for name in POSITIONWISE) if m is not None]
+    rows = torch.arange(len(positions), device=positions.device)
+    shapes: dict[Any, Any] = {}
+
+    def gather(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        shapes[module] = args[0].shape[:2]
+        return (args[0][rows, positions].unsqueeze(1), *args[1:])
+
+    def scatter(module: Any, args: tuple[Any, ...], output: Any) -> Any:
+        full = output.new_zeros((*shapes[module], output.shape[-1]))
+        full[rows, positions] = output[:, 0]
+        return full
+
+    handles = [m.register_forward_pre_hook(gather) for m in modules]
+    handles += [m.register_forward_hook(scatter) for m in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _last_decoder_layer(model: Any) -> Any:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
+    layers = getattr(base.get_decoder(), "layers", None) if hasattr(base, "get_decoder") else None
+    return layers[-1] if layers is not None and len(layers) else None
+
+
+def _submodule(layer: Any, name: str) -> Any:
+    if layer is None:
+        return None
+    try:
+        return layer.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def model_name(spec: str) -> str:
+    """A short file-safe name for a model spec: `embedded`, the folder's name, or the hub id's last part.
+
+    A run's standard sub-folders (`adapter`, `merged`, `checkpoint-N`) are named with their run folder,
+    so base and tuned results from different runs never share a file name.
+    """
+    from pathlib import Path
+
+    from medsft.evaluate.results import slug
+
+    path = Path(spec.rstrip("/"))
+    name = path.name or spec
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if (name in ("adapter", "merged") or name.startswith("checkpoint-")) and run.name:
+        name = f"{run.name}-{name}"
+    return slug(name)

@@ -1,0 +1,159 @@
+"""The synthetic clinical tasks (triage, drug interactions, lab interpretation): format and label accuracy.
+
+Every synthetic case has a label computed from the fact tables (`medsft.data.synthetic`), so a reply is
+scored without a judge: is the format the one trained (`<think>` with five numbered steps, then a final
+answer stating the domain's label line), and does each stated label (risk level, severity, flags, ...)
+equal the computed one. A label the reply does not state counts as wrong and is also counted as missing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from medsft import DISCLAIMER
+from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synthetic_answer
+from medsft.data.synthetic import STEPS
+from medsft.evaluate.results import TaskResult
+from medsft.evaluate.scoring import Messages, Scorer
+from medsft.evaluate.stats import bootstrap_ci
+
+Case = SyntheticCase | Mapping[str, Any]
+
+
+def case_domain(case: Case) -> str:
+    return case.domain if isinstance(case, SyntheticCase) else case.get("meta", case)["domain"]
+
+
+def case_messages(case: Case) -> Messages:
+    """The prompt turns of a case (everything before the reference answer)."""
+    if isinstance(case, SyntheticCase):
+        return [{"role": "user", "content": case.prompt}]
+    return [m for m in case["messages"] if m["role"] != "assistant"]
+
+
+def case_id(case: Case) -> str:
+    return case.id if isinstance(case, SyntheticCase) else case["id"]
+
+
+def case_severity(case: Case) -> str | None:
+    return case.severity if isinstance(case, SyntheticCase) else case.get("meta", case).get("severity")
+
+
+def format_compliance(text: str, steps: int = STEPS) -> dict[str, bool]:
+    """Whether a reply has a closed `<think>` block, numbered steps 1..`steps` in it, and text after it."""
+    match = re.search(r"<think>(.*?)</think>(.*)", text, flags=re.DOTALL)
+    if not match:
+        return {"think": False, "steps": False, "final_answer": False}
+    numbers = [int(n) for n in re.findall(r"^\s*(?:step\s*)?(\d+)\s*[.):]", match.group(1), re.MULTILINE | re.I)]
+    return {
+        "think": True,
+        "steps": numbers == list(range(1, steps + 1)),
+        "final_answer": bool(match.group(2).strip()),
+    }
+
+
+def score_synthetic_replies(cases: Sequence[Case], replies: Sequence[str]) -> list[dict[str, Any]]:
+    """Per-case records: format checks, expected and parsed labels, per-label correctness, the reply."""
+    records = []
+    for case, reply in zip(cases, replies, strict=True):
+        domain = case_domain(case)
+        expected = expected_label(case)
+        parsed = parse_synthetic_answer(domain, reply)
+        fmt = format_compliance(reply)
+        fmt["final_answer"] = fmt["final_answer"] and PRIMARY_LABEL[domain] in parsed
+        labels = {key: parsed.get(key, "").lower() == str(value).lower() for key, value in expected.items()}
+        primary = PRIMARY_LABEL[domain]
+        records.append(
+            {
+                "id": case_id(case),
+                "domain": domain,
+                "severity": case_severity(case),
+                "gold": expected,
+                "pred": parsed,
+                "correct": labels.get(primary, False),
+                "parsed": primary in parsed,
+                "labels": labels,
+                "format": fmt,
+                "compliant": all(fmt.values()),
+                "output": reply,
+            }
+        )
+    return records
+
+
+def _rate(values: list[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Overall and per-domain: primary-label accuracy (with CI), each label's accuracy, format compliance,
+    and accuracy per case severity (a model that misses HIGH-risk cases is worse than its mean suggests)."""
+
+    def block(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        acc = bootstrap_ci([r["correct"] for r in rows], seed=seed)
+        by_severity: dict[str, list[bool]] = {}
+        for r in rows:
+            by_severity.setdefault(str(r["severity"]), []).append(r["correct"])
+        label_names = sorted({k for r in rows for k in r["labels"]})
+        return {
+            "n": len(rows),
+            "acc": acc.value,
+            "acc_ci": [acc.low, acc.high],
+            "unparseable": sum(not r["parsed"] for r in rows) / len(rows),
+            "format_compliance": _rate([r["compliant"] for r in rows]),
+            "format": {k: _rate([r["format"][k] for r in rows]) for k in ("think", "steps", "final_answer")},
+            "label_accuracy": {k: _rate([r["labels"][k] for r in rows if k in r["labels"]]) for k in label_names},
+            "by_severity": {k: {"n": len(v), "acc": _rate(v)} for k, v in sorted(by_severity.items())},
+        }
+
+    domains = sorted({r["domain"] for r in records})
+    return {"overall": block(records), "domains": {d: block([r for r in records if r["domain"] == d]) for d in domains}}
+
+
+def evaluate_synthetic(
+    scorer: Scorer,
+    cases: Sequence[Case],
+    max_new_tokens: int = 384,
+    do_sample: bool = False,
+    temperature: float = 0.7,
+    top_p: float = 0.95,
+    seed: int = 0,
+    model_spec: dict[str, Any] | None = None,
+) -> TaskResult:
+    """Generate a reply per case and score format and labels per domain (`correct` = the primary label)."""
+    if not cases:
+        raise ValueError("synthetic: no cases to evaluate")
+    started = time.perf_counter()
+    replies = scorer.generate(
+        [case_messages(c) for c in cases],
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+    )
+    elapsed = time.perf_counter() - started
+    records = score_synthetic_replies(cases, replies)
+    summary = summarize_synthetic(records, seed)
+    return TaskResult(
+        task="synthetic",
+        model=scorer.name,
+        mode="synthetic",
+        n=len(records),
+        metrics=summary["overall"],
+        questions=records,
+        settings={
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "temperature": temperature if do_sample else None,
+            "top_p": top_p if do_sample else None,
+            "seed": seed,
+            "seconds": round(elapsed, 3),
+        },
+        model_spec=model_spec or {"name": scorer.name},
+        breakdown=summary["domains"],
+        disclaimer=DISCLAIMER,
+    )

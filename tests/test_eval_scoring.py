@@ -1,0 +1,231 @@
+"""The fast scorer gives the log-likelihoods of a naive full forward; on the real model, lm-eval's predictions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medsft.data import MultipleChoiceItem
+from medsft.evaluate.multiple_choice import build_requests, evaluate_multiple_choice
+from medsft.evaluate.prompts import get_task
+from medsft.evaluate.results import read_result, write_result
+from medsft.evaluate.scoring import ChoiceRequest, HFScorer, encode_pair
+
+ITEMS = [
+    MultipleChoiceItem(
+        id="short",
+        question="Which vitamin deficiency causes scurvy?",
+        choices=["A", "B12", "C", "D"],
+        answer=2,
+        subject="nutrition",
+    ),
+    MultipleChoiceItem(
+        id="long",
+        question=(
+            "A 67-year-old woman with atrial fibrillation on warfarin starts a course of clarithromycin for a chest "
+            "infection. Three days later her INR is 6.2 and she has bruising on both forearms. What is the "
+            "mechanism of this interaction?"
+        ),
+        choices=["CYP3A4 inhibition", "Reduced vitamin K intake", "Protein binding displacement", "Renal failure"],
+        answer=0,
+        subject="pharmacology",
+    ),
+    MultipleChoiceItem(
+        id="mid",
+        question="Which electrolyte disturbance causes peaked T waves?",
+        choices=["Hyponatraemia", "Hyperkalaemia", "Hypocalcaemia", "Hypomagnesaemia"],
+        answer=1,
+        subject="cardiology",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_scorer(tiny_gemma_dir, gemma_tokenizer) -> HFScorer:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32)
+    return HFScorer(model, gemma_tokenizer, name="tiny", batch_size=2)
+
+
+def naive_loglikelihood(model, context: list[int], continuation: list[int]) -> float:
+    """The definition: one full forward over context + continuation, full logits, sum of the continuation."""
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([context + continuation])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(float(logprobs[len(context) - 1 + i, token]) for i, token in enumerate(continuation))
+
+
+def test_single_token_choices_match_a_naive_full_forward(tiny_scorer):
+    requests = build_requests(tiny_scorer, get_task("medqa"), ITEMS)  # 3 questions, batch 2: padding and a rest
+    scores = tiny_scorer.loglikelihood(requests)
+    for request, row in zip(requests, scores, strict=True):
+        expected = [naive_loglikelihood(tiny_scorer.model, request.context, c) for c in request.continuations]
+        assert row == pytest.approx(expected, abs=1e-4)
+
+
+def test_multi_token_continuations_reuse_the_prefix_and_match_a_naive_full_forward(tiny_scorer):
+    tokenize = tiny_scorer.tokenize
+    context = "Abstract: Statins were given before surgery.\nQuestion: Did AF fall?\nAnswer:"
+    texts = [" yes", " no, not in this trial", " maybe in older patients only"]
+    pairs = [encode_pair(tokenize, context, text) for text in texts]
+    request = ChoiceRequest(pairs[0][0], [cont for _, cont in pairs])
+    assert [len(c) > 1 for c in request.continuations] == [False, True, True]
+    (scores,) = tiny_scorer.loglikelihood([request])
+    expected = [naive_loglikelihood(tiny_scorer.model, request.context, c) for c in request.continuations]
+    assert scores == pytest.approx(expected, abs=1e-4)
+
+
+def test_scores_do_not_depend_on_batch_size(tiny_scorer):
+    requests = build_requests(tiny_scorer, get_task("medqa"), ITEMS)
+    batched = tiny_scorer.loglikelihood(requests)
+    one_by_one = HFScorer(tiny_scorer.model, tiny_scorer.tokenizer, batch_size=1).loglikelihood(requests)
+    for a, b in zip(batched, one_by_one, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_the_lm_head_and_the_last_layers_mlp_run_on_one_position_per_question(tiny_scorer):
+    model = tiny_scorer.model
+    seen: dict[str, list[int]] = {"head": [], "last_mlp": [], "first_mlp": []}
+
+    def record(name):
+        return lambda module, args, output: seen[name].append(args[0].shape[:-1].numel())
+
+    hooks = [
+        model.lm_head.register_forward_hook(record("head")),
+        model.model.layers[-1].mlp.register_forward_hook(record("last_mlp")),
+        model.model.layers[0].mlp.register_forward_hook(record("first_mlp")),
+    ]
+    requests = build_requests(tiny_scorer, get_task("medqa"), ITEMS)
+    try:
+        tiny_scorer.loglikelihood(requests)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen["head"] == seen["last_mlp"] == [2, 1]  # batch of 2, then the rest: one row per question
+    assert seen["first_mlp"][0] == 2 * max(len(r.context) for r in requests)  # earlier layers: every position
+
+
+def test_evaluation_records_every_question_with_its_scores_and_prediction(tiny_scorer, tmp_path):
+    result = evaluate_multiple_choice(tiny_scorer, "medqa", ITEMS)
+    assert result.ids == ["short", "long", "mid"]
+    for record, item in zip(result.questions, ITEMS, strict=True):
+        assert len(record["scores"]) == 4
+        assert record["pred"] == max(range(4), key=lambda i: record["scores"][i])
+        assert record["correct"] == (record["pred"] == item.answer)
+    assert result.metrics["acc"] == pytest.approx(sum(result.outcomes()) / 3)
+    assert set(result.breakdown) == {"nutrition", "pharmacology", "cardiology"}
+    assert read_result(write_result(result, tmp_path)).questions == result.questions
+
+
+def test_batched_generation_equals_generating_each_conversation_alone(tiny_scorer):
+    conversations = [
+        [{"role": "user", "content": "Name one symptom of anaemia, and explain why it happens."}],
+        [{"role": "user", "content": "Hi"}],  # much shorter: left padding in the batch
+    ]
+    batched = tiny_scorer.generate(conversations, max_new_tokens=6)
+    assert len(batched) == 2 and all(reply for reply in batched)
+    assert batched == [tiny_scorer.generate([c], max_new_tokens=6)[0] for c in conversations]
+
+
+PUBMED_ITEMS = [
+    MultipleChoiceItem(
+        id="p1",
+        question="Do preoperative statins reduce atrial fibrillation after CABG?",
+        choices=["yes", "no", "maybe"],
+        answer=0,
+        context="Statins have anti-inflammatory effects.\nIn 200 patients, AF occurred in 18% with and 31% without.",
+    ),
+    MultipleChoiceItem(
+        id="p2",
+        question="Is vitamin D supplementation associated with fewer falls in care homes?",
+        choices=["yes", "no", "maybe"],
+        answer=2,
+        context="A cluster trial in 40 homes.\nFalls fell by 9% (95% CI -2% to 19%).",
+    ),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("task", "items"), [("medqa", ITEMS), ("pubmedqa", PUBMED_ITEMS)])
+def test_real_model_predictions_equal_lm_evals(embedded_dir, gemma_tokenizer, tmp_path, task, items):
+    pytest.importorskip("lm_eval")
+    from lm_eval.models.huggingface import HFLM
+
+    from medsft.evaluate.harness import run_lm_eval, sample_loglikelihoods
+
+    lm = HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
+    samples = run_lm_eval(lm, task, items, tmp_path)
+    ours = evaluate_multiple_choice(HFScorer(lm.model, gemma_tokenizer, batch_size=2), task, items)
+    for record, sample, item in zip(ours.questions, samples, items, strict=True):
+        theirs = sample_loglikelihoods(sample)
+        assert record["scores"] == pytest.approx(theirs, abs=1e-4)
+        assert record["pred"] == max(range(len(theirs)), key=lambda i: (theirs[i], -i))
+        target = sample["target"]
+        assert record["gold"] == (item.choices.index(target) if isinstance(target, str) else target)
+
+
+def test_compare_writes_one_file_per_model_and_the_paired_comparison(tiny_scorer, tmp_path):
+    from medsft.evaluate.compare import compare
+
+    twin = HFScorer(tiny_scorer.model, tiny_scorer.tokenizer, name="tiny-twin", batch_size=3)
+    comparison = compare([tiny_scorer, twin], "medqa", items=ITEMS, run_dir=tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["compare_medqa.json", "eval_medqa_tiny-twin.json", "eval_medqa_tiny.json"]
+    (pair,) = comparison.pairs
+    assert (pair["diff"], pair["diff_ci"], pair["mcnemar_p"]) == (0.0, [0.0, 0.0], 1.0)  # same weights
+
+
+def test_chain_of_thought_result_reports_unparseable_replies_and_carries_the_disclaimer(tiny_scorer, tmp_path):
+    import json
+
+    from medsft import DISCLAIMER
+    from medsft.evaluate.generative import evaluate_generative
+
+    result = evaluate_generative(tiny_scorer, "medqa", ITEMS[:2], max_new_tokens=3)
+    assert result.task == "medqa_cot" and result.n == 2
+    parsed = sum(q["parsed"] for q in result.questions)
+    assert result.metrics["n_unparseable"] == 2 - parsed
+    assert all(q["correct"] is False for q in result.questions if not q["parsed"])
+    assert json.loads(write_result(result, tmp_path).read_text())["disclaimer"] == DISCLAIMER
+
+
+def test_a_model_with_a_lora_adapter_is_scored_through_the_same_path(tiny_gemma_dir, gemma_tokenizer):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_gemma_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    scorer = HFScorer(model, gemma_tokenizer, name="tiny-lora", batch_size=2)
+    requests = build_requests(scorer, get_task("medqa"), ITEMS[:2])
+    for request, row in zip(requests, scorer.loglikelihood(requests), strict=True):
+        expected = [naive_loglikelihood(model, request.context, c) for c in request.continuations]
+        assert row == pytest.approx(expected, abs=1e-4)
+
+
+def test_evaluate_config_runs_each_configured_task_into_the_run_folder(tiny_gemma_dir, tmp_path):
+    from medsft.config import build_config
+    from medsft.evaluate.compare import evaluate_config
+
+    config = build_config({"model": str(tiny_gemma_dir), "eval_tasks": ["synthetic"], "eval_limit": 3, "seed": 1})
+    comparisons = evaluate_config(config, tmp_path, max_new_tokens=4)
+    name = tiny_gemma_dir.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare_synthetic.json", f"eval_synthetic_{name}.json"]
+    result = read_result(tmp_path / f"eval_synthetic_{name}.json")
+    assert result.n == 3 and result.settings["max_new_tokens"] == 4
+    assert comparisons["synthetic"].table[0]["model"] == name
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        ("embedded", "embedded"),
+        ("unsloth/gemma-3-1b-it", "gemma-3-1b-it"),
+        ("outputs/run-7/adapter", "run-7-adapter"),  # not just "adapter": runs must not share result files
+        ("outputs/run-7/checkpoints/checkpoint-40/", "run-7-checkpoint-40"),
+    ],
+)
+def test_model_names_in_result_files_say_which_run_they_came_from(spec, name):
+    from medsft.evaluate.scoring import model_name
+
+    assert model_name(spec) == name
