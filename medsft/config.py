@@ -332,6 +332,11 @@ def validate(config: RunConfig) -> None:
         "save_every_steps",
     ):
         positive(name, getattr(config, name), allow_zero=True)
+    if config.eval_every_steps and config.save_every_steps and config.save_every_steps % config.eval_every_steps:
+        raise ConfigError(
+            f"save_every_steps: {config.save_every_steps} must be a multiple of eval_every_steps "
+            f"({config.eval_every_steps}), so the best checkpoint by validation loss is on disk"
+        )
     if config.logging_steps < 1:
         raise ConfigError(f"logging_steps: must be > 0, got {config.logging_steps}")
     if not 0 <= config.lora_dropout < 1:

@@ -27,7 +27,7 @@ from trl import SFTConfig, SFTTrainer
 
 from medsft.attention import packed_attention
 from medsft.backend import Backend, TransformersBackend, load_tokenizer, select_backend
-from medsft.config import ConfigError, RunConfig
+from medsft.config import RunConfig
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
 from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
@@ -187,11 +187,6 @@ def resolve_optimizer(config: RunConfig, has_cuda: bool) -> str:
 
 
 def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> SFTConfig:
-    if with_eval and config.save_every_steps and config.save_every_steps % config.eval_every_steps:
-        raise ConfigError(
-            f"save_every_steps ({config.save_every_steps}) must be a multiple of eval_every_steps "
-            f"({config.eval_every_steps}) so the best checkpoint is on disk"
-        )
     bf16 = has_cuda and torch.cuda.is_bf16_supported()
     return SFTConfig(
         output_dir=str(run_dir / "checkpoints"),

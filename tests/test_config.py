@@ -87,6 +87,7 @@ def test_wrong_type_names_field_value_and_source():
         ("datasets", [{"name": "medqa", "rows": 5}], "datasets[0]: unknown key 'rows'"),
         ("datasets", "medqa", "datasets: expected a list"),
         ("run_id", "../escape", "run_id"),
+        ("save_every_steps", 30, "save_every_steps: 30 must be a multiple of eval_every_steps (20)"),
     ],
 )
 def test_bad_values_are_rejected_with_the_allowed_values(field, value, fragment):
