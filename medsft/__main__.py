@@ -51,13 +51,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def smoke(config: RunConfig) -> None:
     """Load the configured model through the chosen backend and greedy-answer one clinical question."""
     from medsft.backend import select_backend
-    from medsft.inference import generate_reply
+    from medsft.evaluate import HFScorer
 
     started = time.perf_counter()
     backend = select_backend(config.backend)
     model, tokenizer = backend.load(config)
     loaded = time.perf_counter()
-    reply = generate_reply(model, tokenizer, [{"role": "user", "content": SMOKE_QUESTION}], max_new_tokens=48)
+    scorer = HFScorer(model, tokenizer, name=config.model)
+    (reply,) = scorer.generate([[{"role": "user", "content": SMOKE_QUESTION}]], max_new_tokens=48)
     done = time.perf_counter()
     print(f"model: {config.model} via {backend.name} ({backend.reason})")
     print(f"load: {loaded - started:.1f} s, generate 48 tokens: {done - loaded:.1f} s")

@@ -9,7 +9,7 @@ import torch
 
 from medsft.backend import select_backend
 from medsft.config import build_config
-from medsft.inference import generate_reply
+from medsft.evaluate import HFScorer
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,10 @@ def test_real_weights_prefer_real_text_over_shuffled_words(loaded):
 def test_greedy_generation_is_deterministic_and_non_empty(loaded):
     _, _, model, tokenizer = loaded
     messages = [{"role": "user", "content": "List three symptoms of anaemia."}]
-    first = generate_reply(model, tokenizer, messages, max_new_tokens=16)
+    scorer = HFScorer(model, tokenizer)
+    (first,) = scorer.generate([messages], max_new_tokens=16)
     assert first.strip()
-    assert generate_reply(model, tokenizer, messages, max_new_tokens=16) == first
+    assert scorer.generate([messages], max_new_tokens=16) == [first]
 
 
 def test_lora_forward_backward_updates_only_the_adapter(loaded):
