@@ -65,17 +65,35 @@ def open_run_dir(run_dir: Path, config: RunConfig) -> Path:
     return run_dir
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
+    """Write via a temporary file in the same folder, so readers never see half a file.
+
+    With `overwrite=False` the finished file is linked into place, which fails if the name exists (no window
+    for a race, unlike checking first and renaming) and raises `FileExistsError` naming the file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes the file private; run records are meant to be read by anyone
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{path} already exists; pass overwrite=True to replace it, or use another run folder"
+                ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+def write_json_atomic(path: Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:

@@ -10,14 +10,13 @@ a reader never sees half a file, and an existing result is never replaced (FileE
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medsft import DISCLAIMER
+from medsft.runs import write_text_atomic
 
 
 @dataclass
@@ -71,27 +70,9 @@ def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = Fals
 
 
 def write_json(path: Path, data: Any, overwrite: bool = False) -> Path:
-    """Write JSON through a temporary file in the same folder, then link (or, with overwrite, rename) it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes the file private; results are meant to be read by anyone
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, ensure_ascii=False, allow_nan=False)
-            handle.write("\n")
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if the name exists, with no window for a race, unlike exists()+rename
-            except FileExistsError:
-                raise FileExistsError(
-                    f"{path} already exists; pass overwrite=True to replace it, or use another run folder"
-                ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write JSON atomically; without `overwrite`, an existing file is an error, never replaced."""
+    text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    return write_text_atomic(path, text, overwrite=overwrite)
 
 
 def read_result(path: str | Path) -> TaskResult:
