@@ -116,6 +116,10 @@ class RunConfig:
     # Evaluation
     eval_tasks: list[str] = field(default_factory=lambda: ["medqa", "pubmedqa", "synthetic"])
     eval_limit: int | None = 50
+    # Generation is ~100x slower than log-likelihood scoring on a CPU, so generative tasks (synthetic) get their
+    # own item count (None: eval_limit) and reply length (a synthetic reference answer is ~170-200 tokens).
+    eval_generate_limit: int | None = None
+    eval_max_new_tokens: int = 384
 
     # Export
     export_quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
@@ -349,6 +353,9 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"max_steps: must be -1 (use num_epochs) or > 0, got {config.max_steps}")
     if config.eval_limit is not None:
         positive("eval_limit", config.eval_limit)
+    if config.eval_generate_limit is not None:
+        positive("eval_generate_limit", config.eval_generate_limit)
+    positive("eval_max_new_tokens", config.eval_max_new_tokens)
     if config.train_rows is not None:
         positive("train_rows", config.train_rows)
     if not config.datasets:

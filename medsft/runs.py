@@ -57,6 +57,19 @@ def claim_run_dir(config: RunConfig) -> Path:
     return run_dir
 
 
+def check_no_training(run_dir: Path, config: RunConfig) -> Path:
+    """An opened run folder may be trained into once: its training outputs are replaced only when resuming."""
+    done = [name for name in ("train_log.jsonl", "adapter", "checkpoints") if (run_dir / name).exists()]
+    if done and not config.resume:
+        raise FileExistsError(
+            f"run folder {run_dir} already holds training outputs ({', '.join(done)}); pass resume=True to continue "
+            "it or start a new run"
+        )
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not an opened run folder (no config.yaml); use claim_run_dir")
+    return run_dir
+
+
 def open_run_dir(run_dir: Path, config: RunConfig) -> Path:
     """Create the folder (once the run is known to start) and write the resolved config into it."""
     if not run_dir.exists():

@@ -33,6 +33,7 @@ from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
 from medsft.plots import plot_loss_curves
 from medsft.runs import (
+    check_no_training,
     claim_run_dir,
     open_run_dir,
     sha256_rows,
@@ -240,15 +241,19 @@ def load_for_training(config: RunConfig, backend: Backend) -> tuple[Any, Any]:
         ) from err
 
 
-def train(config: RunConfig, data: Any | None = None) -> RunResult:
-    """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/."""
+def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
+    """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/.
+
+    `run_dir` is a folder the pipeline runner already opened for this run (its config.yaml inside); training
+    writes into it unless it already holds a training's outputs and `resume` is off.
+    """
     started = time.perf_counter()
     sources = None
     if data is None:
         from medsft.data import validate_sources
 
         sources = validate_sources(config)  # bad rows fail here, before any model loads
-    run_dir = claim_run_dir(config)
+    run_dir = claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
     has_cuda = torch.cuda.is_available()
     # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
     backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)

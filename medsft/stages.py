@@ -1,0 +1,205 @@
+"""What the stage notebooks call: each stage's work on a run folder, and the tables and views they show.
+
+A notebook is a few cells around these functions, so everything it does is reachable from tests. Each stage
+writes its results as JSON into the run folder (`data_report.json`, `train_results.json`,
+`eval_results.json`), which `medsft.report` reads back for the run's `results.json` and the sweep summary.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from medsft.config import RunConfig
+from medsft.pipeline import NotebookRun, find_artifact
+from medsft.runs import sha256_rows, update_manifest, write_json_atomic, write_text_atomic
+
+log = logging.getLogger("medsft")
+
+SPLITS = ("train", "validation")
+# The config fields a reader of the training notebook wants to see first (all of them are in config.yaml).
+RECIPE_FIELDS = (
+    "model", "max_seq_length", "lora_r", "lora_alpha", "lora_target", "optimizer", "learning_rate",
+    "lr_scheduler", "batch_size", "gradient_accumulation_steps", "num_epochs", "max_steps",
+    "eval_every_steps", "train_on_reasoning", "seed", "dry_run",
+)  # fmt: skip
+
+
+def load_tokenizer_for(config: RunConfig) -> Any:
+    """The run's tokenizer with its chat template (no model weights are loaded)."""
+    from medsft.backend import load_tokenizer
+    from medsft.models import resolve_model
+
+    return load_tokenizer(resolve_model(config.model).location, config.chat_template)
+
+
+# ---- 01 data ----------------------------------------------------------------------------------------------
+
+
+def prepare_data(run: NotebookRun, tokenizer: Any) -> tuple[Any, Any]:
+    """Load, clean, decontaminate, mix and split the run's data; save the splits and the report in the run."""
+    from medsft.data import build_training_data, validate_sources
+
+    sources = validate_sources(run.config)  # every row checked before anything else, with file/row/field errors
+    data, report = build_training_data(run.config, tokenizer, sources=sources)
+    hashes = {}
+    for split in SPLITS:
+        rows = list(data[split])
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_text_atomic(run.run_dir / "data" / f"{split}.jsonl", lines)
+        hashes[f"{split}_sha256"] = sha256_rows(rows)
+    write_json_atomic(run.run_dir / "data_report.json", {**report.to_dict(), **hashes})
+    update_manifest(
+        run.run_dir, data={"train_rows": report.train_rows, "validation_rows": report.validation_rows, **hashes}
+    )
+    return data, report
+
+
+def load_data(run_dir: str | Path) -> Any | None:
+    """The splits the data stage saved (in this run or the one it was started from), or None if there are none."""
+    folder = find_artifact(run_dir, "data")
+    if folder is None:
+        return None
+    from datasets import Dataset, DatasetDict
+
+    def read(split: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+    rows = {split: read(split) for split in SPLITS}
+    # One table for both splits, as the data stage built it, so an empty validation split keeps the schema.
+    full = Dataset.from_list(rows["train"] + rows["validation"])
+    n = len(rows["train"])
+    return DatasetDict(train=full.select(list(range(n))), validation=full.select(list(range(n, len(full)))))
+
+
+def labelled_html(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
+    """One conversation as the model sees it, trained (labelled) tokens highlighted, the rest greyed out."""
+    from medsft.labels import IGNORE_INDEX, tokenize_conversation
+
+    item = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
+    spans = []
+    for token_id, label in zip(item["input_ids"], item["labels"], strict=True):
+        text = html.escape(tokenizer.decode([token_id]))
+        style = "background:#c8f0c8" if label != IGNORE_INDEX else "color:#888"
+        spans.append(f'<span style="{style}">{text}</span>')
+    return '<pre style="white-space:pre-wrap;font-size:12px">' + "".join(spans) + "</pre>"
+
+
+# ---- 02 train ---------------------------------------------------------------------------------------------
+
+
+def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> Any:
+    """The recipe's main knobs as a two-column table."""
+    import pandas as pd
+
+    values = config.to_dict()
+    return pd.DataFrame({"field": list(fields), "value": [str(values[name]) for name in fields]})
+
+
+def train_stage(run: NotebookRun) -> Any:
+    """Train on the data stage's splits (or build them, if the data stage did not run) into the run folder."""
+    from medsft.train import train
+
+    data = load_data(run.run_dir)
+    if data is None:
+        log.warning("no data stage output in %s; building the data inside training", run.run_dir)
+    return train(run.config, data=data, run_dir=run.run_dir)
+
+
+# ---- 03 evaluate ------------------------------------------------------------------------------------------
+
+
+def eval_models(run: NotebookRun) -> dict[str, str]:
+    """`base` is the configured model; `tuned` its adapter from the train stage, when there is one to compare."""
+    models = {"base": run.config.model}
+    adapter = find_artifact(run.run_dir, "adapter")
+    if adapter is None:
+        log.warning("no adapter in %s (the train stage did not run): evaluating the base model only", run.run_dir)
+    elif run.config.dry_run:
+        log.warning("dry run: the adapter belongs to a tiny random model, so only the base model is evaluated")
+    else:
+        models["tuned"] = str(adapter)
+    return models
+
+
+def evaluate_stage(run: NotebookRun, batch_size: int = 8) -> dict[str, Any]:
+    """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`."""
+    from medsft.evaluate.compare import evaluate_models, finish, load_items
+    from medsft.evaluate.scoring import model_name
+
+    config = run.config
+    generate_limit = config.eval_generate_limit or config.eval_limit
+    limits = {task: generate_limit if task == "synthetic" else config.eval_limit for task in config.eval_tasks}
+    items = {task: load_items(task, limits[task], config.seed) for task in config.eval_tasks}
+    models = eval_models(run)
+    results = evaluate_models(
+        list(models.values()), items, "loglikelihood", config.seed, run.run_dir, False, batch_size, config,
+        max_new_tokens=config.eval_max_new_tokens,
+    )  # fmt: skip
+    comparisons = {
+        task: finish(task_results, config.seed, run.run_dir, False) for task, task_results in results.items()
+    }
+    summary = {
+        "models": {role: model_name(spec) for role, spec in models.items()},
+        "specs": models,
+        "settings": {"limits": limits, "max_new_tokens": config.eval_max_new_tokens, "seed": config.seed},
+        "tasks": {
+            task: {k: v for k, v in c.to_dict().items() if k != "question_ids"} for task, c in comparisons.items()
+        },
+        "seconds": {r.task + "/" + r.model: r.settings.get("seconds") for rs in results.values() for r in rs},
+    }
+    write_json_atomic(run.run_dir / "eval_results.json", summary)
+    return comparisons
+
+
+def accuracy_frame(comparisons: dict[str, Any]) -> Any:
+    """One row per task and model: n, accuracy, its 95% interval, and the paired difference to the base model."""
+    import pandas as pd
+
+    rows = []
+    for task, comparison in comparisons.items():
+        pairs = {pair["model"]: pair for pair in comparison.pairs}
+        for row in comparison.table:
+            pair = pairs.get(row["model"], {})
+            rows.append({
+                "task": task, "model": row["model"], "n": row["n"], "acc": row["acc"],
+                "ci_low": row["acc_ci"][0], "ci_high": row["acc_ci"][1],
+                "diff_vs_base": pair.get("diff"), "diff_ci": pair.get("diff_ci"), "mcnemar_p": pair.get("mcnemar_p"),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def breakdown_frame(comparison: Any) -> Any:
+    """Accuracy per subject or domain (rows) for each model (columns), with the item count."""
+    import pandas as pd
+
+    rows = []
+    for group, by_model in sorted(comparison.breakdown.items()):
+        row = {"group": group, "n": next(iter(by_model.values()))["n"]}
+        row.update({model: stats["acc"] for model, stats in by_model.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def side_by_side(comparison: Any, config: RunConfig, n: int = 3) -> Any:
+    """The first `n` generative items: prompt, expected labels and each model's reply, one column per model."""
+    import pandas as pd
+
+    from medsft.evaluate.compare import load_items
+    from medsft.evaluate.synthetic import case_id, case_messages
+
+    prompts = {case_id(c): case_messages(c)[-1]["content"] for c in load_items(comparison.task, n, config.seed)}
+    rows = []
+    for i, question in enumerate(comparison.results[0].questions[:n]):
+        row = {"prompt": prompts.get(question["id"], question["id"]), "expected": question.get("gold")}
+        row.update({result.model: result.questions[i].get("output", "") for result in comparison.results})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def show_text_table(frame: Any) -> Any:
+    """A table whose long text cells keep their line breaks and wrap (for generations side by side)."""
+    return frame.style.set_properties(**{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"})
