@@ -119,6 +119,11 @@ def open_notebook_run(
     """A notebook's config and folder: the runner's `run_dir`, or (empty) a fresh run from recipe + params."""
     if run_dir:
         return NotebookRun(read_run_config(run_dir), Path(run_dir))
+    if Path.cwd().resolve() == NOTEBOOKS_DIR.resolve():
+        # Jupyter starts kernels in the notebook's folder; runs belong in the repository's outputs/, as with
+        # `medsft run`, where .gitignore keeps weights out of git.
+        os.chdir(REPO_DIR)
+        log.info("working directory: %s", REPO_DIR)
     config = load_config(recipe or None, dict(params or {}))
     return create_run_dir(config, status="interactive", recipe=recipe or None)
 

@@ -173,13 +173,18 @@ def accuracy_frame(comparisons: dict[str, Any]) -> Any:
 
 
 def breakdown_frame(comparison: Any) -> Any:
-    """Accuracy per subject or domain (rows) for each model (columns), with the item count."""
+    """Accuracy per subject or domain (rows) for each model (columns), with the item count, and each model's
+    format compliance where the task measures it (the synthetic tasks: `<think>`, five steps, final answer)."""
     import pandas as pd
 
     rows = []
     for group, by_model in sorted(comparison.breakdown.items()):
         row = {"group": group, "n": next(iter(by_model.values()))["n"]}
         row.update({model: stats["acc"] for model, stats in by_model.items()})
+        for result in comparison.results:
+            compliance = result.breakdown.get(group, {}).get("format_compliance")
+            if compliance is not None:
+                row[f"{result.model} format"] = compliance
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -321,6 +321,10 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
         trained_tokens=sum(count_trained_tokens(r["labels"]) for r in train_rows),
     )
     write_json_atomic(run_dir / "train_results.json", result.to_dict())
-    plot_loss_curves(run_dir).savefig(run_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
+    figure = plot_loss_curves(run_dir)
+    figure.savefig(run_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
     update_manifest(run_dir, timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
     return result

@@ -224,3 +224,12 @@ def test_sweep_checks_every_combination_before_running_any(tmp_path, no_papermil
     grid.write_text(yaml.safe_dump({"grid": {"lora_r": 8}}))
     with pytest.raises(ConfigError, match="'grid' must map config fields to non-empty lists"):
         sweep.read_sweep(grid)
+
+
+def test_notebook_opened_in_jupyter_writes_runs_under_the_repository_not_notebooks(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.setattr(pipeline, "REPO_DIR", tmp_path)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", tmp_path / "notebooks")
+    monkeypatch.chdir(tmp_path / "notebooks")  # where Jupyter starts the kernel
+    run = open_notebook_run("", "gemma3-270m/pipeline-cpu", {"output_dir": "outs"})
+    assert run.run_dir.resolve().parent == tmp_path / "outs"
