@@ -49,11 +49,26 @@ def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
     late = [name for name in ("transformers", "trl", "peft") if name in sys.modules and "unsloth" not in sys.modules]
     if late:
         log.warning("%s imported before unsloth; Unsloth's patches may be incomplete. Import medsft first.", late)
+    point_unsloth_at_toolchain()
     try:
         import unsloth  # noqa: F401
     except Exception as err:  # unsloth raises many kinds of errors on broken set-ups; report any of them
         return False, f"CUDA is available but `import unsloth` failed: {err}"
     return True, "CUDA is available and unsloth imports"
+
+
+def point_unsloth_at_toolchain() -> None:
+    """Unsloth reads its llama.cpp settings at import: point it at the cached offline toolchain, if built,
+    so `save_pretrained_gguf` never tries to clone llama.cpp. Settings the user made are kept."""
+    from medsft.llamacpp import ToolchainError, find_toolchain
+
+    try:
+        toolchain = find_toolchain()
+    except ToolchainError as err:
+        log.info("GGUF export through Unsloth will not work offline: %s", err)
+        return
+    for key, value in toolchain.unsloth_environment().items():
+        os.environ.setdefault(key, value)
 
 
 @functools.cache

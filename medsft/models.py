@@ -155,6 +155,10 @@ def tiny_random_model(location: str, seed: int = 0, layers: int = 2, hidden: int
     text.num_attention_heads = heads
     text.num_key_value_heads = 1
     text.head_dim = hidden // heads
+    if getattr(text, "query_pre_attn_scalar", None):
+        # Gemma 3 scales attention by query_pre_attn_scalar, equal to head_dim in the real 270M-12B models;
+        # keep them equal so llama.cpp (which scales by head_dim) computes the same function after export.
+        text.query_pre_attn_scalar = text.head_dim
     if getattr(text, "layer_types", None):
         text.layer_types = list(text.layer_types[:layers])
     torch.manual_seed(seed)

@@ -1,0 +1,192 @@
+"""Offline chat with a GGUF file through llama.cpp: the model's own chat template, streamed tokens, the
+`<think>` block shown apart from the answer, and the research-only disclaimer after every reply.
+
+    python -m medsft.chat --gguf outputs/<run-id>/gguf/<file>.gguf              # interactive
+    python -m medsft.chat --gguf FILE --prompt "A 58-year-old man has ..."     # one question
+    python -m medsft.chat --gguf FILE --serve --port 8000                      # OpenAI-compatible server
+
+Nothing leaves the machine: the model is a local file and llama.cpp runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsft import DISCLAIMER
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+class ThinkSplitter:
+    """Split streamed text into ("think", text) and ("answer", text) parts, even when a tag is cut across
+    chunks: text that could still be the start of a tag is held back until the next chunk decides."""
+
+    def __init__(self) -> None:
+        self.section = "answer"
+        self.pending = ""
+
+    def feed(self, chunk: str) -> list[tuple[str, str]]:
+        self.pending += chunk
+        parts: list[tuple[str, str]] = []
+        while True:
+            tag = THINK_OPEN if self.section == "answer" else THINK_CLOSE
+            at = self.pending.find(tag)
+            if at >= 0:
+                if self.pending[:at]:
+                    parts.append((self.section, self.pending[:at]))
+                self.pending = self.pending[at + len(tag) :]
+                self.section = "think" if tag == THINK_OPEN else "answer"
+                continue
+            keep = next((n for n in range(len(tag) - 1, 0, -1) if self.pending.endswith(tag[:n])), 0)
+            ready = self.pending[: len(self.pending) - keep]
+            if ready:
+                parts.append((self.section, ready))
+            self.pending = self.pending[len(ready) :]
+            return parts
+
+    def flush(self) -> list[tuple[str, str]]:
+        rest, self.pending = self.pending, ""
+        return [(self.section, rest)] if rest else []
+
+
+def split_stream(chunks: Iterable[str]) -> Iterator[tuple[str, str]]:
+    splitter = ThinkSplitter()
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    yield from splitter.flush()
+
+
+@dataclass
+class GgufChat:
+    """A conversation with a GGUF model; `ask` streams ("think"|"answer", text) parts and keeps the history."""
+
+    path: str | Path
+    system: str | None = None
+    n_ctx: int = 4096
+    max_tokens: int = 768
+    temperature: float = 0.0  # greedy: the same question gets the same answer
+    seed: int = 0
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from medsft.evaluate.llamacpp import load_gguf
+
+        self.llm = load_gguf(self.path, n_ctx=self.n_ctx, seed=self.seed)
+
+    def ask(self, question: str) -> Iterator[tuple[str, str]]:
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+        messages.append({"role": "user", "content": question})
+        stream = self.llm.create_chat_completion(
+            messages=messages,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_k=1 if self.temperature == 0 else 40,
+            seed=self.seed,
+            stream=True,
+        )
+        reply: list[str] = []
+        for kind, text in split_stream(delta_texts(stream)):
+            reply.append(text if kind == "answer" else "")
+            yield kind, text
+        # Keep only the answer in the history: earlier reasoning would eat the context window.
+        self.history += [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "".join(reply).strip()},
+        ]
+
+    def answer(self, question: str) -> dict[str, str]:
+        """The whole reply at once: {"think": ..., "answer": ..., "disclaimer": ...}."""
+        parts: dict[str, str] = {"think": "", "answer": ""}
+        for kind, text in self.ask(question):
+            parts[kind] += text
+        return {"think": parts["think"].strip(), "answer": parts["answer"].strip(), "disclaimer": DISCLAIMER}
+
+
+def delta_texts(stream: Iterable[dict[str, Any]]) -> Iterator[str]:
+    for event in stream:
+        text = event["choices"][0]["delta"].get("content")
+        if text:
+            yield text
+
+
+def print_reply(parts: Iterable[tuple[str, str]], out: Any = sys.stdout) -> None:
+    """Stream a reply: reasoning under a dim "thinking" heading, then the answer, then the disclaimer."""
+    shown = None
+    dim, reset = ("\033[2m", "\033[0m") if out.isatty() else ("", "")
+    for kind, text in parts:
+        if kind != shown:
+            if shown is not None:
+                out.write(reset + "\n")
+            out.write(f"{dim}[thinking]\n" if kind == "think" else "[answer]\n")
+            shown, text = kind, text.lstrip("\n")  # the template's newline after a tag, not content
+        out.write(text)
+        out.flush()
+    out.write(f"{reset}\n\n{DISCLAIMER}\n")
+    out.flush()
+
+
+def serve(path: Path, host: str, port: int, n_ctx: int) -> int:
+    """llama-cpp-python's OpenAI-compatible server on this GGUF (its chat template comes from the file)."""
+    try:
+        from llama_cpp.server.__main__ import main as server_main
+    except ImportError as err:
+        print(
+            f"medsft: the server needs llama-cpp-python's server extras ({err.name} is missing): "
+            "pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings",
+            file=sys.stderr,
+        )
+        return 2
+    sys.argv = ["llama_cpp.server", "--model", str(path), "--host", host, "--port", str(port), "--n_ctx", str(n_ctx)]
+    print(f"serving {path} at http://{host}:{port}/v1 (OpenAI-compatible). {DISCLAIMER}")
+    server_main()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medsft.chat", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gguf", type=Path, required=True, help="the GGUF file to chat with")
+    parser.add_argument("--prompt", help="ask one question and exit (default: interactive)")
+    parser.add_argument("--system", help="a system message")
+    parser.add_argument("--max-tokens", type=int, default=768)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--n-ctx", type=int, default=4096)
+    parser.add_argument("--serve", action="store_true", help="run an OpenAI-compatible server instead")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    if not args.gguf.is_file():
+        print(f"medsft: GGUF file not found: {args.gguf} (export one with medsft.export.export_run)", file=sys.stderr)
+        return 2
+    if args.serve:
+        return serve(args.gguf, args.host, args.port, args.n_ctx)
+    from medsft.llamacpp import ToolchainError
+
+    try:
+        chat = GgufChat(
+            args.gguf, system=args.system, n_ctx=args.n_ctx, max_tokens=args.max_tokens, temperature=args.temperature
+        )
+    except (ToolchainError, ValueError) as err:
+        print(f"medsft: cannot load {args.gguf}: {err}", file=sys.stderr)
+        return 2
+    if args.prompt:
+        print_reply(chat.ask(args.prompt))
+        return 0
+    print(f"Chatting with {args.gguf.name} offline. Empty line or Ctrl-D to quit.\n{DISCLAIMER}\n")
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        print_reply(chat.ask(question))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The model card (`huggingface_hub.ModelCard`), written from the run's own records, never by hand.
+
+Everything in it comes from files in the run folder: `config.yaml` (LoRA and training settings),
+`manifest.json` (data sources and counts, hardware, package versions), `train_results.json`,
+`compare_<task>.json` (base vs tuned) and `export.json` (sizes, quantization checks). A number missing
+from the run is shown as missing, never filled in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from medsft import DISCLAIMER, __version__
+
+INTENDED_USE = (
+    "Research on small clinical-reasoning assistants that run offline: studying fine-tuning, evaluation and "
+    "quantization of small open models on medical question answering, with no patient data leaving the machine."
+)
+OUT_OF_SCOPE = (
+    "Diagnosis, treatment or triage of real patients; any clinical decision; use as a source of medical "
+    "advice for patients or the public; deployment without independent clinical validation and regulatory review."
+)
+LIMITATIONS = [
+    "A small model: it makes factual errors and can state them confidently; its reasoning text may not match "
+    "how it reached an answer.",
+    "Accuracy below is measured on small samples (see n and the 95% intervals); it does not transfer to "
+    "other populations, languages, guidelines or question styles.",
+    "Training data may be synthetic or from public benchmarks; neither covers the range of real clinical cases.",
+    "Quantized files (GGUF) can answer differently from the 16-bit model; their measured change is listed.",
+]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def base_model_id(model_spec: str) -> str:
+    from medsft.config import EMBEDDED_MODEL
+    from medsft.models import EMBEDDED_BASE_ID
+
+    return EMBEDDED_BASE_ID if model_spec == EMBEDDED_MODEL else model_spec
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def evaluation_rows(run_dir: Path) -> list[str]:
+    rows = []
+    for path in sorted(run_dir.glob("compare_*.json")):
+        data = read_json(path)
+        for row in data.get("table", []):
+            low, high = row.get("acc_ci", [None, None])
+            rows.append(
+                f"| {data['task']} | {row['model']} | {row['n']} | {fmt(row['acc'])} | [{fmt(low)}, {fmt(high)}] |"
+            )
+        for pair in data.get("pairs", []):
+            low, high = pair["diff_ci"]
+            rows.append(
+                f"| {data['task']} | {pair['model']} − {pair['baseline']} | | {pair['diff']:+.3f} | "
+                f"[{low:+.3f}, {high:+.3f}] (McNemar p={pair['mcnemar_p']:.3g}) |"
+            )
+    return rows
+
+
+def quantization_rows(export: dict[str, Any] | None) -> list[str]:
+    rows = []
+    for item in (export or {}).get("files", []):
+        for task, check in item.get("accuracy", {}).items():
+            low, high = check.get("diff_ci") or [None, None]
+            rows.append(
+                f"| {item['quantization']} | {task} | {check['n']} | {fmt(check['acc'])} | "
+                f"{fmt(check['reference_acc'])} | "
+                f"{fmt(check['diff'])} [{fmt(low)}, {fmt(high)}] |"
+            )
+    return rows
+
+
+def card_text(run_dir: Path, export: dict[str, Any] | None = None) -> str:
+    """The card's markdown (with YAML metadata) for the run in `run_dir`."""
+    import yaml
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config = (
+        yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        if (run_dir / "config.yaml").is_file()
+        else {}
+    )
+    manifest = read_json(run_dir / "manifest.json") or {}
+    trained = read_json(run_dir / "train_results.json") or {}
+    export = export if export is not None else read_json(run_dir / "export.json")
+    base = base_model_id(config.get("model", "unknown"))
+    data = manifest.get("data", {})
+    sources = data.get("sources", [])
+    hardware = manifest.get("hardware", {})
+    metadata = ModelCardData(
+        base_model=base,
+        library_name="peft",
+        pipeline_tag="text-generation",
+        tags=["medical", "clinical-reasoning", "lora", "gguf", "medsft", "research-only"],
+    )
+    lines = [
+        f"# {run_dir.name}: {base} fine-tuned for clinical reasoning (research only)",
+        "",
+        f"> **{DISCLAIMER}**",
+        "",
+        f"LoRA fine-tune of `{base}` made with medsft {__version__} (run `{run_dir.name}`), with a merged 16-bit "
+        "checkpoint and GGUF files for llama.cpp on a laptop with no GPU.",
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Out-of-scope use",
+        OUT_OF_SCOPE,
+        "",
+        "## Training",
+        "| setting | value |",
+        "| --- | --- |",
+        f"| base model | `{base}` |",
+        f"| LoRA | r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, dropout={config.get('lora_dropout')}, "
+        f"targets={config.get('lora_target')} |",
+        f"| loss | response-only (assistant turns), reasoning "
+        f"{'included' if config.get('train_on_reasoning') else 'excluded'} |",
+        f"| optimizer | {config.get('optimizer')}, lr {config.get('learning_rate')}, {config.get('lr_scheduler')}, "
+        f"warmup {config.get('warmup_ratio')} |",
+        f"| batch | {config.get('batch_size')} x {config.get('gradient_accumulation_steps')} accumulation, "
+        f"max length {config.get('max_seq_length')} |",
+        f"| steps | {trained.get('global_step', '—')} (train loss {fmt(trained.get('train_loss'))}) |",
+        f"| seed | {config.get('seed')} |",
+        f"| hardware | {hardware.get('cpu_count', '?')} CPU cores, {hardware.get('memory_gib', '?')} GiB, "
+        f"CUDA: {hardware.get('cuda')} |",
+        f"| speed | {fmt(trained.get('tokens_per_second'), 1)} tokens/s, {fmt(trained.get('runtime_seconds'), 0)} s |",
+        "",
+        "### Data",
+        "| source | origin | train | validation |",
+        "| --- | --- | --- | --- |",
+        *[f"| {s.get('name')} | {s.get('origin')} | {s.get('train')} | {s.get('validation')} |" for s in sources],
+        "",
+        f"Removed before training: {data.get('removed', {})}.",
+        "",
+        "## Evaluation (base vs tuned, identical questions)",
+        "| task | model | n | accuracy | 95% CI |",
+        "| --- | --- | --- | --- | --- |",
+        *(evaluation_rows(run_dir) or ["| — | not evaluated in this run | | | |"]),
+        "",
+        "## Files and quantization",
+        "| file | quantization | size (MiB) | RAM to chat (GiB, measured) |",
+        "| --- | --- | --- | --- |",
+        *[
+            f"| {r['file']} | {r['quantization']} | {r['file_mib']} | "
+            f"{fmt(r['ram_gib']) + ' (n_ctx ' + str(r['n_ctx']) + ')' if r['ram_gib'] else '—'} |"
+            for r in (export or {}).get("size_table", [])
+        ],
+        "",
+        "Accuracy of each GGUF against the merged 16-bit checkpoint on the same questions:",
+        "",
+        "| quantization | task | n | GGUF acc | 16-bit acc | difference [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(quantization_rows(export) or ["| — | not measured | | | | |"]),
+        "",
+        "## Limitations",
+        *[f"- {item}" for item in LIMITATIONS],
+        "",
+        "## Use offline",
+        "```bash",
+        "python -m medsft.chat --gguf <file>.gguf",
+        "```",
+        "",
+        f"**{DISCLAIMER}**",
+        "",
+    ]
+    return str(ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines)))

@@ -1,0 +1,69 @@
+"""HF checkpoint -> GGUF with llama.cpp's own converter and quantizer, offline, under temporary names.
+
+The converter writes F16 (or BF16); every other type is quantized from that file, never from another
+quantization (llama.cpp refuses requantizing, and it would compound the error). Files are written as
+`.<name>.partial` next to their final name and renamed only after `medsft.export.verify` has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from medsft.config import QUANTIZATIONS
+from medsft.llamacpp import Toolchain
+
+log = logging.getLogger("medsft")
+
+# medsft's names (Unsloth's spelling, config.QUANTIZATIONS) -> llama.cpp's. f16 comes from the converter.
+LLAMA_CPP_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q5_k_m": "Q5_K_M", "q4_k_m": "Q4_K_M"}
+assert set(LLAMA_CPP_TYPES) == set(QUANTIZATIONS)
+
+
+class ExportError(RuntimeError):
+    """An export step failed; the message names the step, the file and what to do."""
+
+
+def check_quantizations(names: list[str] | tuple[str, ...]) -> list[str]:
+    """Lower-cased, de-duplicated, known names; an unknown one is an error listing the valid ones."""
+    wanted: list[str] = []
+    for name in names:
+        key = str(name).strip().lower()
+        if key not in QUANTIZATIONS:
+            raise ExportError(f"unknown quantization '{name}'; choose from {', '.join(QUANTIZATIONS)}")
+        if key not in wanted:
+            wanted.append(key)
+    if not wanted:
+        raise ExportError(f"no quantization asked for; choose from {', '.join(QUANTIZATIONS)}")
+    return wanted
+
+
+def partial_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.partial")
+
+
+def run_tool(command: list[str], step: str, target: Path) -> None:
+    """Run a llama.cpp step quietly (the quantizer logs every tensor); on failure show the end of its log."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise ExportError(f"{step} failed for {target} (exit {done.returncode}):\n{tail}")
+
+
+def convert(toolchain: Toolchain, checkpoint: Path, out: Path, outtype: str = "f16") -> Path:
+    """llama.cpp's `convert_hf_to_gguf.py` (its vendored gguf-py, not PyPI's) on a merged HF folder."""
+    if not (checkpoint / "config.json").is_file():
+        raise ExportError(f"{checkpoint} is not a Hugging Face checkpoint (no config.json); export the merged model")
+    log.info("converting %s to %s GGUF", checkpoint, outtype.upper())
+    command = [sys.executable, str(toolchain.converter), str(checkpoint), "--outfile", str(out), "--outtype", outtype]
+    run_tool(command, "convert_hf_to_gguf.py", out)
+    return out
+
+
+def quantize(toolchain: Toolchain, source: Path, out: Path, name: str, threads: int = 0) -> Path:
+    log.info("quantizing %s to %s", source.name, LLAMA_CPP_TYPES[name])
+    command = [sys.executable, str(toolchain.quantize_tool), str(source), str(out), LLAMA_CPP_TYPES[name]]
+    run_tool(command + ([str(threads)] if threads else []), "llama-quantize", out)
+    return out

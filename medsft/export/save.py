@@ -1,0 +1,280 @@
+"""One call from a trained run to everything a laptop needs: adapter, merged 16-bit, verified GGUF files.
+
+`export_run(run_dir)` writes into the run folder:
+- `adapter/` (already there from training, or copied from `adapter_dir`), `merged/` (16-bit, staged);
+- `gguf/<name>-<QUANT>.gguf` for each quantization, each written under a `.partial` name, verified
+  (`medsft.export.verify`), scored against the merged checkpoint on the same questions, then renamed;
+- `export/` with the per-file evaluation results, `export.json` (sizes, measured RAM, checks, accuracy
+  changes), and the model card as `model_card.md` (copied into `merged/` and `gguf/` as README.md).
+
+The Unsloth backend saves with its own `save_pretrained_merged` / `save_pretrained_gguf`, pointed at the
+cached toolchain so nothing is cloned; the transformers backend merges with peft and converts with
+llama.cpp's converter and quantizer. Verification and scoring are the same for both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsft.config import RunConfig, build_config
+from medsft.export.gguf import LLAMA_CPP_TYPES, ExportError, check_quantizations, convert, partial_name, quantize
+from medsft.export.sizes import folder_mib, size_row
+from medsft.llamacpp import Toolchain, check_disk, find_toolchain
+from medsft.runs import update_manifest, write_json_atomic, write_text_atomic
+
+log = logging.getLogger("medsft")
+
+# Accuracy change allowed against the merged 16-bit model, as a share of questions (issue goals: Q4_K_M within
+# 2 points, Q8_0 within 0.5; F16 is held to Q8_0's, Q5_K_M halfway).
+ACCURACY_GOALS = {"f16": 0.005, "q8_0": 0.005, "q5_k_m": 0.01, "q4_k_m": 0.02}
+QUANT_ACCURACY_TASKS = ("medqa", "synthetic")
+
+
+@dataclass
+class ExportResult:
+    run_dir: Path
+    adapter_dir: Path
+    merged_dir: Path
+    files: list[dict[str, Any]] = field(default_factory=list)
+    size_table: list[dict[str, Any]] = field(default_factory=list)
+    model_card: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def run_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ExportError(f"{run_dir} is not a run folder (no config.yaml); pass the folder a training run wrote")
+    return build_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def gguf_stem(config: RunConfig, run_dir: Path) -> str:
+    from medsft.export.card import base_model_id
+
+    return f"{base_model_id(config.model).rsplit('/', 1)[-1]}-{run_dir.name}"
+
+
+def export_run(
+    run_dir: str | Path,
+    quantizations: list[str] | None = None,
+    config: RunConfig | None = None,
+    adapter_dir: str | Path | None = None,
+    eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS,
+    eval_limit: int | None = None,
+    n_ctx: int = 4096,
+    max_new_tokens: int = 384,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Merge, convert, quantize, verify and score; see the module docstring for what is written where.
+
+    Checks that need nothing heavy run first (quantization names, toolchain, existing files, disk), so a
+    mistake costs seconds. `eval_tasks=None` skips the accuracy comparison (the other checks always run).
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    config = config or run_config(run_dir)
+    quants = check_quantizations(quantizations or config.export_quantizations)
+    toolchain = find_toolchain()
+    adapter = Path(adapter_dir) if adapter_dir else run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise ExportError(
+            f"no LoRA adapter in {adapter} (adapter_config.json missing); train first or pass adapter_dir"
+        )
+    stem = gguf_stem(config, run_dir)
+    merged_dir, gguf_dir = run_dir / "merged", run_dir / "gguf"
+    finals = {q: gguf_dir / f"{stem}-{LLAMA_CPP_TYPES[q]}.gguf" for q in quants}
+    existing = [p for p in [*finals.values(), run_dir / "export.json"] if p.exists()]
+    if (existing or (merged_dir.exists() and any(merged_dir.iterdir()))) and not overwrite:
+        raise FileExistsError(
+            f"{existing[0] if existing else merged_dir} already exists; pass overwrite=True to replace"
+        )
+    timings: dict[str, float] = {}
+
+    from medsft.backend import select_backend
+
+    backend = select_backend(config.backend)
+    tick = time.perf_counter()
+    model, tokenizer = backend.load(dataclasses.replace(config, model=str(adapter)))
+    parameters = sum(p.numel() for p in model.parameters())
+    # merged (2 bytes/param) + F16 GGUF (2) + each quantization (at most 2) + 10% slack
+    check_disk(run_dir, int(parameters * 2 * (2 + len(quants)) * 1.1), "the merged model and GGUF files")
+    if adapter != run_dir / "adapter":
+        shutil.copytree(adapter, run_dir / "adapter", dirs_exist_ok=overwrite)
+    backend.save_merged(model, tokenizer, merged_dir, overwrite=overwrite)
+    timings["merge_seconds"] = round(time.perf_counter() - tick, 1)
+    gguf_dir.mkdir(parents=True, exist_ok=True)
+    tick = time.perf_counter()
+    if backend.name == "unsloth":
+        partials = unsloth_ggufs(model, tokenizer, toolchain, quants, finals)
+    else:
+        del model
+        gc.collect()
+        partials = llama_cpp_ggufs(toolchain, merged_dir, quants, finals)
+    timings["gguf_seconds"] = round(time.perf_counter() - tick, 1)
+
+    try:
+        tick = time.perf_counter()
+        files = check_files(merged_dir, partials, config, run_dir, eval_tasks, eval_limit, n_ctx, max_new_tokens)
+        timings["verify_seconds"] = round(time.perf_counter() - tick, 1)
+    except BaseException:
+        for path in partials.values():
+            path.unlink(missing_ok=True)  # nothing unverified is left behind
+        raise
+    for quant, path in partials.items():
+        path.replace(finals[quant])
+        files[quant]["path"] = str(finals[quant])
+    result = ExportResult(
+        run_dir=run_dir,
+        adapter_dir=run_dir / "adapter",
+        merged_dir=merged_dir,
+        files=list(files.values()),
+        size_table=[
+            {
+                "quantization": "merged 16-bit (safetensors)",
+                "file": "merged/",
+                "file_mib": folder_mib(merged_dir),
+                "ram_gib": None,
+                "n_ctx": None,
+            },
+            *[files[q]["size"] for q in quants],
+        ],
+        timings={**timings, "total_seconds": round(time.perf_counter() - started, 1)},
+    )
+    write_json_atomic(run_dir / "export.json", result.to_dict())
+    result.model_card = write_model_card(run_dir, result)
+    write_json_atomic(run_dir / "export.json", result.to_dict())
+    update_manifest(run_dir, export={"files": [Path(f["path"]).name for f in result.files], **result.timings})
+    return result
+
+
+def llama_cpp_ggufs(
+    toolchain: Toolchain, merged_dir: Path, quants: list[str], finals: dict[str, Path]
+) -> dict[str, Path]:
+    """F16 from the converter, every other type quantized from it; all under `.partial` names."""
+    f16 = partial_name(finals.get("f16", finals[quants[0]].with_name(f"{merged_dir.parent.name}-F16.gguf")))
+    partials: dict[str, Path] = {}
+    try:
+        convert(toolchain, merged_dir, f16)
+        for quant in quants:
+            partials[quant] = f16 if quant == "f16" else quantize(toolchain, f16, partial_name(finals[quant]), quant)
+    except BaseException:
+        for path in [f16, *partials.values()]:
+            path.unlink(missing_ok=True)
+        raise
+    if "f16" not in quants:
+        f16.unlink()
+    return partials
+
+
+def unsloth_ggufs(
+    model: Any, tokenizer: Any, toolchain: Toolchain, quants: list[str], finals: dict[str, Path]
+) -> dict[str, Path]:
+    """Unsloth's `save_pretrained_gguf` into a temporary folder, then moved to `.partial` names.
+
+    `medsft.backend` sets `UNSLOTH_LLAMA_CPP_PATH` & co. before Unsloth is imported (it reads them then),
+    so Unsloth uses the cached toolchain instead of cloning llama.cpp.
+    """
+    import os
+    import tempfile
+
+    for key, value in toolchain.unsloth_environment().items():
+        os.environ.setdefault(key, value)
+    gguf_dir = next(iter(finals.values())).parent
+    partials: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(prefix=".unsloth-gguf-", dir=gguf_dir) as tmp:
+        model.save_pretrained_gguf(tmp, tokenizer, quantization_method=quants)
+        written = list(Path(tmp).rglob("*.gguf"))
+        for quant in quants:
+            match = [p for p in written if LLAMA_CPP_TYPES[quant].lower() in p.name.lower()]
+            if not match:
+                raise ExportError(f"Unsloth wrote no {quant} file in {tmp} (got {[p.name for p in written]})")
+            partials[quant] = match[0].replace(partial_name(finals[quant]))
+    return partials
+
+
+def check_files(
+    merged_dir: Path,
+    partials: dict[str, Path],
+    config: RunConfig,
+    run_dir: Path,
+    eval_tasks: tuple[str, ...] | list[str] | None,
+    eval_limit: int | None,
+    n_ctx: int,
+    max_new_tokens: int,
+) -> dict[str, dict[str, Any]]:
+    """Verify each GGUF against the merged 16-bit checkpoint and measure what quantization changed."""
+    from medsft.evaluate import HFScorer, compare, load_items
+    from medsft.evaluate.llamacpp import LlamaCppScorer
+    from medsft.export.verify import end_of_turn_ids, reference_first_tokens, verify_gguf
+
+    reference = HFScorer.from_spec(str(merged_dir), name="merged-16bit", config=config)
+    stops = end_of_turn_ids(reference.tokenizer, reference.model.generation_config.eos_token_id)
+    prompt_ids, first_tokens = reference_first_tokens(reference.model, reference.tokenizer)
+    files: dict[str, dict[str, Any]] = {}
+    scorers = []
+    for quant, path in partials.items():
+        scorer = LlamaCppScorer(path, name=f"gguf-{quant}", n_ctx=n_ctx)
+        check = verify_gguf(scorer, reference.tokenizer, stops, prompt_ids, first_tokens)
+        log.info(
+            "%s: template ok, stops ok, first %d/%d greedy tokens agree with 16-bit",
+            quant,
+            check.agreeing_prefix,
+            len(first_tokens),
+        )
+        files[quant] = {"quantization": quant, "path": str(path), "verification": check.to_dict(), "accuracy": {}}
+        scorers.append(scorer)
+    for task in eval_tasks or ():
+        items = load_items(task, eval_limit or config.eval_limit, config.seed)
+        comparison = compare(
+            [reference, *scorers],
+            task,
+            items=items,
+            seed=config.seed,
+            run_dir=run_dir / "export",
+            overwrite=True,
+            max_new_tokens=max_new_tokens,
+        )
+        reference_acc = comparison.table[0]["acc"]
+        for quant, pair, row in zip(partials, comparison.pairs, comparison.table[1:], strict=True):
+            files[quant]["accuracy"][task] = {
+                "n": row["n"],
+                "acc": row["acc"],
+                "acc_ci": row["acc_ci"],
+                "reference_acc": reference_acc,
+                "diff": pair["diff"],
+                "diff_ci": pair["diff_ci"],
+                "mcnemar_p": pair["mcnemar_p"],
+                "goal": ACCURACY_GOALS[quant],
+                "within_goal": abs(pair["diff"]) <= ACCURACY_GOALS[quant] + 1e-9,
+            }
+    for scorer in scorers:
+        scorer.close()
+    for quant, path in partials.items():
+        files[quant]["size"] = {**size_row(quant, path, n_ctx), "file": partial_name_to_final(path)}
+    return files
+
+
+def partial_name_to_final(path: Path) -> str:
+    return path.name.removeprefix(".").removesuffix(".partial")
+
+
+def write_model_card(run_dir: Path, result: ExportResult) -> Path:
+    from medsft.export.card import card_text
+
+    text = card_text(run_dir, result.to_dict())
+    path = write_text_atomic(run_dir / "model_card.md", text)
+    for folder in (result.merged_dir, run_dir / "gguf"):
+        write_text_atomic(folder / "README.md", text)
+    return path

@@ -1,0 +1,143 @@
+"""Checks every GGUF passes before it gets its final name: the chat template, the stop tokens, first tokens.
+
+- Template: the GGUF's embedded `tokenizer.chat_template` must render a probe conversation exactly as the
+  training template does. Without it llama-cpp-python silently falls back to a generic format, and a model
+  tuned on Gemma turns would be prompted in another language of markers.
+- Stop tokens: every end-of-turn id the training tokenizer stops at (`<end_of_turn>` for Gemma) must be an
+  end-of-generation token in the GGUF vocabulary, or chat replies run on past the turn.
+- First tokens: greedy continuation of a fixed clinical prompt, compared token by token with the 16-bit
+  checkpoint. This one is a measurement (quantization may change a token), recorded, not a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from medsft.export.gguf import ExportError
+
+PROBE = [
+    {"role": "system", "content": "You are a careful clinical reasoning assistant."},
+    {"role": "user", "content": "A 67-year-old woman has sudden painless vision loss in one eye. Next step?"},
+    {"role": "assistant", "content": "<think>\n1. Summary: acute monocular loss.\n</think>\nUrgent fundoscopy."},
+    {"role": "user", "content": "And if the fundus shows a cherry-red spot?"},
+]
+FIRST_TOKENS_PROMPT = [
+    {
+        "role": "user",
+        "content": "A 58-year-old man has crushing chest pain radiating to his "
+        "left arm and sweating. What is the most likely diagnosis and the first step?",
+    }
+]
+FIRST_TOKENS = 16
+
+
+class VerificationError(ExportError):
+    """A GGUF failed a check that makes it unusable as the trained model (template, stop tokens)."""
+
+
+@dataclass
+class Verification:
+    template_matches: bool
+    stop_tokens: dict[str, bool]
+    first_tokens: list[int] = field(default_factory=list)
+    reference_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def agreeing_prefix(self) -> int:
+        count = 0
+        for a, b in zip(self.first_tokens, self.reference_tokens, strict=False):
+            if a != b:
+                break
+            count += 1
+        return count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "template_matches": self.template_matches,
+            "stop_tokens_end_generation": self.stop_tokens,
+            "first_tokens": self.first_tokens,
+            "reference_first_tokens": self.reference_tokens,
+            "first_tokens_agree": self.agreeing_prefix,
+            "first_tokens_compared": len(self.reference_tokens),
+        }
+
+
+def render(tokenizer: Any, template: str) -> str:
+    return tokenizer.apply_chat_template(PROBE, chat_template=template, tokenize=False, add_generation_prompt=True)
+
+
+def check_template(gguf_template: str | None, tokenizer: Any, where: str) -> None:
+    """Raise unless the GGUF's template renders the probe exactly like the training tokenizer's."""
+    if not gguf_template:
+        raise VerificationError(
+            f"{where} has no embedded chat template; llama.cpp would fall back to a generic chat format. "
+            "Export from a merged folder that holds chat_template.jinja (medsft's merged save writes it)."
+        )
+    expected = render(tokenizer, tokenizer.chat_template)
+    got = render(tokenizer, gguf_template)
+    if got != expected:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected))
+        )
+        raise VerificationError(
+            f"{where}: the embedded chat template does not match the training template; first difference at "
+            f"character {at}: GGUF renders {got[max(0, at - 30) : at + 30]!r}, training renders "
+            f"{expected[max(0, at - 30) : at + 30]!r}. Re-export from the run's merged folder, or fix the "
+            "chat_template setting so training and export use the same template."
+        )
+
+
+def end_of_turn_ids(tokenizer: Any, generation_eos: int | list[int] | None) -> dict[str, int]:
+    """The ids generation must stop at: the generation config's eos ids (else the tokenizer's eos), plus the
+    special token the chat template puts right after an assistant reply (`<end_of_turn>`, `<|eot_id|>`)."""
+    ids = generation_eos if generation_eos is not None else tokenizer.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    marker = "MEDSFT_PROBE_REPLY"
+    turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
+    after = tokenizer.apply_chat_template(turn, tokenize=False).split(marker, 1)[-1]
+    following = tokenizer.encode(after, add_special_tokens=False)[:1]
+    if following and following[0] in tokenizer.all_special_ids + list(tokenizer.added_tokens_decoder):
+        ids.append(following[0])
+    return {tokenizer.convert_ids_to_tokens(i): i for i in dict.fromkeys(ids)}
+
+
+def check_stop_tokens(scorer: Any, stops: dict[str, int], where: str) -> dict[str, bool]:
+    status = {name: scorer.is_end_of_generation(token) for name, token in stops.items()}
+    missing = [name for name, ok in status.items() if not ok]
+    if missing:
+        raise VerificationError(
+            f"{where}: {', '.join(missing)} is not an end-of-generation token in the GGUF, so chat replies would "
+            "not stop at the end of the turn. Re-export with the tokenizer files of the trained model."
+        )
+    return status
+
+
+def reference_first_tokens(model: Any, tokenizer: Any, count: int = FIRST_TOKENS) -> tuple[list[int], list[int]]:
+    """The prompt ids and the 16-bit model's first greedy tokens after them."""
+    import torch
+
+    from medsft.templates import render_chat
+
+    prompt = render_chat(tokenizer, FIRST_TOKENS_PROMPT, add_generation_prompt=True)
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([ids], device=next(model.parameters()).device),
+            max_new_tokens=count,
+            do_sample=False,
+            top_k=None,
+            top_p=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return ids, out[0, len(ids) :].tolist()
+
+
+def verify_gguf(
+    scorer: Any, tokenizer: Any, stops: dict[str, int], prompt_ids: list[int], reference: list[int]
+) -> Verification:
+    where = str(scorer.path)
+    check_template(scorer.chat_template(), tokenizer, where)
+    status = check_stop_tokens(scorer, stops, where)
+    tokens = scorer.greedy_tokens(prompt_ids, len(reference))
+    return Verification(template_matches=True, stop_tokens=status, first_tokens=tokens, reference_tokens=reference)

@@ -1,0 +1,248 @@
+"""The llama.cpp toolchain, from PyPI only, built once and cached: converter, quantizer, runtime.
+
+Unsloth's `save_pretrained_gguf` clones and compiles llama.cpp from GitHub, which fails offline. PyPI's
+`llama-cpp-python` sdist vendors the whole llama.cpp tree (`convert_hf_to_gguf.py`, `conversion/`, `gguf-py/`,
+`src/ ggml/ common/`), so one `python -m medsft.llamacpp setup` (the only step that needs the network: the
+PyPI download, and only when the cache is empty) gives:
+
+- the runtime: a portable llama-cpp-python wheel, built once into `~/.cache/medsft/wheels/` and installed;
+- the toolchain folder `~/.cache/medsft/llama.cpp/<version>/`: the vendored tree, plus `llama-quantize`, a
+  command-line front end to libllama's `llama_model_quantize` (the function the upstream tool calls; the
+  wheel ships shared libraries only, no binaries). It answers `--help` and takes the upstream arguments
+  `llama-quantize IN OUT TYPE [THREADS]`, so Unsloth can use the folder through `UNSLOTH_LLAMA_CPP_PATH`.
+
+Why llama-cpp-python and not `llama-cpp-py-sync` (a 5.5 MB prebuilt CPU `libllama.so` with CFFI bindings,
+no build): its sdist is needed anyway for the converter, and its binding exposes what verification needs and
+a prebuilt one lacks — the KV cache and last-position logits for log-likelihood scoring, the GGUF's Jinja chat
+template through `create_chat_completion`, an OpenAI-compatible server, and the widest use. The price is a
+one-time build (about 7 minutes on 2 cores here), which is cached and never repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsft.models import cache_dir
+
+log = logging.getLogger("medsft")
+
+VERSION = "0.3.36"
+# Portable: runs on any x86-64 (the cache may move between machines); no multimodal library.
+CMAKE_ARGS = "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
+TOOLCHAIN_ENV = "MEDSFT_LLAMA_CPP"
+QUANTIZE_TOOL = "llama-quantize"
+CONVERTER = "convert_hf_to_gguf.py"
+
+# The file types llama-quantize knows by name (llama.h `llama_ftype`), for the ones medsft offers.
+FTYPES = {"F16": 1, "BF16": 32, "Q8_0": 7, "Q5_K_M": 17, "Q4_K_M": 15}
+
+QUANTIZE_SCRIPT = '''#!{python}
+"""llama-quantize IN.gguf OUT.gguf TYPE [THREADS]: libllama's llama_model_quantize (written by medsft)."""
+import ctypes
+import sys
+
+FTYPES = {ftypes!r}
+USAGE = "usage: llama-quantize [--allow-requantize] IN.gguf OUT.gguf TYPE [THREADS]\\nTYPE: " + ", ".join(FTYPES)
+
+args = sys.argv[1:]
+if not args or args[0] in ("-h", "--help"):
+    print(USAGE)
+    sys.exit(0 if args else 1)
+allow_requantize = "--allow-requantize" in args
+args = [a for a in args if a != "--allow-requantize"]
+if len(args) not in (3, 4) or args[2].upper() not in FTYPES:
+    print(USAGE, file=sys.stderr)
+    sys.exit(1)
+import llama_cpp
+
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = FTYPES[args[2].upper()]
+params.nthread = int(args[3]) if len(args) == 4 else 0
+params.allow_requantize = allow_requantize
+status = llama_cpp.llama_model_quantize(args[0].encode(), args[1].encode(), ctypes.byref(params))
+if status != 0:
+    print(f"llama-quantize: llama_model_quantize failed with status {{status}}", file=sys.stderr)
+sys.exit(1 if status else 0)
+'''
+
+
+class ToolchainError(RuntimeError):
+    """The llama.cpp toolchain or runtime is missing or broken; the message says how to set it up."""
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    root: Path
+
+    @property
+    def converter(self) -> Path:
+        return self.root / CONVERTER
+
+    @property
+    def quantize_tool(self) -> Path:
+        return self.root / QUANTIZE_TOOL
+
+    def unsloth_environment(self) -> dict[str, str]:
+        """What Unsloth's GGUF export needs to use this folder instead of cloning llama.cpp."""
+        return {
+            "UNSLOTH_LLAMA_CPP_PATH": str(self.root),
+            "UNSLOTH_LLAMA_CPP_OFFLINE": "1",
+            "UNSLOTH_AUTO_INSTALL": "0",
+        }
+
+
+SETUP_HINT = "run `python -m medsft.llamacpp setup` once (it needs PyPI only when its cache is empty)"
+
+
+def toolchain_root() -> Path:
+    return Path(os.environ.get(TOOLCHAIN_ENV) or cache_dir() / "llama.cpp" / VERSION)
+
+
+def sdist_path() -> Path:
+    return cache_dir() / "sdist" / f"llama_cpp_python-{VERSION}.tar.gz"
+
+
+def cached_wheel() -> Path | None:
+    wheels = sorted((cache_dir() / "wheels").glob(f"llama_cpp_python-{VERSION}-*.whl"))
+    return wheels[-1] if wheels else None
+
+
+def runtime_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llama_cpp_python")
+    except PackageNotFoundError:
+        return None
+
+
+def find_toolchain() -> Toolchain:
+    """The ready toolchain folder, or a `ToolchainError` saying what is missing and what to run."""
+    chain = Toolchain(toolchain_root())
+    missing = [p.name for p in (chain.converter, chain.root / "conversion", chain.root / "gguf-py") if not p.exists()]
+    if missing:
+        raise ToolchainError(
+            f"llama.cpp toolchain not found in {chain.root} (missing {', '.join(missing)}); {SETUP_HINT}"
+        )
+    if runtime_version() is None:
+        raise ToolchainError(f"llama-cpp-python is not installed in {sys.prefix}; {SETUP_HINT}")
+    write_quantize_tool(chain.root)  # points at this interpreter, which has the runtime
+    return chain
+
+
+def write_quantize_tool(root: Path) -> Path:
+    """(Re)write `llama-quantize` for the current interpreter; cheap, and keeps the shebang valid."""
+    text = QUANTIZE_SCRIPT.format(python=sys.executable, ftypes=FTYPES)
+    path = root / QUANTIZE_TOOL
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        tmp = path.with_name(f".{QUANTIZE_TOOL}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o755)
+        tmp.replace(path)
+    return path
+
+
+def pip(*args: str, env: dict[str, str] | None = None) -> None:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    log.info("running %s", " ".join(command))
+    subprocess.run(command, check=True, env=env)
+
+
+def fetch_sdist() -> Path:
+    path = sdist_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            pip("download", "--quiet", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={VERSION}", "-d", tmp)
+            (Path(tmp) / path.name).replace(path)
+    return path
+
+
+def build_wheel(sdist: Path) -> Path:
+    """Build the portable wheel once (minutes on 2 cores); later calls return the cached file."""
+    wheel = cached_wheel()
+    if wheel is not None:
+        return wheel
+    folder = cache_dir() / "wheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"building llama-cpp-python {VERSION} once (about 7-25 minutes on 2 cores); cached in {folder}")
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        pip("wheel", "--quiet", "--no-deps", str(sdist), "-w", tmp, env={**os.environ, "CMAKE_ARGS": CMAKE_ARGS})
+        (built,) = Path(tmp).glob("llama_cpp_python-*.whl")
+        built.replace(folder / built.name)
+    return folder / built.name
+
+
+def unpack_tree(sdist: Path, root: Path) -> None:
+    """Extract the vendored llama.cpp tree into `root` through a temporary sibling and a rename."""
+    if (root / CONVERTER).exists():
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"llama_cpp_python-{VERSION}/vendor/llama.cpp/"
+    with tempfile.TemporaryDirectory(dir=root.parent) as tmp, tarfile.open(sdist) as archive:
+        members = []
+        for member in archive.getmembers():
+            if member.name.startswith(prefix) and member.name != prefix and (member.isfile() or member.isdir()):
+                member.name = member.name[len(prefix) :]
+                members.append(member)
+        archive.extractall(tmp, members=members, filter="data")
+        staged = Path(tmp) / "tree"
+        staged.mkdir()
+        for entry in Path(tmp).iterdir():
+            if entry != staged:
+                entry.rename(staged / entry.name)
+        staged.rename(root)
+
+
+def setup_toolchain() -> Toolchain:
+    """Download (if needed), build (if needed), install and unpack: afterwards everything works offline."""
+    sdist = fetch_sdist()
+    wheel = build_wheel(sdist)
+    if runtime_version() != VERSION:
+        pip("install", "--quiet", "--no-deps", str(wheel), "diskcache")
+    root = toolchain_root()
+    unpack_tree(sdist, root)
+    chain = find_toolchain()
+    log.info("llama.cpp toolchain ready in %s", chain.root)
+    return chain
+
+
+def check_disk(folder: Path, needed_bytes: int, what: str) -> None:
+    """Refuse early, before minutes of work, when a write cannot fit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OSError(
+            f"not enough disk for {what} in {folder}: needs about {needed_bytes / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB free; free some space or set output_dir to a larger disk"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m medsft.llamacpp", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["setup", "where"], help="setup: build/install once; where: print paths")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        chain = setup_toolchain() if args.command == "setup" else find_toolchain()
+    except ToolchainError as err:
+        print(f"medsft: {err}", file=sys.stderr)
+        return 2
+    print(f"toolchain: {chain.root}\nruntime: llama-cpp-python {runtime_version()} in {sys.prefix}")
+    for key, value in chain.unsloth_environment().items():
+        print(f"export {key}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
