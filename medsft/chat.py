@@ -90,9 +90,11 @@ class GgufChat:
             stream=True,
         )
         reply: list[str] = []
-        for kind, text in split_stream(delta_texts(stream)):
+        raw: list[str] = []
+        for kind, text in split_stream(delta_texts(stream, raw)):
             reply.append(text if kind == "answer" else "")
             yield kind, text
+        self.last_reply_tokens = len(self.llm.tokenize("".join(raw).encode("utf-8"), add_bos=False, special=True))
         # Keep only the answer in the history: earlier reasoning would eat the context window.
         self.history += [
             {"role": "user", "content": question},
@@ -107,10 +109,12 @@ class GgufChat:
         return {"think": parts["think"].strip(), "answer": parts["answer"].strip(), "disclaimer": DISCLAIMER}
 
 
-def delta_texts(stream: Iterable[dict[str, Any]]) -> Iterator[str]:
+def delta_texts(stream: Iterable[dict[str, Any]], raw: list[str] | None = None) -> Iterator[str]:
     for event in stream:
         text = event["choices"][0]["delta"].get("content")
         if text:
+            if raw is not None:
+                raw.append(text)
             yield text
 
 
@@ -128,6 +132,58 @@ def print_reply(parts: Iterable[tuple[str, str]], out: Any = sys.stdout) -> None
         out.flush()
     out.write(f"{reset}\n\n{DISCLAIMER}\n")
     out.flush()
+
+
+def collect(stream: Iterable[tuple[str, str]], parts: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """Pass a reply's parts through while adding them up in `parts`."""
+    for kind, text in stream:
+        parts[kind] += text
+        yield kind, text
+
+
+def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
+    """The run's GGUF of that quantization (in this run or the one it was started from), else its first GGUF."""
+    from medsft.export.gguf import LLAMA_CPP_TYPES
+    from medsft.pipeline import find_artifact
+
+    folder = find_artifact(run_dir, "gguf")
+    files = sorted(folder.glob("*.gguf")) if folder else []
+    if not files:
+        raise FileNotFoundError(f"no GGUF file in {run_dir}/gguf; run the export stage (04_export) first")
+    suffix = f"-{LLAMA_CPP_TYPES.get(quantization.lower(), quantization.upper())}.gguf"
+    return next((f for f in files if f.name.endswith(suffix)), files[0])
+
+
+def chat_stage(
+    run_dir: str | Path, questions: list[str], quantization: str = "q8_0", max_tokens: int = 512
+) -> dict[str, Any]:
+    """Ask each question in one conversation, streaming the replies, and record them in `chat.json`."""
+    import time
+
+    from medsft.runs import write_json_atomic
+
+    path = find_gguf(run_dir, quantization)
+    chat = GgufChat(path, max_tokens=max_tokens)
+    turns = []
+    for question in questions:
+        print(f"you> {question}")
+        started = time.perf_counter()
+        parts: dict[str, str] = {"think": "", "answer": ""}
+        print_reply(collect(chat.ask(question), parts))
+        seconds = time.perf_counter() - started
+        turns.append(
+            {
+                "question": question,
+                "think": parts["think"].strip(),
+                "answer": parts["answer"].strip(),
+                "tokens": chat.last_reply_tokens,
+                "seconds": round(seconds, 2),
+                "tokens_per_second": round(chat.last_reply_tokens / seconds, 1) if seconds else None,
+            }
+        )
+    result = {"gguf": path.name, "turns": turns, "disclaimer": DISCLAIMER}
+    write_json_atomic(Path(run_dir) / "chat.json", result)
+    return result
 
 
 def serve(path: Path, host: str, port: int, n_ctx: int) -> int:

@@ -172,3 +172,50 @@ def test_export_asks_for_an_adapter(tmp_path: Path, tiny_run: Path) -> None:
     shutil.copy(tiny_run / "config.yaml", tmp_path / "config.yaml")
     with pytest.raises(ExportError, match="no LoRA adapter in .*train first"):
         export_run(tmp_path, quantizations=["q8_0"])
+
+
+# ---- offline chat ----
+
+
+def test_think_block_is_split_even_when_tags_are_cut_across_chunks() -> None:
+    from medsft.chat import split_stream
+
+    text = "<think>\n1. Summary: chest pain.\n</think>\nFinal answer: ACS; give aspirin."
+    for size in (1, 2, 3, 5, 7, 100):
+        parts = list(split_stream(text[i : i + size] for i in range(0, len(text), size)))
+        think = "".join(t for kind, t in parts if kind == "think")
+        answer = "".join(t for kind, t in parts if kind == "answer")
+        assert think == "\n1. Summary: chest pain.\n" and answer == "\nFinal answer: ACS; give aspirin.", size
+    assert list(split_stream(["no tags <thi", "s is fine"])) == [("answer", "no tags "), ("answer", "<this is fine")]
+
+
+def test_chat_cli_answers_offline_with_the_disclaimer(exported, tiny_run: Path) -> None:
+    import subprocess
+    import sys
+
+    gguf = next((tiny_run / "gguf").glob("*Q8_0.gguf"))
+    done = subprocess.run(
+        [sys.executable, "-m", "medsft.chat", "--gguf", str(gguf), "--prompt", "Chest pain: first step?",
+         "--max-tokens", "8"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[answer]" in done.stdout or "[thinking]" in done.stdout
+    assert done.stdout.rstrip().endswith(DISCLAIMER)
+
+
+def test_chat_cli_names_a_missing_file(tmp_path: Path) -> None:
+    from medsft.chat import main
+
+    assert main(["--gguf", str(tmp_path / "none.gguf"), "--prompt", "hi"]) == 2
+
+
+def test_chat_stage_records_the_transcript(exported, tiny_run: Path) -> None:
+    from medsft.chat import chat_stage
+
+    transcript = chat_stage(tiny_run, ["First question?", "A follow-up?"], "q8_0", max_tokens=6)
+    saved = json.loads((tiny_run / "chat.json").read_text())
+    assert saved == transcript and saved["gguf"].endswith("Q8_0.gguf") and saved["disclaimer"] == DISCLAIMER
+    assert [t["question"] for t in saved["turns"]] == ["First question?", "A follow-up?"]
+    # tokens are counted by re-tokenizing the reply text, which can split differently from generation
+    assert all(0 < t["tokens"] <= 12 and t["seconds"] > 0 for t in saved["turns"]), saved["turns"]

@@ -74,13 +74,15 @@ def export_run(
     eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS,
     eval_limit: int | None = None,
     n_ctx: int = 4096,
-    max_new_tokens: int = 384,
+    max_new_tokens: int | None = None,
     overwrite: bool = False,
 ) -> ExportResult:
     """Merge, convert, quantize, verify and score; see the module docstring for what is written where.
 
     Checks that need nothing heavy run first (quantization names, toolchain, existing files, disk), so a
     mistake costs seconds. `eval_tasks=None` skips the accuracy comparison (the other checks always run).
+    Items per task: `eval_limit` if given, else the config's (`eval_generate_limit` for the generative
+    synthetic task, `eval_limit` for the rest), with `eval_max_new_tokens` unless `max_new_tokens` is given.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -212,7 +214,7 @@ def check_files(
     eval_tasks: tuple[str, ...] | list[str] | None,
     eval_limit: int | None,
     n_ctx: int,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
 ) -> dict[str, dict[str, Any]]:
     """Verify each GGUF against the merged 16-bit checkpoint and measure what quantization changed."""
     from medsft.evaluate import HFScorer, compare, load_items
@@ -236,15 +238,15 @@ def check_files(
         files[quant] = {"quantization": quant, "path": str(path), "verification": check.to_dict(), "accuracy": {}}
         scorers.append(scorer)
     for task in eval_tasks or ():
-        items = load_items(task, eval_limit or config.eval_limit, config.seed)
+        limit = eval_limit or (config.eval_generate_limit if task == "synthetic" else None) or config.eval_limit
         comparison = compare(
             [reference, *scorers],
             task,
-            items=items,
+            items=load_items(task, limit, config.seed),
             seed=config.seed,
             run_dir=run_dir / "export",
             overwrite=True,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=max_new_tokens or config.eval_max_new_tokens,
         )
         reference_acc = comparison.table[0]["acc"]
         for quant, pair, row in zip(partials, comparison.pairs, comparison.table[1:], strict=True):
