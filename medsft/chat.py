@@ -104,8 +104,8 @@ class GgufChat:
     def answer(self, question: str) -> dict[str, str]:
         """The whole reply at once: {"think": ..., "answer": ..., "disclaimer": ...}."""
         parts: dict[str, str] = {"think": "", "answer": ""}
-        for kind, text in self.ask(question):
-            parts[kind] += text
+        for _ in collect(self.ask(question), parts):
+            pass
         return {"think": parts["think"].strip(), "answer": parts["answer"].strip(), "disclaimer": DISCLAIMER}
 
 

@@ -128,6 +128,13 @@ class RunConfig:
     output_dir: str = "outputs"
     run_id: str | None = None
 
+    def eval_items(self, task: str) -> int | None:
+        """How many items of `task` to evaluate: generation (synthetic) is ~100x slower than scoring on a CPU,
+        so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
+        if task == "synthetic" and self.eval_generate_limit is not None:
+            return self.eval_generate_limit
+        return self.eval_limit
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -131,8 +131,7 @@ def evaluate_stage(run: NotebookRun, batch_size: int = 8) -> dict[str, Any]:
     from medsft.evaluate.scoring import model_name
 
     config = run.config
-    generate_limit = config.eval_generate_limit or config.eval_limit
-    limits = {task: generate_limit if task == "synthetic" else config.eval_limit for task in config.eval_tasks}
+    limits = {task: config.eval_items(task) for task in config.eval_tasks}
     items = {task: load_items(task, limits[task], config.seed) for task in config.eval_tasks}
     models = eval_models(run)
     results = evaluate_models(

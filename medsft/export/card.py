@@ -8,11 +8,11 @@ from the run is shown as missing, never filled in.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from medsft import DISCLAIMER, __version__
+from medsft.report import read_json
 
 INTENDED_USE = (
     "Research on small clinical-reasoning assistants that run offline: studying fine-tuning, evaluation and "
@@ -30,10 +30,6 @@ LIMITATIONS = [
     "Training data may be synthetic or from public benchmarks; neither covers the range of real clinical cases.",
     "Quantized files (GGUF) can answer differently from the 16-bit model; their measured change is listed.",
 ]
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def base_model_id(model_spec: str) -> str:

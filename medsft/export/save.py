@@ -119,7 +119,7 @@ def export_run(
     gguf_dir.mkdir(parents=True, exist_ok=True)
     tick = time.perf_counter()
     if backend.name == "unsloth":
-        partials = unsloth_ggufs(model, tokenizer, toolchain, quants, finals)
+        partials = unsloth_ggufs(model, tokenizer, quants, finals)
     else:
         del model
         gc.collect()
@@ -137,6 +137,7 @@ def export_run(
     for quant, path in partials.items():
         path.replace(finals[quant])
         files[quant]["path"] = str(finals[quant])
+        files[quant]["size"]["file"] = finals[quant].name
     result = ExportResult(
         run_dir=run_dir,
         adapter_dir=run_dir / "adapter",
@@ -154,7 +155,6 @@ def export_run(
         ],
         timings={**timings, "total_seconds": round(time.perf_counter() - started, 1)},
     )
-    write_json_atomic(run_dir / "export.json", result.to_dict())
     result.model_card = write_model_card(run_dir, result)
     write_json_atomic(run_dir / "export.json", result.to_dict())
     update_manifest(run_dir, export={"files": [Path(f["path"]).name for f in result.files], **result.timings})
@@ -180,19 +180,14 @@ def llama_cpp_ggufs(
     return partials
 
 
-def unsloth_ggufs(
-    model: Any, tokenizer: Any, toolchain: Toolchain, quants: list[str], finals: dict[str, Path]
-) -> dict[str, Path]:
+def unsloth_ggufs(model: Any, tokenizer: Any, quants: list[str], finals: dict[str, Path]) -> dict[str, Path]:
     """Unsloth's `save_pretrained_gguf` into a temporary folder, then moved to `.partial` names.
 
     `medsft.backend` sets `UNSLOTH_LLAMA_CPP_PATH` & co. before Unsloth is imported (it reads them then),
     so Unsloth uses the cached toolchain instead of cloning llama.cpp.
     """
-    import os
     import tempfile
 
-    for key, value in toolchain.unsloth_environment().items():
-        os.environ.setdefault(key, value)
     gguf_dir = next(iter(finals.values())).parent
     partials: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix=".unsloth-gguf-", dir=gguf_dir) as tmp:
@@ -238,7 +233,7 @@ def check_files(
         files[quant] = {"quantization": quant, "path": str(path), "verification": check.to_dict(), "accuracy": {}}
         scorers.append(scorer)
     for task in eval_tasks or ():
-        limit = eval_limit or (config.eval_generate_limit if task == "synthetic" else None) or config.eval_limit
+        limit = eval_limit or config.eval_items(task)
         comparison = compare(
             [reference, *scorers],
             task,
@@ -264,12 +259,8 @@ def check_files(
     for scorer in scorers:
         scorer.close()
     for quant, path in partials.items():
-        files[quant]["size"] = {**size_row(quant, path, n_ctx), "file": partial_name_to_final(path)}
+        files[quant]["size"] = size_row(quant, path, n_ctx)
     return files
-
-
-def partial_name_to_final(path: Path) -> str:
-    return path.name.removeprefix(".").removesuffix(".partial")
 
 
 def write_model_card(run_dir: Path, result: ExportResult) -> Path:
