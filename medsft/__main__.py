@@ -6,6 +6,9 @@ medsft train  [-r RECIPE] [-p key value ...] [-f params.yaml]  LoRA SFT into out
 medsft run    [-r RECIPE] [-p key value ...] [-f params.yaml] [--stages data,train,...] [--from-run DIR]
               the stage notebooks (papermill) into outputs/<run-id>/; -r defaults to gemma3-270m/pipeline-cpu
 medsft sweep  GRID.yaml   the pipeline for every combination of a grid, then notebooks/10_summary.ipynb
+medsft eval   --model SPEC --task medqa|pubmedqa|synthetic --out FILE.json [--data FILE] [--split test|dev]
+              [--limit N] [--mode loglikelihood|generate] [--batch-size N] [--seed N] [--overwrite]
+              one model on one task: per-question predictions, accuracy with n and a 95% interval
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +106,141 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="embedded, a model or adapter folder, a hub id, or a .gguf file")
+    parser.add_argument("--task", help="medqa, pubmedqa or synthetic (also synthetic_ood)")
+    parser.add_argument("--data", help="a JSON/JSONL/Parquet file or hub id instead of the carried test split")
+    parser.add_argument("--split", default="test", help="test (default) or dev (MedQA's carried dev split)")
+    parser.add_argument("--limit", help="score only the first N items")
+    parser.add_argument("--mode", default="loglikelihood", help="loglikelihood (default) or generate")
+    parser.add_argument("--batch-size", default="8", help="questions per forward pass (default 8)")
+    parser.add_argument("--seed", default=str(RunConfig.seed), help=f"seed (default {RunConfig.seed})")
+    parser.add_argument("--max-new-tokens", default=str(RunConfig.eval_max_new_tokens), help="reply length cap")
+    parser.add_argument("--out", type=Path, help="the result JSON file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+class EvalInputError(ValueError):
+    """A wrong `medsft eval` argument: reported on one line, before any model loads."""
+
+
+def positive_int(name: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise EvalInputError(f"{name}: expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise EvalInputError(f"{name}: expected a positive integer, got {value}")
+    return value
+
+
+def check_model_spec(spec: str | None) -> None:
+    """Reject a model that cannot be loaded, without loading it (a missing .gguf or folder, a bad spec)."""
+    from medsft.config import EMBEDDED_MODEL
+    from medsft.models import resolve_model
+
+    if not spec:
+        raise EvalInputError("--model is required (embedded, a model folder, a hub id or a .gguf file)")
+    if spec.endswith(".gguf"):
+        if not Path(spec).expanduser().is_file():
+            raise EvalInputError(f"--model {spec}: GGUF file not found")
+    elif spec != EMBEDDED_MODEL:  # the embedded model always resolves (converted on first use)
+        try:
+            resolve_model(spec)
+        except (FileNotFoundError, ValueError) as err:
+            raise EvalInputError(f"--model: {err}") from None
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """`medsft eval`: every input (task, data rows, output file, model spec) is checked before a model loads;
+    a problem is one line `medsft: ...` and exit code 2."""
+    from medsft import DISCLAIMER
+    from medsft.data import DataError
+    from medsft.data.evalsets import describe_eval_data, load_eval_items
+    from medsft.evaluate.compare import evaluate_one, normalize_mode
+    from medsft.evaluate.results import write_json
+    from medsft.evaluate.stats import wilson_interval
+
+    try:
+        if not args.task:
+            raise EvalInputError("--task is required (medqa, pubmedqa or synthetic)")
+        if args.out is None:
+            raise EvalInputError("--out is required (the result JSON file)")
+        if args.out.exists() and not args.overwrite:
+            raise EvalInputError(f"--out {args.out} already exists; pass --overwrite to replace it")
+        if args.out.exists() and not args.out.is_file():
+            raise EvalInputError(f"--out {args.out} is not a file")
+        try:
+            mode = normalize_mode(args.mode)
+        except ValueError as err:
+            raise EvalInputError(f"--mode: {err}") from None
+        limit = positive_int("--limit", args.limit)
+        batch_size = positive_int("--batch-size", args.batch_size)
+        max_new_tokens = positive_int("--max-new-tokens", args.max_new_tokens)
+        try:
+            seed = int(args.seed)
+        except ValueError:
+            raise EvalInputError(f"--seed: expected an integer, got {args.seed!r}") from None
+        items = load_eval_items(args.task, limit, seed, path=args.data, split=args.split)
+        data = describe_eval_data(args.task, args.data, args.split, seed, len(items))
+        check_model_spec(args.model)
+    except DataError as err:
+        print(f"medsft: DataError: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"medsft: {err}", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=logging.INFO, format="medsft: %(message)s")
+    if args.model.endswith(".gguf"):
+        from medsft.evaluate.llamacpp import LlamaCppScorer
+
+        scorer = LlamaCppScorer(Path(args.model).expanduser())
+    else:
+        from medsft.evaluate.scoring import HFScorer
+
+        scorer = HFScorer.from_spec(args.model, batch_size=batch_size)
+    result = evaluate_one(scorer, args.task, items, mode, seed, max_new_tokens=max_new_tokens)
+    interval = wilson_interval(result.outcomes())
+    output = {
+        "task": result.task,
+        "model": result.model,
+        "mode": result.mode,
+        "n": result.n,
+        "acc": result.metrics["acc"],
+        "acc_ci": [interval.low, interval.high],
+        "ci": "Wilson score interval, 95%",
+        "data": data,
+        **{k: v for k, v in result.to_dict().items() if k not in ("task", "model", "n", "mode")},
+    }
+    output["model_spec"] = {"spec": args.model, "scorer": type(scorer).__name__}
+    if result.mode != "loglikelihood":
+        output.setdefault("disclaimer", DISCLAIMER)  # the file holds generated text
+    try:
+        write_json(args.out, output, overwrite=args.overwrite)
+    except FileExistsError as err:
+        print(f"medsft: FileExistsError: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.task} [{args.split if args.task in ('medqa', 'pubmedqa') else f'seed {seed}'}] {result.model}: "
+        f"acc {result.metrics['acc']:.3f} (n={result.n}, 95% CI {interval.low:.3f}-{interval.high:.3f}) -> {args.out}"
+    )
+    return 0
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Argument errors as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
+
+    def error(message: str) -> typing.NoReturn:
+        print(f"medsft: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
 def smoke(config: RunConfig) -> None:
     """Load the configured model through the chosen backend and greedy-answer one clinical question."""
     from medsft.backend import select_backend
@@ -135,9 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     sweep = commands.add_parser("sweep", help="run the pipeline over a grid and summarize")
     sweep.add_argument("grid", type=Path, help="sweep YAML: name, recipe, stages, base, grid")
     add_output_arguments(sweep)
-    args = parser.parse_args(argv)
+    evaluate = one_line_errors(commands.add_parser("eval", help="evaluate one model on one task into a JSON file"))
+    add_eval_arguments(evaluate)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (evaluate if args.command == "eval" else parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command in ("run", "sweep"):
         return run_command(args)
+    if args.command == "eval":
+        return eval_command(args)
     try:
         config = config_from_args(args)
     except ConfigError as err:

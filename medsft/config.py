@@ -39,7 +39,11 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BACKENDS = ("auto", "unsloth", "transformers")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
-EVAL_TASKS = ("medqa", "pubmedqa", "synthetic")
+EVAL_TASKS = ("medqa", "pubmedqa", "synthetic", "synthetic_ood")
+EVAL_MODES = ("loglikelihood", "generate")
+# PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
+# decision alone, which puts all of the loss on the word the benchmark scores right after the question.
+DATA_STYLES = {"pubmedqa": ("reasoning", "answer")}
 DATA_SOURCES = ("medical_o1", "medqa", "pubmedqa", "instructions", "messages", "synthetic")
 
 
@@ -53,7 +57,8 @@ class DataSource:
 
     `path` is a hub dataset id or a local JSON/JSONL/Parquet file; None uses the sample bundled in the
     package, so everything runs offline. `count` takes that many rows; `weight` shares `train_rows`
-    between weighted sources. Give one of them or neither (all rows).
+    between weighted sources. Give one of them or neither (all rows). `style` picks how a source's rows
+    become assistant turns, where it has a choice (`DATA_STYLES`); None is the source's default.
     """
 
     name: str
@@ -62,6 +67,7 @@ class DataSource:
     split: str = "train"
     count: int | None = None
     weight: float | None = None
+    style: str | None = None
 
 
 @dataclass
@@ -114,15 +120,21 @@ class RunConfig:
     add_disclaimer: bool = False
 
     # Evaluation
-    eval_tasks: list[str] = field(default_factory=lambda: ["medqa", "pubmedqa", "synthetic"])
-    eval_limit: int | None = 50
+    eval_tasks: list[str] = field(default_factory=lambda: ["medqa", "pubmedqa", "synthetic", "synthetic_ood"])
+    eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500), as papers report
     # Generation is ~100x slower than log-likelihood scoring on a CPU, so generative tasks (synthetic) get their
     # own item count (None: eval_limit) and reply length (a synthetic reference answer is ~170-200 tokens).
     eval_generate_limit: int | None = None
     eval_max_new_tokens: int = 384
+    # How MedQA/PubMedQA are scored: "loglikelihood" (lm-eval's choice log-likelihoods) or "generate" (a reasoned
+    # reply through the chat template, answer extracted). The synthetic tasks always generate.
+    eval_mode: str = "loglikelihood"
 
     # Export
     export_quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
+    # Items per task for the check that a GGUF scores like the 16-bit model (None: the evaluation's counts).
+    # Its job is to catch a broken quantization, not to report accuracy, and it runs twice per file.
+    export_check_items: int | None = 100
 
     # Where results go
     output_dir: str = "outputs"
@@ -131,7 +143,7 @@ class RunConfig:
     def eval_items(self, task: str) -> int | None:
         """How many items of `task` to evaluate: generation (synthetic) is ~100x slower than scoring on a CPU,
         so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
-        if task == "synthetic" and self.eval_generate_limit is not None:
+        if task in ("synthetic", "synthetic_ood") and self.eval_generate_limit is not None:
             return self.eval_generate_limit
         return self.eval_limit
 
@@ -315,6 +327,7 @@ def validate(config: RunConfig) -> None:
     one_of("lr_scheduler", config.lr_scheduler, SCHEDULERS)
     for i, task in enumerate(config.eval_tasks):
         one_of(f"eval_tasks[{i}]", task, EVAL_TASKS)
+    one_of("eval_mode", config.eval_mode, EVAL_MODES)
     for i, quant in enumerate(config.export_quantizations):
         one_of(f"export_quantizations[{i}]", quant, QUANTIZATIONS)
     for i, source in enumerate(config.datasets):
@@ -325,6 +338,10 @@ def validate(config: RunConfig) -> None:
             positive(f"datasets[{i}].count", source.count)
         if source.weight is not None:
             positive(f"datasets[{i}].weight", source.weight)
+        if source.style is not None:
+            if source.name not in DATA_STYLES:
+                raise ConfigError(f"datasets[{i}].style: source '{source.name}' has no styles to choose from")
+            one_of(f"datasets[{i}].style", source.style, DATA_STYLES[source.name])
     if config.lora_target not in LORA_TARGETS and not config.lora_target_modules:
         raise ConfigError(
             f"lora_target: {config.lora_target!r} is not allowed; choose one of "
@@ -362,6 +379,8 @@ def validate(config: RunConfig) -> None:
         positive("eval_limit", config.eval_limit)
     if config.eval_generate_limit is not None:
         positive("eval_generate_limit", config.eval_generate_limit)
+    if config.export_check_items is not None:
+        positive("export_check_items", config.export_check_items)
     positive("eval_max_new_tokens", config.eval_max_new_tokens)
     if config.train_rows is not None:
         positive("train_rows", config.train_rows)

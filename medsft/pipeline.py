@@ -49,7 +49,9 @@ REUSE_OVERRIDES = (
     "eval_limit",
     "eval_generate_limit",
     "eval_max_new_tokens",
+    "eval_mode",
     "export_quantizations",
+    "export_check_items",
     "output_dir",
     "run_id",
 )

@@ -126,7 +126,10 @@ def eval_models(run: NotebookRun) -> dict[str, str]:
 
 
 def evaluate_stage(run: NotebookRun, batch_size: int = 8) -> dict[str, Any]:
-    """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`."""
+    """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`.
+
+    Items come from `load_items` (the loader `medsft eval` and decontamination use); MedQA/PubMedQA are scored
+    in `config.eval_mode` (log-likelihood or generation)."""
     from medsft.evaluate.compare import evaluate_models, finish, load_items
     from medsft.evaluate.scoring import model_name
 
@@ -135,7 +138,7 @@ def evaluate_stage(run: NotebookRun, batch_size: int = 8) -> dict[str, Any]:
     items = {task: load_items(task, limits[task], config.seed) for task in config.eval_tasks}
     models = eval_models(run)
     results = evaluate_models(
-        list(models.values()), items, "loglikelihood", config.seed, run.run_dir, False, batch_size, config,
+        list(models.values()), items, config.eval_mode, config.seed, run.run_dir, False, batch_size, config,
         max_new_tokens=config.eval_max_new_tokens,
     )  # fmt: skip
     comparisons = {
@@ -144,7 +147,11 @@ def evaluate_stage(run: NotebookRun, batch_size: int = 8) -> dict[str, Any]:
     summary = {
         "models": {role: model_name(spec) for role, spec in models.items()},
         "specs": models,
-        "settings": {"limits": limits, "max_new_tokens": config.eval_max_new_tokens, "seed": config.seed},
+        "data": eval_data(config, {task: len(task_items) for task, task_items in items.items()}),
+        "settings": {
+            "limits": limits, "mode": config.eval_mode, "max_new_tokens": config.eval_max_new_tokens,
+            "seed": config.seed,
+        },
         "tasks": {
             task: {k: v for k, v in c.to_dict().items() if k != "question_ids"} for task, c in comparisons.items()
         },
@@ -152,6 +159,51 @@ def evaluate_stage(run: NotebookRun, batch_size: int = 8) -> dict[str, Any]:
     }
     write_json_atomic(run.run_dir / "eval_results.json", summary)
     return comparisons
+
+
+def eval_data(config: RunConfig, counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """Where each task's items come from: the file and split with its sha256, or the generator and seed."""
+    from medsft.data.evalsets import describe_eval_data
+    from medsft.evaluate.compare import load_items
+
+    if counts is None:
+        counts = {task: len(load_items(task, config.eval_items(task), config.seed)) for task in config.eval_tasks}
+    return {task: describe_eval_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
+
+
+def eval_data_frame(config: RunConfig) -> Any:
+    """One row per task: the data file and split (or generator) its numbers come from, and how many items."""
+    import pandas as pd
+
+    rows = []
+    for task, data in eval_data(config).items():
+        files = data.get("files", [])
+        if files:
+            source = f"{data['source']} ({', '.join(Path(f['path']).name for f in files)})"
+        else:
+            source = f"{data['generator']} (seed {data['seed']})"
+        rows.append({
+            "task": task, "split": data.get("split", "generated"), "source": source, "items": data["items"],
+            "sha256": ", ".join(f["sha256"][:12] for f in files),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[str, Any]:
+    """One multiple-choice question exactly as scored: the prompt text (lm-eval's, no chat template) and, per
+    choice, each model's summed log-likelihood of the continuation (` A`, ` yes`, ...); the highest wins."""
+    import pandas as pd
+
+    from medsft.evaluate.compare import load_items
+    from medsft.evaluate.prompts import get_task
+
+    task = get_task(comparison.task)
+    item = load_items(comparison.task, index + 1, config.seed)[index]
+    frame = pd.DataFrame({"continuation": [repr(c) for c in task.continuations(item)]})
+    for result in comparison.results:
+        frame[result.model] = result.questions[index]["scores"]
+    frame["gold"] = ["✓" if i == item.answer else "" for i in range(len(frame))]
+    return task.context(item), frame
 
 
 def accuracy_frame(comparisons: dict[str, Any]) -> Any:
@@ -172,7 +224,8 @@ def accuracy_frame(comparisons: dict[str, Any]) -> Any:
 
 
 def breakdown_frame(comparison: Any) -> Any:
-    """Accuracy per subject or domain (rows) for each model (columns), with the item count, and each model's
+    """Accuracy per subject or domain (rows) for each model (columns), with the item count, its 95% interval
+    where the result has one (the synthetic tasks: Wilson), and each model's
     format compliance where the task measures it (the synthetic tasks: `<think>`, five steps, final answer)."""
     import pandas as pd
 
@@ -180,6 +233,10 @@ def breakdown_frame(comparison: Any) -> Any:
     for group, by_model in sorted(comparison.breakdown.items()):
         row = {"group": group, "n": next(iter(by_model.values()))["n"]}
         row.update({model: stats["acc"] for model, stats in by_model.items()})
+        for result in comparison.results:
+            interval = result.breakdown.get(group, {}).get("acc_ci")
+            if interval is not None:
+                row[f"{result.model} 95% CI"] = f"[{interval[0]:.3f}, {interval[1]:.3f}]"
         for result in comparison.results:
             compliance = result.breakdown.get(group, {}).get("format_compliance")
             if compliance is not None:

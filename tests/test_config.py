@@ -79,6 +79,7 @@ def test_wrong_type_names_field_value_and_source():
         ("lr_scheduler", "step", "choose one of cosine, linear"),
         ("export_quantizations", ["q3_k"], "export_quantizations[0]: 'q3_k' is not allowed; choose one of f16"),
         ("eval_tasks", ["mmlu"], "eval_tasks[0]: 'mmlu' is not allowed"),
+        ("eval_mode", "sampling", "eval_mode: 'sampling' is not allowed; choose one of loglikelihood, generate"),
         ("lora_dropout", 1.5, "lora_dropout: must be in [0, 1)"),
         ("max_steps", 0, "max_steps: must be -1"),
         ("lora_r", 0, "lora_r: must be > 0"),
@@ -125,3 +126,12 @@ def test_cli_prints_resolved_config(capsys):
     assert main(["config", "-r", "gemma3-12b/clinical-tasks", "-p", "seed", "7"]) == 0
     out = capsys.readouterr().out
     assert "model: unsloth/gemma-3-12b-it" in out and "seed: 7" in out
+
+
+def test_a_data_style_must_be_one_the_source_offers():
+    config = build_config({"datasets": [{"name": "pubmedqa", "style": "answer"}]})
+    assert config.datasets[0].style == "answer"
+    with pytest.raises(ConfigError, match=r"datasets\[0\]\.style.*reasoning"):
+        build_config({"datasets": [{"name": "pubmedqa", "style": "essay"}]})
+    with pytest.raises(ConfigError, match=r"datasets\[0\]\.style: source 'medqa' has no styles"):
+        build_config({"datasets": [{"name": "medqa", "style": "answer"}]})

@@ -114,9 +114,12 @@ def test_prompts_that_only_share_a_theme_are_kept():
 
 
 def test_synthetic_cases_from_one_template_are_not_near_duplicates():
+    """Sharing a template is not enough to be a near duplicate; two cases that differ in one number only
+    (the same drugs, age and sex, another eGFR) are, and at most 1% of the cases may be such pairs."""
     rows = generate_synthetic(240, seed=0)
     kept, removed = drop_near_duplicates(rows)
-    assert removed == []
+    assert len(removed) <= len(rows) // 100
+    assert all(r.step == "near_duplicate" and "% similar to" in r.reason for r in removed)
 
 
 def test_minhash_finds_the_same_near_duplicates_as_comparing_every_pair():
@@ -172,7 +175,7 @@ def test_report_counts_what_cleaning_removed_from_the_bundled_instruction_sample
     from medsft.config import DataSource, RunConfig
     from medsft.data import build_training_data
 
-    config = RunConfig(datasets=[DataSource(name="instructions")], validation_fraction=0.0)
+    config = RunConfig(datasets=[DataSource(name="instructions", path="sample:instructions")], validation_fraction=0.0)
     splits, report = build_training_data(config, gemma_tokenizer)
     # The sample ships one exact copy, one reworded copy and two rows with fictional contact details.
     assert report.removed["exact_duplicate"] == 1 and report.removed["near_duplicate"] == 1

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from medsft.config import DataSource, RunConfig
 from medsft.data import (
+    SYNTHETIC_EVAL_SETS,
     EvalText,
     OverlapIndex,
+    config_eval_texts,
     decontaminate,
     generate_synthetic,
     load_eval_texts,
@@ -45,8 +48,8 @@ def test_a_planted_medqa_test_question_is_caught(eval_texts):
 
 
 def test_a_lightly_edited_test_question_inside_a_longer_answer_is_still_caught(eval_texts):
-    item = load_medqa_eval()[10]
-    edited = item.question.replace("22-year-old", "23-year-old")
+    item = next(item for item in load_medqa_eval()[10:] if re.search(r"\b\d+-year-old", item.question))
+    edited = re.sub(r"\b(\d+)-year-old", lambda m: f"{int(m.group(1)) + 1}-year-old", item.question, count=1)
     assert edited != item.question
     row = chat("Here is a practice question for you.", f"Consider this: {edited} The answer is {item.choices[0]}.")
     kept, removed, _ = decontaminate([row], eval_texts)
@@ -79,10 +82,19 @@ def test_stock_exam_phrasing_alone_is_not_contamination(eval_texts):
     assert len(kept) == 1 and removed == []
 
 
-def test_bundled_training_samples_do_not_overlap_the_bundled_test_sets(eval_texts):
-    rows = [
-        e for f in (load_medical_o1, load_medqa, load_pubmedqa, load_instructions, load_messages) for e in f().examples
-    ]
+def test_self_written_samples_do_not_overlap_the_test_sets(eval_texts):
+    loaders = {
+        "medical_o1": load_medical_o1, "medqa": load_medqa, "pubmedqa": load_pubmedqa,
+        "instructions": load_instructions, "messages": load_messages,
+    }  # fmt: skip
+    rows = [e for name, load in loaders.items() for e in load(f"sample:{name}").examples]
+    _, removed, _ = decontaminate(rows, eval_texts)
+    assert removed == []
+
+
+def test_carried_training_sets_do_not_overlap_the_carried_test_sets(eval_texts):
+    rows = [e for load in (load_medqa, load_pubmedqa, load_instructions) for e in load().examples]
+    assert len(rows) == 1272 + 500 + 5452  # MedQA dev, PubMedQA outside the test split, ChatDoctor
     _, removed, _ = decontaminate(rows, eval_texts)
     assert removed == []
 
@@ -103,9 +115,26 @@ def test_eval_texts_cover_every_task_in_use():
     texts = load_eval_texts(["medqa", "pubmedqa"], seed=0)
     assert {t.task for t in texts} == {"medqa", "pubmedqa"}
     assert {t.part for t in texts if t.task == "pubmedqa"} == {"question", "context", "long_answer"}
-    assert len([t for t in texts if t.task == "medqa"]) == 30
+    assert len([t for t in texts if t.task == "medqa"]) == 1273  # the whole carried test split
+    assert len({t.id for t in texts if t.task == "pubmedqa"}) == 500  # the official test split
     with pytest.raises(ValueError, match="unknown evaluation task"):
         load_eval_texts(["mmlu"])
+
+
+def test_synthetic_texts_are_the_cases_evaluation_draws_with_the_run_seed_and_count():
+    from medsft.evaluate.compare import load_items
+
+    config = RunConfig(seed=11, data_seed=0, eval_tasks=["synthetic"], eval_limit=50, eval_generate_limit=6)
+    texts = config_eval_texts(config)
+    evaluated = load_items("synthetic", config.eval_items("synthetic"), config.seed)
+    assert [t.id for t in texts] == [case.id for case in evaluated]
+    assert [t.text for t in texts] == [case.prompt for case in evaluated]
+
+
+def test_every_registered_synthetic_eval_set_is_indexed_under_its_task():
+    texts = load_eval_texts(list(SYNTHETIC_EVAL_SETS), seed=1, synthetic_n=4)
+    for task, draw in SYNTHETIC_EVAL_SETS.items():
+        assert [t.id for t in texts if t.task == task] == [case.id for case in draw(4, 1)]
 
 
 def test_pipeline_drops_and_counts_a_planted_test_question(gemma_tokenizer, tmp_path):
@@ -118,7 +147,12 @@ def test_pipeline_drops_and_counts_a_planted_test_question(gemma_tokenizer, tmp_
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     config = RunConfig(datasets=[DataSource(name="instructions", path=str(path))], validation_fraction=0.0)
     splits, report = build_training_data(config, gemma_tokenizer)
-    assert report.contamination == {"medqa": 1, "pubmedqa": 0, "synthetic": 0}
+    assert config.eval_tasks == ["medqa", "pubmedqa", "synthetic", "synthetic_ood"]
+    assert report.contamination == {"medqa": 1, "pubmedqa": 0, "synthetic": 0, "synthetic_ood": 0}
+    reasons = {"medqa": {"question": 1}, "pubmedqa": {}, "synthetic": {}, "synthetic_ood": {}}
+    assert report.contamination_reasons == reasons
+    assert report.eval_items == {"medqa": 1273, "pubmedqa": 500, "synthetic": 200, "synthetic_ood": 200}
+    assert report.to_dict()["contamination_reasons"]["medqa"] == {"question": 1}
     assert report.removed["contaminated"] == 1 and len(splits["train"]) == 5
     assert all(item.question not in m["content"] for row in splits["train"] for m in row["messages"])
     off = RunConfig(datasets=config.datasets, validation_fraction=0.0, decontaminate=False)

@@ -1,4 +1,5 @@
-"""Loaders: each format on its bundled sample, on JSON/Parquet copies, and on deliberately broken copies."""
+"""Loaders: the carried real sets by default, each format on its self-written sample, JSON/Parquet copies, and
+deliberately broken copies."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from medsft.data import (
     sample_path,
     validate_sources,
 )
-from medsft.data.loaders import stratified_test_indices
+from medsft.data.loaders import BENCHMARKS_DIR, PUBMEDQA_TEST_FILE, stratified_test_indices
 
 
 def sample_rows(name: str) -> list[dict]:
@@ -46,11 +47,17 @@ def broken_copy(tmp_path: Path, sample: str, row: int, change) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("loader", "rows"),
-    [(load_medical_o1, 30), (load_medqa, 30), (load_pubmedqa, 30), (load_instructions, 29), (load_messages, 24)],
+    ("loader", "sample", "rows"),
+    [
+        (load_medical_o1, "medical_o1", 30),
+        (load_medqa, "medqa", 30),
+        (load_pubmedqa, "pubmedqa", 30),
+        (load_instructions, "instructions", 29),
+        (load_messages, "messages", 24),
+    ],
 )
-def test_each_loader_reads_its_bundled_sample_into_user_then_assistant_chats(loader, rows):
-    source = loader()
+def test_each_loader_reads_its_bundled_sample_into_user_then_assistant_chats(loader, sample, rows):
+    source = loader(f"sample:{sample}")
     assert len(source.examples) == rows
     assert source.skipped == []
     for example in source.examples:
@@ -69,7 +76,7 @@ def test_medical_o1_assistant_turn_shows_the_reasoning_inside_think_tags():
 
 def test_medqa_chat_lists_the_options_and_answers_with_the_correct_letter():
     row = sample_rows("medqa")[1]
-    example = load_medqa().examples[1]
+    example = load_medqa("sample:medqa").examples[1]
     prompt, answer = example["messages"][0]["content"], example["messages"][1]["content"]
     for letter, text in row["options"].items():
         assert f"{letter}. {text}" in prompt
@@ -84,23 +91,109 @@ def test_medqa_hf_schema_maps_label_index_to_the_same_chat_format():
     assert example["messages"][1]["content"] == f"Answer: {letter}. {text}"
 
 
-def test_medqa_eval_reads_the_bundled_test_split_as_four_option_items():
-    items = load_medqa_eval()
+def test_medqa_eval_reads_a_file_as_four_option_items_in_file_order():
+    items = load_medqa_eval("sample:medqa_test")
     rows = sample_rows("medqa_test")
     assert len(items) == 30
     assert all(len(item.choices) == 4 for item in items)
     assert [item.answer_letter for item in items] == [row["answer_idx"] for row in rows]
-    assert load_medqa_eval(limit=5) == items[:5]
+    assert load_medqa_eval("sample:medqa_test", limit=5) == items[:5]
+
+
+def test_medqa_eval_defaults_to_the_carried_us_test_split_and_dev_on_request():
+    test, dev = load_medqa_eval(), load_medqa_eval(split="dev")
+    assert (len(test), len(dev)) == (1273, 1272)
+    assert [test[0].id, test[-1].id, dev[0].id] == ["medqa:test:1", "medqa:test:1273", "medqa:dev:1"]
+    assert Counter(item.answer_letter for item in test) == {"A": 353, "B": 309, "C": 346, "D": 265}
+    assert Counter(item.subject for item in test) == {"step1": 679, "step2&3": 594}
+    assert load_medqa_eval(limit=5) == test[:5]
+    with pytest.raises(DataError, match="no carried MedQA split 'train'"):
+        load_medqa_eval(split="train")
+
+
+def test_medqa_training_default_is_the_dev_split_which_shares_no_question_with_test():
+    train = load_medqa()
+    assert train.origin == "medqa/dev.jsonl" and len(train.examples) == 1272
+    dev = {item.question.strip() for item in load_medqa_eval(split="dev")}
+    assert not dev & {item.question.strip() for item in load_medqa_eval()}
 
 
 def test_bundled_medqa_test_shares_no_question_with_the_training_samples():
-    test = {item.question for item in load_medqa_eval()}
+    test = {item.question for item in load_medqa_eval("sample:medqa_test")}
     train = {row["question"] for row in sample_rows("medqa")} | {row["sent1"] for row in sample_rows("medqa_hf")}
     assert not test & train
 
 
-def test_pubmedqa_test_split_is_half_of_a_small_file_stratified_by_label():
+def test_pubmedqa_eval_defaults_to_the_official_500_pmid_test_split_in_its_order():
     items = load_pubmedqa_eval()
+    official = json.loads(PUBMEDQA_TEST_FILE.read_text(encoding="utf-8"))
+    assert [item.id for item in items] == [f"pubmedqa:{pmid}" for pmid in official]
+    assert [item.choices[item.answer] for item in items] == list(official.values())
+    assert Counter(item.choices[item.answer] for item in items) == {"yes": 276, "no": 169, "maybe": 55}
+    assert load_pubmedqa_eval(limit=3) == items[:3]
+
+
+def test_pubmedqa_training_default_is_the_other_500_labelled_items_never_a_test_pmid():
+    train = load_pubmedqa()
+    official = json.loads(PUBMEDQA_TEST_FILE.read_text(encoding="utf-8"))
+    ids = {example["id"] for example in train.examples}
+    assert len(ids) == 500
+    assert not ids & {f"pubmedqa:{pmid}" for pmid in official}
+
+
+def test_ori_pqal_contexts_are_joined_with_newlines_exactly_like_lm_eval():
+    preprocess = pytest.importorskip("lm_eval.tasks.pubmedqa.preprocess_pubmedqa")
+    from medsft.evaluate.prompts import pubmedqa_prompt
+
+    raw = json.loads((BENCHMARKS_DIR / "pubmedqa" / "ori_pqal.json").read_text(encoding="utf-8"))
+    for item in load_pubmedqa_eval(limit=20):
+        doc = raw[item.id.removeprefix("pubmedqa:")]
+        assert item.context == "\n".join(doc["CONTEXTS"])
+        assert pubmedqa_prompt(item) == preprocess.doc_to_text(doc)
+
+
+def hub_layout(pmid: str, doc: dict) -> dict:
+    """An ori_pqal item in the hub's pqa_labeled layout."""
+    return {
+        "pubid": int(pmid),
+        "question": doc["QUESTION"],
+        "context": {"contexts": doc["CONTEXTS"], "labels": doc["LABELS"]},
+        "long_answer": doc["LONG_ANSWER"],
+        "final_decision": doc["final_decision"],
+    }
+
+
+def test_a_hub_layout_file_with_official_pmids_takes_exactly_those_as_test(tmp_path):
+    raw = json.loads((BENCHMARKS_DIR / "pubmedqa" / "ori_pqal.json").read_text(encoding="utf-8"))
+    official = list(json.loads(PUBMEDQA_TEST_FILE.read_text(encoding="utf-8")))
+    pool = [pmid for pmid in raw if pmid not in set(official)]
+    chosen = [official[7], pool[0], official[2], pool[1], official[5]]
+    path = write_jsonl(tmp_path / "pqa_labeled.jsonl", [hub_layout(pmid, raw[pmid]) for pmid in chosen])
+    test = [item.id for item in load_pubmedqa_eval(str(path))]
+    assert test == [f"pubmedqa:{official[i]}" for i in (2, 5, 7)]  # the official order
+    assert [e["id"] for e in load_pubmedqa(str(path)).examples] == [f"pubmedqa:{pmid}" for pmid in pool[:2]]
+    assert load_pubmedqa_eval()[2].context == load_pubmedqa_eval(str(path))[0].context
+
+
+def test_a_test_pmid_whose_label_differs_from_the_official_one_is_rejected(tmp_path):
+    raw = json.loads((BENCHMARKS_DIR / "pubmedqa" / "ori_pqal.json").read_text(encoding="utf-8"))
+    pmid, label = next(iter(json.loads(PUBMEDQA_TEST_FILE.read_text(encoding="utf-8")).items()))
+    row = hub_layout(pmid, raw[pmid]) | {"final_decision": "no" if label != "no" else "yes"}
+    path = write_jsonl(tmp_path / "relabelled.jsonl", [row])
+    with pytest.raises(DataError, match=rf"^relabelled\.jsonl: PMID {pmid}: final_decision .* official test label"):
+        load_pubmedqa_eval(str(path))
+
+
+def test_a_file_of_only_test_items_leaves_nothing_to_train_on(tmp_path):
+    raw = json.loads((BENCHMARKS_DIR / "pubmedqa" / "ori_pqal.json").read_text(encoding="utf-8"))
+    official = list(json.loads(PUBMEDQA_TEST_FILE.read_text(encoding="utf-8")))[:3]
+    path = write_jsonl(tmp_path / "test_only.jsonl", [hub_layout(pmid, raw[pmid]) for pmid in official])
+    with pytest.raises(DataError, match=r"^test_only\.jsonl: all 3 rows are in the PubMedQA test split"):
+        load_pubmedqa(str(path))
+
+
+def test_pubmedqa_test_split_is_half_of_a_small_file_stratified_by_label():
+    items = load_pubmedqa_eval("sample:pubmedqa")
     assert len(items) == 30
     assert all(item.choices == ["yes", "no", "maybe"] and item.context for item in items)
     # 33 yes / 20 no / 7 maybe overall → 16.5 / 10 / 3.5, largest remainder (ties by name) gives maybe the 30th.
@@ -108,10 +201,10 @@ def test_pubmedqa_test_split_is_half_of_a_small_file_stratified_by_label():
 
 
 def test_pubmedqa_split_is_reproducible_and_train_is_the_complement():
-    test_ids = [item.id for item in load_pubmedqa_eval()]
-    assert test_ids == [item.id for item in load_pubmedqa_eval()]
-    train_ids = {example["id"] for example in load_pubmedqa().examples}
-    all_ids = {f"pubmedqa:pubmedqa:{row['pubid']}" for row in sample_rows("pubmedqa")}
+    test_ids = [item.id for item in load_pubmedqa_eval("sample:pubmedqa")]
+    assert test_ids == [item.id for item in load_pubmedqa_eval("sample:pubmedqa")]
+    train_ids = {example["id"] for example in load_pubmedqa("sample:pubmedqa").examples}
+    all_ids = {f"pubmedqa:{row['pubid']}" for row in sample_rows("pubmedqa")}
     assert not train_ids & set(test_ids)
     assert train_ids | set(test_ids) == all_ids
 
@@ -139,7 +232,9 @@ def test_messages_loader_reads_openai_and_sharegpt_rows_alike():
 def test_instructions_loader_joins_instruction_and_input():
     row = next(r for r in sample_rows("instructions") if r["input"])
     example = next(
-        e for e in load_instructions().examples if e["messages"][0]["content"].startswith(row["instruction"])
+        e
+        for e in load_instructions("sample:instructions").examples
+        if e["messages"][0]["content"].startswith(row["instruction"])
     )
     assert example["messages"][0]["content"] == f"{row['instruction']}\n\n{row['input']}"
 
@@ -161,7 +256,7 @@ def test_json_array_and_parquet_copies_load_like_the_jsonl_sample(tmp_path):
     rows = sample_rows("medqa")
     (tmp_path / "medqa.json").write_text(json.dumps(rows), encoding="utf-8")
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "medqa.parquet")
-    expected = [e["messages"] for e in load_medqa().examples]
+    expected = [e["messages"] for e in load_medqa("sample:medqa").examples]
     assert [e["messages"] for e in load_medqa(str(tmp_path / "medqa.json")).examples] == expected
     assert [e["messages"] for e in load_medqa(str(tmp_path / "medqa.parquet")).examples] == expected
 
@@ -314,4 +409,37 @@ def test_validate_sources_fails_on_a_broken_file_without_any_tokenizer(tmp_path)
     config = RunConfig(datasets=[DataSource(name="synthetic", count=5), DataSource(name="medqa", path=str(path))])
     with pytest.raises(DataError, match=r"medqa\.jsonl row 4, field 'answer_idx'"):
         validate_sources(config)
-    assert [len(s.examples) for s in validate_sources(RunConfig(datasets=[DataSource(name="medqa")]))] == [30]
+    assert [len(s.examples) for s in validate_sources(RunConfig(datasets=[DataSource(name="medqa")]))] == [1272]
+
+
+def test_an_empty_file_is_an_error_naming_it_before_any_model(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    config = RunConfig(datasets=[DataSource(name="instructions", path=str(tmp_path / "empty.jsonl"))])
+    with pytest.raises(DataError, match=r"^empty\.jsonl: has no rows$"):
+        validate_sources(config)
+    (tmp_path / "empty.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(DataError, match=r"^empty\.json: has no rows$"):
+        load_medqa_eval(str(tmp_path / "empty.json"))
+
+
+def test_a_file_with_no_valid_rows_is_an_error_even_when_skipping_bad_rows(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "x"}, {"output": "y"}])
+    config = RunConfig(datasets=[DataSource(name="instructions", path=str(path))])
+    with pytest.raises(DataError, match=r"^bad\.jsonl: no rows left after validation: all 2 rows are invalid"):
+        validate_sources(config, on_error="skip")
+
+
+def test_instructions_default_to_the_carried_chatdoctor_dialogues():
+    source = load_instructions()
+    assert source.origin == "chatdoctor/chatdoctor5k.json" and len(source.examples) == 5452
+    assert load_instructions("bundled:chatdoctor").examples[:3] == source.examples[:3]
+
+
+def test_pubmedqa_answer_style_trains_on_the_decision_line_alone():
+    from medsft.config import DataSource
+    from medsft.data.loaders import load_source
+
+    reasoning = load_source(DataSource(name="pubmedqa")).examples[0]["messages"][-1]["content"]
+    answer = load_source(DataSource(name="pubmedqa", style="answer")).examples[0]["messages"][-1]["content"]
+    assert answer in ("Answer: yes", "Answer: no", "Answer: maybe")
+    assert reasoning.endswith("\n\n" + answer) and len(reasoning) > len(answer) + 20

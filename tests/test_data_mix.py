@@ -98,7 +98,10 @@ def test_a_positive_fraction_holds_out_at_least_one_row_and_zero_holds_out_none(
 
 # The pipeline -------------------------------------------------------------------------------------------
 
-ALL_SOURCES = [DataSource(name=n) for n in ("medical_o1", "medqa", "pubmedqa", "instructions", "messages")]
+# The self-written samples (the defaults of medqa, pubmedqa and instructions are the carried real sets).
+ALL_SOURCES = [
+    DataSource(name=n, path=f"sample:{n}") for n in ("medical_o1", "medqa", "pubmedqa", "instructions", "messages")
+]
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +177,9 @@ def test_pipeline_is_reproducible(built, gemma_tokenizer):
 
 
 def test_disclaimer_is_added_to_assistant_turns_when_asked(gemma_tokenizer):
-    config = RunConfig(datasets=[DataSource(name="medqa", count=5)], add_disclaimer=True, validation_fraction=0.0)
+    config = RunConfig(
+        datasets=[DataSource(name="medqa", path="sample:medqa", count=5)], add_disclaimer=True, validation_fraction=0.0
+    )
     splits, _ = build_training_data(config, gemma_tokenizer)
     for row in splits["train"]:
         assert all(m["content"].endswith(DISCLAIMER) for m in row["messages"] if m["role"] == "assistant")

@@ -19,8 +19,9 @@ from medsft.data import (
     parse_synthetic_answer,
     score_synthetic_answer,
     synthetic_eval_cases,
+    synthetic_ood_cases,
 )
-from medsft.data.synthetic import FACTS_DIR, is_reserved_for_eval
+from medsft.data.synthetic import FACTS_DIR, HELD_OUT, TRAIN_TEMPLATES, is_reserved_for_eval
 
 FACTS = {
     name: json.loads((FACTS_DIR / f"{name}.json").read_text()) for name in ("triage", "drug_interactions", "lab_tests")
@@ -228,11 +229,95 @@ def test_eval_cases_are_deterministic_and_labelled():
     assert all(parse_synthetic_answer(c.domain, c.completion) == expected_label(c) for c in first)
 
 
-def test_cases_fit_a_512_token_context_and_stay_short(gemma_tokenizer, cases):
+# The out-of-distribution test set ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ood():
+    return synthetic_ood_cases(300, seed=0)
+
+
+def held_out_material(case) -> list[str]:
+    """What in a case only the OOD set may use: its phrasing, cluster, pair or lab tests."""
+    found = [f"template {case.inputs['template']}"] if case.inputs["template"] >= TRAIN_TEMPLATES[case.domain] else []
+    if case.domain == "triage" and case.inputs["cluster"] in HELD_OUT["clusters"]:
+        found.append(case.inputs["cluster"])
+    if case.domain == "drug_interaction" and sorted(case.inputs["drugs"]) in map(sorted, HELD_OUT["drug_pairs"]):
+        found.append(" + ".join(case.inputs["drugs"]))
+    if case.domain == "lab_interpretation":
+        found += sorted(set(case.inputs["values"]) & set(HELD_OUT["lab_tests"]))
+    return found
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_training_never_emits_a_held_out_cluster_pair_lab_test_or_phrasing(seed):
+    training = generate_cases(5000, seed)
+    assert Counter(c.domain for c in training) == dict(zip(DOMAINS, (1667, 1667, 1666), strict=True))
+    assert [held_out_material(c) for c in training if held_out_material(c)] == []
+
+
+def test_the_in_distribution_test_set_holds_nothing_held_out():
+    assert [held_out_material(c) for c in synthetic_eval_cases(300, 0) if held_out_material(c)] == []
+
+
+def test_ood_cases_use_only_held_out_clusters_pairs_tests_and_phrasings(ood):
+    assert Counter(c.domain for c in ood) == {domain: 100 for domain in DOMAINS}
+    for case in ood:
+        assert case.inputs["template"] >= TRAIN_TEMPLATES[case.domain]
+        assert len(held_out_material(case)) >= 2, case.prompt  # a held-out phrasing and held-out content
+    assert {c.inputs["cluster"] for c in ood if c.domain == "triage"} == set(HELD_OUT["clusters"])
+    assert {frozenset(c.inputs["drugs"]) for c in ood if c.domain == "drug_interaction"} == set(
+        map(frozenset, HELD_OUT["drug_pairs"])
+    )
+
+
+def test_ood_cases_never_equal_or_reword_a_training_case(ood):
+    training = generate_cases(3000, 0)
+    assert not {c.key for c in training} & {c.key for c in ood}
+    assert not {c.prompt for c in training} & {c.prompt for c in ood}
+
+
+def test_ood_cases_are_deterministic_by_seed():
+    assert [c.to_example() for c in synthetic_ood_cases(40, 3)] == [c.to_example() for c in synthetic_ood_cases(40, 3)]
+    assert [c.key for c in synthetic_ood_cases(40, 3)] != [c.key for c in synthetic_ood_cases(40, 4)]
+    assert synthetic_ood_cases(10, 3) == synthetic_ood_cases(30, 3)[:10]
+
+
+def test_ood_labels_agree_with_the_fact_tables_and_parse_back(ood):
+    assert len({c.key for c in ood}) == len(ood)
+    for case in ood:
+        assert parse_synthetic_answer(case.domain, case.completion) == case.expected
+        if case.domain == "triage":
+            assert case.expected["risk"] == triage_label(case.inputs) == case.severity
+        elif case.domain == "drug_interaction":
+            assert case.expected["severity"] == drug_label(case.inputs) == case.severity
+        else:
+            assert (case.expected["flags"], case.expected["urgency"]) == lab_label(case.inputs)
+    grades = {domain: {c.severity for c in ood if c.domain == domain} for domain in DOMAINS}
+    assert grades["triage"] == grades["lab_interpretation"] == {"LOW", "MEDIUM", "HIGH"}
+    assert grades["drug_interaction"] == set(FACTS["drug_interactions"]["severities"])
+
+
+def test_ood_prompts_give_what_a_held_out_label_follows_from(ood):
+    pairs = {frozenset(p["drugs"]): p for p in FACTS["drug_interactions"]["pairs"]}
+    tests = FACTS["lab_tests"]["tests"]
+    for case in ood:
+        if case.domain == "drug_interaction":  # a pair's severity cannot be memorised from training
+            pair = pairs[frozenset(case.inputs["drugs"])]
+            assert pair["mechanism"] in case.prompt and pair["effect"] in case.prompt
+        if case.domain == "lab_interpretation":  # every range shown; a held-out test's critical limits too
+            assert case.prompt.count("(ref ") == len(case.inputs["values"])
+            for key in set(case.inputs["values"]) & set(HELD_OUT["lab_tests"]):
+                low, high = tests[key]["critical"] or (None, None)
+                assert low is None or f"below {low}" in case.prompt
+                assert high is None or f"above {high}" in case.prompt
+
+
+def test_cases_fit_a_512_token_context_and_stay_short(gemma_tokenizer, cases, ood):
     from medsft.templates import chat_token_lengths
 
     lengths = chat_token_lengths(gemma_tokenizer, [c.to_example()["messages"] for c in cases])
-    assert max(lengths) <= 512
+    assert max(lengths + chat_token_lengths(gemma_tokenizer, [c.to_example()["messages"] for c in ood])) <= 512
     assert sorted(lengths)[len(lengths) // 2] <= 300
 
 

@@ -165,6 +165,42 @@ def test_real_model_predictions_equal_lm_evals(embedded_dir, gemma_tokenizer, tm
         assert record["gold"] == (item.choices.index(target) if isinstance(target, str) else target)
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("task", "picks"),
+    # MedQA rows 243 and 828 (0-based) begin a question / an option with a space: the two predictions that
+    # once differed from lm-eval because the loader stripped it. PubMedQA: the first official test PMIDs.
+    [("medqa", [243, 828, 448, 0]), ("pubmedqa", [0, 1, 2])],
+)
+def test_real_test_questions_score_like_lm_eval_reading_the_raw_file(
+    embedded_dir, gemma_tokenizer, tmp_path, task, picks
+):
+    pytest.importorskip("lm_eval")
+    import json
+
+    from lm_eval.models.huggingface import HFLM
+
+    from medsft.data import load_medqa_eval, load_pubmedqa_eval
+    from medsft.data.loaders import bundled_path
+    from medsft.evaluate.harness import raw_lm_eval_row, run_lm_eval, sample_loglikelihoods
+
+    if task == "medqa":
+        lines = [line for line in bundled_path("medqa-test").read_text(encoding="utf-8").splitlines() if line]
+        items = [load_medqa_eval()[i] for i in picks]
+        raw = [json.loads(lines[i]) for i in picks]
+    else:
+        items = [load_pubmedqa_eval()[i] for i in picks]
+        by_pmid = json.loads(bundled_path("pubmedqa").read_text(encoding="utf-8"))
+        raw = [by_pmid[item.id.rsplit(":", 1)[1]] for item in items]
+    lm = HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
+    samples = run_lm_eval(lm, task, [raw_lm_eval_row(task, row) for row in raw], tmp_path)
+    ours = evaluate_multiple_choice(HFScorer(lm.model, gemma_tokenizer, batch_size=3), task, items)
+    for record, sample in zip(ours.questions, samples, strict=True):
+        theirs = sample_loglikelihoods(sample)
+        assert record["scores"] == pytest.approx(theirs, abs=1e-3)
+        assert record["pred"] == max(range(len(theirs)), key=lambda i: (theirs[i], -i))
+
+
 def test_compare_writes_one_file_per_model_and_the_paired_comparison(tiny_scorer, tmp_path):
     from medsft.evaluate.compare import compare
 
@@ -229,3 +265,23 @@ def test_model_names_in_result_files_say_which_run_they_came_from(spec, name):
     from medsft.evaluate.scoring import model_name
 
     assert model_name(spec) == name
+
+
+def test_eval_mode_generate_in_the_config_scores_medqa_by_generation(tiny_gemma_dir, tmp_path):
+    from medsft.config import build_config
+    from medsft.evaluate.compare import evaluate_config
+
+    config = build_config(
+        {"model": str(tiny_gemma_dir), "eval_tasks": ["medqa"], "eval_limit": 2, "eval_mode": "generate"}
+    )
+    result = evaluate_config(config, tmp_path, max_new_tokens=3)["medqa"].results[0]
+    assert (result.task, result.mode, result.n) == ("medqa_cot", "generate", 2)
+    assert [q["id"] for q in result.questions] == ["medqa:test:1", "medqa:test:2"]  # the carried test split
+
+
+def test_the_old_mode_spelling_generative_is_still_accepted(tiny_scorer):
+    from medsft.evaluate.compare import evaluate_one
+
+    assert evaluate_one(tiny_scorer, "medqa", ITEMS[:1], "generative", 0, max_new_tokens=2).mode == "generate"
+    with pytest.raises(ValueError, match="unknown mode 'sample'; choose one of loglikelihood, generate"):
+        evaluate_one(tiny_scorer, "medqa", ITEMS[:1], "sample", 0)

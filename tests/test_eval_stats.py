@@ -1,4 +1,4 @@
-"""Bootstrap intervals, paired differences, McNemar, comparisons and result files on known cases."""
+"""Wilson and bootstrap intervals, paired differences, McNemar, comparisons and result files on known cases."""
 
 from __future__ import annotations
 
@@ -8,8 +8,34 @@ import math
 import pytest
 
 from medsft.evaluate.compare import compare_results
+from medsft.evaluate.multiple_choice import summarize
 from medsft.evaluate.results import TaskResult, read_result, write_result
-from medsft.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap
+from medsft.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap, wilson_bounds, wilson_interval
+
+
+def test_wilson_interval_of_none_correct_still_has_a_positive_upper_bound():
+    interval = wilson_interval([False] * 8)  # the bootstrap gives [0, 0] here
+    assert (interval.value, interval.low) == (0.0, 0.0)
+    assert interval.high == pytest.approx(1.959964**2 / (8 + 1.959964**2), abs=1e-6)  # 0.3244
+
+
+def test_wilson_interval_matches_known_values():
+    interval = wilson_interval([True] * 5 + [False] * 5)
+    assert (interval.low, interval.high) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_bounds(8, 8) == pytest.approx((0.6756, 1.0), abs=1e-4)
+    assert wilson_bounds(1, 10) == pytest.approx((0.0179, 0.4042), abs=1e-4)
+
+
+def test_wilson_interval_refuses_scores_that_are_not_zero_or_one():
+    with pytest.raises(ValueError, match="0/1 outcomes"):
+        wilson_interval([0.5, 1.0])
+
+
+def test_multiple_choice_accuracy_reports_the_wilson_interval():
+    records = [{"correct": False, "correct_norm": i < 5} for i in range(8)]
+    metrics = summarize(records)
+    assert metrics["acc"] == 0.0 and metrics["acc_ci"][1] == pytest.approx(0.3244, abs=1e-4)
+    assert metrics["acc_norm_ci"] == pytest.approx(list(wilson_bounds(5, 8)))
 
 
 def test_all_correct_gives_the_degenerate_interval_one_to_one():
@@ -108,6 +134,7 @@ def test_compare_results_reports_each_model_against_the_first():
     tuned = make_result("tuned", [True, True, True, False, True, True], ["cardio"] * 3 + ["renal"] * 3)
     comparison = compare_results([base, tuned])
     assert [row["model"] for row in comparison.table] == ["base", "tuned"]
+    assert comparison.table[0]["acc_ci"] == pytest.approx(list(wilson_bounds(2, 6)))  # Wilson, not the file's
     (pair,) = comparison.pairs
     assert pair["diff"] == pytest.approx(3 / 6)
     assert (pair["only_baseline_correct"], pair["only_model_correct"]) == (0, 3)

@@ -85,7 +85,8 @@ def test_runner_passes_only_run_dir_and_records_config_timings_and_status(tmp_pa
         ("02_train.ipynb", run_dir / "02_train.ipynb", {"run_dir": "out/r1"}),
     ]
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["lora_r"] == 8 and config["run_id"] == "r1" and config["max_steps"] == 32  # the pipeline recipe
+    assert config["lora_r"] == 8 and config["run_id"] == "r1"
+    assert config["datasets"][0] == {**config["datasets"][0], "name": "pubmedqa", "style": "answer"}  # the recipe
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["stages"] == ["data", "train"]
     assert set(manifest["timings"]["notebooks"]) == {"01_data", "02_train"}

@@ -18,24 +18,19 @@ from medsft.data.clean import (
     filter_by_length,
     scrub_pii,
 )
-from medsft.data.decontaminate import EvalText, decontaminate, load_eval_texts
+from medsft.data.decontaminate import EvalText, config_eval_texts, decontaminate, indexed_items
 from medsft.data.loaders import load_source
 from medsft.data.mix import mix_sources, split_train_validation
 from medsft.data.records import DataError, Example, LoadedSource, OnError
 from medsft.data.report import DatasetReport, SourceReport
-from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE
-
-
-def synthetic_eval_size(config: RunConfig) -> int:
-    """How many synthetic test cases to decontaminate against: at least as many as evaluation will use."""
-    return max(SYNTHETIC_EVAL_SIZE, config.eval_limit or 0)
 
 
 def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[LoadedSource]:
     """Read and validate every configured source, and the evaluation sets decontamination will read.
 
     Raises `DataError` (file, row, field) on the first bad row, or with `on_error="skip"` records skipped rows
-    on each `LoadedSource`. No tokenizer or model is needed.
+    on each `LoadedSource`; a file with no rows, or none left after validation, is a `DataError` naming it
+    either way. No tokenizer or model is needed.
     """
     sources = []
     for spec in config.datasets:
@@ -43,7 +38,7 @@ def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[Loa
         synthetic_count = config.train_rows if spec.weight is not None else None
         sources.append(load_source(spec, config.data_seed, on_error, synthetic_count=synthetic_count))
     if config.decontaminate:
-        load_eval_texts(config.eval_tasks, seed=config.data_seed, synthetic_n=synthetic_eval_size(config))
+        config_eval_texts(config)
     return sources
 
 
@@ -78,7 +73,8 @@ def build_training_data(
     all sources) → decontamination against `config.eval_tasks` → length filter against `max_seq_length`
     with the tokenizer's chat template → mixing by count/weight → validation split. Cleaning runs before
     mixing so a source's `count` is met from clean rows. Pass `sources` from `validate_sources` to avoid
-    reading the data twice, and `eval_texts` to decontaminate against other evaluation data than the defaults.
+    reading the data twice, and `eval_texts` to decontaminate against other evaluation data than what the
+    config's evaluation scores (`config_eval_texts`).
     """
     from datasets import Dataset, DatasetDict
 
@@ -102,7 +98,7 @@ def build_training_data(
     hits = []
     if config.decontaminate:
         if eval_texts is None:
-            eval_texts = load_eval_texts(config.eval_tasks, config.data_seed, synthetic_eval_size(config))
+            eval_texts = config_eval_texts(config)
         rows, dropped, hits = decontaminate(rows, eval_texts)
         removed += dropped
     lengths = chat_token_lengths(tokenizer, [row["messages"] for row in rows])
@@ -118,7 +114,11 @@ def build_training_data(
     )
     train, validation = split_train_validation(mixed, config.validation_fraction, config.data_seed)
     if not train:
-        raise DataError("training data", "no rows left after cleaning and mixing; check the sources and counts")
+        left = "; ".join(
+            f"{source.origin}: {len(pool)} loaded, {allocation.available} left"
+            for source, pool, allocation in zip(sources, pools, allocations, strict=True)
+        )
+        raise DataError("training data", f"no rows left after cleaning and mixing ({left}); check the sources")
 
     split_of = {row["id"]: "train" for row in train} | {row["id"]: "validation" for row in validation}
     reports = []
@@ -149,6 +149,7 @@ def build_training_data(
         pii_rows=pii_rows,
         contamination_hits=hits,
         eval_tasks=list(config.eval_tasks) if config.decontaminate else [],
+        eval_items=indexed_items(eval_texts) if config.decontaminate and eval_texts else {},
         token_lengths=[length_of[row["id"]] for row in [*train, *validation]],
         max_seq_length=config.max_seq_length,
         train_rows=len(train),

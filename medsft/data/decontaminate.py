@@ -4,8 +4,8 @@ The criterion follows PaLM's (Chowdhery et al., 2022): an evaluation text is con
 of its word 8-grams occur in training data. Here it is applied per training row, so the offending row can be
 dropped: a row is contaminated by an evaluation text (a MedQA test question; a PubMedQA test question,
 abstract or long answer; a synthetic test prompt) when it contains at least 70% of that text's distinct
-8-grams. Boilerplate is left out first: an n-gram found in more than max(5, 1%) of the evaluation texts
-("which of the following is the most likely diagnosis", a synthetic prompt template) says nothing about a
+8-grams. Boilerplate is left out first: an n-gram found in more than max(5, 1%) of one task's evaluation
+texts ("which of the following is the most likely diagnosis", a synthetic prompt template) says nothing about a
 particular item. Coverage rather than "any shared n-gram" keeps stock phrasing from flagging innocent rows,
 while a planted or lightly edited test question still covers nearly all of its n-grams. Evaluation texts
 shorter than 8 words are too generic to judge and are not indexed.
@@ -14,17 +14,21 @@ shorter than 8 words are too generic to judge and are not indexed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medsft.data.clean import Removed, words
 from medsft.data.records import Example, all_text
 
+if TYPE_CHECKING:
+    from medsft.config import RunConfig
+
 NGRAM = 8
 MIN_COVERAGE = 0.7
-COMMON_MIN_TEXTS = 5  # an n-gram in more evaluation texts than max(this, COMMON_SHARE of them) is boilerplate
+COMMON_MIN_TEXTS = 5  # an n-gram in more of a task's texts than max(this, COMMON_SHARE of them) is boilerplate
 COMMON_SHARE = 0.01
 # Odd 64-bit multiplier for the polynomial n-gram hash; collisions at 64 bits are negligible here.
 HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
@@ -72,8 +76,16 @@ class OverlapIndex:
                 owners.setdefault(gram, []).append(len(self.texts))
             self.texts.append(text)
             self.sizes.append(grams.size)
-        limit = max(COMMON_MIN_TEXTS, int(COMMON_SHARE * len(self.texts)))
-        common = [gram for gram, texts in owners.items() if len(texts) > limit]
+        # Boilerplate is judged within each task, so a large benchmark in the index does not make a small
+        # task's template phrases look rare.
+        per_task = Counter(text.task for text in self.texts)
+        limits = {task: max(COMMON_MIN_TEXTS, int(COMMON_SHARE * count)) for task, count in per_task.items()}
+        common = [
+            gram
+            for gram, texts in owners.items()
+            if len(texts) > COMMON_MIN_TEXTS
+            and any(n > limits[task] for task, n in Counter(self.texts[i].task for i in texts).items())
+        ]
         for gram in common:
             for i in owners.pop(gram):
                 self.sizes[i] -= 1
@@ -132,29 +144,49 @@ def decontaminate(
 def load_eval_texts(
     tasks: Sequence[str],
     seed: int = 0,
-    synthetic_n: int | None = None,
+    synthetic_n: int | Mapping[str, int | None] | None = None,
     medqa_path: str | None = None,
     pubmedqa_path: str | None = None,
 ) -> list[EvalText]:
-    """The texts of every evaluation set in use, read the same way evaluation reads them.
+    """The texts of every evaluation set in use, read by the loader evaluation uses (`load_eval_items`).
 
-    Defaults are the bundled samples (MedQA `medqa_test.jsonl`, the PubMedQA test split of `pubmedqa.jsonl`)
-    and the synthetic test set for `seed`; give the hub ids when evaluating on the full benchmarks.
+    MedQA and PubMedQA are indexed whole (every test item, not only the first `eval_limit`): by default the
+    carried MedQA test split and the official PubMedQA test split, with each abstract and long answer. Each
+    generated set (`SYNTHETIC_EVAL_SETS`) is drawn exactly as evaluation draws it: `seed` and the count
+    `synthetic_n` (one number, or one per task; None means evaluation's default, 200).
     """
-    from medsft.data.loaders import load_medqa_eval, pubmedqa_test_records
-    from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE, synthetic_eval_cases
+    from medsft.data.evalsets import SYNTHETIC_EVAL_SETS, eval_task_names, load_eval_items
+    from medsft.data.loaders import pubmedqa_test_records
 
     texts: list[EvalText] = []
     for task in tasks:
         if task == "medqa":
-            texts += [EvalText("medqa", item.id, "question", item.question) for item in load_medqa_eval(medqa_path)]
+            items = load_eval_items("medqa", path=medqa_path)
+            texts += [EvalText("medqa", item.id, "question", item.question) for item in items]
         elif task == "pubmedqa":
             for record in pubmedqa_test_records(pubmedqa_path):
                 for part in ("question", "context", "long_answer"):
                     texts.append(EvalText("pubmedqa", record["id"], part, record[part]))
-        elif task == "synthetic":
-            cases = synthetic_eval_cases(synthetic_n or SYNTHETIC_EVAL_SIZE, seed)
-            texts += [EvalText("synthetic", case.id, "prompt", case.prompt) for case in cases]
+        elif task in SYNTHETIC_EVAL_SETS:
+            n = synthetic_n.get(task) if isinstance(synthetic_n, Mapping) else synthetic_n
+            cases = load_eval_items(task, n, seed)
+            texts += [EvalText(task, case.id, "prompt", case.prompt) for case in cases]
         else:
-            raise ValueError(f"unknown evaluation task '{task}'; choose from medqa, pubmedqa, synthetic")
+            raise ValueError(f"unknown evaluation task '{task}'; choose from {', '.join(eval_task_names())}")
     return texts
+
+
+def config_eval_texts(config: RunConfig) -> list[EvalText]:
+    """Exactly what a run's evaluation scores: its `eval_tasks`, generated sets drawn with `config.seed` and
+    `config.eval_items(task)` items (as the evaluate stage draws them; not `data_seed`)."""
+    return load_eval_texts(
+        config.eval_tasks, seed=config.seed, synthetic_n={task: config.eval_items(task) for task in config.eval_tasks}
+    )
+
+
+def indexed_items(texts: Iterable[EvalText]) -> dict[str, int]:
+    """How many evaluation items of each task were indexed (an item may have several texts)."""
+    ids: dict[str, set[str]] = {}
+    for text in texts:
+        ids.setdefault(text.task, set()).add(text.id)
+    return {task: len(found) for task, found in ids.items()}

@@ -1,16 +1,20 @@
 """Read each medical source from the hub or a local file, validate it row by row, and convert it to chats.
 
-A source `path` is resolved in this order: None → the sample bundled in `medsft/data/samples/`;
-`sample:<name>` → that bundled file; an existing local file → read by suffix (.jsonl, .json, .parquet);
+A source `path` is resolved in this order: None → the source's default (`DEFAULT_SOURCES`: the real data
+carried in `medsft/data/benchmarks/` where a licensed copy exists, else the self-written sample);
+`bundled:<name>` → a carried real file (`BUNDLED`); `sample:<name>` → a self-written file in
+`medsft/data/samples/` (for unit tests); an existing local file → read by suffix (.jsonl, .json, .parquet);
 anything shaped like `owner/name` → `datasets.load_dataset(path, subset, split=split)`. Local files ignore
 `subset` and `split`. Each row is validated as it is converted, so a bad file fails with the file, the
 1-based row (the line for JSONL, the record index + 1 for JSON arrays and Parquet) and the field, long
 before a model is loaded. With `on_error="skip"` bad rows are counted and left out instead. Errors that
-concern the whole file (not found, not a JSON array, unreadable Parquet) are raised either way.
+concern the whole file (not found, not a JSON array, unreadable Parquet, no rows at all or none left after
+validation) are raised either way.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -35,15 +39,25 @@ from medsft.data.records import (
 )
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
-# The bundled sample each source reads when its path is None.
-DEFAULT_SAMPLES = {
-    "medical_o1": "medical_o1.jsonl",
-    "medqa": "medqa.jsonl",
-    "pubmedqa": "pubmedqa.jsonl",
-    "instructions": "instructions.jsonl",
-    "messages": "messages.jsonl",
+BENCHMARKS_DIR = Path(__file__).resolve().parent / "benchmarks"
+# Real public files carried in the package (sources, licences and counts: benchmarks/README.md).
+BUNDLED = {
+    "medqa-test": "medqa/test.jsonl",  # MedQA US 4-option official test split, 1,273
+    "medqa-dev": "medqa/dev.jsonl",  # MedQA US 4-option official dev split, 1,272
+    "pubmedqa": "pubmedqa/ori_pqal.json",  # PubMedQA PQA-L, 1,000 keyed by PMID
+    "chatdoctor": "chatdoctor/chatdoctor5k.json",  # ChatDoctor GenMedGPT-5k (ChatGPT-generated), 5,452
 }
-MEDQA_EVAL_SAMPLES = {"test": "medqa_test.jsonl", "train": "medqa.jsonl"}
+PUBMEDQA_TEST_FILE = BENCHMARKS_DIR / "pubmedqa" / "test_ground_truth.json"  # the official 500 test PMIDs
+# What each source reads when its path is None: the real data where a licensed copy is carried. medical-o1
+# and messages have none (the medical-o1 demo file has no licence), so they read the self-written samples.
+DEFAULT_SOURCES = {
+    "medical_o1": "sample:medical_o1",
+    "medqa": "bundled:medqa-dev",  # training never reads the test split
+    "pubmedqa": "bundled:pubmedqa",  # training keeps only the 500 PMIDs outside the official test split
+    "instructions": "bundled:chatdoctor",
+    "messages": "sample:messages",
+}
+MEDQA_EVAL_FILES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
 # The public datasets these loaders read (for recipes and docs; nothing here downloads them by itself).
 HUB_IDS = {
     "medical_o1": "FreedomIntelligence/medical-o1-reasoning-SFT",  # configs en, zh, en_mix, zh_mix
@@ -52,13 +66,14 @@ HUB_IDS = {
     "pubmedqa": "qiaojin/PubMedQA",  # config pqa_labeled
 }
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+KEY_FIELD = "_key"  # the key of a row read from a JSON object keyed by id (a PMID in ori_pqal.json)
 
 MEDQA_OPTIONS = 4
 MEDQA_INSTRUCTION = "Answer with the letter of the correct option."
 PUBMEDQA_CHOICES = ["yes", "no", "maybe"]
 PUBMEDQA_INSTRUCTION = "Answer the question from the abstract with yes, no or maybe."
-PUBMEDQA_TEST_SIZE = 500  # the standard pqa_labeled test split: 500 of the 1000 expert-labelled questions
-PUBMEDQA_SPLIT_SEED = 0
+PUBMEDQA_TEST_SIZE = 500  # the official pqa_labeled test split: 500 of the 1000 expert-labelled questions
+PUBMEDQA_SPLIT_SEED = 0  # only for files with none of the official test PMIDs (the self-written sample)
 # The split is only meaningful for the expert-labelled subset; other subsets are used whole.
 PUBMEDQA_SPLIT_SUBSETS = (None, "pqa_labeled")
 
@@ -79,21 +94,42 @@ def sample_path(name: str) -> Path:
     raise DataError(f"sample:{name}", f"no bundled sample of that name; bundled samples: {known}")
 
 
-def open_rows(
-    path: str | None, default_sample: str, subset: str | None = None, split: str = "train"
-) -> tuple[str, Rows]:
-    """Resolve a source path and return (origin for messages, iterator of (row number, raw row))."""
-    if path is None:
-        local = sample_path(default_sample)
-        return local.name, read_file(local)
+def bundled_path(name: str) -> Path:
+    """A carried real data file by name (`medqa-test`, `medqa-dev`, `pubmedqa`, `chatdoctor`)."""
+    if name not in BUNDLED:
+        raise DataError(f"bundled:{name}", f"no carried data set of that name; carried: {', '.join(BUNDLED)}")
+    return BENCHMARKS_DIR / BUNDLED[name]
+
+
+def resolve_file(path: str | None, default: str) -> Path | None:
+    """The local file a source path reads (None for a hub id), after `default`, `bundled:` and `sample:`."""
+    path = default if path is None else path
+    if path.startswith("bundled:"):
+        return bundled_path(path.removeprefix("bundled:"))
     if path.startswith("sample:"):
-        local = sample_path(path.removeprefix("sample:"))
-        return local.name, read_file(local)
+        return sample_path(path.removeprefix("sample:"))
     local = Path(path).expanduser()
     if local.is_file():
-        return local.name, read_file(local)
+        return local
     if path.startswith((".", "/", "~")) or local.suffix.lower() in FILE_SUFFIXES:
         raise DataError(path, "file not found")
+    return None
+
+
+def file_origin(local: Path) -> str:
+    """How messages name a file: carried files by their path under benchmarks/ (`medqa/test.jsonl`)."""
+    try:
+        return local.resolve().relative_to(BENCHMARKS_DIR).as_posix()
+    except ValueError:
+        return local.name
+
+
+def open_rows(path: str | None, default: str, subset: str | None = None, split: str = "train") -> tuple[str, Rows]:
+    """Resolve a source path and return (origin for messages, iterator of (row number, raw row))."""
+    local = resolve_file(path, default)
+    if local is not None:
+        return file_origin(local), read_file(local)
+    path = default if path is None else path
     if path.count("/") != 1:
         raise DataError(path, "not an existing file and not a hub dataset id like 'GBaker/MedQA-USMLE-4-options'")
     origin = f"{path}{f'/{subset}' if subset else ''}[{split}]"
@@ -130,7 +166,9 @@ def read_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
 
 
 def read_json(path: Path) -> Iterator[tuple[int, Any]]:
-    """A JSON array of objects. `Dataset.to_json` writes JSON Lines under a .json name, so accept that too."""
+    """A JSON array of objects, or an object of objects keyed by id (PubMedQA's `ori_pqal.json`: PMID → item;
+    each row then carries its key as `KEY_FIELD`). `Dataset.to_json` writes JSON Lines under a .json name, so
+    accept that too."""
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
         text = data.decode("utf-8")
@@ -143,8 +181,13 @@ def read_json(path: Path) -> Iterator[tuple[int, Any]]:
         if err.msg == "Extra data":
             return read_jsonl(data)
         raise DataError(path.name, f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    if isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values()):
+        return ((number, {**row, KEY_FIELD: key}) for number, (key, row) in enumerate(value.items(), start=1))
     if not isinstance(value, list):
-        raise DataError(path.name, f"expected a JSON array of objects (or JSON Lines), got {type_name(value)}")
+        raise DataError(
+            path.name, f"expected a JSON array of objects, an object of objects keyed by id, or JSON Lines, "
+            f"got {type_name(value)}"
+        )
     return iter(enumerate(value, start=1))
 
 
@@ -188,6 +231,10 @@ def convert_rows(
             if on_error == "raise":
                 raise error from None
             skipped.append(error)
+    if not converted:
+        if not skipped:
+            raise DataError(origin, "has no rows")
+        raise DataError(origin, f"no rows left after validation: all {len(skipped)} rows are invalid ({skipped[0]})")
     return converted, skipped
 
 
@@ -218,8 +265,9 @@ def think(reasoning: str, answer: str) -> str:
 def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceItem:
     """MedQA 4-option in either schema: `question/options{A..D}/answer_idx` or the -hf `sent1/ending0..3/label`."""
     if "sent1" in row:
-        question = text_field(row, "sent1")
-        choices = [text_field(row, f"ending{i}") for i in range(MEDQA_OPTIONS)]
+        # Verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring.
+        question = text_field(row, "sent1", strip=False)
+        choices = [text_field(row, f"ending{i}", strip=False) for i in range(MEDQA_OPTIONS)]
         label = row.get("label")
         if label is None:
             raise FieldError("label", "missing")
@@ -235,7 +283,7 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
             choices=choices,
             answer=label,
         )
-    question = text_field(row, "question")
+    question = text_field(row, "question", strip=False)
     options = object_field(row, "options")
     # Parquet stores options as a struct; a 4-option row in a 5-option schema has E = null.
     options = {key: value for key, value in options.items() if value is not None}
@@ -243,7 +291,7 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
     if sorted(options) != expected:
         got = ", ".join(sorted(options)) or "none"
         raise FieldError("options", f"expected exactly the {MEDQA_OPTIONS} options {', '.join(expected)}, got {got}")
-    choices = [text_field(options, letter, label=f"options.{letter}") for letter in expected]
+    choices = [text_field(options, letter, label=f"options.{letter}", strip=False) for letter in expected]
     answer_key = row.get("answer_idx")
     if answer_key is None:
         raise FieldError("answer_idx", "missing")
@@ -264,8 +312,9 @@ def format_options(choices: list[str]) -> str:
 
 
 def medqa_example(item: MultipleChoiceItem) -> Example:
-    prompt = f"{item.question}\n\n{format_options(item.choices)}\n\n{MEDQA_INSTRUCTION}"
-    answer = f"Answer: {item.answer_letter}. {item.choices[item.answer]}"
+    choices = [choice.strip() for choice in item.choices]  # items keep raw text; training turns are tidied
+    prompt = f"{item.question.strip()}\n\n{format_options(choices)}\n\n{MEDQA_INSTRUCTION}"
+    answer = f"Answer: {item.answer_letter}. {choices[item.answer]}"
     meta = {"answer": item.answer_letter}
     if item.subject:
         meta["subject"] = item.subject
@@ -275,32 +324,51 @@ def medqa_example(item: MultipleChoiceItem) -> Example:
 
 
 def parse_pubmedqa(row: dict[str, Any], number: int, tag: str) -> dict[str, Any]:
-    """PubMedQA pqa_labeled: `question`, `context.contexts`, `long_answer`, `final_decision`."""
-    question = text_field(row, "question")
-    context = object_field(row, "context")
-    contexts = list_field(context, "contexts", label="context.contexts")
+    """PubMedQA PQA-L in either layout: the hub's pqa_labeled rows (`pubid`, `question`, `context.contexts`,
+    `long_answer`, `final_decision`) or the original `ori_pqal.json` (keyed by PMID: `QUESTION`, `CONTEXTS`,
+    `LONG_ANSWER`, `final_decision`).
+
+    The context is the passages joined by "\n" verbatim, as lm-eval's `doc_to_text` joins `CONTEXTS`; the
+    question is kept verbatim too. Ids are `pubmedqa:<PMID>` (the same from either layout), or
+    `pubmedqa:<file>:<row>` for a row without one.
+    """
+    if "QUESTION" in row or KEY_FIELD in row:
+        question = text_field(row, "QUESTION", strip=False)
+        contexts = list_field(row, "CONTEXTS")
+        passages_label, long_answer = "CONTEXTS", text_field(row, "LONG_ANSWER")
+        pubid = row.get(KEY_FIELD)
+    else:
+        question = text_field(row, "question", strip=False)
+        context = object_field(row, "context")
+        contexts = list_field(context, "contexts", label="context.contexts")
+        passages_label, long_answer = "context.contexts", text_field(row, "long_answer")
+        pubid = row.get("pubid")
     for i, passage in enumerate(contexts):
         if not isinstance(passage, str):
-            raise FieldError(f"context.contexts[{i}]", f"expected a string, got {type_name(passage)}")
-    long_answer = text_field(row, "long_answer")
+            raise FieldError(f"{passages_label}[{i}]", f"expected a string, got {type_name(passage)}")
     decision = row.get("final_decision")
     if decision is None:
         raise FieldError("final_decision", "missing")
     if not isinstance(decision, str) or decision.strip().lower() not in PUBMEDQA_CHOICES:
         raise FieldError("final_decision", f"{decision!r} is not one of {', '.join(PUBMEDQA_CHOICES)}")
-    pubid = row.get("pubid")
+    pmid = str(pubid).strip() if pubid not in (None, "") else None
     return {
-        "id": f"pubmedqa:{tag}:{pubid if pubid not in (None, '') else number}",
+        "id": f"pubmedqa:{pmid}" if pmid else f"pubmedqa:{tag}:{number}",
+        "pubid": pmid,
         "question": question,
-        "context": "\n".join(p.strip() for p in contexts if p.strip()),
+        "context": "\n".join(contexts),
         "long_answer": long_answer,
         "decision": decision.strip().lower(),
     }
 
 
-def pubmedqa_example(record: dict[str, Any]) -> Example:
-    prompt = f"Abstract: {record['context']}\n\nQuestion: {record['question']}\n\n{PUBMEDQA_INSTRUCTION}"
-    answer = f"{record['long_answer']}\n\nAnswer: {record['decision']}"
+def pubmedqa_example(record: dict[str, Any], style: str = "reasoning") -> Example:
+    """The abstract and question as the user turn; the assistant turn is the long answer (the abstract's
+    conclusion) then `Answer: <decision>` ("reasoning"), or the decision line alone ("answer")."""
+    context = "\n".join(p.strip() for p in record["context"].split("\n") if p.strip())  # training turns are tidied
+    prompt = f"Abstract: {context}\n\nQuestion: {record['question'].strip()}\n\n{PUBMEDQA_INSTRUCTION}"
+    decision = f"Answer: {record['decision']}"
+    answer = decision if style == "answer" else f"{record['long_answer']}\n\n{decision}"
     return make_example(
         record["id"],
         "pubmedqa",
@@ -345,14 +413,44 @@ def stratified_test_indices(labels: list[str], test_size: int, seed: int = PUBME
 
 
 def pubmedqa_test_size(rows: int) -> int:
-    """500 for the 1000-row pqa_labeled set; for a smaller file the same proportion, half (rounded down)."""
+    """Without the official PMIDs: 500 for a 1000-row file; for a smaller one half (rounded down)."""
     return min(PUBMEDQA_TEST_SIZE, rows // 2)
 
 
-def split_pubmedqa(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, test) records; the test split is label-stratified with seed 0, in original row order."""
-    test = set(stratified_test_indices([r["decision"] for r in records], pubmedqa_test_size(len(records))))
-    return [r for i, r in enumerate(records) if i not in test], [r for i, r in enumerate(records) if i in test]
+@functools.lru_cache(maxsize=1)
+def official_pubmedqa_test() -> dict[str, str]:
+    """The official PubMedQA test split, PMID → label, in the order of the carried `test_ground_truth.json`."""
+    labels = json.loads(PUBMEDQA_TEST_FILE.read_text(encoding="utf-8"))
+    return {str(pmid): str(label) for pmid, label in labels.items()}
+
+
+def split_pubmedqa(
+    records: list[dict[str, Any]], origin: str = "pubmedqa"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, test) records.
+
+    When the records hold any of the official 500 test PMIDs (the carried `ori_pqal.json`, the hub's
+    pqa_labeled, a copy of either), the test split is exactly those, in the official file's order, and the
+    rest is train; a test item whose label differs from the official one is a `DataError`. A file with none
+    of them (the self-written sample) is split label-stratified with seed 0 instead, in row order.
+    """
+    official = official_pubmedqa_test()
+    if any(r.get("pubid") in official for r in records):
+        for r in records:
+            expected = official.get(r.get("pubid") or "")
+            if expected is not None and r["decision"] != expected:
+                raise DataError(
+                    origin, f"PMID {r['pubid']}: final_decision '{r['decision']}' differs from the official test "
+                    f"label '{expected}' (pubmedqa test_ground_truth.json)"
+                )
+        order = {pmid: i for i, pmid in enumerate(official)}
+        test = sorted((r for r in records if r.get("pubid") in official), key=lambda r: order[r["pubid"]])
+        return [r for r in records if r.get("pubid") not in official], test
+    test_rows = set(stratified_test_indices([r["decision"] for r in records], pubmedqa_test_size(len(records))))
+    return (
+        [r for i, r in enumerate(records) if i not in test_rows],
+        [r for i, r in enumerate(records) if i in test_rows],
+    )
 
 
 def instruction_example(row: dict[str, Any], number: int, tag: str) -> Example:
@@ -405,7 +503,7 @@ def load_rows(
     split: str,
     on_error: OnError,
 ) -> tuple[str, list[T], list[DataError]]:
-    origin, rows = open_rows(path, DEFAULT_SAMPLES[name], subset, split)
+    origin, rows = open_rows(path, DEFAULT_SOURCES[name], subset, split)
     tag = row_tag(origin)
     converted, skipped = convert_rows(origin, rows, lambda row, number: convert(row, number, tag), on_error)
     return origin, converted, skipped
@@ -421,18 +519,27 @@ def load_medical_o1(
 def load_medqa(
     path: str | None = None, subset: str | None = None, split: str = "train", on_error: OnError = "raise"
 ) -> LoadedSource:
+    """MedQA for training. With no path the carried official dev split (1,272; no question shared with the
+    test split); with the hub, `GBaker/MedQA-USMLE-4-options` split `train` (10,178)."""
     origin, items, skipped = load_rows("medqa", path, parse_medqa, subset, split, on_error)
     return LoadedSource("medqa", origin, [medqa_example(item) for item in items], skipped)
 
 
 def load_pubmedqa(
-    path: str | None = None, subset: str | None = "pqa_labeled", split: str = "train", on_error: OnError = "raise"
+    path: str | None = None,
+    subset: str | None = "pqa_labeled",
+    split: str = "train",
+    on_error: OnError = "raise",
+    style: str = "reasoning",
 ) -> LoadedSource:
-    """PubMedQA for training: every row except the stratified test split (which evaluation uses)."""
+    """PubMedQA for training: every row except the test split evaluation uses (`split_pubmedqa`). With no path,
+    the 500 labelled items of the carried `ori_pqal.json` outside the official test split."""
     origin, records, skipped = load_rows("pubmedqa", path, parse_pubmedqa, subset, split, on_error)
     if subset in PUBMEDQA_SPLIT_SUBSETS:
-        records, _ = split_pubmedqa(records)
-    return LoadedSource("pubmedqa", origin, [pubmedqa_example(r) for r in records], skipped)
+        records, test = split_pubmedqa(records, origin)
+        if not records:
+            raise DataError(origin, f"all {len(test)} rows are in the PubMedQA test split; none is left to train on")
+    return LoadedSource("pubmedqa", origin, [pubmedqa_example(r, style) for r in records], skipped)
 
 
 def load_instructions(
@@ -474,6 +581,8 @@ def load_source(
     kwargs: dict[str, Any] = {"path": source.path, "split": source.split, "on_error": on_error}
     if source.subset is not None:  # otherwise each loader's default (medical_o1 "en", pubmedqa "pqa_labeled")
         kwargs["subset"] = source.subset
+    if source.style is not None:
+        kwargs["style"] = source.style
     return LOADERS[source.name](**kwargs)
 
 
@@ -482,36 +591,44 @@ def load_medqa_eval(
 ) -> list[MultipleChoiceItem]:
     """MedQA as 4-option multiple choice, in file order, the first `limit` items.
 
-    With no path the bundled `medqa_test.jsonl` (split "test") or `medqa.jsonl` (split "train") is read;
-    the two share no question, so training on the sample never leaks the test.
+    With no path the carried official US test split (`medqa/test.jsonl`, 1,273, ids `medqa:test:<row>`) or,
+    with `split="dev"`, the dev split (1,272); a hub id reads that split of the hub dataset.
     """
     if path is None:
-        if split not in MEDQA_EVAL_SAMPLES:
-            allowed = ", ".join(MEDQA_EVAL_SAMPLES)
-            raise DataError(f"medqa[{split}]", f"no bundled sample for split '{split}'; use {allowed}")
-        path = f"sample:{MEDQA_EVAL_SAMPLES[split]}"
-    origin, rows = open_rows(path, DEFAULT_SAMPLES["medqa"], None, split)
+        if split not in MEDQA_EVAL_FILES:
+            allowed = ", ".join(MEDQA_EVAL_FILES)
+            raise DataError(f"medqa[{split}]", f"no carried MedQA split '{split}'; use {allowed}")
+        path = MEDQA_EVAL_FILES[split]
+    origin, rows = open_rows(path, MEDQA_EVAL_FILES["test"], None, split)
     tag = row_tag(origin)
     items, _ = convert_rows(origin, rows, lambda row, number: parse_medqa(row, number, tag), on_error)
     return items[:limit] if limit is not None else items
 
 
 def pubmedqa_test_records(path: str | None = None, on_error: OnError = "raise") -> list[dict[str, Any]]:
-    """The PubMedQA test split as parsed records (with the long answer, which decontamination also checks)."""
-    origin, rows = open_rows(path, DEFAULT_SAMPLES["pubmedqa"], "pqa_labeled", "train")
+    """The PubMedQA test split as parsed records (with the long answer, which decontamination also checks).
+
+    With no path the official 500 PMIDs of the carried `ori_pqal.json`; see `split_pubmedqa` for other files.
+    """
+    origin, rows = open_rows(path, DEFAULT_SOURCES["pubmedqa"], "pqa_labeled", "train")
     tag = row_tag(origin)
     records, _ = convert_rows(origin, rows, lambda row, number: parse_pubmedqa(row, number, tag), on_error)
-    return split_pubmedqa(records)[1]
+    test = split_pubmedqa(records, origin)[1]
+    if not test:
+        raise DataError(origin, f"no PubMedQA test items among its {len(records)} rows")
+    return test
 
 
 def load_pubmedqa_eval(
     path: str | None = None, limit: int | None = None, on_error: OnError = "raise"
 ) -> list[MultipleChoiceItem]:
-    """PubMedQA test items (choices yes/no/maybe, context = the abstract's passages joined by newlines).
+    """PubMedQA test items (choices yes/no/maybe, context = the abstract's passages joined by "\n").
 
-    The test split is `min(500, rows // 2)` rows, stratified by `final_decision` with seed 0: the standard
-    500 of pqa_labeled's 1000 rows, and half of a smaller file (30 of the bundled 60) in the same proportion.
-    Items keep file order; `limit` takes the first ones.
+    With no path: the official 500-PMID test split (yes 276 / no 169 / maybe 55) in the order of the
+    official `test_ground_truth.json`, read from the carried `ori_pqal.json`. The same PMIDs are the test
+    split of the hub's pqa_labeled. A file with none of them (the self-written sample) gives
+    `min(500, rows // 2)` rows stratified by `final_decision` with seed 0, in file order. `limit` takes the
+    first items.
     """
     items = [pubmedqa_item(r) for r in pubmedqa_test_records(path, on_error)]
     return items[:limit] if limit is not None else items

@@ -93,8 +93,14 @@ def require_object(raw: Any) -> dict[str, Any]:
     return raw
 
 
-def text_field(row: dict[str, Any], name: str, *, required: bool = True, label: str | None = None) -> str:
-    """A non-empty string field. Optional fields that are missing or null return ''."""
+def text_field(
+    row: dict[str, Any], name: str, *, required: bool = True, label: str | None = None, strip: bool = True
+) -> str:
+    """A non-empty string field. Optional fields that are missing or null return ''.
+
+    `strip=False` keeps the text verbatim: benchmark prompts must be built from the exact text lm-eval reads
+    (MedQA test row 243 starts with a space; dropping it changes the scores).
+    """
     label = label or name
     if name not in row or row[name] is None:
         if required:
@@ -105,7 +111,7 @@ def text_field(row: dict[str, Any], name: str, *, required: bool = True, label: 
         raise FieldError(label, f"expected a string, got {type_name(value)}")
     if required and not value.strip():
         raise FieldError(label, "is empty")
-    return value.strip()
+    return value.strip() if strip else value
 
 
 def object_field(row: dict[str, Any], name: str, label: str | None = None) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class DatasetReport:
     pii_rows: int = 0
     contamination_hits: list[Contamination] = field(default_factory=list)
     eval_tasks: list[str] = field(default_factory=list)
+    eval_items: dict[str, int] = field(default_factory=dict)  # evaluation items indexed per task
     token_lengths: list[int] = field(default_factory=list)
     max_seq_length: int | None = None
     train_rows: int = 0
@@ -60,6 +61,14 @@ class DatasetReport:
         for hit in self.contamination_hits:
             rows.setdefault(hit.task, set()).add(hit.train_id)
         return {task: len(ids) for task, ids in rows.items()}
+
+    @property
+    def contamination_reasons(self) -> dict[str, dict[str, int]]:
+        """Training rows dropped per evaluation task and the part they overlapped (question, context, ...)."""
+        rows: dict[str, dict[str, set[str]]] = {task: {} for task in self.eval_tasks}
+        for hit in self.contamination_hits:
+            rows.setdefault(hit.task, {}).setdefault(hit.part, set()).add(hit.train_id)
+        return {task: {part: len(ids) for part, ids in sorted(parts.items())} for task, parts in rows.items()}
 
     def token_percentiles(self) -> dict[str, float]:
         if not self.token_lengths:
@@ -80,6 +89,8 @@ class DatasetReport:
             "pii": dict(self.pii),
             "pii_rows": self.pii_rows,
             "contamination": self.contamination,
+            "contamination_reasons": self.contamination_reasons,
+            "eval_items_indexed": dict(self.eval_items),
             "contamination_hits": [asdict(hit) for hit in self.contamination_hits],
             "tokens": self.token_percentiles(),
             "token_lengths": list(self.token_lengths),
@@ -137,6 +148,9 @@ class DatasetReport:
 
     def summary(self) -> str:
         removed = ", ".join(f"{count} {step.replace('_', ' ')}" for step, count in self.removed.items() if count)
+        by_task = ", ".join(f"{task} {n}" for task, n in self.contamination.items() if n)
+        if by_task:
+            removed += f" (overlapping {by_task})"
         return (
             f"{self.train_rows} train / {self.validation_rows} validation rows from {len(self.sources)} source(s); "
             f"removed: {removed or 'none'}; skipped: {len(self.skipped)}; PII replacements: {sum(self.pii.values())}"

@@ -6,8 +6,15 @@ picks the inputs (cluster, age, drugs, lab values...); the expected label is the
 assistant turn is a five-step `<think>` chain and a final answer with machine-readable lines (`Risk level:`,
 `Severity:`, `Flags:`/`Urgency:`) that `parse_synthetic_answer` reads back.
 
-Train and test cannot overlap: one case in ten (by a hash of its content) is reserved for the test set,
-training generation skips those and `synthetic_eval_cases` draws only those, whatever the seeds.
+Two test sets, neither of which training can emit:
+- in-distribution (`synthetic_eval_cases`, task `synthetic`): one case in ten (by a hash of its content) is
+  reserved; training generation skips those and this set draws only those, whatever the seeds. It shares every
+  template, drug pair and symptom cluster with training, so it measures learning the task as trained.
+- out-of-distribution (`synthetic_ood_cases`, task `synthetic_ood`): cases built only from what training
+  never sees (`HELD_OUT`): symptom clusters (triage), lab tests (lab interpretation) and prompt phrasings
+  (every domain). A drug-interaction label is a lookup of its pair, which a model can only memorise, so the
+  held-out pairs come with their mechanism and effect stated in the prompt; the severity must be judged from
+  those.
 """
 
 from __future__ import annotations
@@ -32,6 +39,22 @@ RISK_LEVELS = ("LOW", "MEDIUM", "HIGH")
 PRIMARY_LABEL = {"triage": "risk", "drug_interaction": "severity", "lab_interpretation": "urgency"}
 EVAL_RESERVED_ONE_IN = 10
 SYNTHETIC_EVAL_SIZE = 200
+# What training never sees; only `synthetic_ood_cases` uses these (tests check 5,000 training cases).
+HELD_OUT: dict[str, tuple[Any, ...]] = {
+    "clusters": ("positional_vertigo", "palpitations", "red_swollen_leg"),  # a LOW and two MEDIUM presentations
+    "lab_tests": ("magnesium", "alp", "free_t4"),  # one from each of three panels
+    "drug_pairs": (  # one per severity grade
+        ("ergotamine", "clarithromycin"),
+        ("digoxin", "verapamil"),
+        ("sildenafil", "doxazosin"),
+        ("amoxicillin", "allopurinol"),
+        ("salbutamol", "beclometasone"),
+    ),
+}
+# Prompt phrasings per domain: the first TRAIN_TEMPLATES are for training (and the in-distribution test set),
+# the next OOD_TEMPLATES only for the out-of-distribution test set.
+TRAIN_TEMPLATES = {"triage": 3, "drug_interaction": 3, "lab_interpretation": 2}
+OOD_TEMPLATES = 2
 RED_FLAG_SHARE = 0.4
 SEXES = ("man", "woman")
 ADULT_AGES = (18, 90)
@@ -90,13 +113,18 @@ def is_reserved_for_eval(key: str) -> bool:
 
 
 def generate_cases(
-    n: int, seed: int = 0, domains: tuple[str, ...] = DOMAINS, *, for_eval: bool = False
+    n: int, seed: int = 0, domains: tuple[str, ...] = DOMAINS, *, for_eval: bool = False, ood: bool = False
 ) -> list[SyntheticCase]:
-    """`n` distinct cases, domains in rotation. A prefix of a longer run with the same seed is a shorter run."""
+    """`n` distinct cases, domains in rotation. A prefix of a longer run with the same seed is a shorter run.
+
+    `for_eval` draws the reserved in-distribution test cases; `ood` draws from the held-out clusters, tests,
+    pairs and phrasings only (which no other call ever emits, so no reservation is needed there).
+    """
     unknown = [d for d in domains if d not in BUILDERS]
     if unknown:
         raise ValueError(f"unknown synthetic domain '{unknown[0]}'; choose from {', '.join(DOMAINS)}")
-    rng = random.Random(f"medsft-synthetic:{'eval' if for_eval else 'train'}:{seed}")
+    split = "ood" if ood else "eval" if for_eval else "train"
+    rng = random.Random(f"medsft-synthetic:{split}:{seed}")
     cases: list[SyntheticCase] = []
     seen: set[str] = set()
     attempts = 0
@@ -106,9 +134,9 @@ def generate_cases(
             raise RuntimeError(f"could not draw {n} distinct synthetic cases; the fact tables are too small")
         domain = domains[len(cases) % len(domains)]
         sample, build = BUILDERS[domain]
-        inputs = sample(rng)
+        inputs = sample(rng, ood)
         key = case_key(domain, inputs)
-        if key in seen or is_reserved_for_eval(key) != for_eval:
+        if key in seen or (not ood and is_reserved_for_eval(key) != for_eval):
             continue
         seen.add(key)
         cases.append(build(inputs))
@@ -116,13 +144,27 @@ def generate_cases(
 
 
 def synthetic_eval_cases(n: int = SYNTHETIC_EVAL_SIZE, seed: int = 0) -> list[SyntheticCase]:
-    """The synthetic test set: drawn only from reserved cases, so no training case can equal a test case."""
+    """The in-distribution test set: drawn only from reserved cases, so no training case can equal a test case."""
     return generate_cases(n, seed, for_eval=True)
+
+
+def synthetic_ood_cases(n: int = SYNTHETIC_EVAL_SIZE, seed: int = 0) -> list[SyntheticCase]:
+    """The out-of-distribution test set: held-out clusters, lab tests, drug pairs (facts given) and phrasings."""
+    return generate_cases(n, seed, ood=True)
 
 
 def generate_synthetic(n: int, seed: int = 0) -> list[Example]:
     """Training examples (plain dicts) for `n` synthetic cases."""
     return [case.to_example() for case in generate_cases(n, seed)]
+
+
+def draw_template(rng: random.Random, domain: str, ood: bool) -> int:
+    """A training phrasing, or (OOD) one of the phrasings after them that training never uses."""
+    return TRAIN_TEMPLATES[domain] + rng.randrange(OOD_TEMPLATES) if ood else rng.randrange(TRAIN_TEMPLATES[domain])
+
+
+def is_held_out_pair(drugs: list[str] | tuple[str, ...]) -> bool:
+    return sorted(drugs) in [sorted(pair) for pair in HELD_OUT["drug_pairs"]]
 
 
 # Helpers ------------------------------------------------------------------------------------------------
@@ -143,9 +185,9 @@ def clusters() -> dict[str, dict[str, Any]]:
     return {cluster["id"]: cluster for cluster in facts("triage")["clusters"]}
 
 
-def sample_triage(rng: random.Random) -> dict[str, Any]:
+def sample_triage(rng: random.Random, ood: bool = False) -> dict[str, Any]:
     table = facts("triage")
-    cluster = rng.choice(table["clusters"])
+    cluster = rng.choice([c for c in table["clusters"] if (c["id"] in HELD_OUT["clusters"]) == ood])
     sex = rng.choice(cluster.get("sexes", SEXES))
     age = rng.randint(*cluster["ages"])
     symptoms = [cluster["core"]] + rng.sample(cluster["symptoms"], rng.randint(1, min(3, len(cluster["symptoms"]))))
@@ -171,7 +213,7 @@ def sample_triage(rng: random.Random) -> dict[str, Any]:
         "symptoms": symptoms,
         "duration": rng.choice(cluster["durations"]),
         "vitals": vitals,
-        "template": rng.randrange(3),
+        "template": draw_template(rng, "triage", ood),
     }
 
 
@@ -224,6 +266,12 @@ def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
         "What is the likely differential, and how urgent is this: LOW, MEDIUM or HIGH risk?",
         f"Patient: {age}-year-old {sex}\nComplaint: {symptoms} ({duration})\nVitals: {vitals}\n"
         "Task: triage with a differential and a risk level (LOW/MEDIUM/HIGH).",
+        # Held out: only in the out-of-distribution test set.
+        f"Walk-in assessment. The person in front of you is a {age}-year-old {sex} who has had {symptoms} "
+        f"for {duration}. Measured on arrival: {vitals}. List the likely diagnoses and grade the risk as "
+        "LOW, MEDIUM or HIGH.",
+        f"Nurse phone note: {sex}, aged {age}. Problem: {symptoms}, going on for {duration}. Last set of "
+        f"observations: {vitals}. How risky is this (LOW / MEDIUM / HIGH), and what could it be?",
     ][inputs["template"]]
     brief = f"HR {v['hr']}, SBP {v['sbp']}, RR {v['rr']}, SpO2 {v['spo2']}%"
     if hits:
@@ -269,11 +317,12 @@ def find_pair(first: str, second: str) -> dict[str, Any] | None:
     return None
 
 
-def sample_drug(rng: random.Random) -> dict[str, Any]:
+def sample_drug(rng: random.Random, ood: bool = False) -> dict[str, Any]:
     table = facts("drug_interactions")
+    pairs = [p for p in table["pairs"] if is_held_out_pair(p["drugs"]) == ood]
     # Severity first, then a pair of that severity, so rare grades (MINOR, NONE) are not drowned out.
-    severity = rng.choice(list(table["severities"]))
-    pair = rng.choice([p for p in table["pairs"] if p["severity"] == severity])
+    severity = rng.choice([s for s in table["severities"] if any(p["severity"] == s for p in pairs)])
+    pair = rng.choice([p for p in pairs if p["severity"] == severity])
     current, new = pair["drugs"] if rng.random() < 0.5 else pair["drugs"][::-1]
     drugs = table["drugs"]
     sexes = [s for s in SEXES if all(s in drugs[d].get("sexes", SEXES) for d in (current, new))]
@@ -285,7 +334,7 @@ def sample_drug(rng: random.Random) -> dict[str, Any]:
         "age": rng.randint(low, high),
         "sex": rng.choice(sexes),
         "egfr": rng.randint(25, 110),
-        "template": rng.randrange(3),
+        "template": draw_template(rng, "drug_interaction", ood),
     }
 
 
@@ -316,6 +365,15 @@ def build_drug(inputs: dict[str, Any]) -> SyntheticCase:
         f"Patient: {sex}, {age} years, eGFR {egfr}\nTaking: {current} for {for_current}\n"
         f"New prescription: {new} for {for_new}\n"
         "Task: interaction check with a severity rating (NONE/MINOR/MODERATE/MAJOR/CONTRAINDICATED).",
+        # Held out: only in the out-of-distribution test set, whose pairs training never sees, so the facts
+        # the severity follows from are given.
+        f"Pharmacy query. {capitalise(new)} has been prescribed for {for_new} to a {sex} aged {age} "
+        f"(eGFR {egfr}) who already takes {current} for {for_current}. Reference note on this pair: "
+        f"{pair['mechanism']}; reported effect: {pair['effect']}. How serious is the interaction: NONE, "
+        "MINOR, MODERATE, MAJOR or CONTRAINDICATED?",
+        f"Before co-prescribing {new} ({for_new}) with {current} ({for_current}) for a {age}-year-old {sex} "
+        f"with eGFR {egfr}: the interaction reference gives the mechanism as {pair['mechanism']} and the "
+        f"effect as {pair['effect']}. Grade the severity (NONE/MINOR/MODERATE/MAJOR/CONTRAINDICATED).",
     ][inputs["template"]]
     factors = []
     if age >= facts("triage")["older_age"]:
@@ -402,15 +460,42 @@ def critical_directions(test: Mapping[str, Any]) -> list[str]:
     return [d for d, limit in directions if limit is not None and d in test["directions"]]
 
 
-def sample_lab(rng: random.Random) -> dict[str, Any]:
+def lab_panels(ood: bool) -> dict[str, list[str]]:
+    """Training panels without the held-out tests; OOD panels are the (whole) panels that hold one."""
+    held = set(HELD_OUT["lab_tests"])
+    panels = facts("lab_tests")["panels"]
+    if ood:
+        return {name: list(keys) for name, keys in panels.items() if held & set(keys)}
+    return {name: [k for k in keys if k not in held] for name, keys in panels.items()}
+
+
+def critical_note(key: str) -> str:
+    """` [critical below 1.0 or above 4.7]` for a held-out test (training never teaches its limits), else ``."""
+    limits = facts("lab_tests")["tests"][key]["critical"]
+    if key not in HELD_OUT["lab_tests"] or not limits:
+        return ""
+    sides = zip(("below", "above"), limits, strict=True)
+    parts = [f"{side} {limit}" for side, limit in sides if limit is not None]
+    return f" [critical {' or '.join(parts)}]"
+
+
+def sample_lab(rng: random.Random, ood: bool = False) -> dict[str, Any]:
+    while True:  # OOD: redraw until a held-out test is among the results
+        inputs = _sample_lab(rng, ood)
+        if not ood or set(inputs["values"]) & set(HELD_OUT["lab_tests"]):
+            return inputs
+
+
+def _sample_lab(rng: random.Random, ood: bool) -> dict[str, Any]:
     table = facts("lab_tests")
     tests = table["tests"]
+    all_panels = lab_panels(ood)
     urgency = rng.choice(RISK_LEVELS)
-    panels = list(table["panels"])
+    panels = list(all_panels)
     if urgency == "HIGH":
-        panels = [p for p in panels if any(critical_directions(tests[k]) for k in table["panels"][p])]
+        panels = [p for p in panels if any(critical_directions(tests[k]) for k in all_panels[p])]
     panel = rng.choice(panels)
-    members = table["panels"][panel]
+    members = all_panels[panel]
     count = min(len(members), rng.randint(3, 4))
     # A HIGH case needs a test that has a critical limit, so pick that test first and fill up around it.
     critical = rng.choice([k for k in members if critical_directions(tests[k])]) if urgency == "HIGH" else None
@@ -430,8 +515,8 @@ def sample_lab(rng: random.Random) -> dict[str, Any]:
         "age": age,
         "sex": sex,
         "values": {key: draw_value(rng, tests[key], sex, status[key]) for key in keys},
-        "show_ranges": rng.random() < 0.5,
-        "template": rng.randrange(2),
+        "show_ranges": rng.random() < 0.5 or ood,  # a held-out test's range must be given to be read
+        "template": draw_template(rng, "lab_interpretation", ood),
     }
 
 
@@ -467,12 +552,21 @@ def build_lab(inputs: dict[str, Any]) -> SyntheticCase:
         span = f"{fmt(low, test['decimals'])}-{fmt(high, test['decimals'])}"
         rows.append((test, fmt(value, test["decimals"]), unit, span, flag, is_critical))
     shown = [f"{t['name']} {v}{u}" + (f" (ref {s})" if inputs["show_ranges"] else "") for t, v, u, s, _, _ in rows]
+    shown_ood = [line + critical_note(key) for line, key in zip(shown, inputs["values"], strict=True)]
     prompt = [
         f"Interpret these {panel} results for a {age}-year-old {sex}: {', '.join(shown)}. "
         "Flag each result and say how urgent follow-up is (LOW, MEDIUM or HIGH).",
         f"{capitalise(panel)}, {sex} aged {age}:\n"
         + "\n".join(shown)
         + "\nWhich results are abnormal, are any critical, and how urgent is follow-up (LOW/MEDIUM/HIGH)?",
+        # Held out: only in the out-of-distribution test set (held-out tests also state their critical limits).
+        f"Results are back from the {panel} of a {sex} patient, {age} years old. "
+        + "; ".join(shown_ood)
+        + ". Which values are out of range, is anything critical, and how soon should someone act "
+        "(LOW, MEDIUM or HIGH urgency)?",
+        f"Lab report to review ({panel}; patient {age}, {sex})\n"
+        + "\n".join(f"- {line}" for line in shown_ood)
+        + "\nMark each result, name any critical value, and give the follow-up urgency: LOW/MEDIUM/HIGH.",
     ][inputs["template"]]
     sex_specific = [t["name"] for t, *_ in rows if isinstance(t["range"], dict)]
     note = f", {sex}-specific for {join_words(sex_specific)}" if sex_specific else ""

@@ -11,7 +11,7 @@ evaluate_config(config, run_dir)          # every config.eval_tasks, first confi
 
 Modules, one concern each: `prompts` (lm-eval's templates), `scoring` (the Scorer seam and the fast
 transformers scorer), `multiple_choice`, `generative` (chain-of-thought + answer extraction), `synthetic`,
-`stats` (bootstrap, paired difference, McNemar), `metrics` (ROUGE, key points), `results` (JSON files),
+`stats` (Wilson interval, bootstrap, paired difference, McNemar), `metrics` (ROUGE, key points), `results` (JSON files),
 `compare`, `plots`. Nothing heavy is imported until a model is loaded or a metric is computed.
 """
 
@@ -30,7 +30,7 @@ from medsft.evaluate.plots import accuracy_bars, base_vs_tuned, subject_bars
 from medsft.evaluate.prompts import TASKS, medqa_prompt, pubmedqa_prompt
 from medsft.evaluate.results import TaskResult, read_result, write_result
 from medsft.evaluate.scoring import ChoiceRequest, HFScorer, Scorer, encode_pair
-from medsft.evaluate.stats import Interval, McNemar, bootstrap_ci, mcnemar_exact, paired_bootstrap
+from medsft.evaluate.stats import Interval, McNemar, bootstrap_ci, mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic, format_compliance, score_synthetic_replies
 
 __all__ = [
@@ -71,5 +71,6 @@ __all__ = [
     "score_replies",
     "score_synthetic_replies",
     "subject_bars",
+    "wilson_interval",
     "write_result",
 ]

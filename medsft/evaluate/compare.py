@@ -1,9 +1,10 @@
 """Base vs tuned (vs GGUF...) on the identical question list: accuracy, intervals, paired differences.
 
 `compare` evaluates each model on the same items, writes one `eval_<task>_<model>.json` per model and a
-`compare_<task>.json`, and reports every model against the first (the baseline): the difference in
-accuracy with a paired-bootstrap 95% interval and the exact McNemar p-value, plus a per-subject (or
-per-domain) table where the data has one. `compare_results` does the same from results already on disk.
+`compare_<task>.json`: each model's accuracy with its Wilson 95% interval and, against the first (the
+baseline), the difference in accuracy with a paired-bootstrap 95% interval and the exact McNemar p-value,
+plus a per-subject (or per-domain) table where the data has one. `compare_results` does the same from
+results already on disk.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsft.evaluate.cache import result_cache
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
 from medsft.evaluate.results import TaskResult, slug, write_json, write_result
-from medsft.evaluate.scoring import HFScorer, Scorer
-from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap
-from medsft.evaluate.synthetic import evaluate_synthetic
+from medsft.evaluate.scoring import GENERATE_BATCH_SIZE, HFScorer, Scorer
+from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
+from medsft.evaluate.synthetic import SYNTHETIC_TASKS, evaluate_synthetic
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig
 
 log = logging.getLogger("medsft")
 
-MODES = ("loglikelihood", "generative")
+MODES = ("loglikelihood", "generate")  # how MedQA/PubMedQA are scored; the synthetic tasks always generate
+MODE_ALIASES = {"generative": "generate"}  # the spelling used before `generate`
 ModelLike = str | Scorer
 
 
@@ -52,28 +55,30 @@ class Comparison:
         }
 
 
-def load_items(task: str, limit: int | None = None, seed: int = 0) -> list[Any]:
-    """The default evaluation split of a task, from `medsft.data` (bundled samples unless a path is set)."""
-    from medsft.data import load_medqa_eval, load_pubmedqa_eval, synthetic_eval_cases
-    from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE
+def load_items(
+    task: str, limit: int | None = None, seed: int = 0, path: str | None = None, split: str = "test"
+) -> list[Any]:
+    """A task's evaluation items through `medsft.data.evalsets.load_eval_items`, the loader decontamination
+    also reads: the carried MedQA test / official PubMedQA test split unless `path` is given."""
+    from medsft.data.evalsets import load_eval_items
 
-    if task == "medqa":
-        return load_medqa_eval(limit=limit)
-    if task == "pubmedqa":
-        return load_pubmedqa_eval(limit=limit)
-    if task == "synthetic":
-        return synthetic_eval_cases(limit or SYNTHETIC_EVAL_SIZE, seed)
-    raise ValueError(f"unknown evaluation task '{task}'; choose medqa, pubmedqa or synthetic")
+    return load_eval_items(task, limit, seed, path=path, split=split)
+
+
+def normalize_mode(mode: str) -> str:
+    """`loglikelihood` or `generate` (the old spelling `generative` is accepted)."""
+    mode = MODE_ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
+    return mode
 
 
 def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, **gen: Any) -> TaskResult:
-    """Run one scorer on one task in one mode (synthetic is always generative)."""
-    if task == "synthetic":
-        return evaluate_synthetic(scorer, items, seed=seed, **gen)
-    if mode == "generative":
+    """Run one scorer on one task in one mode (the synthetic tasks are always generative)."""
+    if task in SYNTHETIC_TASKS:
+        return evaluate_synthetic(scorer, items, seed=seed, task=task, **gen)
+    if normalize_mode(mode) == "generate":
         return evaluate_generative(scorer, task, items, seed=seed, **gen)
-    if mode != "loglikelihood":
-        raise ValueError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
     return evaluate_multiple_choice(scorer, task, items, seed=seed)
 
 
@@ -103,19 +108,20 @@ def evaluate_config(
     config: RunConfig,
     run_dir: str | Path,
     models: Sequence[ModelLike] | None = None,
-    mode: str = "loglikelihood",
+    mode: str | None = None,
     overwrite: bool = False,
     batch_size: int = 8,
     **generation: Any,
 ) -> dict[str, Comparison]:
-    """Every task in `config.eval_tasks` (first `eval_limit` items, `seed`) for each model, into `run_dir`.
+    """Every task in `config.eval_tasks` (first `config.eval_items(task)` items, `seed`) for each model.
 
     `models` defaults to `[config.model]`; specs load with the config's backend, dtype and chat template.
-    `generation` (max_new_tokens, do_sample, ...) applies to the generative tasks.
+    `mode` defaults to `config.eval_mode`; `generation` (max_new_tokens, ...) applies to the generative tasks.
     """
-    items = {task: load_items(task, config.eval_limit, config.seed) for task in config.eval_tasks}
+    items = {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
     results = evaluate_models(
-        models or [config.model], items, mode, config.seed, run_dir, overwrite, batch_size, config, **generation
+        models or [config.model], items, mode or config.eval_mode, config.seed, run_dir, overwrite, batch_size, config,
+        **generation,
     )
     return {task: finish(task_results, config.seed, run_dir, overwrite) for task, task_results in results.items()}
 
@@ -129,18 +135,30 @@ def evaluate_models(
     overwrite: bool,
     batch_size: int,
     config: RunConfig | None = None,
+    use_cache: bool = True,
     **generation: Any,
 ) -> dict[str, list[TaskResult]]:
-    """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice."""
+    """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
+
+    With `use_cache`, a model of stable identity (not a run's adapter) reuses its earlier result for the same
+    items and settings (`medsft.evaluate.cache`), and is not even loaded when every task is cached."""
     if not models:
         raise ValueError("need at least one model to evaluate")
     results: dict[str, list[TaskResult]] = {task: [] for task in items}
     for model in models:
-        scorer = HFScorer.from_spec(model, batch_size=batch_size, config=config) if isinstance(model, str) else model
+        hf_settings = {"class": "HFScorer", "batch_size": batch_size, "generate_batch_size": GENERATE_BATCH_SIZE}
+        cache = result_cache(model, hf_settings, mode, seed, config, generation) if use_cache else None
+        scorer = None if isinstance(model, str) else model
         for task, task_items in items.items():
-            result = evaluate_one(scorer, task, task_items, mode, seed, **generation)
-            spec = {"spec": model} if isinstance(model, str) else {"name": scorer.name}
-            result.model_spec = {**spec, "scorer": type(scorer).__name__}
+            result = cache.load(task, task_items) if cache else None
+            if result is None:
+                if scorer is None:
+                    scorer = HFScorer.from_spec(model, batch_size=batch_size, config=config)
+                result = evaluate_one(scorer, task, task_items, mode, seed, **generation)
+                spec = {"spec": model} if isinstance(model, str) else {"name": scorer.name}
+                result.model_spec = {**spec, "scorer": type(scorer).__name__}
+                if cache:
+                    cache.store(task, task_items, result)
             log.info("%s on %s: acc %.3f (n=%d)", result.model, result.task, result.metrics["acc"], result.n)
             if run_dir is not None:
                 write_result(result, run_dir, overwrite)
@@ -172,11 +190,13 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
                 f"{result.model} was evaluated on different questions than {base.model}; a paired comparison "
                 "needs the identical question list in the same order"
             )
-    table = [
-        {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": r.metrics["acc_ci"],
-         **({"unparseable": r.metrics["unparseable"]} if "unparseable" in r.metrics else {})}
-        for r in results
-    ]
+    table = []
+    for r in results:
+        interval = wilson_interval(r.outcomes())  # recomputed, so result files written before Wilson agree
+        row = {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": [interval.low, interval.high]}
+        if "unparseable" in r.metrics:
+            row["unparseable"] = r.metrics["unparseable"]
+        table.append(row)
     pairs = []
     for result in results[1:]:
         diff = paired_bootstrap(base.outcomes(), result.outcomes(), seed=seed)

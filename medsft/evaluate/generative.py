@@ -25,7 +25,7 @@ from medsft.evaluate.multiple_choice import subject_breakdown
 from medsft.evaluate.prompts import LETTERS, get_task
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.scoring import Messages, Scorer
-from medsft.evaluate.stats import bootstrap_ci
+from medsft.evaluate.stats import wilson_interval
 
 if TYPE_CHECKING:
     from medsft.data import MultipleChoiceItem
@@ -177,7 +177,7 @@ def score_replies(task: str, items: Sequence[MultipleChoiceItem], replies: Seque
 def summarize_replies(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """acc over all questions (unparseable = not correct), shown with the unparseable share and acc_parsed."""
     parsed = [r for r in records if r["parsed"]]
-    acc = bootstrap_ci([r["correct"] for r in records], seed=seed)
+    acc = wilson_interval([r["correct"] for r in records])
     return {
         "acc": acc.value,
         "acc_ci": [acc.low, acc.high],
@@ -230,7 +230,7 @@ def evaluate_generative(
     return TaskResult(
         task=f"{task}_cot",  # its own file name: a log-likelihood result for the same task sits beside it
         model=scorer.name,
-        mode="generative",
+        mode="generate",
         n=len(records),
         metrics=metrics,
         questions=records,

@@ -33,8 +33,33 @@ def lm_eval_row(task: str, item: MultipleChoiceItem) -> dict[str, Any]:
     raise ValueError(f"no lm-eval layout for task '{task}'")
 
 
-def write_local_task(task: str, items: Sequence[MultipleChoiceItem], folder: str | Path) -> str:
-    """Write the items (`<name>.jsonl`) and a task YAML into `folder`; return the local task's name."""
+def raw_lm_eval_row(task: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """A row of the benchmark file itself in lm-eval's layout, every text untouched.
+
+    Parity checks feed lm-eval from the file, not from medsft's parsed items, so a loader that alters the
+    text (stripping a leading space, say) shows up as a difference instead of being copied to both sides.
+    """
+    if task == "medqa":
+        if "sent1" in raw:
+            return raw
+        letters = sorted(raw["options"])
+        row = {"sent1": raw["question"], "sent2": "", "label": letters.index(raw["answer_idx"])}
+        row.update({f"ending{i}": raw["options"][letter] for i, letter in enumerate(letters)})
+        return row
+    if task == "pubmedqa":
+        if "QUESTION" in raw:  # ori_pqal.json / bigbio layout
+            return {key: raw[key] for key in ("QUESTION", "CONTEXTS", "final_decision")}
+        return {"QUESTION": raw["question"], "CONTEXTS": raw["context"]["contexts"],
+                "final_decision": raw["final_decision"]}  # fmt: skip
+    raise ValueError(f"no lm-eval layout for task '{task}'")
+
+
+def write_local_task(
+    task: str, items: Sequence[MultipleChoiceItem] | Sequence[dict[str, Any]], folder: str | Path
+) -> str:
+    """Write the items (`<name>.jsonl`) and a task YAML into `folder`; return the local task's name.
+
+    `items` are medsft items, or rows already in lm-eval's layout (`raw_lm_eval_row`)."""
     import lm_eval
 
     folder = Path(folder)
@@ -42,7 +67,8 @@ def write_local_task(task: str, items: Sequence[MultipleChoiceItem], folder: str
     data_file = folder / f"{name}.jsonl"
     with data_file.open("w", encoding="utf-8") as handle:
         for item in items:
-            handle.write(json.dumps(lm_eval_row(task, item), ensure_ascii=False) + "\n")
+            row = item if isinstance(item, dict) else lm_eval_row(task, item)
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     subdir, yaml_name = UPSTREAM[task]
     upstream = Path(lm_eval.__file__).parent / "tasks" / subdir / yaml_name
     (folder / f"{name}.yaml").write_text(
@@ -59,8 +85,10 @@ def write_local_task(task: str, items: Sequence[MultipleChoiceItem], folder: str
     return name
 
 
-def run_lm_eval(lm: Any, task: str, items: Sequence[MultipleChoiceItem], folder: str | Path) -> list[dict[str, Any]]:
-    """lm-eval's per-question samples (in item order) for `items`, scored by the lm-eval model `lm`."""
+def run_lm_eval(
+    lm: Any, task: str, items: Sequence[MultipleChoiceItem] | Sequence[dict[str, Any]], folder: str | Path
+) -> list[dict[str, Any]]:
+    """lm-eval's per-question samples (in item order) for `items` (or raw rows), scored by the lm-eval model."""
     return run_local_task(lm, write_local_task(task, items, folder), folder)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from medsft.evaluate.prompts import Task, get_task
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.scoring import ChoiceRequest, Scorer, encode_pair
-from medsft.evaluate.stats import bootstrap_ci
+from medsft.evaluate.stats import wilson_interval
 
 if TYPE_CHECKING:
     from medsft.data import MultipleChoiceItem
@@ -74,7 +74,7 @@ def evaluate_multiple_choice(
     seed: int = 0,
     model_spec: dict[str, Any] | None = None,
 ) -> TaskResult:
-    """Score every item, then acc and acc_norm with seeded 95% bootstrap intervals and a subject breakdown."""
+    """Score every item, then acc and acc_norm with Wilson 95% intervals and a subject breakdown."""
     if not items:
         raise ValueError(f"{task}: no items to evaluate")
     started = time.perf_counter()
@@ -100,8 +100,8 @@ def evaluate_multiple_choice(
 
 
 def summarize(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    acc = bootstrap_ci([r["correct"] for r in records], seed=seed)
-    acc_norm = bootstrap_ci([r["correct_norm"] for r in records], seed=seed)
+    acc = wilson_interval([r["correct"] for r in records])
+    acc_norm = wilson_interval([r["correct_norm"] for r in records])
     return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_norm": acc_norm.value,
             "acc_norm_ci": [acc_norm.low, acc_norm.high]}
 

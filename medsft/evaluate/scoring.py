@@ -17,6 +17,10 @@ its KV cache, so each continuation after it costs only its own tokens) and read 
   batches: under causal attention a position never sees the padding after it, so nothing changes;
 - longer continuations reuse the prompt's KV cache, repeated once per continuation, and only their own
   tokens are run.
+
+Greedy generation (`greedy_generate`) decodes like transformers' `generate` but sorts prompts by length and
+drops a finished row from the batch and its KV cache at once, so no padding is computed for replies that
+ended; `bench/generate.py` measures it against `generate` and llama.cpp.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
     from medsft.config import RunConfig
 
 Messages = list[dict[str, str]]
+# Rows per greedy generation batch: decoding one token is a thin matrix product, so wider batches use the CPU
+# better (measured in bench/generate.py) while the KV cache of 32 synthetic cases is a few MB.
+GENERATE_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -97,11 +104,21 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
 class HFScorer:
     """A transformers causal LM (plain or with a PEFT adapter) behind the `Scorer` calls."""
 
-    def __init__(self, model: Any, tokenizer: Any, name: str = "model", batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str = "model",
+        batch_size: int = 8,
+        fast_greedy: bool = True,
+        generate_batch_size: int = GENERATE_BATCH_SIZE,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # scoring, and sampled generation
+        self.fast_greedy = fast_greedy  # greedy replies through `greedy_generate`; False: transformers' generate
+        self.generate_batch_size = generate_batch_size  # rows per `greedy_generate` batch
         # Right padding never reaches a real position under causal attention; any id works, pad is clearest.
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -118,6 +135,10 @@ class HFScorer:
 
         run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
         model, tokenizer = select_backend(run.backend).load(run)
+        if hasattr(model, "merge_and_unload") and not run.load_in_4bit:
+            # Scoring never trains: folding the LoRA product into the weights once saves the adapter's extra
+            # matmuls on every forward (not in 4-bit, where merging would round the adapter into the quantization).
+            model = model.merge_and_unload()
         return cls(model, tokenizer, name=name or model_name(spec), batch_size=batch_size)
 
     @property
@@ -129,17 +150,23 @@ class HFScorer:
 
     def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
         """Summed log-probabilities per continuation; one-token choices batched, longer ones via the KV cache."""
+        from tqdm.auto import tqdm
+
         results: dict[int, list[float]] = {}
         single = [i for i, r in enumerate(requests) if all(len(c) == 1 for c in r.continuations)]
-        for i in sorted(set(range(len(requests))) - set(single)):
-            results[i] = self._score_with_cache(requests[i])
-        # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
-        single.sort(key=lambda i: -len(requests[i].context))
-        for start in range(0, len(single), self.batch_size):
-            chunk = single[start : start + self.batch_size]
-            rows = self._last_position_logprobs([requests[i].context for i in chunk])
-            for i, row in zip(chunk, rows, strict=True):
-                results[i] = [float(row[c[0]]) for c in requests[i].continuations]
+        # Progress in questions, with the time left; the longest batches come first, so the estimate is high.
+        with tqdm(total=len(requests), desc=f"scoring ({self.name})", unit="q", mininterval=5) as progress:
+            for i in sorted(set(range(len(requests))) - set(single)):
+                results[i] = self._score_with_cache(requests[i])
+                progress.update(1)
+            # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
+            single.sort(key=lambda i: -len(requests[i].context))
+            for start in range(0, len(single), self.batch_size):
+                chunk = single[start : start + self.batch_size]
+                rows = self._last_position_logprobs([requests[i].context for i in chunk])
+                for i, row in zip(chunk, rows, strict=True):
+                    results[i] = [float(row[c[0]]) for c in requests[i].continuations]
+                progress.update(len(chunk))
         return [results[i] for i in range(len(requests))]
 
     def _last_position_logprobs(self, contexts: list[list[int]]) -> Any:
@@ -192,13 +219,21 @@ class HFScorer:
         top_p: float = 1.0,
         seed: int = 0,
     ) -> list[str]:
-        """Batched chat generation with left padding; greedy by default so reruns give the same text."""
+        """Batched chat generation with left padding; greedy by default so reruns give the same text.
+
+        Greedy decoding takes `greedy_generate` (prompts sorted by length, finished rows dropped from the
+        batch and its KV cache); sampling goes through transformers' `generate`.
+        """
         import torch
 
         from medsft.templates import render_chat
 
         # The rendered template already holds <bos>, so it is tokenized without special tokens below.
         prompts = [render_chat(self.tokenizer, list(m), add_generation_prompt=True) for m in conversations]
+        if not do_sample and self.fast_greedy:
+            ids = [list(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+            outputs = greedy_generate(self.model, ids, max_new_tokens, self.generate_batch_size, self.pad_id)
+            return self.tokenizer.batch_decode(outputs, skip_special_tokens=True)
         replies: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = self.tokenizer(
@@ -223,6 +258,68 @@ class HFScorer:
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return replies
+
+
+def eos_ids(model: Any) -> list[int]:
+    """The token ids that end a reply, as `generate` reads them from the model's generation config."""
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+
+def greedy_generate(
+    model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 32, pad_id: int = 0
+) -> list[list[int]]:
+    """Greedy continuations (the reply tokens, an end token included) of tokenized prompts.
+
+    The same decoding as `model.generate(do_sample=False)` on left-padded batches (position ids from the
+    attention mask, the KV cache, the LM head at the last position only), with what `generate` wastes left
+    out: prompts are batched longest first, so a batch holds similar lengths and little padding, and a row
+    that has produced an end token leaves the batch and its KV cache at once, instead of being computed
+    (as padding) until the longest reply of its batch ends. Deterministic: the same prompts and batch size
+    give the same batches.
+    """
+    import torch
+
+    stop = torch.tensor(eos_ids(model), dtype=torch.long)
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), list(prompts[i])))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i], dtype=torch.long)
+            mask[row, width - len(prompts[i]) :] = 1
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        rows = torch.tensor(chunk)
+        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            cache, position = out.past_key_values, positions[:, -1:] + 1
+            for step in range(max_new_tokens):
+                token = out.logits[:, -1].argmax(-1)
+                for i, t in zip(rows.tolist(), token.tolist(), strict=True):
+                    outputs[i].append(t)
+                running = ~torch.isin(token.cpu(), stop)
+                if step == max_new_tokens - 1 or not running.any():
+                    break
+                if not running.all():  # finished rows leave the batch and the cache
+                    keep = running.nonzero()[:, 0]
+                    rows, keep = rows[keep], keep.to(device)
+                    cache.batch_select_indices(keep)
+                    token, mask, position = token[keep], mask[keep], position[keep]
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
+                out = model(
+                    input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                    past_key_values=cache, use_cache=True, logits_to_keep=1,
+                )  # fmt: skip
+                position = position + 1
+    return outputs
 
 
 # Position-wise parts of a decoder layer: what each position computes there reaches no other position.

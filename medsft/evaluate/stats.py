@@ -3,7 +3,9 @@
 A few hundred questions give wide intervals (±4 points at n=500), so a base-vs-tuned gain is only worth
 reporting with its interval. Everything is seeded: the same outcomes and seed give the same interval.
 
-- `bootstrap_ci`: percentile bootstrap of the mean of 0/1 outcomes (or any per-item scores).
+- `wilson_interval`: the Wilson score interval of an accuracy (0/1 outcomes). Used for every single accuracy:
+  unlike a bootstrap it is not degenerate at 0/n or n/n (0 of 8 correct gives [0, 0.32], not [0, 0]).
+- `bootstrap_ci`: percentile bootstrap of the mean of per-item scores that are not 0/1 (ROUGE, key points).
 - `paired_bootstrap`: the difference of means with both models resampled on the *same* question indices,
   which is much tighter than two independent intervals because question difficulty cancels.
 - `mcnemar_exact`: the exact two-sided McNemar test on the discordant pairs (binomial, p = 1/2).
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -31,6 +34,29 @@ class Interval:
 
     def to_dict(self) -> dict[str, float]:
         return {"value": self.value, "low": self.low, "high": self.high}
+
+
+def wilson_bounds(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The Wilson score interval for `successes` of `n` (Wilson, 1927), clipped to [0, 1]."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def wilson_interval(outcomes: Sequence[float | bool], level: float = LEVEL) -> Interval:
+    """Accuracy of 0/1 `outcomes` with its Wilson 95% interval (deterministic: no seed)."""
+    values = _as_array(outcomes)
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError("wilson_interval needs 0/1 outcomes; use bootstrap_ci for other per-item scores")
+    successes = int(values.sum())
+    low, high = wilson_bounds(successes, values.size, level)
+    return Interval(successes / values.size, low, high)
 
 
 def _as_array(values: Sequence[float | bool]) -> np.ndarray:

@@ -4,6 +4,9 @@ Every synthetic case has a label computed from the fact tables (`medsft.data.syn
 scored without a judge: is the format the one trained (`<think>` with five numbered steps, then a final
 answer stating the domain's label line), and does each stated label (risk level, severity, flags, ...)
 equal the computed one. A label the reply does not state counts as wrong and is also counted as missing.
+
+Two tasks share this code: `synthetic` (the in-distribution test set) and `synthetic_ood` (held-out clusters,
+lab tests, drug pairs and phrasings; see `medsft.data.synthetic`), each with its own result files.
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ from typing import Any
 from medsft import DISCLAIMER
 from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synthetic_answer
 from medsft.data.synthetic import STEPS
+from medsft.evaluate import stats
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.scoring import Messages, Scorer
-from medsft.evaluate.stats import bootstrap_ci
 
 Case = SyntheticCase | Mapping[str, Any]
+SYNTHETIC_TASKS = {"synthetic": "synthetic_eval_cases", "synthetic_ood": "synthetic_ood_cases"}
+
+
+def accuracy_interval(outcomes: list[bool]) -> stats.Interval:
+    """Accuracy with its Wilson 95% interval: sound at the small per-domain counts and at 0% or 100%, where a
+    bootstrap interval collapses to a point."""
+    return stats.wilson_interval(outcomes)
 
 
 def case_domain(case: Case) -> str:
@@ -93,7 +103,7 @@ def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[st
     and accuracy per case severity (a model that misses HIGH-risk cases is worse than its mean suggests)."""
 
     def block(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        acc = bootstrap_ci([r["correct"] for r in rows], seed=seed)
+        acc = accuracy_interval([r["correct"] for r in rows])
         by_severity: dict[str, list[bool]] = {}
         for r in rows:
             by_severity.setdefault(str(r["severity"]), []).append(r["correct"])
@@ -102,6 +112,7 @@ def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[st
             "n": len(rows),
             "acc": acc.value,
             "acc_ci": [acc.low, acc.high],
+            "acc_ci_method": "wilson",
             "unparseable": sum(not r["parsed"] for r in rows) / len(rows),
             "format_compliance": _rate([r["compliant"] for r in rows]),
             "format": {k: _rate([r["format"][k] for r in rows]) for k in ("think", "steps", "final_answer")},
@@ -122,10 +133,15 @@ def evaluate_synthetic(
     top_p: float = 0.95,
     seed: int = 0,
     model_spec: dict[str, Any] | None = None,
+    task: str = "synthetic",
 ) -> TaskResult:
-    """Generate a reply per case and score format and labels per domain (`correct` = the primary label)."""
+    """Generate a reply per case and score format and labels per domain (`correct` = the primary label).
+
+    `task` names the case set (`synthetic` or `synthetic_ood`) in the result and its file name."""
+    if task not in SYNTHETIC_TASKS:
+        raise ValueError(f"unknown synthetic task '{task}'; choose from {', '.join(SYNTHETIC_TASKS)}")
     if not cases:
-        raise ValueError("synthetic: no cases to evaluate")
+        raise ValueError(f"{task}: no cases to evaluate")
     started = time.perf_counter()
     replies = scorer.generate(
         [case_messages(c) for c in cases],
@@ -139,7 +155,7 @@ def evaluate_synthetic(
     records = score_synthetic_replies(cases, replies)
     summary = summarize_synthetic(records, seed)
     return TaskResult(
-        task="synthetic",
+        task=task,
         model=scorer.name,
         mode="synthetic",
         n=len(records),

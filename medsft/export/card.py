@@ -47,6 +47,12 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def removed_text(counts: dict[str, int] | None) -> str:
+    """`contaminated 3, near_duplicate 1`, or `none`: the non-zero counts of a removal table."""
+    given = {name: n for name, n in (counts or {}).items() if n}
+    return ", ".join(f"{name} {n}" for name, n in given.items()) or "none"
+
+
 def evaluation_rows(run_dir: Path) -> list[str]:
     rows = []
     for path in sorted(run_dir.glob("compare_*.json")):
@@ -92,7 +98,8 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None) -> str:
     trained = read_json(run_dir / "train_results.json") or {}
     export = export if export is not None else read_json(run_dir / "export.json")
     base = base_model_id(config.get("model", "unknown"))
-    data = manifest.get("data", {})
+    # The data stage's report holds the sources, counts and removals (the manifest keeps only hashes).
+    data = read_json(run_dir / "data_report.json") or manifest.get("data", {})
     sources = data.get("sources", [])
     hardware = manifest.get("hardware", {})
     metadata = ModelCardData(
@@ -134,11 +141,16 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None) -> str:
         f"| speed | {fmt(trained.get('tokens_per_second'), 1)} tokens/s, {fmt(trained.get('runtime_seconds'), 0)} s |",
         "",
         "### Data",
-        "| source | origin | train | validation |",
-        "| --- | --- | --- | --- |",
-        *[f"| {s.get('name')} | {s.get('origin')} | {s.get('train')} | {s.get('validation')} |" for s in sources],
+        "| source | origin | rows read | removed | train | validation |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[
+            f"| {s.get('name')} | {s.get('origin')} | {s.get('loaded')} | {removed_text(s.get('removed'))} | "
+            f"{s.get('train')} | {s.get('validation')} |"
+            for s in sources
+        ],
         "",
-        f"Removed before training: {data.get('removed', {})}.",
+        f"Removed before training: {removed_text(data.get('removed'))}; rows overlapping an evaluated test set, "
+        f"per task: {removed_text(data.get('contamination'))}.",
         "",
         "## Evaluation (base vs tuned, identical questions)",
         "| task | model | n | accuracy | 95% CI |",

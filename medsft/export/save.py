@@ -81,8 +81,8 @@ def export_run(
 
     Checks that need nothing heavy run first (quantization names, toolchain, existing files, disk), so a
     mistake costs seconds. `eval_tasks=None` skips the accuracy comparison (the other checks always run).
-    Items per task: `eval_limit` if given, else the config's (`eval_generate_limit` for the generative
-    synthetic task, `eval_limit` for the rest), with `eval_max_new_tokens` unless `max_new_tokens` is given.
+    Items per task: `eval_limit` if given, else the smaller of the config's `export_check_items` and its
+    evaluation count, with `eval_max_new_tokens` unless `max_new_tokens` is given.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -233,7 +233,7 @@ def check_files(
         files[quant] = {"quantization": quant, "path": str(path), "verification": check.to_dict(), "accuracy": {}}
         scorers.append(scorer)
     for task in eval_tasks or ():
-        limit = eval_limit or config.eval_items(task)
+        limit = eval_limit or min_limit(config.export_check_items, config.eval_items(task))
         comparison = compare(
             [reference, *scorers],
             task,
@@ -261,6 +261,12 @@ def check_files(
     for quant, path in partials.items():
         files[quant]["size"] = size_row(quant, path, n_ctx)
     return files
+
+
+def min_limit(*limits: int | None) -> int | None:
+    """The smallest of the given item limits (None means no limit)."""
+    given = [limit for limit in limits if limit is not None]
+    return min(given) if given else None
 
 
 def write_model_card(run_dir: Path, result: ExportResult) -> Path:

@@ -1,0 +1,178 @@
+"""A cache of evaluation results for models that never change: the base model scores the same every run.
+
+A result is stored under `<MEDSFT_CACHE or ~/.cache/medsft>/eval/` and reused only when everything it
+depends on is equal: the model's identity, the task, mode and seed, a hash of the exact items, the
+generation settings, the scorer (class, batch size, decoding path, `SCORER_VERSION`), the loading knobs
+(backend, dtype, 4-bit, chat template), the package versions and whether a GPU is present. Any change gives
+another key, so a stale result is never returned.
+
+Only stable identities are cached: the embedded model (by its conversion version), a hub id, or a local
+checkpoint folder (by a hash of its files' contents). A PEFT adapter folder — a run's own training output —
+and a ready-made scorer object are never cached. A result read from the cache says so: `settings.cached` is
+true and `settings.cached_from` names the file (`settings.seconds` is then the time to read it; the original
+evaluation time is `settings.seconds_when_computed`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsft.evaluate.results import TaskResult, slug, write_json
+
+if TYPE_CHECKING:
+    from medsft.config import RunConfig
+
+log = logging.getLogger("medsft")
+
+# Bump when scoring or generation code changes what a model's result would be.
+SCORER_VERSION = "2"
+LOAD_KNOBS = ("backend", "dtype", "load_in_4bit", "chat_template")
+PACKAGES = ("medsft", "torch", "transformers", "peft")
+
+
+def cache_root() -> Path:
+    from medsft.models import cache_dir
+
+    return cache_dir() / "eval"
+
+
+def model_identity(spec: str) -> str | None:
+    """A stable identity for a model spec, or None when it must not be cached (an adapter, a missing folder)."""
+    from medsft.config import EMBEDDED_MODEL
+    from medsft.models import EMBEDDED_NAME
+
+    if spec == EMBEDDED_MODEL:
+        return f"embedded:{EMBEDDED_NAME}"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file() or not (path / "config.json").is_file():
+            return None  # a run's own adapter (or not a checkpoint): its scores are what the run measures
+        return f"folder:{folder_hash(path)}"
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return f"hub:{spec}"
+    return None
+
+
+def folder_hash(folder: Path) -> str:
+    """sha256 over every file's relative path and contents (a 1 GB checkpoint takes a few seconds)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def item_payload(item: Any) -> Any:
+    """An item as plain data: a synthetic case as its training example, a dataclass as its fields."""
+    if hasattr(item, "to_example"):
+        return item.to_example()
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return dataclasses.asdict(item)
+    return item
+
+
+def data_hash(items: Sequence[Any]) -> str:
+    text = json.dumps([item_payload(i) for i in items], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass(frozen=True)
+class ResultCache:
+    """Cached results of one model with one scorer configuration; `key(task, items)` names one result."""
+
+    identity: str
+    settings: dict[str, Any]
+    root: Path
+
+    def key(self, task: str, items: Sequence[Any]) -> str:
+        parts = {"identity": self.identity, "task": task, "data": data_hash(items), **self.settings}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def path(self, task: str, items: Sequence[Any]) -> Path:
+        name = slug(self.identity.split(":", 1)[1] if self.identity.startswith(("embedded:", "hub:")) else "folder")
+        return self.root / f"{slug(task)}_{name}_{self.key(task, items)[:24]}.json"
+
+    def load(self, task: str, items: Sequence[Any]) -> TaskResult | None:
+        """The cached result for these exact items and settings, marked as cached; None on a miss."""
+        path = self.path(task, items)
+        started = time.perf_counter()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        cache = data.pop("cache", {})
+        if cache.get("key") != self.key(task, items):
+            return None
+        result = TaskResult.from_dict(data)
+        result.settings = {
+            **result.settings,
+            "cached": True,
+            "cached_from": str(path),
+            "cache_key": cache["key"],
+            "seconds_when_computed": result.settings.get("seconds"),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        log.info("%s on %s: cached result from %s", result.model, task, path)
+        return result
+
+    def store(self, task: str, items: Sequence[Any], result: TaskResult) -> Path:
+        data = {**result.to_dict(), "cache": {"key": self.key(task, items), "identity": self.identity,
+                                              "settings": self.settings}}  # fmt: skip
+        return write_json(self.path(task, items), data, overwrite=True)
+
+
+def result_cache(
+    model: Any,
+    scorer_settings: Mapping[str, Any],
+    mode: str,
+    seed: int,
+    config: RunConfig | None = None,
+    generation: Mapping[str, Any] | None = None,
+    root: Path | None = None,
+) -> ResultCache | None:
+    """The cache for a model spec evaluated with these settings, or None when the model must not be cached."""
+    if not isinstance(model, str):
+        return None
+    identity = model_identity(model)
+    if identity is None:
+        return None
+    from medsft.config import build_config
+
+    run = config if config is not None else build_config({})
+    settings = {
+        "mode": mode,
+        "seed": seed,
+        "generation": dict(sorted((generation or {}).items())),
+        "scorer": {**scorer_settings, "version": SCORER_VERSION},
+        "load": {knob: getattr(run, knob) for knob in LOAD_KNOBS},
+        "packages": package_versions(),
+        "cuda": has_cuda(),
+    }
+    return ResultCache(identity, settings, root or cache_root())
