@@ -285,3 +285,22 @@ def test_the_old_mode_spelling_generative_is_still_accepted(tiny_scorer):
     assert evaluate_one(tiny_scorer, "medqa", ITEMS[:1], "generative", 0, max_new_tokens=2).mode == "generate"
     with pytest.raises(ValueError, match="unknown mode 'sample'; choose one of loglikelihood, generate"):
         evaluate_one(tiny_scorer, "medqa", ITEMS[:1], "sample", 0)
+
+
+def test_the_notebook_shows_a_real_test_question_as_scored_with_each_models_loglikelihoods(tiny_scorer):
+    from medsft.config import build_config
+    from medsft.data import load_medqa_eval
+    from medsft.evaluate.compare import compare
+    from medsft.evaluate.prompts import medqa_prompt
+    from medsft.stages import eval_data_frame, scored_example
+
+    config = build_config({"eval_tasks": ["medqa", "synthetic_ood"], "eval_limit": 2})
+    comparison = compare([tiny_scorer], "medqa", items=load_medqa_eval(limit=2))
+    prompt, frame = scored_example(comparison, config)
+    assert prompt == medqa_prompt(load_medqa_eval(limit=1)[0]) and prompt.endswith("\nAnswer:")
+    assert list(frame["continuation"]) == ["' A'", "' B'", "' C'", "' D'"]
+    assert list(frame["tiny"]) == comparison.results[0].questions[0]["scores"]
+    assert list(frame["gold"]).count("✓") == 1
+    sources = eval_data_frame(config).set_index("task")
+    assert sources.loc["medqa", "split"] == "test" and "test.jsonl" in sources.loc["medqa", "source"]
+    assert sources.loc["synthetic_ood", "split"] == "generated" and sources.loc["medqa", "items"] == 2

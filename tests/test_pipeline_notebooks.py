@@ -19,6 +19,7 @@ SMALL = {
     "datasets": "[{name: synthetic, count: 24}]",
     "max_steps": "3",
     "eval_every_steps": "3",
+    "save_every_steps": "3",
     "eval_limit": "4",
     "eval_generate_limit": "2",
     "eval_max_new_tokens": "16",
@@ -67,9 +68,9 @@ def test_pipeline_results_hold_sane_data_training_and_evaluation_numbers(pipelin
     assert math.isfinite(train["train_loss"]) and 0 < train["final_eval_loss"] < train["first_eval_loss"]
     assert train["tokens_per_second"] > 0
     tasks = results["evaluate"]
-    assert set(tasks) == {"medqa", "pubmedqa", "synthetic"}
+    assert set(tasks) == {"medqa", "pubmedqa", "synthetic", "synthetic_ood"}  # the pipeline recipe's tasks
     for task, entry in tasks.items():
-        expected_n = 2 if task == "synthetic" else 4
+        expected_n = 2 if task.startswith("synthetic") else 4
         assert entry["base"]["model"] == "embedded" and entry["tuned"]["model"] == "small-adapter"
         for role in ("base", "tuned"):
             low, high = entry[role]["acc_ci"]
@@ -104,7 +105,8 @@ def test_from_run_evaluates_the_earlier_adapter_in_a_new_folder(pipeline_run: Pa
 
 def test_sweep_runs_a_two_point_grid_and_the_summary_compares_them(tmp_path: Path, embedded_dir: Path):
     base = {key: yaml.safe_load(value) for key, value in SMALL.items()}
-    base |= {"max_steps": 2, "eval_every_steps": 2, "eval_tasks": ["medqa"], "output_dir": str(tmp_path / "out")}
+    base |= {"max_steps": 2, "eval_every_steps": 2, "save_every_steps": 2, "eval_tasks": ["medqa"],
+             "output_dir": str(tmp_path / "out")}
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"name": "ranks", "stages": "data,train,evaluate", "base": base,
                                     "grid": {"lora_r": [4, 8]}}))  # fmt: skip
