@@ -33,7 +33,12 @@ def compliance(run: Path, model: str, task: str) -> float | None:
 
 
 def tables(run: Path) -> str:
-    results = read(run / "results.json")
+    if (run / "results.json").is_file():
+        results = read(run / "results.json")
+    else:  # a run still going (or stopped): the same summary the runner writes when it finishes
+        from medsft.report import run_results
+
+        results = run_results(run)
     evaluation = results["evaluate"]
     lines = [
         "| task | n | base | tuned | tuned − base [95% CI] | McNemar p | format compliance base / tuned |",
