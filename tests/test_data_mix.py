@@ -157,7 +157,7 @@ def test_report_is_json_ready(built):
     _, report = built
     data = json.loads(json.dumps(report.to_dict()))
     assert data["removed"]["exact_duplicate"] == 1 and data["removed"]["near_duplicate"] == 1
-    assert set(data["contamination"]) == {"medqa", "pubmedqa", "synthetic"}
+    assert set(data["contamination"]) == {"medqa", "pubmedqa", "synthetic", "synthetic_ood"}  # the default tasks
     assert len(data["token_lengths"]) == report.train_rows + report.validation_rows
 
 
