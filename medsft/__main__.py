@@ -9,6 +9,10 @@ medsft sweep  GRID.yaml   the pipeline for every combination of a grid, then not
 medsft eval   --model SPEC --task medqa|pubmedqa|synthetic --out FILE.json [--data FILE] [--split test|dev]
               [--limit N] [--mode loglikelihood|generate] [--batch-size N] [--seed N] [--overwrite]
               one model on one task: per-question predictions, accuracy with n and a 95% interval
+medsft export RUN_DIR [--quant q8_0,q4_k_m] [--push REPO_ID] [--strict] [--allow-failed] [--overwrite]
+              merged 16-bit + checked GGUF files + model card; exits 1 if a file fails its check
+medsft chat   (RUN_DIR | --gguf FILE) [--prompt TEXT]   chat offline with the run's Q8_0 GGUF (or FILE)
+medsft serve  (RUN_DIR | --gguf FILE) [--host 127.0.0.1] [--port 8000]   OpenAI-compatible local server
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import typing
@@ -230,6 +235,164 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_HELP = (
+    "Merge the run's LoRA adapter, convert and quantize to GGUF with llama.cpp, check every file against the "
+    "merged 16-bit model (chat template, stop tokens, first greedy tokens, accuracy on the same questions) and "
+    "write the model card. A file that fails its check is kept as <name>.rejected.gguf (deleted with --strict), "
+    "marked failed in export.json and the card, and the command exits 1 unless --allow-failed."
+)
+CHAT_HELP = (
+    "Chat offline through llama.cpp with the run's GGUF (Q8_0 unless --quant) or --gguf FILE: the model's own "
+    "chat template, the reasoning shown apart from the answer, the research-only disclaimer after every reply."
+)
+SERVE_HELP = (
+    "llama-cpp-python's OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models, /health) on "
+    "the run's GGUF or --gguf FILE, bound to 127.0.0.1 unless --host. Every response carries the research-only "
+    "disclaimer (X-Medsft-Disclaimer header, and a disclaimer field in JSON bodies); <think> blocks come back "
+    "inside the message content."
+)
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with a trained adapter")
+    parser.add_argument("--quant", help="comma-separated: f16,q8_0,q5_k_m,q4_k_m (default: the run's config)")
+    parser.add_argument("--push", metavar="REPO_ID", help="upload adapter, merged, GGUF and card (needs HF_TOKEN)")
+    parser.add_argument("--strict", action="store_true", help="delete a file that fails its check (default: keep "
+                        "it as *.rejected.gguf)")  # fmt: skip
+    parser.add_argument("--allow-failed", action="store_true", help="exit 0 even if a file failed its check")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export of this run")
+
+
+def export_inputs(args: argparse.Namespace) -> tuple[Path, list[str] | None]:
+    """The adapter to export (this run's or the run it was started from) and the quantizations; ValueError with
+    one line naming what is missing, before anything loads."""
+    from medsft.export import check_quantizations
+    from medsft.pipeline import find_artifact
+
+    run_dir = args.run_dir
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder (give a folder under outputs/ that a run wrote)")
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir} is not a run folder (no config.yaml); give the folder a training run wrote")
+    adapter = find_artifact(run_dir, "adapter")
+    if adapter is None or not (adapter / "adapter_config.json").is_file():
+        raise ValueError(f"{run_dir} has no trained adapter (adapter/adapter_config.json); train first: medsft run")
+    quants = check_quantizations(args.quant.split(",")) if args.quant else None
+    if args.push and not os.environ.get("HF_TOKEN"):
+        raise ValueError("--push needs a Hugging Face token in the HF_TOKEN environment variable")
+    return adapter, quants
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """`medsft export`: input errors exit 2 before any model loads; a file that fails its check exits 1 (it is
+    kept as *.rejected.gguf, or deleted with --strict) unless --allow-failed."""
+    from medsft.export import ExportError, VerificationError, export_run, push_to_hub
+    from medsft.llamacpp import ToolchainError
+
+    try:
+        adapter, quants = export_inputs(args)
+    except ValueError as err:  # ExportError from check_quantizations is a RuntimeError: caught below
+        print(f"medsft: {err}", file=sys.stderr)
+        return 2
+    except ExportError as err:
+        print(f"medsft: --quant: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="medsft: %(message)s")
+    try:
+        result = export_run(args.run_dir, quants, adapter_dir=adapter, overwrite=args.overwrite, strict=args.strict)
+    except FileExistsError as err:
+        print(f"medsft: {str(err).split(';')[0]}; pass --overwrite to replace the earlier export", file=sys.stderr)
+        return 2
+    except (VerificationError, ExportError, ToolchainError) as err:
+        print(f"medsft: export failed: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(export_summary(result.files)))
+    print(f"model card: {result.model_card}")
+    if result.failed and not args.allow_failed:
+        print(
+            f"medsft: {', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
+            "or pass --allow-failed to accept this export",
+            file=sys.stderr,
+        )
+        return 1
+    if args.push:
+        print(f"uploaded: {push_to_hub(args.run_dir, args.push)}")
+    return 0
+
+
+def export_summary(files: list[dict[str, Any]]) -> list[str]:
+    """One line per GGUF: verdict, where it is, size, first-token agreement, accuracy against 16-bit."""
+    lines = []
+    for item in files:
+        check = item["verification"]
+        accuracy = ", ".join(
+            f"{task} {acc['acc']:.3f} vs 16-bit {acc['reference_acc']:.3f} (n={acc['n']})"
+            for task, acc in item["accuracy"].items()
+        )
+        where = Path(item["path"]).name if item["path"] else "deleted"
+        lines.append(
+            f"{item['quantization']:7} {'passed' if item['passed'] else 'FAILED':6}  {where}  "
+            f"{item['size']['file_mib']} MiB  first tokens {check['first_tokens_agree']}/"
+            f"{check['first_tokens_compared']}" + (f"  {accuracy}" if accuracy else "")
+        )
+        lines += [f"        why: {reason}" for reason in item["reasons"]]
+    return lines
+
+
+def add_gguf_arguments(parser: argparse.ArgumentParser) -> None:
+    """RUN_DIR or --gguf FILE, for chat and serve."""
+    parser.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="a run folder with an exported GGUF")
+    parser.add_argument("--gguf", type=Path, metavar="FILE", help="a GGUF file instead of RUN_DIR")
+    parser.add_argument("--quant", default="q8_0", help="which of the run's GGUF files (default q8_0)")
+    parser.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens (default 4096)")
+
+
+def chat_command(args: argparse.Namespace) -> int:
+    from medsft.chat import resolve_gguf, run_chat
+
+    try:
+        gguf = resolve_gguf(args.run_dir, args.gguf, args.quant)
+    except ValueError as err:
+        print(f"medsft: {err}", file=sys.stderr)
+        return 2
+    return run_chat(gguf, args.prompt, args.system, args.max_tokens, args.temperature, args.n_ctx)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from medsft.chat import resolve_gguf
+    from medsft.server import serve
+
+    try:
+        gguf = resolve_gguf(args.run_dir, args.gguf, args.quant)
+    except ValueError as err:
+        print(f"medsft: {err}", file=sys.stderr)
+        return 2
+    return serve(gguf, args.host, args.port, args.n_ctx)
+
+
+def add_ship_commands(commands: Any) -> dict[str, argparse.ArgumentParser]:
+    """export, chat and serve: the same code the export and chat notebooks call."""
+    export = one_line_errors(commands.add_parser(
+        "export", help="merged model + checked GGUF files + model card", description=EXPORT_HELP
+    ))  # fmt: skip
+    add_export_arguments(export)
+    chat = one_line_errors(commands.add_parser(
+        "chat", help="chat offline with a GGUF (the run's Q8_0 by default)", description=CHAT_HELP
+    ))  # fmt: skip
+    add_gguf_arguments(chat)
+    chat.add_argument("--prompt", help="ask one question and exit (default: interactive)")
+    chat.add_argument("--system", help="a system message")
+    chat.add_argument("--max-tokens", type=int, default=768, help="reply length cap (default 768)")
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    serve = one_line_errors(commands.add_parser(
+        "serve", help="OpenAI-compatible server on a GGUF (127.0.0.1)", description=SERVE_HELP
+    ))  # fmt: skip
+    add_gguf_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    return {"export": export, "chat": chat, "serve": serve}
+
+
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Argument errors as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
 
@@ -276,13 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     add_output_arguments(sweep)
     evaluate = one_line_errors(commands.add_parser("eval", help="evaluate one model on one task into a JSON file"))
     add_eval_arguments(evaluate)
+    one_line = {"eval": evaluate, **add_ship_commands(commands)}
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        (evaluate if args.command == "eval" else parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        one_line.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command in ("run", "sweep"):
         return run_command(args)
-    if args.command == "eval":
-        return eval_command(args)
+    handlers = {"eval": eval_command, "export": export_command, "chat": chat_command, "serve": serve_command}
+    if args.command in handlers:
+        return handlers[args.command](args)
     try:
         config = config_from_args(args)
     except ConfigError as err:

@@ -1,7 +1,8 @@
 """One interface shaped like Unsloth's FastLanguageModel, with two real implementations.
 
-- `UnslothBackend`: Unsloth's `FastLanguageModel` (4-bit QLoRA, its gradient checkpointing, its merged and
-  GGUF savers). Chosen when CUDA is available and `unsloth` imports.
+- `UnslothBackend`: Unsloth's `FastLanguageModel`, or `FastModel` for multimodal checkpoints as Unsloth's own
+  notebooks do (4-bit QLoRA, its gradient checkpointing, its merged and GGUF savers). Chosen when CUDA is
+  available and `unsloth` imports.
 - `TransformersBackend`: transformers + peft with the same calls. Chosen otherwise (CPU laptops, CI), and
   what the tests and the CPU demo run.
 
@@ -93,6 +94,42 @@ def select_backend(preference: str = "auto") -> Backend:
     return backend
 
 
+# Checkpoints whose config carries a vision (or audio) tower: Unsloth's notebooks load these with FastModel.
+# Names are the fallback when the config cannot be read (a hub id, offline, nothing cached).
+MULTIMODAL_NAME_HINTS = ("gemma-3-4b", "gemma-3-12b", "gemma-3-27b", "gemma-3n", "gemma-4")
+
+
+def is_multimodal(config: Any) -> bool:
+    """Whether a model config (object or dict) describes a checkpoint with a vision or audio tower."""
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    return get("vision_config") is not None or get("audio_config") is not None
+
+
+def read_model_config(location: str) -> dict[str, Any] | None:
+    """config.json of a local folder, or of a hub id if it is cached or reachable; None if neither."""
+    local = Path(location) / "config.json"
+    if local.is_file():
+        return json.loads(local.read_text(encoding="utf-8"))
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(location, token=os.environ.get("HF_TOKEN")).to_dict()
+    except (OSError, ValueError):
+        return None
+
+
+def unsloth_loader(location: str) -> Any:
+    """FastModel for multimodal checkpoints (Gemma 3 4B+, Gemma 3n, Gemma 4), FastLanguageModel otherwise."""
+    from unsloth import FastLanguageModel, FastModel
+
+    adapter = Path(location) / "adapter_config.json"
+    if adapter.is_file() and not (Path(location) / "config.json").is_file():  # an adapter: its base decides
+        location = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    config = read_model_config(location)
+    multimodal = is_multimodal(config) if config else any(h in location.lower() for h in MULTIMODAL_NAME_HINTS)
+    return FastModel if multimodal else FastLanguageModel
+
+
 @dataclass
 class Backend:
     """Load a model, add LoRA, save the adapter, save merged 16-bit — the calls Unsloth users know."""
@@ -123,37 +160,55 @@ class UnslothBackend(Backend):
 
     def load(self, config: RunConfig) -> tuple[Any, Any]:
         import torch
-        from unsloth import FastLanguageModel
 
         source = resolve_model(config.model)
+        loader = unsloth_loader(source.location)
         dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)  # None: Unsloth picks bf16/fp16
-        model, tokenizer = FastLanguageModel.from_pretrained(
+        model, tokenizer = loader.from_pretrained(
             model_name=source.location,
             max_seq_length=config.max_seq_length,
             load_in_4bit=config.load_in_4bit,
             dtype=dtype,
             token=os.environ.get("HF_TOKEN"),
         )
+        # FastModel returns the multimodal checkpoint's processor; text-only training needs its tokenizer
+        # (the label code asks for offsets, which only a tokenizer gives).
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         if config.chat_template:
             from unsloth.chat_templates import get_chat_template
 
             tokenizer = get_chat_template(tokenizer, chat_template=config.chat_template)
-        log.info("loaded %s with Unsloth (%s)", source.location, "4-bit" if config.load_in_4bit else "16-bit")
+        log.info(
+            "loaded %s with Unsloth's %s (%s)",
+            source.location,
+            loader.__name__,
+            "4-bit" if config.load_in_4bit else "16-bit",
+        )
         return model, tokenizer
 
     def add_lora(self, model: Any, config: RunConfig) -> Any:
-        from unsloth import FastLanguageModel
+        from unsloth import FastLanguageModel, FastModel
 
-        return FastLanguageModel.get_peft_model(
-            model,
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            bias="none",
-            use_gradient_checkpointing="unsloth",  # Unsloth's offloaded checkpointing: less VRAM, same speed
-            random_state=config.seed,
-        )
+        common = {
+            "r": config.lora_r,
+            "lora_alpha": config.lora_alpha,
+            "lora_dropout": config.lora_dropout,
+            "target_modules": config.lora_target_modules,
+            "bias": "none",
+            "use_gradient_checkpointing": "unsloth",  # Unsloth's offloaded checkpointing: less VRAM, same speed
+            "random_state": config.seed,
+        }
+        if is_multimodal(model.config):
+            # As Unsloth's Gemma 3 (4B+) / Gemma 4 notebooks: LoRA on the language model only.
+            return FastModel.get_peft_model(
+                model,
+                finetune_vision_layers=False,
+                finetune_language_layers=True,
+                finetune_attention_modules=True,
+                finetune_mlp_modules=True,
+                **common,
+            )
+        return FastLanguageModel.get_peft_model(model, **common)
 
     def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
         with staged_folder(path, overwrite) as tmp:
@@ -211,12 +266,17 @@ class TransformersBackend(Backend):
         return get_peft_model(model, lora)
 
     def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
-        """Merge LoRA into a copy of the weights and save it in bf16; the trained model stays as it was."""
+        """Merge LoRA into a copy of the weights and save it in bf16; the trained model stays as it was.
+
+        A 4-bit (QLoRA) model is not merged into its own weights: folding the adapter into 4-bit blocks rounds
+        it away, and a quantized model cannot be cast to bf16. Its base is reloaded in 16-bit instead and the
+        adapter merged into that, as QLoRA merges are done.
+        """
         import torch
 
         with staged_folder(path, overwrite) as tmp:
-            merged = merged_copy(model).to(torch.bfloat16)
-            merged.save_pretrained(str(tmp))
+            merged = merged_16bit_reload(model) if is_quantized(model) else merged_copy(model)
+            merged.to(torch.bfloat16).save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
         return Path(path)
 
@@ -258,6 +318,26 @@ def merged_copy(model: Any) -> Any:
 
     duplicate = copy.deepcopy(model)
     return duplicate.merge_and_unload() if isinstance(duplicate, PeftModel) else duplicate
+
+
+def is_quantized(model: Any) -> bool:
+    """Whether any layer holds bitsandbytes-quantized weights (4-bit or 8-bit)."""
+    return any(type(module).__name__ in ("Linear4bit", "Linear8bitLt") for module in model.modules())
+
+
+def merged_16bit_reload(model: Any) -> Any:
+    """The base model reloaded in bf16 with this LoRA adapter merged in (for a model trained in 4-bit)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base_location = model.peft_config["default"].base_model_name_or_path
+    with tempfile.TemporaryDirectory(prefix="medsft-adapter-") as adapter:
+        model.save_pretrained(adapter)
+        base = AutoModelForCausalLM.from_pretrained(
+            base_location, dtype=torch.bfloat16, token=os.environ.get("HF_TOKEN")
+        )
+        return PeftModel.from_pretrained(base, adapter).merge_and_unload()
 
 
 class staged_folder:  # noqa: N801 - used as a context manager like tempfile's helpers

@@ -1,9 +1,10 @@
 """Offline chat with a GGUF file through llama.cpp: the model's own chat template, streamed tokens, the
 `<think>` block shown apart from the answer, and the research-only disclaimer after every reply.
 
+    medsft chat outputs/<run-id>                                               # the run's Q8_0 GGUF
     python -m medsft.chat --gguf outputs/<run-id>/gguf/<file>.gguf              # interactive
     python -m medsft.chat --gguf FILE --prompt "A 58-year-old man has ..."     # one question
-    python -m medsft.chat --gguf FILE --serve --port 8000                      # OpenAI-compatible server
+    python -m medsft.chat --gguf FILE --serve --port 8000                      # = medsft serve --gguf FILE
 
 Nothing leaves the machine: the model is a local file and llama.cpp runs on the CPU.
 """
@@ -118,8 +119,9 @@ def delta_texts(stream: Iterable[dict[str, Any]], raw: list[str] | None = None) 
             yield text
 
 
-def print_reply(parts: Iterable[tuple[str, str]], out: Any = sys.stdout) -> None:
+def print_reply(parts: Iterable[tuple[str, str]], out: Any = None) -> None:
     """Stream a reply: reasoning under a dim "thinking" heading, then the answer, then the disclaimer."""
+    out = out or sys.stdout  # looked up per call: a default bound at import would outlive a replaced stdout
     shown = None
     dim, reset = ("\033[2m", "\033[0m") if out.isatty() else ("", "")
     for kind, text in parts:
@@ -142,16 +144,47 @@ def collect(stream: Iterable[tuple[str, str]], parts: dict[str, str]) -> Iterato
 
 
 def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
-    """The run's GGUF of that quantization (in this run or the one it was started from), else its first GGUF."""
-    from medsft.export.gguf import LLAMA_CPP_TYPES
+    """The run's GGUF of that quantization (in this run or the one it was started from), else its first GGUF.
+    Files that failed their export check (`*.rejected.gguf`) are never chosen."""
+    from medsft.export.gguf import LLAMA_CPP_TYPES, REJECTED_SUFFIX
     from medsft.pipeline import find_artifact
 
     folder = find_artifact(run_dir, "gguf")
-    files = sorted(folder.glob("*.gguf")) if folder else []
+    every = sorted(folder.glob("*.gguf")) if folder else []
+    files = [f for f in every if not f.name.endswith(REJECTED_SUFFIX)]
+    if not files and every:
+        raise FileNotFoundError(
+            f"every GGUF in {folder} failed its export check (see export.json); export another quantization"
+        )
     if not files:
-        raise FileNotFoundError(f"no GGUF file in {run_dir}/gguf; run the export stage (04_export) first")
+        raise FileNotFoundError(f"no GGUF file in {run_dir}/gguf; run the export first: medsft export {run_dir}")
     suffix = f"-{LLAMA_CPP_TYPES.get(quantization.lower(), quantization.upper())}.gguf"
     return next((f for f in files if f.name.endswith(suffix)), files[0])
+
+
+def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q8_0") -> Path:
+    """The GGUF `medsft chat` / `medsft serve` use: `--gguf FILE`, or the run's file of that quantization.
+    Raises ValueError with one line saying what is missing and what to run."""
+    from medsft.export.gguf import REJECTED_SUFFIX
+    from medsft.pipeline import find_artifact
+
+    if (run_dir is None) == (gguf is None):
+        raise ValueError("give a RUN_DIR or --gguf FILE (exactly one)")
+    if gguf is not None:
+        if not gguf.is_file():
+            raise ValueError(f"--gguf {gguf}: file not found; export one with: medsft export RUN_DIR")
+        if gguf.name.endswith(REJECTED_SUFFIX):
+            raise ValueError(f"--gguf {gguf}: this file failed its export check (see export.json); use one that passed")
+        return gguf
+    assert run_dir is not None
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder (give a folder under outputs/ that a run wrote)")
+    if not any(find_artifact(run_dir, name) for name in ("gguf", "adapter", "merged")):
+        raise ValueError(f"{run_dir} holds no trained model (no adapter/, merged/ or gguf/); train first: medsft run")
+    try:
+        return find_gguf(run_dir, quantization)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from None
 
 
 def chat_stage(
@@ -186,20 +219,34 @@ def chat_stage(
     return result
 
 
-def serve(path: Path, host: str, port: int, n_ctx: int) -> int:
-    """llama-cpp-python's OpenAI-compatible server on this GGUF (its chat template comes from the file)."""
+def run_chat(
+    gguf: Path,
+    prompt: str | None = None,
+    system: str | None = None,
+    max_tokens: int = 768,
+    temperature: float = 0.0,
+    n_ctx: int = 4096,
+) -> int:
+    """One question (`prompt`) or an interactive session with a GGUF; 2 when the file cannot be loaded."""
+    from medsft.llamacpp import ToolchainError
+
     try:
-        from llama_cpp.server.__main__ import main as server_main
-    except ImportError as err:
-        print(
-            f"medsft: the server needs llama-cpp-python's server extras ({err.name} is missing): "
-            "pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings",
-            file=sys.stderr,
-        )
+        chat = GgufChat(gguf, system=system, n_ctx=n_ctx, max_tokens=max_tokens, temperature=temperature)
+    except (ToolchainError, ValueError) as err:
+        print(f"medsft: cannot load {gguf}: {err}", file=sys.stderr)
         return 2
-    sys.argv = ["llama_cpp.server", "--model", str(path), "--host", host, "--port", str(port), "--n_ctx", str(n_ctx)]
-    print(f"serving {path} at http://{host}:{port}/v1 (OpenAI-compatible). {DISCLAIMER}")
-    server_main()
+    if prompt:
+        print_reply(chat.ask(prompt))
+        return 0
+    print(f"Chatting with {gguf.name} offline. Empty line or Ctrl-D to quit.\n{DISCLAIMER}\n")
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        print_reply(chat.ask(question))
     return 0
 
 
@@ -211,37 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--n-ctx", type=int, default=4096)
-    parser.add_argument("--serve", action="store_true", help="run an OpenAI-compatible server instead")
+    parser.add_argument("--serve", action="store_true", help="run the OpenAI-compatible server (= medsft serve)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     if not args.gguf.is_file():
-        print(f"medsft: GGUF file not found: {args.gguf} (export one with medsft.export.export_run)", file=sys.stderr)
+        print(f"medsft: GGUF file not found: {args.gguf} (export one with: medsft export RUN_DIR)", file=sys.stderr)
         return 2
     if args.serve:
-        return serve(args.gguf, args.host, args.port, args.n_ctx)
-    from medsft.llamacpp import ToolchainError
+        from medsft.server import serve
 
-    try:
-        chat = GgufChat(
-            args.gguf, system=args.system, n_ctx=args.n_ctx, max_tokens=args.max_tokens, temperature=args.temperature
-        )
-    except (ToolchainError, ValueError) as err:
-        print(f"medsft: cannot load {args.gguf}: {err}", file=sys.stderr)
-        return 2
-    if args.prompt:
-        print_reply(chat.ask(args.prompt))
-        return 0
-    print(f"Chatting with {args.gguf.name} offline. Empty line or Ctrl-D to quit.\n{DISCLAIMER}\n")
-    while True:
-        try:
-            question = input("you> ").strip()
-        except EOFError:
-            break
-        if not question:
-            break
-        print_reply(chat.ask(question))
-    return 0
+        return serve(args.gguf, args.host, args.port, args.n_ctx)
+    return run_chat(args.gguf, args.prompt, args.system, args.max_tokens, args.temperature, args.n_ctx)
 
 
 if __name__ == "__main__":

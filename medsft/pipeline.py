@@ -52,6 +52,7 @@ REUSE_OVERRIDES = (
     "eval_mode",
     "export_quantizations",
     "export_check_items",
+    "export_min_token_agreement",
     "output_dir",
     "run_id",
 )

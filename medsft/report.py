@@ -105,7 +105,8 @@ def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None =
                     row[f"{task}_{role}_acc"] = entry[role]["acc"]
                     row[f"{task}_{role}_ci"] = entry[role]["acc_ci"]
         for size in run.get("export", {}).get("size_table", []):
-            row[f"gguf_{size['quantization']}_mib"] = size.get("file_mib")
+            if size.get("passed", True):  # a file that failed its export check is not a result to compare
+                row[f"gguf_{size['quantization']}_mib"] = size.get("file_mib")
         rows.append(row)
     return pd.DataFrame(rows)
 

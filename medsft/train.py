@@ -80,6 +80,23 @@ def pack_examples(examples: list[dict[str, list[int]]]) -> dict[str, torch.Tenso
     return {"input_ids": as_row(input_ids), "labels": as_row(labels), "position_ids": as_row(positions)}
 
 
+def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch; the labels medsft built are passed through untouched (padding is -100).
+
+    The GPU path uses this instead of TRL's default collator, which rebuilds labels from its own masks: with
+    an explicit collator the response-only labels reach the loss whatever the installed TRL/Unsloth does.
+    """
+    longest = max(len(example["input_ids"]) for example in examples)
+    ids, labels, mask = [], [], []
+    for example in examples:
+        gap = longest - len(example["input_ids"])
+        ids.append(list(example["input_ids"]) + [pad_id] * gap)
+        labels.append(list(example["labels"]) + [IGNORE_INDEX] * gap)
+        mask.append([1] * len(example["input_ids"]) + [0] * gap)
+    as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long)  # noqa: E731
+    return {"input_ids": as_tensor(ids), "labels": as_tensor(labels), "attention_mask": as_tensor(mask)}
+
+
 class Throughput(TrainerCallback):
     """Real (non-padding) tokens and the wall time of optimizer steps only (evaluation and saving excluded)."""
 
@@ -241,6 +258,51 @@ def load_for_training(config: RunConfig, backend: Backend) -> tuple[Any, Any]:
         ) from err
 
 
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    backend: Backend,
+    config: RunConfig,
+    run_dir: Path,
+    train_rows: list[dict],
+    validation_rows: list[dict],
+    throughput: Throughput,
+    steps: int,
+) -> MedsftTrainer:
+    """TRL's SFTTrainer on already tokenised rows, with medsft's collator, logging and early stopping.
+
+    transformers backend: packed micro-batches and the sparse LM-head loss (the CPU step). Unsloth: padded
+    micro-batches and Unsloth's own patched step; both read the same response-only labels.
+    """
+    import functools
+
+    from datasets import Dataset
+
+    with_eval = bool(validation_rows) and config.eval_every_steps > 0
+    sparse = backend.name == "transformers"
+    collator = pack_examples if sparse else functools.partial(pad_examples, pad_id=tokenizer.pad_token_id)
+    trainer = MedsftTrainer(
+        model=model,
+        args=sft_arguments(config, run_dir, torch.cuda.is_available(), with_eval, steps),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(validation_rows) if with_eval else None,
+        processing_class=tokenizer,
+        data_collator=collator,
+        sparse_head=sparse,
+        throughput=throughput,
+    )
+    trainer.add_callback(throughput)
+    trainer.add_callback(JsonlLog(run_dir / "train_log.jsonl", throughput))
+    if with_eval and config.early_stopping_patience:
+        trainer.add_callback(
+            EarlyStoppingCallback(
+                early_stopping_patience=config.early_stopping_patience,
+                early_stopping_threshold=config.early_stopping_threshold,
+            )
+        )
+    return trainer
+
+
 def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
     """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/.
 
@@ -254,7 +316,6 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
 
         sources = validate_sources(config)  # bad rows fail here, before any model loads
     run_dir = claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
-    has_cuda = torch.cuda.is_available()
     # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
     backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)
     model, tokenizer = load_for_training(config, backend)
@@ -271,37 +332,15 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
     steps = DRY_RUN_STEPS if config.dry_run else config.max_steps
     model = backend.add_lora(model, config)
 
-    from datasets import Dataset
-
     throughput = Throughput()
-    with_eval = bool(validation_rows) and config.eval_every_steps > 0
-    sparse = backend.name == "transformers"
-    trainer = MedsftTrainer(
-        model=model,
-        args=sft_arguments(config, run_dir, has_cuda, with_eval, steps),
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(validation_rows) if with_eval else None,
-        processing_class=tokenizer,
-        data_collator=pack_examples if sparse else None,
-        sparse_head=sparse,
-        throughput=throughput,
-    )
-    trainer.add_callback(throughput)
-    trainer.add_callback(JsonlLog(run_dir / "train_log.jsonl", throughput))
-    if with_eval and config.early_stopping_patience:
-        trainer.add_callback(
-            EarlyStoppingCallback(
-                early_stopping_patience=config.early_stopping_patience,
-                early_stopping_threshold=config.early_stopping_threshold,
-            )
-        )
+    trainer = build_trainer(model, tokenizer, backend, config, run_dir, train_rows, validation_rows, throughput, steps)
     checkpoint = (
         get_last_checkpoint(trainer.args.output_dir) if config.resume and (run_dir / "checkpoints").is_dir() else None
     )
     if checkpoint:
         log.info("resuming from %s", checkpoint)
         truncate_log(run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
-    with packed_attention(trainer.model) if sparse else contextlib.nullcontext():
+    with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
         output = trainer.train(resume_from_checkpoint=checkpoint)
     adapter_dir = backend.save_adapter(trainer.model, tokenizer, run_dir / "adapter", overwrite=config.resume)
 

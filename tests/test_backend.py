@@ -79,6 +79,19 @@ def test_merged_16bit_matches_the_adapter_and_leaves_the_model_trainable(tiny_ge
     assert any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
 
 
+def test_a_quantized_model_is_merged_into_its_base_reloaded_in_16bit(tiny_gemma_dir, tmp_path):
+    """The QLoRA route (a 4-bit model cannot be cast to bf16): reload the base in bf16, merge the adapter."""
+    from medsft.backend import is_quantized, merged_16bit_reload
+
+    backend, model, _ = _lora_model(tiny_gemma_dir)
+    ids = torch.tensor([[2, 105, 2364, 107, 1596, 106]])
+    expected = model(input_ids=ids).logits
+    assert not is_quantized(model)  # bitsandbytes needs CUDA; the reload itself is plain transformers + peft
+    merged = merged_16bit_reload(model)
+    assert merged.dtype == torch.bfloat16 and not any("lora" in k for k in merged.state_dict())
+    torch.testing.assert_close(merged.float()(input_ids=ids).logits, expected, atol=0.05, rtol=0.05)
+
+
 def test_saving_never_silently_replaces_an_existing_folder(tiny_gemma_dir, tmp_path):
     backend, model, tokenizer = _lora_model(tiny_gemma_dir)
     target = tmp_path / "adapter"

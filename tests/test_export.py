@@ -93,7 +93,7 @@ def exported(tiny_run: Path):
 def test_export_writes_verified_files_and_a_card(exported, tiny_run: Path) -> None:
     names = sorted(p.name for p in (tiny_run / "gguf").iterdir())
     assert len(names) == 3 and names[0] == "README.md"
-    assert names[1].endswith("-tiny-run-Q4_K_M.gguf") and names[2].endswith("-tiny-run-Q8_0.gguf")
+    assert "-tiny-run-Q4_K_M" in names[1] and names[2].startswith("tiny-gemma0-tiny-run-Q8_0")
     assert not list(tiny_run.rglob("*.partial")), "no temporary file may survive a finished export"
     assert (tiny_run / "merged" / "config.json").is_file()
     record = json.loads((tiny_run / "export.json").read_text())
@@ -111,7 +111,29 @@ def test_export_writes_verified_files_and_a_card(exported, tiny_run: Path) -> No
     assert 0.02 < sizes["q8_0"]["ram_gib"] < 4
     card = (tiny_run / "model_card.md").read_text()
     assert DISCLAIMER in card and "## Intended use" in card and "## Limitations" in card
-    assert "| q8_0 | medqa | 4 |" in card and (tiny_run / "gguf" / "README.md").read_text() == card
+    q8_0 = record["files"][0]["verification"]
+    row = f"{q8_0['first_tokens_agree']}/{q8_0['first_tokens_compared']} | medqa | 4 |"
+    assert row in card and (tiny_run / "gguf" / "README.md").read_text() == card
+
+
+def test_export_fails_closed_on_the_real_files(exported, tiny_run: Path) -> None:
+    """Each real file's verdict follows from its measured numbers, and only a file that passed carries a good
+    file's name. (On the random tiny model the 4-bit file leaves 16-bit's greedy path at once, 1 of 16 tokens
+    on the reference machine, so it is the one rejected there.)"""
+    from medsft.config import RunConfig
+    from medsft.export.verify import judge
+
+    record = json.loads((tiny_run / "export.json").read_text())
+    card = (tiny_run / "model_card.md").read_text()
+    for item in record["files"]:
+        verdict = judge(item, RunConfig.export_min_token_agreement)
+        assert (item["passed"], item["reasons"]) == (verdict.passed, verdict.reasons)
+        name = Path(item["path"]).name
+        assert name.endswith(".rejected.gguf") != item["passed"]
+        assert item["status"] == ("passed" if item["passed"] else "rejected")
+        assert f"| {name} | {item['quantization']} | {'passed' if item['passed'] else '**FAILED**'} |" in card
+    assert record["failed"] == [f["quantization"] for f in record["files"] if not f["passed"]]
+    assert exported.failed == record["failed"]
 
 
 def test_f16_gguf_scores_like_the_merged_checkpoint(exported, tiny_run: Path, tmp_path: Path) -> None:

@@ -6,9 +6,13 @@ result = export_run("outputs/<run-id>")             # config.export_quantization
 result.size_table                                    # file size and measured RAM per file
 ```
 
+A file that fails its check (too few first greedy tokens agree with 16-bit, or accuracy below 16-bit beyond its
+goal) is kept as `*.rejected.gguf` and listed in `result.failed`, never under a good file's name.
+
 Modules, one concern each: `gguf` (converter and quantizer calls, names), `verify` (template, stop tokens,
-first tokens), `sizes` (file size, measured RAM), `card` (model card), `hub` (optional upload), `save`
-(the orchestration). The llama.cpp toolchain itself is `medsft.llamacpp`; chat is `medsft.chat`.
+first tokens, the pass/fail verdict), `sizes` (file size, measured RAM), `card` (model card), `hub` (optional
+upload), `save` (the orchestration), `views` (the notebook's tables). The llama.cpp toolchain itself is
+`medsft.llamacpp`; chat is `medsft.chat`, the local server `medsft.server`.
 """
 
 from medsft.export.gguf import ExportError, check_quantizations

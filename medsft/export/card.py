@@ -71,17 +71,34 @@ def evaluation_rows(run_dir: Path) -> list[str]:
     return rows
 
 
+def check_text(passed: bool | None) -> str:
+    """A file's verdict as the card shows it; records from before fail-closed export have none."""
+    return "—" if passed is None else "passed" if passed else "**FAILED**"
+
+
 def quantization_rows(export: dict[str, Any] | None) -> list[str]:
     rows = []
     for item in (export or {}).get("files", []):
-        for task, check in item.get("accuracy", {}).items():
-            low, high = check.get("diff_ci") or [None, None]
-            rows.append(
-                f"| {item['quantization']} | {task} | {check['n']} | {fmt(check['acc'])} | "
-                f"{fmt(check['reference_acc'])} | "
+        verification = item.get("verification", {})
+        tokens = f"{verification.get('first_tokens_agree', '—')}/{verification.get('first_tokens_compared', '—')}"
+        for task, check in item.get("accuracy", {}).items() or {"—": None}.items():
+            low, high = (check or {}).get("diff_ci") or [None, None]
+            numbers = "| | | | |" if check is None else (
+                f"| {check['n']} | {fmt(check['acc'])} | {fmt(check['reference_acc'])} | "
                 f"{fmt(check['diff'])} [{fmt(low)}, {fmt(high)}] |"
-            )
+            )  # fmt: skip
+            rows.append(f"| {item['quantization']} | {check_text(item.get('passed'))} | {tokens} | {task} {numbers}")
     return rows
+
+
+def failure_lines(export: dict[str, Any] | None) -> list[str]:
+    """One line per file that failed its check: where it went and why (never presented as a usable file)."""
+    lines = []
+    for item in (export or {}).get("files", []):
+        if item.get("passed") is False:
+            where = Path(item["path"]).name if item.get("path") else "deleted"
+            lines.append(f"- **{item['quantization']} failed its check** ({where}): {'; '.join(item['reasons'])}")
+    return ["", "Files that failed their check are not for use:", "", *lines] if lines else []
 
 
 def card_text(run_dir: Path, export: dict[str, Any] | None = None) -> str:
@@ -158,26 +175,30 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None) -> str:
         *(evaluation_rows(run_dir) or ["| — | not evaluated in this run | | | |"]),
         "",
         "## Files and quantization",
-        "| file | quantization | size (MiB) | RAM to chat (GiB, measured) |",
-        "| --- | --- | --- | --- |",
+        "| file | quantization | check | size (MiB) | RAM to chat (GiB, measured) |",
+        "| --- | --- | --- | --- | --- |",
         *[
-            f"| {r['file']} | {r['quantization']} | {r['file_mib']} | "
+            f"| {r['file']} | {r['quantization']} | {check_text(r.get('passed'))} | {r['file_mib']} | "
             f"{fmt(r['ram_gib']) + ' (n_ctx ' + str(r['n_ctx']) + ')' if r['ram_gib'] else '—'} |"
             for r in (export or {}).get("size_table", [])
         ],
         "",
-        "Accuracy of each GGUF against the merged 16-bit checkpoint on the same questions:",
+        "Each GGUF against the merged 16-bit checkpoint: its first greedy tokens on a fixed prompt, and accuracy "
+        "on the same questions. A file fails when too few first tokens agree or it scores below 16-bit by more "
+        "than its goal with the interval excluding the goal.",
         "",
-        "| quantization | task | n | GGUF acc | 16-bit acc | difference [95% CI] |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *(quantization_rows(export) or ["| — | not measured | | | | |"]),
+        "| quantization | check | first tokens = 16-bit | task | n | GGUF acc | 16-bit acc | difference [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(quantization_rows(export) or ["| — | | | not measured | | | | |"]),
+        *failure_lines(export),
         "",
         "## Limitations",
         *[f"- {item}" for item in LIMITATIONS],
         "",
         "## Use offline",
         "```bash",
-        "python -m medsft.chat --gguf <file>.gguf",
+        "medsft chat --gguf <file>.gguf                   # or: python -m medsft.chat --gguf <file>.gguf",
+        "medsft serve --gguf <file>.gguf --port 8000      # OpenAI-compatible, on 127.0.0.1 only",
         "```",
         "",
         f"**{DISCLAIMER}**",

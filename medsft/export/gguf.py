@@ -2,7 +2,8 @@
 
 The converter writes F16 (or BF16); every other type is quantized from that file, never from another
 quantization (llama.cpp refuses requantizing, and it would compound the error). Files are written as
-`.<name>.partial` next to their final name and renamed only after `medsft.export.verify` has passed.
+`.<name>.partial` next to their final name and renamed only after `medsft.export.verify` has passed; a file
+that fails its check is renamed to `<name>.rejected.gguf` instead (or deleted).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ log = logging.getLogger("medsft")
 # medsft's names (Unsloth's spelling, config.QUANTIZATIONS) -> llama.cpp's. f16 comes from the converter.
 LLAMA_CPP_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q5_k_m": "Q5_K_M", "q4_k_m": "Q4_K_M"}
 assert set(LLAMA_CPP_TYPES) == set(QUANTIZATIONS)
+REJECTED_SUFFIX = ".rejected.gguf"
 
 
 class ExportError(RuntimeError):
@@ -42,6 +44,12 @@ def check_quantizations(names: list[str] | tuple[str, ...]) -> list[str]:
 
 def partial_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.partial")
+
+
+def rejected_name(final: Path) -> Path:
+    """Where a file that failed its check is kept: `<name>-Q4_K_M.rejected.gguf`, so no `*-Q4_K_M.gguf` glob,
+    `medsft chat` or upload mistakes it for a good file."""
+    return final.with_name(f"{final.stem}{REJECTED_SUFFIX}")
 
 
 def run_tool(command: list[str], step: str, target: Path) -> None:

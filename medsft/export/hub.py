@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medsft.export.gguf import ExportError
+from medsft.export.gguf import REJECTED_SUFFIX, ExportError
 
 PARTS = ("adapter", "merged", "gguf")
 
@@ -33,5 +33,8 @@ def push_to_hub(run_dir: str | Path, repo_id: str, parts: tuple[str, ...] = PART
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     api.upload_file(path_or_fileobj=str(card), path_in_repo="README.md", repo_id=repo_id)
     for part in parts:
-        api.upload_folder(folder_path=str(run_dir / part), path_in_repo=part, repo_id=repo_id)
+        # A file that failed its export check stays local: it is never published next to the good ones.
+        api.upload_folder(
+            folder_path=str(run_dir / part), path_in_repo=part, repo_id=repo_id, ignore_patterns=[f"*{REJECTED_SUFFIX}"]
+        )
     return str(url)

@@ -3,7 +3,9 @@
 `export_run(run_dir)` writes into the run folder:
 - `adapter/` (already there from training, or copied from `adapter_dir`), `merged/` (16-bit, staged);
 - `gguf/<name>-<QUANT>.gguf` for each quantization, each written under a `.partial` name, verified
-  (`medsft.export.verify`), scored against the merged checkpoint on the same questions, then renamed;
+  (`medsft.export.verify`), scored against the merged checkpoint on the same questions, then renamed. It fails
+  closed: a file that misses its check (`verify.judge`) is kept as `<name>-<QUANT>.rejected.gguf` (deleted with
+  `strict=True`), marked `"passed": false` with its reasons in `export.json` and as failed in the card;
 - `export/` with the per-file evaluation results, `export.json` (sizes, measured RAM, checks, accuracy
   changes), and the model card as `model_card.md` (copied into `merged/` and `gguf/` as README.md).
 
@@ -26,7 +28,15 @@ from typing import Any
 import yaml
 
 from medsft.config import RunConfig, build_config
-from medsft.export.gguf import LLAMA_CPP_TYPES, ExportError, check_quantizations, convert, partial_name, quantize
+from medsft.export.gguf import (
+    LLAMA_CPP_TYPES,
+    ExportError,
+    check_quantizations,
+    convert,
+    partial_name,
+    quantize,
+    rejected_name,
+)
 from medsft.export.sizes import folder_mib, size_row
 from medsft.llamacpp import Toolchain, check_disk, find_toolchain
 from medsft.runs import update_manifest, write_json_atomic, write_text_atomic
@@ -48,6 +58,7 @@ class ExportResult:
     size_table: list[dict[str, Any]] = field(default_factory=list)
     model_card: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # quantizations that missed their check
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
@@ -76,13 +87,16 @@ def export_run(
     n_ctx: int = 4096,
     max_new_tokens: int | None = None,
     overwrite: bool = False,
+    strict: bool = False,
 ) -> ExportResult:
     """Merge, convert, quantize, verify and score; see the module docstring for what is written where.
 
     Checks that need nothing heavy run first (quantization names, toolchain, existing files, disk), so a
     mistake costs seconds. `eval_tasks=None` skips the accuracy comparison (the other checks always run).
     Items per task: `eval_limit` if given, else the smaller of the config's `export_check_items` and its
-    evaluation count, with `eval_max_new_tokens` unless `max_new_tokens` is given.
+    evaluation count, with `eval_max_new_tokens` unless `max_new_tokens` is given. A file that fails its check
+    is kept as `*.rejected.gguf` (deleted with `strict`) and listed in `result.failed`; no exception is raised,
+    so the notebook can show why (`medsft export` exits non-zero).
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -97,7 +111,8 @@ def export_run(
     stem = gguf_stem(config, run_dir)
     merged_dir, gguf_dir = run_dir / "merged", run_dir / "gguf"
     finals = {q: gguf_dir / f"{stem}-{LLAMA_CPP_TYPES[q]}.gguf" for q in quants}
-    existing = [p for p in [*finals.values(), run_dir / "export.json"] if p.exists()]
+    targets = [*finals.values(), *map(rejected_name, finals.values()), run_dir / "export.json"]
+    existing = [p for p in targets if p.exists()]
     if (existing or (merged_dir.exists() and any(merged_dir.iterdir()))) and not overwrite:
         raise FileExistsError(
             f"{existing[0] if existing else merged_dir} already exists; pass overwrite=True to replace"
@@ -135,9 +150,7 @@ def export_run(
             path.unlink(missing_ok=True)  # nothing unverified is left behind
         raise
     for quant, path in partials.items():
-        path.replace(finals[quant])
-        files[quant]["path"] = str(finals[quant])
-        files[quant]["size"]["file"] = finals[quant].name
+        record_verdict(files[quant], settle(path, finals[quant], files[quant]["passed"], strict))
     result = ExportResult(
         run_dir=run_dir,
         adapter_dir=run_dir / "adapter",
@@ -154,11 +167,38 @@ def export_run(
             *[files[q]["size"] for q in quants],
         ],
         timings={**timings, "total_seconds": round(time.perf_counter() - started, 1)},
+        failed=[q for q in quants if not files[q]["passed"]],
     )
     result.model_card = write_model_card(run_dir, result)
     write_json_atomic(run_dir / "export.json", result.to_dict())
-    update_manifest(run_dir, export={"files": [Path(f["path"]).name for f in result.files], **result.timings})
+    passed = [Path(f["path"]).name for f in result.files if f["passed"]]
+    update_manifest(run_dir, export={"files": passed, "failed": result.failed, **result.timings})
     return result
+
+
+def settle(partial: Path, final: Path, passed: bool, strict: bool) -> Path | None:
+    """Give a checked file its place: the final name if it passed, else `<name>.rejected.gguf`, or nothing
+    with `strict`. An earlier export's file under the other name is removed so the folder never holds both."""
+    rejected = rejected_name(final)
+    target = final if passed else None if strict else rejected
+    for stale in (final, rejected):
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    if target is None:
+        partial.unlink()
+        return None
+    return partial.replace(target)
+
+
+def record_verdict(item: dict[str, Any], place: Path | None) -> None:
+    """Where the file ended up, in its `export.json` record and its size row."""
+    item["status"] = "passed" if item["passed"] else "rejected" if place else "deleted"
+    item["path"] = str(place) if place else None
+    item["size"]["file"] = place.name if place else "(deleted: failed its check)"
+    item["size"]["passed"] = item["passed"]
+    if not item["passed"]:
+        where = f"kept as {place.name}" if place else "deleted (strict)"
+        log.warning("%s FAILED its check, %s: %s", item["quantization"], where, "; ".join(item["reasons"]))
 
 
 def llama_cpp_ggufs(
@@ -184,20 +224,29 @@ def unsloth_ggufs(model: Any, tokenizer: Any, quants: list[str], finals: dict[st
     """Unsloth's `save_pretrained_gguf` into a temporary folder, then moved to `.partial` names.
 
     `medsft.backend` sets `UNSLOTH_LLAMA_CPP_PATH` & co. before Unsloth is imported (it reads them then),
-    so Unsloth uses the cached toolchain instead of cloning llama.cpp.
+    so Unsloth uses the cached toolchain instead of cloning llama.cpp. Unsloth 2026.10 writes the files
+    beside the folder it is given (`<folder>_gguf/<model>.<TYPE>.gguf`), as `scripts/check_unsloth_api.py`
+    found; both places are searched.
     """
     import tempfile
 
     gguf_dir = next(iter(finals.values())).parent
     partials: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix=".unsloth-gguf-", dir=gguf_dir) as tmp:
-        model.save_pretrained_gguf(tmp, tokenizer, quantization_method=quants)
-        written = list(Path(tmp).rglob("*.gguf"))
-        for quant in quants:
-            match = [p for p in written if LLAMA_CPP_TYPES[quant].lower() in p.name.lower()]
-            if not match:
-                raise ExportError(f"Unsloth wrote no {quant} file in {tmp} (got {[p.name for p in written]})")
-            partials[quant] = match[0].replace(partial_name(finals[quant]))
+        sibling = Path(f"{tmp}_gguf")
+        try:
+            returned = model.save_pretrained_gguf(tmp, tokenizer, quantization_method=quants)
+            listed = returned.get("gguf_files") if isinstance(returned, dict) else None
+            written = [Path(p) for p in listed] if listed else [*Path(tmp).rglob("*.gguf"), *sibling.rglob("*.gguf")]
+            for quant in quants:
+                # exact suffix: a multimodal export also writes <model>.BF16-mmproj.gguf, which is not the f16 file
+                suffix = f".{LLAMA_CPP_TYPES[quant]}.gguf".lower()
+                match = [p for p in written if p.name.lower().endswith(suffix)]
+                if not match:
+                    raise ExportError(f"Unsloth wrote no {quant} file in {sibling} (got {[p.name for p in written]})")
+                partials[quant] = match[0].replace(partial_name(finals[quant]))
+        finally:
+            shutil.rmtree(sibling, ignore_errors=True)
     return partials
 
 
@@ -211,12 +260,16 @@ def check_files(
     n_ctx: int,
     max_new_tokens: int | None,
 ) -> dict[str, dict[str, Any]]:
-    """Verify each GGUF against the merged 16-bit checkpoint and measure what quantization changed."""
+    """Verify each GGUF against the merged 16-bit checkpoint, measure what quantization changed, and judge
+    whether it passed (`passed`, `reasons` in each record)."""
     from medsft.evaluate import HFScorer, compare, load_items
     from medsft.evaluate.llamacpp import LlamaCppScorer
-    from medsft.export.verify import end_of_turn_ids, reference_first_tokens, verify_gguf
+    from medsft.export.verify import end_of_turn_ids, judge, reference_first_tokens, verify_gguf
 
-    reference = HFScorer.from_spec(str(merged_dir), name="merged-16bit", config=config)
+    # The reference is the 16-bit merge whatever the training precision (a 4-bit reference would hide what
+    # quantization changed).
+    sixteen_bit = dataclasses.replace(config, load_in_4bit=False)
+    reference = HFScorer.from_spec(str(merged_dir), name="merged-16bit", config=sixteen_bit)
     stops = end_of_turn_ids(reference.tokenizer, reference.model.generation_config.eos_token_id)
     prompt_ids, first_tokens = reference_first_tokens(reference.model, reference.tokenizer)
     files: dict[str, dict[str, Any]] = {}
@@ -260,6 +313,8 @@ def check_files(
         scorer.close()
     for quant, path in partials.items():
         files[quant]["size"] = size_row(quant, path, n_ctx)
+        verdict = judge(files[quant], config.export_min_token_agreement)
+        files[quant].update(passed=verdict.passed, reasons=verdict.reasons)
     return files
 
 

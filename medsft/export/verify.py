@@ -6,7 +6,13 @@
 - Stop tokens: every end-of-turn id the training tokenizer stops at (`<end_of_turn>` for Gemma) must be an
   end-of-generation token in the GGUF vocabulary, or chat replies run on past the turn.
 - First tokens: greedy continuation of a fixed clinical prompt, compared token by token with the 16-bit
-  checkpoint. This one is a measurement (quantization may change a token), recorded, not a failure.
+  checkpoint.
+
+A template or stop-token failure stops the export (the file is unusable as the trained model whatever its
+weights). The first tokens and the accuracy against 16-bit are measured for every file, then `judge` decides
+whether a file passed: fewer agreeing first tokens than `export_min_token_agreement`, or accuracy worse than
+16-bit by more than the file's goal with the interval excluding the goal, fails it. A failed file never gets a
+good file's name (`medsft.export.save`).
 """
 
 from __future__ import annotations
@@ -141,3 +147,39 @@ def verify_gguf(
     status = check_stop_tokens(scorer, stops, where)
     tokens = scorer.greedy_tokens(prompt_ids, len(reference))
     return Verification(template_matches=True, stop_tokens=status, first_tokens=tokens, reference_tokens=reference)
+
+
+@dataclass
+class Verdict:
+    """Whether a GGUF passed, and if not, each reason with its numbers."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def judge(item: dict[str, Any], min_token_agreement: float) -> Verdict:
+    """The pass/fail decision on one file's record in `export.json` (its `verification` and `accuracy`)."""
+    reasons = []
+    check = item["verification"]
+    agree, compared = check["first_tokens_agree"], check["first_tokens_compared"]
+    if compared and agree / compared < min_token_agreement:
+        reasons.append(
+            f"first greedy tokens: {agree}/{compared} agree with 16-bit, below the required share "
+            f"{min_token_agreement:g} (export_min_token_agreement)"
+        )
+    for task, acc in item.get("accuracy", {}).items():
+        if below_goal(acc):
+            low, high = acc.get("diff_ci") or (acc["diff"], acc["diff"])
+            reasons.append(
+                f"{task}: accuracy {acc['acc']:.3f} vs 16-bit {acc['reference_acc']:.3f} (n={acc['n']}), "
+                f"diff {acc['diff']:+.3f} [{low:+.3f}, {high:+.3f}] is beyond the goal -{acc['goal']:g}"
+            )
+    return Verdict(passed=not reasons, reasons=reasons)
+
+
+def below_goal(acc: dict[str, Any]) -> bool:
+    """Worse than 16-bit by more than the goal, with the whole 95% interval beyond it: a small sample's noise
+    alone does not fail a file, a real loss does."""
+    limit = -acc["goal"] - 1e-9
+    high = acc["diff_ci"][1] if acc.get("diff_ci") else acc["diff"]
+    return acc["diff"] < limit and high < limit

@@ -1,4 +1,5 @@
-"""Tables the export notebook shows: sizes and measured RAM, and what each GGUF's checks found."""
+"""Tables the export notebook shows: sizes and measured RAM, and what each GGUF's checks found. A file that
+failed its check is shown as FAILED with its reasons, never like a good file."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ from typing import Any
 from medsft.export.save import ExportResult
 
 
+def verdict_text(passed: bool | None) -> str:
+    return "—" if passed is None else "passed" if passed else "FAILED"
+
+
 def size_frame(result: ExportResult) -> Any:
     import pandas as pd
 
-    return pd.DataFrame(result.size_table).set_index("quantization")
+    rows = [{**row, "check": verdict_text(row.get("passed"))} for row in result.size_table]
+    return pd.DataFrame(rows).drop(columns="passed", errors="ignore").set_index("quantization")
 
 
 def check_frame(result: ExportResult) -> Any:
-    """One row per GGUF and task: template and stop checks, first-token agreement, accuracy vs 16-bit."""
+    """One row per GGUF and task: the verdict and its reasons, template and stop checks, first-token agreement,
+    accuracy vs 16-bit."""
     import pandas as pd
 
     rows = []
@@ -22,6 +29,8 @@ def check_frame(result: ExportResult) -> Any:
         check = item["verification"]
         base = {
             "quantization": item["quantization"],
+            "check": verdict_text(item.get("passed")),
+            "file": item.get("status", "—"),
             "template": "ok" if check["template_matches"] else "MISMATCH",
             "stops at end of turn": all(check["stop_tokens_end_generation"].values()),
             "first greedy tokens = 16-bit": f"{check['first_tokens_agree']}/{check['first_tokens_compared']}",
@@ -32,12 +41,17 @@ def check_frame(result: ExportResult) -> Any:
                 "diff": acc["diff"], "diff 95% CI": acc["diff_ci"], "goal |diff| ≤": acc["goal"],
                 "within goal": acc["within_goal"],
             }  # fmt: skip
-            rows.append({**base, **extra})
+            rows.append({**base, **extra, "why it failed": "; ".join(item.get("reasons", []))})
     return pd.DataFrame(rows)
 
 
 def accuracy_results(result: ExportResult) -> list[Any]:
-    """The per-model results of the quantization check (16-bit first), for `medsft.evaluate.accuracy_bars`."""
+    """The per-model results of the quantization check (16-bit first), for `medsft.evaluate.accuracy_bars`;
+    a file that failed its check is labelled `(FAILED)`."""
+    import dataclasses
+
     from medsft.evaluate import read_result
 
-    return [read_result(path) for path in sorted((result.run_dir / "export").glob("eval_*.json"))]
+    failed = {f"gguf-{quant}" for quant in result.failed}
+    results = [read_result(path) for path in sorted((result.run_dir / "export").glob("eval_*.json"))]
+    return [dataclasses.replace(r, model=f"{r.model} (FAILED)") if r.model in failed else r for r in results]
