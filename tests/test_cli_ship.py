@@ -158,13 +158,23 @@ def test_serve_reports_a_busy_port_before_loading(capsys, tmp_path, no_model_loa
 # ---- fail-closed export: the decision on recorded numbers ----
 
 
-def record(agree: int, accuracy: dict[str, tuple[float, float, float, float]], goal: float = 0.02) -> dict[str, Any]:
+def record(
+    agree: int, accuracy: dict[str, tuple[float, float, float, float]], goal: float = 0.02, mcnemar_p: float = 0.01
+) -> dict[str, Any]:
     """A file's export.json record: first-token agreement out of 16, and per task (acc, reference, diff CI)."""
     return {
         "quantization": "q4_k_m",
         "verification": {"first_tokens_agree": agree, "first_tokens_compared": 16},
         "accuracy": {
-            task: {"n": 32, "acc": acc, "reference_acc": ref, "diff": acc - ref, "diff_ci": [low, high], "goal": goal}
+            task: {
+                "n": 32,
+                "acc": acc,
+                "reference_acc": ref,
+                "diff": acc - ref,
+                "diff_ci": [low, high],
+                "mcnemar_p": mcnemar_p,
+                "goal": goal,
+            }
             for task, (acc, ref, low, high) in accuracy.items()
         },
     }
@@ -187,6 +197,15 @@ def test_the_committed_runs_q8_0_passes() -> None:
 def test_a_loss_within_sampling_noise_does_not_fail_a_file() -> None:
     """Below the goal, but the interval still reaches it: not evidence of a broken file."""
     assert judge(record(16, {"medqa": (0.50, 0.55, -0.15, 0.05)}), 0.25).passed
+
+
+def test_a_loss_that_mcnemar_does_not_confirm_does_not_fail_a_file() -> None:
+    """This session's default run: Q8_0 agreed on 16/16 first tokens, and 4 MedQA questions of 32 flipped, all
+    one way (0.344 vs 0.469, bootstrap [-0.25, -0.03]); the exact McNemar p is 0.125, so the file passes."""
+    medqa = {"medqa": (0.344, 0.469, -0.25, -0.03125)}
+    assert judge(record(16, medqa, goal=0.005, mcnemar_p=0.125), RunConfig.export_min_token_agreement).passed
+    verdict = judge(record(16, medqa, goal=0.005, mcnemar_p=0.02), RunConfig.export_min_token_agreement)
+    assert not verdict.passed and verdict.reasons[0].startswith("medqa: accuracy 0.344 vs 16-bit 0.469")
 
 
 def test_too_few_agreeing_first_tokens_fail_a_file_alone() -> None:
