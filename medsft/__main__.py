@@ -459,11 +459,14 @@ def main(argv: list[str] | None = None) -> int:
         smoke(config)
     elif args.command == "train":
         from medsft.data import DataError
+        from medsft.distributed import is_main_process
         from medsft.labels import LabelError
         from medsft.train import train
 
         try:
-            print(json.dumps(train(config).to_dict(), indent=2))
+            result = train(config)
+            if is_main_process():  # under `accelerate launch` every process returns the same result
+                print(json.dumps(result.to_dict(), indent=2))
         except (DataError, LabelError, ConfigError, FileExistsError) as err:  # the user's input, not a bug
             print(f"medsft: {type(err).__name__}: {err}", file=sys.stderr)
             return 2

@@ -2,7 +2,7 @@
 
 - `UnslothBackend`: Unsloth's `FastLanguageModel`, or `FastModel` for multimodal checkpoints as Unsloth's own
   notebooks do (4-bit QLoRA, its gradient checkpointing, its merged and GGUF savers). Chosen when CUDA is
-  available and `unsloth` imports.
+  available, `unsloth` imports and training runs as one process (not several under `accelerate launch`).
 - `TransformersBackend`: transformers + peft with the same calls. Chosen otherwise (CPU laptops, CI), and
   what the tests and the CPU demo run.
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medsft import distributed
 from medsft.config import RunConfig
 from medsft.models import ModelSource, resolve_model
 
@@ -45,6 +46,9 @@ def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
     """Whether Unsloth can run here, and the reason in words."""
     if not has_cuda:
         return False, "no CUDA device (Unsloth cannot load a model without an accelerator)"
+    processes = distributed.launched_processes()
+    if processes > 1:  # not even imported: its patches would also change the transformers path that does train
+        return False, f"launched as {processes} processes, and medsft's Unsloth path trains on one GPU only"
     if importlib.util.find_spec("unsloth") is None:
         return False, "CUDA is available but unsloth is not installed (pip install -r requirements.txt)"
     late = [name for name in ("transformers", "trl", "peft") if name in sys.modules and "unsloth" not in sys.modules]
@@ -143,10 +147,12 @@ class Backend:
     def add_lora(self, model: Any, config: RunConfig) -> Any:
         raise NotImplementedError
 
-    def save_adapter(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
-        """Write only the LoRA weights and the tokenizer (a few MB)."""
+    def save_adapter(
+        self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False, state_dict: dict | None = None
+    ) -> Path:
+        """Write only the LoRA weights and the tokenizer (a few MB); `state_dict`: weights gathered from FSDP shards."""
         with staged_folder(path, overwrite) as tmp:
-            model.save_pretrained(str(tmp))
+            model.save_pretrained(str(tmp), state_dict=state_dict)
             tokenizer.save_pretrained(str(tmp))
         return Path(path)
 
@@ -235,6 +241,9 @@ class TransformersBackend(Backend):
                 kwargs["quantization_config"] = BitsAndBytesConfig(
                     load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
                 )
+                if distributed.launched_processes() > 1 and not distributed.fsdp_requested():
+                    # A 4-bit model cannot be moved once loaded, so under DDP each process loads onto its own GPU.
+                    kwargs["device_map"] = {"": distributed.state().local_process_index}
             else:
                 log.warning(
                     "load_in_4bit=True needs CUDA and bitsandbytes; %s, so the model loads in %s instead",

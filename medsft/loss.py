@@ -71,9 +71,27 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 
 
 def causal_lm_parts(model: Any) -> tuple[Any, Any, Any]:
-    """(backbone, lm_head, text config) of a causal LM, through a PEFT wrapper if there is one."""
+    """(backbone, lm_head, text config) of a causal LM, through DDP and PEFT wrappers if there are any."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings(), base.config.get_text_config()
+
+
+def last_hidden_state(model: Any, backbone: Any, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The backbone's output, taken by a hook while the whole model runs forward with its own head on one position.
+
+    The call goes through `model` itself, not the backbone, because under data parallelism `model` is the DDP
+    wrapper and its forward is what arms the all-reduce of gradients in the backward pass: calling the backbone
+    directly would leave every process with only its own gradients, silently.
+    """
+    caught: list[torch.Tensor] = []
+    hook = backbone.register_forward_hook(lambda _module, _args, output: caught.append(output[0]))
+    try:
+        model(**features, use_cache=False, logits_to_keep=1)  # the head's one row of logits is not used
+    finally:
+        hook.remove()
+    return caught[-1]
 
 
 def head_loss_sum(hidden: torch.Tensor, lm_head: Any, text_config: Any, targets: torch.Tensor) -> tuple:
@@ -95,12 +113,16 @@ def head_loss_sum(hidden: torch.Tensor, lm_head: Any, text_config: Any, targets:
 def sparse_head_loss(
     model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: int | torch.Tensor | None = None
 ) -> LossOutput:
-    """Mean next-token cross-entropy over labelled positions, computing logits only there."""
+    """Mean next-token cross-entropy over labelled positions, computing logits only there.
+
+    With `num_items_in_batch` the sum is divided by it instead: the labelled tokens of the whole optimizer step
+    (all accumulated micro-batches, and under DDP all processes), as transformers' Trainer counts them.
+    """
     backbone, lm_head, text_config = causal_lm_parts(model)
     labels = inputs["labels"]
     features = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
     with packed_segments(inputs.get("position_ids")):
-        hidden = backbone(**features, use_cache=False).last_hidden_state
+        hidden = last_hidden_state(model, backbone, features)
     targets = labels[:, 1:]
     trained = targets != IGNORE_INDEX
     total, correct = head_loss_sum(hidden[:, :-1][trained], lm_head, text_config, targets[trained])

@@ -21,13 +21,14 @@ from medsft.backend import import_unsloth_if_usable
 import_unsloth_if_usable()  # Unsloth patches transformers and TRL, so it must be imported before them
 
 import torch
-from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
+from medsft import distributed
 from medsft.attention import packed_attention
 from medsft.backend import Backend, TransformersBackend, load_tokenizer, select_backend
-from medsft.config import RunConfig
+from medsft.config import ConfigError, RunConfig
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
 from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
@@ -60,6 +61,8 @@ class RunResult:
     train_rows: int = 0
     validation_rows: int = 0
     trained_tokens: int = 0
+    world_size: int = 1
+    effective_batch_size: int = 0  # conversations per optimizer step: per-device batch x accumulation x processes
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -98,7 +101,8 @@ def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str,
 
 
 class Throughput(TrainerCallback):
-    """Real (non-padding) tokens and the wall time of optimizer steps only (evaluation and saving excluded)."""
+    """Real (non-padding) tokens of all processes and the wall time of optimizer steps only (evaluation and saving
+    excluded)."""
 
     def __init__(self) -> None:
         self.tokens = 0
@@ -122,18 +126,43 @@ class MedsftTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.sparse_head = sparse_head
         self.throughput = throughput
+        if sparse_head:
+            # The sparse loss divides by `num_items_in_batch`; this makes the trainer always count it, over every
+            # accumulated micro-batch and (under DDP) every process, whatever the model's forward signature says.
+            self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-        if self.model.training:
-            mask = inputs.get("attention_mask")
-            self.throughput.tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+        mask = inputs.get("attention_mask")
+        tokens = int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
         if not self.sparse_head:
+            if self.model.training:
+                self.throughput.tokens += self.summed_over_processes(tokens)[0]
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if num_items_in_batch is None and self.accelerator.num_processes > 1:
+            # TRL's evaluation step passes no count, and the evaluation loop averages the processes' losses with
+            # equal weight: counting the labelled tokens of all processes here weighs them as one process would.
+            labelled = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())  # the targets sparse_head_loss scores
+            num_items_in_batch = self.summed_over_processes(labelled)[0]
         out = sparse_head_loss(model, inputs, num_items_in_batch)
-        mode = "train" if self.model.training else "eval"
-        if out.trained_tokens:
-            self._metrics[mode]["mean_token_accuracy"].append(out.correct_tokens / out.trained_tokens)
-        return (out.loss, {"loss": out.loss}) if return_outputs else out.loss
+        loss = out.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts the labelled tokens of all processes and DDP averages gradients over them,
+            # so each process's share is scaled back up: the step then trains on sum(all losses) / all tokens, as
+            # one process with the whole batch would (transformers' own compute_loss does the same).
+            loss = loss * self.accelerator.num_processes
+        tokens, trained, correct = self.summed_over_processes(tokens, out.trained_tokens, out.correct_tokens)
+        if self.model.training:
+            self.throughput.tokens += tokens
+        if trained:
+            self._metrics["train" if self.model.training else "eval"]["mean_token_accuracy"].append(correct / trained)
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+    def summed_over_processes(self, *counts: int) -> list[int]:
+        """`counts` summed over all processes (as they are, with one process), so logs describe the whole batch."""
+        if self.accelerator.num_processes == 1:
+            return list(counts)
+        summed = self.accelerator.reduce(torch.tensor(counts, device=self.args.device), reduction="sum")
+        return [int(value) for value in summed.tolist()]
 
 
 class JsonlLog(TrainerCallback):
@@ -148,6 +177,8 @@ class JsonlLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         import json
 
+        if not state.is_world_process_zero:  # every process logs the same (already gathered) numbers
+            return
         record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **(logs or {})}
         seconds = self.throughput.seconds - self.last_seconds
         if "loss" in record and seconds > 0:
@@ -239,6 +270,9 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         report_to=[],
         remove_unused_columns=False,
         disable_tqdm=False,
+        # Under DDP: every LoRA weight takes part in every step, so DDP need not search the graph for unused ones
+        # (the search costs a graph walk per step, and PEFT models would otherwise get it by default).
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -271,15 +305,17 @@ def build_trainer(
 ) -> MedsftTrainer:
     """TRL's SFTTrainer on already tokenised rows, with medsft's collator, logging and early stopping.
 
-    transformers backend: packed micro-batches and the sparse LM-head loss (the CPU step). Unsloth: padded
-    micro-batches and Unsloth's own patched step; both read the same response-only labels.
+    transformers backend: packed micro-batches and the sparse LM-head loss (the CPU step). Unsloth, and FSDP:
+    padded micro-batches and the model's own (for Unsloth, patched) step; all read the same response-only labels.
     """
     import functools
 
     from datasets import Dataset
 
     with_eval = bool(validation_rows) and config.eval_every_steps > 0
-    sparse = backend.name == "transformers"
+    # Under FSDP the head's weights are sharded and only gathered inside the model's own forward, so the sparse
+    # head (which reads them after the backbone) cannot run: padded batches and the model's own loss instead.
+    sparse = backend.name == "transformers" and not distributed.fsdp_requested()
     collator = pack_examples if sparse else functools.partial(pad_examples, pad_id=tokenizer.pad_token_id)
     trainer = MedsftTrainer(
         model=model,
@@ -303,46 +339,113 @@ def build_trainer(
     return trainer
 
 
+def batch_layout(trainer: MedsftTrainer) -> dict[str, Any]:
+    """Processes, the trainer's kind of distribution (DDP, FSDP) and the effective batch, logged once."""
+    args = trainer.args
+    kind = trainer.accelerator.distributed_type.value
+    layout = distributed.describe(
+        args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, kind
+    )
+    log.info(
+        "effective batch: %d per device x %d accumulation steps x %d processes (%s) = %d conversations per step",
+        *(layout[key] for key in ("per_device_batch_size", "gradient_accumulation_steps", "world_size")),
+        kind,
+        layout["effective_batch_size"],
+    )
+    return layout
+
+
+def save_trained_adapter(trainer: MedsftTrainer, backend: Backend, tokenizer: Any, path: Path, overwrite: bool) -> Path:
+    """The main process writes the adapter; under FSDP every process holds a shard, so all of them first take part
+    in gathering the full weights."""
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if distributed.is_main_process():
+        backend.save_adapter(trainer.model, tokenizer, path, overwrite=overwrite, state_dict=state_dict)
+    return path
+
+
+def write_results(run_dir: Path, result: RunResult, backend: Backend) -> None:
+    """train_results.json, the loss plot and the manifest's timings (main process only)."""
+    write_json_atomic(run_dir / "train_results.json", result.to_dict())
+    figure = plot_loss_curves(run_dir)
+    figure.savefig(run_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
+    update_manifest(run_dir, timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
+
+
+def check_launch(config: RunConfig) -> None:
+    """What medsft cannot train as launched, said before any model loads (on every process alike)."""
+    if distributed.fsdp_requested() and config.load_in_4bit and torch.cuda.is_available():
+        raise ConfigError(
+            "load_in_4bit: FSDP shards 16-bit weights here (medsft does not set up sharded 4-bit storage); pass "
+            "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
+        )
+
+
+def claim_or_check(config: RunConfig, run_dir: Path | None) -> Path:
+    """A new run folder for this run, or the opened one it was given, checked (main process; path sent to all)."""
+    return distributed.on_main(
+        lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
+    )
+
+
 def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
     """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/.
 
     `run_dir` is a folder the pipeline runner already opened for this run (its config.yaml inside); training
     writes into it unless it already holds a training's outputs and `resume` is off.
+
+    Under `accelerate launch` every process runs this function on the same rows; only the main process writes
+    the run folder (`medsft.distributed`), and the trainer splits each batch between the processes.
     """
     started = time.perf_counter()
+    check_launch(config)
     sources = None
     if data is None:
         from medsft.data import validate_sources
 
         sources = validate_sources(config)  # bad rows fail here, before any model loads
-    run_dir = claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
+    run_dir = claim_or_check(config, run_dir)
+    main = distributed.is_main_process()
     # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
     backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)
     model, tokenizer = load_for_training(config, backend)
-    open_run_dir(run_dir, config)
+    if main:
+        open_run_dir(run_dir, config)
     if data is None:
         from medsft.data import build_training_data
 
         data, report = build_training_data(config, tokenizer, sources=sources)
-        update_manifest(run_dir, data=report.to_dict())
+        if main:
+            update_manifest(run_dir, data=report.to_dict())
     hashes = {f"{split}_sha256": sha256_rows(list(data[split])) for split in ("train", "validation")}
-    update_manifest(run_dir, data=hashes)
+    distributed.check_same_everywhere(" ".join(hashes.values()), "the training and validation rows")
+    if main:
+        update_manifest(run_dir, data=hashes)
     train_rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
     validation_rows = tokenize_split(list(data["validation"]), tokenizer, config, "validation")
     steps = DRY_RUN_STEPS if config.dry_run else config.max_steps
+    set_seed(config.seed)  # LoRA's initial weights come from torch's generator: the same in every run of a config
     model = backend.add_lora(model, config)
 
     throughput = Throughput()
     trainer = build_trainer(model, tokenizer, backend, config, run_dir, train_rows, validation_rows, throughput, steps)
+    layout = batch_layout(trainer)
+    if main:
+        update_manifest(run_dir, distributed=layout)
     checkpoint = (
         get_last_checkpoint(trainer.args.output_dir) if config.resume and (run_dir / "checkpoints").is_dir() else None
     )
     if checkpoint:
         log.info("resuming from %s", checkpoint)
-        truncate_log(run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
+        if main:
+            truncate_log(run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
+    distributed.wait_for_everyone()  # the folder is set up before any process starts training into it
     with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
         output = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter_dir = backend.save_adapter(trainer.model, tokenizer, run_dir / "adapter", overwrite=config.resume)
+    adapter_dir = save_trained_adapter(trainer, backend, tokenizer, run_dir / "adapter", overwrite=config.resume)
 
     history = trainer.state.log_history
     result = RunResult(
@@ -358,12 +461,10 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
         train_rows=len(train_rows),
         validation_rows=len(validation_rows),
         trained_tokens=sum(count_trained_tokens(r["labels"]) for r in train_rows),
+        world_size=layout["world_size"],
+        effective_batch_size=layout["effective_batch_size"],
     )
-    write_json_atomic(run_dir / "train_results.json", result.to_dict())
-    figure = plot_loss_curves(run_dir)
-    figure.savefig(run_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
-    update_manifest(run_dir, timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
+    if main:
+        write_results(run_dir, result, backend)
+    distributed.wait_for_everyone()  # no process returns before the run folder is complete
     return result
