@@ -268,12 +268,9 @@ def export_inputs(args: argparse.Namespace) -> tuple[Path, list[str] | None]:
     one line naming what is missing, before anything loads."""
     from medsft.export import check_quantizations
     from medsft.pipeline import find_artifact
+    from medsft.runs import check_run_folder
 
-    run_dir = args.run_dir
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: no such run folder (give a folder under outputs/ that a run wrote)")
-    if not (run_dir / "config.yaml").is_file():
-        raise ValueError(f"{run_dir} is not a run folder (no config.yaml); give the folder a training run wrote")
+    run_dir = check_run_folder(args.run_dir)
     adapter = find_artifact(run_dir, "adapter")
     if adapter is None or not (adapter / "adapter_config.json").is_file():
         raise ValueError(f"{run_dir} has no trained adapter (adapter/adapter_config.json); train first: medsft run")
@@ -347,27 +344,31 @@ def add_gguf_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens (default 4096)")
 
 
-def chat_command(args: argparse.Namespace) -> int:
-    from medsft.chat import resolve_gguf, run_chat
+def gguf_argument(args: argparse.Namespace) -> Path | None:
+    """The GGUF that `medsft chat` / `medsft serve` were pointed at; None after printing why there is none."""
+    from medsft.chat import resolve_gguf
 
     try:
-        gguf = resolve_gguf(args.run_dir, args.gguf, args.quant)
+        return resolve_gguf(args.run_dir, args.gguf, args.quant)
     except ValueError as err:
         print(f"medsft: {err}", file=sys.stderr)
+        return None
+
+
+def chat_command(args: argparse.Namespace) -> int:
+    from medsft.chat import run_chat
+
+    gguf = gguf_argument(args)
+    if gguf is None:
         return 2
     return run_chat(gguf, args.prompt, args.system, args.max_tokens, args.temperature, args.n_ctx)
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from medsft.chat import resolve_gguf
     from medsft.server import serve
 
-    try:
-        gguf = resolve_gguf(args.run_dir, args.gguf, args.quant)
-    except ValueError as err:
-        print(f"medsft: {err}", file=sys.stderr)
-        return 2
-    return serve(gguf, args.host, args.port, args.n_ctx)
+    gguf = gguf_argument(args)
+    return 2 if gguf is None else serve(gguf, args.host, args.port, args.n_ctx)
 
 
 def add_ship_commands(commands: Any) -> dict[str, argparse.ArgumentParser]:

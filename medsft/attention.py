@@ -125,6 +125,7 @@ def packed_attention(model: Any) -> Iterator[None]:
     """Use packed attention while training; restore the model's own implementation for generation after."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     previous = base.config._attn_implementation
+    base.medsft_own_attention = previous  # what scoring switches back to mid-training (medsft.validation)
     base.set_attn_implementation(IMPLEMENTATION)
     try:
         yield

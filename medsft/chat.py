@@ -167,6 +167,7 @@ def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q
     Raises ValueError with one line saying what is missing and what to run."""
     from medsft.export.gguf import REJECTED_SUFFIX
     from medsft.pipeline import find_artifact
+    from medsft.runs import check_run_folder
 
     if (run_dir is None) == (gguf is None):
         raise ValueError("give a RUN_DIR or --gguf FILE (exactly one)")
@@ -177,8 +178,7 @@ def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q
             raise ValueError(f"--gguf {gguf}: this file failed its export check (see export.json); use one that passed")
         return gguf
     assert run_dir is not None
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: no such run folder (give a folder under outputs/ that a run wrote)")
+    check_run_folder(run_dir)
     if not any(find_artifact(run_dir, name) for name in ("gguf", "adapter", "merged")):
         raise ValueError(f"{run_dir} holds no trained model (no adapter/, merged/ or gguf/); train first: medsft run")
     try:

@@ -38,6 +38,9 @@ OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fuse
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BACKENDS = ("auto", "unsloth", "transformers")
+# What picks the checkpoint that becomes the adapter (medsft.validation): validation loss, or a benchmark's accuracy
+# on its own held-out training rows.
+CHECKPOINT_MEASURES = ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
 EVAL_TASKS = ("medqa", "pubmedqa", "synthetic", "synthetic_ood")
 EVAL_MODES = ("loglikelihood", "generate")
@@ -105,6 +108,9 @@ class RunConfig:
     train_on_reasoning: bool = True
     eval_every_steps: int = 20
     save_every_steps: int = 20
+    # The adapter is the checkpoint best by this measure on the validation rows: `eval_loss`, or a benchmark's
+    # accuracy on its own held-out training rows (`pubmedqa_accuracy`, `medqa_accuracy`; medsft.validation)
+    select_checkpoint_by: str = "eval_loss"
     early_stopping_patience: int = 0
     early_stopping_threshold: float = 0.0
     logging_steps: int = 1
@@ -370,6 +376,13 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(
             f"save_every_steps: {config.save_every_steps} must be a multiple of eval_every_steps "
             f"({config.eval_every_steps}), so the best checkpoint by validation loss is on disk"
+        )
+    one_of("select_checkpoint_by", config.select_checkpoint_by, CHECKPOINT_MEASURES)
+    selecting_on = config.select_checkpoint_by.removesuffix("_accuracy")
+    if selecting_on != "eval_loss" and selecting_on not in {source.name for source in config.datasets}:
+        raise ConfigError(
+            f"select_checkpoint_by: {config.select_checkpoint_by} scores the validation rows of the "
+            f"'{selecting_on}' source, but datasets has none; add it or use eval_loss"
         )
     if config.logging_steps < 1:
         raise ConfigError(f"logging_steps: must be > 0, got {config.logging_steps}")

@@ -15,7 +15,9 @@ def read_train_log(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_loss_curves(path: str | Path, ax: Any = None) -> Any:
-    """Train loss per step and eval loss per evaluation on one axis; returns the matplotlib Figure."""
+    """Train loss per step and eval loss per evaluation on one axis; returns the matplotlib Figure.
+
+    When a benchmark's validation accuracy chose the checkpoint, it is drawn on a second axis at the right."""
     import matplotlib.pyplot as plt
 
     records = read_train_log(path)
@@ -31,5 +33,17 @@ def plot_loss_curves(path: str | Path, ax: Any = None) -> Any:
     ax.set_ylabel("cross-entropy (assistant tokens)")
     ax.set_title(Path(path).name if Path(path).is_dir() else Path(path).parent.name)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    accuracy = [key for r in records for key in r if key.startswith("eval_") and key.endswith("_accuracy")]
+    measure = next((key for key in accuracy if key != "eval_mean_token_accuracy"), None)
+    if measure:
+        right = ax.twinx()
+        points = [(r["step"], r[measure]) for r in records if measure in r]
+        name = measure.removeprefix("eval_").replace("_", " ")
+        right.plot(*zip(*points, strict=True), "s--", color="tab:green", label=f"validation {name}")
+        right.set_ylabel(f"validation {name}")
+        right.set_ylim(0, 1)
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels)
     return ax.figure

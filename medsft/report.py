@@ -46,6 +46,10 @@ def run_results(run_dir: str | Path) -> dict[str, Any]:
             "runtime_seconds": train["runtime_seconds"],
             "peak_memory_gib": train["peak_memory_gib"],
             "trained_tokens": train["trained_tokens"],
+            # what chose the adapter among the checkpoints, and the validation scores it chose on (step 0: untrained)
+            "selected_by": train.get("selected_by", "eval_loss"),
+            "best_checkpoint": train.get("best_checkpoint"),
+            "validation_accuracy": train.get("validation_accuracy", []),
         }
     evaluation = read_json(run_dir / "eval_results.json")
     if evaluation:

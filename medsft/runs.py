@@ -78,6 +78,15 @@ def open_run_dir(run_dir: Path, config: RunConfig) -> Path:
     return run_dir
 
 
+def check_run_folder(run_dir: Path) -> Path:
+    """`run_dir` if it is a folder a run wrote (it holds config.yaml); ValueError with one line otherwise."""
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder (give a folder under outputs/ that a run wrote)")
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir} is not a run folder (no config.yaml); give the folder a training run wrote")
+    return run_dir
+
+
 def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
     """Write via a temporary file in the same folder, so readers never see half a file.
 
@@ -132,9 +141,10 @@ def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:
     return manifest
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of `names` (those not installed are left out)."""
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -24,7 +24,7 @@ SPLITS = ("train", "validation")
 RECIPE_FIELDS = (
     "model", "max_seq_length", "lora_r", "lora_alpha", "lora_target", "optimizer", "learning_rate",
     "lr_scheduler", "batch_size", "gradient_accumulation_steps", "num_epochs", "max_steps",
-    "eval_every_steps", "train_on_reasoning", "seed", "dry_run",
+    "eval_every_steps", "select_checkpoint_by", "train_on_reasoning", "seed", "dry_run",
 )  # fmt: skip
 
 
@@ -125,17 +125,24 @@ def eval_models(run: NotebookRun) -> dict[str, str]:
     return models
 
 
-def evaluate_stage(run: NotebookRun, batch_size: int = 8) -> dict[str, Any]:
+def eval_items(config: RunConfig) -> dict[str, list[Any]]:
+    """Each evaluation task's items, parsed once: what `eval_data_frame` describes and `evaluate_stage` scores."""
+    from medsft.evaluate.compare import load_items
+
+    return {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
+
+
+def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
     """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`.
 
     Items come from `load_items` (the loader `medsft eval` and decontamination use); MedQA/PubMedQA are scored
     in `config.eval_mode` (log-likelihood or generation)."""
-    from medsft.evaluate.compare import evaluate_models, finish, load_items
+    from medsft.evaluate.compare import evaluate_models, finish
     from medsft.evaluate.scoring import model_name
 
     config = run.config
     limits = {task: config.eval_items(task) for task in config.eval_tasks}
-    items = {task: load_items(task, limits[task], config.seed) for task in config.eval_tasks}
+    items = items if items is not None else eval_items(config)
     models = eval_models(run)
     results = evaluate_models(
         list(models.values()), items, config.eval_mode, config.seed, run.run_dir, False, batch_size, config,
@@ -161,22 +168,20 @@ def evaluate_stage(run: NotebookRun, batch_size: int = 8) -> dict[str, Any]:
     return comparisons
 
 
-def eval_data(config: RunConfig, counts: dict[str, int] | None = None) -> dict[str, Any]:
+def eval_data(config: RunConfig, counts: dict[str, int]) -> dict[str, Any]:
     """Where each task's items come from: the file and split with its sha256, or the generator and seed."""
     from medsft.data.evalsets import describe_eval_data
-    from medsft.evaluate.compare import load_items
 
-    if counts is None:
-        counts = {task: len(load_items(task, config.eval_items(task), config.seed)) for task in config.eval_tasks}
     return {task: describe_eval_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
 
 
-def eval_data_frame(config: RunConfig) -> Any:
+def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None) -> Any:
     """One row per task: the data file and split (or generator) its numbers come from, and how many items."""
     import pandas as pd
 
+    items = items if items is not None else eval_items(config)
     rows = []
-    for task, data in eval_data(config).items():
+    for task, data in eval_data(config, {task: len(task_items) for task, task_items in items.items()}).items():
         files = data.get("files", [])
         if files:
             source = f"{data['source']} ({', '.join(Path(f['path']).name for f in files)})"

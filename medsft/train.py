@@ -25,10 +25,11 @@ from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
-from medsft import distributed
+from medsft import distributed, validation
 from medsft.attention import packed_attention
 from medsft.backend import Backend, TransformersBackend, load_tokenizer, select_backend
 from medsft.config import ConfigError, RunConfig
+from medsft.data.records import MultipleChoiceItem
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
 from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
@@ -54,6 +55,8 @@ class RunResult:
     global_step: int
     train_loss: float | None
     eval_losses: list[dict[str, float]] = field(default_factory=list)
+    validation_accuracy: list[dict[str, float]] = field(default_factory=list)  # when an accuracy picks the checkpoint
+    selected_by: str = "eval_loss"  # what chose best_checkpoint (config.select_checkpoint_by)
     best_checkpoint: str | None = None
     tokens_per_second: float | None = None
     peak_memory_gib: float | None = None
@@ -122,10 +125,20 @@ class Throughput(TrainerCallback):
 class MedsftTrainer(SFTTrainer):
     """SFTTrainer whose loss computes the LM head only at labelled positions (CPU / transformers path)."""
 
-    def __init__(self, *args: Any, sparse_head: bool, throughput: Throughput, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        sparse_head: bool,
+        throughput: Throughput,
+        validation_task: str | None = None,
+        validation_items: list[MultipleChoiceItem] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.sparse_head = sparse_head
         self.throughput = throughput
+        self.validation_task = validation_task  # scored at each evaluation when it picks the checkpoint
+        self.validation_items = validation_items or []
         if sparse_head:
             # The sparse loss divides by `num_items_in_batch`; this makes the trainer always count it, over every
             # accumulated micro-batch and (under DDP) every process, whatever the model's forward signature says.
@@ -156,6 +169,29 @@ class MedsftTrainer(SFTTrainer):
         if trained:
             self._metrics["train" if self.model.training else "eval"]["mean_token_accuracy"].append(correct / trained)
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Validation loss, plus the benchmark accuracy on the validation rows when that picks the checkpoint.
+
+        The accuracy joins the returned metrics, which is what the trainer compares to keep the best checkpoint
+        (and early stopping watches); it is logged as its own line, after the loss line."""
+        metrics = super().evaluate(*args, **kwargs)
+        if self.validation_task:
+            task = self.validation_task
+            name = validation.metric_name(task)
+            metrics[name] = validation.accuracy(
+                self.model, self.processing_class, task, self.validation_items, self.args.per_device_eval_batch_size
+            )
+            self.log({name: metrics[name]})
+        return metrics
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
+        # The evaluation at step 0 (eval_on_start) is the untrained baseline in the log, not a candidate: there is
+        # no checkpoint-0 to return to, and if it counted, a later checkpoint merely equal to the base model's
+        # validation accuracy would never be kept. (transformers' private hook; its signature is checked by tests.)
+        if self.state.global_step == 0:
+            return False
+        return super()._determine_best_metric(metrics, trial)
 
     def summed_over_processes(self, *counts: int) -> list[int]:
         """`counts` summed over all processes (as they are, with one process), so logs describe the whole batch."""
@@ -259,8 +295,8 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         save_strategy="steps" if config.save_every_steps else "no",
         save_steps=config.save_every_steps or None,
         load_best_model_at_end=with_eval and bool(config.save_every_steps),
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
+        metric_for_best_model=selection_metric(config),
+        greater_is_better=config.select_checkpoint_by != "eval_loss",
         prediction_loss_only=True,
         use_cpu=not has_cuda,
         bf16=bf16,
@@ -274,6 +310,11 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         # (the search costs a graph walk per step, and PEFT models would otherwise get it by default).
         ddp_find_unused_parameters=False,
     )
+
+
+def selection_metric(config: RunConfig) -> str:
+    task = validation.selection_task(config.select_checkpoint_by)
+    return validation.metric_name(task) if task else "eval_loss"
 
 
 def load_for_training(config: RunConfig, backend: Backend) -> tuple[Any, Any]:
@@ -302,11 +343,14 @@ def build_trainer(
     validation_rows: list[dict],
     throughput: Throughput,
     steps: int,
+    validation_examples: list[dict] | None = None,
 ) -> MedsftTrainer:
     """TRL's SFTTrainer on already tokenised rows, with medsft's collator, logging and early stopping.
 
     transformers backend: packed micro-batches and the sparse LM-head loss (the CPU step). Unsloth, and FSDP:
     padded micro-batches and the model's own (for Unsloth, patched) step; all read the same response-only labels.
+    `validation_examples` (the untokenised validation rows) carry the benchmark items scored when an accuracy
+    picks the checkpoint (`config.select_checkpoint_by`).
     """
     import functools
 
@@ -317,6 +361,13 @@ def build_trainer(
     # head (which reads them after the backbone) cannot run: padded batches and the model's own loss instead.
     sparse = backend.name == "transformers" and not distributed.fsdp_requested()
     collator = pack_examples if sparse else functools.partial(pad_examples, pad_id=tokenizer.pad_token_id)
+    task = validation.selection_task(config.select_checkpoint_by) if with_eval else None
+    items = validation.validation_items(validation_examples, task) if task else []
+    if task and not items:
+        raise ConfigError(
+            f"select_checkpoint_by: {config.select_checkpoint_by}, but the validation split holds no {task} row; "
+            "raise validation_fraction or use eval_loss"
+        )
     trainer = MedsftTrainer(
         model=model,
         args=sft_arguments(config, run_dir, torch.cuda.is_available(), with_eval, steps),
@@ -326,6 +377,8 @@ def build_trainer(
         data_collator=collator,
         sparse_head=sparse,
         throughput=throughput,
+        validation_task=task,
+        validation_items=items,
     )
     trainer.add_callback(throughput)
     trainer.add_callback(JsonlLog(run_dir / "train_log.jsonl", throughput))
@@ -431,7 +484,18 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
     model = backend.add_lora(model, config)
 
     throughput = Throughput()
-    trainer = build_trainer(model, tokenizer, backend, config, run_dir, train_rows, validation_rows, throughput, steps)
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        backend,
+        config,
+        run_dir,
+        train_rows,
+        validation_rows,
+        throughput,
+        steps,
+        validation_examples=list(data["validation"]),
+    )
     layout = batch_layout(trainer)
     if main:
         update_manifest(run_dir, distributed=layout)
@@ -448,12 +512,15 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
     adapter_dir = save_trained_adapter(trainer, backend, tokenizer, run_dir / "adapter", overwrite=config.resume)
 
     history = trainer.state.log_history
+    measure = selection_metric(config)  # eval_loss, or e.g. eval_pubmedqa_accuracy logged at each evaluation
     result = RunResult(
         run_dir=run_dir,
         adapter_dir=adapter_dir,
         global_step=trainer.state.global_step,
         train_loss=output.training_loss,
         eval_losses=[{"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h],
+        validation_accuracy=[{"step": h["step"], measure: h[measure]} for h in history if measure in h],
+        selected_by=config.select_checkpoint_by,
         best_checkpoint=trainer.state.best_model_checkpoint,
         tokens_per_second=throughput.rate(),
         peak_memory_gib=round(peak_memory_gib(), 3),

@@ -69,6 +69,17 @@ def tables(run: Path) -> str:
         met = "—" if value is None else ("yes" if value >= threshold else f"no (short by {threshold - value:.3f})")
         shown = "—" if value is None else f"{value:.3f}"
         lines.append(f"| {task}: {what} | {shown} | ≥ {threshold:.2f} | {met} |")
+    train = results.get("train", {})
+    if train.get("validation_accuracy"):
+        scores = ", ".join(
+            f"step {entry['step']} {value:.3f}"
+            for entry in train["validation_accuracy"]
+            for key, value in entry.items()
+            if key != "step"
+        )
+        chosen = Path(train["best_checkpoint"]).name if train.get("best_checkpoint") else "the last step"
+        lines += ["", f"Adapter: {chosen}, chosen by {train['selected_by']} on the validation rows ({scores}; step 0 "
+                  "is the untrained model)."]  # fmt: skip
     seconds = results.get("timings", {}).get("notebooks", {})
     lines += ["", "Per notebook: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
               + f"; total {sum(seconds.values()) / 60:.1f} min."]  # fmt: skip

@@ -100,3 +100,47 @@ def test_early_stopping_ends_a_run_whose_validation_loss_stops_improving(tiny_ge
     # Step 2 sets the best loss; steps 4 and 6 do not beat it by 0.01, so patience 2 stops the run at step 6.
     assert result.global_step == 6
     assert [e["step"] for e in result.eval_losses] == [0, 2, 4, 6]
+
+
+def test_validation_accuracy_picks_the_checkpoint_and_the_untrained_model_is_only_a_baseline(
+    tiny_gemma_dir: Path, tmp_path: Path
+):
+    from medsft.config import build_config
+    from medsft.train import train
+
+    config = build_config(
+        {
+            "model": str(tiny_gemma_dir),
+            "datasets": [{"name": "pubmedqa", "style": "answer", "count": 24}, {"name": "synthetic", "count": 16}],
+            "validation_fraction": 0.25,
+            "eval_tasks": ["pubmedqa"],
+            "select_checkpoint_by": "pubmedqa_accuracy",
+            "max_seq_length": 1024,
+            "max_steps": 6,
+            "eval_every_steps": 2,
+            "save_every_steps": 2,
+            "batch_size": 2,
+            "learning_rate": 5e-3,
+            "output_dir": str(tmp_path),
+        }
+    )
+    result = train(config)
+    measure = "eval_pubmedqa_accuracy"
+    scores = {entry["step"]: entry[measure] for entry in result.validation_accuracy}
+    assert sorted(scores) == [0, 2, 4, 6]
+    assert all(0.0 <= score <= 1.0 for score in scores.values())
+    best = max(scores[step] for step in (2, 4, 6))
+    first_best = min(step for step in (2, 4, 6) if scores[step] == best)  # a later tie does not replace it
+    assert result.selected_by == "pubmedqa_accuracy"
+    assert result.best_checkpoint is not None and result.best_checkpoint.endswith(f"checkpoint-{first_best}")
+    logged = [line for line in read_log(Path(result.run_dir)) if measure in line]
+    assert [line["step"] for line in logged] == [0, 2, 4, 6]
+
+
+def test_choosing_the_checkpoint_by_a_benchmark_needs_that_benchmark_in_the_training_data():
+    from medsft.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match="select_checkpoint_by: pubmedqa_accuracy .* no"):
+        build_config({"datasets": [{"name": "synthetic", "count": 8}], "select_checkpoint_by": "pubmedqa_accuracy"})
+    with pytest.raises(ConfigError, match="select_checkpoint_by"):
+        build_config({"select_checkpoint_by": "rouge"})

@@ -185,8 +185,9 @@ def read_json(path: Path) -> Iterator[tuple[int, Any]]:
         return ((number, {**row, KEY_FIELD: key}) for number, (key, row) in enumerate(value.items(), start=1))
     if not isinstance(value, list):
         raise DataError(
-            path.name, f"expected a JSON array of objects, an object of objects keyed by id, or JSON Lines, "
-            f"got {type_name(value)}"
+            path.name,
+            f"expected a JSON array of objects, an object of objects keyed by id, or JSON Lines, "
+            f"got {type_name(value)}",
         )
     return iter(enumerate(value, start=1))
 
@@ -315,7 +316,7 @@ def medqa_example(item: MultipleChoiceItem) -> Example:
     choices = [choice.strip() for choice in item.choices]  # items keep raw text; training turns are tidied
     prompt = f"{item.question.strip()}\n\n{format_options(choices)}\n\n{MEDQA_INSTRUCTION}"
     answer = f"Answer: {item.answer_letter}. {choices[item.answer]}"
-    meta = {"answer": item.answer_letter}
+    meta: dict[str, Any] = {"answer": item.answer_letter, "item": item.to_dict()}  # scored on validation rows
     if item.subject:
         meta["subject"] = item.subject
     return make_example(
@@ -373,7 +374,7 @@ def pubmedqa_example(record: dict[str, Any], style: str = "reasoning") -> Exampl
         record["id"],
         "pubmedqa",
         [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-        {"answer": record["decision"]},
+        {"answer": record["decision"], "item": pubmedqa_item(record).to_dict()},  # scored on validation rows
     )
 
 
@@ -440,8 +441,9 @@ def split_pubmedqa(
             expected = official.get(r.get("pubid") or "")
             if expected is not None and r["decision"] != expected:
                 raise DataError(
-                    origin, f"PMID {r['pubid']}: final_decision '{r['decision']}' differs from the official test "
-                    f"label '{expected}' (pubmedqa test_ground_truth.json)"
+                    origin,
+                    f"PMID {r['pubid']}: final_decision '{r['decision']}' differs from the official test "
+                    f"label '{expected}' (pubmedqa test_ground_truth.json)",
                 )
         order = {pmid: i for i, pmid in enumerate(official)}
         test = sorted((r for r in records if r.get("pubid") in official), key=lambda r: order[r["pubid"]])

@@ -22,10 +22,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsft import runs
 from medsft.evaluate.results import TaskResult, slug, write_json
 
 if TYPE_CHECKING:
@@ -88,13 +88,9 @@ def data_hash(items: Sequence[Any]) -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """Every package a score depends on, None where not installed (a key part: installing one changes it)."""
+    installed = runs.package_versions(PACKAGES)
+    return {name: installed.get(name) for name in PACKAGES}
 
 
 def has_cuda() -> bool:
@@ -115,20 +111,21 @@ class ResultCache:
         parts = {"identity": self.identity, "task": task, "data": data_hash(items), **self.settings}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
-    def path(self, task: str, items: Sequence[Any]) -> Path:
+    def path(self, task: str, key: str) -> Path:
         name = slug(self.identity.split(":", 1)[1] if self.identity.startswith(("embedded:", "hub:")) else "folder")
-        return self.root / f"{slug(task)}_{name}_{self.key(task, items)[:24]}.json"
+        return self.root / f"{slug(task)}_{name}_{key[:24]}.json"
 
     def load(self, task: str, items: Sequence[Any]) -> TaskResult | None:
         """The cached result for these exact items and settings, marked as cached; None on a miss."""
-        path = self.path(task, items)
+        key = self.key(task, items)
+        path = self.path(task, key)
         started = time.perf_counter()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         cache = data.pop("cache", {})
-        if cache.get("key") != self.key(task, items):
+        if cache.get("key") != key:
             return None
         result = TaskResult.from_dict(data)
         result.settings = {
@@ -143,9 +140,9 @@ class ResultCache:
         return result
 
     def store(self, task: str, items: Sequence[Any], result: TaskResult) -> Path:
-        data = {**result.to_dict(), "cache": {"key": self.key(task, items), "identity": self.identity,
-                                              "settings": self.settings}}  # fmt: skip
-        return write_json(self.path(task, items), data, overwrite=True)
+        key = self.key(task, items)
+        data = {**result.to_dict(), "cache": {"key": key, "identity": self.identity, "settings": self.settings}}
+        return write_json(self.path(task, key), data, overwrite=True)
 
 
 def result_cache(

@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from medsft.config import RunConfig, build_config
+from medsft.config import RunConfig
 from medsft.export.gguf import (
     LLAMA_CPP_TYPES,
     ExportError,
@@ -65,10 +63,14 @@ class ExportResult:
 
 
 def run_config(run_dir: Path) -> RunConfig:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise ExportError(f"{run_dir} is not a run folder (no config.yaml); pass the folder a training run wrote")
-    return build_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+    """The config the run folder was created with, read as the pipeline reads it."""
+    from medsft.pipeline import read_run_config
+    from medsft.runs import check_run_folder
+
+    try:
+        return read_run_config(check_run_folder(run_dir))
+    except ValueError as err:
+        raise ExportError(str(err)) from None
 
 
 def gguf_stem(config: RunConfig, run_dir: Path) -> str:

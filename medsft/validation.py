@@ -1,0 +1,64 @@
+"""Benchmark accuracy on the run's own validation rows, measured while training, to choose the checkpoint.
+
+The official test splits are never looked at while a setting is chosen. Which checkpoint becomes the adapter
+is a setting, so a run can pick it by validation *accuracy* on the held-out training rows of a benchmark
+(`select_checkpoint_by: pubmedqa_accuracy`) instead of by validation loss: the loss of a 270M model is dominated
+by long synthetic answers and says little about one yes/no/maybe word. The rows are scored exactly as the
+evaluation stage scores the test split (lm-eval's prompt and continuations, `medsft.evaluate`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from medsft.data.records import MultipleChoiceItem
+
+
+def selection_task(select_checkpoint_by: str) -> str | None:
+    """`pubmedqa_accuracy` -> `pubmedqa` (one of `config.CHECKPOINT_MEASURES`); `eval_loss` -> None."""
+    return None if select_checkpoint_by == "eval_loss" else select_checkpoint_by.removesuffix("_accuracy")
+
+
+def metric_name(task: str) -> str:
+    """The key the trainer logs and selects on (`eval_pubmedqa_accuracy`), beside its `eval_loss`."""
+    return f"eval_{task}_accuracy"
+
+
+def validation_items(rows: Sequence[dict[str, Any]], task: str) -> list[MultipleChoiceItem]:
+    """The multiple-choice items behind the validation rows of one source (rows of other sources are skipped).
+
+    Benchmark loaders keep each example's item in `meta["item"]` (`medsft.data.loaders`)."""
+    kept = [(row.get("meta") or {}).get("item") for row in rows if row.get("source") == task]
+    return [MultipleChoiceItem(**item) for item in kept if item]
+
+
+@contextlib.contextmanager
+def scoring_mode(model: Any) -> Iterator[Any]:
+    """Eval mode, no gradients and the model's own attention (not the packed training one), then back."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    attention = base.config._attn_implementation
+    own = getattr(base, "medsft_own_attention", None)  # set by medsft.attention.packed_attention
+    was_training = model.training
+    if own and own != attention:
+        base.set_attn_implementation(own)
+    try:
+        with torch.no_grad():
+            yield model.eval()
+    finally:
+        if own and own != attention:
+            base.set_attn_implementation(attention)
+        model.train(was_training)
+
+
+def accuracy(model: Any, tokenizer: Any, task: str, items: Sequence[MultipleChoiceItem], batch_size: int) -> float:
+    """Plain accuracy (lm-eval `acc`) of the model as it is now on the items."""
+    from medsft.evaluate.multiple_choice import score_items
+    from medsft.evaluate.scoring import HFScorer
+
+    with scoring_mode(model) as scoring:
+        records = score_items(HFScorer(scoring, tokenizer, name="validation", batch_size=batch_size), task, items)
+    return sum(bool(r["correct"]) for r in records) / len(records)
