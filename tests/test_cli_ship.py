@@ -285,7 +285,7 @@ def test_the_card_shows_the_failed_file_as_failed_with_its_numbers(tmp_path: Pat
 
 
 def test_the_notebook_view_shows_the_failed_file_as_failed(tmp_path: Path) -> None:
-    from medsft.export import views
+    from medsft import stages as views
 
     checks = views.check_frame(failed_export(tmp_path)).set_index("quantization")
     assert checks.loc["q4_k_m", "check"] == "FAILED" and checks.loc["q4_k_m", "file"] == "rejected"

@@ -233,7 +233,7 @@ def test_chat_cli_names_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_chat_stage_records_the_transcript(exported, tiny_run: Path) -> None:
-    from medsft.chat import chat_stage
+    from medsft.stages import chat_stage
 
     transcript = chat_stage(tiny_run, ["First question?", "A follow-up?"], "q8_0", max_tokens=6)
     saved = json.loads((tiny_run / "chat.json").read_text())

@@ -1,11 +1,23 @@
-"""Tables the export notebook shows: sizes and measured RAM, and what each GGUF's checks found. A file that
-failed its check is shown as FAILED with its reasons, never like a good file."""
+"""04 export: merge the adapter, write and check the GGUF files and the model card, and the tables shown.
+
+Sizes and measured RAM, and what each GGUF's checks found. A file that failed its check is shown as FAILED with
+its reasons, never like a good file.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from medsft.export.save import ExportResult
+from medsft.pipeline import NotebookRun, find_artifact
+
+
+def export_stage(run: NotebookRun) -> ExportResult:
+    """The run's adapter (or that of the run it was started from) merged, exported and checked (`export_run`)."""
+    from medsft.export import export_run
+
+    return export_run(run.run_dir, config=run.config, adapter_dir=find_artifact(run.run_dir, "adapter"))
+
 
 
 def verdict_text(passed: bool | None) -> str:

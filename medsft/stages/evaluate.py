@@ -1,115 +1,17 @@
-"""What the stage notebooks call: each stage's work on a run folder, and the tables and views they show.
-
-A notebook is a few cells around these functions, so everything it does is reachable from tests. Each stage
-writes its results as JSON into the run folder (`data_report.json`, `train_results.json`,
-`eval_results.json`), which `medsft.report` reads back for the run's `results.json` and the sweep summary.
-"""
+"""03 evaluate: base vs tuned on every evaluation task, and the tables and examples the notebook shows."""
 
 from __future__ import annotations
 
-import html
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
 from medsft.pipeline import NotebookRun, find_artifact
-from medsft.runs import sha256_rows, update_manifest, write_json_atomic, write_text_atomic
+from medsft.runs import write_json_atomic
 
 log = logging.getLogger("medsft")
 
-SPLITS = ("train", "validation")
-# The config fields a reader of the training notebook wants to see first (all of them are in config.yaml).
-RECIPE_FIELDS = (
-    "model", "max_seq_length", "lora_r", "lora_alpha", "lora_target", "optimizer", "learning_rate",
-    "lr_scheduler", "batch_size", "gradient_accumulation_steps", "num_epochs", "max_steps",
-    "eval_every_steps", "select_checkpoint_by", "train_on_reasoning", "seed", "dry_run",
-)  # fmt: skip
-
-
-def load_tokenizer_for(config: RunConfig) -> Any:
-    """The run's tokenizer with its chat template (no model weights are loaded)."""
-    from medsft.backend import load_tokenizer
-    from medsft.models import resolve_model
-
-    return load_tokenizer(resolve_model(config.model).location, config.chat_template)
-
-
-# ---- 01 data ----------------------------------------------------------------------------------------------
-
-
-def prepare_data(run: NotebookRun, tokenizer: Any) -> tuple[Any, Any]:
-    """Load, clean, decontaminate, mix and split the run's data; save the splits and the report in the run."""
-    from medsft.data import build_training_data, validate_sources
-
-    sources = validate_sources(run.config)  # every row checked before anything else, with file/row/field errors
-    data, report = build_training_data(run.config, tokenizer, sources=sources)
-    hashes = {}
-    for split in SPLITS:
-        rows = list(data[split])
-        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        write_text_atomic(run.run_dir / "data" / f"{split}.jsonl", lines)
-        hashes[f"{split}_sha256"] = sha256_rows(rows)
-    write_json_atomic(run.run_dir / "data_report.json", {**report.to_dict(), **hashes})
-    update_manifest(
-        run.run_dir, data={"train_rows": report.train_rows, "validation_rows": report.validation_rows, **hashes}
-    )
-    return data, report
-
-
-def load_data(run_dir: str | Path) -> Any | None:
-    """The splits the data stage saved (in this run or the one it was started from), or None if there are none."""
-    folder = find_artifact(run_dir, "data")
-    if folder is None:
-        return None
-    from datasets import Dataset, DatasetDict
-
-    def read(split: str) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
-
-    rows = {split: read(split) for split in SPLITS}
-    # One table for both splits, as the data stage built it, so an empty validation split keeps the schema.
-    full = Dataset.from_list(rows["train"] + rows["validation"])
-    n = len(rows["train"])
-    return DatasetDict(train=full.select(list(range(n))), validation=full.select(list(range(n, len(full)))))
-
-
-def labelled_html(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
-    """One conversation as the model sees it, trained (labelled) tokens highlighted, the rest greyed out."""
-    from medsft.labels import IGNORE_INDEX, tokenize_conversation
-
-    item = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
-    spans = []
-    for token_id, label in zip(item["input_ids"], item["labels"], strict=True):
-        text = html.escape(tokenizer.decode([token_id]))
-        style = "background:#c8f0c8" if label != IGNORE_INDEX else "color:#888"
-        spans.append(f'<span style="{style}">{text}</span>')
-    return '<pre style="white-space:pre-wrap;font-size:12px">' + "".join(spans) + "</pre>"
-
-
-# ---- 02 train ---------------------------------------------------------------------------------------------
-
-
-def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> Any:
-    """The recipe's main knobs as a two-column table."""
-    import pandas as pd
-
-    values = config.to_dict()
-    return pd.DataFrame({"field": list(fields), "value": [str(values[name]) for name in fields]})
-
-
-def train_stage(run: NotebookRun) -> Any:
-    """Train on the data stage's splits (or build them, if the data stage did not run) into the run folder."""
-    from medsft.train import train
-
-    data = load_data(run.run_dir)
-    if data is None:
-        log.warning("no data stage output in %s; building the data inside training", run.run_dir)
-    return train(run.config, data=data, run_dir=run.run_dir)
-
-
-# ---- 03 evaluate ------------------------------------------------------------------------------------------
 
 
 def eval_models(run: NotebookRun) -> dict[str, str]:

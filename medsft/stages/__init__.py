@@ -1,0 +1,32 @@
+"""The pipeline's stages, one module each, in the order the notebooks run them:
+data -> train -> evaluate -> export -> chat.
+
+Each module holds a stage's steps (what its notebook calls, one cell at a time) and the tables it shows. Every
+stage writes its results as JSON into the run folder (`data_report.json`, `train_results.json`,
+`eval_results.json`, `export.json`, `chat.json`), which `medsft.report` reads back for the run's `results.json`.
+"""
+
+from medsft.stages.chat import chat_stage
+from medsft.stages.common import SPLITS, load_data, load_tokenizer_for
+from medsft.stages.data import labelled_html, prepare_data
+from medsft.stages.evaluate import (
+    accuracy_frame,
+    breakdown_frame,
+    eval_data,
+    eval_data_frame,
+    eval_items,
+    eval_models,
+    evaluate_stage,
+    scored_example,
+    show_text_table,
+    side_by_side,
+)
+from medsft.stages.export import accuracy_results, check_frame, export_stage, size_frame
+from medsft.stages.train import RECIPE_FIELDS, recipe_frame, train_stage
+
+__all__ = [
+    "RECIPE_FIELDS", "SPLITS", "accuracy_frame", "accuracy_results", "chat_stage", "check_frame", "export_stage",
+    "size_frame", "breakdown_frame", "eval_data", "eval_data_frame", "eval_items",
+    "eval_models", "evaluate_stage", "labelled_html", "load_data", "load_tokenizer_for", "prepare_data",
+    "recipe_frame", "scored_example", "show_text_table", "side_by_side", "train_stage",
+]  # fmt: skip
