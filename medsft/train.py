@@ -444,15 +444,36 @@ def claim_or_check(config: RunConfig, run_dir: Path | None) -> Path:
     )
 
 
-def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
-    """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/.
+@dataclass
+class Training:
+    """What the training steps hand on, filled in as they run: the run folder, the backend, then the model,
+    the rows, the trainer. `train()` runs the steps in order; the train notebook calls them one cell at a time."""
+
+    config: RunConfig
+    run_dir: Path
+    backend: Backend
+    data: Any | None = None  # the train/validation splits; built by `tokenize_rows` when the data stage did not run
+    sources: Any | None = None  # rows already validated by `start`, when the data is built here
+    started: float = field(default_factory=time.perf_counter)
+    model: Any = None
+    tokenizer: Any = None
+    train_rows: list[dict] = field(default_factory=list)
+    validation_rows: list[dict] = field(default_factory=list)
+    throughput: Throughput = field(default_factory=Throughput)
+    trainer: MedsftTrainer | None = None
+    layout: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main(self) -> bool:
+        return distributed.is_main_process()
+
+
+def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> Training:
+    """Step 1: check the launch and (when the data is built here) every source row, before any model loads; claim
+    the run folder (or check the one the pipeline opened) and pick the backend.
 
     `run_dir` is a folder the pipeline runner already opened for this run (its config.yaml inside); training
-    writes into it unless it already holds a training's outputs and `resume` is off.
-
-    Under `accelerate launch` every process runs this function on the same rows; only the main process writes
-    the run folder (`medsft.distributed`), and the trainer splits each batch between the processes.
-    """
+    writes into it unless it already holds a training's outputs and `resume` is off."""
     started = time.perf_counter()
     check_launch(config)
     sources = None
@@ -461,56 +482,83 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
 
         sources = validate_sources(config)  # bad rows fail here, before any model loads
     run_dir = claim_or_check(config, run_dir)
-    main = distributed.is_main_process()
     # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
     backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)
-    model, tokenizer = load_for_training(config, backend)
-    if main:
-        open_run_dir(run_dir, config)
-    if data is None:
+    return Training(config, run_dir, backend, data=data, sources=sources, started=started)
+
+
+def load_model(training: Training) -> tuple[Any, Any]:
+    """Step 2: the model and tokenizer through the backend (Unsloth in 4-bit on CUDA, transformers elsewhere)."""
+    training.model, training.tokenizer = load_for_training(training.config, training.backend)
+    if training.main:
+        open_run_dir(training.run_dir, training.config)
+    return training.model, training.tokenizer
+
+
+def tokenize_rows(training: Training) -> tuple[list[dict], list[dict]]:
+    """Step 3: input ids and response-only labels for every train and validation conversation (the data is
+    built here first when the data stage did not run); the rows' hashes go into the manifest."""
+    config, run_dir, tokenizer = training.config, training.run_dir, training.tokenizer
+    if training.data is None:
         from medsft.data import build_training_data
 
-        data, report = build_training_data(config, tokenizer, sources=sources)
-        if main:
+        training.data, report = build_training_data(config, tokenizer, sources=training.sources)
+        if training.main:
             update_manifest(run_dir, data=report.to_dict())
-    hashes = {f"{split}_sha256": sha256_rows(list(data[split])) for split in ("train", "validation")}
+    hashes = {f"{split}_sha256": sha256_rows(list(training.data[split])) for split in ("train", "validation")}
     distributed.check_same_everywhere(" ".join(hashes.values()), "the training and validation rows")
-    if main:
+    if training.main:
         update_manifest(run_dir, data=hashes)
-    train_rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
-    validation_rows = tokenize_split(list(data["validation"]), tokenizer, config, "validation")
-    steps = DRY_RUN_STEPS if config.dry_run else config.max_steps
-    set_seed(config.seed)  # LoRA's initial weights come from torch's generator: the same in every run of a config
-    model = backend.add_lora(model, config)
+    training.train_rows = tokenize_split(list(training.data["train"]), tokenizer, config, "train")
+    training.validation_rows = tokenize_split(list(training.data["validation"]), tokenizer, config, "validation")
+    return training.train_rows, training.validation_rows
 
-    throughput = Throughput()
-    trainer = build_trainer(
-        model,
-        tokenizer,
-        backend,
-        config,
-        run_dir,
-        train_rows,
-        validation_rows,
-        throughput,
-        steps,
-        validation_examples=list(data["validation"]),
-    )
-    layout = batch_layout(trainer)
-    if main:
-        update_manifest(run_dir, distributed=layout)
+
+def add_lora(training: Training) -> Any:
+    """Step 4: LoRA adapters on the target modules (r, alpha, dropout from the config); the rest is frozen."""
+    set_seed(training.config.seed)  # LoRA's initial weights come from torch's generator: the same in every run
+    training.model = training.backend.add_lora(training.model, training.config)
+    return training.model
+
+
+def make_trainer(training: Training) -> MedsftTrainer:
+    """Step 5: TRL's SFTTrainer with medsft's collator, logging, checkpoints and checkpoint selection."""
+    steps = DRY_RUN_STEPS if training.config.dry_run else training.config.max_steps
+    training.trainer = build_trainer(
+        training.model, training.tokenizer, training.backend, training.config, training.run_dir,
+        training.train_rows, training.validation_rows, training.throughput, steps,
+        validation_examples=list(training.data["validation"]),
+    )  # fmt: skip
+    training.layout = batch_layout(training.trainer)
+    if training.main:
+        update_manifest(training.run_dir, distributed=training.layout)
+    return training.trainer
+
+
+def fit(training: Training) -> Any:
+    """Step 6: train (from the last checkpoint when `resume` is on), evaluating and saving every few steps."""
+    trainer, config, run_dir = training.trainer, training.config, training.run_dir
+    assert trainer is not None, "make_trainer comes before fit"
     checkpoint = (
         get_last_checkpoint(trainer.args.output_dir) if config.resume and (run_dir / "checkpoints").is_dir() else None
     )
     if checkpoint:
         log.info("resuming from %s", checkpoint)
-        if main:
+        if training.main:
             truncate_log(run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
     distributed.wait_for_everyone()  # the folder is set up before any process starts training into it
     with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
-        output = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter_dir = save_trained_adapter(trainer, backend, tokenizer, run_dir / "adapter", overwrite=config.resume)
+        return trainer.train(resume_from_checkpoint=checkpoint)
 
+
+def finish(training: Training, output: Any) -> RunResult:
+    """Step 7: save the adapter (the best checkpoint's weights), then train_results.json, the loss plot and the
+    manifest's timings."""
+    trainer, config, run_dir = training.trainer, training.config, training.run_dir
+    assert trainer is not None, "make_trainer comes before finish"
+    adapter_dir = save_trained_adapter(
+        trainer, training.backend, training.tokenizer, run_dir / "adapter", overwrite=config.resume
+    )
     history = trainer.state.log_history
     measure = selection_metric(config)  # eval_loss, or e.g. eval_pubmedqa_accuracy logged at each evaluation
     result = RunResult(
@@ -522,16 +570,31 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
         validation_accuracy=[{"step": h["step"], measure: h[measure]} for h in history if measure in h],
         selected_by=config.select_checkpoint_by,
         best_checkpoint=trainer.state.best_model_checkpoint,
-        tokens_per_second=throughput.rate(),
+        tokens_per_second=training.throughput.rate(),
         peak_memory_gib=round(peak_memory_gib(), 3),
-        runtime_seconds=round(time.perf_counter() - started, 1),
-        train_rows=len(train_rows),
-        validation_rows=len(validation_rows),
-        trained_tokens=sum(count_trained_tokens(r["labels"]) for r in train_rows),
-        world_size=layout["world_size"],
-        effective_batch_size=layout["effective_batch_size"],
+        runtime_seconds=round(time.perf_counter() - training.started, 1),
+        train_rows=len(training.train_rows),
+        validation_rows=len(training.validation_rows),
+        trained_tokens=sum(count_trained_tokens(r["labels"]) for r in training.train_rows),
+        world_size=training.layout["world_size"],
+        effective_batch_size=training.layout["effective_batch_size"],
     )
-    if main:
-        write_results(run_dir, result, backend)
+    if training.main:
+        write_results(run_dir, result, training.backend)
     distributed.wait_for_everyone()  # no process returns before the run folder is complete
     return result
+
+
+def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
+    """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/: the seven
+    steps above, in order (`start` says what `data` and `run_dir` are).
+
+    Under `accelerate launch` every process runs this function on the same rows; only the main process writes
+    the run folder (`medsft.distributed`), and the trainer splits each batch between the processes.
+    """
+    training = start(config, data, run_dir)
+    load_model(training)
+    tokenize_rows(training)
+    add_lora(training)
+    make_trainer(training)
+    return finish(training, fit(training))

@@ -60,5 +60,6 @@ def accuracy(model: Any, tokenizer: Any, task: str, items: Sequence[MultipleChoi
     from medsft.evaluate.scoring import HFScorer
 
     with scoring_mode(model) as scoring:
-        records = score_items(HFScorer(scoring, tokenizer, name="validation", batch_size=batch_size), task, items)
+        scorer = HFScorer(scoring, tokenizer, name="validation", batch_size=batch_size, progress=False)
+        records = score_items(scorer, task, items)
     return sum(bool(r["correct"]) for r in records) / len(records)

@@ -112,6 +112,7 @@ class HFScorer:
         batch_size: int = 8,
         fast_greedy: bool = True,
         generate_batch_size: int = GENERATE_BATCH_SIZE,
+        progress: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -119,6 +120,7 @@ class HFScorer:
         self.batch_size = batch_size  # scoring, and sampled generation
         self.fast_greedy = fast_greedy  # greedy replies through `greedy_generate`; False: transformers' generate
         self.generate_batch_size = generate_batch_size  # rows per `greedy_generate` batch
+        self.progress = progress  # a bar of its own (off inside training, whose bar already shows the progress)
         # Right padding never reaches a real position under causal attention; any id works, pad is clearest.
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -155,7 +157,8 @@ class HFScorer:
         results: dict[int, list[float]] = {}
         single = [i for i, r in enumerate(requests) if all(len(c) == 1 for c in r.continuations)]
         # Progress in questions, with the time left; the longest batches come first, so the estimate is high.
-        with tqdm(total=len(requests), desc=f"scoring ({self.name})", unit="q", mininterval=5) as progress:
+        bar = {"total": len(requests), "desc": f"scoring ({self.name})", "unit": "q", "mininterval": 5}
+        with tqdm(**bar, disable=not self.progress) as progress:
             for i in sorted(set(range(len(requests))) - set(single)):
                 results[i] = self._score_with_cache(requests[i])
                 progress.update(1)
