@@ -165,8 +165,8 @@ def eval_command(args: argparse.Namespace) -> int:
     from medsft.data import DataError
     from medsft.data.evalsets import describe_eval_data, load_eval_items
     from medsft.evaluate.compare import evaluate_one, normalize_mode
-    from medsft.evaluate.results import write_json
     from medsft.evaluate.stats import wilson_interval
+    from medsft.runs import write_json
 
     try:
         if not args.task:
@@ -267,8 +267,7 @@ def export_inputs(args: argparse.Namespace) -> tuple[Path, list[str] | None]:
     """The adapter to export (this run's or the run it was started from) and the quantizations; ValueError with
     one line naming what is missing, before anything loads."""
     from medsft.export import check_quantizations
-    from medsft.pipeline import find_artifact
-    from medsft.runs import check_run_folder
+    from medsft.runs import check_run_folder, find_artifact
 
     run_dir = check_run_folder(args.run_dir)
     adapter = find_artifact(run_dir, "adapter")

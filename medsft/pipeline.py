@@ -1,9 +1,9 @@
 """`medsft run`: the stage notebooks in order, through papermill, for one resolved config.
 
 Config flows one way. The runner resolves the `RunConfig` once (a bad name or type is a `ConfigError` before
-any notebook starts), creates `outputs/<run-id>/` with `config.yaml` and `manifest.json`, and executes each
-stage's notebook into that folder with a single parameter, `run_dir`; a notebook reads its config from there
-(`open_notebook_run`). Opened by hand in Jupyter or Colab with `run_dir = ""`, a notebook resolves its own
+any notebook starts), creates `outputs/<run-id>/` with `config.yaml` and `manifest.json` (`medsft.runs.Run`),
+and executes each stage's notebook into that folder with a single parameter, `run_dir`; a notebook opens the
+`Run` there (`open_notebook_run`). Opened by hand in Jupyter or Colab with `run_dir = ""`, a notebook resolves its own
 `recipe` + `params` defaults and starts a fresh run folder instead.
 
 A run never writes into another run's folder. To reuse an earlier run's artifacts (its data, adapter, ...),
@@ -13,21 +13,17 @@ run's folder first, then in the run it came from.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from medsft.config import ConfigError, RunConfig, build_config, load_config
-from medsft.runs import make_run_id, update_manifest, write_json_atomic, write_text_atomic
+from medsft.runs import Run
+from medsft.runs import find_artifact as find_artifact  # notebooks and stages import it from here
 
 log = logging.getLogger("medsft")
 
@@ -62,12 +58,8 @@ class StageError(RuntimeError):
     """A stage's notebook failed; the message names the stage, the cell and its error, and the partial render."""
 
 
-@dataclass
-class NotebookRun:
-    """What a stage notebook works with: the run's resolved config and its folder."""
-
-    config: RunConfig
-    run_dir: Path
+# What a stage notebook works with (`run.config`, `run.run_dir`): the run that owns the folder.
+NotebookRun = Run
 
 
 def parse_stages(stages: str | Iterable[str] | None) -> list[str]:
@@ -80,55 +72,17 @@ def parse_stages(stages: str | Iterable[str] | None) -> list[str]:
     return [name for name in valid if name in names] if names else valid
 
 
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    """The config a run folder was created with (validated again, never re-resolved from recipes or env)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: no config.yaml in it")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return build_config(values, {name: str(path) for name in values})
-
-
-def create_run_dir(config: RunConfig, **manifest: Any) -> NotebookRun:
-    """Create `<output_dir>/<run-id>/` exclusively, write the config (with its run id) and the manifest.
-
-    A given `run_id` that exists is an error; a generated one (time + config hash) gets a `-2`, `-3` ... suffix
-    when the same config started twice in one second.
-    """
-    base_id = config.run_id or make_run_id(config)
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 100 if config.run_id is None else 2):
-        run_id = base_id if attempt == 1 else f"{base_id}-{attempt}"
-        run_dir = Path(config.output_dir) / run_id
-        try:
-            run_dir.mkdir(exist_ok=False)  # atomic: of two runs given the same id, exactly one gets the folder
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(
-            f"run folder {run_dir} already exists and a run never writes into another run's folder; choose "
-            f"another run_id, or start a new run from it with --from-run {run_dir}"
-        )
-    config = dataclasses.replace(config, run_id=run_id)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    update_manifest(run_dir, **manifest)
-    return NotebookRun(config, run_dir)
-
-
-def open_notebook_run(
-    run_dir: str = "", recipe: str = DEFAULT_RECIPE, params: Mapping[str, Any] | None = None
-) -> NotebookRun:
+def open_notebook_run(run_dir: str = "", recipe: str = DEFAULT_RECIPE, params: Mapping[str, Any] | None = None) -> Run:
     """A notebook's config and folder: the runner's `run_dir`, or (empty) a fresh run from recipe + params."""
     if run_dir:
-        return NotebookRun(read_run_config(run_dir), Path(run_dir))
+        return Run.open(run_dir)
     if Path.cwd().resolve() == NOTEBOOKS_DIR.resolve():
         # Jupyter starts kernels in the notebook's folder; runs belong in the repository's outputs/, as with
         # `medsft run`, where .gitignore keeps weights out of git.
         os.chdir(REPO_DIR)
         log.info("working directory: %s", REPO_DIR)
     config = load_config(recipe or None, dict(params or {}))
-    return create_run_dir(config, status="interactive", recipe=recipe or None)
+    return Run.create(config, status="interactive", recipe=recipe or None)
 
 
 def config_from_run(from_run: str | Path, overrides: Mapping[str, Any]) -> RunConfig:
@@ -139,22 +93,8 @@ def config_from_run(from_run: str | Path, overrides: Mapping[str, Any]) -> RunCo
             f"'{changed[0]}' cannot change when reusing {from_run}: its data and adapter were made with the old "
             f"value; start a new run instead. Fields that may change: {', '.join(REUSE_OVERRIDES)}"
         )
-    values = {**read_run_config(from_run).to_dict(), "run_id": None, **overrides}
+    values = {**Run.open(from_run).config.to_dict(), "run_id": None, **overrides}
     return build_config(values)
-
-
-def find_artifact(run_dir: str | Path, name: str) -> Path | None:
-    """`run_dir/name`, else the same in the run it was started from (`--from-run`), and so on back."""
-    seen: set[Path] = set()
-    current: Path | None = Path(run_dir)
-    while current is not None and current.resolve() not in seen:
-        seen.add(current.resolve())
-        if (current / name).exists():
-            return current / name
-        manifest = current / "manifest.json"
-        origin = json.loads(manifest.read_text(encoding="utf-8")).get("from_run") if manifest.is_file() else None
-        current = current / origin if origin else None  # stored relative to the run folder
-    return None
 
 
 def ensure_kernel() -> str:
@@ -220,14 +160,10 @@ def run_pipeline(
     the manifest says `status: failed` with the cell's error, the partial render stays, and `StageError` is
     raised. On success the manifest says `status: complete` and `results.json` holds the headline numbers.
     """
-    from medsft.report import run_results
+    from medsft.run_summary import run_results
 
     names = parse_stages(stages)
-    if from_run and not (Path(from_run) / "config.yaml").is_file():
-        raise FileNotFoundError(f"--from-run {from_run}: not a run folder (no config.yaml)")
-    run = create_run_dir(config, status="running", stages=names)
-    if from_run:  # relative to the new folder, so the link holds from any working directory
-        update_manifest(run.run_dir, from_run=os.path.relpath(Path(from_run).resolve(), run.run_dir.resolve()))
+    run = Run.create(config, from_run=from_run, status="running", stages=names)
     timings: dict[str, float] = {}
     skipped = []
     for stage, filename in STAGES:
@@ -245,16 +181,16 @@ def run_pipeline(
         except Exception as err:
             timings[Path(filename).stem] = round(time.perf_counter() - started, 1)
             error = {"stage": stage, "notebook": str(run.run_dir / filename), **describe_error(err)}
-            update_manifest(run.run_dir, status="failed", error=error, timings={"notebooks": timings})
+            run.update_manifest(status="failed", error=error, timings={"notebooks": timings})
             raise StageError(
                 f"stage {stage} failed in {error['where']}: {error['ename']}: {error['evalue']}\n"
                 f"partial notebook: {run.run_dir / filename}"
             ) from err
         timings[Path(filename).stem] = round(time.perf_counter() - started, 1)
-        update_manifest(run.run_dir, timings={"notebooks": timings})
+        run.update_manifest(timings={"notebooks": timings})
     finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    update_manifest(run.run_dir, skipped_stages=skipped, status="complete", finished_utc=finished)
-    write_json_atomic(run.run_dir / "results.json", run_results(run.run_dir))
+    run.update_manifest(skipped_stages=skipped, status="complete", finished_utc=finished)
+    run.write_json("results.json", run_results(run))
     return run.run_dir
 
 

@@ -1,8 +1,11 @@
 """Run folders and manifests: every run writes to its own folder and records how to repeat it.
 
 `outputs/<run-id>/` holds the resolved config, `manifest.json` (package versions, git commit, data hashes,
-hardware, per-stage timings) and the stage results. A folder is created exclusively, so a rerun never writes
-into another run's folder; resuming an existing run is asked for explicitly (`resume=True`).
+hardware, per-stage timings) and the stage results. `Run` owns one such folder: it is the only code that creates
+a run folder or reads its `config.yaml`. A folder is created exclusively, so a rerun never writes into another
+run's folder (a generated id gets a `-2`, `-3` ... suffix; a given `run_id` that exists is an error); resuming
+an existing run is asked for explicitly (`resume=True`). JSON records have one writer, `write_json`, which
+never replaces a file unless asked (`overwrite=True`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ import re
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from medsft.config import RunConfig
+from medsft.config import RunConfig, build_config
+
+CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "manifest.json"
+MAX_SUFFIX = 99  # a generated id tried as id, id-2, ... id-99
 
 PACKAGES = (
     "medsft",
@@ -47,9 +55,124 @@ def make_run_id(config: RunConfig) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{model}-{digest}"
 
 
+@dataclass
+class Run:
+    """One run folder: its resolved config (read once, validated), manifest, artifacts and JSON records.
+
+    `Run.create(config)` makes a new folder, `Run.open(run_dir)` reads an existing one. `config` is the validated
+    `RunConfig`; `values` is `config.yaml` as written (a run from an older medsft lacks fields added since), which
+    is what summaries show.
+    """
+
+    config: RunConfig
+    run_dir: Path
+    values: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.values = self.values or self.config.to_dict()
+
+    @classmethod
+    def create(cls, config: RunConfig, from_run: str | Path | None = None, **manifest: Any) -> Run:
+        """A new folder `<output_dir>/<run-id>/` with the config (its run id filled in) and the manifest.
+
+        The one clash rule: a given `run_id` that exists is an error; a generated one (time + config hash) gets
+        a `-2`, `-3` ... suffix when the same config started twice in one second. `from_run` links this run to
+        an earlier one whose artifacts `find_artifact` falls back to.
+        """
+        origin = check_run_folder(Path(from_run), FileNotFoundError, "--from-run ") if from_run else None
+        base_id = config.run_id or make_run_id(config)
+        for attempt in range(1, MAX_SUFFIX + 1 if config.run_id is None else 2):
+            run_dir = Path(config.output_dir) / (base_id if attempt == 1 else f"{base_id}-{attempt}")
+            try:
+                return cls.make(run_dir, config, from_run=origin, **manifest)
+            except FileExistsError:
+                continue
+        raise FileExistsError(
+            f"run folder {run_dir} already exists and a run never writes into another run's folder; choose "
+            f"another run_id, or start a new run from it with --from-run {run_dir}"
+        )
+
+    @classmethod
+    def make(cls, run_dir: Path, config: RunConfig, from_run: str | Path | None = None, **manifest: Any) -> Run:
+        """Create exactly `run_dir` (FileExistsError if it exists: of two runs given one id, one gets it)."""
+        run_dir = Path(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(exist_ok=False)  # atomic
+        run = cls(replace(config, run_id=run_dir.name), run_dir)
+        write_text_atomic(run.path(CONFIG_FILE), yaml.safe_dump(run.values, sort_keys=False), overwrite=False)
+        if from_run:  # relative to the new folder, so the link holds from any working directory
+            manifest["from_run"] = os.path.relpath(Path(from_run).resolve(), run_dir.resolve())
+        run.update_manifest(**manifest)
+        return run
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> Run:
+        """The run in an existing folder, its config validated again (never re-resolved from recipes or env)."""
+        path = Path(run_dir) / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder: no {CONFIG_FILE} in it")
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return cls(build_config(values, {name: str(path) for name in values}), Path(run_dir), values)
+
+    @staticmethod
+    def is_run_folder(path: str | Path) -> bool:
+        """Whether `path` is a folder a run wrote (it holds config.yaml)."""
+        return (Path(path) / CONFIG_FILE).is_file()
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    def path(self, name: str) -> Path:
+        """Where this run keeps `name` (whether or not it exists yet)."""
+        return self.run_dir / name
+
+    def find_artifact(self, name: str) -> Path | None:
+        """This run's `name`, else the one of the run it was started from (`--from-run`), and so on back."""
+        return find_artifact(self.run_dir, name)
+
+    def manifest(self) -> dict[str, Any]:
+        return read_json(self.path(MANIFEST_FILE)) or {}
+
+    def update_manifest(self, **sections: Any) -> dict[str, Any]:
+        return update_manifest(self.run_dir, **sections)
+
+    def read_json(self, name: str) -> Any | None:
+        """A JSON record of this run, or None if the run has not written it."""
+        return read_json(self.path(name))
+
+    def write_json(self, name: str, data: Any, overwrite: bool = False) -> Path:
+        return write_json(self.path(name), data, overwrite=overwrite)
+
+    def write_text(self, name: str, text: str, overwrite: bool = False) -> Path:
+        return write_text_atomic(self.path(name), text, overwrite=overwrite)
+
+
+def find_artifact(run_dir: str | Path, name: str) -> Path | None:
+    """`run_dir/name`, else the same in the run it was started from (`from_run` in its manifest), and so on back."""
+    seen: set[Path] = set()
+    current: Path | None = Path(run_dir)
+    while current is not None and current.resolve() not in seen:
+        seen.add(current.resolve())
+        if (current / name).exists():
+            return current / name
+        origin = (read_json(current / MANIFEST_FILE) or {}).get("from_run")
+        current = current / origin if origin else None  # stored relative to the run folder
+    return None
+
+
 def claim_run_dir(config: RunConfig) -> Path:
-    """The run's folder path, refusing another run's folder unless resuming it (nothing is created yet)."""
+    """The run's folder path by `Run.create`'s clash rule (nothing is created yet; `open_run_dir` creates it).
+
+    A given `run_id` that exists is an error unless resuming it; a generated id gets the first free suffix.
+    """
     run_dir = Path(config.output_dir) / (config.run_id or make_run_id(config))
+    if config.run_id is None:
+        base, attempt = run_dir, 1
+        while run_dir.exists() and attempt < MAX_SUFFIX:
+            attempt += 1
+            run_dir = base.with_name(f"{base.name}-{attempt}")
     if run_dir.exists() and not config.resume:
         raise FileExistsError(
             f"run folder {run_dir} already exists; pass resume=True to continue it or choose another run_id"
@@ -65,25 +188,25 @@ def check_no_training(run_dir: Path, config: RunConfig) -> Path:
             f"run folder {run_dir} already holds training outputs ({', '.join(done)}); pass resume=True to continue "
             "it or start a new run"
         )
-    if not (run_dir / "config.yaml").is_file():
+    if not Run.is_run_folder(run_dir):
         raise FileNotFoundError(f"{run_dir} is not an opened run folder (no config.yaml); use claim_run_dir")
     return run_dir
 
 
 def open_run_dir(run_dir: Path, config: RunConfig) -> Path:
-    """Create the folder (once the run is known to start) and write the resolved config into it."""
+    """Create the claimed folder (once the run is known to start) as `Run.make` does; an existing run folder
+    (resumed, or opened by the pipeline runner) is left as it is."""
     if not run_dir.exists():
-        run_dir.mkdir(parents=True, exist_ok=False)
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return run_dir
+        Run.make(run_dir, config)
+    return check_run_folder(run_dir, FileNotFoundError)
 
 
-def check_run_folder(run_dir: Path) -> Path:
-    """`run_dir` if it is a folder a run wrote (it holds config.yaml); ValueError with one line otherwise."""
+def check_run_folder(run_dir: Path, error: type[Exception] = ValueError, what: str = "") -> Path:
+    """`run_dir` if it is a folder a run wrote (it holds config.yaml); `error` with one line otherwise."""
     if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: no such run folder (give a folder under outputs/ that a run wrote)")
-    if not (run_dir / "config.yaml").is_file():
-        raise ValueError(f"{run_dir} is not a run folder (no config.yaml); give the folder a training run wrote")
+        raise error(f"{what}{run_dir}: no such run folder (give a folder under outputs/ that a run wrote)")
+    if not Run.is_run_folder(run_dir):
+        raise error(f"{what}{run_dir} is not a run folder (no config.yaml); give the folder a training run wrote")
     return run_dir
 
 
@@ -114,24 +237,32 @@ def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
     return path
 
 
+def write_json(path: Path, data: Any, overwrite: bool = False) -> Path:
+    """The one JSON writer of run records: atomic, and an existing file is an error unless `overwrite`."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    return write_text_atomic(path, text, overwrite=overwrite)
+
+
 def write_json_atomic(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """`write_json` replacing an existing file: for records rewritten on purpose (resumed training, summaries)."""
+    return write_json(path, data, overwrite=True)
+
+
+def read_json(path: Path) -> Any | None:
+    """A JSON record, or None if it was not written."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:
     """Merge `sections` into `manifest.json` (created with versions, git and hardware on first call)."""
-    path = run_dir / "manifest.json"
-    manifest = (
-        json.loads(path.read_text(encoding="utf-8"))
-        if path.is_file()
-        else {
-            "run_id": run_dir.name,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "packages": package_versions(),
-            "git": git_state(),
-            "hardware": hardware(),
-        }
-    )
+    path = run_dir / MANIFEST_FILE
+    manifest = read_json(path) or {
+        "run_id": run_dir.name,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "packages": package_versions(),
+        "git": git_state(),
+        "hardware": hardware(),
+    }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(manifest.get(key), dict):
             manifest[key].update(value)

@@ -36,7 +36,7 @@ def tables(run: Path) -> str:
     if (run / "results.json").is_file():
         results = read(run / "results.json")
     else:  # a run still going (or stopped): the same summary the runner writes when it finishes
-        from medsft.report import run_results
+        from medsft.run_summary import run_results
 
         results = run_results(run)
     evaluation = results["evaluate"]

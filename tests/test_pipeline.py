@@ -15,14 +15,13 @@ from medsft.config import ConfigError, build_config
 from medsft.pipeline import (
     STAGES,
     config_from_run,
-    create_run_dir,
     find_artifact,
     open_notebook_run,
     parse_stages,
     run_pipeline,
 )
-from medsft.report import run_results, summary_frame
-from medsft.runs import check_no_training
+from medsft.run_summary import run_results, summary_frame
+from medsft.runs import Run, check_no_training
 
 
 @pytest.fixture
@@ -145,7 +144,7 @@ def test_notebook_opened_by_hand_starts_a_fresh_run_and_the_runners_folder_is_re
 
 
 def test_from_run_keeps_the_earlier_config_and_finds_its_artifacts(tmp_path):
-    first = create_run_dir(build_config({"output_dir": str(tmp_path), "run_id": "a", "lora_r": 4}))
+    first = Run.create(build_config({"output_dir": str(tmp_path), "run_id": "a", "lora_r": 4}))
     (first.run_dir / "adapter").mkdir()
     with pytest.raises(ConfigError, match="'lora_r' cannot change when reusing"):
         config_from_run(first.run_dir, {"lora_r": 8})
@@ -154,10 +153,13 @@ def test_from_run_keeps_the_earlier_config_and_finds_its_artifacts(tmp_path):
     second = run_pipeline(config, "evaluate", from_run=first.run_dir, notebooks_dir=tmp_path / "none")
     assert find_artifact(second, "adapter") == second / ".." / "a" / "adapter"
     assert find_artifact(second, "data") is None
+    with pytest.raises(FileNotFoundError, match="from-run .*run folder"):
+        run_pipeline(config, "evaluate", from_run=tmp_path / "nowhere", notebooks_dir=tmp_path / "none")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # nothing created for a bad --from-run
 
 
 def test_training_writes_into_an_opened_run_folder_once(tmp_path):
-    run = create_run_dir(build_config({"output_dir": str(tmp_path), "run_id": "t"}))
+    run = Run.create(build_config({"output_dir": str(tmp_path), "run_id": "t"}))
     assert check_no_training(run.run_dir, run.config) == run.run_dir
     (run.run_dir / "train_log.jsonl").write_text("")
     with pytest.raises(FileExistsError, match="already holds training outputs"):
@@ -165,7 +167,7 @@ def test_training_writes_into_an_opened_run_folder_once(tmp_path):
 
 
 def write_run(folder: Path, run_id: str, lora_r: int, acc: float, export: bool) -> Path:
-    run = create_run_dir(build_config({"output_dir": str(folder), "run_id": run_id, "lora_r": lora_r}))
+    run = Run.create(build_config({"output_dir": str(folder), "run_id": run_id, "lora_r": lora_r}))
     losses = [{"step": 0, "eval_loss": 3.0}, {"step": 2, "eval_loss": 2.5}]
     (run.run_dir / "train_results.json").write_text(json.dumps({
         "global_step": 2, "train_loss": 2.0, "eval_losses": losses, "tokens_per_second": 100.0,
@@ -197,6 +199,15 @@ def test_run_results_and_summary_read_the_stage_json_with_or_without_export(tmp_
     assert list(frame["lora_r"]) == [8, 16] and "run_id" in frame and "seed" not in frame
     assert list(frame["medqa_tuned_acc"]) == [0.5, 0.75] and list(frame["medqa_base_acc"]) == [0.25, 0.25]
     assert frame["gguf_q8_0_mib"].iloc[0] == 280.5 and frame["gguf_q8_0_mib"].isna().iloc[1]
+
+
+def test_run_results_show_the_config_as_the_run_wrote_it(tmp_path):
+    """A run from an older medsft lacks fields added since; its summary shows its file, not today's defaults."""
+    run_dir = write_run(tmp_path, "old", 8, 0.5, export=False)
+    values = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del values["select_checkpoint_by"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    assert run_results(run_dir)["config"] == values
 
 
 def test_sweep_ids_are_deterministic_and_complete_runs_are_skipped(tmp_path, no_papermill, monkeypatch):

@@ -7,7 +7,19 @@ import pytest
 import yaml
 
 from medsft.config import build_config
-from medsft.runs import claim_run_dir, make_run_id, open_run_dir, sha256_rows, update_manifest
+from medsft.export.card import card_text
+from medsft.run_summary import run_results
+from medsft.runs import (
+    Run,
+    claim_run_dir,
+    make_run_id,
+    open_run_dir,
+    read_json,
+    sha256_rows,
+    update_manifest,
+    write_json,
+    write_json_atomic,
+)
 
 
 def test_run_ids_differ_for_different_configs_and_name_the_model():
@@ -41,3 +53,70 @@ def test_data_hash_changes_when_any_row_changes():
     changed = [{"id": "1", "messages": [{"role": "user", "content": "b"}]}]
     assert sha256_rows(rows) == sha256_rows(json.loads(json.dumps(rows)))
     assert sha256_rows(rows) != sha256_rows(changed)
+
+
+def test_a_generated_run_id_gets_a_suffix_and_a_given_one_that_exists_is_an_error(tmp_path: Path):
+    config = build_config({"output_dir": str(tmp_path), "lora_r": 4})
+    first, second = Run.create(config), Run.create(config)  # the same config twice in one second
+    assert second.run_dir != first.run_dir and second.run_id.startswith(first.run_id)
+    assert second.config.run_id == second.run_id  # the folder's config names its own id
+    given = build_config({"output_dir": str(tmp_path), "run_id": "mine"})
+    Run.create(given)
+    with pytest.raises(FileExistsError, match="never writes into another run's folder"):
+        Run.create(given)
+
+
+def test_training_claims_a_folder_by_the_same_rule(tmp_path: Path):
+    generated = build_config({"output_dir": str(tmp_path), "lora_r": 4})
+    taken = Run.create(generated).run_dir
+    claimed = claim_run_dir(generated)
+    assert claimed != taken and not claimed.exists()
+    assert open_run_dir(claimed, generated) == claimed
+    assert yaml.safe_load((claimed / "config.yaml").read_text())["run_id"] == claimed.name
+    assert Run.open(claimed).manifest()["run_id"] == claimed.name
+
+
+def test_a_run_folder_is_read_once_and_its_config_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    made = Run.create(build_config({"output_dir": str(tmp_path), "run_id": "r", "lora_r": 4}))
+    reads = []
+    read_text = Path.read_text
+
+    def counting(path: Path, *args, **kwargs) -> str:
+        reads.extend([path] if path.name == "config.yaml" else [])
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    run = Run.open(made.run_dir)
+    assert run.config == made.config and run.config.lora_r == 4
+    run_results(run)
+    card_text(run.run_dir, {}, config=run.values)
+    assert reads == [made.run_dir / "config.yaml"]
+    (made.run_dir / "config.yaml").write_text("lora_r: wide\n")
+    with pytest.raises(Exception, match="lora_r"):
+        Run.open(made.run_dir)
+
+
+def test_a_run_started_from_another_finds_its_artifacts(tmp_path: Path):
+    first = Run.create(build_config({"output_dir": str(tmp_path), "run_id": "a"}))
+    (first.path("adapter")).mkdir()
+    second = Run.create(build_config({"output_dir": str(tmp_path), "run_id": "b"}), from_run=first.run_dir)
+    assert second.manifest()["from_run"] == "../a"
+    assert second.find_artifact("adapter") == second.run_dir / ".." / "a" / "adapter"
+    assert second.find_artifact("gguf") is None
+    with pytest.raises(FileNotFoundError, match="from-run .*run folder"):
+        Run.create(build_config({"output_dir": str(tmp_path), "run_id": "c"}), from_run=tmp_path / "nowhere")
+    assert not (tmp_path / "c").exists()
+
+
+def test_json_records_are_never_replaced_unless_asked(tmp_path: Path):
+    run = Run.create(build_config({"output_dir": str(tmp_path), "run_id": "j"}))
+    run.write_json("results.json", {"acc": 0.5})
+    with pytest.raises(FileExistsError, match="results.json already exists"):
+        run.write_json("results.json", {"acc": 0.9})
+    assert run.read_json("results.json") == {"acc": 0.5}
+    run.write_json("results.json", {"acc": 0.9}, overwrite=True)
+    assert read_json(run.path("results.json")) == {"acc": 0.9} and run.read_json("missing.json") is None
+    with pytest.raises(FileExistsError):
+        write_json(run.path("results.json"), {})
+    write_json_atomic(run.path("results.json"), {"acc": 1.0})  # the replacing form, named for it
+    assert run.read_json("results.json") == {"acc": 1.0}

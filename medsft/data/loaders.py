@@ -141,7 +141,7 @@ def read_file(path: Path) -> Rows:
     if suffix == ".jsonl":
         return read_jsonl(path.read_bytes())
     if suffix == ".json":
-        return read_json(path)
+        return read_json_rows(path)
     if suffix == ".parquet":
         return read_parquet(path)
     raise DataError(path.name, f"unsupported file type '{suffix}'; use {', '.join(FILE_SUFFIXES)}")
@@ -165,7 +165,7 @@ def read_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
             yield number, FieldError(None, f"not valid JSON ({err.msg} at column {err.colno})")
 
 
-def read_json(path: Path) -> Iterator[tuple[int, Any]]:
+def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
     """A JSON array of objects, or an object of objects keyed by id (PubMedQA's `ori_pqal.json`: PMID → item;
     each row then carries its key as `KEY_FIELD`). `Dataset.to_json` writes JSON Lines under a .json name, so
     accept that too."""

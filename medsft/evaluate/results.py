@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsft import DISCLAIMER
-from medsft.runs import write_text_atomic
+from medsft import DISCLAIMER, runs
 
 
 @dataclass
@@ -71,8 +70,7 @@ def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = Fals
 
 def write_json(path: Path, data: Any, overwrite: bool = False) -> Path:
     """Write JSON atomically; without `overwrite`, an existing file is an error, never replaced."""
-    text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
-    return write_text_atomic(path, text, overwrite=overwrite)
+    return runs.write_json(path, data, overwrite=overwrite)
 
 
 def read_result(path: str | Path) -> TaskResult:

@@ -8,11 +8,12 @@ from the run is shown as missing, never filled in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from medsft import DISCLAIMER, __version__
-from medsft.report import read_json
+from medsft.runs import Run, read_json
 
 INTENDED_USE = (
     "Research on small clinical-reasoning assistants that run offline: studying fine-tuning, evaluation and "
@@ -101,16 +102,15 @@ def failure_lines(export: dict[str, Any] | None) -> list[str]:
     return ["", "Files that failed their check are not for use:", "", *lines] if lines else []
 
 
-def card_text(run_dir: Path, export: dict[str, Any] | None = None) -> str:
-    """The card's markdown (with YAML metadata) for the run in `run_dir`."""
-    import yaml
+def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mapping[str, Any] | None = None) -> str:
+    """The card's markdown (with YAML metadata) for the run in `run_dir`.
+
+    `config` is the run's config as written (`Run.values`); when not given it is read from the folder, if any.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
-    config = (
-        yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        if (run_dir / "config.yaml").is_file()
-        else {}
-    )
+    if config is None:
+        config = Run.open(run_dir).values if Run.is_run_folder(run_dir) else {}
     manifest = read_json(run_dir / "manifest.json") or {}
     trained = read_json(run_dir / "train_results.json") or {}
     export = export if export is not None else read_json(run_dir / "export.json")

@@ -37,7 +37,7 @@ from medsft.export.gguf import (
 )
 from medsft.export.sizes import folder_mib, size_row
 from medsft.llamacpp import Toolchain, check_disk, find_toolchain
-from medsft.runs import update_manifest, write_json_atomic, write_text_atomic
+from medsft.runs import Run, check_run_folder, write_text_atomic
 
 log = logging.getLogger("medsft")
 
@@ -62,15 +62,14 @@ class ExportResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def run_config(run_dir: Path) -> RunConfig:
-    """The config the run folder was created with, read as the pipeline reads it."""
-    from medsft.pipeline import read_run_config
-    from medsft.runs import check_run_folder
-
+def open_run(run_dir: Path, config: RunConfig | None = None) -> Run:
+    """The run being exported: its folder with the config given by the caller (a notebook's `run.config`),
+    else the config the folder was created with, read once."""
     try:
-        return read_run_config(check_run_folder(run_dir))
+        check_run_folder(run_dir)
     except ValueError as err:
         raise ExportError(str(err)) from None
+    return Run(config, run_dir) if config else Run.open(run_dir)
 
 
 def gguf_stem(config: RunConfig, run_dir: Path) -> str:
@@ -102,7 +101,8 @@ def export_run(
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    config = config or run_config(run_dir)
+    run = open_run(run_dir, config)
+    config = run.config
     quants = check_quantizations(quantizations or config.export_quantizations)
     toolchain = find_toolchain()
     adapter = Path(adapter_dir) if adapter_dir else run_dir / "adapter"
@@ -171,10 +171,10 @@ def export_run(
         timings={**timings, "total_seconds": round(time.perf_counter() - started, 1)},
         failed=[q for q in quants if not files[q]["passed"]],
     )
-    result.model_card = write_model_card(run_dir, result)
-    write_json_atomic(run_dir / "export.json", result.to_dict())
+    result.model_card = write_model_card(run, result)
+    run.write_json("export.json", result.to_dict(), overwrite=overwrite)
     passed = [Path(f["path"]).name for f in result.files if f["passed"]]
-    update_manifest(run_dir, export={"files": passed, "failed": result.failed, **result.timings})
+    run.update_manifest(export={"files": passed, "failed": result.failed, **result.timings})
     return result
 
 
@@ -326,11 +326,11 @@ def min_limit(*limits: int | None) -> int | None:
     return min(given) if given else None
 
 
-def write_model_card(run_dir: Path, result: ExportResult) -> Path:
+def write_model_card(run: Run, result: ExportResult) -> Path:
     from medsft.export.card import card_text
 
-    text = card_text(run_dir, result.to_dict())
-    path = write_text_atomic(run_dir / "model_card.md", text)
-    for folder in (result.merged_dir, run_dir / "gguf"):
+    text = card_text(run.run_dir, result.to_dict(), config=run.values)
+    path = run.write_text("model_card.md", text, overwrite=True)  # export.json's overwrite check came first
+    for folder in (result.merged_dir, run.path("gguf")):
         write_text_atomic(folder / "README.md", text)
     return path

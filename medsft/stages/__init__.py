@@ -3,7 +3,7 @@ data -> train -> evaluate -> export -> chat.
 
 Each module holds a stage's steps (what its notebook calls, one cell at a time) and the tables it shows. Every
 stage writes its results as JSON into the run folder (`data_report.json`, `train_results.json`,
-`eval_results.json`, `export.json`, `chat.json`), which `medsft.report` reads back for the run's `results.json`.
+`eval_results.json`, `export.json`, `chat.json`), which `medsft.run_summary` reads back for the run's `results.json`.
 """
 
 from medsft.stages.chat import chat_stage

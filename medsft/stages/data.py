@@ -8,7 +8,7 @@ from typing import Any
 
 from medsft.config import RunConfig
 from medsft.pipeline import NotebookRun
-from medsft.runs import sha256_rows, update_manifest, write_json_atomic, write_text_atomic
+from medsft.runs import sha256_rows
 from medsft.stages.common import SPLITS
 
 
@@ -22,12 +22,10 @@ def prepare_data(run: NotebookRun, tokenizer: Any) -> tuple[Any, Any]:
     for split in SPLITS:
         rows = list(data[split])
         lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        write_text_atomic(run.run_dir / "data" / f"{split}.jsonl", lines)
+        run.write_text(f"data/{split}.jsonl", lines, overwrite=True)  # rerunning the cell redoes the data
         hashes[f"{split}_sha256"] = sha256_rows(rows)
-    write_json_atomic(run.run_dir / "data_report.json", {**report.to_dict(), **hashes})
-    update_manifest(
-        run.run_dir, data={"train_rows": report.train_rows, "validation_rows": report.validation_rows, **hashes}
-    )
+    run.write_json("data_report.json", {**report.to_dict(), **hashes}, overwrite=True)
+    run.update_manifest(data={"train_rows": report.train_rows, "validation_rows": report.validation_rows, **hashes})
     return data, report
 
 

@@ -1,0 +1,174 @@
+"""A run's headline numbers from its JSON files, and the comparison of many runs (the sweep summary).
+
+`run_results(run)` reads only what the stages wrote (config.yaml, manifest.json, data_report.json,
+train_results.json, eval_results.json, and export.json when the export stage ran), through the `Run` that owns
+the folder, and never scrapes notebook text; the runner saves it as `results.json`. `summary_frame` puts many
+runs in one table, and the plots compare accuracy (with 95% intervals), training time, throughput and GGUF size
+across them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medsft.runs import Run, read_json, write_json, write_text_atomic
+
+
+def run_results(run: Run | str | Path) -> dict[str, Any]:
+    """One run's numbers: status, config, per-notebook seconds, data, training, accuracy per task, GGUF sizes.
+
+    `config` is the run's config.yaml as written (`Run.values`), so a run from an older medsft shows its own.
+    """
+    run = run if isinstance(run, Run) else Run.open(run)
+    manifest = run.manifest()
+    out: dict[str, Any] = {
+        "run_id": run.run_dir.name,
+        "status": manifest.get("status"),
+        "config": run.values,
+        "timings": manifest.get("timings", {}),
+    }
+    data = run.read_json("data_report.json")
+    if data:
+        out["data"] = {k: data[k] for k in ("train_rows", "validation_rows", "removed", "tokens", "train_sha256")}
+    train = run.read_json("train_results.json")
+    if train:
+        evals = train.get("eval_losses") or []
+        out["train"] = {
+            "global_step": train["global_step"],
+            "train_loss": train["train_loss"],
+            "first_eval_loss": evals[0]["eval_loss"] if evals else None,
+            "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
+            "tokens_per_second": train["tokens_per_second"],
+            "runtime_seconds": train["runtime_seconds"],
+            "peak_memory_gib": train["peak_memory_gib"],
+            "trained_tokens": train["trained_tokens"],
+            # what chose the adapter among the checkpoints, and the validation scores it chose on (step 0: untrained)
+            "selected_by": train.get("selected_by", "eval_loss"),
+            "best_checkpoint": train.get("best_checkpoint"),
+            "validation_accuracy": train.get("validation_accuracy", []),
+        }
+    evaluation = run.read_json("eval_results.json")
+    if evaluation:
+        out["evaluate"] = evaluation_summary(evaluation)
+    export = run.read_json("export.json")
+    if export and export.get("size_table"):
+        out["export"] = {"size_table": export["size_table"]}
+    return out
+
+
+def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Per task: base and tuned accuracy with n and interval, and the paired difference (tuned - base)."""
+    roles = {name: role for role, name in evaluation["models"].items()}
+    tasks = {}
+    for task, comparison in evaluation["tasks"].items():
+        entry: dict[str, Any] = {}
+        for row in comparison["table"]:
+            role = roles.get(row["model"], row["model"])
+            entry[role] = {"model": row["model"], "n": row["n"], "acc": row["acc"], "acc_ci": row["acc_ci"]}
+        for pair in comparison["pairs"]:
+            if roles.get(pair["model"]) == "tuned":
+                entry["diff"], entry["diff_ci"], entry["mcnemar_p"] = pair["diff"], pair["diff_ci"], pair["mcnemar_p"]
+        tasks[task] = entry
+    return tasks
+
+
+def collect_runs(folder: str | Path) -> list[dict[str, Any]]:
+    """`run_results` of every run folder (one holding config.yaml) directly under `folder`, by name."""
+    runs = sorted(p for p in Path(folder).iterdir() if Run.is_run_folder(p)) if Path(folder).is_dir() else []
+    return [run_results(run) for run in runs]
+
+
+def varied_fields(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Config fields whose values differ between runs (run_id aside): what a comparison is about."""
+    keys = sorted({k for run in runs for k in run["config"]} - {"run_id"})
+    return [k for k in keys if len({json.dumps(run["config"].get(k), sort_keys=True) for run in runs}) > 1]
+
+
+def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Any:
+    """One row per run: the varied config fields, status, training numbers, accuracy per task and GGUF sizes."""
+    import pandas as pd
+
+    fields = list(fields) if fields is not None else varied_fields(runs)
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {"run_id": run["run_id"], "status": run["status"]}
+        row.update({k: json.dumps(run["config"].get(k)) if isinstance(run["config"].get(k), (list, dict))
+                    else run["config"].get(k) for k in fields})  # fmt: skip
+        train = run.get("train", {})
+        row.update({
+            "steps": train.get("global_step"), "final_eval_loss": train.get("final_eval_loss"),
+            "train_seconds": train.get("runtime_seconds"), "tokens_per_second": train.get("tokens_per_second"),
+        })  # fmt: skip
+        for task, entry in run.get("evaluate", {}).items():
+            for role in ("base", "tuned"):
+                if role in entry:
+                    row[f"{task}_{role}_acc"] = entry[role]["acc"]
+                    row[f"{task}_{role}_ci"] = entry[role]["acc_ci"]
+        for size in run.get("export", {}).get("size_table", []):
+            if size.get("passed", True):  # a file that failed its export check is not a result to compare
+                row[f"gguf_{size['quantization']}_mib"] = size.get("file_mib")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_accuracy(runs: Sequence[dict[str, Any]]) -> Any:
+    """Tuned (and base) accuracy per task for each run, whiskers at the 95% interval; None without results."""
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({task for run in runs for task in run.get("evaluate", {})})
+    if not tasks:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for offset, role in ((-0.2, "base"), (0.2, "tuned")):
+            points = [(i, run["evaluate"][task][role]) for i, run in enumerate(runs)
+                      if role in run.get("evaluate", {}).get(task, {})]  # fmt: skip
+            if not points:
+                continue
+            xs = [i + offset for i, _ in points]
+            accs = [p["acc"] for _, p in points]
+            errors = [[p["acc"] - p["acc_ci"][0] for _, p in points], [p["acc_ci"][1] - p["acc"] for _, p in points]]
+            ax.bar(xs, accs, width=0.38, yerr=errors, capsize=3, label=role)
+        ax.set_xticks(range(len(runs)), [run["run_id"] for run in runs], rotation=30, ha="right", fontsize="small")
+        ax.set_ylim(0, 1)
+        ax.set_title(task)
+        ax.set_ylabel("accuracy (95% CI)")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_costs(frame: Any) -> Any:
+    """Bars per run: training seconds, training tokens/s, and GGUF file size per quantization when exported."""
+    import matplotlib.pyplot as plt
+
+    panels = [("train_seconds", "training time (s)"), ("tokens_per_second", "training tokens/s")]
+    gguf = [c for c in frame.columns if c.startswith("gguf_")]
+    fig, axes = plt.subplots(1, len(panels) + bool(gguf), figsize=(4.5 * (len(panels) + bool(gguf)), 3.4))
+    for ax, (column, label) in zip(axes, panels, strict=False):
+        ax.bar(frame["run_id"], frame[column].astype(float))
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=30, labelsize="small")
+    if gguf:
+        frame.set_index("run_id")[gguf].astype(float).plot.bar(ax=axes[-1], rot=30)
+        axes[-1].set_title("GGUF file size (MiB)")
+    fig.tight_layout()
+    return fig
+
+
+def summarize(folder: str | Path) -> tuple[list[dict[str, Any]], Any]:
+    """Every run under `folder` in one table (the sweep's grid fields, or whatever differs), saved beside them.
+
+    Writes `summary.json` (each run's results and the table's columns) and `summary.csv` into `folder`.
+    """
+    folder = Path(folder)
+    runs = collect_runs(folder)
+    sweep = read_json(folder / "sweep.json")
+    frame = summary_frame(runs, list(sweep["grid"]) if sweep else None)
+    table = json.loads(frame.to_json(orient="records"))
+    write_json(folder / "summary.json", {"runs": runs, "table": table}, overwrite=True)  # redrawn on every call
+    write_text_atomic(folder / "summary.csv", frame.to_csv(index=False))
+    return runs, frame
