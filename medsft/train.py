@@ -35,12 +35,11 @@ from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
 from medsft.plots import plot_loss_curves
 from medsft.runs import (
+    Run,
     check_no_training,
     claim_run_dir,
     open_run_dir,
     sha256_rows,
-    update_manifest,
-    write_json_atomic,
     write_text_atomic,
 )
 
@@ -417,15 +416,16 @@ def save_trained_adapter(trainer: MedsftTrainer, backend: Backend, tokenizer: An
     return path
 
 
-def write_results(run_dir: Path, result: RunResult, backend: Backend) -> None:
-    """train_results.json, the loss plot and the manifest's timings (main process only)."""
-    write_json_atomic(run_dir / "train_results.json", result.to_dict())
-    figure = plot_loss_curves(run_dir)
-    figure.savefig(run_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
+def write_results(run: Run, result: RunResult, backend: Backend) -> None:
+    """train_results.json, the loss plot and the manifest's timings (main process only). A resumed run rewrites
+    them; a fresh one never finds them (`check_no_training`)."""
+    run.write_json("train_results.json", result.to_dict(), overwrite=True)
+    figure = plot_loss_curves(run.run_dir)
+    figure.savefig(run.path("loss_curves.png"), dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
-    update_manifest(run_dir, timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
+    run.update_manifest(timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
 
 
 def check_launch(config: RunConfig) -> None:
@@ -467,6 +467,11 @@ class Training:
     def main(self) -> bool:
         return distributed.is_main_process()
 
+    @property
+    def run(self) -> Run:
+        """The run folder's owner (the config already resolved; nothing is read again)."""
+        return Run(self.config, self.run_dir)
+
 
 def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> Training:
     """Step 1: check the launch and (when the data is built here) every source row, before any model loads; claim
@@ -490,7 +495,7 @@ def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
 def load_model(training: Training) -> tuple[Any, Any]:
     """Step 2: the model and tokenizer through the backend (Unsloth in 4-bit on CUDA, transformers elsewhere)."""
     training.model, training.tokenizer = load_for_training(training.config, training.backend)
-    if training.main:
+    if training.main:  # the folder appears once the model has loaded, so a failed load leaves nothing behind
         open_run_dir(training.run_dir, training.config)
     return training.model, training.tokenizer
 
@@ -498,17 +503,17 @@ def load_model(training: Training) -> tuple[Any, Any]:
 def tokenize_rows(training: Training) -> tuple[list[dict], list[dict]]:
     """Step 3: input ids and response-only labels for every train and validation conversation (the data is
     built here first when the data stage did not run); the rows' hashes go into the manifest."""
-    config, run_dir, tokenizer = training.config, training.run_dir, training.tokenizer
+    config, tokenizer = training.config, training.tokenizer
     if training.data is None:
         from medsft.data import build_training_data
 
         training.data, report = build_training_data(config, tokenizer, sources=training.sources)
         if training.main:
-            update_manifest(run_dir, data=report.to_dict())
+            training.run.update_manifest(data=report.to_dict())
     hashes = {f"{split}_sha256": sha256_rows(list(training.data[split])) for split in ("train", "validation")}
     distributed.check_same_everywhere(" ".join(hashes.values()), "the training and validation rows")
     if training.main:
-        update_manifest(run_dir, data=hashes)
+        training.run.update_manifest(data=hashes)
     training.train_rows = tokenize_split(list(training.data["train"]), tokenizer, config, "train")
     training.validation_rows = tokenize_split(list(training.data["validation"]), tokenizer, config, "validation")
     return training.train_rows, training.validation_rows
@@ -531,7 +536,7 @@ def make_trainer(training: Training) -> MedsftTrainer:
     )  # fmt: skip
     training.layout = batch_layout(training.trainer)
     if training.main:
-        update_manifest(training.run_dir, distributed=training.layout)
+        training.run.update_manifest(distributed=training.layout)
     return training.trainer
 
 
@@ -580,7 +585,7 @@ def finish(training: Training, output: Any) -> RunResult:
         effective_batch_size=training.layout["effective_batch_size"],
     )
     if training.main:
-        write_results(run_dir, result, training.backend)
+        write_results(training.run, result, training.backend)
     distributed.wait_for_everyone()  # no process returns before the run folder is complete
     return result
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import NotebookRun, find_artifact
-from medsft.runs import write_json_atomic
+from medsft.pipeline import NotebookRun
 
 log = logging.getLogger("medsft")
 
@@ -17,7 +16,7 @@ log = logging.getLogger("medsft")
 def eval_models(run: NotebookRun) -> dict[str, str]:
     """`base` is the configured model; `tuned` its adapter from the train stage, when there is one to compare."""
     models = {"base": run.config.model}
-    adapter = find_artifact(run.run_dir, "adapter")
+    adapter = run.find_artifact("adapter")
     if adapter is None:
         log.warning("no adapter in %s (the train stage did not run): evaluating the base model only", run.run_dir)
     elif run.config.dry_run:
@@ -66,7 +65,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
         },
         "seconds": {r.task + "/" + r.model: r.settings.get("seconds") for rs in results.values() for r in rs},
     }
-    write_json_atomic(run.run_dir / "eval_results.json", summary)
+    run.write_json("eval_results.json", summary, overwrite=True)  # a rerun of the notebook cell replaces it
     return comparisons
 
 
