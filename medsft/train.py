@@ -33,7 +33,6 @@ from medsft.data.records import MultipleChoiceItem
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
 from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
-from medsft.plots import plot_loss_curves
 from medsft.runs import (
     check_no_training,
     claim_run_dir,
@@ -43,6 +42,7 @@ from medsft.runs import (
     write_json_atomic,
     write_text_atomic,
 )
+from medsft.train_plots import plot_loss_curves
 
 log = logging.getLogger("medsft")
 DRY_RUN_STEPS = 2
