@@ -49,9 +49,9 @@ def time_medsft(scorer: Any, task: str, data: str | None, n: int | None) -> tupl
 
 
 def load_items(task: str, data: str | None, n: int | None) -> list[Any]:
-    from medsft.data import load_medqa_eval, load_pubmedqa_eval
+    from medsft.evaluate.tasks import load_eval_items
 
-    return load_medqa_eval(path=data, limit=n) if task == "medqa" else load_pubmedqa_eval(path=data, limit=n)
+    return load_eval_items(task, n, path=data)
 
 
 def raw_rows(task: str, items: list[Any], data: str | None) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ def reply_tokens(tokenizer, replies: list[str], limit: int) -> int:
 
 def gguf_of_embedded(folder: Path, quant: str) -> Path:
     from medsft.export.gguf import convert, quantize
-    from medsft.llamacpp import find_toolchain
+    from medsft.llamacpp_toolchain import find_toolchain
     from medsft.models import ensure_embedded_checkpoint
 
     chain = find_toolchain()
@@ -121,7 +121,7 @@ def main() -> None:
     runs += [(f"medsft greedy_generate, batch {b}", hf(b, True)) for b in args.batch_sizes]
     with tempfile.TemporaryDirectory() as folder:
         if args.quant != "none":
-            from medsft.evaluate.llamacpp import LlamaCppScorer
+            from medsft.evaluate.gguf_scorer import LlamaCppScorer
 
             gguf = LlamaCppScorer(gguf_of_embedded(Path(folder), args.quant), n_threads=args.threads)
             runs.append((f"llama.cpp {args.quant.upper()}, 1 sequence", lambda: gguf.generate(

@@ -44,7 +44,7 @@ def hf_rate(folder: Path, tokens: int) -> tuple[Callable[[], float], list[int]]:
 
 
 def gguf_rate(path: Path, prompt_ids: list[int], tokens: int) -> Callable[[], float]:
-    from medsft.evaluate.llamacpp import load_gguf
+    from medsft.evaluate.gguf_scorer import load_gguf
 
     llm = load_gguf(path, n_ctx=1024)
 
@@ -63,7 +63,7 @@ def gguf_rate(path: Path, prompt_ids: list[int], tokens: int) -> Callable[[], fl
 def embedded_files(folder: Path) -> tuple[Path, list[Path]]:
     """The embedded checkpoint and Q8_0 / Q4_K_M GGUFs of it, made with the cached llama.cpp toolchain."""
     from medsft.export.gguf import convert, quantize
-    from medsft.llamacpp import find_toolchain
+    from medsft.llamacpp_toolchain import find_toolchain
     from medsft.models import ensure_embedded_checkpoint
 
     merged = ensure_embedded_checkpoint()

@@ -163,7 +163,7 @@ def target_gguf(target: str | None, folder: Path) -> Path:
     """A .gguf file as given, a run folder's Q8_0 GGUF, or (no target) the embedded model converted to Q8_0."""
     if target is None:
         from medsft.export.gguf import convert, quantize
-        from medsft.llamacpp import find_toolchain
+        from medsft.llamacpp_toolchain import find_toolchain
         from medsft.models import ensure_embedded_checkpoint
 
         chain = find_toolchain()

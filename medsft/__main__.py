@@ -163,9 +163,9 @@ def eval_command(args: argparse.Namespace) -> int:
     a problem is one line `medsft: ...` and exit code 2."""
     from medsft import DISCLAIMER
     from medsft.data import DataError
-    from medsft.data.evalsets import describe_eval_data, load_eval_items
     from medsft.evaluate.compare import evaluate_one, normalize_mode
     from medsft.evaluate.stats import wilson_interval
+    from medsft.evaluate.tasks import describe_eval_data, get_task, load_eval_items
     from medsft.runs import write_json
 
     try:
@@ -200,7 +200,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="medsft: %(message)s")
     if args.model.endswith(".gguf"):
-        from medsft.evaluate.llamacpp import LlamaCppScorer
+        from medsft.evaluate.gguf_scorer import LlamaCppScorer
 
         scorer = LlamaCppScorer(Path(args.model).expanduser())
     else:
@@ -229,7 +229,7 @@ def eval_command(args: argparse.Namespace) -> int:
         print(f"medsft: FileExistsError: {err}", file=sys.stderr)
         return 2
     print(
-        f"{args.task} [{args.split if args.task in ('medqa', 'pubmedqa') else f'seed {seed}'}] {result.model}: "
+        f"{args.task} [{f'seed {seed}' if get_task(args.task).kind == 'generated' else args.split}] {result.model}: "
         f"acc {result.metrics['acc']:.3f} (n={result.n}, 95% CI {interval.low:.3f}-{interval.high:.3f}) -> {args.out}"
     )
     return 0
@@ -283,7 +283,7 @@ def export_command(args: argparse.Namespace) -> int:
     """`medsft export`: input errors exit 2 before any model loads; a file that fails its check exits 1 (it is
     kept as *.rejected.gguf, or deleted with --strict) unless --allow-failed."""
     from medsft.export import ExportError, VerificationError, export_run, push_to_hub
-    from medsft.llamacpp import ToolchainError
+    from medsft.llamacpp_toolchain import ToolchainError
 
     try:
         adapter, quants = export_inputs(args)

@@ -65,7 +65,7 @@ def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
 def point_unsloth_at_toolchain() -> None:
     """Unsloth reads its llama.cpp settings at import: point it at the cached offline toolchain, if built,
     so `save_pretrained_gguf` never tries to clone llama.cpp. Settings the user made are kept."""
-    from medsft.llamacpp import ToolchainError, find_toolchain
+    from medsft.llamacpp_toolchain import ToolchainError, find_toolchain
 
     try:
         toolchain = find_toolchain()

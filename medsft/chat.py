@@ -75,7 +75,7 @@ class GgufChat:
     history: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from medsft.evaluate.llamacpp import load_gguf
+        from medsft.evaluate.gguf_scorer import load_gguf
 
         self.llm = load_gguf(self.path, n_ctx=self.n_ctx, seed=self.seed)
 
@@ -196,7 +196,7 @@ def run_chat(
     n_ctx: int = 4096,
 ) -> int:
     """One question (`prompt`) or an interactive session with a GGUF; 2 when the file cannot be loaded."""
-    from medsft.llamacpp import ToolchainError
+    from medsft.llamacpp_toolchain import ToolchainError
 
     try:
         chat = GgufChat(gguf, system=system, n_ctx=n_ctx, max_tokens=max_tokens, temperature=temperature)

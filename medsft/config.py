@@ -42,8 +42,7 @@ BACKENDS = ("auto", "unsloth", "transformers")
 # on its own held-out training rows.
 CHECKPOINT_MEASURES = ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
-EVAL_TASKS = ("medqa", "pubmedqa", "synthetic", "synthetic_ood")
-EVAL_MODES = ("loglikelihood", "generate")
+EVAL_MODES = ("loglikelihood", "generate")  # how multiple-choice tasks are scored; generated ones always generate
 # PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
 # decision alone, which puts all of the loss on the word the benchmark scores right after the question.
 DATA_STYLES = {"pubmedqa": ("reasoning", "answer")}
@@ -155,7 +154,9 @@ class RunConfig:
     def eval_items(self, task: str) -> int | None:
         """How many items of `task` to evaluate: generation (synthetic) is ~100x slower than scoring on a CPU,
         so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
-        if task in ("synthetic", "synthetic_ood") and self.eval_generate_limit is not None:
+        from medsft.evaluate.tasks import get_task
+
+        if self.eval_generate_limit is not None and get_task(task).kind == "generated":
             return self.eval_generate_limit
         return self.eval_limit
 
@@ -323,6 +324,7 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
 
 def validate(config: RunConfig) -> None:
     """Range and choice checks that types alone cannot express."""
+    from medsft.evaluate.tasks import TASKS
 
     def one_of(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
         allowed = tuple(allowed)
@@ -338,7 +340,7 @@ def validate(config: RunConfig) -> None:
     one_of("optimizer", config.optimizer, OPTIMIZERS)
     one_of("lr_scheduler", config.lr_scheduler, SCHEDULERS)
     for i, task in enumerate(config.eval_tasks):
-        one_of(f"eval_tasks[{i}]", task, EVAL_TASKS)
+        one_of(f"eval_tasks[{i}]", task, TASKS)  # the task table, medsft.evaluate.tasks
     one_of("eval_mode", config.eval_mode, EVAL_MODES)
     for i, quant in enumerate(config.export_quantizations):
         one_of(f"export_quantizations[{i}]", quant, QUANTIZATIONS)

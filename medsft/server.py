@@ -64,7 +64,7 @@ def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None) -> An
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    from medsft.evaluate.llamacpp import quiet_stderr
+    from medsft.evaluate.gguf_scorer import quiet_stderr
 
     threads = n_threads or len(os.sched_getaffinity(0))  # as GgufChat: every core this process may use
     model = ModelSettings(

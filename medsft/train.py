@@ -33,7 +33,6 @@ from medsft.data.records import MultipleChoiceItem
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
 from medsft.loss import sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
-from medsft.plots import plot_loss_curves
 from medsft.runs import (
     Run,
     check_no_training,
@@ -42,6 +41,7 @@ from medsft.runs import (
     sha256_rows,
     write_text_atomic,
 )
+from medsft.train_plots import plot_loss_curves
 
 log = logging.getLogger("medsft")
 DRY_RUN_STEPS = 2

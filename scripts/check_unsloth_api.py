@@ -3,7 +3,7 @@
     UNSLOTH_ALLOW_CPU=1 python scripts/check_unsloth_api.py > scripts/check_unsloth_api.out.txt
 
 Needs an environment with `requirements.txt` installed (Unsloth imports on a CPU with UNSLOTH_ALLOW_CPU=1) and the
-llama.cpp toolchain folder from `python -m medsft.llamacpp setup`. Prints one line per check, `ok`, `FAIL` or
+llama.cpp toolchain folder from `python -m medsft.llamacpp_toolchain setup`. Prints one line per check, `ok`, `FAIL` or
 `note` (information, never a failure), and exits 1 if any check fails. Unsloth's own output goes to stderr.
 
 What medsft passes is read from medsft's source (the keywords of its calls), so the checks follow medsft's
@@ -161,7 +161,7 @@ def quiet() -> Iterator[None]:
 
 
 def toolchain_root() -> Path:
-    from medsft.llamacpp import toolchain_root
+    from medsft.llamacpp_toolchain import toolchain_root
 
     return toolchain_root()
 
@@ -413,7 +413,7 @@ def check_variables_read() -> Result:
 
     source = inspect.getsource(zoo)
     unread = [name for name in LLAMA_CPP_VARIABLES if f'"{name}"' not in source]
-    from medsft.llamacpp import Toolchain
+    from medsft.llamacpp_toolchain import Toolchain
 
     sets = sorted(Toolchain(toolchain_root()).unsloth_environment())
     ok = not unread and sets == sorted(LLAMA_CPP_VARIABLES)
@@ -462,17 +462,17 @@ def check_medsft_sets_before_import() -> Result:
 
 
 def check_find_toolchain_here() -> Result:
-    from medsft.llamacpp import ToolchainError, runtime_version
+    from medsft.llamacpp_toolchain import ToolchainError, runtime_version
 
     root = toolchain_root()
     if runtime_version() is None:
         return None, (
             f"llama-cpp-python is not installed in {sys.prefix}, so medsft's find_toolchain() raises and "
-            f"point_unsloth_at_toolchain() sets nothing here (run `python -m medsft.llamacpp setup`); this check "
-            f"sets Toolchain({root}).unsloth_environment() itself"
+            "point_unsloth_at_toolchain() sets nothing here (run `python -m medsft.llamacpp_toolchain setup`); this "
+            f"check sets Toolchain({root}).unsloth_environment() itself"
         )
     try:
-        from medsft.llamacpp import find_toolchain
+        from medsft.llamacpp_toolchain import find_toolchain
 
         return True, f"find_toolchain() -> {find_toolchain().root}"
     except ToolchainError as err:
@@ -545,7 +545,7 @@ def check_gguf_route(quants: list[str]) -> Result:
     import unsloth.save as save
     import unsloth_zoo.llama_cpp as zoo
 
-    from medsft.llamacpp import FTYPES
+    from medsft.llamacpp_toolchain import FTYPES
 
     converter = (toolchain_root() / "convert_hf_to_gguf.py").read_text(encoding="utf-8")
     choices = re.search(r'"--outtype", type=str, choices=\[([^\]]*)\]', converter)
@@ -601,7 +601,7 @@ def checks() -> list[tuple[str, Check]]:
 
 def prepare() -> None:
     """As medsft.backend.point_unsloth_at_toolchain: the toolchain's variables, set before Unsloth is imported."""
-    from medsft.llamacpp import Toolchain
+    from medsft.llamacpp_toolchain import Toolchain
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for key, value in Toolchain(toolchain_root()).unsloth_environment().items():

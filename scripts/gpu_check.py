@@ -311,7 +311,7 @@ def record(notes: dict[str, Any], name: str):  # noqa: ANN201
 def gguf_check(model: Any, tokenizer: Any, merged: Path, config16: Any, out: Path) -> dict[str, Any]:
     """Unsloth's GGUF export (offline llama.cpp folder), then medsft's checks against the 16-bit merge."""
     from medsft.evaluate import HFScorer
-    from medsft.evaluate.llamacpp import LlamaCppScorer
+    from medsft.evaluate.gguf_scorer import LlamaCppScorer
     from medsft.export.save import unsloth_ggufs
     from medsft.export.verify import end_of_turn_ids, reference_first_tokens, verify_gguf
 

@@ -17,13 +17,13 @@ from medsft.data.loaders import BENCHMARKS_DIR
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if anything tries to load a model."""
-    from medsft.evaluate import llamacpp, scoring
+    from medsft.evaluate import gguf_scorer, scoring
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
     monkeypatch.setattr(scoring.HFScorer, "from_spec", classmethod(refuse))
-    monkeypatch.setattr(llamacpp, "load_gguf", refuse)
+    monkeypatch.setattr(gguf_scorer, "load_gguf", refuse)
 
 
 def run_eval(capsys, *args: str) -> tuple[int, str]:

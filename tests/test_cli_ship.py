@@ -37,7 +37,7 @@ def no_model_load(monkeypatch):
 
     monkeypatch.setattr("medsft.export.save.export_run", refuse)
     monkeypatch.setattr("medsft.export.export_run", refuse)
-    monkeypatch.setattr("medsft.evaluate.llamacpp.load_gguf", refuse)
+    monkeypatch.setattr("medsft.evaluate.gguf_scorer.load_gguf", refuse)
     monkeypatch.setattr("medsft.server.build_app", refuse)
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from medsft.config import DataSource, RunConfig
 from medsft.data import (
-    SYNTHETIC_EVAL_SETS,
     EvalText,
     OverlapIndex,
     config_eval_texts,
@@ -132,8 +131,12 @@ def test_synthetic_texts_are_the_cases_evaluation_draws_with_the_run_seed_and_co
 
 
 def test_every_registered_synthetic_eval_set_is_indexed_under_its_task():
-    texts = load_eval_texts(list(SYNTHETIC_EVAL_SETS), seed=1, synthetic_n=4)
-    for task, draw in SYNTHETIC_EVAL_SETS.items():
+    from medsft.evaluate.tasks import TASKS
+
+    generated = {name: task.generate for name, task in TASKS.items() if task.generate is not None}
+    assert set(generated) == {"synthetic", "synthetic_ood"}
+    texts = load_eval_texts(list(generated), seed=1, synthetic_n=4)
+    for task, draw in generated.items():
         assert [t.id for t in texts if t.task == task] == [case.id for case in draw(4, 1)]
 
 

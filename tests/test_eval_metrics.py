@@ -1,4 +1,4 @@
-"""ROUGE through `evaluate` offline, key-point hit rate, synthetic-task format and label accuracy, plots."""
+"""Synthetic-task format and label accuracy, and the accuracy plot."""
 
 from __future__ import annotations
 
@@ -8,64 +8,9 @@ import pytest
 matplotlib.use("Agg")  # no display in tests
 
 from medsft.data import synthetic_eval_cases  # noqa: E402
-from medsft.evaluate.metrics import keypoint_hit_rate, load_rouge, rouge_scores  # noqa: E402
-from medsft.evaluate.plots import accuracy_bars, base_vs_tuned  # noqa: E402
+from medsft.evaluate.plots import accuracy_bars  # noqa: E402
 from medsft.evaluate.results import TaskResult  # noqa: E402
 from medsft.evaluate.synthetic import format_compliance, score_synthetic_replies, summarize_synthetic  # noqa: E402
-
-
-def test_rouge_loads_through_evaluate_without_the_hub():
-    import evaluate
-
-    assert isinstance(load_rouge(), evaluate.Metric)
-
-
-def test_rouge_of_identical_texts_is_one_and_of_disjoint_texts_zero():
-    text = "the patient has community acquired pneumonia"
-    same = rouge_scores([text], [text])
-    disjoint = rouge_scores(["metformin twice daily"], ["urgent chest radiograph"])
-    assert [same[k] for k in ("rouge1", "rouge2", "rougeL")] == [1.0, 1.0, 1.0]
-    assert [disjoint[k] for k in ("rouge1", "rouge2", "rougeL")] == [0.0, 0.0, 0.0]
-
-
-def test_rouge_matches_a_hand_computed_f_measure_and_rouge_score_itself():
-    from rouge_score import rouge_scorer
-
-    prediction, reference = "start metformin today", "metformin should be started"
-    scores = rouge_scores([prediction], [reference])
-    assert scores["rouge1"] == pytest.approx(2 / 7)  # P = 1/3, R = 1/4: F = 2PR / (P + R) = 2/7
-    assert scores["rouge2"] == 0.0
-    direct = rouge_scorer.RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure
-    assert scores["rougeL"] == pytest.approx(direct)
-
-
-def test_rouge_averages_examples_and_keeps_each_score():
-    scores = rouge_scores(["a b c d", "w x y z"], ["a b c d", "p q r s"])
-    assert scores["per_example"]["rouge1"] == [1.0, 0.0]
-    assert scores["rouge1"] == 0.5
-    assert scores["rouge1_ci"][0] <= 0.5 <= scores["rouge1_ci"][1]
-
-
-def test_keypoint_hit_rate_per_discipline():
-    outputs = [
-        "Start metformin and give lifestyle advice; recheck HbA1c in three months.",
-        "Give aspirin now and arrange an urgent ECG.",
-        "Reassure.",
-    ]
-    keypoints = [["metformin", "lifestyle advice", "recheck HbA1c"], ["aspirin", "troponin"], ["safety netting"]]
-    report = keypoint_hit_rate(outputs, keypoints, ["endocrinology", "cardiology", "cardiology"])
-    assert report["per_example"] == [1.0, 0.5, 0.0]
-    assert report["hit_rate"] == pytest.approx(0.5)
-    assert report["per_discipline"] == {
-        "cardiology": {"n": 2, "hit_rate": 0.25},
-        "endocrinology": {"n": 1, "hit_rate": 1.0},
-    }
-
-
-def test_a_keypoint_needs_all_its_content_words_by_default():
-    (partial,) = keypoint_hit_rate(["beta agonist inhaler"], [["beta blocker"]])["per_example"]
-    (loose,) = keypoint_hit_rate(["beta agonist inhaler"], [["beta blocker"]], min_fraction=0.5)["per_example"]
-    assert (partial, loose) == (0.0, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +79,3 @@ def test_accuracy_bars_draw_one_bar_per_model_and_task_with_whiskers():
     bar_groups = [c for c in axes.containers if isinstance(c, BarContainer)]
     assert len(bar_groups) == 2  # one group per model, each with CI whiskers
     assert all(group.errorbar is not None for group in bar_groups)
-
-
-def test_base_vs_tuned_titles_the_paired_difference():
-    figure = base_vs_tuned(result("base", "medqa", [True, False, False, False]), result("tuned", "medqa", [True] * 4))
-    assert "+0.750" in figure.axes[0].get_title()

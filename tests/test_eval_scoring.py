@@ -7,9 +7,9 @@ import torch
 
 from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import build_requests, evaluate_multiple_choice
-from medsft.evaluate.prompts import get_task
 from medsft.evaluate.results import read_result, write_result
 from medsft.evaluate.scoring import ChoiceRequest, HFScorer, encode_pair
+from medsft.evaluate.tasks import get_task
 
 ITEMS = [
     MultipleChoiceItem(
@@ -239,19 +239,6 @@ def test_a_model_with_a_lora_adapter_is_scored_through_the_same_path(tiny_gemma_
         assert row == pytest.approx(expected, abs=1e-4)
 
 
-def test_evaluate_config_runs_each_configured_task_into_the_run_folder(tiny_gemma_dir, tmp_path):
-    from medsft.config import build_config
-    from medsft.evaluate.compare import evaluate_config
-
-    config = build_config({"model": str(tiny_gemma_dir), "eval_tasks": ["synthetic"], "eval_limit": 3, "seed": 1})
-    comparisons = evaluate_config(config, tmp_path, max_new_tokens=4)
-    name = tiny_gemma_dir.name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare_synthetic.json", f"eval_synthetic_{name}.json"]
-    result = read_result(tmp_path / f"eval_synthetic_{name}.json")
-    assert result.n == 3 and result.settings["max_new_tokens"] == 4
-    assert comparisons["synthetic"].table[0]["model"] == name
-
-
 @pytest.mark.parametrize(
     ("spec", "name"),
     [
@@ -269,12 +256,15 @@ def test_model_names_in_result_files_say_which_run_they_came_from(spec, name):
 
 def test_eval_mode_generate_in_the_config_scores_medqa_by_generation(tiny_gemma_dir, tmp_path):
     from medsft.config import build_config
-    from medsft.evaluate.compare import evaluate_config
+    from medsft.evaluate.compare import evaluate_models, load_items
 
     config = build_config(
         {"model": str(tiny_gemma_dir), "eval_tasks": ["medqa"], "eval_limit": 2, "eval_mode": "generate"}
     )
-    result = evaluate_config(config, tmp_path, max_new_tokens=3)["medqa"].results[0]
+    items = {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
+    results = evaluate_models([config.model], items, config.eval_mode, config.seed, tmp_path, False, 8, config,
+                              max_new_tokens=3)  # fmt: skip
+    result = results["medqa"][0]
     assert (result.task, result.mode, result.n) == ("medqa_cot", "generate", 2)
     assert [q["id"] for q in result.questions] == ["medqa:test:1", "medqa:test:2"]  # the carried test split
 

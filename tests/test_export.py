@@ -14,7 +14,7 @@ from medsft import DISCLAIMER
 from medsft.config import build_config
 from medsft.export import ExportError, VerificationError, check_quantizations, export_run, push_to_hub
 from medsft.export.verify import check_template, end_of_turn_ids
-from medsft.llamacpp import ToolchainError, check_disk, find_toolchain
+from medsft.llamacpp_toolchain import ToolchainError, check_disk, find_toolchain
 
 
 def test_quantization_names_are_checked() -> None:
@@ -27,7 +27,7 @@ def test_quantization_names_are_checked() -> None:
 
 def test_missing_toolchain_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDSFT_LLAMA_CPP", str(tmp_path / "nowhere"))
-    with pytest.raises(ToolchainError, match=r"missing convert_hf_to_gguf.py.*python -m medsft.llamacpp setup"):
+    with pytest.raises(ToolchainError, match=r"missing convert_hf_to_gguf.py.*medsft.llamacpp_toolchain setup"):
         find_toolchain()
 
 
@@ -140,7 +140,7 @@ def test_f16_gguf_scores_like_the_merged_checkpoint(exported, tiny_run: Path, tm
     """llama.cpp's converter on the merged folder, scored by the same task code as transformers: same
     MedQA tokenization and the same choice log-likelihoods up to float16 rounding."""
     from medsft.evaluate import HFScorer, load_items
-    from medsft.evaluate.llamacpp import LlamaCppScorer
+    from medsft.evaluate.gguf_scorer import LlamaCppScorer
     from medsft.evaluate.multiple_choice import score_items
     from medsft.export.gguf import convert
 
@@ -181,7 +181,7 @@ def test_a_failed_check_leaves_nothing_under_a_final_name(
 
 def test_gguf_with_another_template_fails_the_check(exported, tiny_run: Path, llama_tokenizer) -> None:
     """A real GGUF (Gemma template inside) checked against a Llama 3 training template."""
-    from medsft.evaluate.llamacpp import LlamaCppScorer
+    from medsft.evaluate.gguf_scorer import LlamaCppScorer
 
     gguf = LlamaCppScorer(next((tiny_run / "gguf").glob("*Q8_0.gguf")))
     assert "<start_of_turn>" in gguf.chat_template()

@@ -30,7 +30,7 @@ REQUEST_SECONDS = 60
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_gemma_dir: Path) -> Path:
     from medsft.export.gguf import convert
-    from medsft.llamacpp import find_toolchain
+    from medsft.llamacpp_toolchain import find_toolchain
 
     return convert(find_toolchain(), tiny_gemma_dir, tmp_path_factory.mktemp("serve") / "tiny-F16.gguf")
 

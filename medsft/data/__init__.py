@@ -2,8 +2,8 @@
 
 Every source is read from the hub or a local JSON/JSONL/Parquet file (by default the real data carried in
 `benchmarks/`, or a self-written sample where no licensed copy exists, so all of it runs offline), validated
-row by row, and turned into chat examples `{id, source, messages, meta}`. `load_eval_items` reads what each
-evaluation task scores (MedQA test, the official PubMedQA test split, generated synthetic cases).
+row by row, and turned into chat examples `{id, source, messages, meta}`. `medsft.evaluate.tasks.load_eval_items`
+reads what each evaluation task scores (MedQA test, the official PubMedQA test split, generated synthetic cases).
 `build_training_data(config, tokenizer)` is the whole pipeline; `validate_sources(config)` checks all the
 data without a tokenizer, before a model is loaded. Importing this package does not import datasets,
 transformers or torch.
@@ -27,7 +27,6 @@ from medsft.data.decontaminate import (
     decontaminate,
     load_eval_texts,
 )
-from medsft.data.evalsets import SYNTHETIC_EVAL_SETS, describe_eval_data, load_eval_items
 from medsft.data.loaders import (
     HUB_IDS,
     PUBMEDQA_CHOICES,
@@ -71,21 +70,18 @@ __all__ = [
     "MultipleChoiceItem",
     "OverlapIndex",
     "Removed",
-    "SYNTHETIC_EVAL_SETS",
     "SourceReport",
     "SyntheticCase",
     "add_disclaimer",
     "build_training_data",
     "config_eval_texts",
     "decontaminate",
-    "describe_eval_data",
     "drop_exact_duplicates",
     "drop_near_duplicates",
     "expected_label",
     "filter_by_length",
     "generate_cases",
     "generate_synthetic",
-    "load_eval_items",
     "load_eval_texts",
     "load_instructions",
     "load_medical_o1",

@@ -148,31 +148,26 @@ def load_eval_texts(
     medqa_path: str | None = None,
     pubmedqa_path: str | None = None,
 ) -> list[EvalText]:
-    """The texts of every evaluation set in use, read by the loader evaluation uses (`load_eval_items`).
+    """The texts of every evaluation set in use, read through the task table evaluation uses.
 
     MedQA and PubMedQA are indexed whole (every test item, not only the first `eval_limit`): by default the
-    carried MedQA test split and the official PubMedQA test split, with each abstract and long answer. Each
-    generated set (`SYNTHETIC_EVAL_SETS`) is drawn exactly as evaluation draws it: `seed` and the count
-    `synthetic_n` (one number, or one per task; None means evaluation's default, 200).
+    carried MedQA test split and the official PubMedQA test split, with each abstract and long answer (each
+    task's `eval_texts` in `medsft.evaluate.tasks.TASKS`). Each generated task is drawn exactly as evaluation
+    draws it: `seed` and the count `synthetic_n` (one number, or one per task; None means evaluation's
+    default, 200).
     """
-    from medsft.data.evalsets import SYNTHETIC_EVAL_SETS, eval_task_names, load_eval_items
-    from medsft.data.loaders import pubmedqa_test_records
+    from medsft.evaluate.tasks import get_task, load_eval_items
 
+    paths = {"medqa": medqa_path, "pubmedqa": pubmedqa_path}
     texts: list[EvalText] = []
     for task in tasks:
-        if task == "medqa":
-            items = load_eval_items("medqa", path=medqa_path)
-            texts += [EvalText("medqa", item.id, "question", item.question) for item in items]
-        elif task == "pubmedqa":
-            for record in pubmedqa_test_records(pubmedqa_path):
-                for part in ("question", "context", "long_answer"):
-                    texts.append(EvalText("pubmedqa", record["id"], part, record[part]))
-        elif task in SYNTHETIC_EVAL_SETS:
+        spec = get_task(task)
+        if spec.eval_texts is not None:
+            texts += [EvalText(task, *text) for text in spec.eval_texts(paths.get(task))]
+        else:
             n = synthetic_n.get(task) if isinstance(synthetic_n, Mapping) else synthetic_n
             cases = load_eval_items(task, n, seed)
             texts += [EvalText(task, case.id, "prompt", case.prompt) for case in cases]
-        else:
-            raise ValueError(f"unknown evaluation task '{task}'; choose from {', '.join(eval_task_names())}")
     return texts
 
 

@@ -16,20 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsft.config import EVAL_MODES
 from medsft.evaluate.cache import result_cache
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
 from medsft.evaluate.results import TaskResult, slug, write_json, write_result
 from medsft.evaluate.scoring import GENERATE_BATCH_SIZE, HFScorer, Scorer
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
-from medsft.evaluate.synthetic import SYNTHETIC_TASKS, evaluate_synthetic
+from medsft.evaluate.synthetic import evaluate_synthetic
+from medsft.evaluate.tasks import get_task, load_eval_items
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig
 
 log = logging.getLogger("medsft")
 
-MODES = ("loglikelihood", "generate")  # how MedQA/PubMedQA are scored; the synthetic tasks always generate
 MODE_ALIASES = {"generative": "generate"}  # the spelling used before `generate`
 ModelLike = str | Scorer
 
@@ -58,24 +59,22 @@ class Comparison:
 def load_items(
     task: str, limit: int | None = None, seed: int = 0, path: str | None = None, split: str = "test"
 ) -> list[Any]:
-    """A task's evaluation items through `medsft.data.evalsets.load_eval_items`, the loader decontamination
+    """A task's evaluation items through `medsft.evaluate.tasks.load_eval_items`, the loader decontamination
     also reads: the carried MedQA test / official PubMedQA test split unless `path` is given."""
-    from medsft.data.evalsets import load_eval_items
-
     return load_eval_items(task, limit, seed, path=path, split=split)
 
 
 def normalize_mode(mode: str) -> str:
     """`loglikelihood` or `generate` (the old spelling `generative` is accepted)."""
     mode = MODE_ALIASES.get(mode, mode)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
+    if mode not in EVAL_MODES:
+        raise ValueError(f"unknown mode '{mode}'; choose one of {', '.join(EVAL_MODES)}")
     return mode
 
 
 def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, **gen: Any) -> TaskResult:
     """Run one scorer on one task in one mode (the synthetic tasks are always generative)."""
-    if task in SYNTHETIC_TASKS:
+    if get_task(task).kind == "generated":
         return evaluate_synthetic(scorer, items, seed=seed, task=task, **gen)
     if normalize_mode(mode) == "generate":
         return evaluate_generative(scorer, task, items, seed=seed, **gen)
@@ -102,28 +101,6 @@ def compare(
     items = list(items) if items is not None else load_items(task, limit, seed)
     results = evaluate_models(models, {task: items}, mode, seed, run_dir, overwrite, batch_size, **generation)
     return finish(results[task], seed, run_dir, overwrite)
-
-
-def evaluate_config(
-    config: RunConfig,
-    run_dir: str | Path,
-    models: Sequence[ModelLike] | None = None,
-    mode: str | None = None,
-    overwrite: bool = False,
-    batch_size: int = 8,
-    **generation: Any,
-) -> dict[str, Comparison]:
-    """Every task in `config.eval_tasks` (first `config.eval_items(task)` items, `seed`) for each model.
-
-    `models` defaults to `[config.model]`; specs load with the config's backend, dtype and chat template.
-    `mode` defaults to `config.eval_mode`; `generation` (max_new_tokens, ...) applies to the generative tasks.
-    """
-    items = {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
-    results = evaluate_models(
-        models or [config.model], items, mode or config.eval_mode, config.seed, run_dir, overwrite, batch_size, config,
-        **generation,
-    )
-    return {task: finish(task_results, config.seed, run_dir, overwrite) for task, task_results in results.items()}
 
 
 def evaluate_models(

@@ -12,25 +12,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsft.evaluate.tasks import Task, get_task
+
 if TYPE_CHECKING:
     from medsft.data import MultipleChoiceItem
 
-UPSTREAM = {"medqa": ("medqa", "medqa.yaml"), "pubmedqa": ("pubmedqa", "pubmedqa.yaml")}
+
+def lm_eval_task(task: str) -> Task:
+    spec = get_task(task)
+    if spec.lm_eval_task is None:
+        raise ValueError(f"no lm-eval layout for task '{task}'")
+    return spec
 
 
 def lm_eval_row(task: str, item: MultipleChoiceItem) -> dict[str, Any]:
     """An item in the layout lm-eval's task reads (GBaker/MedQA-USMLE-4-options-hf, bigbio/pubmed_qa)."""
-    if task == "medqa":
-        row: dict[str, Any] = {"id": item.id, "sent1": item.question, "sent2": "", "label": item.answer}
-        row.update({f"ending{i}": text for i, text in enumerate(item.choices)})
-        return row
-    if task == "pubmedqa":
-        return {
-            "QUESTION": item.question,
-            "CONTEXTS": (item.context or "").split("\n"),  # lm-eval joins them back with "\n"
-            "final_decision": item.choices[item.answer],
-        }
-    raise ValueError(f"no lm-eval layout for task '{task}'")
+    return lm_eval_task(task).lm_eval_row(item)
 
 
 def raw_lm_eval_row(task: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -39,19 +36,7 @@ def raw_lm_eval_row(task: str, raw: dict[str, Any]) -> dict[str, Any]:
     Parity checks feed lm-eval from the file, not from medsft's parsed items, so a loader that alters the
     text (stripping a leading space, say) shows up as a difference instead of being copied to both sides.
     """
-    if task == "medqa":
-        if "sent1" in raw:
-            return raw
-        letters = sorted(raw["options"])
-        row = {"sent1": raw["question"], "sent2": "", "label": letters.index(raw["answer_idx"])}
-        row.update({f"ending{i}": raw["options"][letter] for i, letter in enumerate(letters)})
-        return row
-    if task == "pubmedqa":
-        if "QUESTION" in raw:  # ori_pqal.json / bigbio layout
-            return {key: raw[key] for key in ("QUESTION", "CONTEXTS", "final_decision")}
-        return {"QUESTION": raw["question"], "CONTEXTS": raw["context"]["contexts"],
-                "final_decision": raw["final_decision"]}  # fmt: skip
-    raise ValueError(f"no lm-eval layout for task '{task}'")
+    return lm_eval_task(task).raw_lm_eval_row(raw)
 
 
 def write_local_task(
@@ -69,7 +54,7 @@ def write_local_task(
         for item in items:
             row = item if isinstance(item, dict) else lm_eval_row(task, item)
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    subdir, yaml_name = UPSTREAM[task]
+    subdir, yaml_name = lm_eval_task(task).lm_eval_task
     upstream = Path(lm_eval.__file__).parent / "tasks" / subdir / yaml_name
     (folder / f"{name}.yaml").write_text(
         f"include: {upstream}\n"

@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from medsft.evaluate.prompts import Task, get_task
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.scoring import ChoiceRequest, Scorer, encode_pair
 from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.tasks import Task, get_task
 
 if TYPE_CHECKING:
     from medsft.data import MultipleChoiceItem

@@ -1,4 +1,4 @@
-"""Plots of evaluation results: accuracy bars with 95% CI whiskers, base vs tuned, per task or subject.
+"""Plots of evaluation results: accuracy bars with 95% CI whiskers, one group per task, one bar per model.
 
 Helpers take `TaskResult`s (or their JSON dicts, as read from the run folder) and return a matplotlib
 Figure; they never call `plt.show()`, so notebooks display them and scripts save them.
@@ -50,42 +50,6 @@ def accuracy_bars(results: Sequence[ResultLike], title: str | None = None, chanc
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% CI)")
     ax.set_title(title or "Accuracy by task")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
-
-
-def base_vs_tuned(base: ResultLike, tuned: ResultLike, title: str | None = None) -> Any:
-    """Two bars on one task with CI whiskers, titled with the paired difference and its interval."""
-    from medsft.evaluate.compare import compare_results
-
-    first, second = _as_result(base), _as_result(tuned)
-    pair = compare_results([first, second]).pairs[0]
-    low, high = pair["diff_ci"]
-    heading = title or (
-        f"{first.task}: {second.model} - {first.model} = {pair['diff']:+.3f} [{low:+.3f}, {high:+.3f}]"
-    )
-    return accuracy_bars([first, second], title=heading)
-
-
-def subject_bars(results: Sequence[ResultLike], min_n: int = 1, title: str | None = None) -> Any:
-    """Horizontal bars of accuracy per subject (or domain) for each model, subjects with >= `min_n` items."""
-    import matplotlib.pyplot as plt
-
-    parsed = [_as_result(r) for r in results]
-    subjects = sorted({s for r in parsed for s, v in r.breakdown.items() if v["n"] >= min_n})
-    if not subjects:
-        raise ValueError("the results carry no subject breakdown")
-    height = 0.8 / len(parsed)
-    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.35 * len(subjects) * len(parsed)))
-    for m, result in enumerate(parsed):
-        ys = [s - 0.4 + height * (m + 0.5) for s in range(len(subjects))]
-        values = [result.breakdown.get(name, {}).get("acc", 0.0) for name in subjects]
-        ax.barh(ys, values, height=height * 0.9, label=result.model)
-    ax.set_yticks(range(len(subjects)), [f"{s} (n={parsed[0].breakdown.get(s, {}).get('n', 0)})" for s in subjects])
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("accuracy")
-    ax.set_title(title or f"{parsed[0].task}: accuracy by subject")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

@@ -8,26 +8,34 @@ lm-eval 0.4.13, `medqa_4options` (tasks/medqa/preprocess_medqa.py) and `pubmedqa
 - `acc` takes the argmax of the summed log-likelihoods, `acc_norm` divides each by the *character* length of the
   choice without the delimiter (`len("maybe") == 5`), first maximum on ties (numpy's argmax).
 
-`tests/test_eval_prompts.py` pins these strings against lm-eval's own functions when it is installed.
+`tests/test_eval_prompts.py` pins these strings against lm-eval's own functions when it is installed. The
+chain-of-thought prompts (generative mode, not lm-eval's) are here too; `medsft.evaluate.tasks` says which
+task uses which.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from medsft.data.loaders import format_options
 
 if TYPE_CHECKING:
     from medsft.data import MultipleChoiceItem
 
-LETTERS = "ABCDEFGHIJ"
 TARGET_DELIMITER = " "
-PUBMEDQA_CHOICES = ("yes", "no", "maybe")
+MEDQA_COT_INSTRUCTION = (
+    "Think through the question step by step, then give your answer on the last line as "
+    "'Final answer: <letter>'."
+)
+PUBMEDQA_COT_INSTRUCTION = (
+    "Think through the question step by step, then give your answer on the last line as "
+    "'Final answer: yes', 'Final answer: no' or 'Final answer: maybe'."
+)
 
 
 def medqa_prompt(item: MultipleChoiceItem) -> str:
     """`Question: {q}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:` (lm-eval's preprocess_medqa.doc_to_text)."""
-    options = "".join(f"{LETTERS[i]}. {text}\n" for i, text in enumerate(item.choices))
-    return f"Question: {item.question}\n{options}Answer:"
+    return f"Question: {item.question}\n{format_options(item.choices)}\nAnswer:"
 
 
 def pubmedqa_prompt(item: MultipleChoiceItem) -> str:
@@ -37,30 +45,11 @@ def pubmedqa_prompt(item: MultipleChoiceItem) -> str:
     return f"Abstract: {item.context}\nQuestion: {item.question}\nAnswer:"
 
 
-@dataclass(frozen=True)
-class Task:
-    """A multiple-choice task as data: how to build the context and which choice strings to score."""
-
-    name: str
-    kind: str  # "letters": choices are the option letters; "fixed": the item's own choice texts
-
-    def context(self, item: MultipleChoiceItem) -> str:
-        return medqa_prompt(item) if self.name == "medqa" else pubmedqa_prompt(item)
-
-    def choices(self, item: MultipleChoiceItem) -> list[str]:
-        """The choice strings lm-eval scores (and measures for acc_norm), without the delimiter."""
-        if self.kind == "letters":
-            return list(LETTERS[: len(item.choices)])
-        return list(item.choices)
-
-    def continuations(self, item: MultipleChoiceItem) -> list[str]:
-        return [TARGET_DELIMITER + choice for choice in self.choices(item)]
+def medqa_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
+    """The question, its lettered options and the instruction, for chain-of-thought decoding."""
+    return f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}"
 
 
-TASKS = {"medqa": Task("medqa", "letters"), "pubmedqa": Task("pubmedqa", "fixed")}
-
-
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown multiple-choice task '{name}'; choose one of {', '.join(TASKS)}")
-    return TASKS[name]
+def pubmedqa_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
+    """The abstract, the question and the instruction, for chain-of-thought decoding."""
+    return f"Abstract: {item.context}\n\nQuestion: {item.question}\n\n{instruction}"

@@ -22,9 +22,9 @@ from medsft.data.synthetic import STEPS
 from medsft.evaluate import stats
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.scoring import Messages, Scorer
+from medsft.evaluate.tasks import TASKS
 
 Case = SyntheticCase | Mapping[str, Any]
-SYNTHETIC_TASKS = {"synthetic": "synthetic_eval_cases", "synthetic_ood": "synthetic_ood_cases"}
 
 
 def accuracy_interval(outcomes: list[bool]) -> stats.Interval:
@@ -138,8 +138,9 @@ def evaluate_synthetic(
     """Generate a reply per case and score format and labels per domain (`correct` = the primary label).
 
     `task` names the case set (`synthetic` or `synthetic_ood`) in the result and its file name."""
-    if task not in SYNTHETIC_TASKS:
-        raise ValueError(f"unknown synthetic task '{task}'; choose from {', '.join(SYNTHETIC_TASKS)}")
+    generated = [name for name, spec in TASKS.items() if spec.kind == "generated"]
+    if task not in generated:
+        raise ValueError(f"unknown synthetic task '{task}'; choose from {', '.join(generated)}")
     if not cases:
         raise ValueError(f"{task}: no cases to evaluate")
     started = time.perf_counter()

@@ -36,7 +36,7 @@ from medsft.export.gguf import (
     rejected_name,
 )
 from medsft.export.sizes import folder_mib, size_row
-from medsft.llamacpp import Toolchain, check_disk, find_toolchain
+from medsft.llamacpp_toolchain import Toolchain, check_disk, find_toolchain
 from medsft.runs import Run, check_run_folder, write_text_atomic
 
 log = logging.getLogger("medsft")
@@ -265,7 +265,7 @@ def check_files(
     """Verify each GGUF against the merged 16-bit checkpoint, measure what quantization changed, and judge
     whether it passed (`passed`, `reasons` in each record)."""
     from medsft.evaluate import HFScorer, compare, load_items
-    from medsft.evaluate.llamacpp import LlamaCppScorer
+    from medsft.evaluate.gguf_scorer import LlamaCppScorer
     from medsft.export.verify import end_of_turn_ids, judge, reference_first_tokens, verify_gguf
 
     # The reference is the 16-bit merge whatever the training precision (a 4-bit reference would hide what

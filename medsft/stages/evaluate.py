@@ -71,7 +71,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
 
 def eval_data(config: RunConfig, counts: dict[str, int]) -> dict[str, Any]:
     """Where each task's items come from: the file and split with its sha256, or the generator and seed."""
-    from medsft.data.evalsets import describe_eval_data
+    from medsft.evaluate.tasks import describe_eval_data
 
     return {task: describe_eval_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
 
@@ -101,7 +101,7 @@ def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[
     import pandas as pd
 
     from medsft.evaluate.compare import load_items
-    from medsft.evaluate.prompts import get_task
+    from medsft.evaluate.tasks import get_task
 
     task = get_task(comparison.task)
     item = load_items(comparison.task, index + 1, config.seed)[index]
