@@ -511,11 +511,22 @@ def load_rows(
     return origin, converted, skipped
 
 
-def load_medical_o1(
-    path: str | None = None, subset: str | None = "en", split: str = "train", on_error: OnError = "raise"
-) -> LoadedSource:
-    origin, examples, skipped = load_rows("medical_o1", path, medical_o1_example, subset, split, on_error)
-    return LoadedSource("medical_o1", origin, examples, skipped)
+def row_loader(
+    name: str, convert: Callable[[dict[str, Any], int, str], Example], default_subset: str | None = None
+) -> Callable[..., LoadedSource]:
+    """A training source whose rows each convert to one example (`medical_o1`, `instructions`, `messages`)."""
+
+    def load(
+        path: str | None = None, subset: str | None = default_subset, split: str = "train", on_error: OnError = "raise"
+    ) -> LoadedSource:
+        origin, examples, skipped = load_rows(name, path, convert, subset, split, on_error)
+        return LoadedSource(name, origin, examples, skipped)
+
+    load.__name__ = load.__qualname__ = f"load_{name}"
+    return load
+
+
+load_medical_o1 = row_loader("medical_o1", medical_o1_example, default_subset="en")
 
 
 def load_medqa(
@@ -544,19 +555,12 @@ def load_pubmedqa(
     return LoadedSource("pubmedqa", origin, [pubmedqa_example(r, style) for r in records], skipped)
 
 
-def load_instructions(
-    path: str | None = None, subset: str | None = None, split: str = "train", on_error: OnError = "raise"
-) -> LoadedSource:
-    origin, examples, skipped = load_rows("instructions", path, instruction_example, subset, split, on_error)
-    return LoadedSource("instructions", origin, examples, skipped)
 
 
-def load_messages(
-    path: str | None = None, subset: str | None = None, split: str = "train", on_error: OnError = "raise"
-) -> LoadedSource:
-    origin, examples, skipped = load_rows("messages", path, messages_example, subset, split, on_error)
-    return LoadedSource("messages", origin, examples, skipped)
 
+
+load_instructions = row_loader("instructions", instruction_example)
+load_messages = row_loader("messages", messages_example)
 
 LOADERS: dict[str, Callable[..., LoadedSource]] = {
     "medical_o1": load_medical_o1,

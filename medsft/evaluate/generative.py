@@ -7,14 +7,13 @@ rule is *unparseable*: reported as its own share, and never guessed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from medsft import DISCLAIMER
 from medsft.evaluate.multiple_choice import subject_breakdown
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import Messages, Scorer
+from medsft.evaluate.scoring import Messages, Scorer, generate_timed
 from medsft.evaluate.stats import wilson_interval
 from medsft.evaluate.tasks import TASKS, get_task
 
@@ -87,27 +86,11 @@ def evaluate_generative(
     """
     if not items:
         raise ValueError(f"{task}: no items to evaluate")
-    started = time.perf_counter()
-    replies = scorer.generate(
-        [cot_messages(task, item, instruction) for item in items],
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-    )
-    elapsed = time.perf_counter() - started
+    conversations = [cot_messages(task, item, instruction) for item in items]
+    replies, settings = generate_timed(scorer, conversations, max_new_tokens, do_sample, temperature, top_p, seed)
     records = score_replies(task, items, replies)
     metrics = summarize_replies(records, seed)
-    settings = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "temperature": temperature if do_sample else None,
-        "top_p": top_p if do_sample else None,
-        "seed": seed,
-        "instruction": instruction or get_task(task).cot_instruction,
-        "seconds": round(elapsed, 3),
-    }
+    settings["instruction"] = instruction or get_task(task).cot_instruction
     return TaskResult(
         task=f"{task}_cot",  # its own file name: a log-likelihood result for the same task sits beside it
         model=scorer.name,

@@ -101,6 +101,35 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text))
 
 
+def generate_timed(
+    scorer: Scorer,
+    conversations: Sequence[Messages],
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    seed: int,
+) -> tuple[list[str], dict[str, Any]]:
+    """The scorer's replies, and the settings a result records with them: the sampling knobs only when sampling
+    (greedy ignores them), and the seconds the generation took."""
+    import time
+
+    started = time.perf_counter()
+    replies = scorer.generate(
+        conversations, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
+        seed=seed,
+    )  # fmt: skip
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "temperature": temperature if do_sample else None,
+        "top_p": top_p if do_sample else None,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return replies, settings
+
+
 class HFScorer:
     """A transformers causal LM (plain or with a PEFT adapter) behind the `Scorer` calls."""
 

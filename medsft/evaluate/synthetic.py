@@ -12,7 +12,6 @@ lab tests, drug pairs and phrasings; see `medsft.data.synthetic`), each with its
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synt
 from medsft.data.synthetic import STEPS
 from medsft.evaluate import stats
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import Messages, Scorer
+from medsft.evaluate.scoring import Messages, Scorer, generate_timed
 from medsft.evaluate.tasks import TASKS
 
 Case = SyntheticCase | Mapping[str, Any]
@@ -143,16 +142,8 @@ def evaluate_synthetic(
         raise ValueError(f"unknown synthetic task '{task}'; choose from {', '.join(generated)}")
     if not cases:
         raise ValueError(f"{task}: no cases to evaluate")
-    started = time.perf_counter()
-    replies = scorer.generate(
-        [case_messages(c) for c in cases],
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-    )
-    elapsed = time.perf_counter() - started
+    conversations = [case_messages(c) for c in cases]
+    replies, settings = generate_timed(scorer, conversations, max_new_tokens, do_sample, temperature, top_p, seed)
     records = score_synthetic_replies(cases, replies)
     summary = summarize_synthetic(records, seed)
     return TaskResult(
@@ -162,14 +153,7 @@ def evaluate_synthetic(
         n=len(records),
         metrics=summary["overall"],
         questions=records,
-        settings={
-            "max_new_tokens": max_new_tokens,
-            "do_sample": do_sample,
-            "temperature": temperature if do_sample else None,
-            "top_p": top_p if do_sample else None,
-            "seed": seed,
-            "seconds": round(elapsed, 3),
-        },
+        settings=settings,
         model_spec=model_spec or {"name": scorer.name},
         breakdown=summary["domains"],
         disclaimer=DISCLAIMER,
