@@ -21,3 +21,10 @@ if not _log.handlers:
     _log.addHandler(_handler)
     _log.setLevel(_logging.INFO)
     _log.propagate = False
+
+# The CLI and every notebook kernel import medsft: library warnings it cannot fix are filtered here, by message,
+# and a notebook executed by papermill gets progress bars that save cleanly (medsft.quiet).
+from medsft import quiet as _quiet  # noqa: E402
+
+_quiet.filter_known_warnings()
+_quiet.use_text_progress_bars()

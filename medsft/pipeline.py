@@ -127,15 +127,19 @@ def execute(notebook: Path, output: Path, parameters: Mapping[str, Any], progres
     """Run one notebook with papermill; the render is saved after every cell, so a failure leaves it partial."""
     import papermill
 
-    papermill.execute_notebook(
-        str(notebook),
-        str(output),
-        parameters=dict(parameters),
-        kernel_name=ensure_kernel(),
-        progress_bar=progress,
-        log_output=log_output,
-        request_save_on_cell_execute=True,
-    )
+    from medsft.quiet import rendered_environment
+
+    with rendered_environment():  # no half-drawn progress bars in the saved notebook (medsft.quiet)
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=dict(parameters),
+            kernel_name=ensure_kernel(),
+            progress_bar=progress,
+            log_output=log_output,
+            request_save_on_cell_execute=True,
+            coalesce_streams=True,  # one stream output per cell; a progress bar's `\r` frames reduced to the last
+        )
 
 
 def display_path(path: Path) -> str:

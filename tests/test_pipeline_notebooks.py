@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import nbformat
@@ -20,6 +21,7 @@ SMALL = {
     "max_steps": "3",
     "eval_every_steps": "3",
     "save_every_steps": "3",
+    "select_checkpoint_by": "eval_loss",  # the recipe scores PubMedQA validation rows; these rows are synthetic only
     "eval_limit": "4",
     "eval_generate_limit": "2",
     "eval_max_new_tokens": "16",
@@ -40,6 +42,17 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def outputs_of(notebook: Path) -> list[dict]:
+    cells = nbformat.read(notebook, as_version=4).cells
+    return [o for c in cells if c.cell_type == "code" for o in c.outputs]
+
+
+def text_of(output: dict) -> str:
+    """What a reader sees of an output without widgets: a stream's text, or the text/plain of a display."""
+    text = output.get("text") if output["output_type"] == "stream" else output.get("data", {}).get("text/plain", "")
+    return "".join(text or "")
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("pipeline")
@@ -56,6 +69,65 @@ def test_pipeline_renders_each_notebook_with_only_run_dir_injected(pipeline_run:
         assert len(injected) == 1 and injected[0].source.strip().startswith("# Parameters\nrun_dir = ")
         assert "HF_TOKEN" not in json.dumps(notebook)
     assert not (pipeline_run / "04_export.ipynb").exists()
+
+
+@pytest.fixture(scope="module")
+def shipped_run(pipeline_run: Path) -> Path:
+    """Export (Q8_0 only, a few check items) and chat from the small run, as `medsft run --from-run` does."""
+    args = ["run", "--from-run", str(pipeline_run), "--stages", "export,chat", "--no-progress", "-p", "run_id",
+            "shipped", "-p", "export_quantizations", "[q8_0]", "-p", "export_check_items", "4"]  # fmt: skip
+    assert main(args) == 0
+    return pipeline_run.parent / "shipped"
+
+
+def test_export_and_chat_notebooks_render_the_checked_files_and_the_transcript(shipped_run: Path):
+    for name in ("04_export", "05_chat"):
+        assert errors_in(shipped_run / f"{name}.ipynb") == []
+    export = read(shipped_run / "export.json")
+    [gguf] = export["files"]
+    verdict = "passed" if gguf["passed"] else "FAILED"
+    assert gguf["quantization"] == "q8_0" and Path(gguf["path"]).is_file() and gguf["verification"]["template_matches"]
+    # The size table and the check table show the file with the verdict that export.json holds.
+    shown = "\n".join(text_of(o) for o in outputs_of(shipped_run / "04_export.ipynb"))
+    assert Path(gguf["path"]).name in shown and "merged 16-bit (safetensors)" in shown
+    assert re.search(rf"q8_0\s.*\b{verdict}\b", shown)
+    chat = read(shipped_run / "chat.json")
+    assert chat["gguf"] == Path(gguf["path"]).name and len(chat["turns"]) == 2  # the notebook's two questions
+    assert all(turn["answer"] and turn["tokens"] > 0 for turn in chat["turns"]) and chat["disclaimer"]
+    transcript = "".join(text_of(o) for o in outputs_of(shipped_run / "05_chat.ipynb") if o.get("name") == "stdout")
+    assert [turn["question"] for turn in chat["turns"]] == re.findall(r"^you> (.*)$", transcript, re.M)
+    assert chat["turns"][0]["answer"][:40] in transcript and chat["disclaimer"] in transcript
+    results = read(shipped_run / "results.json")
+    assert results["status"] == "complete" and read(shipped_run / "manifest.json")["from_run"] == "../small"
+
+
+# tqdm's `{n}/{total} [{elapsed}<...` part, e.g. `Loading weights:   0%|          | 0/236 [00:00<?, ?it/s]`
+PROGRESS_BAR = re.compile(r"(\d+)/(\d+) \[\d")
+
+
+def test_rendered_notebooks_hold_no_warnings_and_no_half_drawn_progress_bars(pipeline_run: Path, shipped_run: Path):
+    """What a saved notebook shows, checked on every output of all five stage notebooks:
+
+    - no stderr text holds `Warning` (case-sensitive: a Python warning as printed, `FutureWarning: ...`, never
+      medsft's own `[medsft] WARNING` log lines, which report results);
+    - no output holds a carriage return: a frame that the next one overdrew live is kept in the file;
+    - no output is a widget: without a live kernel it is saved as its first frame (`0%| | 0/236`);
+    - every progress bar shown (tqdm's `n/total [elapsed`) is finished: n == total.
+    """
+    notebooks = [pipeline_run / f"{name}.ipynb" for name in ("01_data", "02_train", "03_evaluate")]
+    notebooks += [shipped_run / f"{name}.ipynb" for name in ("04_export", "05_chat")]
+    bars = 0
+    for notebook in notebooks:
+        for output in outputs_of(notebook):
+            text = text_of(output)
+            where = f"{notebook.name}: {text[:300]!r}"
+            assert not (output.get("name") == "stderr" and "Warning" in text), where
+            assert "\r" not in text, where
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), where
+            for done, total in PROGRESS_BAR.findall(text):
+                assert done == total, where
+                bars += 1
+    assert bars >= 2  # the evaluation's scoring bars (base and tuned) are kept, each as its last frame
 
 
 def test_pipeline_results_hold_sane_data_training_and_evaluation_numbers(pipeline_run: Path):

@@ -1,0 +1,72 @@
+"""What medsft's output leaves out: two library deprecation warnings it cannot fix, and half-drawn progress bars.
+
+`filter_known_warnings` runs when `medsft` is imported, so the CLI and every notebook kernel go through it. It
+ignores exactly the warnings listed in `KNOWN_WARNINGS` (category and message), nothing else.
+
+A notebook executed by papermill (`medsft run`, `medsft sweep`) is saved, not watched: a progress widget is stored
+as its first frame (`Loading weights: 0%| | 0/236`), and a text bar as every frame it drew. `rendered_environment`
+marks the kernel's environment for such a run: the Hugging Face libraries' own bars (weight loading, shard
+writing, dataset maps) are off, and `medsft`'s long steps keep one text bar, which papermill's stream coalescing
+(`coalesce_streams`) reduces to its last frame in the saved notebook. Opened by hand in Jupyter, nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+# (category, start of the message) of each warning medsft's runs print and cannot fix at the source.
+KNOWN_WARNINGS = (
+    # peft reads `model.is_gradient_checkpointing` (PeftModel.__init__), deprecated in transformers 5.2x.
+    (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
+    # medsft.train passes `gradient_checkpointing=False`: the name transformers 5.17 (Unsloth's pin) knows; newer
+    # versions call it `activation_checkpointing` and warn.
+    (FutureWarning, "`gradient_checkpointing` is deprecated"),
+)
+
+RENDERED = "MEDSFT_RENDERED"  # set (to "1") in the environment of a kernel whose notebook papermill saves
+RENDERED_ENVIRONMENT = {
+    RENDERED: "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' bars (weights, shards) and hub downloads
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # datasets' map/filter bars (TRL's truncation, masking)
+}
+
+
+def filter_known_warnings() -> None:
+    """Ignore the warnings in `KNOWN_WARNINGS`, each by its category and the start of its message."""
+    for category, message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+
+
+@contextmanager
+def rendered_environment() -> Iterator[None]:
+    """Within the block, kernels started (papermill's) inherit `RENDERED_ENVIRONMENT`; variables the user set win."""
+    saved = {name: os.environ.get(name) for name in RENDERED_ENVIRONMENT}
+    for name, value in RENDERED_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def use_text_progress_bars() -> None:
+    """In a rendered notebook's kernel, `tqdm.auto` draws text (to stderr) instead of a widget.
+
+    A widget is saved as its first frame; text frames are collapsed to the last one when papermill coalesces the
+    cell's streams. `tqdm.auto` is looked up when a bar starts (`from tqdm.auto import tqdm` inside the function),
+    so replacing the module's names is enough.
+    """
+    if os.environ.get(RENDERED) != "1":
+        return
+    import tqdm.auto
+    import tqdm.std
+
+    tqdm.auto.tqdm, tqdm.auto.trange = tqdm.std.tqdm, tqdm.std.trange
