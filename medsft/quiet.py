@@ -1,4 +1,4 @@
-"""What medsft's output leaves out: two library deprecation warnings it cannot fix, and half-drawn progress bars.
+"""What medsft's output leaves out: a library deprecation warning it cannot fix, and half-drawn progress bars.
 
 `filter_known_warnings` runs when `medsft` is imported, so the CLI and every notebook kernel go through it. It
 ignores exactly the warnings listed in `KNOWN_WARNINGS` (category and message), nothing else.
@@ -22,9 +22,6 @@ from contextlib import contextmanager
 KNOWN_WARNINGS = (
     # peft reads `model.is_gradient_checkpointing` (PeftModel.__init__), deprecated in transformers 5.2x.
     (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
-    # medsft.train passes `gradient_checkpointing=False`: the name transformers 5.17 (Unsloth's pin) knows; newer
-    # versions call it `activation_checkpointing` and warn.
-    (FutureWarning, "`gradient_checkpointing` is deprecated"),
 )
 
 RENDERED = "MEDSFT_RENDERED"  # set (to "1") in the environment of a kernel whose notebook papermill saves

@@ -270,6 +270,15 @@ def resolve_optimizer(config: RunConfig, has_cuda: bool) -> str:
     return config.optimizer
 
 
+def no_activation_checkpointing() -> dict[str, bool]:
+    """Checkpointing off, under the name the installed transformers knows: `activation_checkpointing` (5.2x,
+    where the old name warns) or `gradient_checkpointing` (5.17, the GPU set-up's pin). TRL turns it on by default."""
+    import dataclasses
+
+    names = {field.name for field in dataclasses.fields(SFTConfig)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+
+
 def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> SFTConfig:
     bf16 = has_cuda and torch.cuda.is_bf16_supported()
     return SFTConfig(
@@ -300,7 +309,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         use_cpu=not has_cuda,
         bf16=bf16,
         fp16=has_cuda and not bf16,
-        gradient_checkpointing=False,  # Unsloth applies its own; on CPU memory is not the limit
+        **no_activation_checkpointing(),  # Unsloth applies its own; on CPU memory is not the limit
         max_length=config.max_seq_length,
         report_to=[],
         remove_unused_columns=False,

@@ -20,12 +20,12 @@ def shown(category: type[Warning], message: str) -> bool:
     return bool(caught)
 
 
-def test_the_known_library_deprecations_are_ignored() -> None:
+def test_the_known_library_deprecation_is_ignored() -> None:
     assert not shown(FutureWarning, "`is_gradient_checkpointing` is deprecated and will be removed in v6. Use ...")
-    assert not shown(FutureWarning, "`gradient_checkpointing` is deprecated and will be removed in v6. Use ...")
 
 
 def test_other_warnings_are_kept_even_with_a_similar_message_or_category() -> None:
+    assert shown(FutureWarning, "`gradient_checkpointing` is deprecated and will be removed in v6. Use ...")
     assert shown(FutureWarning, "`gradient_checkpointing_kwargs` is deprecated and will be removed in v6.")
     assert shown(DeprecationWarning, "`is_gradient_checkpointing` is deprecated")
     assert shown(UserWarning, "something else")
@@ -49,3 +49,14 @@ def test_only_a_rendered_kernel_swaps_progress_widgets_for_text(monkeypatch: pyt
     monkeypatch.setenv(quiet.RENDERED, "1")
     quiet.use_text_progress_bars()
     assert tqdm.auto.tqdm is tqdm.std.tqdm and tqdm.auto.trange is tqdm.std.trange
+
+
+def test_the_trainer_settings_use_the_checkpointing_name_the_installed_transformers_knows(tmp_path) -> None:
+    from medsft.config import build_config
+    from medsft.train import sft_arguments
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = sft_arguments(build_config({}), tmp_path, has_cuda=False, with_eval=False, steps=2)
+    assert not [w for w in caught if "checkpointing" in str(w.message)]
+    assert args.gradient_checkpointing is False  # TRL's default (True) is overridden whichever name is used
