@@ -187,7 +187,8 @@ class MedsftTrainer(SFTTrainer):
     def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
         # The evaluation at step 0 (eval_on_start) is the untrained baseline in the log, not a candidate: there is
         # no checkpoint-0 to return to, and if it counted, a later checkpoint merely equal to the base model's
-        # validation accuracy would never be kept. (transformers' private hook; its signature is checked by tests.)
+        # validation accuracy would never be kept. (A private transformers hook: if a new version stopped calling
+        # it, tests/test_train_resume.py's checkpoint-choice test would find no best checkpoint and fail.)
         if self.state.global_step == 0:
             return False
         return super()._determine_best_metric(metrics, trial)

@@ -23,7 +23,6 @@ RECIPE_FIELDS = (
 )  # fmt: skip
 
 
-
 def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> Any:
     """The recipe's main knobs as a two-column table."""
     import pandas as pd
@@ -134,7 +133,8 @@ def trainer_frame(training: Any) -> Any:
         "learning rate": f"{args.learning_rate} ({args.lr_scheduler_type.value}, warm-up {args.warmup_steps})",
         "optimizer": str(args.optim.value),
         "evaluate / save every": f"{args.eval_steps} / {args.save_steps} steps",
-        "checkpoint kept": f"best {args.metric_for_best_model}",
+        "adapter": f"the best checkpoint by {args.metric_for_best_model}" if args.load_best_model_at_end
+        else "the weights after the last step",
         "step": "packed rows, LM head at labelled positions only (CPU)" if trainer.sparse_head
         else "padded batches, the model's own loss",
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
