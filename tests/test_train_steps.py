@@ -71,3 +71,34 @@ def test_the_decoded_labels_hold_the_reply_and_none_of_the_prompt(gemma_tokenize
     trained = trained_text(gemma_tokenizer, messages, config)
     assert "aspirin" not in trained and "<start_of_turn>" not in trained
     assert trained.startswith(" ") and trained.strip() == "Answer: yes<end_of_turn>"
+
+
+def test_a_run_parameter_reaches_lora_config_through_the_run_with_no_second_resolution(
+    tiny_gemma_dir: Path, tmp_path: Path, monkeypatch
+):
+    import medsft.config
+    import medsft.pipeline
+    from medsft import stages
+    from medsft import train as steps
+    from medsft.config import load_config
+    from medsft.runs import Run
+
+    # What `medsft run -p lora_r 8` does first: resolve the config once and give it a run folder.
+    config = load_config(None, {"lora_r": 8, "model": str(tiny_gemma_dir), "output_dir": str(tmp_path),
+                                "datasets": [{"name": "synthetic", "count": 16}], "eval_every_steps": 0})  # fmt: skip
+
+    def resolved_again(*args, **kwargs):
+        raise AssertionError("the config was resolved a second time")
+
+    monkeypatch.setattr(medsft.config, "load_config", resolved_again)
+    monkeypatch.setattr(medsft.pipeline, "load_config", resolved_again)
+    run_dir = Run.create(config).run_dir
+    # The notebook's first cell, as papermill runs it (only run_dir injected): the folder's config.yaml, read once.
+    run = medsft.pipeline.open_notebook_run(str(run_dir), "gemma3-270m/pipeline-cpu", {})
+    assert run.config.lora_r == 8
+    training = stages.start_training(run)
+    steps.load_model(training)
+    steps.tokenize_rows(training)
+    model = steps.add_lora(training)
+    assert model.peft_config["default"].r == 8
+    assert stages.lora_frame(model).loc["r", "value"] == "8"
