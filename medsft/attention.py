@@ -120,14 +120,35 @@ def packed_causal_attention(
 AttentionInterface.register(IMPLEMENTATION, packed_causal_attention)
 
 
+def base_model(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @contextlib.contextmanager
-def packed_attention(model: Any) -> Iterator[None]:
-    """Use packed attention while training; restore the model's own implementation for generation after."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+def attention_implementation(model: Any, implementation: str) -> Iterator[None]:
+    """`implementation` inside the block, the model's previous one after."""
+    base = base_model(model)
     previous = base.config._attn_implementation
-    base.medsft_own_attention = previous  # what scoring switches back to mid-training (medsft.validation)
-    base.set_attn_implementation(IMPLEMENTATION)
+    base.set_attn_implementation(implementation)
     try:
         yield
     finally:
         base.set_attn_implementation(previous)
+
+
+@contextlib.contextmanager
+def packed_attention(model: Any) -> Iterator[None]:
+    """Use packed attention while training; restore the model's own implementation for generation after."""
+    base = base_model(model)
+    base.medsft_own_attention = base.config._attn_implementation  # for `own_attention` mid-training
+    with attention_implementation(model, IMPLEMENTATION):
+        yield
+
+
+@contextlib.contextmanager
+def own_attention(model: Any) -> Iterator[None]:
+    """The model's own attention inside the block, when `packed_attention` has switched it (scoring mid-training:
+    unpacked, padded batches); nothing changes otherwise."""
+    own = getattr(base_model(model), "medsft_own_attention", None)
+    with attention_implementation(model, own) if own else contextlib.nullcontext():
+        yield

@@ -380,8 +380,8 @@ def validate(config: RunConfig) -> None:
             f"({config.eval_every_steps}), so the best checkpoint by validation loss is on disk"
         )
     one_of("select_checkpoint_by", config.select_checkpoint_by, CHECKPOINT_MEASURES)
-    selecting_on = config.select_checkpoint_by.removesuffix("_accuracy")
-    if selecting_on != "eval_loss" and selecting_on not in {source.name for source in config.datasets}:
+    selecting_on = selection_task(config.select_checkpoint_by)
+    if selecting_on is not None and selecting_on not in {source.name for source in config.datasets}:
         raise ConfigError(
             f"select_checkpoint_by: {config.select_checkpoint_by} scores the validation rows of the "
             f"'{selecting_on}' source, but datasets has none; add it or use eval_loss"
@@ -411,3 +411,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("datasets: the mix is empty; add at least one source, e.g. [{name: synthetic}]")
     if config.run_id is not None and (not config.run_id or "/" in config.run_id or config.run_id.startswith(".")):
         raise ConfigError(f"run_id: {config.run_id!r} must be a plain folder name")
+
+
+def selection_task(select_checkpoint_by: str) -> str | None:
+    """`pubmedqa_accuracy` -> `pubmedqa` (one of `CHECKPOINT_MEASURES`); `eval_loss` -> None."""
+    return None if select_checkpoint_by == "eval_loss" else select_checkpoint_by.removesuffix("_accuracy")

@@ -19,6 +19,7 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,7 @@ class Run:
         an earlier one whose artifacts `find_artifact` falls back to.
         """
         origin = check_run_folder(Path(from_run), FileNotFoundError, "--from-run ") if from_run else None
-        base_id = config.run_id or make_run_id(config)
-        for attempt in range(1, MAX_SUFFIX + 1 if config.run_id is None else 2):
-            run_dir = Path(config.output_dir) / (base_id if attempt == 1 else f"{base_id}-{attempt}")
+        for run_dir in candidate_run_dirs(config):
             try:
                 return cls.make(run_dir, config, from_run=origin, **manifest)
             except FileExistsError:
@@ -162,17 +161,21 @@ def find_artifact(run_dir: str | Path, name: str) -> Path | None:
     return None
 
 
+def candidate_run_dirs(config: RunConfig) -> Iterator[Path]:
+    """The folders a run may take, in order: its given `run_id` only, or a generated id, then `-2` ... `-99`."""
+    base_id = config.run_id or make_run_id(config)
+    for attempt in range(1, MAX_SUFFIX + 1 if config.run_id is None else 2):
+        yield Path(config.output_dir) / (base_id if attempt == 1 else f"{base_id}-{attempt}")
+
+
 def claim_run_dir(config: RunConfig) -> Path:
     """The run's folder path by `Run.create`'s clash rule (nothing is created yet; `open_run_dir` creates it).
 
     A given `run_id` that exists is an error unless resuming it; a generated id gets the first free suffix.
     """
-    run_dir = Path(config.output_dir) / (config.run_id or make_run_id(config))
-    if config.run_id is None:
-        base, attempt = run_dir, 1
-        while run_dir.exists() and attempt < MAX_SUFFIX:
-            attempt += 1
-            run_dir = base.with_name(f"{base.name}-{attempt}")
+    for run_dir in candidate_run_dirs(config):
+        if not run_dir.exists():
+            break
     if run_dir.exists() and not config.resume:
         raise FileExistsError(
             f"run folder {run_dir} already exists; pass resume=True to continue it or choose another run_id"
@@ -237,9 +240,13 @@ def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
     return path
 
 
-def write_json(path: Path, data: Any, overwrite: bool = False) -> Path:
-    """The one JSON writer of run records: atomic, and an existing file is an error unless `overwrite`."""
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+def write_json(path: Path, data: Any, overwrite: bool = False, strict: bool = False) -> Path:
+    """The one JSON writer of run records: atomic, and an existing file is an error unless `overwrite`.
+
+    `strict` (evaluation results): standard JSON only, so a NaN or a value JSON cannot hold is an error instead of
+    being written as `NaN` or its `str()`."""
+    encoding = {"allow_nan": False} if strict else {"default": str}
+    text = json.dumps(data, indent=2, ensure_ascii=False, **encoding) + "\n"
     return write_text_atomic(path, text, overwrite=overwrite)
 
 

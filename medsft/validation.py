@@ -15,12 +15,9 @@ from typing import Any
 
 import torch
 
+from medsft.attention import own_attention
+from medsft.config import selection_task as selection_task  # the task a `select_checkpoint_by` value scores
 from medsft.data.records import MultipleChoiceItem
-
-
-def selection_task(select_checkpoint_by: str) -> str | None:
-    """`pubmedqa_accuracy` -> `pubmedqa` (one of `config.CHECKPOINT_MEASURES`); `eval_loss` -> None."""
-    return None if select_checkpoint_by == "eval_loss" else select_checkpoint_by.removesuffix("_accuracy")
 
 
 def metric_name(task: str) -> str:
@@ -39,18 +36,11 @@ def validation_items(rows: Sequence[dict[str, Any]], task: str) -> list[Multiple
 @contextlib.contextmanager
 def scoring_mode(model: Any) -> Iterator[Any]:
     """Eval mode, no gradients and the model's own attention (not the packed training one), then back."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    attention = base.config._attn_implementation
-    own = getattr(base, "medsft_own_attention", None)  # set by medsft.attention.packed_attention
     was_training = model.training
-    if own and own != attention:
-        base.set_attn_implementation(own)
     try:
-        with torch.no_grad():
+        with own_attention(model), torch.no_grad():
             yield model.eval()
     finally:
-        if own and own != attention:
-            base.set_attn_implementation(attention)
         model.train(was_training)
 
 

@@ -70,7 +70,7 @@ def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = Fals
 
 def write_json(path: Path, data: Any, overwrite: bool = False) -> Path:
     """Write JSON atomically; without `overwrite`, an existing file is an error, never replaced."""
-    return runs.write_json(path, data, overwrite=overwrite)
+    return runs.write_json(path, data, overwrite=overwrite, strict=True)
 
 
 def read_result(path: str | Path) -> TaskResult:

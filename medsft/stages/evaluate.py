@@ -12,7 +12,6 @@ from medsft.pipeline import NotebookRun
 log = logging.getLogger("medsft")
 
 
-
 def eval_models(run: NotebookRun) -> dict[str, str]:
     """`base` is the configured model; `tuned` its adapter from the train stage, when there is one to compare."""
     models = {"base": run.config.model}
