@@ -94,7 +94,7 @@ def main() -> None:
     import torch
 
     from medsft.data import synthetic_eval_cases, synthetic_ood_cases
-    from medsft.evaluate.scoring import HFScorer
+    from medsft.evaluate.scoring import GenerationSettings, HFScorer
     from medsft.evaluate.synthetic import case_messages
 
     if args.threads:
@@ -113,7 +113,7 @@ def main() -> None:
     def hf(batch: int, fast: bool) -> Callable[[], list[str]]:
         def run() -> list[str]:
             scorer.batch_size, scorer.generate_batch_size, scorer.fast_greedy = batch, batch, fast
-            return scorer.generate(conversations, max_new_tokens=args.tokens)
+            return scorer.generate(conversations, GenerationSettings(args.tokens))
 
         return run
 
@@ -125,7 +125,7 @@ def main() -> None:
 
             gguf = LlamaCppScorer(gguf_of_embedded(Path(folder), args.quant), n_threads=args.threads)
             runs.append((f"llama.cpp {args.quant.upper()}, 1 sequence", lambda: gguf.generate(
-                conversations, max_new_tokens=args.tokens)))  # fmt: skip
+                conversations, GenerationSettings(args.tokens))))  # fmt: skip
         rows, reference = [], None
         for name, run in runs:
             started = time.perf_counter()

@@ -119,6 +119,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", help="score only the first N items")
     parser.add_argument("--mode", default="loglikelihood", help="loglikelihood (default) or generate")
     parser.add_argument("--batch-size", default="8", help="questions per forward pass (default 8)")
+    parser.add_argument(
+        "--engine", default="transformers", help="transformers (default) or vllm (a CUDA machine with the vllm extra)"
+    )
     parser.add_argument("--seed", default=str(RunConfig.seed), help=f"seed (default {RunConfig.seed})")
     parser.add_argument("--max-new-tokens", default=str(RunConfig.eval_max_new_tokens), help="reply length cap")
     parser.add_argument("--out", type=Path, help="the result JSON file to write")
@@ -158,6 +161,19 @@ def check_model_spec(spec: str | None) -> None:
             raise EvalInputError(f"--model: {err}") from None
 
 
+def check_engine(engine: str, spec: str) -> None:
+    """Reject an engine that is unknown, not installed, or cannot run the model (vLLM does not take a .gguf)."""
+    from medsft.config import EVAL_ENGINES
+    from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
+
+    if engine not in EVAL_ENGINES:
+        raise EvalInputError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(EVAL_ENGINES)}")
+    if engine == "vllm" and spec.endswith(".gguf"):
+        raise EvalInputError("--engine vllm: a .gguf file is scored by llama.cpp; give a model or adapter folder")
+    if engine == "vllm" and not vllm_available():
+        raise EvalInputError(f"--engine vllm: vLLM is not installed; {INSTALL_HINT}")
+
+
 def eval_command(args: argparse.Namespace) -> int:
     """`medsft eval`: every input (task, data rows, output file, model spec) is checked before a model loads;
     a problem is one line `medsft: ...` and exit code 2."""
@@ -191,6 +207,7 @@ def eval_command(args: argparse.Namespace) -> int:
         items = load_eval_items(args.task, limit, seed, path=args.data, split=args.split)
         data = describe_eval_data(args.task, args.data, args.split, seed, len(items))
         check_model_spec(args.model)
+        check_engine(args.engine, args.model)
     except DataError as err:
         print(f"medsft: DataError: {err}", file=sys.stderr)
         return 2
@@ -204,9 +221,9 @@ def eval_command(args: argparse.Namespace) -> int:
 
         scorer = LlamaCppScorer(Path(args.model).expanduser())
     else:
-        from medsft.evaluate.scoring import HFScorer
+        from medsft.evaluate.compare import load_scorer
 
-        scorer = HFScorer.from_spec(args.model, batch_size=batch_size)
+        scorer = load_scorer(args.model, args.engine, batch_size)
     result = evaluate_one(scorer, args.task, items, mode, seed, max_new_tokens=max_new_tokens)
     interval = wilson_interval(result.outcomes())
     output = {
@@ -408,13 +425,14 @@ def smoke(config: RunConfig) -> None:
     """Load the configured model through the chosen backend and greedy-answer one clinical question."""
     from medsft.backend import select_backend
     from medsft.evaluate import HFScorer
+    from medsft.evaluate.scoring import GenerationSettings
 
     started = time.perf_counter()
     backend = select_backend(config.backend)
     model, tokenizer = backend.load(config)
     loaded = time.perf_counter()
     scorer = HFScorer(model, tokenizer, name=config.model)
-    (reply,) = scorer.generate([[{"role": "user", "content": SMOKE_QUESTION}]], max_new_tokens=48)
+    (reply,) = scorer.generate([[{"role": "user", "content": SMOKE_QUESTION}]], GenerationSettings(48))
     done = time.perf_counter()
     print(f"model: {config.model} via {backend.name} ({backend.reason})")
     print(f"load: {loaded - started:.1f} s, generate 48 tokens: {done - loaded:.1f} s")

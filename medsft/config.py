@@ -43,6 +43,7 @@ BACKENDS = ("auto", "unsloth", "transformers")
 CHECKPOINT_MEASURES = ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
 EVAL_MODES = ("loglikelihood", "generate")  # how multiple-choice tasks are scored; generated ones always generate
+EVAL_ENGINES = ("transformers", "vllm")  # what runs the evaluated models (medsft.evaluate.compare.load_scorer)
 # PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
 # decision alone, which puts all of the loss on the word the benchmark scores right after the question.
 DATA_STYLES = {"pubmedqa": ("reasoning", "answer")}
@@ -134,6 +135,9 @@ class RunConfig:
     # How MedQA/PubMedQA are scored: "loglikelihood" (lm-eval's choice log-likelihoods) or "generate" (a reasoned
     # reply through the chat template, answer extracted). The synthetic tasks always generate.
     eval_mode: str = "loglikelihood"
+    # What runs the evaluated models: "transformers" (HFScorer, CPU or GPU) or "vllm" (VLLMScorer, a GPU serving
+    # engine for full test sets with the same prompts and extraction; `pip install -e '.[vllm]'`).
+    eval_engine: str = "transformers"
 
     # Export
     export_quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
@@ -342,6 +346,7 @@ def validate(config: RunConfig) -> None:
     for i, task in enumerate(config.eval_tasks):
         one_of(f"eval_tasks[{i}]", task, TASKS)  # the task table, medsft.evaluate.tasks
     one_of("eval_mode", config.eval_mode, EVAL_MODES)
+    one_of("eval_engine", config.eval_engine, EVAL_ENGINES)
     for i, quant in enumerate(config.export_quantizations):
         one_of(f"export_quantizations[{i}]", quant, QUANTIZATIONS)
     for i, source in enumerate(config.datasets):

@@ -46,6 +46,7 @@ REUSE_OVERRIDES = (
     "eval_generate_limit",
     "eval_max_new_tokens",
     "eval_mode",
+    "eval_engine",
     "export_quantizations",
     "export_check_items",
     "export_min_token_agreement",
@@ -167,6 +168,8 @@ def run_pipeline(
     from medsft.run_summary import run_results
 
     names = parse_stages(stages)
+    if "evaluate" in names:
+        check_eval_engine(config)  # before the run folder exists and hours of training start
     run = Run.create(config, from_run=from_run, status="running", stages=names)
     timings: dict[str, float] = {}
     skipped = []
@@ -196,6 +199,14 @@ def run_pipeline(
     run.update_manifest(skipped_stages=skipped, status="complete", finished_utc=finished)
     run.write_json("results.json", run_results(run))
     return run.run_dir
+
+
+def check_eval_engine(config: RunConfig) -> None:
+    """A ConfigError when the evaluation engine the config names is not installed here."""
+    from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
+
+    if config.eval_engine == "vllm" and not vllm_available():
+        raise ConfigError(f"eval_engine: vllm is not installed; {INSTALL_HINT}")
 
 
 def describe_error(err: BaseException) -> dict[str, Any]:

@@ -45,7 +45,7 @@ PACKAGES = (
     "bitsandbytes",
     "llama_cpp_python",
     "papermill",
-    "evaluate",
+    "vllm",
 )
 
 

@@ -111,9 +111,7 @@ def prompt_counter(gguf: Path) -> Callable[[dict[str, Any]], int]:
 async def send_error(send: Send, status: int, message: str, code: str) -> None:
     """An OpenAI-style error reply: {"error": {"message", "type", "param", "code"}}."""
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
-    await send(
-        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
-    )
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body.encode("utf-8")})
 
 

@@ -12,6 +12,9 @@ transformers + peft + bitsandbytes comparison must never share a process with it
   peft LoRA), for tokens/s and peak VRAM side by side.
 - `multimodal`: a Gemma 3 checkpoint with a vision tower (tiny, random weights, the real Gemma 3
   tokenizer): loaded through `FastModel`, LoRA on the language layers only, labels checked, a few steps.
+- `vllm` (only when asked for, on a machine with the vllm extra): the model on `VLLMScorer` against
+  `HFScorer`, both in bf16: MedQA choices (share of equal predictions, largest score difference) and greedy
+  replies to synthetic cases (share of identical replies), with the time each engine took.
 
     python scripts/gpu_check.py --out /tmp/gpu-check [--model embedded|FOLDER] [--steps 30]
     python scripts/gpu_check.py --random-weights-from CONFIG_AND_TOKENIZER_FOLDER ...
@@ -35,8 +38,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-STAGES = ("unsloth", "transformers", "multimodal")
-STAGE_TIMEOUT_S = {"unsloth": 300, "transformers": 120, "multimodal": 150}
+STAGES = ("unsloth", "transformers", "multimodal", "vllm")
+DEFAULT_STAGES = ("unsloth", "transformers", "multimodal")  # vllm needs its extra, rarely on a lent machine
+STAGE_TIMEOUT_S = {"unsloth": 300, "transformers": 120, "multimodal": 150, "vllm": 300}
+# vLLM and transformers run different bf16 kernels, so near-ties may flip; more than this share must agree.
+VLLM_MIN_AGREEMENT = 0.9
 
 
 # ----------------------------------------------------------------------------------------------- parent
@@ -197,6 +203,8 @@ def keep(result: dict[str, Any], out: Path) -> None:
 
 def child(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     stage, out = args.stage, Path(args.out)
+    if stage == "vllm":
+        return vllm_child(args, result)
     backend_name = "transformers" if stage == "transformers" else "unsloth"
     notes: dict[str, Any] = {}
     if backend_name == "unsloth":
@@ -353,11 +361,64 @@ def medqa_check(model: Any, tokenizer: Any, limit: int) -> dict[str, Any]:
     }
 
 
+def vllm_child(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
+    """The same model and items on transformers, then on vLLM (the first freed before the second starts)."""
+    import gc
+
+    import torch
+
+    from medsft.config import build_config
+    from medsft.data import load_medqa_eval, synthetic_eval_cases
+    from medsft.evaluate import HFScorer, evaluate_multiple_choice, evaluate_synthetic
+    from medsft.evaluate.vllm_scorer import VLLMScorer
+
+    result.update(ok=False, stage="vllm")
+    config = build_config({"model": args.model, "backend": "transformers", "dtype": "bfloat16"})
+    items, cases = load_medqa_eval(limit=args.medqa), synthetic_eval_cases(32)
+    engines: dict[str, Any] = {}
+    for name, load in (("transformers", lambda: HFScorer.from_spec(args.model, batch_size=16, config=config)),
+                       ("vllm", lambda: VLLMScorer.from_spec(args.model, config=config))):  # fmt: skip
+        scorer = load()
+        tick = time.perf_counter()
+        choices = evaluate_multiple_choice(scorer, "medqa", items)
+        scored = time.perf_counter() - tick
+        replies = evaluate_synthetic(scorer, cases, max_new_tokens=128)
+        engines[name] = {
+            "choices": choices,
+            "replies": replies,
+            "score_s": scored,
+            "generate_s": time.perf_counter() - tick - scored,
+        }
+        del scorer
+        gc.collect()
+        torch.cuda.empty_cache()
+    hf, vl = engines["transformers"], engines["vllm"]
+    pairs = list(zip(hf["choices"].questions, vl["choices"].questions, strict=True))
+    agreement = sum(a["pred"] == b["pred"] for a, b in pairs) / len(pairs)
+    result["medqa"] = {
+        "n": len(pairs),
+        "prediction_agreement": round(agreement, 4),
+        "max_score_difference": max(
+            abs(x - y) for a, b in pairs for x, y in zip(a["scores"], b["scores"], strict=True)
+        ),
+        "acc": {name: e["choices"].metrics["acc"] for name, e in engines.items()},
+        "seconds": {name: round(e["score_s"], 1) for name, e in engines.items()},
+    }
+    same = [a["output"] == b["output"] for a, b in zip(hf["replies"].questions, vl["replies"].questions, strict=True)]
+    result["synthetic_greedy"] = {
+        "n": len(same),
+        "identical_replies": round(sum(same) / len(same), 4),
+        "seconds": {name: round(e["generate_s"], 1) for name, e in engines.items()},
+    }
+    result["ok"] = agreement > VLLM_MIN_AGREEMENT
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--random-weights-from", help="build the model from this folder's config, random weights")
-    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--stages", default=",".join(DEFAULT_STAGES), help=f"some of {', '.join(STAGES)}")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rows", type=int, default=256, help="synthetic training rows")
     parser.add_argument("--medqa", type=int, default=128, help="MedQA test questions to score")

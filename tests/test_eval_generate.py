@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medsft.evaluate.scoring import HFScorer, greedy_generate
+from medsft.evaluate.scoring import GenerationSettings, HFScorer, greedy_generate
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Name one symptom of anaemia, and explain why it happens."}],
@@ -26,7 +26,9 @@ def tiny_model(tiny_gemma_dir):
 def plain_and_fast(model, tokenizer, batch_size: int, max_new_tokens: int) -> tuple[list[str], list[str]]:
     plain = HFScorer(model, tokenizer, batch_size=batch_size, fast_greedy=False)
     fast = HFScorer(model, tokenizer, generate_batch_size=batch_size)
-    return plain.generate(CONVERSATIONS, max_new_tokens), fast.generate(CONVERSATIONS, max_new_tokens)
+    return plain.generate(CONVERSATIONS, GenerationSettings(max_new_tokens)), fast.generate(
+        CONVERSATIONS, GenerationSettings(max_new_tokens)
+    )
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 8])
@@ -39,9 +41,11 @@ def test_rows_that_end_early_leave_the_batch_and_the_rest_still_match(tiny_model
     from medsft.templates import render_chat
 
     prompts = [
-        list(gemma_tokenizer(render_chat(gemma_tokenizer, c, add_generation_prompt=True), add_special_tokens=False)[
-            "input_ids"
-        ])
+        list(
+            gemma_tokenizer(render_chat(gemma_tokenizer, c, add_generation_prompt=True), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
         for c in CONVERSATIONS
     ]
     free = greedy_generate(tiny_model, prompts, 10, batch_size=8)
@@ -74,9 +78,9 @@ def test_fast_greedy_runs_a_model_with_a_lora_adapter_like_transformers_generate
 
 def test_fast_greedy_is_deterministic_and_independent_of_input_order(tiny_model, gemma_tokenizer):
     scorer = HFScorer(tiny_model, gemma_tokenizer, generate_batch_size=2)
-    first = scorer.generate(CONVERSATIONS, 8)
-    assert scorer.generate(CONVERSATIONS, 8) == first
-    assert scorer.generate(CONVERSATIONS[::-1], 8) == first[::-1]
+    first = scorer.generate(CONVERSATIONS, GenerationSettings(8))
+    assert scorer.generate(CONVERSATIONS, GenerationSettings(8)) == first
+    assert scorer.generate(CONVERSATIONS[::-1], GenerationSettings(8)) == first[::-1]
 
 
 # The evaluation cache -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import build_requests, evaluate_multiple_choice
 from medsft.evaluate.results import read_result, write_result
-from medsft.evaluate.scoring import ChoiceRequest, HFScorer, encode_pair
+from medsft.evaluate.scoring import ChoiceRequest, GenerationSettings, HFScorer, encode_pair
 from medsft.evaluate.tasks import get_task
 
 ITEMS = [
@@ -123,9 +123,9 @@ def test_batched_generation_equals_generating_each_conversation_alone(tiny_score
         [{"role": "user", "content": "Name one symptom of anaemia, and explain why it happens."}],
         [{"role": "user", "content": "Hi"}],  # much shorter: left padding in the batch
     ]
-    batched = tiny_scorer.generate(conversations, max_new_tokens=6)
+    batched = tiny_scorer.generate(conversations, GenerationSettings(6))
     assert len(batched) == 2 and all(reply for reply in batched)
-    assert batched == [tiny_scorer.generate([c], max_new_tokens=6)[0] for c in conversations]
+    assert batched == [tiny_scorer.generate([c], GenerationSettings(6))[0] for c in conversations]
 
 
 PUBMED_ITEMS = [

@@ -9,7 +9,7 @@ import torch
 
 from medsft.backend import select_backend
 from medsft.config import build_config
-from medsft.evaluate import HFScorer
+from medsft.evaluate import GenerationSettings, HFScorer
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +53,9 @@ def test_greedy_generation_is_deterministic_and_non_empty(loaded):
     _, _, model, tokenizer = loaded
     messages = [{"role": "user", "content": "List three symptoms of anaemia."}]
     scorer = HFScorer(model, tokenizer)
-    (first,) = scorer.generate([messages], max_new_tokens=16)
+    (first,) = scorer.generate([messages], GenerationSettings(16))
     assert first.strip()
-    assert scorer.generate([messages], max_new_tokens=16) == [first]
+    assert scorer.generate([messages], GenerationSettings(16)) == [first]
 
 
 def test_lora_forward_backward_updates_only_the_adapter(loaded):

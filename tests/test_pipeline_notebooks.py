@@ -177,8 +177,13 @@ def test_from_run_evaluates_the_earlier_adapter_in_a_new_folder(pipeline_run: Pa
 
 def test_sweep_runs_a_two_point_grid_and_the_summary_compares_them(tmp_path: Path, embedded_dir: Path):
     base = {key: yaml.safe_load(value) for key, value in SMALL.items()}
-    base |= {"max_steps": 2, "eval_every_steps": 2, "save_every_steps": 2, "eval_tasks": ["medqa"],
-             "output_dir": str(tmp_path / "out")}
+    base |= {
+        "max_steps": 2,
+        "eval_every_steps": 2,
+        "save_every_steps": 2,
+        "eval_tasks": ["medqa"],
+        "output_dir": str(tmp_path / "out"),
+    }
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"name": "ranks", "stages": "data,train,evaluate", "base": base,
                                     "grid": {"lora_r": [4, 8]}}))  # fmt: skip

@@ -38,8 +38,9 @@ def read_log(run_dir: Path) -> list[dict]:
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_gemma_dir: Path, tmp_path: Path):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     run_dir = tmp_path / "killed-run"
-    first = subprocess.Popen(train_command(tiny_gemma_dir, tmp_path), env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        train_command(tiny_gemma_dir, tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file():
         assert first.poll() is None, "training ended before its first checkpoint"
@@ -52,8 +53,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_gemma_dir: Path, tmp_p
     refused = subprocess.run(train_command(tiny_gemma_dir, tmp_path), env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "already exists" in refused.stderr  # never silently reused
 
-    resumed = subprocess.run(train_command(tiny_gemma_dir, tmp_path, "-p", "resume", "true"), env=env,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        train_command(tiny_gemma_dir, tmp_path, "-p", "resume", "true"), env=env, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr and "checkpoint-" in resumed.stderr
     result = json.loads((run_dir / "train_results.json").read_text())
@@ -67,9 +69,26 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_gemma_dir: Path, tmp_p
 def test_dry_run_does_two_real_steps_on_a_tiny_model(embedded_dir: Path, tmp_path: Path, dry_run_env: str):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MEDSFT_DRY_RUN": dry_run_env}
     done = subprocess.run(
-        [sys.executable, "-m", "medsft", "train", "-r", "gemma3-270m/medical-o1", "-p", "datasets", "[medical_o1]",
-         "-p", "output_dir", str(tmp_path), "-p", "run_id", "dry"],
-        env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "medsft",
+            "train",
+            "-r",
+            "gemma3-270m/medical-o1",
+            "-p",
+            "datasets",
+            "[medical_o1]",
+            "-p",
+            "output_dir",
+            str(tmp_path),
+            "-p",
+            "run_id",
+            "dry",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "dry" / "train_results.json").read_text())

@@ -555,10 +555,6 @@ def load_pubmedqa(
     return LoadedSource("pubmedqa", origin, [pubmedqa_example(r, style) for r in records], skipped)
 
 
-
-
-
-
 load_instructions = row_loader("instructions", instruction_example)
 load_messages = row_loader("messages", messages_example)
 

@@ -122,15 +122,16 @@ def evaluate_models(
     if not models:
         raise ValueError("need at least one model to evaluate")
     results: dict[str, list[TaskResult]] = {task: [] for task in items}
+    engine = config.eval_engine if config is not None else "transformers"
     for model in models:
-        hf_settings = {"class": "HFScorer", "batch_size": batch_size, "generate_batch_size": GENERATE_BATCH_SIZE}
-        cache = result_cache(model, hf_settings, mode, seed, config, generation) if use_cache else None
+        settings = scorer_settings(engine, batch_size)
+        cache = result_cache(model, settings, mode, seed, config, generation) if use_cache else None
         scorer = None if isinstance(model, str) else model
         for task, task_items in items.items():
             result = cache.load(task, task_items) if cache else None
             if result is None:
                 if scorer is None:
-                    scorer = HFScorer.from_spec(model, batch_size=batch_size, config=config)
+                    scorer = load_scorer(model, engine, batch_size, config)
                 result = evaluate_one(scorer, task, task_items, mode, seed, **generation)
                 spec = {"spec": model} if isinstance(model, str) else {"name": scorer.name}
                 result.model_spec = {**spec, "scorer": type(scorer).__name__}
@@ -144,6 +145,25 @@ def evaluate_models(
             del scorer
             gc.collect()  # free this model's weights before the next one loads
     return results
+
+
+def scorer_settings(engine: str, batch_size: int) -> dict[str, Any]:
+    """What identifies the scorer in a cached result: its class, and the batching that can move a float."""
+    if engine == "vllm":
+        from medsft.runs import package_versions
+
+        # vLLM schedules its own batches; its version is part of the key (not installed: None)
+        return {"class": "VLLMScorer", "vllm": package_versions(("vllm",)).get("vllm")}
+    return {"class": "HFScorer", "batch_size": batch_size, "generate_batch_size": GENERATE_BATCH_SIZE}
+
+
+def load_scorer(spec: str, engine: str, batch_size: int, config: RunConfig | None = None) -> Scorer:
+    """A model spec on the chosen engine: `transformers` (HFScorer) or `vllm` (VLLMScorer)."""
+    if engine == "vllm":
+        from medsft.evaluate.vllm_scorer import VLLMScorer
+
+        return VLLMScorer.from_spec(spec, config=config)
+    return HFScorer.from_spec(spec, batch_size=batch_size, config=config)
 
 
 def finish(results: list[TaskResult], seed: int, run_dir: str | Path | None, overwrite: bool) -> Comparison:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from medsft import DISCLAIMER
 from medsft.evaluate.multiple_choice import subject_breakdown
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import Messages, Scorer, generate_timed
+from medsft.evaluate.scoring import GenerationSettings, Messages, Scorer, generate_timed
 from medsft.evaluate.stats import wilson_interval
 from medsft.evaluate.tasks import TASKS, get_task
 
@@ -87,7 +87,8 @@ def evaluate_generative(
     if not items:
         raise ValueError(f"{task}: no items to evaluate")
     conversations = [cot_messages(task, item, instruction) for item in items]
-    replies, settings = generate_timed(scorer, conversations, max_new_tokens, do_sample, temperature, top_p, seed)
+    generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
+    replies, settings = generate_timed(scorer, conversations, generation)
     records = score_replies(task, items, replies)
     metrics = summarize_replies(records, seed)
     settings["instruction"] = instruction or get_task(task).cot_instruction

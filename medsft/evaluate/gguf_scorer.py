@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medsft.evaluate.scoring import ChoiceRequest, Messages
+from medsft.evaluate.scoring import GREEDY, ChoiceRequest, GenerationSettings, Messages
 
 
 def load_gguf(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0) -> Any:
@@ -111,25 +111,17 @@ class LlamaCppScorer:
             results.append(scores)
         return results
 
-    def generate(
-        self,
-        conversations: Sequence[Messages],
-        max_new_tokens: int = 512,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-    ) -> list[str]:
+    def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]:
         replies = []
         for index, messages in enumerate(conversations):
             self.llm.reset()
             out = self.llm.create_chat_completion(
                 messages=list(messages),
-                max_tokens=max_new_tokens,
-                temperature=temperature if do_sample else 0.0,  # 0: greedy
-                top_p=top_p if do_sample else 1.0,
-                top_k=0 if do_sample else 1,
-                seed=seed + index,
+                max_tokens=settings.max_new_tokens,
+                temperature=settings.temperature if settings.do_sample else 0.0,  # 0: greedy
+                top_p=settings.top_p if settings.do_sample else 1.0,
+                top_k=0 if settings.do_sample else 1,
+                seed=settings.seed + index,
             )
             replies.append(out["choices"][0]["message"]["content"] or "")
         return replies

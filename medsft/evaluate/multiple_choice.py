@@ -43,9 +43,7 @@ def build_requests(scorer: Scorer, task: Task, items: Sequence[MultipleChoiceIte
     return requests
 
 
-def score_items(
-    scorer: Scorer, task: str | Task, items: Sequence[MultipleChoiceItem]
-) -> list[dict[str, Any]]:
+def score_items(scorer: Scorer, task: str | Task, items: Sequence[MultipleChoiceItem]) -> list[dict[str, Any]]:
     """Per-question records: id, subject, gold, scores, pred / correct and pred_norm / correct_norm."""
     task = get_task(task) if isinstance(task, str) else task
     scores = scorer.loglikelihood(build_requests(scorer, task, items))
@@ -102,8 +100,12 @@ def evaluate_multiple_choice(
 def summarize(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     acc = wilson_interval([r["correct"] for r in records])
     acc_norm = wilson_interval([r["correct_norm"] for r in records])
-    return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_norm": acc_norm.value,
-            "acc_norm_ci": [acc_norm.low, acc_norm.high]}
+    return {
+        "acc": acc.value,
+        "acc_ci": [acc.low, acc.high],
+        "acc_norm": acc_norm.value,
+        "acc_norm_ci": [acc_norm.low, acc_norm.high],
+    }
 
 
 def subject_breakdown(records: list[dict[str, Any]], key: str = "subject") -> dict[str, Any]:

@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
 TARGET_DELIMITER = " "
 MEDQA_COT_INSTRUCTION = (
-    "Think through the question step by step, then give your answer on the last line as "
-    "'Final answer: <letter>'."
+    "Think through the question step by step, then give your answer on the last line as 'Final answer: <letter>'."
 )
 PUBMEDQA_COT_INSTRUCTION = (
     "Think through the question step by step, then give your answer on the last line as "

@@ -48,8 +48,34 @@ class ChoiceRequest:
     continuations: list[list[int]]
 
 
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How replies are decoded, the same for every scorer: greedy by default, so reruns give the same text.
+
+    `seed` seeds sampling; a scorer that samples row by row uses `seed + row`."""
+
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def record(self) -> dict[str, Any]:
+        """What a result records: the sampling knobs only when sampling (greedy ignores them)."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "temperature": self.temperature if self.do_sample else None,
+            "top_p": self.top_p if self.do_sample else None,
+            "seed": self.seed,
+        }
+
+
+GREEDY = GenerationSettings()
+
+
 class Scorer(Protocol):
-    """What task code needs from a model. `HFScorer` implements it; a llama.cpp scorer will too."""
+    """What task code needs from a model: `HFScorer`, `LlamaCppScorer` (GGUF) and `VLLMScorer` implement it."""
 
     name: str
 
@@ -61,15 +87,7 @@ class Scorer(Protocol):
         """Per request, the summed log-probability of each continuation given the context."""
         ...
 
-    def generate(
-        self,
-        conversations: Sequence[Messages],
-        max_new_tokens: int = 512,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-    ) -> list[str]:
+    def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]:
         """The assistant's reply to each conversation, rendered with the model's chat template."""
         ...
 
@@ -102,32 +120,25 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
 
 
 def generate_timed(
-    scorer: Scorer,
-    conversations: Sequence[Messages],
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_p: float,
-    seed: int,
+    scorer: Scorer, conversations: Sequence[Messages], settings: GenerationSettings
 ) -> tuple[list[str], dict[str, Any]]:
-    """The scorer's replies, and the settings a result records with them: the sampling knobs only when sampling
-    (greedy ignores them), and the seconds the generation took."""
+    """The scorer's replies, and the settings a result records with them, with the seconds the generation took."""
     import time
 
     started = time.perf_counter()
-    replies = scorer.generate(
-        conversations, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p,
-        seed=seed,
-    )  # fmt: skip
-    settings = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "temperature": temperature if do_sample else None,
-        "top_p": top_p if do_sample else None,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    return replies, settings
+    replies = scorer.generate(conversations, settings)
+    return replies, {**settings.record(), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def chat_prompt_ids(tokenizer: Any, conversations: Sequence[Messages]) -> list[list[int]]:
+    """Each conversation rendered with the model's chat template and a generation prompt, as token ids.
+
+    The rendered template already holds `<bos>`, so it is tokenized without special tokens. Every scorer with
+    a transformers tokenizer (`HFScorer`, `VLLMScorer`) feeds these ids, so their prompts are identical."""
+    from medsft.templates import render_chat
+
+    prompts = [render_chat(tokenizer, list(m), add_generation_prompt=True) for m in conversations]
+    return [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
 
 
 class HFScorer:
@@ -242,50 +253,38 @@ class HFScorer:
                 scores[i] += float(sum(logprobs[row, t, token] for t, token in enumerate(rest)))
         return scores
 
-    def generate(
-        self,
-        conversations: Sequence[Messages],
-        max_new_tokens: int = 512,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-    ) -> list[str]:
-        """Batched chat generation with left padding; greedy by default so reruns give the same text.
+    def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]:
+        """Batched chat generation; greedy by default so reruns give the same text.
 
         Greedy decoding takes `greedy_generate` (prompts sorted by length, finished rows dropped from the
-        batch and its KV cache); sampling goes through transformers' `generate`.
+        batch and its KV cache); sampling goes through transformers' `generate`, left-padded.
         """
         import torch
 
-        from medsft.templates import render_chat
-
-        # The rendered template already holds <bos>, so it is tokenized without special tokens below.
-        prompts = [render_chat(self.tokenizer, list(m), add_generation_prompt=True) for m in conversations]
-        if not do_sample and self.fast_greedy:
-            ids = [list(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-            outputs = greedy_generate(self.model, ids, max_new_tokens, self.generate_batch_size, self.pad_id)
+        ids = chat_prompt_ids(self.tokenizer, conversations)
+        if not settings.do_sample and self.fast_greedy:
+            outputs = greedy_generate(self.model, ids, settings.max_new_tokens, self.generate_batch_size, self.pad_id)
             return self.tokenizer.batch_decode(outputs, skip_special_tokens=True)
         replies: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            batch = self.tokenizer(
-                prompts[start : start + self.batch_size],
+        for start in range(0, len(ids), self.batch_size):
+            batch = self.tokenizer.pad(
+                {"input_ids": ids[start : start + self.batch_size]},
                 return_tensors="pt",
-                padding=True,
                 padding_side="left",  # generation appends on the right, so the prompts must end together
-                add_special_tokens=False,
             ).to(self.device)
-            torch.manual_seed(seed + start)
-            # Explicit values override the checkpoint's generation_config (Gemma ships top_k=64, top_p=0.95).
-            sampling = {"temperature": temperature if do_sample else None, "top_p": top_p if do_sample else None}
+            torch.manual_seed(settings.seed + start)
+            # Explicit values override the checkpoint's generation_config (Gemma ships top_k=64, top_p=0.95);
+            # `record()` gives None for the sampling knobs when greedy.
+            knobs = settings.record()
             with torch.inference_mode():
                 output = self.model.generate(
                     **batch,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=do_sample,
+                    max_new_tokens=settings.max_new_tokens,
+                    do_sample=settings.do_sample,
                     pad_token_id=self.pad_id,
                     top_k=None,
-                    **sampling,
+                    temperature=knobs["temperature"],
+                    top_p=knobs["top_p"],
                 )
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))

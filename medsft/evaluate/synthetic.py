@@ -20,7 +20,7 @@ from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synt
 from medsft.data.synthetic import STEPS
 from medsft.evaluate import stats
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import Messages, Scorer, generate_timed
+from medsft.evaluate.scoring import GenerationSettings, Messages, Scorer, generate_timed
 from medsft.evaluate.tasks import TASKS
 
 Case = SyntheticCase | Mapping[str, Any]
@@ -143,7 +143,8 @@ def evaluate_synthetic(
     if not cases:
         raise ValueError(f"{task}: no cases to evaluate")
     conversations = [case_messages(c) for c in cases]
-    replies, settings = generate_timed(scorer, conversations, max_new_tokens, do_sample, temperature, top_p, seed)
+    generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
+    replies, settings = generate_timed(scorer, conversations, generation)
     records = score_synthetic_replies(cases, replies)
     summary = summarize_synthetic(records, seed)
     return TaskResult(

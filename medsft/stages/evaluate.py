@@ -56,7 +56,9 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
         "specs": models,
         "data": eval_data(config, {task: len(task_items) for task, task_items in items.items()}),
         "settings": {
-            "limits": limits, "mode": config.eval_mode, "max_new_tokens": config.eval_max_new_tokens,
+            "limits": limits,
+            "mode": config.eval_mode,
+            "max_new_tokens": config.eval_max_new_tokens,
             "seed": config.seed,
         },
         "tasks": {

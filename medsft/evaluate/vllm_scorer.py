@@ -1,0 +1,172 @@
+"""A vLLM engine behind the `Scorer` calls: full test sets on a GPU serving engine, with the same prompts.
+
+Optional (`pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins torch 2.14.0, inside Unsloth's <2.15).
+It feeds the token ids `HFScorer` feeds: `chat_prompt_ids` for chat generation, and the `ChoiceRequest`s that
+`build_requests` makes with lm-eval's split for multiple choice. Extraction and metrics are the task's own, so
+only the engine differs.
+
+- `generate`: `LLM.generate` on `TokensPrompt`s with one `SamplingParams` per row. Temperature 0 is greedy;
+  a sampled row i is seeded `seed + i`, as `LlamaCppScorer` does. vLLM batches the rows itself. Replies are
+  decoded by medsft's tokenizer, as `HFScorer` decodes them.
+- `loglikelihood`: what lm-eval's vLLM backend does. Context + continuation is the prompt, with
+  `prompt_logprobs=1` and one generated token (vLLM needs one). The continuation's prompt log-probabilities
+  are summed; vLLM always returns the actual prompt token's log-probability, whatever its rank. They are
+  log-softmax of the raw logits (vLLM's default `logprobs_mode`).
+- A LoRA adapter folder is served on its base model through `enable_lora` and a `LoRARequest`, not merged.
+- Weights load in 16-bit: vLLM 0.33 has no bitsandbytes loader, so `load_in_4bit` does not apply here.
+
+`scripts/check_vllm_api.py` checks every argument built below against the vLLM release's source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from medsft.evaluate.scoring import (
+    GREEDY,
+    ChoiceRequest,
+    GenerationSettings,
+    Messages,
+    chat_prompt_ids,
+    hf_tokenize,
+    model_name,
+)
+
+if TYPE_CHECKING:
+    from medsft.config import RunConfig
+
+INSTALL_HINT = "pip install -e '.[vllm]' on a CUDA machine (vLLM has no CPU wheel on PyPI)"
+# vLLM 0.33's `MaxLoRARanks`: the engine reserves LoRA slots of these ranks only.
+LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# One generated token is required; the scores are the prompt's own log-probabilities.
+SCORING_ARGUMENTS: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 1, "detokenize": False}
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def lora_rank_slot(rank: int) -> int:
+    """The smallest LoRA slot vLLM offers that holds an adapter of `rank`."""
+    for slot in LORA_RANK_SLOTS:
+        if rank <= slot:
+            return slot
+    raise ValueError(f"LoRA rank {rank} is above vLLM's largest slot ({LORA_RANK_SLOTS[-1]})")
+
+
+def engine_arguments(spec: str, config: RunConfig) -> tuple[dict[str, Any], str | None]:
+    """`LLM(...)` keyword arguments for a model spec, and the adapter folder when the spec is one.
+
+    An adapter is served on the base model its `adapter_config.json` names, with the adapter's own tokenizer
+    files (the train stage saves them beside it); `seed` and `dtype` come from the run's config."""
+    from medsft.backend import read_adapter_config
+    from medsft.models import resolve_model
+
+    source = resolve_model(spec)
+    adapter = read_adapter_config(source)
+    base = resolve_model(adapter["base_model_name_or_path"]).location if adapter else source.location
+    arguments: dict[str, Any] = {
+        "model": base,
+        "tokenizer": source.location if adapter else base,
+        "dtype": config.dtype,  # "auto" lets vLLM take the checkpoint's 16-bit dtype
+        "seed": config.seed,
+        # A task's chat prompts share their start (template, instructions), so generation reuses cached blocks;
+        # scoring requests skip reading the cache (vLLM does so itself: every prompt log-probability is needed).
+        "enable_prefix_caching": True,
+    }
+    if adapter:
+        arguments.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_slot(int(adapter["r"])))
+    return arguments, source.location if adapter else None
+
+
+def sampling_arguments(settings: GenerationSettings, row: int, stop_token_ids: Sequence[int]) -> dict[str, Any]:
+    """`SamplingParams(...)` for one reply. Greedy is temperature 0. Explicit top-k/top-p replace the
+    checkpoint's generation_config (Gemma ships top_k=64, top_p=0.95), as `HFScorer` does. A reply stops at
+    the tokenizer's end of turn, as well as at the model's own eos."""
+    return {
+        "max_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature if settings.do_sample else 0.0,
+        "top_p": settings.top_p if settings.do_sample else 1.0,
+        "top_k": 0,  # 0: all tokens
+        "seed": settings.seed + row,
+        "stop_token_ids": list(stop_token_ids),
+        "detokenize": False,  # medsft's tokenizer decodes the ids, exactly as HFScorer does
+    }
+
+
+def continuation_logprob(prompt_logprobs: Sequence[dict[int, Any] | None], tokens: Sequence[int], start: int) -> float:
+    """The summed log-probability of `tokens[start:]`, read from vLLM's per-position `prompt_logprobs`
+    (a dict of token id to `Logprob` per prompt position; None at position 0)."""
+    if start < 1:
+        raise ValueError("a continuation needs at least one context token before it")
+    total = 0.0
+    for position in range(start, len(tokens)):
+        ranked = prompt_logprobs[position]
+        if ranked is None or tokens[position] not in ranked:
+            raise ValueError(f"vLLM returned no log-probability for prompt position {position}")
+        total += float(ranked[tokens[position]].logprob)
+    return total
+
+
+class VLLMScorer:
+    """A model on a vLLM engine (plain, or a base with a LoRA adapter) for the evaluation tasks."""
+
+    def __init__(self, llm: Any, tokenizer: Any, name: str = "model", lora_request: Any = None) -> None:
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.name = name
+        self.lora_request = lora_request
+        self.stop_token_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+    @classmethod
+    def from_spec(cls, spec: str, name: str | None = None, config: RunConfig | None = None) -> VLLMScorer:
+        """Start an engine for a model spec (`embedded`, a folder, an adapter folder, a hub id)."""
+        if not vllm_available():
+            raise ImportError(f"vLLM is not installed; {INSTALL_HINT}")
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        from medsft.backend import load_tokenizer
+        from medsft.config import build_config
+
+        run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
+        arguments, adapter = engine_arguments(spec, run)
+        tokenizer = load_tokenizer(arguments["tokenizer"], run.chat_template)
+        llm = LLM(**arguments)
+        lora = LoRARequest(lora_name="adapter", lora_int_id=1, lora_path=adapter) if adapter else None
+        return cls(llm, tokenizer, name=name or model_name(spec), lora_request=lora)
+
+    def tokenize(self, text: str) -> list[int]:
+        return hf_tokenize(self.tokenizer, text)
+
+    def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        flat = [(i, r.context + c, len(r.context)) for i, r in enumerate(requests) for c in r.continuations]
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=tokens) for _, tokens, _ in flat],
+            SamplingParams(**SCORING_ARGUMENTS),
+            use_tqdm=True,
+            lora_request=self.lora_request,
+        )
+        scores: list[list[float]] = [[] for _ in requests]
+        for (i, tokens, start), output in zip(flat, outputs, strict=True):
+            scores[i].append(continuation_logprob(output.prompt_logprobs, tokens, start))
+        return scores
+
+    def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        ids = chat_prompt_ids(self.tokenizer, conversations)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=prompt) for prompt in ids],
+            [SamplingParams(**sampling_arguments(settings, row, self.stop_token_ids)) for row in range(len(ids))],
+            use_tqdm=True,
+            lora_request=self.lora_request,
+        )
+        return [self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) for o in outputs]
