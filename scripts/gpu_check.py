@@ -7,7 +7,9 @@ transformers + peft + bitsandbytes comparison must never share a process with it
   load, LoRA with Unsloth's checkpointing, the trainer medsft builds (one batch's labels compared with the
   response-only labels medsft made, token by token), a few steps, adapter + merged 16-bit save, GGUF Q8_0
   through Unsloth's `save_pretrained_gguf` with the offline llama.cpp folder, the GGUF checked against the
-  merged model loaded in 16-bit, and MedQA scoring of the trained 4-bit model.
+  merged model loaded in 16-bit, and MedQA scoring of the trained 4-bit model. After training, the
+  validation-accuracy measure that picks checkpoints is taken on the training model (inside its training
+  attention), which must come back in training mode with its attention unchanged.
 - `transformers`: the same steps up to training with medsft's transformers backend (bitsandbytes 4-bit,
   peft LoRA), for tokens/s and peak VRAM side by side.
 - `multimodal`: a Gemma 3 checkpoint with a vision tower (tiny, random weights, the real Gemma 3
@@ -279,9 +281,11 @@ def child(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     tick = time.perf_counter()
     with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
         trainer.train()
-    if cuda:
-        torch.cuda.synchronize()
-    result["train_seconds"] = round(time.perf_counter() - tick, 1)
+        if cuda:
+            torch.cuda.synchronize()
+        result["train_seconds"] = round(time.perf_counter() - tick, 1)
+        with record(notes, "validation"):  # inside the training attention, as at an evaluation step
+            result["validation"] = validation_check(trainer.model, tokenizer)
     result["tokens_per_second"] = throughput.rate()
     result["peak_vram_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -302,7 +306,13 @@ def child(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
         with record(notes, "medqa"):
             result["medqa"] = medqa_check(trainer.model, tokenizer, args.medqa)
     result["notes"] = notes
-    result["ok"] = bool(result["labels_match"]) and not any(k.endswith("_error") for k in notes)
+    restored = result.get("validation", {})
+    result["ok"] = (
+        bool(result["labels_match"])
+        and restored.get("training_mode_restored", False)
+        and restored.get("attention_restored", False)
+        and not any(k.endswith("_error") for k in notes)
+    )
     return result
 
 
@@ -314,6 +324,28 @@ def record(notes: dict[str, Any], name: str):  # noqa: ANN201
     except Exception as err:  # report every failure of the check, whatever its kind
         notes[f"{name}_error"] = f"{err!r}"[:500]
         traceback.print_exc()
+
+
+def validation_check(model: Any, tokenizer: Any, count: int = 32) -> dict[str, Any]:
+    """The checkpoint measure (`select_checkpoint_by: pubmedqa_accuracy`) as the trainer takes it mid-training:
+    the training model scored through the evaluation prompt, then left in training mode with its attention back.
+
+    Real runs score held-out training rows; here official test items stand in, for the plumbing and the speed."""
+    from medsft import validation
+    from medsft.data import load_pubmedqa_eval
+
+    items = load_pubmedqa_eval(limit=count)
+    model.train()
+    attention = getattr(model.config, "_attn_implementation", None)
+    tick = time.perf_counter()
+    acc = validation.accuracy(model, tokenizer, "pubmedqa", items, 8)
+    return {
+        "n": len(items),
+        "acc": acc,
+        "seconds": round(time.perf_counter() - tick, 1),
+        "training_mode_restored": model.training,
+        "attention_restored": getattr(model.config, "_attn_implementation", None) == attention,
+    }
 
 
 def gguf_check(model: Any, tokenizer: Any, merged: Path, config16: Any, out: Path) -> dict[str, Any]:
