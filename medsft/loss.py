@@ -87,8 +87,12 @@ def last_hidden_state(model: Any, backbone: Any, features: dict[str, torch.Tenso
     """
     caught: list[torch.Tensor] = []
     hook = backbone.register_forward_hook(lambda _module, _args, output: caught.append(output[0]))
+    # The head's one row of logits is not used. It is named by index, not by the integer 1: given an integer,
+    # Gemma 4 also cuts its key/value-sharing layers down to that many positions (a generation shortcut), and the
+    # backbone's output would then hold one position instead of the whole row.
+    last = torch.tensor([features["input_ids"].shape[1] - 1], device=features["input_ids"].device)
     try:
-        model(**features, use_cache=False, logits_to_keep=1)  # the head's one row of logits is not used
+        model(**features, use_cache=False, logits_to_keep=last)
     finally:
         hook.remove()
     return caught[-1]

@@ -107,3 +107,19 @@ def test_a_failed_save_leaves_no_partial_folder(tmp_path):
         (tmp / "half.bin").write_bytes(b"x")
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lora_on_a_multimodal_checkpoint_adapts_the_language_model_only():
+    """Gemma 3 12B's shape: its SigLIP vision tower has q/k/v projections too; the adapter must skip them, as
+    Unsloth's FastModel(finetune_vision_layers=False) does on a GPU."""
+    import transformers
+    from local_hub import gemma3_multimodal
+
+    model = transformers.Gemma3ForConditionalGeneration._from_config(
+        transformers.AutoConfig.for_model(**gemma3_multimodal()), dtype=torch.float32
+    )
+    assert any("vision" in name and name.endswith("q_proj") for name, _ in model.named_modules())
+    peft = TransformersBackend("test").add_lora(model, build_config({"lora_r": 4, "lora_alpha": 8}))
+    adapted = {name.split(".lora_A")[0] for name, _ in peft.named_parameters() if ".lora_A" in name}
+    assert adapted and all(".language_model." in name for name in adapted)
+    assert len(adapted) == 2 * 7  # every all-linear projection of both language layers

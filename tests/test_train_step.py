@@ -79,6 +79,38 @@ def test_sparse_head_and_packing_give_the_full_logit_loss_and_gradients(lora_mod
             torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4)
 
 
+def test_gemma4_packed_step_gives_the_full_logit_loss_and_gradients(gemma_tokenizer):
+    """Gemma 4 (E2B's shape: key/value-sharing layers, per-layer inputs, vision and audio towers): the packed,
+    sparse-head step on its language-model-only adapter equals transformers' own loss over padded rows. Asked
+    for one row of logits by an integer, Gemma 4 would also cut its key/value-sharing layers to one position."""
+    import transformers
+    from local_hub import gemma4_e2b
+
+    values = gemma4_e2b()
+    torch.manual_seed(0)
+    model = transformers.Gemma4ForConditionalGeneration._from_config(
+        transformers.AutoConfig.for_model(**values), dtype=torch.float32
+    )
+    model = TransformersBackend("test").add_lora(model, build_config({"lora_r": 4, "lora_alpha": 8}))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    items = [tokenize_conversation(gemma_tokenizer, chat, 256) for chat in CHATS]
+    batch = padded_batch(items)
+    model.zero_grad()
+    reference = model(**batch).loss
+    reference.backward()
+    expected = lora_grads(model)
+    assert expected and all(".language_model." in name for name in expected)
+    model.zero_grad()
+    with packed_attention(model):
+        out = sparse_head_loss(model, pack_examples(items))
+    out.loss.backward()
+    assert out.loss.item() == pytest.approx(reference.item(), abs=1e-5)
+    for name, grad in lora_grads(model).items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4)
+
+
 def test_packing_restarts_positions_and_never_trains_across_conversations(gemma_tokenizer):
     items = [tokenize_conversation(gemma_tokenizer, chat, 256) for chat in CHATS]
     packed = pack_examples(items)
