@@ -257,7 +257,7 @@ def test_notebooks_opened_by_hand_chain_through_the_latest_run_of_the_same_confi
     (other.run_dir / "adapter").mkdir()  # newer, but trained with another rank: not this config's adapter
     open_notebook_run("", "gemma3-270m/pipeline-cpu", params)  # newer still, but holds no adapter
     export = open_notebook_run("", "gemma3-270m/pipeline-cpu", {**params, "export_quantizations": ["f16"]}, "export")
-    assert export.find_artifact("adapter") == trained.run_dir / "adapter"
+    assert export.find_artifact("adapter").resolve() == (trained.run_dir / "adapter").resolve()
     assert not (trained.run_dir / "export.json").exists() and export.run_dir not in (trained.run_dir, other.run_dir)
     chat = open_notebook_run("", "gemma3-270m/pipeline-cpu", params, stage="chat")
     assert chat.find_artifact("gguf") is None  # nothing exported yet: a fresh run, which says so when it looks
