@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import socket
-import sys
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from medsft import DISCLAIMER
+from medsft.cli_errors import error_line
+from medsft.server_checks import GENERATION, BadRequest, Limits, normalized, parse_body, route_of
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,6 +47,9 @@ DISCLAIMER_HEADER = "X-Medsft-Disclaimer"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # far above any prompt that fits a context window
 SERVER_EXTRAS = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Past its time limit a request may still hold the model this long: the prompt's evaluation (at most n_ctx
+# tokens) is not interrupted, and the reply has to reach the client.
+HOLD_GRACE_S = 10.0
 
 
 def missing_extras() -> list[str]:
@@ -58,61 +65,140 @@ def check_port(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None) -> Any:
+def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limits: Limits | None = None) -> Any:
     """The FastAPI app: llama_cpp.server's routes on this GGUF (its embedded chat template), plus /health, the
-    request checks and the disclaimer. Loads the model."""
-    from llama_cpp.server.app import create_app
+    request checks, the limits and the disclaimer. Loads the model; ValueError when llama.cpp cannot."""
+    import llama_cpp.server.app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     from medsft.evaluate.gguf_scorer import quiet_stderr
 
+    limits = limits or Limits()
     threads = n_threads or len(os.sched_getaffinity(0))  # as GgufChat: every core this process may use
     model = ModelSettings(
         model=str(gguf), model_alias=gguf.stem, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=0,
         verbose=False,
     )  # fmt: skip
     with quiet_stderr():  # llama.cpp logs the whole model layout on stderr while loading
-        app = create_app(server_settings=ServerSettings(interrupt_requests=False), model_settings=[model])
-        counter = prompt_counter(gguf)
+        app = server_app.create_app(server_settings=ServerSettings(interrupt_requests=False), model_settings=[model])
+        vocabulary = Vocabulary(gguf)
+    bound_generation(server_app._llama_proxy(), limits)  # the one model the proxy holds (a single GGUF)
 
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": gguf.stem, "n_ctx": n_ctx, "disclaimer": DISCLAIMER}
+        return {"status": "ok", "model": gguf.stem, "n_ctx": n_ctx, "limits": asdict(limits), "disclaimer": DISCLAIMER}
 
     app.add_api_route("/health", health, methods=["GET"])
-    app.add_middleware(RequestGuard, count_prompt=counter, n_ctx=n_ctx)
+    app.add_middleware(RequestGuard, vocabulary=vocabulary, n_ctx=n_ctx, limits=limits)
     app.add_middleware(DisclaimerLayer)  # added last, so outermost: error replies get the disclaimer too
     return app
 
 
-def prompt_counter(gguf: Path) -> Callable[[dict[str, Any]], int]:
-    """Tokens of a chat request's prompt, rendered as the server renders it (the GGUF's chat template). Uses a
+class Vocabulary:
+    """Token counts of a request's prompt, rendered as the server renders it (the GGUF's chat template). Uses a
     vocabulary-only copy of the model, so counting never touches the context a request is generating in."""
-    from llama_cpp import Llama
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
-    template = vocab.metadata.get("tokenizer.chat_template")
-    if not template:
-        raise ValueError(f"{gguf} has no embedded chat template; export it with medsft export (which checks this)")
+    def __init__(self, gguf: Path) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    def text(token: int) -> str:
-        return vocab.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+        self.vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+        self.size = self.vocab.n_vocab()
+        template = self.vocab.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{gguf} has no embedded chat template; export it with medsft export (which checks this)")
+        eos, bos = self.text(self.vocab.token_eos()), self.text(self.vocab.token_bos())
+        self.formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
 
-    formatter = Jinja2ChatFormatter(template, eos_token=text(vocab.token_eos()), bos_token=text(vocab.token_bos()))
+    def text(self, token: int) -> str:
+        return self.vocab.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
 
-    def count(request: dict[str, Any]) -> int:
-        rendered = formatter(messages=request["messages"], tools=request.get("tools"))
-        ids = vocab.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
-        return len(ids)
+    def prompt_tokens(self, path: str, request: dict[str, Any]) -> int:
+        """The prompt's length in tokens; for a chat, raises what the template raises on messages it refuses."""
+        if path.endswith("/chat/completions"):
+            rendered = self.formatter(messages=request["messages"], tools=request.get("tools"))
+            text, add_bos = rendered.prompt, not rendered.added_special
+        else:
+            prompt = request.get("prompt", "")
+            text, add_bos = (prompt[0] if prompt else "") if isinstance(prompt, list) else prompt, True
+        return len(self.vocab.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
-    return count
+
+class Deadline:
+    """A llama-cpp-python stopping criterion that is true once `seconds` have passed since it was made. llama.cpp
+    asks after every sampled token, so a reply ends within one token of the limit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.end, self.fired = seconds, time.monotonic() + seconds, 0
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        if time.monotonic() < self.end:
+            return False
+        self.fired += 1
+        return True
+
+    @property
+    def cut(self) -> bool:
+        # llama-cpp-python asks once more after the last token whatever ended the reply (and then calls it
+        # "stop"); only a second true answer means the deadline ended it.
+        return self.fired >= 2
+
+    def note(self) -> str:
+        return (
+            f"the reply was cut at this server's time limit of {self.seconds:g} s per request (medsft serve "
+            "--time-limit); ask for fewer max_tokens, or start the server with a longer --time-limit"
+        )
 
 
-async def send_error(send: Send, status: int, message: str, code: str) -> None:
+def bound_generation(llama: Any, limits: Limits) -> None:
+    """Put every generation on `llama` under the time limit. Both routes reach llama.cpp through the instance's
+    `create_completion` (chat through its chat handler), so the deadline is added there; a reply it cut gets
+    finish_reason "length" and a `note`, which the chat handler's wrapper copies into the chat reply (the
+    conversion to chat drops unknown fields)."""
+    from llama_cpp import StoppingCriteriaList
+    from llama_cpp.llama_chat_format import get_chat_completion_handler
+
+    create_completion = llama.create_completion
+    latest: list[Deadline] = []  # the current reply's deadline: the server generates one reply at a time
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        deadline = Deadline(limits.time_limit_s)
+        latest[:] = [deadline]
+        kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), deadline])
+        return marked(create_completion(*args, **kwargs), lambda: deadline if deadline.cut else None)
+
+    handler = llama.chat_handler or llama._chat_handlers.get(llama.chat_format)
+    handler = handler or get_chat_completion_handler(llama.chat_format)
+
+    def chat(*args: Any, **kwargs: Any) -> Any:
+        latest.clear()  # a handler that fails before generating must not inherit the last reply's deadline
+        return marked(handler(*args, **kwargs), lambda: latest[0] if latest and latest[0].cut else None)
+
+    llama.create_completion, llama.chat_handler = bounded, chat
+
+
+def marked(result: Any, cut: Callable[[], Deadline | None]) -> Any:
+    """A completion (dict) or stream of chunks, with finish_reason "length" and a note where `cut()` says the
+    deadline ended it; asked only once the reply has ended, since a stream is generated while it is read."""
+    if isinstance(result, dict):
+        return mark(result, cut())
+    return (mark(chunk, cut()) if chunk["choices"][0].get("finish_reason") else chunk for chunk in result)
+
+
+def mark(reply: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
+    if deadline is not None:
+        for choice in reply["choices"]:
+            choice["finish_reason"] = "length"
+        reply["note"] = deadline.note()
+    return reply
+
+
+async def send_error(send: Send, error: BadRequest, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """An OpenAI-style error reply: {"error": {"message", "type", "param", "code"}}."""
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body.encode("utf-8")})
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+    start_headers = [(b"content-type", b"application/json"), *(headers or [])]
+    await send({"type": "http.response.start", "status": error.status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode("utf-8")})
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -144,56 +230,156 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return again
 
 
-class RequestGuard:
-    """Checks POST bodies before llama_cpp.server sees them; a bad request is a 400 naming what is wrong."""
+def content_type(scope: Scope) -> str:
+    raw = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+    return raw.split(";")[0].strip().lower()
 
-    def __init__(self, app: ASGIApp, count_prompt: Callable[[dict[str, Any]], int], n_ctx: int) -> None:
-        self.app, self.count_prompt, self.n_ctx = app, count_prompt, n_ctx
+
+def is_json_type(media_type: str) -> bool:
+    return media_type in ("", "application/json") or media_type.endswith("+json")  # as FastAPI reads bodies
+
+
+def with_body(scope: Scope, body: bytes) -> Scope:
+    """The scope with headers for a re-encoded JSON body: FastAPI parses a body only when it is labelled JSON,
+    and answers any other label with a 500 carrying pydantic's dump."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {**scope, "headers": headers}
+
+
+class Gate:
+    """One generation at a time, in arrival order, each waiting at most `wait_s` for its turn. llama_cpp.server
+    queues requests on its own lock without any bound; here a request that cannot start in time is refused."""
+
+    def __init__(self) -> None:
+        import anyio
+
+        self.lock = anyio.Lock()
+
+    async def enter(self, wait_s: float) -> bool:
+        import anyio
+
+        try:
+            self.lock.acquire_nowait()  # a free model is taken even with a wait of 0
+            return True
+        except anyio.WouldBlock:
+            pass
+        with anyio.move_on_after(wait_s):
+            await self.lock.acquire()
+            return True
+        return False
+
+    def leave(self) -> None:
+        self.lock.release()
+
+
+class RequestGuard:
+    """Every POST body checked before llama_cpp.server sees it (a bad request is a 4xx naming the field and what
+    it may be), and generation requests let through one at a time under the server's limits."""
+
+    def __init__(
+        self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, grace_s: float = HOLD_GRACE_S
+    ) -> None:
+        self.app, self.vocabulary, self.n_ctx, self.limits, self.grace_s = app, vocabulary, n_ctx, limits, grace_s
+        self.gate = Gate()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
+        if route_of(scope["path"]) is None:  # no such route: FastAPI's 404 or 405, whatever the body
+            return await self.app(scope, receive, send)
         body = await read_body(receive, MAX_BODY_BYTES)
         if body is None:
-            return await send_error(send, 413, f"request body over {MAX_BODY_BYTES} bytes (or cut off)", "too_large")
-        problem = self.problem(scope["path"], body)
-        if problem:
-            return await send_error(send, 400, *problem)
-        await self.app(scope, replay(body, receive), send)
-
-    def problem(self, path: str, body: bytes) -> tuple[str, str] | None:
-        """(message, code) for a body the server would mishandle, else None."""
+            message = f"the request body is over {MAX_BODY_BYTES} bytes (or was cut off)"
+            return await send_error(send, BadRequest(message, "body", "too_large", 413))
         try:
-            data = json.loads(body)
+            body = self.checked(scope, body)
+        except BadRequest as error:
+            return await send_error(send, error)
+        scope = with_body(scope, body)
+        if route_of(scope["path"]) not in GENERATION:
+            return await self.app(scope, replay(body, receive), send)
+        await self.generate(scope, replay(body, receive), send)
+
+    def checked(self, scope: Scope, body: bytes) -> bytes:
+        """The body to pass on (re-encoded JSON); BadRequest for anything the server would mishandle."""
+        try:
+            data = parse_body(body)
         except ValueError as err:
-            return f"the request body is not valid JSON: {err}", "invalid_json"
-        if not path.endswith("/chat/completions"):
-            return None
-        from llama_cpp.server.types import CreateChatCompletionRequest
-        from pydantic import ValidationError
+            if is_json_type(content_type(scope)):
+                raise BadRequest(f"the request body is not valid JSON: {err}", "body", "invalid_json") from None
+            raise BadRequest(
+                f"the body is {content_type(scope)}, not JSON; send a JSON object with Content-Type: "
+                "application/json", "body", "unsupported_media_type", 415,
+            ) from None  # fmt: skip
+        data = normalized(data, scope["path"], self.limits, self.vocabulary.size)
+        if route_of(scope["path"]) in GENERATION:
+            validate_types(scope["path"], data)
+            self.check_length(scope["path"], data)
+        return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+    def check_length(self, path: str, data: dict[str, Any]) -> None:
+        try:
+            tokens = self.vocabulary.prompt_tokens(path, data)
+        except Exception as err:  # the template's own refusal (e.g. roles that do not alternate)
+            raise BadRequest(f"the chat template cannot render these messages: {err}", "messages",
+                             "invalid_messages") from None  # fmt: skip
+        if tokens >= self.n_ctx:
+            raise BadRequest(
+                f"the prompt takes {tokens} tokens, but the context window is {self.n_ctx}; shorten it "
+                "(or start the server with a larger --n-ctx)", "messages" if "messages" in data else "prompt",
+                "context_length_exceeded",
+            )  # fmt: skip
+
+    async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Wait for the model (at most the queue wait), then hold it at most the time limit plus a grace for the
+        prompt and the reply's transfer; past that (a client that stopped reading a stream) the reply is cut."""
+        import anyio
+
+        if not await self.gate.enter(self.limits.queue_wait_s):
+            busy = BadRequest(
+                f"the server is busy: no turn at the model within {self.limits.queue_wait_s:g} s (medsft serve "
+                "--queue-wait); retry later", None, "server_busy", 503,
+            )  # fmt: skip
+            retry = str(max(1, math.ceil(self.limits.time_limit_s))).encode()
+            return await send_error(send, busy, [(b"retry-after", retry)])
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
         try:
-            CreateChatCompletionRequest.model_validate(data)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            return f"invalid chat request: {where}: {first['msg']}", "invalid_request"
-        try:
-            tokens = self.count_prompt(data)
-        except Exception as err:  # the template's own refusal (e.g. roles that do not alternate)
-            return f"the chat template cannot render these messages: {err}", "invalid_messages"
-        if tokens >= self.n_ctx:
-            return (
-                f"the messages take {tokens} tokens, but the context window is {self.n_ctx}; shorten them "
-                "(or start the server with a larger --n-ctx)",
-                "context_length_exceeded",
-            )
-        return None
+            with anyio.move_on_after(self.limits.time_limit_s + self.grace_s) as hold:
+                await self.app(scope, receive, tracked)
+            if hold.cancelled_caught and not started:
+                late = BadRequest("the reply did not finish within the server's time limit", None, "timeout", 503)
+                with anyio.move_on_after(1):
+                    await send_error(send, late)
+        finally:
+            self.gate.leave()
+
+
+def validate_types(path: str, data: dict[str, Any]) -> None:
+    """The rest of the request (tools, response_format, grammar ...) against llama-cpp-python's own types, as its
+    route would; the first problem as one line, never pydantic's dump."""
+    from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
+    from pydantic import ValidationError
+
+    model = CreateChatCompletionRequest if path.endswith("/chat/completions") else CreateCompletionRequest
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise BadRequest(f"{where}: {first['msg']}", where) from None
 
 
 class DisclaimerLayer:
     """Adds the research-only disclaimer to every response: a header always, and a `disclaimer` field in JSON
-    bodies under /v1/ (streamed replies are passed through untouched, with the header)."""
+    bodies under /v1/ (streamed replies are passed through untouched, with the header). Error bodies that are
+    not OpenAI-shaped (FastAPI's own 404 and 405) are made so."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -209,14 +395,14 @@ class DisclaimerLayer:
             if message["type"] == "http.response.start":
                 headers = [*message.get("headers", []), (DISCLAIMER_HEADER.lower().encode(), DISCLAIMER.encode())]
                 message = {**message, "headers": headers}
-                if scope["path"].startswith("/v1/") and is_json(headers):
+                if is_json(headers) and (scope["path"].startswith("/v1/") or message["status"] >= 400):
                     held = message
                     return
             elif held is not None and message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
                 if message.get("more_body"):
                     return
-                body = with_disclaimer(b"".join(chunks))
+                body = with_disclaimer(b"".join(chunks), held["status"])
                 length = (b"content-length", str(len(body)).encode())
                 await send({**held, "headers": [*(h for h in held["headers"] if h[0] != b"content-length"), length]})
                 message = {"type": "http.response.body", "body": body}
@@ -229,32 +415,56 @@ def is_json(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers)
 
 
-def with_disclaimer(body: bytes) -> bytes:
+def with_disclaimer(body: bytes, status: int = 200) -> bytes:
     try:
         data = json.loads(body)
     except ValueError:
         return body
     if not isinstance(data, dict):
         return body
+    if status >= 400 and "error" not in data:
+        data = {"error": openai_error(data.get("detail"), status)}
     return json.dumps({**data, "disclaimer": DISCLAIMER}, ensure_ascii=False).encode("utf-8")
 
 
-def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096) -> int:
-    """Run the server until interrupted (Ctrl-C or SIGTERM); 2 when the extras are missing or the port is taken."""
+def openai_error(detail: Any, status: int) -> dict[str, Any]:
+    """FastAPI's `{"detail": ...}` as an OpenAI error; a list of validation errors becomes its first, in a line."""
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        where = ".".join(str(part) for part in detail[0].get("loc", ()))
+        detail = f"{where}: {detail[0].get('msg')}"
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request" if status < 500 else None)
+    return {"message": str(detail or f"HTTP {status}"), "type": kind, "param": None, "code": code}
+
+
+def serve(
+    gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096, limits: Limits | None = None
+) -> int:
+    """Run the server until interrupted (Ctrl-C or SIGTERM); 2 when the extras are missing, the port is taken or
+    the file does not load."""
     missing = missing_extras()
     if missing:
-        print(f"medsft: the server needs {', '.join(missing)}; run make setup (requirements/cpu.txt)", file=sys.stderr)
+        error_line(f"the server needs {', '.join(missing)}; run make setup (requirements/cpu.txt)")
         return 2
     try:
         check_port(host, port)
     except OSError as err:
-        print(f"medsft: cannot listen on {host}:{port} ({err.strerror}); pass another --port", file=sys.stderr)
+        error_line(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port")
         return 2
     import uvicorn
 
     if host not in LOOPBACK:
         print(f"medsft: warning: {host} is reachable from other machines and the server has no authentication")
-    app = build_app(gguf, n_ctx)
+    limits = limits or Limits()
+    try:
+        app = build_app(gguf, n_ctx, limits=limits)
+    except ValueError as err:  # llama.cpp's refusal of a file that is not a (loadable) GGUF
+        error_line(f"cannot load {gguf}: {err}")
+        return 2
     print(f"serving {gguf.name} at http://{host}:{port}/v1 (OpenAI-compatible; GET /health). {DISCLAIMER}")
+    print(
+        f"limits: max_tokens {limits.default_max_tokens} by default, at most {limits.max_tokens}; "
+        f"{limits.time_limit_s:g} s per reply; {limits.queue_wait_s:g} s at most in the queue"
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")
     return 0
