@@ -82,13 +82,13 @@ def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limit
     with quiet_stderr():  # llama.cpp logs the whole model layout on stderr while loading
         app = server_app.create_app(server_settings=ServerSettings(interrupt_requests=False), model_settings=[model])
         vocabulary = Vocabulary(gguf)
-    bound_generation(server_app._llama_proxy(), limits)  # the one model the proxy holds (a single GGUF)
+    clock = bound_generation(server_app._llama_proxy(), limits)  # the one model the proxy holds (one GGUF)
 
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": gguf.stem, "n_ctx": n_ctx, "limits": asdict(limits), "disclaimer": DISCLAIMER}
 
     app.add_api_route("/health", health, methods=["GET"])
-    app.add_middleware(RequestGuard, vocabulary=vocabulary, n_ctx=n_ctx, limits=limits)
+    app.add_middleware(RequestGuard, vocabulary=vocabulary, n_ctx=n_ctx, limits=limits, clock=clock)
     app.add_middleware(DisclaimerLayer)  # added last, so outermost: error replies get the disclaimer too
     return app
 
@@ -149,47 +149,69 @@ class Deadline:
         )
 
 
-def bound_generation(llama: Any, limits: Limits) -> None:
-    """Put every generation on `llama` under the time limit. Both routes reach llama.cpp through the instance's
-    `create_completion` (chat through its chat handler), so the deadline is added there; a reply it cut gets
-    finish_reason "length" and a `note`, which the chat handler's wrapper copies into the chat reply (the
-    conversion to chat drops unknown fields)."""
-    from llama_cpp import StoppingCriteriaList
-    from llama_cpp.llama_chat_format import get_chat_completion_handler
+class Clock:
+    """The deadline of the reply being generated now (the server generates one at a time), shared between the
+    model, which makes one per reply, and the request guard, which notes a cut in the reply it sends."""
 
-    create_completion = llama.create_completion
-    latest: list[Deadline] = []  # the current reply's deadline: the server generates one reply at a time
+    def __init__(self) -> None:
+        self.latest: Deadline | None = None
+
+    def cut(self) -> Deadline | None:
+        return self.latest if self.latest is not None and self.latest.cut else None
+
+
+def bound_generation(llama: Any, limits: Limits) -> Clock:
+    """Put every generation on `llama` under the time limit. Chat and text completions both reach llama.cpp
+    through the instance's `create_completion` (chat through its chat handler), so the deadline is added there;
+    a reply it cut gets finish_reason "length", which the chat conversion carries over. The note is added where
+    the reply is sent (RequestGuard): llama_cpp.server's response types drop fields they do not know."""
+    from llama_cpp import StoppingCriteriaList
+
+    create_completion, clock = llama.create_completion, Clock()
 
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        deadline = Deadline(limits.time_limit_s)
-        latest[:] = [deadline]
+        deadline = clock.latest = Deadline(limits.time_limit_s)
         kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), deadline])
-        return marked(create_completion(*args, **kwargs), lambda: deadline if deadline.cut else None)
+        return relabelled(create_completion(*args, **kwargs), deadline)
 
-    handler = llama.chat_handler or llama._chat_handlers.get(llama.chat_format)
-    handler = handler or get_chat_completion_handler(llama.chat_format)
-
-    def chat(*args: Any, **kwargs: Any) -> Any:
-        latest.clear()  # a handler that fails before generating must not inherit the last reply's deadline
-        return marked(handler(*args, **kwargs), lambda: latest[0] if latest and latest[0].cut else None)
-
-    llama.create_completion, llama.chat_handler = bounded, chat
+    llama.create_completion = bounded
+    return clock
 
 
-def marked(result: Any, cut: Callable[[], Deadline | None]) -> Any:
-    """A completion (dict) or stream of chunks, with finish_reason "length" and a note where `cut()` says the
-    deadline ended it; asked only once the reply has ended, since a stream is generated while it is read."""
+def relabelled(result: Any, deadline: Deadline) -> Any:
+    """A completion (dict) or stream of chunks with finish_reason "length" where the deadline ended it; asked
+    only once the reply has ended, since a stream is generated while it is read."""
     if isinstance(result, dict):
-        return mark(result, cut())
-    return (mark(chunk, cut()) if chunk["choices"][0].get("finish_reason") else chunk for chunk in result)
+        return relabel(result, deadline)
+    return (relabel(chunk, deadline) if chunk["choices"][0].get("finish_reason") else chunk for chunk in result)
 
 
-def mark(reply: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
-    if deadline is not None:
+def relabel(reply: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+    if deadline.cut:
         for choice in reply["choices"]:
             choice["finish_reason"] = "length"
-        reply["note"] = deadline.note()
     return reply
+
+
+def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
+    """A reply (or a stream's last event) with the note of the deadline that cut it, if one did."""
+    ended = any(choice.get("finish_reason") for choice in data.get("choices", []))
+    return {**data, "note": deadline.note()} if deadline is not None and ended else data
+
+
+def noted_event(body: bytes, deadline: Deadline | None) -> bytes:
+    """A server-sent event (`data: {...}`; sse-starlette sends one per message) with the note if it ends a cut
+    reply; any other event as it is."""
+    prefix = b"data: "
+    if deadline is None or not body.startswith(prefix + b"{"):
+        return body
+    payload = body[len(prefix) :]
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return body
+    ending = payload[len(payload.rstrip()) :]
+    return prefix + json.dumps(with_note(data, deadline)).encode("utf-8") + ending
 
 
 async def send_error(send: Send, error: BadRequest, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -278,9 +300,10 @@ class RequestGuard:
     it may be), and generation requests let through one at a time under the server's limits."""
 
     def __init__(
-        self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, grace_s: float = HOLD_GRACE_S
+        self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, clock: Clock, grace_s: float = HOLD_GRACE_S
     ) -> None:
-        self.app, self.vocabulary, self.n_ctx, self.limits, self.grace_s = app, vocabulary, n_ctx, limits, grace_s
+        self.app, self.vocabulary, self.n_ctx, self.limits = app, vocabulary, n_ctx, limits
+        self.clock, self.grace_s = clock, grace_s
         self.gate = Gate()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -290,8 +313,8 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         body = await read_body(receive, MAX_BODY_BYTES)
         if body is None:
-            message = f"the request body is over {MAX_BODY_BYTES} bytes (or was cut off)"
-            return await send_error(send, BadRequest(message, "body", "too_large", 413))
+            too_large = BadRequest(f"over {MAX_BODY_BYTES} bytes (or cut off)", "body", "too_large", 413)
+            return await send_error(send, too_large)
         try:
             body = self.checked(scope, body)
         except BadRequest as error:
@@ -307,10 +330,10 @@ class RequestGuard:
             data = parse_body(body)
         except ValueError as err:
             if is_json_type(content_type(scope)):
-                raise BadRequest(f"the request body is not valid JSON: {err}", "body", "invalid_json") from None
+                raise BadRequest(f"not valid JSON: {err}", "body", "invalid_json") from None
             raise BadRequest(
-                f"the body is {content_type(scope)}, not JSON; send a JSON object with Content-Type: "
-                "application/json", "body", "unsupported_media_type", 415,
+                f"{content_type(scope)}, not JSON; send a JSON object with Content-Type: application/json", "body",
+                "unsupported_media_type", 415,
             ) from None  # fmt: skip
         data = normalized(data, scope["path"], self.limits, self.vocabulary.size)
         if route_of(scope["path"]) in GENERATION:
@@ -322,12 +345,11 @@ class RequestGuard:
         try:
             tokens = self.vocabulary.prompt_tokens(path, data)
         except Exception as err:  # the template's own refusal (e.g. roles that do not alternate)
-            raise BadRequest(f"the chat template cannot render these messages: {err}", "messages",
-                             "invalid_messages") from None  # fmt: skip
+            raise BadRequest(f"the chat template cannot render them: {err}", "messages", "invalid_messages") from None
         if tokens >= self.n_ctx:
             raise BadRequest(
-                f"the prompt takes {tokens} tokens, but the context window is {self.n_ctx}; shorten it "
-                "(or start the server with a larger --n-ctx)", "messages" if "messages" in data else "prompt",
+                f"the prompt takes {tokens} tokens, but the context window is {self.n_ctx}; shorten it (or start "
+                "the server with a larger --n-ctx)", "messages" if "messages" in data else "prompt",
                 "context_length_exceeded",
             )  # fmt: skip
 
@@ -350,9 +372,17 @@ class RequestGuard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        json_noted = rewriting_json(tracked, lambda data, status: with_note(data, self.clock.cut()))
+
+        async def noted(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": noted_event(message.get("body", b""), self.clock.cut())}
+            await json_noted(message)
+
+        self.clock.latest = None  # the deadline this request's reply will make, once it holds the model
         try:
             with anyio.move_on_after(self.limits.time_limit_s + self.grace_s) as hold:
-                await self.app(scope, receive, tracked)
+                await self.app(scope, receive, noted)
             if hold.cancelled_caught and not started:
                 late = BadRequest("the reply did not finish within the server's time limit", None, "timeout", 503)
                 with anyio.move_on_after(1):
@@ -373,7 +403,7 @@ def validate_types(path: str, data: dict[str, Any]) -> None:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise BadRequest(f"{where}: {first['msg']}", where) from None
+        raise BadRequest(first["msg"], where) from None
 
 
 class DisclaimerLayer:
@@ -387,44 +417,64 @@ class DisclaimerLayer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        held: Message | None = None  # the start of a JSON reply, sent once its body is complete
-        chunks: list[bytes] = []
+        under_v1 = scope["path"].startswith("/v1/")
+        rewritten = rewriting_json(send, with_disclaimer, lambda start: under_v1 or start["status"] >= 400)
 
         async def marked(message: Message) -> None:
-            nonlocal held
             if message["type"] == "http.response.start":
                 headers = [*message.get("headers", []), (DISCLAIMER_HEADER.lower().encode(), DISCLAIMER.encode())]
                 message = {**message, "headers": headers}
-                if is_json(headers) and (scope["path"].startswith("/v1/") or message["status"] >= 400):
-                    held = message
-                    return
-            elif held is not None and message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-                if message.get("more_body"):
-                    return
-                body = with_disclaimer(b"".join(chunks), held["status"])
-                length = (b"content-length", str(len(body)).encode())
-                await send({**held, "headers": [*(h for h in held["headers"] if h[0] != b"content-length"), length]})
-                message = {"type": "http.response.body", "body": body}
-            await send(message)
+            await rewritten(message)
 
         await self.app(scope, receive, marked)
+
+
+def rewriting_json(
+    send: Send,
+    rewrite: Callable[[dict[str, Any], int], dict[str, Any]],
+    holds: Callable[[Message], bool] = lambda start: True,
+) -> Send:
+    """A `send` that holds back a JSON reply's start (where `holds` says so) until its body is complete, then
+    sends both, the body as `rewrite(data, status)` makes it (a JSON object; other bodies pass unchanged)."""
+    held: Message | None = None
+    chunks: list[bytes] = []
+
+    async def rewritten(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and is_json(message.get("headers", [])) and holds(message):
+            held = message
+            return
+        if held is None or message["type"] != "http.response.body":
+            return await send(message)
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = json_rewritten(b"".join(chunks), lambda data: rewrite(data, held["status"]))
+        length = (b"content-length", str(len(body)).encode())
+        await send({**held, "headers": [*(h for h in held["headers"] if h[0] != b"content-length"), length]})
+        await send({"type": "http.response.body", "body": body})
+
+    return rewritten
 
 
 def is_json(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers)
 
 
-def with_disclaimer(body: bytes, status: int = 200) -> bytes:
+def json_rewritten(body: bytes, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> bytes:
     try:
         data = json.loads(body)
     except ValueError:
         return body
     if not isinstance(data, dict):
         return body
+    return json.dumps(rewrite(data), ensure_ascii=False).encode("utf-8")
+
+
+def with_disclaimer(data: dict[str, Any], status: int = 200) -> dict[str, Any]:
     if status >= 400 and "error" not in data:
         data = {"error": openai_error(data.get("detail"), status)}
-    return json.dumps({**data, "disclaimer": DISCLAIMER}, ensure_ascii=False).encode("utf-8")
+    return {**data, "disclaimer": DISCLAIMER}
 
 
 def openai_error(detail: Any, status: int) -> dict[str, Any]:

@@ -46,11 +46,12 @@ class Limits:
 
 
 class BadRequest(ValueError):
-    """A request the server refuses: `status` (a 4xx), the message, and the field (`param`) it is about."""
+    """A request the server refuses: `status`, and a message that starts with the field (`param`) it is about."""
 
-    def __init__(self, message: str, param: str | None = None, code: str = "invalid_request", status: int = 400):
-        super().__init__(message)
-        self.message, self.param, self.code, self.status = message, param, code, status
+    def __init__(self, problem: str, param: str | None = None, code: str = "invalid_request", status: int = 400):
+        self.message = f"{param}: {problem}" if param else problem
+        super().__init__(self.message)
+        self.param, self.code, self.status = param, code, status
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,13 @@ def shown(value: Any) -> str:
 
 
 def refuse(param: str, expected: str, value: Any) -> BadRequest:
-    return BadRequest(f"{param}: must be {expected}; got {shown(value)}", param)
+    return BadRequest(f"must be {expected}; got {shown(value)}", param)
 
 
 def parse_body(body: bytes) -> Any:
     """The body as JSON; ValueError when it is not JSON (or not UTF-8)."""
     if not body.strip():
-        raise ValueError("the body is empty")
+        raise ValueError("it is empty")
     return json.loads(body)
 
 
@@ -183,7 +184,7 @@ def check_logit_bias(data: Mapping[str, Any], vocab_size: int) -> None:
 def check_messages(data: Mapping[str, Any]) -> None:
     messages = data.get("messages")
     if messages is None:
-        raise BadRequest('messages: required; a non-empty list of {"role": ..., "content": ...} objects', "messages")
+        raise BadRequest('required; a non-empty list of {"role": ..., "content": ...} objects', "messages")
     if not isinstance(messages, list) or not messages:
         raise refuse("messages", 'a non-empty list of {"role": ..., "content": ...} objects', messages)
     for index, message in enumerate(messages):
@@ -276,7 +277,7 @@ def normalized(data: Any, path: str, limits: Limits, vocab_size: int) -> dict[st
         raise refuse("body", "a JSON object", data)
     where = first_non_finite(data)
     if where:
-        raise BadRequest(f"{where}: must be a finite number; NaN and infinity are not JSON numbers", where)
+        raise BadRequest("must be a finite number; NaN and infinity are not JSON numbers", where)
     data = {key: value for key, value in data.items() if value is not None}
     route = route_of(path)
     if route is not None:
