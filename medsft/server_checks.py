@@ -65,9 +65,9 @@ class Number:
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a finite number"
         if self.low is not None and self.high is not None:
-            return f"{kind} from {self.low:g} to {self.high:g}"
+            return f"{kind} from {plain(self.low)} to {plain(self.high)}"
         if self.low is not None:
-            return f"{kind} of at least {self.low:g}"
+            return f"{kind} of at least {plain(self.low)}"
         return kind
 
     def accepts(self, value: Any) -> bool:
@@ -78,6 +78,10 @@ class Number:
         if not math.isfinite(value):
             return False
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+
+def plain(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 # Ranges are OpenAI's where it has the field, else llama-cpp-python's own (its request types).
