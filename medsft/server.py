@@ -4,15 +4,19 @@
     curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
       -d '{"messages": [{"role": "user", "content": "Chest pain radiating to the left arm: first step?"}]}'
 
-What medsft adds around `llama_cpp.server.app.create_app` (two small ASGI layers and one route):
+What medsft adds around `llama_cpp.server.app.create_app` (two small ASGI layers, one route, one wrapper):
 - The disclaimer on every response: an `X-Medsft-Disclaimer` header, and a `disclaimer` field in every JSON
   body under /v1/ (a streamed reply carries the header). The conversation is passed on as the client sent it,
-  so the model sees the same prompt as in `medsft chat`.
-- Requests checked before the model sees them: a body that is not JSON, a chat request of the wrong shape, or
-  messages longer than the context window get a 400 with an OpenAI-style `{"error": {...}}` (llama-cpp-python
-  0.3.36 answers the first two with a 500 and breaks a streamed reply on the third).
-- `GET /health`: 200 once the model is loaded (it loads before the port opens).
-- One request at a time (llama-cpp-python holds one model context); others wait their turn, and
+  so the model sees the same prompt as in `medsft chat`. Error bodies are OpenAI-shaped, FastAPI's 404/405 too.
+- Requests checked before the model sees them (`medsft.server_checks`): every field's type and range, the
+  body's JSON whatever its Content-Type, messages longer than the context window; a bad one is a 4xx naming
+  the field (llama-cpp-python 0.3.36 answers several with a 500 carrying pydantic's dump, and takes
+  `max_tokens: -3` as "until the context is full").
+- Limits (`Limits`, the `medsft serve` options): max_tokens capped, with a default; a reply's generation ends at
+  the time limit (a stopping criterion on the model, `bound_generation`) with finish_reason "length" and a
+  note; a request waits at most the queue wait for the model, else a 503.
+- `GET /health`: 200 once the model is loaded (it loads before the port opens), with the limits.
+- One request at a time (llama-cpp-python holds one model context), in arrival order (`Gate`), and
   `interrupt_requests` is off so a new request never cuts a streamed reply short.
 
 A `<think>` block comes back verbatim inside the message content (the server has no reasoning parser for these
@@ -28,7 +32,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -121,6 +125,56 @@ class Vocabulary:
             prompt = request.get("prompt", "")
             text, add_bos = (prompt[0] if prompt else "") if isinstance(prompt, list) else prompt, True
         return len(self.vocab.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def parses(self, grammar: str) -> bool:
+        """Whether llama.cpp takes this GBNF grammar: on one it cannot parse, llama-cpp-python 0.3.36 hands its
+        sampler chain a null sampler and the whole server dies of a segmentation fault."""
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(self.vocab._model.vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            return False
+        llama_cpp.llama_sampler_free(sampler)
+        return True
+
+
+def grammars(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field, GBNF text) of each grammar a chat request makes, as llama-cpp-python 0.3.36's chat handler makes
+    it: `grammar` itself, a JSON `response_format`, and the schema of the tool `tool_choice` (or the legacy
+    `function_call`) names. BadRequest for a named tool that is missing or has no parameters (a 500 there)."""
+    from llama_cpp.llama_chat_format import _grammar_for_response_format
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    if "grammar" in data:
+        yield "grammar", data["grammar"]
+    response_format = data.get("response_format")
+    if response_format and response_format.get("type") == "json_object":
+        yield "response_format", _grammar_for_response_format(response_format)._grammar
+    tool = chosen_tool(data)
+    if tool is not None:
+        try:
+            yield "tool_choice", LlamaGrammar.from_json_schema(json.dumps(tool["parameters"]))._grammar
+        except Exception:  # the handler falls back on any JSON, as here
+            yield "tool_choice", JSON_GBNF
+
+
+def chosen_tool(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The function a chat request forces (tool_choice, or the legacy function_call), if it names one."""
+    tools = [tool.get("function", {}) for tool in data.get("tools") or []]
+    choice = data.get("tool_choice")
+    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if isinstance(data.get("function_call"), dict):
+        tools, name, field = data.get("functions") or [], data["function_call"].get("name"), "function_call"
+    else:
+        field = "tool_choice"
+    if name is None:
+        return None
+    tool = next((tool for tool in tools if tool.get("name") == name), None)
+    if tool is None:
+        raise BadRequest(f"names {json.dumps(name)}, which is not among the request's tools", field)
+    if "parameters" not in tool:
+        raise BadRequest(f"the function {json.dumps(name)} it names has no parameters (a JSON schema)", field)
+    return tool
 
 
 class Deadline:
@@ -338,8 +392,14 @@ class RequestGuard:
         data = normalized(data, scope["path"], self.limits, self.vocabulary.size)
         if route_of(scope["path"]) in GENERATION:
             validate_types(scope["path"], data)
+            self.check_grammars(data)
             self.check_length(scope["path"], data)
         return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+    def check_grammars(self, data: dict[str, Any]) -> None:
+        for field, grammar in grammars(data):
+            if not self.vocabulary.parses(grammar):
+                raise BadRequest("makes a grammar that llama.cpp cannot parse (GBNF with a root rule)", field)
 
     def check_length(self, path: str, data: dict[str, Any]) -> None:
         try:
@@ -401,9 +461,20 @@ def validate_types(path: str, data: dict[str, Any]) -> None:
     try:
         model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise BadRequest(first["msg"], where) from None
+        raise BadRequest(*first_problem(err.errors(), data)) from None
+
+
+def first_problem(errors: list[dict[str, Any]], data: dict[str, Any]) -> tuple[str, str]:
+    """(message, field) of the first validation error. A message is a union of one type per role, and pydantic
+    reports it against every member: the error of the member for the message's own role is the one that says
+    what is wrong (`messages[1].tool_call_id: Field required`, not "role: Input should be 'system'")."""
+    first = errors[0]
+    loc = first["loc"]
+    if len(loc) > 2 and loc[0] == "messages" and isinstance(loc[1], int):
+        member = f"ChatCompletionRequest{str(data['messages'][loc[1]]['role']).capitalize()}Message"
+        first = next((e for e in errors if e["loc"][:3] == ("messages", loc[1], member)), first)
+        return first["msg"], ".".join([f"messages[{loc[1]}]", *map(str, first["loc"][3:])])
+    return first["msg"], ".".join(map(str, loc)) or "body"
 
 
 class DisclaimerLayer:

@@ -198,8 +198,6 @@ def check_messages(data: Mapping[str, Any]) -> None:
         if message.get("role") not in ROLES:
             raise refuse(f"{where}.role", f"one of {', '.join(ROLES)}", message.get("role"))
         content = message.get("content")
-        if content is None and message["role"] == "assistant":
-            continue  # a tool-calling assistant turn has no text
         if not (isinstance(content, str) or is_text_parts(content)):
             raise refuse(f"{where}.content", 'a string or a list of {"type": "text", "text": "..."} parts', content)
 

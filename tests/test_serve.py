@@ -235,6 +235,7 @@ def raw_with(fields: str) -> dict[str, Any]:
 
 
 TOKENS = f"from 1 to {MAX_TOKENS}"
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
 # id: (what a client sends, status, the field the error names, text its message holds)
 BAD_REQUESTS = {
     # the 13 kinds of issue 27, less the JSON body sent as text/plain, which now works (see below)
@@ -275,8 +276,15 @@ BAD_REQUESTS = {
     "completion-two-prompts": (
         {"path": "/v1/completions", "body": {"prompt": ["a", "b"]}}, 400, "prompt", "at most one string",
     ),
-    # llama.cpp aborts the whole server on a token id outside the vocabulary
+    # llama.cpp aborts the whole server on a token id outside the vocabulary, and segfaults on a bad grammar
     "detokenize-negative-id": ({"path": "/extras/detokenize", "body": {"tokens": [-5]}}, 400, "tokens", "token ids"),
+    "grammar-unparseable": (chat_with(grammar="root ::= ("), 400, "grammar", "cannot parse"),
+    "tool_choice-unknown": (
+        chat_with(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "g"}}), 400, "tool_choice",
+        "not among",
+    ),
+    "tool-message-without-id": ({"body": {"messages": [{"role": "tool", "content": "42"}]}}, 400,
+                                "messages[0].tool_call_id", "required"),
 }  # fmt: skip
 DUMP_MARKS = ("validation error", "{'type'", "Traceback", "pydantic", "loc':")
 
@@ -308,6 +316,11 @@ def test_a_json_body_is_answered_whatever_its_content_type(server: str, content_
     reply, _ = post(server, body={"messages": HI, "max_tokens": 2}, content_type=content_type)
     assert reply.status_code == 200, reply.text[:500]
     assert reply.json()["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_a_grammar_llama_cpp_parses_is_followed(server: str) -> None:
+    reply, _ = post(server, body={"messages": HI, "grammar": 'root ::= "yes"', "max_tokens": 4})
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "yes"
 
 
 def test_unknown_routes_and_methods_get_openai_shaped_errors(server: str) -> None:
