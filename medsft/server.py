@@ -112,19 +112,26 @@ class Vocabulary:
             raise ValueError(f"{gguf} has no embedded chat template; export it with medsft export (which checks this)")
         eos, bos = self.text(self.vocab.token_eos()), self.text(self.vocab.token_bos())
         self.formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+        # No token is longer than this, so a prompt of n bytes has at least n / longest tokens (about 1 s for a
+        # 262k vocabulary, once): a prompt far past the context window is refused without tokenizing it, which
+        # takes some 15 s for the 4 MB a body may hold.
+        self.longest = max(len(self.vocab.detokenize([token], special=True)) for token in range(self.size))
 
     def text(self, token: int) -> str:
         return self.vocab.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
 
-    def prompt_tokens(self, path: str, request: dict[str, Any]) -> int:
-        """The prompt's length in tokens; for a chat, raises what the template raises on messages it refuses."""
+    def prompt_tokens(self, path: str, request: dict[str, Any], enough: int) -> tuple[int, bool]:
+        """(tokens, exact): the prompt's length in tokens, or a lower bound when that is already `enough`. For a
+        chat, raises what the template raises on messages it refuses."""
         if path.endswith("/chat/completions"):
             rendered = self.formatter(messages=request["messages"], tools=request.get("tools"))
-            text, add_bos = rendered.prompt, not rendered.added_special
+            text, add_bos = rendered.prompt.encode("utf-8"), not rendered.added_special
         else:
             prompt = request.get("prompt", "")
-            text, add_bos = (prompt[0] if prompt else "") if isinstance(prompt, list) else prompt, True
-        return len(self.vocab.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+            text, add_bos = ((prompt[0] if prompt else "") if isinstance(prompt, list) else prompt).encode(), True
+        if len(text) // self.longest >= enough:
+            return len(text) // self.longest, False
+        return len(self.vocab.tokenize(text, add_bos=add_bos, special=True)), True
 
     def parses(self, grammar: str) -> bool:
         """Whether llama.cpp takes this GBNF grammar: on one it cannot parse, llama-cpp-python 0.3.36 hands its
@@ -357,8 +364,10 @@ class RequestGuard:
         self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, clock: Clock, grace_s: float = HOLD_GRACE_S
     ) -> None:
         self.app, self.vocabulary, self.n_ctx, self.limits = app, vocabulary, n_ctx, limits
+        import anyio
+
         self.clock, self.grace_s = clock, grace_s
-        self.gate = Gate()
+        self.gate, self.checking = Gate(), anyio.CapacityLimiter(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -370,13 +379,20 @@ class RequestGuard:
             too_large = BadRequest(f"over {MAX_BODY_BYTES} bytes (or cut off)", "body", "too_large", 413)
             return await send_error(send, too_large)
         try:
-            body = self.checked(scope, body)
+            body = await self.checked_off_loop(scope, body)
         except BadRequest as error:
             return await send_error(send, error)
         scope = with_body(scope, body)
         if route_of(scope["path"]) not in GENERATION:
             return await self.app(scope, replay(body, receive), send)
         await self.generate(scope, replay(body, receive), send)
+
+    async def checked_off_loop(self, scope: Scope, body: bytes) -> bytes:
+        """`checked` in a worker thread, one request at a time: parsing and tokenizing a large body takes a
+        while, and on the event loop it would stall every other client (and /health) meanwhile."""
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.checked, scope, body, limiter=self.checking)
 
     def checked(self, scope: Scope, body: bytes) -> bytes:
         """The body to pass on (re-encoded JSON); BadRequest for anything the server would mishandle."""
@@ -403,14 +419,14 @@ class RequestGuard:
 
     def check_length(self, path: str, data: dict[str, Any]) -> None:
         try:
-            tokens = self.vocabulary.prompt_tokens(path, data)
+            tokens, exact = self.vocabulary.prompt_tokens(path, data, self.n_ctx)
         except Exception as err:  # the template's own refusal (e.g. roles that do not alternate)
             raise BadRequest(f"the chat template cannot render them: {err}", "messages", "invalid_messages") from None
         if tokens >= self.n_ctx:
             raise BadRequest(
-                f"the prompt takes {tokens} tokens, but the context window is {self.n_ctx}; shorten it (or start "
-                "the server with a larger --n-ctx)", "messages" if "messages" in data else "prompt",
-                "context_length_exceeded",
+                f"the prompt takes {'' if exact else 'at least '}{tokens} tokens, but the context window is "
+                f"{self.n_ctx}; shorten it (or start the server with a larger --n-ctx)",
+                "messages" if "messages" in data else "prompt", "context_length_exceeded",
             )  # fmt: skip
 
     async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:

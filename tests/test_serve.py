@@ -248,6 +248,7 @@ BAD_REQUESTS = {
     "max_tokens-a-string": (chat_with(max_tokens="8"), 400, "max_tokens", TOKENS),
     "prompt-of-20k-tokens": (said("word " * 20_000), 400, "messages", f"the context window is {N_CTX}"),
     "body-of-5-MB": (said("x" * 5_000_000), 413, "body", "bytes"),
+    "prompt-of-3-MB": (said("word " * 600_000), 400, "messages", "at least"),  # 15 s to tokenize
     "bytes-not-utf-8": ({"raw": b'{"messages": [{"role": "user", "content": "\xff"}]}'}, 400, "body", "not valid"),
     "max_tokens-negative": (chat_with(max_tokens=-3), 400, "max_tokens", TOKENS),
     "temperature-NaN-string": (chat_with(temperature="NaN"), 400, "temperature", "from 0 to 2"),
