@@ -12,7 +12,8 @@ medsft eval   --model SPEC --task medqa|pubmedqa|synthetic --out FILE.json [--da
 medsft export RUN_DIR [--quant q8_0,q4_k_m] [--push REPO_ID] [--strict] [--allow-failed] [--overwrite]
               merged 16-bit + checked GGUF files + model card; exits 1 if a file fails its check
 medsft chat   (RUN_DIR | --gguf FILE) [--prompt TEXT]   chat offline with the run's Q8_0 GGUF (or FILE)
-medsft serve  (RUN_DIR | --gguf FILE) [--host 127.0.0.1] [--port 8000]   OpenAI-compatible local server
+medsft serve  (RUN_DIR | --gguf FILE) [--host 127.0.0.1] [--port 8000] [--max-tokens 2048]
+              [--default-max-tokens 768] [--time-limit 60] [--queue-wait 120]   OpenAI-compatible local server
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from medsft import DISCLAIMER, __version__
+from medsft.cli_errors import error_line
 from medsft.config import ConfigError, RunConfig, load_config, parse_env_value
 
 SMOKE_QUESTION = "A 58-year-old man has crushing chest pain radiating to his left arm. What should be done first?"
@@ -266,7 +268,8 @@ SERVE_HELP = (
     "llama-cpp-python's OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models, /health) on "
     "the run's GGUF or --gguf FILE, bound to 127.0.0.1 unless --host. Every response carries the research-only "
     "disclaimer (X-Medsft-Disclaimer header, and a disclaimer field in JSON bodies); <think> blocks come back "
-    "inside the message content."
+    "inside the message content. Every request is checked (a bad one is a 4xx naming the field and its allowed "
+    "range) and bounded: max_tokens, the time a reply may generate, the time a request may wait for the model."
 )
 
 
@@ -305,27 +308,26 @@ def export_command(args: argparse.Namespace) -> int:
     try:
         adapter, quants = export_inputs(args)
     except ValueError as err:  # ExportError from check_quantizations is a RuntimeError: caught below
-        print(f"medsft: {err}", file=sys.stderr)
+        error_line(err)
         return 2
     except ExportError as err:
-        print(f"medsft: --quant: {err}", file=sys.stderr)
+        error_line(f"--quant: {err}")
         return 2
     logging.basicConfig(level=logging.INFO, format="medsft: %(message)s")
     try:
         result = export_run(args.run_dir, quants, adapter_dir=adapter, overwrite=args.overwrite, strict=args.strict)
     except FileExistsError as err:
-        print(f"medsft: {str(err).split(';')[0]}; pass --overwrite to replace the earlier export", file=sys.stderr)
+        error_line(f"{str(err).split(';')[0]}; pass --overwrite to replace the earlier export")
         return 2
     except (VerificationError, ExportError, ToolchainError) as err:
-        print(f"medsft: export failed: {err}", file=sys.stderr)
+        error_line(f"export failed: {err}")
         return 1
     print("\n".join(export_summary(result.files)))
     print(f"model card: {result.model_card}")
     if result.failed and not args.allow_failed:
-        print(
-            f"medsft: {', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
-            "or pass --allow-failed to accept this export",
-            file=sys.stderr,
+        error_line(
+            f"{', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
+            "or pass --allow-failed to accept this export"
         )
         return 1
     if args.push:
@@ -367,7 +369,7 @@ def gguf_argument(args: argparse.Namespace) -> Path | None:
     try:
         return resolve_gguf(args.run_dir, args.gguf, args.quant)
     except ValueError as err:
-        print(f"medsft: {err}", file=sys.stderr)
+        error_line(err)
         return None
 
 
@@ -382,9 +384,16 @@ def chat_command(args: argparse.Namespace) -> int:
 
 def serve_command(args: argparse.Namespace) -> int:
     from medsft.server import serve
+    from medsft.server_checks import Limits
 
+    try:
+        limits = Limits(args.max_tokens, args.default_max_tokens or min(Limits.default_max_tokens, args.max_tokens),
+                        args.time_limit, args.queue_wait)  # fmt: skip
+    except ValueError as err:
+        error_line(err)
+        return 2
     gguf = gguf_argument(args)
-    return 2 if gguf is None else serve(gguf, args.host, args.port, args.n_ctx)
+    return 2 if gguf is None else serve(gguf, args.host, args.port, args.n_ctx, limits)
 
 
 def add_ship_commands(commands: Any) -> dict[str, argparse.ArgumentParser]:
@@ -407,14 +416,50 @@ def add_ship_commands(commands: Any) -> dict[str, argparse.ArgumentParser]:
     add_gguf_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    add_limit_arguments(serve)
     return {"export": export, "chat": chat, "serve": serve}
+
+
+def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
+    """The bounds on one request: the server has one model context, so they also bound every other's wait."""
+    from medsft.server_checks import Limits
+
+    serve.add_argument(
+        "--max-tokens",
+        type=int,
+        default=Limits.max_tokens,
+        metavar="N",
+        help=f"the largest max_tokens a request may ask for (default {Limits.max_tokens})",
+    )
+    serve.add_argument(
+        "--default-max-tokens",
+        type=int,
+        metavar="N",
+        help=f"max_tokens for a request that gives none (default {Limits.default_max_tokens}, or --max-tokens if "
+        "smaller)",
+    )
+    serve.add_argument(
+        "--time-limit",
+        type=float,
+        default=Limits.time_limit_s,
+        metavar="SECONDS",
+        help="a reply's generation stops after this long, with finish_reason length and a note "
+        f"(default {Limits.time_limit_s:g})",
+    )
+    serve.add_argument(
+        "--queue-wait",
+        type=float,
+        default=Limits.queue_wait_s,
+        metavar="SECONDS",
+        help=f"a request that cannot start generating within this long gets a 503 (default {Limits.queue_wait_s:g})",
+    )
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Argument errors as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
 
     def error(message: str) -> typing.NoReturn:
-        print(f"medsft: {message}", file=sys.stderr)
+        error_line(message)
         sys.exit(2)
 
     parser.error = error  # type: ignore[method-assign]

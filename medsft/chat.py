@@ -196,12 +196,13 @@ def run_chat(
     n_ctx: int = 4096,
 ) -> int:
     """One question (`prompt`) or an interactive session with a GGUF; 2 when the file cannot be loaded."""
+    from medsft.cli_errors import error_line
     from medsft.llamacpp_toolchain import ToolchainError
 
     try:
         chat = GgufChat(gguf, system=system, n_ctx=n_ctx, max_tokens=max_tokens, temperature=temperature)
     except (ToolchainError, ValueError) as err:
-        print(f"medsft: cannot load {gguf}: {err}", file=sys.stderr)
+        error_line(f"cannot load {gguf}: {err}")
         return 2
     if prompt:
         print_reply(chat.ask(prompt))
@@ -230,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    from medsft.cli_errors import error_line
+
     if not args.gguf.is_file():
-        print(f"medsft: GGUF file not found: {args.gguf} (export one with: medsft export RUN_DIR)", file=sys.stderr)
+        error_line(f"GGUF file not found: {args.gguf} (export one with: medsft export RUN_DIR)")
         return 2
     if args.serve:
         from medsft.server import serve
