@@ -66,9 +66,12 @@ try:  # the carried llama.cpp runtime (built on another machine) loads here, or 
     env["llama_cpp_loads"] = True
 except Exception as err:
     env["llama_cpp_loads"] = repr(err)
-query = "name,memory.total,driver_version,compute_mode"
-smi = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True)
-env["gpu"] = smi.stdout.strip() or smi.stderr.strip()
+query = "name,memory.total,driver_version,compute_mode"  # compute mode: the stages share the GPU between processes
+try:
+    smi = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True)
+    env["gpu"] = smi.stdout.strip() or smi.stderr.strip()
+except OSError as err:
+    env["gpu"] = repr(err)
 open(sys.argv[1], "w").write(json.dumps(env, indent=2))
 print(json.dumps(env))
 EOF
