@@ -23,7 +23,7 @@ compiled regions whose guards (grad mode, shapes) fail at the first label-free f
 Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh instead of
 falling back to eager: minutes before the first question is scored (README, "On a GPU"). A few batched
 forwards gain nothing from compiling. And the per-row `logits_to_keep` that keeps the LM head at one position
-per question is only understood by transformers >= 5.18; older versions (the GPU pin, 5.17) get the distinct
+per question is understood by newer transformers (5.23) only; older ones (the GPU pin, 5.17) get the distinct
 positions as a 1-D tensor, which every version slices alike (`positions_to_keep`, `logits_at`).
 
 Greedy generation (`greedy_generate`) decodes like transformers' `generate` but sorts prompts by length and
@@ -176,7 +176,7 @@ class HFScorer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eager = eager  # scoring forwards with torch.compile off (`compile_free`); False: as the model is
         self.on_batch = on_batch  # called after each batched forward with its rows, width and seconds
-        self.per_row_logits = per_row_logits_to_keep()  # False on transformers < 5.18 (the GPU pin)
+        self.per_row_logits = per_row_logits_to_keep()  # False on transformers 5.17 (the GPU pin)
 
     @classmethod
     def from_spec(
@@ -396,7 +396,7 @@ def compile_free(enabled: bool = True) -> Iterator[None]:
 
 @functools.cache
 def per_row_logits_to_keep() -> bool:
-    """Whether the installed transformers keeps per-row positions given a 2-D `logits_to_keep` (5.18+,
+    """Whether the installed transformers keeps per-row positions given a 2-D `logits_to_keep` (5.23 does,
     `modeling_utils.slice_logits_to_keep`). 5.17, the GPU pin, indexes `hidden[:, logits_to_keep]` as is,
     so a (B, 1) tensor there gives (B, B, 1, vocab) logits, every row at every row's position."""
     from transformers import modeling_utils
