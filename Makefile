@@ -42,3 +42,8 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest -q
+
+# The bundle for a lent GPU machine (PyPI needed here, not there); then `bash .gpu/run.sh` on that machine.
+.PHONY: gpu-bundle
+gpu-bundle: setup
+	$(PY) scripts/gpu_bundle.py
