@@ -103,6 +103,7 @@ def open_notebook_run(
 def latest_run_with(config: RunConfig, artifact: str) -> Path | None:
     """The newest run folder under `config.output_dir` whose config equals `config` in every field that shapes
     its data and adapter (all but `REUSE_OVERRIDES`) and that holds `artifact`, itself or through `from_run`."""
+
     def shaping(values: Mapping[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in values.items() if key not in REUSE_OVERRIDES}
 
@@ -110,7 +111,13 @@ def latest_run_with(config: RunConfig, artifact: str) -> Path | None:
     root = Path(config.output_dir)
     folders = [path.parent for path in root.glob("*/config.yaml")] if root.is_dir() else []
     for folder in sorted(folders, key=lambda path: (path / "config.yaml").stat().st_mtime, reverse=True):
-        if find_artifact(folder, artifact) is not None and shaping(Run.open(folder).config.to_dict()) == wanted:
+        if find_artifact(folder, artifact) is None:
+            continue
+        try:
+            values = Run.open(folder).config.to_dict()
+        except (ConfigError, OSError, ValueError):  # a run of an older medsft, or a hand-edited config: not this one
+            continue
+        if shaping(values) == wanted:
             return folder
     return None
 
