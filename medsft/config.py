@@ -47,6 +47,14 @@ EVAL_ENGINES = ("transformers", "vllm")  # what runs the evaluated models (medsf
 # PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
 # decision alone, which puts all of the loss on the word the benchmark scores right after the question.
 DATA_STYLES = {"pubmedqa": ("reasoning", "answer")}
+# The evaluation tasks (medsft.tasks.TASKS, one module each; tests/test_tasks.py keeps the two lists equal) and
+# the suites a task list may name: `suite` is the Open Medical-LLM Leaderboard's nine.
+LEADERBOARD_TASKS = (
+    "medqa", "pubmedqa", "medmcqa", "mmlu_anatomy", "mmlu_clinical_knowledge", "mmlu_college_biology",
+    "mmlu_college_medicine", "mmlu_medical_genetics", "mmlu_professional_medicine",
+)  # fmt: skip
+EVAL_TASKS = (*LEADERBOARD_TASKS, "synthetic", "synthetic_ood")
+EVAL_SUITES = {"suite": LEADERBOARD_TASKS, "mmlu": tuple(t for t in LEADERBOARD_TASKS if t.startswith("mmlu_"))}
 DATA_SOURCES = ("medical_o1", "medqa", "pubmedqa", "instructions", "messages", "synthetic")
 
 
@@ -126,8 +134,9 @@ class RunConfig:
     add_disclaimer: bool = False
 
     # Evaluation
-    eval_tasks: list[str] = field(default_factory=lambda: ["medqa", "pubmedqa", "synthetic", "synthetic_ood"])
-    eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500), as papers report
+    # Task names or suite names (`suite`: the nine leaderboard tasks), expanded when the config is built.
+    eval_tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))
+    eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500, ...), as papers report
     # Generation is ~100x slower than log-likelihood scoring on a CPU, so generative tasks (synthetic) get their
     # own item count (None: eval_limit) and reply length (a synthetic reference answer is ~170-200 tokens).
     eval_generate_limit: int | None = None
@@ -154,15 +163,6 @@ class RunConfig:
     # Where results go
     output_dir: str = "outputs"
     run_id: str | None = None
-
-    def eval_items(self, task: str) -> int | None:
-        """How many items of `task` to evaluate: generation (synthetic) is ~100x slower than scoring on a CPU,
-        so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
-        from medsft.evaluate.tasks import get_task
-
-        if self.eval_generate_limit is not None and get_task(task).kind == "generated":
-            return self.eval_generate_limit
-        return self.eval_limit
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -206,8 +206,17 @@ def build_config(values: Mapping[str, Any], sources: Mapping[str, str] | None = 
     hints = typing.get_type_hints(RunConfig)
     kwargs = {name: coerce(name, value, hints[name], sources.get(name, "arguments")) for name, value in values.items()}
     config = RunConfig(**kwargs)
+    config.eval_tasks = expand_suites(config.eval_tasks)
     validate(config)
     return config
+
+
+def expand_suites(tasks: typing.Iterable[str]) -> list[str]:
+    """Suite names (`EVAL_SUITES`) replaced by their tasks, in order, without repeats."""
+    out: list[str] = []
+    for name in tasks:
+        out += [task for task in EVAL_SUITES.get(name, (name,)) if task not in out]
+    return out
 
 
 def check_names(names: typing.Iterable[str], where: Mapping[str, str] | None = None) -> None:
@@ -328,8 +337,6 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
 
 def validate(config: RunConfig) -> None:
     """Range and choice checks that types alone cannot express."""
-    from medsft.evaluate.tasks import TASKS
-
     def one_of(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
         allowed = tuple(allowed)
         if value not in allowed:
@@ -344,7 +351,7 @@ def validate(config: RunConfig) -> None:
     one_of("optimizer", config.optimizer, OPTIMIZERS)
     one_of("lr_scheduler", config.lr_scheduler, SCHEDULERS)
     for i, task in enumerate(config.eval_tasks):
-        one_of(f"eval_tasks[{i}]", task, TASKS)  # the task table, medsft.evaluate.tasks
+        one_of(f"eval_tasks[{i}]", task, EVAL_TASKS)  # the task table, medsft.tasks
     one_of("eval_mode", config.eval_mode, EVAL_MODES)
     one_of("eval_engine", config.eval_engine, EVAL_ENGINES)
     for i, quant in enumerate(config.export_quantizations):

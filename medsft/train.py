@@ -493,7 +493,7 @@ def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
     check_launch(config)
     sources = None
     if data is None:
-        from medsft.data import validate_sources
+        from medsft.data.build import validate_sources
 
         sources = validate_sources(config)  # bad rows fail here, before any model loads
     run_dir = claim_or_check(config, run_dir)
@@ -515,7 +515,7 @@ def tokenize_rows(training: Training) -> tuple[list[dict], list[dict]]:
     built here first when the data stage did not run); the rows' hashes go into the manifest."""
     config, tokenizer = training.config, training.tokenizer
     if training.data is None:
-        from medsft.data import build_training_data
+        from medsft.data.build import build_training_data
 
         training.data, report = build_training_data(config, tokenizer, sources=training.sources)
         if training.main:

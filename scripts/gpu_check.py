@@ -442,7 +442,7 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
         if not usable:
             raise RuntimeError(f"Unsloth cannot run here: {why}")
     from medsft.backend import is_multimodal, select_backend
-    from medsft.data import build_training_data
+    from medsft.data.build import build_training_data
     from medsft.labels import IGNORE_INDEX
     from medsft.train import Throughput, build_trainer, tokenize_split
 

@@ -141,7 +141,7 @@ def test_every_registered_synthetic_eval_set_is_indexed_under_its_task():
 
 
 def test_pipeline_drops_and_counts_a_planted_test_question(gemma_tokenizer, tmp_path):
-    from medsft.data import build_training_data
+    from medsft.data.build import build_training_data
 
     item = load_medqa_eval()[0]
     rows = [{"instruction": "Answer this exam question.", "input": item.question, "output": item.choices[item.answer]}]

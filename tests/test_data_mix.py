@@ -9,7 +9,8 @@ import pytest
 
 from medsft import DISCLAIMER
 from medsft.config import DataSource, RunConfig
-from medsft.data import build_training_data, mix_sources, sample_path, split_train_validation
+from medsft.data import mix_sources, sample_path, split_train_validation
+from medsft.data.build import build_training_data
 from medsft.data.mix import largest_remainder
 
 

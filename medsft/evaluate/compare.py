@@ -12,11 +12,12 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsft.config import EVAL_MODES
+from medsft.evaluate.baselines import baselines
 from medsft.evaluate.cache import result_cache
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
@@ -24,7 +25,8 @@ from medsft.evaluate.results import TaskResult, slug, write_json, write_result
 from medsft.evaluate.scoring import GENERATE_BATCH_SIZE, HFScorer, Scorer
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
-from medsft.evaluate.tasks import get_task, load_eval_items
+from medsft.tasks import get_task
+from medsft.tasks import load_items as load_task_items
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig
@@ -43,7 +45,8 @@ class Comparison:
     results: list[TaskResult]
     table: list[dict[str, Any]]  # one row per model: name, n, acc, acc_ci
     pairs: list[dict[str, Any]]  # each model vs the first: diff, diff_ci, McNemar
-    breakdown: dict[str, dict[str, Any]]  # subject/domain -> model -> {n, acc}
+    breakdown: dict[str, dict[str, Any]]  # subject/domain -> model -> {n, acc, acc_ci}
+    baselines: dict[str, Any] = field(default_factory=dict)  # best constant answer, distributions (baselines.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,16 +55,9 @@ class Comparison:
             "table": self.table,
             "pairs": self.pairs,
             "breakdown": self.breakdown,
+            "baselines": self.baselines,
             "files": [f"eval_{slug(r.task)}_{slug(r.model)}.json" for r in self.results],
         }
-
-
-def load_items(
-    task: str, limit: int | None = None, seed: int = 0, path: str | None = None, split: str = "test"
-) -> list[Any]:
-    """A task's evaluation items through `medsft.evaluate.tasks.load_eval_items`, the loader decontamination
-    also reads: the carried MedQA test / official PubMedQA test split unless `path` is given."""
-    return load_eval_items(task, limit, seed, path=path, split=split)
 
 
 def normalize_mode(mode: str) -> str:
@@ -72,13 +68,23 @@ def normalize_mode(mode: str) -> str:
     return mode
 
 
-def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, **gen: Any) -> TaskResult:
-    """Run one scorer on one task in one mode (the synthetic tasks are always generative)."""
-    if get_task(task).kind == "generated":
+def evaluate_one(
+    scorer: Scorer,
+    task: str,
+    items: Sequence[Any],
+    mode: str,
+    seed: int,
+    num_fewshot: int = 0,
+    view: str = "raw",
+    **gen: Any,
+) -> TaskResult:
+    """Run one scorer on one task in one mode (the synthetic tasks are always generative); multiple choice by
+    log-likelihood takes lm-eval's `num_fewshot` and the scoring `view` (raw prompt, or the chat template)."""
+    if not get_task(task).multiple_choice:
         return evaluate_synthetic(scorer, items, seed=seed, task=task, **gen)
     if normalize_mode(mode) == "generate":
         return evaluate_generative(scorer, task, items, seed=seed, **gen)
-    return evaluate_multiple_choice(scorer, task, items, seed=seed)
+    return evaluate_multiple_choice(scorer, task, items, seed=seed, num_fewshot=num_fewshot, view=view)
 
 
 def compare(
@@ -98,7 +104,7 @@ def compare(
     Models given as specs are loaded one at a time and released before the next, so two models never sit
     in memory together. With `run_dir`, results are written there (never over an existing file).
     """
-    items = list(items) if items is not None else load_items(task, limit, seed)
+    items = list(items) if items is not None else load_task_items(task, limit, seed)
     results = evaluate_models(models, {task: items}, mode, seed, run_dir, overwrite, batch_size, **generation)
     return finish(results[task], seed, run_dir, overwrite)
 
@@ -212,5 +218,10 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
     breakdown: dict[str, dict[str, Any]] = {}
     for result in results:
         for group, stats in result.breakdown.items():
-            breakdown.setdefault(group, {})[result.model] = {"n": stats["n"], "acc": stats["acc"]}
-    return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
+            breakdown.setdefault(group, {})[result.model] = {
+                key: stats[key] for key in ("n", "acc", "acc_ci") if key in stats
+            }
+    return Comparison(
+        task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown,
+        baselines=baselines(results, seed),
+    )  # fmt: skip

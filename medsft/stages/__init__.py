@@ -14,7 +14,6 @@ from medsft.stages.evaluate import (
     breakdown_frame,
     eval_data,
     eval_data_frame,
-    eval_items,
     eval_models,
     evaluate_stage,
     scored_example,
@@ -37,7 +36,7 @@ from medsft.stages.train import (
 
 __all__ = [
     "RECIPE_FIELDS", "SPLITS", "accuracy_frame", "accuracy_results", "chat_stage", "check_frame", "export_stage",
-    "size_frame", "breakdown_frame", "eval_data", "eval_data_frame", "eval_items",
+    "size_frame", "breakdown_frame", "eval_data", "eval_data_frame",
     "eval_models", "evaluate_stage", "labelled_html", "load_data", "load_tokenizer_for", "prepare_data",
     "recipe_frame", "scored_example", "show_text_table", "side_by_side", "train_stage", "start_training",
     "model_frame", "template_text", "evaluations_frame", "trained_text", "lora_frame", "trainer_frame",

@@ -8,6 +8,7 @@ from typing import Any
 
 from medsft.config import RunConfig
 from medsft.pipeline import NotebookRun
+from medsft.tasks import describe_data, get_task, item_limit, load_items, run_items
 
 log = logging.getLogger("medsft")
 
@@ -25,24 +26,17 @@ def eval_models(run: NotebookRun) -> dict[str, str]:
     return models
 
 
-def eval_items(config: RunConfig) -> dict[str, list[Any]]:
-    """Each evaluation task's items, parsed once: what `eval_data_frame` describes and `evaluate_stage` scores."""
-    from medsft.evaluate.compare import load_items
-
-    return {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
-
-
 def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
     """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`.
 
-    Items come from `load_items` (the loader `medsft eval` and decontamination use); MedQA/PubMedQA are scored
+    Items come from `medsft.tasks.run_items` (as `medsft eval` and decontamination read them); multiple choice is scored
     in `config.eval_mode` (log-likelihood or generation)."""
     from medsft.evaluate.compare import evaluate_models, finish
     from medsft.evaluate.scoring import model_name
 
     config = run.config
-    limits = {task: config.eval_items(task) for task in config.eval_tasks}
-    items = items if items is not None else eval_items(config)
+    limits = {task: item_limit(config, task) for task in config.eval_tasks}
+    items = items if items is not None else run_items(config)
     models = eval_models(run)
     results = evaluate_models(
         list(models.values()), items, config.eval_mode, config.seed, run.run_dir, False, batch_size, config,
@@ -72,16 +66,14 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
 
 def eval_data(config: RunConfig, counts: dict[str, int]) -> dict[str, Any]:
     """Where each task's items come from: the file and split with its sha256, or the generator and seed."""
-    from medsft.evaluate.tasks import describe_eval_data
-
-    return {task: describe_eval_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
+    return {task: describe_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
 
 
 def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None) -> Any:
     """One row per task: the data file and split (or generator) its numbers come from, and how many items."""
     import pandas as pd
 
-    items = items if items is not None else eval_items(config)
+    items = items if items is not None else run_items(config)
     rows = []
     for task, data in eval_data(config, {task: len(task_items) for task, task_items in items.items()}).items():
         files = data.get("files", [])
@@ -100,9 +92,6 @@ def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[
     """One multiple-choice question exactly as scored: the prompt text (lm-eval's, no chat template) and, per
     choice, each model's summed log-likelihood of the continuation (` A`, ` yes`, ...); the highest wins."""
     import pandas as pd
-
-    from medsft.evaluate.compare import load_items
-    from medsft.evaluate.tasks import get_task
 
     task = get_task(comparison.task)
     item = load_items(comparison.task, index + 1, config.seed)[index]
@@ -156,7 +145,6 @@ def side_by_side(comparison: Any, config: RunConfig, n: int = 3) -> Any:
     """The first `n` generative items: prompt, expected labels and each model's reply, one column per model."""
     import pandas as pd
 
-    from medsft.evaluate.compare import load_items
     from medsft.evaluate.synthetic import case_id, case_messages
 
     prompts = {case_id(c): case_messages(c)[-1]["content"] for c in load_items(comparison.task, n, config.seed)}
