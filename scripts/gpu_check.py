@@ -577,7 +577,7 @@ def train_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[st
 
 def medqa_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str, Any]) -> None:
     """The trained 4-bit model on real MedQA questions as medsft scores now (compile off while scoring)."""
-    from medsft.data import load_medqa_eval
+    from medsft.tasks.medqa import load_items as load_medqa_eval
 
     items = load_medqa_eval(limit=args.medqa)
     result["n"] = len(items)
@@ -589,7 +589,7 @@ def medqa_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[st
 
 def stall_probe_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str, Any]) -> None:
     """The same questions scored as before the fix, torch.compile left on, until the cap: where the time goes."""
-    from medsft.data import load_medqa_eval
+    from medsft.tasks.medqa import load_items as load_medqa_eval
 
     items = load_medqa_eval(limit=args.medqa)
     probe = score_for(
@@ -728,7 +728,7 @@ def validation_check(model: Any, tokenizer: Any, count: int = 32) -> dict[str, A
 
     Real runs score held-out training rows; here official test items stand in, for the plumbing and the speed."""
     from medsft import validation
-    from medsft.data import load_pubmedqa_eval
+    from medsft.tasks.pubmedqa import load_items as load_pubmedqa_eval
 
     items = load_pubmedqa_eval(limit=count)
     model.train()
@@ -778,9 +778,10 @@ def vllm_child(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, An
     import torch
 
     from medsft.config import build_config
-    from medsft.data import load_medqa_eval, synthetic_eval_cases
+    from medsft.data import synthetic_eval_cases
     from medsft.evaluate import HFScorer, evaluate_multiple_choice, evaluate_synthetic
     from medsft.evaluate.vllm_scorer import VLLMScorer
+    from medsft.tasks.medqa import load_items as load_medqa_eval
 
     result.update(ok=False, stage="vllm")
     config = build_config({"model": args.model, "backend": "transformers", "dtype": "bfloat16"})

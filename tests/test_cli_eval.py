@@ -44,9 +44,10 @@ def broken_medqa(tmp_path: Path) -> Path:
 
 
 def test_unknown_task_is_a_one_line_error(capsys, tmp_path, no_model_load):
-    code, err = run_eval(capsys, "--model", "embedded", "--task", "mmlu", "--out", str(tmp_path / "r.json"))
+    code, err = run_eval(capsys, "--model", "embedded", "--task", "mmlu_virology", "--out", str(tmp_path / "r.json"))
     assert code == 2
-    assert err == "medsft: unknown evaluation task 'mmlu'; choose one of medqa, pubmedqa, synthetic, synthetic_ood"
+    assert err.startswith("medsft: unknown evaluation task 'mmlu_virology'; choose one of medqa, pubmedqa, medmcqa,")
+    assert err.endswith("synthetic, synthetic_ood, suite, mmlu")
 
 
 def test_missing_data_file_is_a_one_line_error_naming_it(capsys, tmp_path, no_model_load):
@@ -126,6 +127,12 @@ def test_a_run_on_the_tiny_model_writes_predictions_accuracy_interval_and_data_h
     assert data["data"]["files"] == [
         {"path": str(test_file.resolve()), "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest()}
     ]
-    assert len(printed) == 1 and "n=3" in printed[0] and str(out) in printed[0]
+    # lm-eval's table (acc and acc_norm rows), the baselines, then one summary line.
+    assert printed[0] == "|Tasks|Model|Version|Filter|n-shot|Metric| |Value| |Stderr|n|95% CI|"
+    assert printed[2].startswith("|medqa|") and "|Yaml|none|0|acc|↑|" in printed[2] and printed[3].count("acc_norm")
+    assert any("best constant answer" in line for line in printed)
+    baselines = data["baselines"]
+    assert baselines["constant"]["answer"] in "ABCD" and sum(baselines["distribution"]["gold"].values()) == 3
+    assert "n=3" in printed[-1] and str(out) in printed[-1]
     # The same command again is refused rather than overwriting the result.
     assert main(["eval", "--model", str(tiny_gemma_dir), "--task", "medqa", "--limit", "3", "--out", str(out)]) == 2

@@ -9,7 +9,7 @@ from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import build_requests, evaluate_multiple_choice
 from medsft.evaluate.results import read_result, write_result
 from medsft.evaluate.scoring import ChoiceRequest, GenerationSettings, HFScorer, encode_pair
-from medsft.evaluate.tasks import get_task
+from medsft.tasks import get_task
 
 ITEMS = [
     MultipleChoiceItem(
@@ -180,9 +180,10 @@ def test_real_test_questions_score_like_lm_eval_reading_the_raw_file(
 
     from lm_eval.models.huggingface import HFLM
 
-    from medsft.data import load_medqa_eval, load_pubmedqa_eval
     from medsft.data.loaders import bundled_path
     from medsft.evaluate.harness import raw_lm_eval_row, run_lm_eval, sample_loglikelihoods
+    from medsft.tasks.medqa import load_items as load_medqa_eval
+    from medsft.tasks.pubmedqa import load_items as load_pubmedqa_eval
 
     if task == "medqa":
         lines = [line for line in bundled_path("medqa-test").read_text(encoding="utf-8").splitlines() if line]
@@ -256,12 +257,13 @@ def test_model_names_in_result_files_say_which_run_they_came_from(spec, name):
 
 def test_eval_mode_generate_in_the_config_scores_medqa_by_generation(tiny_gemma_dir, tmp_path):
     from medsft.config import build_config
-    from medsft.evaluate.compare import evaluate_models, load_items
+    from medsft.evaluate.compare import evaluate_models
+    from medsft.tasks import item_limit, load_items
 
     config = build_config(
         {"model": str(tiny_gemma_dir), "eval_tasks": ["medqa"], "eval_limit": 2, "eval_mode": "generate"}
     )
-    items = {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
+    items = {task: load_items(task, item_limit(config, task), config.seed) for task in config.eval_tasks}
     results = evaluate_models([config.model], items, config.eval_mode, config.seed, tmp_path, False, 8, config,
                               max_new_tokens=3)  # fmt: skip
     result = results["medqa"][0]
@@ -279,10 +281,10 @@ def test_the_old_mode_spelling_generative_is_still_accepted(tiny_scorer):
 
 def test_the_notebook_shows_a_real_test_question_as_scored_with_each_models_loglikelihoods(tiny_scorer):
     from medsft.config import build_config
-    from medsft.data import load_medqa_eval
     from medsft.evaluate.compare import compare
-    from medsft.evaluate.prompts import medqa_prompt
     from medsft.stages import eval_data_frame, scored_example
+    from medsft.tasks.medqa import load_items as load_medqa_eval
+    from medsft.tasks.medqa import prompt as medqa_prompt
 
     config = build_config({"eval_tasks": ["medqa", "synthetic_ood"], "eval_limit": 2})
     comparison = compare([tiny_scorer], "medqa", items=load_medqa_eval(limit=2))

@@ -50,7 +50,7 @@ class Task:
     cot_instruction: str = ""
     extract: Callable[[str, MultipleChoiceItem], int | None] | None = None  # a reply's choice, generative mode
     lm_eval_yaml: str | None = None  # the task's YAML under lm_eval/tasks
-    lm_eval_version: str = "N/A"  # the `Version` column of lm-eval's table (its YAML's metadata.version)
+    lm_eval_version: str = "Yaml"  # lm-eval's `Version` column: metadata.version, or "Yaml" when the YAML has none
     lm_eval_row: Callable[[MultipleChoiceItem], Row] | None = None  # an item in the layout lm-eval reads
     raw_rows: Callable[[str | None, Sequence[MultipleChoiceItem]], list[Row]] | None = None  # the file's own rows
     eval_texts: Callable[[str | None], list[TaskText]] | None = None  # the whole test split, for decontamination
