@@ -43,6 +43,9 @@ BACKENDS = ("auto", "unsloth", "transformers")
 CHECKPOINT_MEASURES = ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
 EVAL_MODES = ("loglikelihood", "generate")  # how multiple-choice tasks are scored; generated ones always generate
+# How multiple-choice tasks are shown to the model when scored by log-likelihood: "raw" (lm-eval's default prompt,
+# the comparable number) and "chat" (the same items through the chat template, lm-eval's --apply_chat_template).
+EVAL_VIEWS = ("raw", "chat")
 EVAL_ENGINES = ("transformers", "vllm")  # what runs the evaluated models (medsft.evaluate.compare.load_scorer)
 # PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
 # decision alone, which puts all of the loss on the word the benchmark scores right after the question.
@@ -144,6 +147,9 @@ class RunConfig:
     # How MedQA/PubMedQA are scored: "loglikelihood" (lm-eval's choice log-likelihoods) or "generate" (a reasoned
     # reply through the chat template, answer extracted). The synthetic tasks always generate.
     eval_mode: str = "loglikelihood"
+    # The scoring views of log-likelihood scoring, each a separate result (`<task>_chat`) for base and tuned: a
+    # model trained through the chat template is read in both, the raw one being the leaderboard's number.
+    eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
     # What runs the evaluated models: "transformers" (HFScorer, CPU or GPU) or "vllm" (VLLMScorer, a GPU serving
     # engine for full test sets with the same prompts and extraction; `pip install -e '.[vllm]'`).
     eval_engine: str = "transformers"
@@ -353,6 +359,10 @@ def validate(config: RunConfig) -> None:
     for i, task in enumerate(config.eval_tasks):
         one_of(f"eval_tasks[{i}]", task, EVAL_TASKS)  # the task table, medsft.tasks
     one_of("eval_mode", config.eval_mode, EVAL_MODES)
+    for i, view in enumerate(config.eval_views):
+        one_of(f"eval_views[{i}]", view, EVAL_VIEWS)
+    if "raw" not in config.eval_views:
+        raise ConfigError("eval_views: must hold 'raw' (the leaderboard's comparable number); add 'chat' beside it")
     one_of("eval_engine", config.eval_engine, EVAL_ENGINES)
     for i, quant in enumerate(config.export_quantizations):
         one_of(f"export_quantizations[{i}]", quant, QUANTIZATIONS)

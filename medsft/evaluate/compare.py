@@ -119,38 +119,55 @@ def evaluate_models(
     batch_size: int,
     config: RunConfig | None = None,
     use_cache: bool = True,
+    views: Sequence[str] = ("raw",),
     **generation: Any,
 ) -> dict[str, list[TaskResult]]:
     """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
+
+    Results are keyed by result name: the task, and `<task>_chat` for the chat view of a multiple-choice task
+    scored by log-likelihood (`views`); the other views of generated or generative results do not apply.
 
     With `use_cache`, a model of stable identity (not a run's adapter) reuses its earlier result for the same
     items and settings (`medsft.evaluate.cache`), and is not even loaded when every task is cached."""
     if not models:
         raise ValueError("need at least one model to evaluate")
-    results: dict[str, list[TaskResult]] = {task: [] for task in items}
+    runs = [(task, view) for task in items for view in task_views(task, mode, views)]
+    results: dict[str, list[TaskResult]] = {view_name(task, view): [] for task, view in runs}
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
         settings = scorer_settings(engine, batch_size)
         cache = result_cache(model, settings, mode, seed, config, generation) if use_cache else None
         scorer = None if isinstance(model, str) else model
-        for task, task_items in items.items():
-            result = cache.load(task, task_items) if cache else None
+        for task, view in runs:
+            task_items, name = items[task], view_name(task, view)
+            result = cache.load(name, task_items) if cache else None
             if result is None:
                 if scorer is None:
                     scorer = load_scorer(model, engine, batch_size, config)
-                result = evaluate_one(scorer, task, task_items, mode, seed, **generation)
+                result = evaluate_one(scorer, task, task_items, mode, seed, view=view, **generation)
                 spec = {"spec": model} if isinstance(model, str) else {"name": scorer.name}
                 result.model_spec = {**spec, "scorer": type(scorer).__name__}
                 if cache:
-                    cache.store(task, task_items, result)
+                    cache.store(name, task_items, result)
             log.info("%s on %s: acc %.3f (n=%d)", result.model, result.task, result.metrics["acc"], result.n)
             if run_dir is not None:
                 write_result(result, run_dir, overwrite)
-            results[task].append(result)
+            results[name].append(result)
         if isinstance(model, str):
             del scorer
             gc.collect()  # free this model's weights before the next one loads
     return results
+
+
+def task_views(task: str, mode: str, views: Sequence[str]) -> list[str]:
+    """The views a task is scored in: all of `views` for multiple choice by log-likelihood, else the one."""
+    if get_task(task).multiple_choice and normalize_mode(mode) == "loglikelihood":
+        return list(views)
+    return ["raw"]
+
+
+def view_name(task: str, view: str) -> str:
+    return task if view == "raw" else f"{task}_{view}"
 
 
 def scorer_settings(engine: str, batch_size: int) -> dict[str, Any]:

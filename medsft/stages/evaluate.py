@@ -40,7 +40,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
     models = eval_models(run)
     results = evaluate_models(
         list(models.values()), items, config.eval_mode, config.seed, run.run_dir, False, batch_size, config,
-        max_new_tokens=config.eval_max_new_tokens,
+        views=config.eval_views, max_new_tokens=config.eval_max_new_tokens,
     )  # fmt: skip
     comparisons = {
         task: finish(task_results, config.seed, run.run_dir, False) for task, task_results in results.items()
@@ -52,6 +52,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
         "settings": {
             "limits": limits,
             "mode": config.eval_mode,
+            "views": config.eval_views,
             "max_new_tokens": config.eval_max_new_tokens,
             "seed": config.seed,
         },
@@ -117,6 +118,63 @@ def accuracy_frame(comparisons: dict[str, Any]) -> Any:
                 "diff_vs_base": pair.get("diff"), "diff_ci": pair.get("diff_ci"), "mcnemar_p": pair.get("mcnemar_p"),
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def leaderboard_frame(comparisons: dict[str, Any]) -> Any:
+    """lm-eval's table (task, version, n-shot, metric, value, stderr) plus n and the 95% interval, every model."""
+    import pandas as pd
+
+    from medsft.evaluate.report import lm_eval_rows
+
+    rows = [row for c in comparisons.values() for result in c.results for row in lm_eval_rows(result)]
+    for row in rows:
+        row["ci"] = f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
+    return pd.DataFrame(rows)
+
+
+def baseline_frame(comparisons: dict[str, Any]) -> Any:
+    """Per multiple-choice task: the best constant answer and its accuracy, then each model's accuracy, its
+    paired difference to base and to the constant answer (separate columns: only the second says the model
+    learned more than the answer prior), and its answer distribution beside gold's."""
+    import pandas as pd
+
+    rows = []
+    for task, comparison in comparisons.items():
+        found = comparison.baselines
+        if not found:
+            continue
+        constant = found["constant"]
+        vs_base = {pair["model"]: pair for pair in comparison.pairs}
+        vs_constant = {row["model"]: row for row in found["vs_constant"]}
+        gold = found["distribution"]["gold"]
+        for row in comparison.table:
+            model = row["model"]
+            base, prior = vs_base.get(model), vs_constant[model]
+            rows.append({
+                "task": task, "model": model, "acc": row["acc"],
+                "constant answer": constant["answer"], "constant acc": constant["acc"],
+                "vs base": None if base is None else f"{base['diff']:+.3f} [{base['diff_ci'][0]:+.3f}, "
+                f"{base['diff_ci'][1]:+.3f}]",
+                "vs constant": f"{prior['diff']:+.3f} [{prior['diff_ci'][0]:+.3f}, {prior['diff_ci'][1]:+.3f}]",
+                "answers": ", ".join(f"{k} {v}" for k, v in found["distribution"][model].items()),
+                "gold": ", ".join(f"{k} {v}" for k, v in gold.items()),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def discipline_frame(comparisons: dict[str, Any]) -> Any:
+    """MedMCQA by subject and each MMLU subject: n, accuracy and its Wilson 95% interval per model."""
+    import pandas as pd
+
+    from medsft.evaluate.report import discipline_rows
+
+    rows = discipline_rows([result for c in comparisons.values() for result in c.results])
+    for row in rows:
+        row["ci"] = f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.pivot_table(index=["task", "subject", "n"], columns="model", values=["acc", "ci"], aggfunc="first")
 
 
 def breakdown_frame(comparison: Any) -> Any:
