@@ -150,6 +150,9 @@ class RunConfig:
     # The scoring views of log-likelihood scoring, each a separate result (`<task>_chat`) for base and tuned: a
     # model trained through the chat template is read in both, the raw one being the leaderboard's number.
     eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
+    # Items per task in the chat view (the first N of the raw view's, so the two pair; None: all). Its prompts are
+    # longer and its two-token continuation (`\n` + choice) is scored per question through the KV cache.
+    eval_chat_limit: int | None = 200
     # What runs the evaluated models: "transformers" (HFScorer, CPU or GPU) or "vllm" (VLLMScorer, a GPU serving
     # engine for full test sets with the same prompts and extraction; `pip install -e '.[vllm]'`).
     eval_engine: str = "transformers"
@@ -422,6 +425,8 @@ def validate(config: RunConfig) -> None:
         positive("eval_limit", config.eval_limit)
     if config.eval_generate_limit is not None:
         positive("eval_generate_limit", config.eval_generate_limit)
+    if config.eval_chat_limit is not None:
+        positive("eval_chat_limit", config.eval_chat_limit)
     if config.export_check_items is not None:
         positive("export_check_items", config.export_check_items)
     if not 0 <= config.export_min_token_agreement <= 1:

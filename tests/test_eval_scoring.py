@@ -165,41 +165,59 @@ def test_real_model_predictions_equal_lm_evals(embedded_dir, gemma_tokenizer, tm
         assert record["gold"] == (item.choices.index(target) if isinstance(target, str) else target)
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    ("task", "picks"),
-    # MedQA rows 243 and 828 (0-based) begin a question / an option with a space: the two predictions that
-    # once differed from lm-eval because the loader stripped it. PubMedQA: the first official test PMIDs.
-    [("medqa", [243, 828, 448, 0]), ("pubmedqa", [0, 1, 2])],
-)
-def test_real_test_questions_score_like_lm_eval_reading_the_raw_file(
-    embedded_dir, gemma_tokenizer, tmp_path, task, picks
-):
+@pytest.fixture(scope="module")
+def lm_eval_model(embedded_dir):
+    """lm-eval's own `hf` model on the embedded checkpoint (its folder carries the Gemma 3 chat template)."""
     pytest.importorskip("lm_eval")
-    import json
-
     from lm_eval.models.huggingface import HFLM
 
-    from medsft.data.loaders import bundled_path
-    from medsft.evaluate.harness import raw_lm_eval_row, run_lm_eval, sample_loglikelihoods
-    from medsft.tasks.medqa import load_items as load_medqa_eval
-    from medsft.tasks.pubmedqa import load_items as load_pubmedqa_eval
+    return HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
 
-    if task == "medqa":
-        lines = [line for line in bundled_path("medqa-test").read_text(encoding="utf-8").splitlines() if line]
-        items = [load_medqa_eval()[i] for i in picks]
-        raw = [json.loads(lines[i]) for i in picks]
-    else:
-        items = [load_pubmedqa_eval()[i] for i in picks]
-        by_pmid = json.loads(bundled_path("pubmedqa").read_text(encoding="utf-8"))
-        raw = [by_pmid[item.id.rsplit(":", 1)[1]] for item in items]
-    lm = HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
-    samples = run_lm_eval(lm, task, [raw_lm_eval_row(task, row) for row in raw], tmp_path)
-    ours = evaluate_multiple_choice(HFScorer(lm.model, gemma_tokenizer, batch_size=3), task, items)
+
+# MedQA rows 243 and 828 (0-based) begin a question / an option with a space: the two predictions that once
+# differed from lm-eval because the loader stripped it. Elsewhere: the first items and one further in.
+PICKS = {
+    "medqa": [243, 828, 0], "pubmedqa": [0, 1], "medmcqa": [0, 2000], "mmlu_anatomy": [0, 70],
+    "mmlu_clinical_knowledge": [0, 100], "mmlu_college_biology": [0, 50], "mmlu_college_medicine": [0, 90],
+    "mmlu_medical_genetics": [0, 60], "mmlu_professional_medicine": [0, 200],
+}  # fmt: skip
+
+
+def assert_scores_like_lm_eval(model, tokenizer, folder, task, picks, view="raw", num_fewshot=0):
+    from medsft.evaluate.harness import raw_rows, run_lm_eval, sample_loglikelihoods
+    from medsft.tasks import load_items
+
+    every = load_items(task)
+    items = [every[i] for i in picks]
+    raw = raw_rows(task, every[: max(picks) + 1])  # the file's own rows, read without medsft's parser
+    samples = run_lm_eval(model, task, [raw[i] for i in picks], folder, num_fewshot, chat=view == "chat")
+    scorer = HFScorer(model.model, tokenizer, batch_size=3)
+    ours = evaluate_multiple_choice(scorer, task, items, num_fewshot=num_fewshot, view=view)
     for record, sample in zip(ours.questions, samples, strict=True):
         theirs = sample_loglikelihoods(sample)
-        assert record["scores"] == pytest.approx(theirs, abs=1e-3)
-        assert record["pred"] == max(range(len(theirs)), key=lambda i: (theirs[i], -i))
+        assert record["scores"] == pytest.approx(theirs, abs=1e-3), record["id"]
+        assert record["pred"] == max(range(len(theirs)), key=lambda i: (theirs[i], -i)), record["id"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("task", list(PICKS))
+def test_real_items_of_each_task_score_like_lm_eval_reading_the_raw_file(
+    lm_eval_model, gemma_tokenizer, tmp_path, task
+):
+    assert_scores_like_lm_eval(lm_eval_model, gemma_tokenizer, tmp_path, task, PICKS[task])
+
+
+@pytest.mark.integration
+def test_mmlu_few_shot_scores_like_lm_evals_first_n_sampler(lm_eval_model, gemma_tokenizer, tmp_path):
+    assert_scores_like_lm_eval(lm_eval_model, gemma_tokenizer, tmp_path, "mmlu_medical_genetics", [0], num_fewshot=2)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("task", ["medqa", "pubmedqa"])
+def test_the_chat_view_scores_like_lm_evals_apply_chat_template(lm_eval_model, gemma_tokenizer, tmp_path, task):
+    """The continuation after the rendered `<start_of_turn>model\n` is the bare choice, split like lm-eval
+    (the trailing newline moves into it), so it is two tokens and goes through the KV-cache path."""
+    assert_scores_like_lm_eval(lm_eval_model, gemma_tokenizer, tmp_path, task, [0, 1], view="chat")
 
 
 def test_compare_writes_one_file_per_model_and_the_paired_comparison(tiny_scorer, tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,19 +119,21 @@ def evaluate_models(
     batch_size: int,
     config: RunConfig | None = None,
     use_cache: bool = True,
-    views: Sequence[str] = ("raw",),
+    views: Sequence[str] | Mapping[str, int | None] = ("raw",),
     **generation: Any,
 ) -> dict[str, list[TaskResult]]:
     """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
 
     Results are keyed by result name: the task, and `<task>_chat` for the chat view of a multiple-choice task
-    scored by log-likelihood (`views`); the other views of generated or generative results do not apply.
+    scored by log-likelihood (`views`, or view -> how many of the first items it scores, None: all); the other
+    views of generated or generative results do not apply.
 
     With `use_cache`, a model of stable identity (not a run's adapter) reuses its earlier result for the same
     items and settings (`medsft.evaluate.cache`), and is not even loaded when every task is cached."""
     if not models:
         raise ValueError("need at least one model to evaluate")
-    runs = [(task, view) for task in items for view in task_views(task, mode, views)]
+    limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
+    runs = [(task, view) for task in items for view in task_views(task, mode, list(limits))]
     results: dict[str, list[TaskResult]] = {view_name(task, view): [] for task, view in runs}
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
@@ -139,11 +141,14 @@ def evaluate_models(
         cache = result_cache(model, settings, mode, seed, config, generation) if use_cache else None
         scorer = None if isinstance(model, str) else model
         for task, view in runs:
-            task_items, name = items[task], view_name(task, view)
+            task_items, name = list(items[task])[: limits.get(view)], view_name(task, view)
             result = cache.load(name, task_items) if cache else None
             if result is None:
                 if scorer is None:
                     scorer = load_scorer(model, engine, batch_size, config)
+                if view == "chat" and not getattr(getattr(scorer, "tokenizer", None), "chat_template", None):
+                    log.warning("%s has no chat template: no chat view of %s", scorer.name, task)
+                    continue
                 result = evaluate_one(scorer, task, task_items, mode, seed, view=view, **generation)
                 spec = {"spec": model} if isinstance(model, str) else {"name": scorer.name}
                 result.model_spec = {**spec, "scorer": type(scorer).__name__}
@@ -156,7 +161,7 @@ def evaluate_models(
         if isinstance(model, str):
             del scorer
             gc.collect()  # free this model's weights before the next one loads
-    return results
+    return {name: found for name, found in results.items() if found}
 
 
 def task_views(task: str, mode: str, views: Sequence[str]) -> list[str]:

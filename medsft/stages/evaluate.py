@@ -40,7 +40,8 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
     models = eval_models(run)
     results = evaluate_models(
         list(models.values()), items, config.eval_mode, config.seed, run.run_dir, False, batch_size, config,
-        views=config.eval_views, max_new_tokens=config.eval_max_new_tokens,
+        views={view: config.eval_chat_limit if view == "chat" else None for view in config.eval_views},
+        max_new_tokens=config.eval_max_new_tokens,
     )  # fmt: skip
     comparisons = {
         task: finish(task_results, config.seed, run.run_dir, False) for task, task_results in results.items()
@@ -53,6 +54,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
             "limits": limits,
             "mode": config.eval_mode,
             "views": config.eval_views,
+            "chat_limit": config.eval_chat_limit,
             "max_new_tokens": config.eval_max_new_tokens,
             "seed": config.seed,
         },
