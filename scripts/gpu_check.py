@@ -11,7 +11,8 @@ time-out keeps everything measured before it:
 3. `transformers`: the same steps on medsft's transformers backend (bitsandbytes 4-bit, peft LoRA), in a
    process of its own (Unsloth patches transformers, TRL and peft when imported): tokens/s and VRAM side by side.
 4. `medqa`: MedQA scoring of the trained 4-bit Unsloth model as medsft scores now (torch.compile off while
-   scoring, `medsft.evaluate.scoring.compile_free`): questions/s against the 20/s goal, each batch's seconds.
+   scoring, `medsft.evaluate.transformers_scorer.compile_free`): questions/s against the 20/s goal, each batch's
+    seconds.
 5. `gguf`: merged 16-bit save, GGUF Q8_0 through Unsloth's `save_pretrained_gguf` with the offline llama.cpp
    folder, the GGUF checked against the merged model loaded in 16-bit.
 6. `multimodal`: a tiny Gemma 3 with a vision tower (random weights, the real tokenizer) through `FastModel`,
@@ -434,17 +435,17 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
     own-process stages (transformers, multimodal) repeat on their backend and model. Fills `state`."""
     result: dict[str, Any] = state.setdefault("result", {})
     if backend_name == "unsloth":
-        from medsft.backend import import_unsloth_if_usable
+        from medsft.train.backend import import_unsloth_if_usable
 
         tick = time.perf_counter()
         usable, why = import_unsloth_if_usable()  # before transformers, TRL and peft
         result["import_seconds"] = round(time.perf_counter() - tick, 1)
         if not usable:
             raise RuntimeError(f"Unsloth cannot run here: {why}")
-    from medsft.backend import is_multimodal, select_backend
     from medsft.data import build_training_data
-    from medsft.labels import IGNORE_INDEX
-    from medsft.train import Throughput, build_trainer, tokenize_split
+    from medsft.train.backend import is_multimodal, select_backend
+    from medsft.train.labels import IGNORE_INDEX
+    from medsft.train.steps import Throughput, build_trainer, tokenize_split
 
     config = training_config(args, backend_name, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -453,7 +454,7 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
     model, tokenizer = backend.load(config)
     result["load_seconds"] = round(time.perf_counter() - tick, 1)
     if backend_name == "unsloth":
-        from medsft.backend import unsloth_loader
+        from medsft.train.backend import unsloth_loader
 
         result["loader"] = unsloth_loader(args.model).__name__
     else:
@@ -507,7 +508,7 @@ def train(state: dict[str, Any], result: dict[str, Any]) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from medsft.attention import packed_attention
+    from medsft.train.cpu_step.attention import packed_attention
 
     trainer, throughput = state["trainer"], state["throughput"]
     clock = StepClock(throughput)
@@ -657,7 +658,7 @@ def gguf_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str
 
 
 def validation_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str, Any]) -> None:
-    from medsft.attention import packed_attention
+    from medsft.train.cpu_step.attention import packed_attention
 
     trainer = state["trainer"]
     with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
@@ -727,14 +728,14 @@ def validation_check(model: Any, tokenizer: Any, count: int = 32) -> dict[str, A
     the training model scored through the evaluation prompt, then left in training mode with its attention back.
 
     Real runs score held-out training rows; here official test items stand in, for the plumbing and the speed."""
-    from medsft import validation
     from medsft.data import load_pubmedqa_eval
+    from medsft.train import checkpoint_selection
 
     items = load_pubmedqa_eval(limit=count)
     model.train()
     attention = getattr(model.config, "_attn_implementation", None)
     tick = time.perf_counter()
-    acc = validation.accuracy(model, tokenizer, "pubmedqa", items, 8)
+    acc = checkpoint_selection.accuracy(model, tokenizer, "pubmedqa", items, 8)
     return {
         "n": len(items),
         "acc": acc,

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsft import distributed
 from medsft.config import RunConfig
 from medsft.models import ModelSource, resolve_model
+from medsft.train import distributed
 
 log = logging.getLogger("medsft")
 
@@ -66,7 +66,7 @@ def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
 def point_unsloth_at_toolchain() -> None:
     """Unsloth reads its llama.cpp settings at import: point it at the cached offline toolchain, if built,
     so `save_pretrained_gguf` never tries to clone llama.cpp. Settings the user made are kept."""
-    from medsft.llamacpp_toolchain import ToolchainError, find_toolchain
+    from medsft.export.llamacpp_toolchain import ToolchainError, find_toolchain
 
     try:
         toolchain = find_toolchain()
