@@ -269,11 +269,12 @@ def check_lora_targets() -> Result:
     from unsloth.models.vision import FastBaseModel
 
     from medsft.config import LORA_TARGETS
+    from medsft.train.backend import DECODER_LINEAR_LAYERS
 
     source = inspect.getsource(FastLlamaModel.get_peft_model)
     block = re.search(r"accepted_modules = frozenset\(\s*\((.*?)\)", source, re.S)
     accepted = set(re.findall(r'"(\w+)"', block.group(1))) if block else set()
-    ours = {m for modules in LORA_TARGETS.values() for m in modules}
+    ours = {m for modules in LORA_TARGETS.values() for m in modules} | set(DECODER_LINEAR_LAYERS)
     scoped = "not finetune_vision_layers" in inspect.getsource(FastBaseModel.get_peft_model)
     ok = bool(accepted) and ours <= accepted and scoped
     return ok, (

@@ -135,18 +135,40 @@ def unsloth_loader(location: str) -> Any:
     return FastModel if multimodal else FastLanguageModel
 
 
+# What peft's "all-linear" selects on Gemma 3/4 and Llama 3 decoders (tests/test_backend.py resolves it on each).
+DECODER_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 @dataclass
 class Backend:
-    """Load a model, add LoRA, save the adapter, save merged 16-bit — the calls Unsloth users know."""
+    """Load a model, add LoRA, save the adapter, save merged 16-bit — the calls Unsloth users know.
+
+    `FastLanguageModel` is the class whose `from_pretrained` and `get_peft_model` the train notebook calls, and
+    `load_arguments` / `lora_arguments` are those calls' keyword arguments, taken from the config: the notebook
+    shows them, then makes the call. `load` and `add_lora` are the same two calls in one line each."""
 
     reason: str
     name: str = "base"
 
-    def load(self, config: RunConfig) -> tuple[Any, Any]:
+    def fast_language_model(self, model_name: str) -> Any:
         raise NotImplementedError
 
-    def add_lora(self, model: Any, config: RunConfig) -> Any:
+    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
         raise NotImplementedError
+
+    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
+        raise NotImplementedError
+
+    def load(self, config: RunConfig) -> tuple[Any, Any]:
+        arguments = self.load_arguments(config)
+        model, tokenizer = self.fast_language_model(arguments["model_name"]).from_pretrained(**arguments)
+        return model, self.get_chat_template(tokenizer, config.chat_template)
+
+    def add_lora(self, model: Any, config: RunConfig) -> Any:
+        return self.fast_language_model(model.name_or_path).get_peft_model(model, **self.lora_arguments(model, config))
 
     def save_adapter(
         self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False, state_dict: dict | None = None
@@ -165,57 +187,49 @@ class Backend:
 class UnslothBackend(Backend):
     name: str = "unsloth"
 
-    def load(self, config: RunConfig) -> tuple[Any, Any]:
+    def fast_language_model(self, model_name: str) -> Any:
+        return unsloth_loader(model_name)  # FastModel for multimodal checkpoints, as Unsloth's notebooks do
+
+    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
         import torch
 
-        source = resolve_model(config.model)
-        loader = unsloth_loader(source.location)
-        dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)  # None: Unsloth picks bf16/fp16
-        model, tokenizer = loader.from_pretrained(
-            model_name=source.location,
-            max_seq_length=config.max_seq_length,
-            load_in_4bit=config.load_in_4bit,
-            dtype=dtype,
-            token=os.environ.get("HF_TOKEN"),
-        )
+        return {
+            "model_name": resolve_model(config.model).location,
+            "max_seq_length": config.max_seq_length,
+            "load_in_4bit": config.load_in_4bit,
+            "dtype": None if config.dtype == "auto" else getattr(torch, config.dtype),  # None: Unsloth picks bf16/fp16
+            "token": os.environ.get("HF_TOKEN"),
+        }
+
+    def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
         # FastModel returns the multimodal checkpoint's processor; text-only training needs its tokenizer
         # (the label code asks for offsets, which only a tokenizer gives).
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
-        if config.chat_template:
-            from unsloth.chat_templates import get_chat_template
+        if not chat_template:
+            return tokenizer
+        from unsloth.chat_templates import get_chat_template
 
-            tokenizer = get_chat_template(tokenizer, chat_template=config.chat_template)
-        log.info(
-            "loaded %s with Unsloth's %s (%s)",
-            source.location,
-            loader.__name__,
-            "4-bit" if config.load_in_4bit else "16-bit",
-        )
-        return model, tokenizer
+        return get_chat_template(tokenizer, chat_template=chat_template)
 
-    def add_lora(self, model: Any, config: RunConfig) -> Any:
-        from unsloth import FastLanguageModel, FastModel
-
-        common = {
+    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
             "r": config.lora_r,
             "lora_alpha": config.lora_alpha,
             "lora_dropout": config.lora_dropout,
-            "target_modules": config.lora_target_modules,
+            "target_modules": lora_target_modules(model, config.lora_target_modules),
             "bias": "none",
             "use_gradient_checkpointing": "unsloth",  # Unsloth's offloaded checkpointing: less VRAM, same speed
             "random_state": config.seed,
         }
         if is_multimodal(model.config):
             # As Unsloth's Gemma 3 (4B+) / Gemma 4 notebooks: LoRA on the language model only.
-            return FastModel.get_peft_model(
-                model,
-                finetune_vision_layers=False,
-                finetune_language_layers=True,
-                finetune_attention_modules=True,
-                finetune_mlp_modules=True,
-                **common,
-            )
-        return FastLanguageModel.get_peft_model(model, **common)
+            arguments |= {
+                "finetune_vision_layers": False,
+                "finetune_language_layers": True,
+                "finetune_attention_modules": True,
+                "finetune_mlp_modules": True,
+            }
+        return arguments
 
     def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
         with staged_folder(path, overwrite) as tmp:
@@ -227,56 +241,39 @@ class UnslothBackend(Backend):
 class TransformersBackend(Backend):
     name: str = "transformers"
 
-    def load(self, config: RunConfig) -> tuple[Any, Any]:
-        import torch
-        from transformers import AutoModelForCausalLM
+    def fast_language_model(self, model_name: str) -> Any:
+        from medsft.train.fast_language_model import FastLanguageModel
 
-        source = resolve_model(config.model)
-        has_cuda = torch.cuda.is_available()
-        dtype = resolve_dtype(config.dtype, has_cuda)
-        kwargs: dict[str, Any] = {"dtype": dtype}
-        if config.load_in_4bit:
-            if has_cuda and importlib.util.find_spec("bitsandbytes") is not None:
-                from transformers import BitsAndBytesConfig
+        return FastLanguageModel
 
-                kwargs["quantization_config"] = BitsAndBytesConfig(
-                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
-                )
-                if distributed.launched_processes() > 1 and not distributed.fsdp_requested():
-                    # A 4-bit model cannot be moved once loaded, so under DDP each process loads onto its own GPU.
-                    kwargs["device_map"] = {"": distributed.state().local_process_index}
-            else:
-                log.warning(
-                    "load_in_4bit=True needs CUDA and bitsandbytes; %s, so the model loads in %s instead",
-                    "no CUDA device here" if not has_cuda else "bitsandbytes is not installed",
-                    str(dtype).removeprefix("torch."),
-                )
-        adapter = read_adapter_config(source)
-        base_location = resolve_model(adapter["base_model_name_or_path"]).location if adapter else source.location
-        tokenizer = load_tokenizer(source.location if adapter else base_location, config.chat_template)
-        model = AutoModelForCausalLM.from_pretrained(base_location, token=os.environ.get("HF_TOKEN"), **kwargs)
-        if adapter:
-            from peft import PeftModel
+    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "model_name": resolve_model(config.model).location,
+            "max_seq_length": config.max_seq_length,
+            "load_in_4bit": config.load_in_4bit,
+            "dtype": None if config.dtype == "auto" else config.dtype,  # None: fp32 on a CPU, bf16/fp16 on CUDA
+            "token": os.environ.get("HF_TOKEN"),
+        }
+        if config.dry_run:  # checks a recipe on any machine: the architecture and tokenizer, random weights
+            arguments |= {"random_weights": True, "random_state": config.seed}
+        return arguments
 
-            model = PeftModel.from_pretrained(model, source.location, is_trainable=False)
-        log.info("loaded %s with transformers (%s)", source.location, str(dtype).removeprefix("torch."))
-        return model, tokenizer
+    def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
+        from medsft.templates import apply_chat_template_name
 
-    def add_lora(self, model: Any, config: RunConfig) -> Any:
-        from peft import LoraConfig, get_peft_model
+        apply_chat_template_name(tokenizer, chat_template)
+        return tokenizer
 
-        targets = config.lora_target_modules
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            # A multimodal checkpoint's vision and audio towers have their own q_proj/k_proj/...; the adapter
-            # belongs on the language model only, as FastModel's finetune_vision_layers=False does on a GPU.
-            target_modules=language_model_only(targets) if is_multimodal(model.config) else targets,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        return get_peft_model(model, lora)
+    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
+        return {
+            "r": config.lora_r,
+            "lora_alpha": config.lora_alpha,
+            "lora_dropout": config.lora_dropout,
+            "target_modules": lora_target_modules(model, config.lora_target_modules),
+            "bias": "none",
+            "use_gradient_checkpointing": False,  # on a CPU memory is not the limit; recomputing costs a third more
+            "random_state": config.seed,
+        }
 
     def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
         """Merge LoRA into a copy of the weights and save it in bf16; the trained model stays as it was.
@@ -292,6 +289,23 @@ class TransformersBackend(Backend):
             merged.to(torch.bfloat16).save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
         return Path(path)
+
+
+def lora_target_modules(model: Any, targets: list[str] | str) -> list[str]:
+    """The module names LoRA adapts: "all-linear" resolved as peft resolves it (every linear layer but the output
+    head), within the language model of a multimodal checkpoint; a list is kept as it is."""
+    import torch
+
+    if targets != "all-linear":
+        return list(targets)
+    head = model.get_output_embeddings()
+    in_scope = (lambda path: ".language_model." in f".{path}.") if is_multimodal(model.config) else (lambda path: True)
+    names = {
+        path.rsplit(".", 1)[-1]
+        for path, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not head and in_scope(path)
+    }
+    return sorted(names)
 
 
 def language_model_only(module_names: list[str]) -> str:
