@@ -746,13 +746,13 @@ def gguf_check(model: Any, tokenizer: Any, merged: Path, config16: Any, out: Pat
     """Unsloth's GGUF export (offline llama.cpp folder), then medsft's checks against the 16-bit merge."""
     from medsft.evaluate import HFScorer
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
-    from medsft.export.save import unsloth_ggufs
+    from medsft.export.save import save_ggufs
     from medsft.export.verify import end_of_turn_ids, reference_first_tokens, verify_gguf
 
     finals = {"q8_0": out / "gguf" / "model-Q8_0.gguf"}
     finals["q8_0"].parent.mkdir(parents=True, exist_ok=True)
     tick = time.perf_counter()
-    partials = unsloth_ggufs(model, tokenizer, ["q8_0"], finals)
+    partials = save_ggufs(model, tokenizer, ["q8_0"], finals)
     seconds = round(time.perf_counter() - tick, 1)
     path = partials["q8_0"].replace(finals["q8_0"])
     reference = HFScorer.from_spec(str(merged), name="merged-16bit", config=config16)

@@ -18,7 +18,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -27,8 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.models import ModelSource, resolve_model
+from medsft.models import resolve_model
 from medsft.train import distributed
+from medsft.train.fast_language_model import (
+    MULTIMODAL_NAME_HINTS,
+    is_multimodal,
+    lora_target_modules,
+    with_savers,
+)
 
 log = logging.getLogger("medsft")
 
@@ -97,17 +102,6 @@ def select_backend(preference: str = "auto") -> Backend:
             backend = TransformersBackend(reason)
     log.info("backend: %s (%s)", backend.name, backend.reason)
     return backend
-
-
-# Checkpoints whose config carries a vision (or audio) tower: Unsloth's notebooks load these with FastModel.
-# Names are the fallback when the config cannot be read (a hub id, offline, nothing cached).
-MULTIMODAL_NAME_HINTS = ("gemma-3-4b", "gemma-3-12b", "gemma-3-27b", "gemma-3n", "gemma-4")
-
-
-def is_multimodal(config: Any) -> bool:
-    """Whether a model config (object or dict) describes a checkpoint with a vision or audio tower."""
-    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
-    return get("vision_config") is not None or get("audio_config") is not None
 
 
 def read_model_config(location: str) -> dict[str, Any] | None:
@@ -180,7 +174,13 @@ class Backend:
         return Path(path)
 
     def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
-        raise NotImplementedError
+        """`model.save_pretrained_merged(folder, tokenizer, save_method="merged_16bit")` into a staged folder:
+        Unsloth's method, or the stand-in's (`medsft.train.fast_language_model.with_savers`)."""
+        if not hasattr(model, "save_pretrained_merged"):  # a model built outside FastLanguageModel
+            with_savers(model)
+        with staged_folder(path, overwrite) as tmp:
+            model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
+        return Path(path)
 
 
 @dataclass
@@ -231,12 +231,6 @@ class UnslothBackend(Backend):
             }
         return arguments
 
-    def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
-        with staged_folder(path, overwrite) as tmp:
-            model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
-        return Path(path)
-
-
 @dataclass
 class TransformersBackend(Backend):
     name: str = "transformers"
@@ -274,106 +268,6 @@ class TransformersBackend(Backend):
             "use_gradient_checkpointing": False,  # on a CPU memory is not the limit; recomputing costs a third more
             "random_state": config.seed,
         }
-
-    def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
-        """Merge LoRA into a copy of the weights and save it in bf16; the trained model stays as it was.
-
-        A 4-bit (QLoRA) model is not merged into its own weights: folding the adapter into 4-bit blocks rounds
-        it away, and a quantized model cannot be cast to bf16. Its base is reloaded in 16-bit instead and the
-        adapter merged into that, as QLoRA merges are done.
-        """
-        import torch
-
-        with staged_folder(path, overwrite) as tmp:
-            merged = merged_16bit_reload(model) if is_quantized(model) else merged_copy(model)
-            merged.to(torch.bfloat16).save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-        return Path(path)
-
-
-def lora_target_modules(model: Any, targets: list[str] | str) -> list[str]:
-    """The module names LoRA adapts: "all-linear" resolved as peft resolves it (every linear layer but the output
-    head), within the language model of a multimodal checkpoint; a list is kept as it is."""
-    import torch
-
-    if targets != "all-linear":
-        return list(targets)
-    head = model.get_output_embeddings()
-    in_scope = (lambda path: ".language_model." in f".{path}.") if is_multimodal(model.config) else (lambda path: True)
-    names = {
-        path.rsplit(".", 1)[-1]
-        for path, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and module is not head and in_scope(path)
-    }
-    return sorted(names)
-
-
-def language_model_only(module_names: list[str]) -> str:
-    """A peft `target_modules` regex (matched against whole module paths) for these names inside the language
-    model alone, e.g. `model.language_model.layers.3.self_attn.q_proj` but not `model.vision_tower...q_proj`."""
-    return r".*\blanguage_model\..*\.(" + "|".join(re.escape(name) for name in module_names) + r")"
-
-
-def resolve_dtype(name: str, has_cuda: bool) -> Any:
-    import torch
-
-    if name != "auto":
-        return getattr(torch, name)
-    if not has_cuda:
-        return torch.float32  # bf16 matmul is ~100x slower than fp32 on AVX2 CPUs without AMX
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def load_tokenizer(location: str, chat_template: str | None = None) -> Any:
-    """The model's tokenizer with a chat template, right padding for training and `<end_of_turn>`-style eos."""
-    from transformers import AutoTokenizer
-
-    from medsft.templates import apply_chat_template_name
-
-    tokenizer = AutoTokenizer.from_pretrained(location, token=os.environ.get("HF_TOKEN"))
-    apply_chat_template_name(tokenizer, chat_template)
-    # Llama 3's tokenizer_config asks for clean_up_tokenization_spaces, which transformers ignores for BPE
-    # tokenizers while warning at every decode; turning it off changes no output and silences the warning.
-    tokenizer.clean_up_tokenization_spaces = False
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def read_adapter_config(source: ModelSource) -> dict[str, Any] | None:
-    path = Path(source.location) / "adapter_config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if source.kind == "local" and path.is_file() else None
-
-
-def merged_copy(model: Any) -> Any:
-    """A plain transformers model with the LoRA folded in, built from a copy (costs one model of RAM)."""
-    import copy
-
-    from peft import PeftModel
-
-    duplicate = copy.deepcopy(model)
-    return duplicate.merge_and_unload() if isinstance(duplicate, PeftModel) else duplicate
-
-
-def is_quantized(model: Any) -> bool:
-    """Whether any layer holds bitsandbytes-quantized weights (4-bit or 8-bit)."""
-    return any(type(module).__name__ in ("Linear4bit", "Linear8bitLt") for module in model.modules())
-
-
-def merged_16bit_reload(model: Any) -> Any:
-    """The base model reloaded in bf16 with this LoRA adapter merged in (for a model trained in 4-bit)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base_location = model.peft_config["default"].base_model_name_or_path
-    with tempfile.TemporaryDirectory(prefix="medsft-adapter-") as adapter:
-        model.save_pretrained(adapter)
-        base = AutoModelForCausalLM.from_pretrained(
-            base_location, dtype=torch.bfloat16, token=os.environ.get("HF_TOKEN")
-        )
-        return PeftModel.from_pretrained(base, adapter).merge_and_unload()
 
 
 class staged_folder:  # noqa: N801 - used as a context manager like tempfile's helpers
