@@ -11,7 +11,7 @@ import pytest
 
 from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import first_argmax, predictions
-from medsft.evaluate.scoring import encode_pair, hf_tokenize
+from medsft.evaluate.transformers_scorer import encode_pair, hf_tokenize
 from medsft.tasks import get_task
 from medsft.tasks.medqa import prompt as medqa_prompt
 from medsft.tasks.pubmedqa import prompt as pubmedqa_prompt

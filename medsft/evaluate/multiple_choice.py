@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import ChoiceRequest, Scorer, encode_pair
 from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.transformers_scorer import ChoiceRequest, Scorer, encode_pair
 from medsft.tasks import Task, get_task
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synt
 from medsft.data.synthetic import STEPS
 from medsft.evaluate import stats
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import GenerationSettings, Messages, Scorer, generate_timed
+from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generate_timed
 from medsft.tasks import TASKS
 
 Case = SyntheticCase | Mapping[str, Any]

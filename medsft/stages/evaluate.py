@@ -32,7 +32,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
     Items come from `medsft.tasks.run_items` (as `medsft eval` and decontamination read them); multiple choice is scored
     in `config.eval_mode` (log-likelihood or generation)."""
     from medsft.evaluate.compare import evaluate_models, finish
-    from medsft.evaluate.scoring import model_name
+    from medsft.evaluate.transformers_scorer import model_name
 
     config = run.config
     limits = {task: item_limit(config, task) for task in config.eval_tasks}
