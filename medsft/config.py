@@ -160,7 +160,7 @@ class RunConfig:
         so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
         from medsft.evaluate.tasks import get_task
 
-        if self.eval_generate_limit is not None and get_task(task).kind == "generated":
+        if self.eval_generate_limit is not None and get_task(task).generative:
             return self.eval_generate_limit
         return self.eval_limit
 

@@ -114,7 +114,8 @@ def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[
 
 
 def accuracy_frame(comparisons: dict[str, Any]) -> Any:
-    """One row per task and model: n, accuracy, its 95% interval, and the paired difference to the base model."""
+    """One row per task and model: n, accuracy (for `dialogue`: the key-point hit rate, see `metric`), its 95%
+    interval, and the paired difference to the base model."""
     import pandas as pd
 
     rows = []
@@ -123,7 +124,8 @@ def accuracy_frame(comparisons: dict[str, Any]) -> Any:
         for row in comparison.table:
             pair = pairs.get(row["model"], {})
             rows.append({
-                "task": task, "model": row["model"], "n": row["n"], "acc": row["acc"],
+                "task": task, "metric": row.get("metric", "accuracy"), "model": row["model"], "n": row["n"],
+                "acc": row["acc"],
                 "ci_low": row["acc_ci"][0], "ci_high": row["acc_ci"][1],
                 "diff_vs_base": pair.get("diff"), "diff_ci": pair.get("diff_ci"), "mcnemar_p": pair.get("mcnemar_p"),
             })  # fmt: skip
