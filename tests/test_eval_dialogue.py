@@ -196,3 +196,25 @@ def test_decontamination_indexes_the_held_out_dialogues(task):
 
     texts = load_eval_texts([task])
     assert len({t.id for t in texts}) == 500 and {t.part for t in texts} == {"patient", "reference"}
+
+
+def test_the_notebook_tables_show_every_metric_group_and_reply():
+    from medsft.stages import dialogue as dialogue_stage
+
+    items = load_dialogue_eval(12)
+    results = []
+    for name, replies in (("base", ["No idea."] * 12), ("tuned", [item.reference for item in items])):
+        records = score_dialogue_replies(items, replies)
+        summary = summarize_dialogue(records)
+        results.append(TaskResult("dialogue", name, "dialogue", 12, summary["overall"], records,
+                                  breakdown=summary["groups"]))  # fmt: skip
+    comparison = compare_dialogue(results)
+    table = dialogue_stage.dialogue_frame(comparison)
+    assert list(table["model"]) == ["base", "tuned", "tuned − base"]
+    assert {"ROUGE-1", "ROUGE-2", "ROUGE-L", "key-point hit rate"} <= set(table.columns)
+    groups = dialogue_stage.dialogue_groups_frame(comparison)
+    assert groups["dialogues"].sum() == 12
+    examples = dialogue_stage.key_point_examples(4)
+    assert list(examples["id"]) == [item.id for item in items[:4]]
+    side = dialogue_stage.dialogue_side_by_side(comparison, n=3)
+    assert len(side) == 3 and side.loc[0, "tuned"].startswith(items[0].reference)
