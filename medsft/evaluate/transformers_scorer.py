@@ -186,8 +186,8 @@ class HFScorer:
 
         `config` supplies the loading knobs (backend, dtype, 4-bit, chat template); its `model` is replaced.
         """
-        from medsft.backend import select_backend
         from medsft.config import build_config
+        from medsft.train.backend import select_backend
 
         run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
         model, tokenizer = select_backend(run.backend).load(run)
