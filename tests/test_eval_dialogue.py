@@ -218,3 +218,13 @@ def test_the_notebook_tables_show_every_metric_group_and_reply():
     assert list(examples["id"]) == [item.id for item in items[:4]]
     side = dialogue_stage.dialogue_side_by_side(comparison, n=3)
     assert len(side) == 3 and side.loc[0, "tuned"].startswith(items[0].reference)
+
+
+def test_a_bad_dialogue_row_names_the_file_row_and_field(tmp_path):
+    from medsft.data.records import DataError
+
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps([{"instruction": "Answer.", "output": "Rest."}, {"instruction": "Answer."}]))
+    with pytest.raises(DataError) as caught:
+        read_dialogues(path)
+    assert (caught.value.origin, caught.value.row, caught.value.field) == ("mine.json", 2, "output")

@@ -22,6 +22,8 @@ near-copies elsewhere in the file or in a user's own copy of it.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -30,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from medsft.data.clean import Removed, words
-from medsft.data.records import DataError, Example, user_text
+from medsft.data.records import DataError, Example, FieldError, require_object, text_field, user_text
 
 DIALOGUE_TEST_SIZE = 500
 DIALOGUE_SPLIT_SEED = 0
 TEMPLATE_SHARE = 0.10  # a word in more than this share of patient messages is template, not content
 NEAR_DUPLICATE_JACCARD = 0.7
 HELD_OUT_STEP = "held_out_dialogue"  # the removal step the data report lists
+CHATDOCTOR_FILE = Path(__file__).resolve().parent / "benchmarks" / "chatdoctor" / "chatdoctor5k.json"
 
 
 @dataclass(frozen=True)
@@ -60,30 +63,35 @@ class DialogueItem:
 
 
 def chatdoctor_file() -> Path:
-    from medsft.data.loaders import bundled_path
-
-    return bundled_path("chatdoctor")
+    """The carried ChatDoctor file (named `bundled:chatdoctor` in `medsft.data.loaders.BUNDLED`)."""
+    return CHATDOCTOR_FILE
 
 
 def read_dialogues(path: Path | None = None) -> list[DialogueItem]:
-    """Every row of the carried ChatDoctor file (or `path`, same layout), validated: a bad row is a
-    `DataError` naming the file, row and field."""
-    from medsft.data.loaders import convert_rows, file_origin, read_file
-    from medsft.data.records import text_field
-
+    """Every row of the carried ChatDoctor file (or `path`, a JSON array in the same layout), validated: a bad
+    row is a `DataError` naming the file, the 1-based row and the field. (Read here rather than through the
+    loaders, which import this module to exclude the split.)"""
     path = path or chatdoctor_file()
-    origin = file_origin(path)
-
-    def convert(row: dict[str, Any], number: int) -> DialogueItem:
-        return DialogueItem(
-            id=f"chatdoctor:{number}",
-            row=number,
-            instruction=text_field(row, "instruction"),
-            patient=text_field(row, "input", required=False) or "",
-            reference=text_field(row, "output"),
-        )
-
-    items, _ = convert_rows(origin, read_file(path), convert)
+    origin = path.relative_to(path.parents[1]).as_posix() if path == CHATDOCTOR_FILE else path.name
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(origin, f"cannot read as JSON ({err})") from None
+    if not isinstance(rows, list) or not rows:
+        raise DataError(origin, "expected a non-empty JSON array of dialogues")
+    items = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            row = require_object(row)
+            items.append(DialogueItem(
+                id=f"chatdoctor:{number}",
+                row=number,
+                instruction=text_field(row, "instruction"),
+                patient=text_field(row, "input", required=False) or "",
+                reference=text_field(row, "output"),
+            ))  # fmt: skip
+        except FieldError as err:
+            raise DataError(origin, err.reason, row=number, field=err.field) from None
     return items
 
 
@@ -148,12 +156,10 @@ class DialogueSplit:
     skipped_near_duplicates: int  # rows passed over while drawing because they repeat a drawn one
 
     def describe(self) -> dict[str, Any]:
-        from medsft.evaluate.tasks import sha256_file
-
         path = chatdoctor_file()
         return {
             "file": path.relative_to(path.parents[1]).as_posix(),
-            "sha256": sha256_file(path),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "rows": self.rows,
             "test": len(self.test),
             "seed": DIALOGUE_SPLIT_SEED,
