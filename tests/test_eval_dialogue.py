@@ -88,14 +88,13 @@ def test_near_duplicates_are_judged_on_content_words_not_the_template():
     assert index.match("Doctor, I have been experiencing a constant headache, what could be the problem?") is None
 
 
-def test_the_data_report_documents_the_split(tiny_gemma_dir):
-    from medsft.backend import load_tokenizer
+def test_the_data_report_documents_the_split(gemma_tokenizer):
     from medsft.config import load_config
     from medsft.data.build import build_training_data
 
     config = load_config(overrides={"datasets": [{"name": "instructions", "count": 40}], "eval_tasks": ["dialogue"],
                                     "max_seq_length": 512, "chat_template": "gemma-3"})  # fmt: skip
-    _, report = build_training_data(config, load_tokenizer(str(tiny_gemma_dir)))
+    _, report = build_training_data(config, gemma_tokenizer)
     data = report.to_dict()
     assert data["held_out_dialogues"]["test"] == 500 and data["held_out_dialogues"]["seed"] == 0
     assert data["removed"][HELD_OUT_STEP] == len(dialogue_split().test) + 18
