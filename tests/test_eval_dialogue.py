@@ -24,7 +24,8 @@ from medsft.data.dialogue_split import (
 from medsft.data.loaders import load_source
 from medsft.data.records import make_example
 from medsft.evaluate import keypoints
-from medsft.evaluate.dialogue import compare_dialogue, key_points, score_dialogue_replies, summarize_dialogue
+from medsft.evaluate.compare import compare_results
+from medsft.evaluate.dialogue import key_points, score_dialogue_replies, summarize_dialogue
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.rouge import rouge_scores
 
@@ -157,7 +158,7 @@ def test_scores_summary_and_paired_difference_on_real_references():
                    breakdown=summarize_dialogue(records)["groups"])
         for name, records in (("base", base), ("tuned", tuned))
     ]  # fmt: skip
-    comparison = compare_dialogue(results, seed=0)
+    comparison = compare_results(results, seed=0)
     pair = comparison.pairs[0]
     assert pair["rouge1_diff"] > 0.5 and pair["rouge1_diff_ci"][0] > 0
     assert comparison.table[1]["acc"] == comparison.table[1]["key_point_hit_rate"] == 1.0
@@ -207,7 +208,7 @@ def test_the_notebook_tables_show_every_metric_group_and_reply():
         summary = summarize_dialogue(records)
         results.append(TaskResult("dialogue", name, "dialogue", 12, summary["overall"], records,
                                   breakdown=summary["groups"]))  # fmt: skip
-    comparison = compare_dialogue(results)
+    comparison = compare_results(results)
     table = dialogue_stage.dialogue_frame(comparison)
     assert list(table["model"]) == ["base", "tuned", "tuned − base"]
     assert {"ROUGE-1", "ROUGE-2", "ROUGE-L", "key-point hit rate"} <= set(table.columns)

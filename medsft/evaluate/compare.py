@@ -210,7 +210,8 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
     if get_task(base.task).kind == "dialogue":
         from medsft.evaluate.dialogue import compare_dialogue
 
-        return compare_dialogue(results, seed)
+        table, pairs, breakdown = compare_dialogue(results, seed)
+        return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
     table = []
     for r in results:
         interval = wilson_interval(r.outcomes())  # recomputed, so result files written before Wilson agree

@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medsft import DISCLAIMER
 from medsft.data.dialogue_split import DialogueItem, read_dialogues
@@ -28,9 +28,7 @@ from medsft.evaluate.results import TaskResult
 from medsft.evaluate.rouge import ROUGE_TYPES, rouge_scores
 from medsft.evaluate.transformers_scorer import GenerationSettings, Scorer, generate_timed
 
-if TYPE_CHECKING:
-    from medsft.evaluate.compare import Comparison
-
+Row = dict[str, Any]
 TASK = "dialogue"
 METRICS = (*ROUGE_TYPES, "key_point_hit_rate")
 
@@ -139,10 +137,9 @@ def rescore(result: TaskResult, items: Sequence[DialogueItem]) -> TaskResult:
     return dataclasses.replace(result, questions=records, metrics=summary["overall"], breakdown=summary["groups"])
 
 
-def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
-    """Each model's means with intervals, and each later model minus the first on the same dialogues."""
-    from medsft.evaluate.compare import Comparison
-
+def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> tuple[list[Row], list[Row], dict[str, Row]]:
+    """The parts of a `Comparison` (`medsft.evaluate.compare.compare_results` assembles it): each model's means
+    with intervals, each later model minus the first on the same dialogues, and the per-group breakdown."""
     base = results[0]
     table = []
     for result in results:
@@ -167,4 +164,4 @@ def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> Comparison
             breakdown.setdefault(group, {})[result.model] = {
                 "n": block["n"], "acc": block["acc"], **{name: block[name] for name in METRICS}
             }  # fmt: skip
-    return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
+    return table, pairs, breakdown
