@@ -127,10 +127,13 @@ def test_pipeline_returns_train_and_validation_splits_of_chat_rows(built):
 
 
 def test_every_row_fits_max_seq_length_with_exactly_one_bos(built, gemma_tokenizer):
-    from medsft.templates import tokenize_chat
+    from medsft.templates import check_one_bos, encode_rendered, render_chat
 
     splits, report = built
-    lengths = [len(tokenize_chat(gemma_tokenizer, row["messages"])) for row in splits["train"]]
+    encoded = [encode_rendered(gemma_tokenizer, render_chat(gemma_tokenizer, r["messages"])) for r in splits["train"]]
+    for ids in encoded:
+        check_one_bos(gemma_tokenizer, ids)
+    lengths = [len(ids) for ids in encoded]
     assert lengths == report.token_lengths[: len(lengths)]
     assert max(report.token_lengths) <= 512
 

@@ -18,7 +18,6 @@ from medsft.runs import (
     sha256_rows,
     update_manifest,
     write_json,
-    write_json_atomic,
 )
 
 
@@ -118,5 +117,5 @@ def test_json_records_are_never_replaced_unless_asked(tmp_path: Path):
     assert read_json(run.path("results.json")) == {"acc": 0.9} and run.read_json("missing.json") is None
     with pytest.raises(FileExistsError):
         write_json(run.path("results.json"), {})
-    write_json_atomic(run.path("results.json"), {"acc": 1.0})  # the replacing form, named for it
+    write_json(run.path("results.json"), {"acc": 1.0}, overwrite=True)
     assert run.read_json("results.json") == {"acc": 1.0}

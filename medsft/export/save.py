@@ -37,7 +37,7 @@ from medsft.export.gguf import (
 )
 from medsft.export.llamacpp_toolchain import Toolchain, check_disk, find_toolchain
 from medsft.export.sizes import folder_mib, size_row
-from medsft.runs import Run, check_run_folder, write_text_atomic
+from medsft.runs import Run, check_run_folder, write_json, write_text_atomic
 
 log = logging.getLogger("medsft")
 
@@ -172,7 +172,7 @@ def export_run(
         failed=[q for q in quants if not files[q]["passed"]],
     )
     result.model_card = write_model_card(run, result)
-    run.write_json("export.json", result.to_dict(), overwrite=overwrite)
+    write_json(run.path("export.json"), result.to_dict(), overwrite=overwrite)
     passed = [Path(f["path"]).name for f in result.files if f["passed"]]
     run.update_manifest(export={"files": passed, "failed": result.failed, **result.timings})
     return result

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import find_artifact
+from medsft.runs import find_artifact
 
 SPLITS = ("train", "validation")
 

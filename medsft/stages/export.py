@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from medsft.export.save import ExportResult
-from medsft.pipeline import NotebookRun
+from medsft.runs import Run
 
 
-def export_stage(run: NotebookRun) -> ExportResult:
+def export_stage(run: Run) -> ExportResult:
     """The run's adapter (or that of the run it was started from) merged, exported and checked (`export_run`)."""
     from medsft.export import export_run
 

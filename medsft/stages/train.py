@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import NotebookRun
+from medsft.runs import Run
 from medsft.stages.common import load_data
 
 log = logging.getLogger("medsft")
@@ -31,7 +31,7 @@ def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> 
     return pd.DataFrame({"field": list(fields), "value": [str(values[name]) for name in fields]})
 
 
-def run_data(run: NotebookRun) -> Any | None:
+def run_data(run: Run) -> Any | None:
     """The data stage's splits; None (training builds them) when the data stage did not run."""
     data = load_data(run.run_dir)
     if data is None:
@@ -39,14 +39,14 @@ def run_data(run: NotebookRun) -> Any | None:
     return data
 
 
-def start_training(run: NotebookRun) -> Any:
+def start_training(run: Run) -> Any:
     """Step 1 (`medsft.train.steps.start`) on the data stage's splits, into the run folder."""
     from medsft.train.steps import start
 
     return start(run.config, data=run_data(run), run_dir=run.run_dir)
 
 
-def train_stage(run: NotebookRun) -> Any:
+def train_stage(run: Run) -> Any:
     """Every training step in one call: train on the data stage's splits (or build them) into the run folder."""
     from medsft.train.steps import train
 
