@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import ConfigError, RunConfig, build_config, load_config
-from medsft.runs import Run, write_json
-from medsft.runs import find_artifact as find_artifact  # 04_export imports it from here
+from medsft.runs import Run, find_artifact, write_json
 
 log = logging.getLogger("medsft")
 

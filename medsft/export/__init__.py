@@ -17,7 +17,20 @@ upload), `save` (the orchestration); the notebook's tables are `medsft.stages.ex
 
 from medsft.export.gguf import ExportError, check_quantizations
 from medsft.export.hub import push_to_hub
-from medsft.export.save import ExportResult, export_run
+from medsft.export.save import (
+    ExportPlan,
+    ExportResult,
+    check_export,
+    export_run,
+    gguf_staging,
+    plan_export,
+    prepare_folders,
+    save_ggufs,
+    unchecked_files,
+)
 from medsft.export.verify import VerificationError
 
-__all__ = ["ExportError", "ExportResult", "VerificationError", "check_quantizations", "export_run", "push_to_hub"]
+__all__ = [
+    "ExportError", "ExportPlan", "ExportResult", "VerificationError", "check_export", "check_quantizations",
+    "export_run", "gguf_staging", "plan_export", "prepare_folders", "push_to_hub", "save_ggufs", "unchecked_files",
+]  # fmt: skip

@@ -24,10 +24,12 @@ from medsft.stages.evaluate import (
 from medsft.stages.export import accuracy_results, check_frame, export_stage, size_frame
 from medsft.stages.train import (
     RECIPE_FIELDS,
+    arguments_frame,
     evaluations_frame,
     lora_frame,
     model_frame,
     recipe_frame,
+    run_data,
     start_training,
     template_text,
     train_stage,
@@ -41,4 +43,5 @@ __all__ = [
     "eval_models", "evaluate_stage", "labelled_html", "load_data", "load_tokenizer_for", "prepare_data",
     "recipe_frame", "scored_example", "show_text_table", "side_by_side", "train_stage", "start_training",
     "model_frame", "template_text", "evaluations_frame", "trained_text", "lora_frame", "trainer_frame",
+    "arguments_frame", "run_data",
 ]  # fmt: skip
