@@ -11,6 +11,7 @@ from medsft import DISCLAIMER
 from medsft.config import DataSource, RunConfig
 from medsft.data import build_training_data, mix_sources, sample_path, split_train_validation
 from medsft.data.mix import largest_remainder
+from medsft.plots import plot_token_lengths
 
 
 def pool(name: str, n: int) -> list[dict]:
@@ -168,7 +169,7 @@ def test_report_draws_a_token_histogram(built):
     import matplotlib
 
     matplotlib.use("Agg")
-    ax = built[1].plot_token_lengths()
+    ax = plot_token_lengths(built[1].token_lengths, built[1].max_seq_length)
     assert ax.get_xlabel().startswith("tokens per row") and len(ax.patches) == 40
 
 

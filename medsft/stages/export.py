@@ -57,7 +57,7 @@ def check_frame(result: ExportResult) -> Any:
 
 
 def accuracy_results(result: ExportResult) -> list[Any]:
-    """The per-model results of the quantization check (16-bit first), for `medsft.evaluate.accuracy_bars`;
+    """The per-model results of the quantization check (16-bit first), for `medsft.plots.accuracy_bars`;
     a file that failed its check is labelled `(FAILED)`."""
     import dataclasses
 
