@@ -141,10 +141,6 @@ class Run:
         """A JSON record of this run, or None if the run has not written it."""
         return read_json(self.path(name))
 
-    def write_json(self, name: str, data: Any, overwrite: bool = False) -> Path:
-        # Its last caller is medsft/train/steps.py (being rewritten under #24); new code calls `write_json`.
-        return write_json(self.path(name), data, overwrite=overwrite)
-
     def write_text(self, name: str, text: str, overwrite: bool = False) -> Path:
         return write_text_atomic(self.path(name), text, overwrite=overwrite)
 
