@@ -309,7 +309,7 @@ def export_command(args: argparse.Namespace) -> int:
     """`medsft export`: input errors exit 2 before any model loads; a file that fails its check exits 1 (it is
     kept as *.rejected.gguf, or deleted with --strict) unless --allow-failed."""
     from medsft.export import ExportError, VerificationError, export_run, push_to_hub
-    from medsft.llamacpp_toolchain import ToolchainError
+    from medsft.export.llamacpp_toolchain import ToolchainError
 
     try:
         adapter, quants = export_inputs(args)
@@ -370,7 +370,7 @@ def add_gguf_arguments(parser: argparse.ArgumentParser) -> None:
 
 def gguf_argument(args: argparse.Namespace) -> Path | None:
     """The GGUF that `medsft chat` / `medsft serve` were pointed at; None after printing why there is none."""
-    from medsft.chat import resolve_gguf
+    from medsft.export.chat import resolve_gguf
 
     try:
         return resolve_gguf(args.run_dir, args.gguf, args.quant)
@@ -380,7 +380,7 @@ def gguf_argument(args: argparse.Namespace) -> Path | None:
 
 
 def chat_command(args: argparse.Namespace) -> int:
-    from medsft.chat import run_chat
+    from medsft.export.chat import run_chat
 
     gguf = gguf_argument(args)
     if gguf is None:
@@ -389,8 +389,8 @@ def chat_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from medsft.server import serve
-    from medsft.server_checks import Limits
+    from medsft.export.server import serve
+    from medsft.export.server_checks import Limits
 
     try:
         limits = Limits(args.max_tokens, args.default_max_tokens or min(Limits.default_max_tokens, args.max_tokens),
@@ -428,7 +428,7 @@ def add_ship_commands(commands: Any) -> dict[str, argparse.ArgumentParser]:
 
 def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
     """The bounds on one request: the server has one model context, so they also bound every other's wait."""
-    from medsft.server_checks import Limits
+    from medsft.export.server_checks import Limits
 
     serve.add_argument(
         "--max-tokens",
@@ -474,9 +474,9 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def smoke(config: RunConfig) -> None:
     """Load the configured model through the chosen backend and greedy-answer one clinical question."""
-    from medsft.backend import select_backend
     from medsft.evaluate import HFScorer
-    from medsft.evaluate.scoring import GenerationSettings
+    from medsft.evaluate.transformers_scorer import GenerationSettings
+    from medsft.train.backend import select_backend
 
     started = time.perf_counter()
     backend = select_backend(config.backend)
@@ -528,9 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         smoke(config)
     elif args.command == "train":
         from medsft.data import DataError
-        from medsft.distributed import is_main_process
-        from medsft.labels import LabelError
-        from medsft.train import train
+        from medsft.train.distributed import is_main_process
+        from medsft.train.labels import LabelError
+        from medsft.train.steps import train
 
         try:
             result = train(config)

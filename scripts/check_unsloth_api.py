@@ -3,8 +3,9 @@
     UNSLOTH_ALLOW_CPU=1 python scripts/check_unsloth_api.py > scripts/check_unsloth_api.out.txt
 
 Needs an environment with `requirements.txt` installed (Unsloth imports on a CPU with UNSLOTH_ALLOW_CPU=1) and the
-llama.cpp toolchain folder from `python -m medsft.llamacpp_toolchain setup`. Prints one line per check, `ok`, `FAIL` or
-`note` (information, never a failure), and exits 1 if any check fails. Unsloth's own output goes to stderr.
+llama.cpp toolchain folder from `python -m medsft.export.llamacpp_toolchain setup`. Prints one line per check,
+`ok`, `FAIL` or `note` (information, never a failure), and exits 1 if any check fails.
+Unsloth's own output goes to stderr.
 
 What medsft passes is read from medsft's source (the keywords of its calls), so the checks follow medsft's
 code; what Unsloth accepts is read from the installed Unsloth (signatures, registries, source). Hub configs
@@ -71,6 +72,21 @@ def call_keywords(func: Callable[..., Any], method: str) -> set[str]:
     return names
 
 
+def built_keywords(func: Callable[..., Any]) -> tuple[set[str], set[str]]:
+    """Keyword names an argument builder such as `UnslothBackend.load_arguments` puts in its dict: those of the
+    dict it starts with (or returns), and those it adds later with `|=` (e.g. only for multimodal checkpoints)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    keys = lambda node: {k.value for k in node.keys if isinstance(k, ast.Constant)}  # noqa: E731
+    first: set[str] = set()
+    added: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.Return)) and isinstance(node.value, ast.Dict):
+            first |= keys(node.value)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.value, ast.Dict):
+            added |= keys(node.value)
+    return first, added
+
+
 def method_source(cls: type, name: str) -> str:
     """The source of `cls.name` as written in its class (decorators' __wrapped__ chains not followed)."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
@@ -111,8 +127,8 @@ def recipe_values(key: str) -> list[Any]:
 
 def model_config(spec: str) -> tuple[Any, str]:
     """The checkpoint's config (local folder, else the HF cache, else KNOWN_HUB_CONFIGS) and where it came from."""
-    from medsft.backend import read_model_config
     from medsft.models import resolve_model
+    from medsft.train.backend import read_model_config
 
     location = resolve_model(spec).location
     found = read_model_config(location)
@@ -161,7 +177,7 @@ def quiet() -> Iterator[None]:
 
 
 def toolchain_root() -> Path:
-    from medsft.llamacpp_toolchain import toolchain_root
+    from medsft.export.llamacpp_toolchain import toolchain_root
 
     return toolchain_root()
 
@@ -183,8 +199,8 @@ def check_loader_classes() -> Result:
 
 
 def check_loader_choice(spec: str) -> Result:
-    from medsft.backend import MULTIMODAL_NAME_HINTS, is_multimodal, unsloth_loader
     from medsft.models import resolve_model
+    from medsft.train.backend import MULTIMODAL_NAME_HINTS, is_multimodal, unsloth_loader
 
     with quiet():
         chosen = unsloth_loader(resolve_model(spec).location).__name__
@@ -203,7 +219,7 @@ def check_loader_choice(spec: str) -> Result:
 
 def check_adapter_loader() -> Result:
     """The export reloads `<run>/adapter`; a folder with only adapter_config.json has no vision config to read."""
-    from medsft.backend import unsloth_loader
+    from medsft.train.backend import unsloth_loader
 
     base = "unsloth/gemma-3-12b-it"
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,11 +241,12 @@ def check_adapter_loader() -> Result:
 def check_from_pretrained() -> Result:
     from unsloth import FastLanguageModel, FastModel
 
-    from medsft.backend import UnslothBackend
+    from medsft.train.backend import UnslothBackend
 
-    passed = call_keywords(UnslothBackend.load, "from_pretrained")
+    passed, _ = built_keywords(UnslothBackend.load_arguments)
     results = [
-        compare_keywords(passed, c.from_pretrained, "UnslothBackend.load") for c in (FastLanguageModel, FastModel)
+        compare_keywords(passed, c.from_pretrained, "UnslothBackend.load_arguments")
+        for c in (FastLanguageModel, FastModel)
     ]
     return all(ok for ok, _ in results), " | ".join(detail for _, detail in results)
 
@@ -240,14 +257,11 @@ def check_get_peft_model() -> Result:
     from unsloth.models.llama import FastLlamaModel
     from unsloth.models.vision import FastBaseModel
 
-    from medsft.backend import UnslothBackend
+    from medsft.train.backend import UnslothBackend
 
-    source = inspect.getsource(UnslothBackend.add_lora)
-    tree = ast.parse(textwrap.dedent(source))
-    calls = {ast.unparse(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    assert {"FastModel.get_peft_model", "FastLanguageModel.get_peft_model"} <= set(calls), "medsft's calls moved"
-    every = call_keywords(UnslothBackend.add_lora, "get_peft_model")
-    common = every - {k.arg for k in calls["FastModel.get_peft_model"].keywords if k.arg}
+    # Every checkpoint gets the first dict's keywords; multimodal ones (loaded with FastModel) also the added ones.
+    common, multimodal_only = built_keywords(UnslothBackend.lora_arguments)
+    every = common | multimodal_only
     routes = [
         (FastLanguageModel, "FastLlamaModel.get_peft_model(model,"),
         (FastModel, "FastBaseModel.get_peft_model(model,"),
@@ -268,11 +282,12 @@ def check_lora_targets() -> Result:
     from unsloth.models.vision import FastBaseModel
 
     from medsft.config import LORA_TARGETS
+    from medsft.train.backend import DECODER_LINEAR_LAYERS
 
     source = inspect.getsource(FastLlamaModel.get_peft_model)
     block = re.search(r"accepted_modules = frozenset\(\s*\((.*?)\)", source, re.S)
     accepted = set(re.findall(r'"(\w+)"', block.group(1))) if block else set()
-    ours = {m for modules in LORA_TARGETS.values() for m in modules}
+    ours = {m for modules in LORA_TARGETS.values() for m in modules} | set(DECODER_LINEAR_LAYERS)
     scoped = "not finetune_vision_layers" in inspect.getsource(FastBaseModel.get_peft_model)
     ok = bool(accepted) and ours <= accepted and scoped
     return ok, (
@@ -285,9 +300,10 @@ def check_lora_targets() -> Result:
 def check_chat_template_signature() -> Result:
     from unsloth.chat_templates import get_chat_template
 
-    from medsft.backend import UnslothBackend
+    from medsft.train.backend import UnslothBackend
 
-    return compare_keywords(call_keywords(UnslothBackend.load, "get_chat_template"), get_chat_template, "medsft")
+    passed = call_keywords(UnslothBackend.get_chat_template, "get_chat_template")
+    return compare_keywords(passed, get_chat_template, "medsft")
 
 
 def check_chat_template_names() -> Result:
@@ -330,9 +346,10 @@ def bound_savers(method: str) -> list[Callable[..., Any]]:
 
 
 def check_save_merged() -> Result:
-    from medsft.backend import UnslothBackend
+    from medsft.train.backend import UnslothBackend
 
     passed = {"save_directory", "tokenizer"} | call_keywords(UnslothBackend.save_merged, "save_pretrained_merged")
+    assert passed > {"save_directory", "tokenizer"}, "medsft's save_pretrained_merged call moved"
     results = [compare_keywords(passed, f, "save_merged") for f in bound_savers("save_pretrained_merged")]
     accepts = all('"merged_16bit"' in inspect.getsource(f) for f in bound_savers("save_pretrained_merged"))
     ok = bool(results) and all(r for r, _ in results) and accepts
@@ -340,10 +357,10 @@ def check_save_merged() -> Result:
 
 
 def check_save_gguf() -> Result:
-    from medsft.export.save import unsloth_ggufs
+    from medsft.export.save import save_ggufs
 
-    passed = {"save_directory", "tokenizer"} | call_keywords(unsloth_ggufs, "save_pretrained_gguf")
-    results = [compare_keywords(passed, f, "unsloth_ggufs") for f in bound_savers("save_pretrained_gguf")]
+    passed = {"save_directory", "tokenizer"} | call_keywords(save_ggufs, "save_pretrained_gguf")
+    results = [compare_keywords(passed, f, "save_ggufs") for f in bound_savers("save_pretrained_gguf")]
     return bool(results) and all(r for r, _ in results), " | ".join(d for _, d in results)
 
 
@@ -378,12 +395,12 @@ class GgufWritingModel:
 
 
 def check_gguf_files_found(quants: list[str], multimodal: bool) -> Result:
-    """Run medsft's real `unsloth_ggufs` against files laid out as Unsloth lays them out."""
+    """Run medsft's real `save_ggufs` against files laid out as Unsloth lays them out."""
     import unsloth.save as save
     import unsloth_zoo.llama_cpp as zoo
 
     from medsft.export.gguf import LLAMA_CPP_TYPES
-    from medsft.export.save import unsloth_ggufs
+    from medsft.export.save import save_ggufs
 
     layout = (
         'f"{save_directory}_gguf"' in inspect.getsource(save._gguf_output_directory)
@@ -396,10 +413,10 @@ def check_gguf_files_found(quants: list[str], multimodal: bool) -> Result:
         gguf_dir.mkdir()
         finals = {q: gguf_dir / f"run-{LLAMA_CPP_TYPES[q]}.gguf" for q in quants}
         try:
-            partials = unsloth_ggufs(GgufWritingModel(multimodal), None, quants, finals)
+            partials = save_ggufs(GgufWritingModel(multimodal), None, quants, finals)
         except Exception as err:  # medsft raises ExportError when it finds no file
             left = sorted(p.name for p in gguf_dir.iterdir())
-            return False, f"{kind} {quants}: unsloth_ggufs failed: {err} (left in gguf/: {left})"
+            return False, f"{kind} {quants}: save_ggufs failed: {err} (left in gguf/: {left})"
         got = {q: Path(p).read_text() for q, p in partials.items()}
         wrong = {q: name for q, name in got.items() if name != f"model.{LLAMA_CPP_TYPES[q]}.gguf"}
         left = sorted(p.name for p in gguf_dir.iterdir() if p not in partials.values())
@@ -413,7 +430,7 @@ def check_variables_read() -> Result:
 
     source = inspect.getsource(zoo)
     unread = [name for name in LLAMA_CPP_VARIABLES if f'"{name}"' not in source]
-    from medsft.llamacpp_toolchain import Toolchain
+    from medsft.export.llamacpp_toolchain import Toolchain
 
     sets = sorted(Toolchain(toolchain_root()).unsloth_environment())
     ok = not unread and sets == sorted(LLAMA_CPP_VARIABLES)
@@ -445,7 +462,7 @@ def imports_unsloth(node: ast.AST) -> bool:
 
 
 def check_medsft_sets_before_import() -> Result:
-    import medsft.backend as backend
+    import medsft.train.backend as backend
 
     source = inspect.getsource(backend.unsloth_status)
     ordered = 0 <= source.find("point_unsloth_at_toolchain()") < source.find("import unsloth")
@@ -456,23 +473,24 @@ def check_medsft_sets_before_import() -> Result:
         if imports_unsloth(node)
     ]
     return ordered and not early, (
-        f"medsft.backend.unsloth_status calls point_unsloth_at_toolchain() before `import unsloth`: {ordered}; "
+        f"medsft.train.backend.unsloth_status calls point_unsloth_at_toolchain() before `import unsloth`: {ordered}; "
         f"medsft modules importing unsloth at module level: {early}"
     )
 
 
 def check_find_toolchain_here() -> Result:
-    from medsft.llamacpp_toolchain import ToolchainError, runtime_version
+    from medsft.export.llamacpp_toolchain import ToolchainError, runtime_version
 
     root = toolchain_root()
     if runtime_version() is None:
         return None, (
             f"llama-cpp-python is not installed in {sys.prefix}, so medsft's find_toolchain() raises and "
-            "point_unsloth_at_toolchain() sets nothing here (run `python -m medsft.llamacpp_toolchain setup`); this "
+            "point_unsloth_at_toolchain() sets nothing here (run `python -m medsft.export.llamacpp_toolchain setup`); "
+            "this "
             f"check sets Toolchain({root}).unsloth_environment() itself"
         )
     try:
-        from medsft.llamacpp_toolchain import find_toolchain
+        from medsft.export.llamacpp_toolchain import find_toolchain
 
         return True, f"find_toolchain() -> {find_toolchain().root}"
     except ToolchainError as err:
@@ -545,7 +563,7 @@ def check_gguf_route(quants: list[str]) -> Result:
     import unsloth.save as save
     import unsloth_zoo.llama_cpp as zoo
 
-    from medsft.llamacpp_toolchain import FTYPES
+    from medsft.export.llamacpp_toolchain import FTYPES
 
     converter = (toolchain_root() / "convert_hf_to_gguf.py").read_text(encoding="utf-8")
     choices = re.search(r'"--outtype", type=str, choices=\[([^\]]*)\]', converter)
@@ -600,8 +618,8 @@ def checks() -> list[tuple[str, Check]]:
 
 
 def prepare() -> None:
-    """As medsft.backend.point_unsloth_at_toolchain: the toolchain's variables, set before Unsloth is imported."""
-    from medsft.llamacpp_toolchain import Toolchain
+    """As medsft.train.backend.point_unsloth_at_toolchain: the toolchain's variables, set before Unsloth is imported."""
+    from medsft.export.llamacpp_toolchain import Toolchain
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for key, value in Toolchain(toolchain_root()).unsloth_environment().items():

@@ -19,7 +19,7 @@ image lacks, and stays under `LIMIT_MIB`:
   the llama-cpp-python runtime `make setup` built here (portable, `GGML_NATIVE=OFF`; it needs glibc 2.29 and
   libstdc++ 3.4.29, older than the GPU image's Ubuntu 24.04), each shared library stored once, plus libgomp as
   a fallback. Built here rather than there: compiling llama.cpp would cost minutes of a 15-minute lease, and
-  `llama-quantize` is medsft's Python front end to that library (`medsft.llamacpp_toolchain`), rewritten for
+  `llama-quantize` is medsft's Python front end to that library (`medsft.export.llamacpp_toolchain`), rewritten for
   the GPU machine's interpreter when the toolchain is first looked up there.
 - `models.tar.xz`: Gemma 3 270M's config and tokenizer; the random weights are made on the GPU machine.
 - `run.sh` (from `scripts/gpu_run.sh`) and `MANIFEST.json` (every file, its size and sha256, the plan).
@@ -371,7 +371,7 @@ def sha256(path: Path) -> str:
 
 def build(plan: Plan, out: Path, cache: Path) -> dict[str, Any]:
     """Fetch, prune and pack into a temporary folder beside `out`, then put it in `out`'s place."""
-    from medsft.llamacpp_toolchain import ToolchainError, cached_wheel, find_toolchain, setup_toolchain
+    from medsft.export.llamacpp_toolchain import ToolchainError, cached_wheel, find_toolchain, setup_toolchain
     from medsft.models import resolve_model
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -396,7 +396,7 @@ def build(plan: Plan, out: Path, cache: Path) -> dict[str, Any]:
         runtime = cached_wheel()
         if runtime is None:
             raise RuntimeError(
-                "no llama-cpp-python wheel in the cache; run `python -m medsft.llamacpp_toolchain setup`"
+                "no llama-cpp-python wheel in the cache; run `python -m medsft.export.llamacpp_toolchain setup`"
             )
         print(f"llama.cpp: {toolchain.root} and {runtime.name}", flush=True)
         notes["llama.cpp"] = build_llama_archive(toolchain.root, runtime, staging / "llama.cpp.tar.xz")

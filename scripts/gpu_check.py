@@ -11,7 +11,8 @@ time-out keeps everything measured before it:
 3. `transformers`: the same steps on medsft's transformers backend (bitsandbytes 4-bit, peft LoRA), in a
    process of its own (Unsloth patches transformers, TRL and peft when imported): tokens/s and VRAM side by side.
 4. `medqa`: MedQA scoring of the trained 4-bit Unsloth model as medsft scores now (torch.compile off while
-   scoring, `medsft.evaluate.scoring.compile_free`): questions/s against the 20/s goal, each batch's seconds.
+   scoring, `medsft.evaluate.transformers_scorer.compile_free`): questions/s against the 20/s goal, each batch's
+    seconds.
 5. `gguf`: merged 16-bit save, GGUF Q8_0 through Unsloth's `save_pretrained_gguf` with the offline llama.cpp
    folder, the GGUF checked against the merged model loaded in 16-bit.
 6. `multimodal`: a tiny Gemma 3 with a vision tower (random weights, the real tokenizer) through `FastModel`,
@@ -20,7 +21,7 @@ time-out keeps everything measured before it:
    its training attention, which must come back in training mode with its attention unchanged.
 8. `stall_probe`: the same MedQA questions scored as before the fix (compile left on), for at most its cap, with
    each batch's width, seconds and newly compiled dynamo graphs: what confirms or refutes the stall's probable
-   cause (README, "The 4-bit scoring stall"). Last, because a compile stuck in C could outlast its cap and take
+   cause (docs/gpu.md, "The 4-bit scoring stall"). Last, because a compile stuck in C could outlast its cap and take
    the process down with it.
 - `vllm` (only when asked for, on a machine with the vllm extra): the model on `VLLMScorer` against
   `HFScorer`, both in bf16: MedQA choices and greedy replies, with the time each engine took.
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -434,17 +436,17 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
     own-process stages (transformers, multimodal) repeat on their backend and model. Fills `state`."""
     result: dict[str, Any] = state.setdefault("result", {})
     if backend_name == "unsloth":
-        from medsft.backend import import_unsloth_if_usable
+        from medsft.train.backend import import_unsloth_if_usable
 
         tick = time.perf_counter()
         usable, why = import_unsloth_if_usable()  # before transformers, TRL and peft
         result["import_seconds"] = round(time.perf_counter() - tick, 1)
         if not usable:
             raise RuntimeError(f"Unsloth cannot run here: {why}")
-    from medsft.backend import is_multimodal, select_backend
     from medsft.data import build_training_data
-    from medsft.labels import IGNORE_INDEX
-    from medsft.train import Throughput, build_trainer, tokenize_split
+    from medsft.train.backend import is_multimodal, select_backend
+    from medsft.train.labels import IGNORE_INDEX
+    from medsft.train.steps import Start, TrainingRows, make_trainer, tokenize_split
 
     config = training_config(args, backend_name, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -453,7 +455,7 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
     model, tokenizer = backend.load(config)
     result["load_seconds"] = round(time.perf_counter() - tick, 1)
     if backend_name == "unsloth":
-        from medsft.backend import unsloth_loader
+        from medsft.train.backend import unsloth_loader
 
         result["loader"] = unsloth_loader(args.model).__name__
     else:
@@ -467,16 +469,17 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
         result.setdefault("notes", {})["lora_on_vision"] = sum("vision" in n for n in lora_names)
     data, _report = build_training_data(config, tokenizer)
     rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
-    throughput = Throughput()
-    trainer = build_trainer(model, tokenizer, backend, config, out, rows, [], throughput, args.steps)
+    begun = Start(dataclasses.replace(config, max_steps=args.steps, eval_every_steps=0), out, backend)
+    trainer = make_trainer(begun, model, tokenizer, TrainingRows(data, rows, []))
     batch = next(iter(trainer.get_train_dataloader()))
-    result["labels_match"], result["sequences_checked"] = labels_match(batch, rows, trainer.sparse_head)
+    cpu_step = getattr(trainer, "cpu_step", False)
+    result["labels_match"], result["sequences_checked"] = labels_match(batch, rows, cpu_step)
     first = batch["labels"][0].tolist()
     ids = batch["input_ids"][0].tolist()
     trained = [token for token, label in zip(ids, first, strict=True) if label != IGNORE_INDEX]
     result["decoded_labels_sample"] = tokenizer.decode(trained)[:300]
     state.update(backend=backend, config=config, model=model, tokenizer=tokenizer, trainer=trainer, out=out)
-    state["throughput"] = throughput
+    state["throughput"] = trainer.throughput
     return result
 
 
@@ -507,8 +510,6 @@ def train(state: dict[str, Any], result: dict[str, Any]) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from medsft.attention import packed_attention
-
     trainer, throughput = state["trainer"], state["throughput"]
     clock = StepClock(throughput)
 
@@ -523,8 +524,7 @@ def train(state: dict[str, Any], result: dict[str, Any]) -> None:
     tick = time.perf_counter()
     clock.started = tick
     try:
-        with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
-            trainer.train()
+        trainer.train()  # on the CPU step, with packed attention (use_cpu_step)
         if cuda:
             torch.cuda.synchronize()
     finally:  # the numbers so far also when the cap interrupts the steps
@@ -642,8 +642,6 @@ def score_for(model: Any, tokenizer: Any, items: list, eager: bool, seconds: flo
 
 
 def gguf_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str, Any]) -> None:
-    import dataclasses
-
     model, tokenizer, out = state["trainer"].model, state["tokenizer"], state["out"]
     tick = time.perf_counter()
     merged = state["backend"].save_merged(model, tokenizer, out / "merged", overwrite=True)
@@ -657,10 +655,10 @@ def gguf_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str
 
 
 def validation_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str, Any]) -> None:
-    from medsft.attention import packed_attention
+    from medsft.train.cpu_step.attention import packed_attention
 
     trainer = state["trainer"]
-    with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
+    with packed_attention(trainer.model) if getattr(trainer, "cpu_step", False) else contextlib.nullcontext():
         result.update(validation_check(trainer.model, state["tokenizer"]))
     result["ok"] = result["training_mode_restored"] and result["attention_restored"]
 
@@ -727,14 +725,14 @@ def validation_check(model: Any, tokenizer: Any, count: int = 32) -> dict[str, A
     the training model scored through the evaluation prompt, then left in training mode with its attention back.
 
     Real runs score held-out training rows; here official test items stand in, for the plumbing and the speed."""
-    from medsft import validation
     from medsft.data import load_pubmedqa_eval
+    from medsft.train import checkpoint_selection
 
     items = load_pubmedqa_eval(limit=count)
     model.train()
     attention = getattr(model.config, "_attn_implementation", None)
     tick = time.perf_counter()
-    acc = validation.accuracy(model, tokenizer, "pubmedqa", items, 8)
+    acc = checkpoint_selection.accuracy(model, tokenizer, "pubmedqa", items, 8)
     return {
         "n": len(items),
         "acc": acc,
@@ -748,13 +746,13 @@ def gguf_check(model: Any, tokenizer: Any, merged: Path, config16: Any, out: Pat
     """Unsloth's GGUF export (offline llama.cpp folder), then medsft's checks against the 16-bit merge."""
     from medsft.evaluate import HFScorer
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
-    from medsft.export.save import unsloth_ggufs
+    from medsft.export.save import save_ggufs
     from medsft.export.verify import end_of_turn_ids, reference_first_tokens, verify_gguf
 
     finals = {"q8_0": out / "gguf" / "model-Q8_0.gguf"}
     finals["q8_0"].parent.mkdir(parents=True, exist_ok=True)
     tick = time.perf_counter()
-    partials = unsloth_ggufs(model, tokenizer, ["q8_0"], finals)
+    partials = save_ggufs(model, tokenizer, ["q8_0"], finals)
     seconds = round(time.perf_counter() - tick, 1)
     path = partials["q8_0"].replace(finals["q8_0"])
     reference = HFScorer.from_spec(str(merged), name="merged-16bit", config=config16)

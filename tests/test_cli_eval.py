@@ -17,12 +17,12 @@ from medsft.data.loaders import BENCHMARKS_DIR
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if anything tries to load a model."""
-    from medsft.evaluate import gguf_scorer, scoring
+    from medsft.evaluate import gguf_scorer, transformers_scorer
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(scoring.HFScorer, "from_spec", classmethod(refuse))
+    monkeypatch.setattr(transformers_scorer.HFScorer, "from_spec", classmethod(refuse))
     monkeypatch.setattr(gguf_scorer, "load_gguf", refuse)
 
 

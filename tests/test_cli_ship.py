@@ -40,7 +40,7 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr("medsft.export.save.export_run", refuse)
     monkeypatch.setattr("medsft.export.export_run", refuse)
     monkeypatch.setattr("medsft.evaluate.gguf_scorer.load_gguf", refuse)
-    monkeypatch.setattr("medsft.server.build_app", refuse)
+    monkeypatch.setattr("medsft.export.server.build_app", refuse)
 
 
 def run_folder(tmp_path: Path, adapter: bool = True) -> Path:
@@ -176,7 +176,7 @@ def test_serve_names_a_bad_limit_before_loading(capsys, tmp_path, no_model_load,
 
 def test_serve_passes_its_limits_on(capsys, tmp_path, monkeypatch) -> None:
     """--max-tokens below the default max_tokens lowers the default with it."""
-    from medsft.server_checks import Limits
+    from medsft.export.server_checks import Limits
 
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
@@ -186,7 +186,7 @@ def test_serve_passes_its_limits_on(capsys, tmp_path, monkeypatch) -> None:
         got["limits"] = limits
         return 0
 
-    monkeypatch.setattr("medsft.server.serve", serve)
+    monkeypatch.setattr("medsft.export.server.serve", serve)
     assert run_cli(capsys, "serve", "--gguf", str(gguf), "--max-tokens", "100", "--time-limit", "5")[0] == 0
     assert got["limits"] == Limits(max_tokens=100, default_max_tokens=100, time_limit_s=5.0)
 

@@ -46,7 +46,7 @@ REQUEST_SECONDS = 60
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_gemma_dir: Path) -> Path:
     from medsft.export.gguf import convert
-    from medsft.llamacpp_toolchain import find_toolchain
+    from medsft.export.llamacpp_toolchain import find_toolchain
 
     return convert(find_toolchain(), tiny_gemma_dir, tmp_path_factory.mktemp("serve") / "tiny-F16.gguf")
 
@@ -428,8 +428,8 @@ def test_a_reply_that_cannot_be_sent_is_cut_and_frees_the_model(tiny_gguf: Path)
     deadline is never asked: past the time limit plus the grace, the guard cancels the reply and frees the
     model. Driven in process through the real guard and vocabulary; the stuck reply is an ASGI app that sends
     its start and then never finishes, as a blocked send looks from the guard."""
-    from medsft.server import Clock, RequestGuard, Vocabulary
-    from medsft.server_checks import Limits
+    from medsft.export.server import Clock, RequestGuard, Vocabulary
+    from medsft.export.server_checks import Limits
 
     async def stuck(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})

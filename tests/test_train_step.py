@@ -6,12 +6,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from medsft.attention import packed_attention
-from medsft.backend import TransformersBackend
 from medsft.config import build_config
-from medsft.labels import IGNORE_INDEX, tokenize_conversation
-from medsft.loss import sparse_head_loss
-from medsft.train import pack_examples, tokenize_split
+from medsft.train.backend import TransformersBackend
+from medsft.train.cpu_step import pack_examples
+from medsft.train.cpu_step.attention import packed_attention
+from medsft.train.cpu_step.loss import sparse_head_loss
+from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
+from medsft.train.steps import tokenize_split
 
 CHATS = [
     [{"role": "user", "content": "Name one loop diuretic."}, {"role": "assistant", "content": "Furosemide."}],
@@ -120,7 +121,7 @@ def test_packing_restarts_positions_and_never_trains_across_conversations(gemma_
 
 
 def test_a_dataset_with_nothing_to_learn_is_an_error_before_training(gemma_tokenizer):
-    from medsft.labels import LabelError
+    from medsft.train.labels import LabelError
 
     config = build_config({"max_seq_length": 8})  # cuts every conversation before its assistant turn
     rows = [{"id": str(i), "messages": chat} for i, chat in enumerate(CHATS)]
@@ -129,8 +130,8 @@ def test_a_dataset_with_nothing_to_learn_is_an_error_before_training(gemma_token
 
 
 def test_fused_head_matches_plain_cross_entropy_with_gradients(monkeypatch: pytest.MonkeyPatch):
-    from medsft import loss
-    from medsft.loss import FusedLinearCrossEntropy
+    from medsft.train.cpu_step import loss
+    from medsft.train.cpu_step.loss import FusedLinearCrossEntropy
 
     vocab = 1000
     monkeypatch.setattr(loss, "CHUNK_BYTES", 4 * vocab * 100)  # 100 rows per chunk: 600 rows take six chunks

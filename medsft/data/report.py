@@ -134,21 +134,6 @@ class DatasetReport:
         ]
         return pd.DataFrame.from_records(records, columns=["step", "source", "rows", "example"])
 
-    def plot_token_lengths(self, ax: Any = None, bins: int = 40) -> Any:
-        """Histogram of tokens per row, with max_seq_length marked."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 3.5))
-        ax.hist(self.token_lengths, bins=bins, color="#4C72B0")
-        if self.max_seq_length:
-            ax.axvline(
-                self.max_seq_length, color="#C44E52", linestyle="--", label=f"max_seq_length {self.max_seq_length}"
-            )
-            ax.legend()
-        ax.set_xlabel("tokens per row (chat template applied)")
-        ax.set_ylabel("rows")
-        return ax
 
     def summary(self) -> str:
         removed = ", ".join(f"{count} {step.replace('_', ' ')}" for step, count in self.removed.items() if count)

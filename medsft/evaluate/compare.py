@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsft import runs
 from medsft.config import EVAL_MODES
 from medsft.evaluate.cache import result_cache
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
-from medsft.evaluate.results import TaskResult, slug, write_json, write_result
-from medsft.evaluate.scoring import GENERATE_BATCH_SIZE, HFScorer, Scorer
+from medsft.evaluate.results import TaskResult, slug, write_result
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.tasks import get_task, load_eval_items
+from medsft.evaluate.transformers_scorer import GENERATE_BATCH_SIZE, HFScorer, Scorer
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig
@@ -183,7 +184,8 @@ def load_scorer(spec: str, engine: str, batch_size: int, config: RunConfig | Non
 def finish(results: list[TaskResult], seed: int, run_dir: str | Path | None, overwrite: bool) -> Comparison:
     comparison = compare_results(results, seed)
     if run_dir is not None:
-        write_json(Path(run_dir) / f"compare_{slug(results[0].task)}.json", comparison.to_dict(), overwrite)
+        path = Path(run_dir) / f"compare_{slug(results[0].task)}.json"
+        runs.write_json(path, comparison.to_dict(), overwrite, strict=True)
     return comparison
 
 

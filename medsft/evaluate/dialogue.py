@@ -26,7 +26,7 @@ from medsft.data.dialogue_split import DialogueItem, read_dialogues
 from medsft.evaluate import keypoints, stats
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.rouge import ROUGE_TYPES, rouge_scores
-from medsft.evaluate.scoring import GenerationSettings, Scorer, generate_timed
+from medsft.evaluate.transformers_scorer import GenerationSettings, Scorer, generate_timed
 
 Row = dict[str, Any]
 TASK = "dialogue"

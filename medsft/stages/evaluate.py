@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import NotebookRun
+from medsft.runs import Run, write_json
 
 log = logging.getLogger("medsft")
 
 
-def eval_models(run: NotebookRun) -> dict[str, str]:
+def eval_models(run: Run) -> dict[str, str]:
     """`base` is the configured model; `tuned` its adapter from the train stage, when there is one to compare."""
     models = {"base": run.config.model}
     adapter = run.find_artifact("adapter")
@@ -32,13 +32,13 @@ def eval_items(config: RunConfig) -> dict[str, list[Any]]:
     return {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
 
 
-def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
+def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
     """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`.
 
     Items come from `load_items` (the loader `medsft eval` and decontamination use); MedQA/PubMedQA are scored
     in `config.eval_mode` (log-likelihood or generation)."""
     from medsft.evaluate.compare import evaluate_models, finish
-    from medsft.evaluate.scoring import model_name
+    from medsft.evaluate.transformers_scorer import model_name
 
     config = run.config
     limits = {task: config.eval_items(task) for task in config.eval_tasks}
@@ -66,7 +66,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
         },
         "seconds": {r.task + "/" + r.model: r.settings.get("seconds") for rs in results.values() for r in rs},
     }
-    run.write_json("eval_results.json", summary, overwrite=True)  # a rerun of the notebook cell replaces it
+    write_json(run.path("eval_results.json"), summary, overwrite=True)  # a rerun of the notebook cell replaces it
     return comparisons
 
 

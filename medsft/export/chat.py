@@ -2,9 +2,9 @@
 `<think>` block shown apart from the answer, and the research-only disclaimer after every reply.
 
     medsft chat outputs/<run-id>                                               # the run's Q8_0 GGUF
-    python -m medsft.chat --gguf outputs/<run-id>/gguf/<file>.gguf              # interactive
-    python -m medsft.chat --gguf FILE --prompt "A 58-year-old man has ..."     # one question
-    python -m medsft.chat --gguf FILE --serve --port 8000                      # = medsft serve --gguf FILE
+    python -m medsft.export.chat --gguf outputs/<run-id>/gguf/<file>.gguf              # interactive
+    python -m medsft.export.chat --gguf FILE --prompt "A 58-year-old man has ..."     # one question
+    python -m medsft.export.chat --gguf FILE --serve --port 8000                      # = medsft serve --gguf FILE
 
 Nothing leaves the machine: the model is a local file and llama.cpp runs on the CPU.
 """
@@ -147,7 +147,7 @@ def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
     """The run's GGUF of that quantization (in this run or the one it was started from), else its first GGUF.
     Files that failed their export check (`*.rejected.gguf`) are never chosen."""
     from medsft.export.gguf import LLAMA_CPP_TYPES, REJECTED_SUFFIX
-    from medsft.pipeline import find_artifact
+    from medsft.runs import find_artifact
 
     folder = find_artifact(run_dir, "gguf")
     every = sorted(folder.glob("*.gguf")) if folder else []
@@ -166,8 +166,7 @@ def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q
     """The GGUF `medsft chat` / `medsft serve` use: `--gguf FILE`, or the run's file of that quantization.
     Raises ValueError with one line saying what is missing and what to run."""
     from medsft.export.gguf import REJECTED_SUFFIX
-    from medsft.pipeline import find_artifact
-    from medsft.runs import check_run_folder
+    from medsft.runs import check_run_folder, find_artifact
 
     if (run_dir is None) == (gguf is None):
         raise ValueError("give a RUN_DIR or --gguf FILE (exactly one)")
@@ -197,7 +196,7 @@ def run_chat(
 ) -> int:
     """One question (`prompt`) or an interactive session with a GGUF; 2 when the file cannot be loaded."""
     from medsft.cli_errors import error_line
-    from medsft.llamacpp_toolchain import ToolchainError
+    from medsft.export.llamacpp_toolchain import ToolchainError
 
     try:
         chat = GgufChat(gguf, system=system, n_ctx=n_ctx, max_tokens=max_tokens, temperature=temperature)
@@ -220,7 +219,7 @@ def run_chat(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medsft.chat", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m medsft.export.chat", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, required=True, help="the GGUF file to chat with")
     parser.add_argument("--prompt", help="ask one question and exit (default: interactive)")
     parser.add_argument("--system", help="a system message")
@@ -237,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         error_line(f"GGUF file not found: {args.gguf} (export one with: medsft export RUN_DIR)")
         return 2
     if args.serve:
-        from medsft.server import serve
+        from medsft.export.server import serve
 
         return serve(args.gguf, args.host, args.port, args.n_ctx)
     return run_chat(args.gguf, args.prompt, args.system, args.max_tokens, args.temperature, args.n_ctx)

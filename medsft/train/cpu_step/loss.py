@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medsft.attention import packed_segments
-from medsft.labels import IGNORE_INDEX
+from medsft.train.cpu_step.attention import packed_segments
+from medsft.train.labels import IGNORE_INDEX
 
 # Logits of one chunk stay under this many bytes (512 rows for Gemma's 262k vocabulary). Larger chunks re-read the
 # head matrix less often in the backward GEMM; measured here, 512-1024 rows ran ~20% faster than 128.

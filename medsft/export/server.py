@@ -8,7 +8,7 @@ What medsft adds around `llama_cpp.server.app.create_app` (two small ASGI layers
 - The disclaimer on every response: an `X-Medsft-Disclaimer` header, and a `disclaimer` field in every JSON
   body under /v1/ (a streamed reply carries the header). The conversation is passed on as the client sent it,
   so the model sees the same prompt as in `medsft chat`. Error bodies are OpenAI-shaped, FastAPI's 404/405 too.
-- Requests checked before the model sees them (`medsft.server_checks`): every field's type and range, the
+- Requests checked before the model sees them (`medsft.export.server_checks`): every field's type and range, the
   body's JSON whatever its Content-Type, messages longer than the context window; a bad one is a 4xx naming
   the field (llama-cpp-python 0.3.36 answers several with a 500 carrying pydantic's dump, and takes
   `max_tokens: -3` as "until the context is full").
@@ -20,7 +20,7 @@ What medsft adds around `llama_cpp.server.app.create_app` (two small ASGI layers
   `interrupt_requests` is off so a new request never cuts a streamed reply short.
 
 A `<think>` block comes back verbatim inside the message content (the server has no reasoning parser for these
-templates); `medsft.chat.split_stream` splits it from the answer, as `medsft chat` does. Generation stops at the
+templates); `medsft.export.chat.split_stream` splits it from the answer, as `medsft chat` does. Generation stops at the
 template's end-of-turn token, which is not part of the content.
 """
 
@@ -39,7 +39,7 @@ from typing import Any
 
 from medsft import DISCLAIMER
 from medsft.cli_errors import error_line
-from medsft.server_checks import GENERATION, BadRequest, Limits, normalized, parse_body, route_of
+from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, parse_body, route_of
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

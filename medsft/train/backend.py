@@ -1,0 +1,296 @@
+"""One interface shaped like Unsloth's FastLanguageModel, with two real implementations.
+
+- `UnslothBackend`: Unsloth's `FastLanguageModel`, or `FastModel` for multimodal checkpoints as Unsloth's own
+  notebooks do (4-bit QLoRA, its gradient checkpointing, its merged and GGUF savers). Chosen when CUDA is
+  available, `unsloth` imports and training runs as one process (not several under `accelerate launch`).
+- `TransformersBackend`: transformers + peft with the same calls. Chosen otherwise (CPU laptops, CI), and
+  what the tests and the CPU demo run.
+
+`select_backend` logs which one it chose and why. Unsloth patches transformers, trl and peft when it is
+imported, so it must be imported before them: `select_backend` imports it first (and warns when a notebook
+imported transformers earlier), and nothing in `medsft` imports transformers at package import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medsft.config import RunConfig
+from medsft.models import resolve_model
+from medsft.train import distributed
+from medsft.train.fast_language_model import (
+    MULTIMODAL_NAME_HINTS,
+    is_multimodal,
+    lora_target_modules,
+    with_savers,
+)
+
+log = logging.getLogger("medsft")
+
+
+class BackendError(RuntimeError):
+    """The asked-for backend cannot run here; the message says why and what to do."""
+
+
+def cuda_available() -> bool:
+    import torch  # torch may be imported before unsloth; only transformers/trl/peft may not
+
+    return torch.cuda.is_available()
+
+
+def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
+    """Whether Unsloth can run here, and the reason in words."""
+    if not has_cuda:
+        return False, "no CUDA device (Unsloth cannot load a model without an accelerator)"
+    processes = distributed.launched_processes()
+    if processes > 1:  # not even imported: its patches would also change the transformers path that does train
+        return False, f"launched as {processes} processes, and medsft's Unsloth path trains on one GPU only"
+    if importlib.util.find_spec("unsloth") is None:
+        return False, "CUDA is available but unsloth is not installed (pip install -r requirements.txt)"
+    late = [name for name in ("transformers", "trl", "peft") if name in sys.modules and "unsloth" not in sys.modules]
+    if late:
+        log.warning("%s imported before unsloth; Unsloth's patches may be incomplete. Import medsft first.", late)
+    point_unsloth_at_toolchain()
+    try:
+        import unsloth  # noqa: F401
+    except Exception as err:  # unsloth raises many kinds of errors on broken set-ups; report any of them
+        return False, f"CUDA is available but `import unsloth` failed: {err}"
+    return True, "CUDA is available and unsloth imports"
+
+
+def point_unsloth_at_toolchain() -> None:
+    """Unsloth reads its llama.cpp settings at import: point it at the cached offline toolchain, if built,
+    so `save_pretrained_gguf` never tries to clone llama.cpp. Settings the user made are kept."""
+    from medsft.export.llamacpp_toolchain import ToolchainError, find_toolchain
+
+    try:
+        toolchain = find_toolchain()
+    except ToolchainError as err:
+        log.info("GGUF export through Unsloth will not work offline: %s", err)
+        return
+    for key, value in toolchain.unsloth_environment().items():
+        os.environ.setdefault(key, value)
+
+
+@functools.cache
+def import_unsloth_if_usable() -> tuple[bool, str]:
+    """Import Unsloth now if this machine can use it: call before importing transformers, TRL or peft."""
+    return unsloth_status(cuda_available())
+
+
+def select_backend(preference: str = "auto") -> Backend:
+    """Pick the backend for `preference` in auto|unsloth|transformers and log the reason."""
+    if preference == "transformers":
+        backend: Backend = TransformersBackend("asked for backend=transformers")
+    else:
+        ok, reason = import_unsloth_if_usable()
+        if ok:
+            backend = UnslothBackend(reason)
+        elif preference == "unsloth":
+            raise BackendError(f"backend=unsloth was asked for, but {reason}; use backend=auto or transformers")
+        else:
+            backend = TransformersBackend(reason)
+    log.info("backend: %s (%s)", backend.name, backend.reason)
+    return backend
+
+
+def read_model_config(location: str) -> dict[str, Any] | None:
+    """config.json of a local folder, or of a hub id if it is cached or reachable; None if neither."""
+    local = Path(location) / "config.json"
+    if local.is_file():
+        return json.loads(local.read_text(encoding="utf-8"))
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(location, token=os.environ.get("HF_TOKEN")).to_dict()
+    except (OSError, ValueError):
+        return None
+
+
+def unsloth_loader(location: str) -> Any:
+    """FastModel for multimodal checkpoints (Gemma 3 4B+, Gemma 3n, Gemma 4), FastLanguageModel otherwise."""
+    from unsloth import FastLanguageModel, FastModel
+
+    adapter = Path(location) / "adapter_config.json"
+    if adapter.is_file() and not (Path(location) / "config.json").is_file():  # an adapter: its base decides
+        location = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    config = read_model_config(location)
+    multimodal = is_multimodal(config) if config else any(h in location.lower() for h in MULTIMODAL_NAME_HINTS)
+    return FastModel if multimodal else FastLanguageModel
+
+
+# What peft's "all-linear" selects on Gemma 3/4 and Llama 3 decoders (tests/test_backend.py resolves it on each).
+DECODER_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class Backend:
+    """Load a model, add LoRA, save the adapter, save merged 16-bit — the calls Unsloth users know.
+
+    `FastLanguageModel` is the class whose `from_pretrained` and `get_peft_model` the train notebook calls, and
+    `load_arguments` / `lora_arguments` are those calls' keyword arguments, taken from the config: the notebook
+    shows them, then makes the call. `load` and `add_lora` are the same two calls in one line each."""
+
+    reason: str
+    name: str = "base"
+
+    def fast_language_model(self, model_name: str) -> Any:
+        raise NotImplementedError
+
+    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
+        raise NotImplementedError
+
+    def load(self, config: RunConfig) -> tuple[Any, Any]:
+        arguments = self.load_arguments(config)
+        model, tokenizer = self.fast_language_model(arguments["model_name"]).from_pretrained(**arguments)
+        return model, self.get_chat_template(tokenizer, config.chat_template)
+
+    def add_lora(self, model: Any, config: RunConfig) -> Any:
+        return self.fast_language_model(model.name_or_path).get_peft_model(model, **self.lora_arguments(model, config))
+
+    def save_adapter(
+        self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False, state_dict: dict | None = None
+    ) -> Path:
+        """Write only the LoRA weights and the tokenizer (a few MB); `state_dict`: weights gathered from FSDP shards."""
+        with staged_folder(path, overwrite) as tmp:
+            model.save_pretrained(str(tmp), state_dict=state_dict)
+            tokenizer.save_pretrained(str(tmp))
+        return Path(path)
+
+    def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
+        """`model.save_pretrained_merged(folder, tokenizer, save_method="merged_16bit")` into a staged folder:
+        Unsloth's method, or the stand-in's (`medsft.train.fast_language_model.with_savers`)."""
+        if not hasattr(model, "save_pretrained_merged"):  # a model built outside FastLanguageModel
+            with_savers(model)
+        with staged_folder(path, overwrite) as tmp:
+            model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
+        return Path(path)
+
+
+@dataclass
+class UnslothBackend(Backend):
+    name: str = "unsloth"
+
+    def fast_language_model(self, model_name: str) -> Any:
+        return unsloth_loader(model_name)  # FastModel for multimodal checkpoints, as Unsloth's notebooks do
+
+    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
+        import torch
+
+        return {
+            "model_name": resolve_model(config.model).location,
+            "max_seq_length": config.max_seq_length,
+            "load_in_4bit": config.load_in_4bit,
+            "dtype": None if config.dtype == "auto" else getattr(torch, config.dtype),  # None: Unsloth picks bf16/fp16
+            "token": os.environ.get("HF_TOKEN"),
+        }
+
+    def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
+        # FastModel returns the multimodal checkpoint's processor; text-only training needs its tokenizer
+        # (the label code asks for offsets, which only a tokenizer gives).
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        if not chat_template:
+            return tokenizer
+        from unsloth.chat_templates import get_chat_template
+
+        return get_chat_template(tokenizer, chat_template=chat_template)
+
+    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "r": config.lora_r,
+            "lora_alpha": config.lora_alpha,
+            "lora_dropout": config.lora_dropout,
+            "target_modules": lora_target_modules(model, config.lora_target_modules),
+            "bias": "none",
+            "use_gradient_checkpointing": "unsloth",  # Unsloth's offloaded checkpointing: less VRAM, same speed
+            "random_state": config.seed,
+        }
+        if is_multimodal(model.config):
+            # As Unsloth's Gemma 3 (4B+) / Gemma 4 notebooks: LoRA on the language model only.
+            arguments |= {
+                "finetune_vision_layers": False,
+                "finetune_language_layers": True,
+                "finetune_attention_modules": True,
+                "finetune_mlp_modules": True,
+            }
+        return arguments
+
+@dataclass
+class TransformersBackend(Backend):
+    name: str = "transformers"
+
+    def fast_language_model(self, model_name: str) -> Any:
+        from medsft.train.fast_language_model import FastLanguageModel
+
+        return FastLanguageModel
+
+    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "model_name": resolve_model(config.model).location,
+            "max_seq_length": config.max_seq_length,
+            "load_in_4bit": config.load_in_4bit,
+            "dtype": None if config.dtype == "auto" else config.dtype,  # None: fp32 on a CPU, bf16/fp16 on CUDA
+            "token": os.environ.get("HF_TOKEN"),
+        }
+        if config.dry_run:  # checks a recipe on any machine: the architecture and tokenizer, random weights
+            arguments |= {"random_weights": True, "random_state": config.seed}
+        return arguments
+
+    def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
+        from medsft.templates import apply_chat_template_name
+
+        apply_chat_template_name(tokenizer, chat_template)
+        return tokenizer
+
+    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
+        return {
+            "r": config.lora_r,
+            "lora_alpha": config.lora_alpha,
+            "lora_dropout": config.lora_dropout,
+            "target_modules": lora_target_modules(model, config.lora_target_modules),
+            "bias": "none",
+            "use_gradient_checkpointing": False,  # on a CPU memory is not the limit; recomputing costs a third more
+            "random_state": config.seed,
+        }
+
+
+class staged_folder:  # noqa: N801 - used as a context manager like tempfile's helpers
+    """Write into a temporary sibling and rename into place only if the block succeeds.
+
+    Nothing half-written ever sits under the final name, and an existing folder is never silently replaced.
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+
+    def __enter__(self) -> Path:
+        if self.path.exists() and any(self.path.iterdir()) and not self.overwrite:
+            raise FileExistsError(f"{self.path} already exists and is not empty; pass overwrite=True to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.tmp.rename(self.path)

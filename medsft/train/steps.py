@@ -1,0 +1,427 @@
+"""`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU.
+
+The steps, in the order of Unsloth's notebooks (the train notebook spells each call out in its own cell):
+
+1. `start`: check the launch and the data, claim the run folder, pick the backend;
+2. `FastLanguageModel.from_pretrained(**backend.load_arguments(config))`, then the chat template;
+3. `training_rows`: the conversations tokenised with response-only labels (`medsft.train.labels`);
+4. `FastLanguageModel.get_peft_model(model, **backend.lora_arguments(model, config))`;
+5. `make_trainer`: `SFTTrainer(model, args=SFTConfig(**sft_arguments(...)), ...)`, on a CPU with
+   `use_cpu_step(trainer)` (`medsft.train.cpu_step`), and medsft's callbacks (`medsft.train.callbacks`);
+6. `trainer.train(resume_from_checkpoint=resume_checkpoint(...))`;
+7. `finish`: the adapter, `train_results.json`, the loss plot.
+
+Each step takes what it needs and returns what it makes; `Start` is the one record step 1 hands on.
+On CUDA with Unsloth the model comes from Unsloth's `FastLanguageModel` (4-bit, its gradient checkpointing) and
+the step is Unsloth's own; both paths train on identical labels.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from medsft.train.backend import import_unsloth_if_usable
+
+import_unsloth_if_usable()  # Unsloth patches transformers and TRL, so it must be imported before them
+
+import torch
+from datasets import Dataset
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from medsft.config import ConfigError, RunConfig
+from medsft.plots import plot_loss_curves
+from medsft.runs import (
+    Run,
+    check_no_training,
+    claim_run_dir,
+    open_run_dir,
+    sha256_rows,
+    write_json,
+    write_text_atomic,
+)
+from medsft.train import checkpoint_selection, distributed
+from medsft.train.backend import Backend, TransformersBackend, select_backend
+from medsft.train.callbacks import add_run_callbacks, peak_memory_gib
+from medsft.train.cpu_step import use_cpu_step
+from medsft.train.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
+
+log = logging.getLogger("medsft")
+DRY_RUN_STEPS = 2
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    adapter_dir: Path
+    global_step: int
+    train_loss: float | None
+    eval_losses: list[dict[str, float]] = field(default_factory=list)
+    validation_accuracy: list[dict[str, float]] = field(default_factory=list)  # when an accuracy picks the checkpoint
+    selected_by: str = "eval_loss"  # what chose best_checkpoint (config.select_checkpoint_by)
+    best_checkpoint: str | None = None
+    tokens_per_second: float | None = None
+    peak_memory_gib: float | None = None
+    runtime_seconds: float = 0.0
+    train_rows: int = 0
+    validation_rows: int = 0
+    trained_tokens: int = 0
+    world_size: int = 1
+    effective_batch_size: int = 0  # conversations per optimizer step: per-device batch x accumulation x processes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch; the labels medsft built are passed through untouched (padding is -100).
+
+    The GPU path uses this instead of TRL's default collator, which rebuilds labels from its own masks: with
+    an explicit collator the response-only labels reach the loss whatever the installed TRL/Unsloth does.
+    """
+    longest = max(len(example["input_ids"]) for example in examples)
+    ids, labels, mask = [], [], []
+    for example in examples:
+        gap = longest - len(example["input_ids"])
+        ids.append(list(example["input_ids"]) + [pad_id] * gap)
+        labels.append(list(example["labels"]) + [IGNORE_INDEX] * gap)
+        mask.append([1] * len(example["input_ids"]) + [0] * gap)
+    as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long)  # noqa: E731
+    return {"input_ids": as_tensor(ids), "labels": as_tensor(labels), "attention_mask": as_tensor(mask)}
+
+
+def truncate_log(path: Path, after_step: int) -> None:
+    """Drop log lines a killed run wrote past its last checkpoint; the resumed run writes them again."""
+    import json
+
+    if path.is_file():
+        kept = [
+            line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= after_step
+        ]
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig, split: str) -> list[dict]:
+    """input_ids/labels for each conversation; rows left with nothing to learn are dropped and counted."""
+    tokenized, empty = [], 0
+    for row in rows:
+        try:
+            item = tokenize_conversation(tokenizer, row["messages"], config.max_seq_length, config.train_on_reasoning)
+        except LabelError as err:
+            raise LabelError(f"{split} row {row.get('id', '?')}: {err}") from err
+        if count_trained_tokens(item["labels"]):
+            tokenized.append(item)
+        else:
+            empty += 1
+    if rows and not tokenized:
+        raise LabelError(
+            f"every {split} row has all labels -100 (nothing to learn): check that rows have assistant turns and "
+            f"that max_seq_length={config.max_seq_length} leaves room for them"
+        )
+    if empty:
+        log.warning("%s: dropped %d rows whose assistant turn was cut off by max_seq_length", split, empty)
+    return tokenized
+
+
+def resolve_optimizer(config: RunConfig, has_cuda: bool) -> str:
+    if "8bit" in config.optimizer and not has_cuda:
+        log.warning("optimizer=%s needs bitsandbytes on CUDA; using adamw_torch on CPU", config.optimizer)
+        return "adamw_torch"
+    return config.optimizer
+
+
+def no_activation_checkpointing() -> dict[str, bool]:
+    """Checkpointing off, under the name the installed transformers knows: `activation_checkpointing` (5.2x,
+    where the old name warns) or `gradient_checkpointing` (5.17, the GPU set-up's pin). TRL turns it on by default."""
+    import dataclasses
+
+    names = {field.name for field in dataclasses.fields(SFTConfig)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+
+
+def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> dict[str, Any]:
+    """`SFTConfig`'s keyword arguments from the config: the recipe's names on the left of each line are the
+    library's own, or map one to one (batch_size -> per_device_train_batch_size, warmup_ratio -> warmup_steps)."""
+    bf16 = has_cuda and torch.cuda.is_bf16_supported()
+    return dict(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.num_epochs,
+        max_steps=steps,
+        optim=resolve_optimizer(config, has_cuda),
+        seed=config.seed,
+        data_seed=config.data_seed,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if with_eval else "no",
+        eval_on_start=with_eval,  # the untrained baseline, so the log shows what training changed
+        eval_steps=config.eval_every_steps or None,
+        save_strategy="steps" if config.save_every_steps else "no",
+        save_steps=config.save_every_steps or None,
+        load_best_model_at_end=with_eval and bool(config.save_every_steps),
+        metric_for_best_model=selection_metric(config),
+        greater_is_better=config.select_checkpoint_by != "eval_loss",
+        prediction_loss_only=True,
+        use_cpu=not has_cuda,
+        bf16=bf16,
+        fp16=has_cuda and not bf16,
+        **no_activation_checkpointing(),  # Unsloth applies its own; on CPU memory is not the limit
+        max_length=config.max_seq_length,
+        report_to=[],
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        # Under DDP: every LoRA weight takes part in every step, so DDP need not search the graph for unused ones
+        # (the search costs a graph walk per step, and PEFT models would otherwise get it by default).
+        ddp_find_unused_parameters=False,
+    )
+
+
+def selection_metric(config: RunConfig) -> str:
+    task = checkpoint_selection.selection_task(config.select_checkpoint_by)
+    return checkpoint_selection.metric_name(task) if task else "eval_loss"
+
+
+def uses_cpu_step(backend: Backend) -> bool:
+    """The CPU step on the transformers backend. Under FSDP the head's weights are sharded and only gathered
+    inside the model's own forward, so the sparse head (which reads them after the backbone) cannot run: padded
+    batches and the model's own loss instead, as on Unsloth."""
+    return backend.name == "transformers" and not distributed.fsdp_requested()
+
+
+def batch_layout(trainer: SFTTrainer) -> dict[str, Any]:
+    """Processes, the trainer's kind of distribution (DDP, FSDP) and the effective batch, logged once."""
+    args = trainer.args
+    kind = trainer.accelerator.distributed_type.value
+    layout = distributed.describe(
+        args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, kind
+    )
+    log.info(
+        "effective batch: %d per device x %d accumulation steps x %d processes (%s) = %d conversations per step",
+        *(layout[key] for key in ("per_device_batch_size", "gradient_accumulation_steps", "world_size")),
+        kind,
+        layout["effective_batch_size"],
+    )
+    return layout
+
+
+def save_trained_adapter(trainer: SFTTrainer, backend: Backend, tokenizer: Any, path: Path, overwrite: bool) -> Path:
+    """The main process writes the adapter; under FSDP every process holds a shard, so all of them first take part
+    in gathering the full weights."""
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if distributed.is_main_process():
+        backend.save_adapter(trainer.model, tokenizer, path, overwrite=overwrite, state_dict=state_dict)
+    return path
+
+
+def write_results(run: Run, result: RunResult, backend: Backend) -> None:
+    """train_results.json, the loss plot and the manifest's timings (main process only). A resumed run rewrites
+    them; a fresh one never finds them (`check_no_training`)."""
+    write_json(run.path("train_results.json"), result.to_dict(), overwrite=True)
+    figure = plot_loss_curves(run.run_dir)
+    figure.savefig(run.path("loss_curves.png"), dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
+    run.update_manifest(timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
+
+
+def check_launch(config: RunConfig) -> None:
+    """What medsft cannot train as launched, said before any model loads (on every process alike)."""
+    if distributed.fsdp_requested() and config.load_in_4bit and torch.cuda.is_available():
+        raise ConfigError(
+            "load_in_4bit: FSDP shards 16-bit weights here (medsft does not set up sharded 4-bit storage); pass "
+            "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
+        )
+
+
+def claim_or_check(config: RunConfig, run_dir: Path | None) -> Path:
+    """A new run folder for this run, or the opened one it was given, checked (main process; path sent to all)."""
+    return distributed.on_main(
+        lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
+    )
+
+
+@dataclass(frozen=True)
+class Start:
+    """What step 1 settles before any model loads, and every later step reads: the config, the run folder, the
+    backend, the splits (or None: `training_rows` builds them) and the source rows already checked."""
+
+    config: RunConfig
+    run_dir: Path
+    backend: Backend
+    data: Any | None = None
+    sources: Any | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def run(self) -> Run:
+        """The run folder's owner (the config already resolved; nothing is read again)."""
+        return Run(self.config, self.run_dir)
+
+    @property
+    def steps(self) -> int:
+        return DRY_RUN_STEPS if self.config.dry_run else self.config.max_steps
+
+
+class TrainingRows(NamedTuple):
+    """The splits (row dicts) and their tokenised conversations (input ids and response-only labels)."""
+
+    data: Any
+    train: list[dict]
+    validation: list[dict]
+
+
+def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> Start:
+    """Step 1: check the launch and (when the data is built here) every source row, before any model loads; claim
+    the run folder (or check the one the pipeline opened) and pick the backend.
+
+    `run_dir` is a folder the pipeline runner already opened for this run (its config.yaml inside); training
+    writes into it unless it already holds a training's outputs and `resume` is off."""
+    started = time.perf_counter()
+    check_launch(config)
+    sources = None
+    if data is None:
+        from medsft.data import validate_sources
+
+        sources = validate_sources(config)  # bad rows fail here, before any model loads
+    run_dir = claim_or_check(config, run_dir)
+    # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
+    backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)
+    return Start(config, run_dir, backend, data=data, sources=sources, started=started)
+
+
+def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
+    """Step 3: input ids and response-only labels for every train and validation conversation (the data is
+    built here first when the data stage did not run); the rows' hashes go into the manifest. The run folder
+    appears here, once the model has loaded, so a failed load leaves nothing behind."""
+    config, main = begun.config, distributed.is_main_process()
+    if main:
+        open_run_dir(begun.run_dir, config)
+    data = begun.data
+    if data is None:
+        from medsft.data import build_training_data
+
+        data, report = build_training_data(config, tokenizer, sources=begun.sources)
+        if main:
+            begun.run.update_manifest(data=report.to_dict())
+    hashes = {f"{split}_sha256": sha256_rows(list(data[split])) for split in ("train", "validation")}
+    distributed.check_same_everywhere(" ".join(hashes.values()), "the training and validation rows")
+    if main:
+        begun.run.update_manifest(data=hashes)
+    train_rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
+    validation_rows = tokenize_split(list(data["validation"]), tokenizer, config, "validation")
+    return TrainingRows(data, train_rows, validation_rows)
+
+
+def trainer_arguments(begun: Start, rows: TrainingRows) -> dict[str, Any]:
+    """`sft_arguments` for this run: evaluation on when there are validation rows and `eval_every_steps`."""
+    with_eval = bool(rows.validation) and begun.config.eval_every_steps > 0
+    return sft_arguments(begun.config, begun.run_dir, torch.cuda.is_available(), with_eval, begun.steps)
+
+
+def checkpoint_task(begun: Start, rows: TrainingRows, arguments: dict[str, Any]) -> tuple[str | None, list]:
+    """The benchmark whose validation accuracy picks the checkpoint (`select_checkpoint_by`), and its items."""
+    if arguments["eval_strategy"] == "no":
+        return None, []
+    task = checkpoint_selection.selection_task(begun.config.select_checkpoint_by)
+    items = checkpoint_selection.validation_items(list(rows.data["validation"]), task) if task else []
+    if task and not items:
+        raise ConfigError(
+            f"select_checkpoint_by: {begun.config.select_checkpoint_by}, but the validation split holds no {task} "
+            "row; raise validation_fraction or use eval_loss"
+        )
+    return task, items
+
+
+def make_trainer(begun: Start, model: Any, tokenizer: Any, rows: TrainingRows) -> SFTTrainer:
+    """Step 5, as the train notebook's trainer cell writes it: TRL's SFTTrainer on the tokenised rows with
+    medsft's collator (labels passed through untouched), the CPU step on the transformers backend, and medsft's
+    logging and checkpoint choice."""
+    arguments = trainer_arguments(begun, rows)
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        args=SFTConfig(**arguments),
+        train_dataset=Dataset.from_list(rows.train),
+        eval_dataset=Dataset.from_list(rows.validation) if arguments["eval_strategy"] != "no" else None,
+        data_collator=functools.partial(pad_examples, pad_id=tokenizer.pad_token_id),
+    )
+    if uses_cpu_step(begun.backend):
+        trainer = use_cpu_step(trainer)
+    task, items = checkpoint_task(begun, rows, arguments)
+    return add_run_callbacks(trainer, begun.config, begun.run_dir, task, items)
+
+
+def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
+    """Step 6's argument: the last checkpoint when `resume` is on (the log is cut back to it), else None. Every
+    process waits here until the folder is set up."""
+    checkpoint = None
+    if begun.config.resume and (begun.run_dir / "checkpoints").is_dir():
+        checkpoint = get_last_checkpoint(trainer.args.output_dir)
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+        if distributed.is_main_process():
+            truncate_log(begun.run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
+    distributed.wait_for_everyone()
+    return checkpoint
+
+
+def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows, output: Any) -> RunResult:
+    """Step 7: save the adapter (the best checkpoint's weights: `model.save_pretrained` and
+    `tokenizer.save_pretrained` into `adapter/`), then train_results.json, the loss plot and the manifest's
+    timings."""
+    config, run_dir = begun.config, begun.run_dir
+    adapter_dir = save_trained_adapter(trainer, begun.backend, tokenizer, run_dir / "adapter", overwrite=config.resume)
+    history = trainer.state.log_history
+    measure = selection_metric(config)  # eval_loss, or e.g. eval_pubmedqa_accuracy logged at each evaluation
+    layout = batch_layout(trainer)
+    result = RunResult(
+        run_dir=run_dir,
+        adapter_dir=adapter_dir,
+        global_step=trainer.state.global_step,
+        train_loss=output.training_loss,
+        eval_losses=[{"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h],
+        validation_accuracy=[{"step": h["step"], measure: h[measure]} for h in history if measure in h],
+        selected_by=config.select_checkpoint_by,
+        best_checkpoint=trainer.state.best_model_checkpoint,
+        tokens_per_second=trainer.throughput.rate(),
+        peak_memory_gib=round(peak_memory_gib(), 3),
+        runtime_seconds=round(time.perf_counter() - begun.started, 1),
+        train_rows=len(rows.train),
+        validation_rows=len(rows.validation),
+        trained_tokens=sum(count_trained_tokens(r["labels"]) for r in rows.train),
+        world_size=layout["world_size"],
+        effective_batch_size=layout["effective_batch_size"],
+    )
+    if distributed.is_main_process():
+        begun.run.update_manifest(distributed=layout)
+        write_results(begun.run, result, begun.backend)
+    distributed.wait_for_everyone()  # no process returns before the run folder is complete
+    return result
+
+
+def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
+    """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/: the seven
+    steps above, in order (`start` says what `data` and `run_dir` are).
+
+    Under `accelerate launch` every process runs this function on the same rows; only the main process writes
+    the run folder (`medsft.train.distributed`), and the trainer splits each batch between the processes.
+    """
+    begun = start(config, data, run_dir)
+    model, tokenizer = begun.backend.load(config)
+    rows = training_rows(begun, tokenizer)
+    model = begun.backend.add_lora(model, config)
+    trainer = make_trainer(begun, model, tokenizer, rows)
+    output = trainer.train(resume_from_checkpoint=resume_checkpoint(begun, trainer))
+    return finish(begun, trainer, tokenizer, rows, output)
