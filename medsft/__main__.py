@@ -117,8 +117,8 @@ def run_command(args: argparse.Namespace) -> int:
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="embedded, a model or adapter folder, a hub id, or a .gguf file")
     parser.add_argument(
-        "--task", help="a task (medqa, pubmedqa, medmcqa, mmlu_<subject>, synthetic, synthetic_ood), a comma-separated "
-        "list, or a suite: 'suite' (the nine leaderboard tasks) or 'mmlu' (its six subjects)"
+        "--task", help="a task (medqa, pubmedqa, medmcqa, mmlu_<subject>, synthetic, synthetic_ood, dialogue), "
+        "a comma-separated list, or a suite: 'suite' (the nine leaderboard tasks) or 'mmlu' (its six subjects)"
     )
     parser.add_argument("--data", help="a JSON/JSONL/Parquet file or hub id instead of the carried test split")
     parser.add_argument("--split", help="the split to score (default: the task's own; MedQA also has dev)")
@@ -190,7 +190,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from medsft.data import DataError
     from medsft.evaluate.compare import compare_results, evaluate_one, normalize_mode
     from medsft.evaluate.report import baseline_lines, discipline_rows, discipline_table, lm_eval_table
-    from medsft.evaluate.stats import wilson_interval
+    from medsft.evaluate.stats import Interval, wilson_interval
     from medsft.runs import write_json
     from medsft.tasks import describe_data, expand_tasks, get_task, load_items
     from medsft.tasks.base import MAX_FEWSHOT
@@ -255,7 +255,10 @@ def eval_command(args: argparse.Namespace) -> int:
         options = {"num_fewshot": num_fewshot, "view": args.view} if get_task(task).multiple_choice else {}
         result = evaluate_one(scorer, task, items[task], mode, seed, max_new_tokens=max_new_tokens, **options)
         results.append(result)
-        interval = wilson_interval(result.outcomes())
+        if result.mode == "dialogue":  # per-item scores in [0, 1]: the result's own bootstrap interval
+            interval, method = Interval(result.metrics["acc"], *result.metrics["acc_ci"]), "percentile bootstrap, 95%"
+        else:
+            interval, method = wilson_interval(result.outcomes()), "Wilson score interval, 95%"
         output = {
             "task": result.task,
             "model": result.model,
@@ -263,7 +266,7 @@ def eval_command(args: argparse.Namespace) -> int:
             "n": result.n,
             "acc": result.metrics["acc"],
             "acc_ci": [interval.low, interval.high],
-            "ci": "Wilson score interval, 95%",
+            "ci": method,
             "data": data[task],
             "baselines": compare_results([result], seed).baselines,
             **{k: v for k, v in result.to_dict().items() if k not in ("task", "model", "n", "mode")},
@@ -278,7 +281,8 @@ def eval_command(args: argparse.Namespace) -> int:
     except FileExistsError as err:
         print(f"medsft: FileExistsError: {err}", file=sys.stderr)
         return 2
-    print(lm_eval_table(results))
+    if any(result.mode != "dialogue" for result in results):
+        print(lm_eval_table(results))
     if discipline_rows(results):
         print("\nPer discipline:\n" + discipline_table(results))
     lines = [line for result in results for line in baseline_lines(compare_results([result], seed))]
@@ -287,8 +291,10 @@ def eval_command(args: argparse.Namespace) -> int:
     for task, result in zip(tasks, results, strict=True):
         low, high = outputs[task]["acc_ci"]
         where = f"seed {seed}" if not get_task(task).multiple_choice else data[task].get("split")
-        print(f"{result.task} [{where}] {result.model}: acc {result.metrics['acc']:.3f} (n={result.n}, "
-              f"95% CI {low:.3f}-{high:.3f}) -> {args.out}")  # fmt: skip
+        headline = "key-point hit rate" if result.mode == "dialogue" else "acc"
+        rouge = "".join(f", {k} {result.metrics[k]:.3f}" for k in ("rouge1", "rouge2", "rougeL") if k in result.metrics)
+        print(f"{result.task} [{where}] {result.model}: {headline} {result.metrics['acc']:.3f} (n={result.n}, "
+              f"95% CI {low:.3f}-{high:.3f}){rouge} -> {args.out}")  # fmt: skip
     return 0
 
 

@@ -57,7 +57,7 @@ LEADERBOARD_TASKS = (
     "medqa", "pubmedqa", "medmcqa", "mmlu_anatomy", "mmlu_clinical_knowledge", "mmlu_college_biology",
     "mmlu_college_medicine", "mmlu_medical_genetics", "mmlu_professional_medicine",
 )  # fmt: skip
-EVAL_TASKS = (*LEADERBOARD_TASKS, "synthetic", "synthetic_ood")
+EVAL_TASKS = (*LEADERBOARD_TASKS, "synthetic", "synthetic_ood", "dialogue")
 EVAL_SUITES = {"suite": LEADERBOARD_TASKS, "mmlu": tuple(t for t in LEADERBOARD_TASKS if t.startswith("mmlu_"))}
 DATA_SOURCES = ("medical_o1", "medqa", "pubmedqa", "instructions", "messages", "synthetic")
 
@@ -140,7 +140,7 @@ class RunConfig:
 
     # Evaluation
     # Task names or suite names (`suite`: the nine leaderboard tasks), expanded when the config is built.
-    eval_tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))
+    eval_tasks: list[str] = field(default_factory=lambda: [*LEADERBOARD_TASKS, "synthetic", "synthetic_ood"])
     eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500, ...), as papers report
     # Generation is ~100x slower than log-likelihood scoring on a CPU, so generative tasks (synthetic) get their
     # own item count (None: eval_limit) and reply length (a synthetic reference answer is ~170-200 tokens).

@@ -111,7 +111,9 @@ def accuracy_bars(results: Sequence[Any], title: str | None = None, chance: floa
         ax.bar(xs, heights, width=width * 0.9, yerr=np.array(errors), capsize=4, label=model)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.set_xticks(range(len(tasks)), tasks)
+    # the dialogue task's bar is its key-point hit rate (medsft.evaluate.dialogue), not an accuracy
+    dialogue = {r.task for r in parsed if r.mode == "dialogue"}
+    ax.set_xticks(range(len(tasks)), [f"{t}\n(key-point hit rate)" if t in dialogue else t for t in tasks])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% CI)")
     ax.set_title(title or "Accuracy by task")

@@ -21,7 +21,7 @@ time-out keeps everything measured before it:
    its training attention, which must come back in training mode with its attention unchanged.
 8. `stall_probe`: the same MedQA questions scored as before the fix (compile left on), for at most its cap, with
    each batch's width, seconds and newly compiled dynamo graphs: what confirms or refutes the stall's probable
-   cause (README, "The 4-bit scoring stall"). Last, because a compile stuck in C could outlast its cap and take
+   cause (docs/gpu.md, "The 4-bit scoring stall"). Last, because a compile stuck in C could outlast its cap and take
    the process down with it.
 - `vllm` (only when asked for, on a machine with the vllm extra): the model on `VLLMScorer` against
   `HFScorer`, both in bf16: MedQA choices and greedy replies, with the time each engine took.

@@ -48,7 +48,7 @@ def test_unknown_task_is_a_one_line_error(capsys, tmp_path, no_model_load):
     code, err = run_eval(capsys, "--model", "embedded", "--task", "mmlu_virology", "--out", str(tmp_path / "r.json"))
     assert code == 2
     assert err.startswith("medsft: unknown evaluation task 'mmlu_virology'; choose one of medqa, pubmedqa, medmcqa,")
-    assert err.endswith("synthetic, synthetic_ood, suite, mmlu")
+    assert err.endswith("synthetic, synthetic_ood, dialogue, suite, mmlu")
 
 
 def test_missing_data_file_is_a_one_line_error_naming_it(capsys, tmp_path, no_model_load):

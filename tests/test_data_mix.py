@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from medsft import DISCLAIMER
-from medsft.config import EVAL_TASKS, DataSource, RunConfig
+from medsft.config import DataSource, RunConfig
 from medsft.data import mix_sources, sample_path, split_train_validation
 from medsft.data.build import build_training_data
 from medsft.data.mix import largest_remainder
@@ -129,10 +129,13 @@ def test_pipeline_returns_train_and_validation_splits_of_chat_rows(built):
 
 
 def test_every_row_fits_max_seq_length_with_exactly_one_bos(built, gemma_tokenizer):
-    from medsft.templates import tokenize_chat
+    from medsft.templates import check_one_bos, encode_rendered, render_chat
 
     splits, report = built
-    lengths = [len(tokenize_chat(gemma_tokenizer, row["messages"])) for row in splits["train"]]
+    encoded = [encode_rendered(gemma_tokenizer, render_chat(gemma_tokenizer, r["messages"])) for r in splits["train"]]
+    for ids in encoded:
+        check_one_bos(gemma_tokenizer, ids)
+    lengths = [len(ids) for ids in encoded]
     assert lengths == report.token_lengths[: len(lengths)]
     assert max(report.token_lengths) <= 512
 
@@ -159,7 +162,7 @@ def test_report_is_json_ready(built):
     _, report = built
     data = json.loads(json.dumps(report.to_dict()))
     assert data["removed"]["exact_duplicate"] == 1 and data["removed"]["near_duplicate"] == 1
-    assert set(data["contamination"]) == set(EVAL_TASKS)  # the default tasks: the nine and the synthetic sets
+    assert set(data["contamination"]) == set(RunConfig().eval_tasks)  # the default: the nine and the synthetic sets
     assert len(data["token_lengths"]) == report.train_rows + report.validation_rows
 
 

@@ -152,10 +152,10 @@ def test_real_model_predictions_equal_lm_evals(embedded_dir, gemma_tokenizer, tm
     pytest.importorskip("lm_eval")
     from lm_eval.models.huggingface import HFLM
 
-    from medsft.evaluate.harness import run_lm_eval, sample_loglikelihoods
+    from medsft.evaluate.harness import run_local_task, sample_loglikelihoods, write_local_task
 
     lm = HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
-    samples = run_lm_eval(lm, task, items, tmp_path)
+    samples = run_local_task(lm, write_local_task(task, items, tmp_path), tmp_path)
     ours = evaluate_multiple_choice(HFScorer(lm.model, gemma_tokenizer, batch_size=2), task, items)
     for record, sample, item in zip(ours.questions, samples, items, strict=True):
         theirs = sample_loglikelihoods(sample)

@@ -128,7 +128,7 @@ def test_a_run_parameter_reaches_lora_config_through_the_run_with_no_second_reso
     # The notebook's first cell, as papermill runs it (only run_dir injected): the folder's config.yaml, read once.
     run = medsft.pipeline.open_notebook_run(str(run_dir), "gemma3-270m/pipeline-cpu", {})
     assert run.config.lora_r == 8
-    begun = stages.start_training(run)
+    begun = steps.start(run.config, data=stages.run_data(run), run_dir=run.run_dir)
     model, tokenizer = begun.backend.load(run.config)
     steps.training_rows(begun, tokenizer)
     model = begun.backend.add_lora(model, run.config)

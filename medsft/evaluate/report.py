@@ -35,6 +35,8 @@ def base_task(name: str) -> str:
 def lm_eval_rows(result: TaskResult) -> list[dict[str, Any]]:
     """acc (and acc_norm for log-likelihood scoring) of one result, as lm-eval's table rows."""
     spec = TASKS.get(base_task(result.task))
+    if result.mode == "dialogue":  # scored by ROUGE and key points, not lm-eval's acc
+        return []
     keys = ("correct", "correct_norm") if result.mode == "loglikelihood" else ("correct",)
     rows = []
     for key in keys:

@@ -11,7 +11,7 @@ goal) is kept as `*.rejected.gguf` and listed in `result.failed`, never under a 
 
 Modules, one concern each: `gguf` (converter and quantizer calls, names), `verify` (template, stop tokens,
 first tokens, the pass/fail verdict), `sizes` (file size, measured RAM), `card` (model card), `hub` (optional
-upload), `save` (the orchestration), `views` (the notebook's tables). The llama.cpp toolchain itself is
+upload), `save` (the orchestration); the notebook's tables are `medsft.stages.export`. The llama.cpp toolchain is
 `medsft.export.llamacpp_toolchain`; chat is `medsft.export.chat`, the local server `medsft.export.server`.
 """
 

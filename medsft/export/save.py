@@ -38,7 +38,7 @@ from medsft.export.gguf import (
 )
 from medsft.export.llamacpp_toolchain import check_disk, find_toolchain
 from medsft.export.sizes import folder_mib, size_row
-from medsft.runs import Run, check_run_folder, write_text_atomic
+from medsft.runs import Run, check_run_folder, write_json, write_text_atomic
 
 log = logging.getLogger("medsft")
 
@@ -233,7 +233,7 @@ def check_export(
         failed=[q for q in plan.quantizations if not files[q]["passed"]],
     )
     result.model_card = write_model_card(run, result)
-    run.write_json("export.json", result.to_dict(), overwrite=plan.overwrite)
+    write_json(run.path("export.json"), result.to_dict(), overwrite=plan.overwrite)
     passed = [Path(f["path"]).name for f in result.files if f["passed"]]
     run.update_manifest(export={"files": passed, "failed": result.failed, **result.timings})
     return result

@@ -1,7 +1,7 @@
 """02 train: the steps of a LoRA fine-tune (`medsft.train.steps`, one notebook cell each) and what each one shows.
 
 start -> load_model -> tokenize_rows -> add_lora -> make_trainer -> fit -> finish, the order of Unsloth's own
-notebooks; `train_stage` runs them all in one call (what `medsft train` does).
+notebooks; `medsft.train.steps.train` runs them all in one call (what `medsft train` does).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import NotebookRun
+from medsft.runs import Run
 from medsft.stages.common import load_data
 
 log = logging.getLogger("medsft")
@@ -48,26 +48,12 @@ def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> 
     return pd.DataFrame({"field": list(fields), "value": [str(values[name]) for name in fields]})
 
 
-def run_data(run: NotebookRun) -> Any | None:
+def run_data(run: Run) -> Any | None:
     """The data stage's splits; None (training builds them) when the data stage did not run."""
     data = load_data(run.run_dir)
     if data is None:
         log.warning("no data stage output in %s; building the data inside training", run.run_dir)
     return data
-
-
-def start_training(run: NotebookRun) -> Any:
-    """Step 1 (`medsft.train.steps.start`) on the data stage's splits, into the run folder."""
-    from medsft.train.steps import start
-
-    return start(run.config, data=run_data(run), run_dir=run.run_dir)
-
-
-def train_stage(run: NotebookRun) -> Any:
-    """Every training step in one call: train on the data stage's splits (or build them) into the run folder."""
-    from medsft.train.steps import train
-
-    return train(run.config, data=run_data(run), run_dir=run.run_dir)
 
 
 def model_frame(begun: Any, model: Any) -> Any:

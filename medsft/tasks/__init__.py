@@ -4,7 +4,8 @@ extraction and lm-eval layout; `TASKS` lists them and `load_items` is the one re
 - `medqa` (MedQA US test, 1,273), `pubmedqa` (the official 500-PMID test split), `medmcqa` (validation,
   4,183 in 21 subjects) and the six `mmlu_*` medical subjects (test, 1,089): multiple choice, scored like
   lm-eval 0.4.13 (`medsft.tasks.base`);
-- `synthetic`, `synthetic_ood`: generated cases, scored by generation.
+- `synthetic`, `synthetic_ood`: generated cases, scored by generation;
+- `dialogue`: free-text replies to the 500 held-out ChatDoctor dialogues (ROUGE, key-point hit rate).
 
 `SUITES` names groups: `suite` is the nine tasks of the Open Medical-LLM Leaderboard. Adding a task is writing
 its module and adding its `TASK` to `TASKS` (and its name to `medsft.config.EVAL_TASKS`, which config checks
@@ -25,11 +26,11 @@ from medsft.config import EVAL_SUITES, RunConfig
 from medsft.data.decontaminate import EvalText
 from medsft.data.records import DataError, OnError
 from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE
-from medsft.tasks import medmcqa, medqa, mmlu, pubmedqa, synthetic
+from medsft.tasks import dialogue, medmcqa, medqa, mmlu, pubmedqa, synthetic
 from medsft.tasks.base import Task
 
 TASKS: dict[str, Task] = {
-    task.name: task for task in (medqa.TASK, pubmedqa.TASK, medmcqa.TASK, *mmlu.TASKS, *synthetic.TASKS)
+    task.name: task for task in (medqa.TASK, pubmedqa.TASK, medmcqa.TASK, *mmlu.TASKS, *synthetic.TASKS, dialogue.TASK)
 }
 SUITES = EVAL_SUITES
 
@@ -54,7 +55,9 @@ def expand_tasks(names: Iterable[str]) -> list[str]:
 def check_request(task: str, path: str | None = None, split: str | None = None) -> Task:
     """The task, after rejecting an unknown one, a split it does not have, or a data file for a generated one."""
     spec = get_task(task)
-    if not spec.multiple_choice:
+    if spec.kind == "dialogue" and path is not None:
+        raise ValueError(f"{task}: scores the fixed held-out split of the carried ChatDoctor file; it reads no other")
+    if spec.kind == "generated":
         if path is not None:
             raise ValueError(f"{task}: the cases are generated from the seed; it reads no data file")
         return spec

@@ -34,8 +34,9 @@ MAX_FEWSHOT = 5  # MMLU's dev split: 5 rows per subject
 class Task:
     """One evaluation task. Multiple-choice tasks fill the fields up to `fewshot`; a generated one only `generate`.
 
-    `kind`: "letters" (choices ` A`..` D`), "fixed" (the item's own words, ` yes`/` no`/` maybe') or "generated"
-    (cases scored by generation, `medsft.evaluate.synthetic`)."""
+    `kind`: "letters" (choices ` A`..` D`), "fixed" (the item's own words, ` yes`/` no`/` maybe'), "generated"
+    (cases scored by generation, `medsft.evaluate.synthetic`) or "dialogue" (free-text replies, ROUGE and key
+    points, `medsft.evaluate.dialogue`)."""
 
     name: str
     kind: str
@@ -66,7 +67,12 @@ class Task:
 
     @property
     def multiple_choice(self) -> bool:
-        return self.kind != "generated"
+        return self.kind in ("letters", "fixed")
+
+    @property
+    def generative(self) -> bool:
+        """Always scored by generating replies (so it gets the generation item limit and token cap)."""
+        return not self.multiple_choice
 
     def choices(self, item: MultipleChoiceItem) -> list[str]:
         """The choice strings lm-eval scores (and measures for acc_norm), without the delimiter."""

@@ -36,7 +36,15 @@ from trl import SFTConfig, SFTTrainer
 
 from medsft.config import ConfigError, RunConfig
 from medsft.plots import plot_loss_curves
-from medsft.runs import Run, check_no_training, claim_run_dir, open_run_dir, sha256_rows, write_text_atomic
+from medsft.runs import (
+    Run,
+    check_no_training,
+    claim_run_dir,
+    open_run_dir,
+    sha256_rows,
+    write_json,
+    write_text_atomic,
+)
 from medsft.train import checkpoint_selection, distributed
 from medsft.train.backend import Backend, TransformersBackend, select_backend
 from medsft.train.callbacks import add_run_callbacks, peak_memory_gib
@@ -219,7 +227,7 @@ def save_trained_adapter(trainer: SFTTrainer, backend: Backend, tokenizer: Any, 
 def write_results(run: Run, result: RunResult, backend: Backend) -> None:
     """train_results.json, the loss plot and the manifest's timings (main process only). A resumed run rewrites
     them; a fresh one never finds them (`check_no_training`)."""
-    run.write_json("train_results.json", result.to_dict(), overwrite=True)
+    write_json(run.path("train_results.json"), result.to_dict(), overwrite=True)
     figure = plot_loss_curves(run.run_dir)
     figure.savefig(run.path("loss_curves.png"), dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
