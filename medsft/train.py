@@ -31,7 +31,7 @@ from medsft.backend import Backend, TransformersBackend, load_tokenizer, select_
 from medsft.config import ConfigError, RunConfig
 from medsft.data.records import MultipleChoiceItem
 from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
-from medsft.loss import sparse_head_loss
+from medsft.loss import release_workspace, sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
 from medsft.runs import (
     Run,
@@ -563,7 +563,10 @@ def fit(training: Training) -> Any:
             truncate_log(run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
     distributed.wait_for_everyone()  # the folder is set up before any process starts training into it
     with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
-        return trainer.train(resume_from_checkpoint=checkpoint)
+        try:
+            return trainer.train(resume_from_checkpoint=checkpoint)
+        finally:
+            release_workspace()  # the sparse head's logits buffer (up to 0.5 GB), kept between steps, goes now
 
 
 def finish(training: Training, output: Any) -> RunResult:
