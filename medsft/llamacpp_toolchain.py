@@ -158,6 +158,26 @@ def runtime_version() -> str | None:
         return None
 
 
+def check_runtime_threads() -> None:
+    """Warn (once) when the installed llama.cpp was built with OpenMP and OMP_WAIT_POLICY is PASSIVE: a wheel from
+    before CMAKE_ARGS turned OpenMP off, whose generation then runs ~40% slower. `make setup` replaces it."""
+    global _threads_checked
+    if _threads_checked or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        return
+    _threads_checked = True
+    import llama_cpp
+
+    if "OPENMP = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace"):
+        log.warning(
+            "llama.cpp here was built with OpenMP and OMP_WAIT_POLICY=PASSIVE is set: generation runs ~40%% slower; "
+            "rebuild it without OpenMP with `make setup` (or %s)",
+            SETUP_HINT.split(" once")[0].removeprefix("run "),
+        )
+
+
+_threads_checked = False
+
+
 def find_toolchain() -> Toolchain:
     """The ready toolchain folder, or a `ToolchainError` saying what is missing and what to run."""
     chain = Toolchain(toolchain_root())

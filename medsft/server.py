@@ -65,7 +65,9 @@ def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None) -> An
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     from medsft.evaluate.gguf_scorer import quiet_stderr
+    from medsft.llamacpp_toolchain import check_runtime_threads
 
+    check_runtime_threads()
     threads = n_threads or len(os.sched_getaffinity(0))  # as GgufChat: every core this process may use
     model = ModelSettings(
         model=str(gguf), model_alias=gguf.stem, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=0,
