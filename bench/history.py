@@ -32,9 +32,11 @@ def git(*args: str) -> str:
 
 
 def commit() -> str:
-    """The short commit, with "+dirty" when tracked files differ from it (the figures are then not that commit's)."""
+    """The short commit, with "+dirty" when tracked files differ from it (the figures are then not that commit's).
+    The history file itself does not count: every recorded run changes it."""
     sha = git("rev-parse", "--short=7", "HEAD") or "unknown"
-    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!bench/{HISTORY.name}")
+    return sha + ("+dirty" if changed else "")
 
 
 def machine() -> str:
@@ -112,9 +114,7 @@ def markdown(history: list[dict[str, Any]], bench: str | None = None) -> str:
         ]
         for e in runs:
             slid = {r.split(":", 1)[0] for r in e.get("regressions", [])}
-            cells = [
-                f"{e['figures'][c]:g}{' ↓' if c in slid else ''}" if c in e["figures"] else "" for c in columns
-            ]
+            cells = [f"{e['figures'][c]:g}{' ↓' if c in slid else ''}" if c in e["figures"] else "" for c in columns]
             lines.append(f"| {e['date']} | {e['commit']} | {e['machine']} | " + " | ".join(cells) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
