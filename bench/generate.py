@@ -24,7 +24,7 @@ def lm_head_share(scorer, conversations, steps: int = 32) -> tuple[float, list[i
     """The LM head's share of forward time in greedy generation of one batch, and the tokens fed per row."""
     import torch
 
-    from medsft.evaluate.scoring import greedy_generate
+    from medsft.evaluate.transformers_scorer import greedy_generate
     from medsft.templates import render_chat
 
     model, tokenizer = scorer.model, scorer.tokenizer
@@ -73,7 +73,7 @@ def reply_tokens(tokenizer, replies: list[str], limit: int) -> int:
 
 def gguf_of_embedded(folder: Path, quant: str) -> Path:
     from medsft.export.gguf import convert, quantize
-    from medsft.llamacpp_toolchain import find_toolchain
+    from medsft.export.llamacpp_toolchain import find_toolchain
     from medsft.models import ensure_embedded_checkpoint
 
     chain = find_toolchain()
@@ -94,8 +94,8 @@ def main() -> None:
     import torch
 
     from medsft.data import synthetic_eval_cases, synthetic_ood_cases
-    from medsft.evaluate.scoring import GenerationSettings, HFScorer
     from medsft.evaluate.synthetic import case_messages
+    from medsft.evaluate.transformers_scorer import GenerationSettings, HFScorer
 
     if args.threads:
         torch.set_num_threads(args.threads)

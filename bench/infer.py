@@ -34,8 +34,8 @@ def hf_rate(folder: Path, tokens: int) -> tuple[Callable[[], float], list[int]]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from medsft.backend import load_tokenizer
     from medsft.templates import render_chat
+    from medsft.train.backend import load_tokenizer
 
     tokenizer = load_tokenizer(str(folder))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -72,7 +72,7 @@ def gguf_rate(path: Path, prompt_ids: list[int], tokens: int, threads: int) -> C
 def embedded_files(folder: Path) -> tuple[Path, list[Path]]:
     """The embedded checkpoint and Q8_0 / Q4_K_M GGUFs of it, made with the cached llama.cpp toolchain."""
     from medsft.export.gguf import convert, quantize
-    from medsft.llamacpp_toolchain import find_toolchain
+    from medsft.export.llamacpp_toolchain import find_toolchain
     from medsft.models import ensure_embedded_checkpoint
 
     merged = ensure_embedded_checkpoint()

@@ -61,7 +61,7 @@ def timed(chunks: Iterator[str], started: float) -> Reply:
 
 def in_process(gguf: Path, tokens: int) -> tuple[Callable[[str], Reply], Callable[[str], int]]:
     """`GgufChat` (the notebook's and `medsft chat`'s code), a new conversation per question."""
-    from medsft.chat import GgufChat
+    from medsft.export.chat import GgufChat
 
     chat = GgufChat(gguf, max_tokens=tokens)
 
@@ -163,13 +163,13 @@ def target_gguf(target: str | None, folder: Path) -> Path:
     """A .gguf file as given, a run folder's Q8_0 GGUF, or (no target) the embedded model converted to Q8_0."""
     if target is None:
         from medsft.export.gguf import convert, quantize
-        from medsft.llamacpp_toolchain import find_toolchain
+        from medsft.export.llamacpp_toolchain import find_toolchain
         from medsft.models import ensure_embedded_checkpoint
 
         chain = find_toolchain()
         f16 = convert(chain, ensure_embedded_checkpoint(), folder / "embedded-F16.gguf")
         return quantize(chain, f16, folder / "embedded-Q8_0.gguf", "q8_0")
-    from medsft.chat import resolve_gguf
+    from medsft.export.chat import resolve_gguf
 
     path = Path(target)
     try:

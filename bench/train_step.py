@@ -102,13 +102,13 @@ def main() -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from medsft.attention import packed_attention
-    from medsft.backend import select_backend
     from medsft.config import build_config
     from medsft.data.synthetic import generate_synthetic
-    from medsft.labels import IGNORE_INDEX, tokenize_conversation
-    from medsft.loss import sparse_head_loss
-    from medsft.train import pack_examples
+    from medsft.train.backend import select_backend
+    from medsft.train.cpu_step.attention import packed_attention
+    from medsft.train.cpu_step.loss import sparse_head_loss
+    from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
+    from medsft.train.steps import pack_examples
 
     config = build_config({"model": "embedded", "lora_r": 16, "lora_alpha": 32, "lora_target": "all-linear"})
     backend = select_backend("transformers")
@@ -135,7 +135,7 @@ def main() -> None:
         return trainer.compute_loss(model, inputs)
 
     def medsft_step(batch: list[dict]) -> torch.Tensor:
-        with packed_attention(model):  # what medsft.train uses around trainer.train()
+        with packed_attention(model):  # what medsft.train.steps uses around trainer.train()
             return sparse_head_loss(model, pack_examples(batch)).loss
 
     # Same weights, same batch: the two losses must agree before any timing.

@@ -12,7 +12,8 @@ medsft eval   --model SPEC --task medqa|pubmedqa|synthetic --out FILE.json [--da
 medsft export RUN_DIR [--quant q8_0,q4_k_m] [--push REPO_ID] [--strict] [--allow-failed] [--overwrite]
               merged 16-bit + checked GGUF files + model card; exits 1 if a file fails its check
 medsft chat   (RUN_DIR | --gguf FILE) [--prompt TEXT]   chat offline with the run's Q8_0 GGUF (or FILE)
-medsft serve  (RUN_DIR | --gguf FILE) [--host 127.0.0.1] [--port 8000]   OpenAI-compatible local server
+medsft serve  (RUN_DIR | --gguf FILE) [--host 127.0.0.1] [--port 8000] [--max-tokens 2048]
+              [--default-max-tokens 768] [--time-limit 60] [--queue-wait 120]   OpenAI-compatible local server
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from medsft import DISCLAIMER, __version__
+from medsft.cli_errors import error_line
 from medsft.config import ConfigError, RunConfig, load_config, parse_env_value
 
 SMOKE_QUESTION = "A 58-year-old man has crushing chest pain radiating to his left arm. What should be done first?"
@@ -266,7 +268,8 @@ SERVE_HELP = (
     "llama-cpp-python's OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models, /health) on "
     "the run's GGUF or --gguf FILE, bound to 127.0.0.1 unless --host. Every response carries the research-only "
     "disclaimer (X-Medsft-Disclaimer header, and a disclaimer field in JSON bodies); <think> blocks come back "
-    "inside the message content."
+    "inside the message content. Every request is checked (a bad one is a 4xx naming the field and its allowed "
+    "range) and bounded: max_tokens, the time a reply may generate, the time a request may wait for the model."
 )
 
 
@@ -300,32 +303,31 @@ def export_command(args: argparse.Namespace) -> int:
     """`medsft export`: input errors exit 2 before any model loads; a file that fails its check exits 1 (it is
     kept as *.rejected.gguf, or deleted with --strict) unless --allow-failed."""
     from medsft.export import ExportError, VerificationError, export_run, push_to_hub
-    from medsft.llamacpp_toolchain import ToolchainError
+    from medsft.export.llamacpp_toolchain import ToolchainError
 
     try:
         adapter, quants = export_inputs(args)
     except ValueError as err:  # ExportError from check_quantizations is a RuntimeError: caught below
-        print(f"medsft: {err}", file=sys.stderr)
+        error_line(err)
         return 2
     except ExportError as err:
-        print(f"medsft: --quant: {err}", file=sys.stderr)
+        error_line(f"--quant: {err}")
         return 2
     logging.basicConfig(level=logging.INFO, format="medsft: %(message)s")
     try:
         result = export_run(args.run_dir, quants, adapter_dir=adapter, overwrite=args.overwrite, strict=args.strict)
     except FileExistsError as err:
-        print(f"medsft: {str(err).split(';')[0]}; pass --overwrite to replace the earlier export", file=sys.stderr)
+        error_line(f"{str(err).split(';')[0]}; pass --overwrite to replace the earlier export")
         return 2
     except (VerificationError, ExportError, ToolchainError) as err:
-        print(f"medsft: export failed: {err}", file=sys.stderr)
+        error_line(f"export failed: {err}")
         return 1
     print("\n".join(export_summary(result.files)))
     print(f"model card: {result.model_card}")
     if result.failed and not args.allow_failed:
-        print(
-            f"medsft: {', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
-            "or pass --allow-failed to accept this export",
-            file=sys.stderr,
+        error_line(
+            f"{', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
+            "or pass --allow-failed to accept this export"
         )
         return 1
     if args.push:
@@ -362,17 +364,17 @@ def add_gguf_arguments(parser: argparse.ArgumentParser) -> None:
 
 def gguf_argument(args: argparse.Namespace) -> Path | None:
     """The GGUF that `medsft chat` / `medsft serve` were pointed at; None after printing why there is none."""
-    from medsft.chat import resolve_gguf
+    from medsft.export.chat import resolve_gguf
 
     try:
         return resolve_gguf(args.run_dir, args.gguf, args.quant)
     except ValueError as err:
-        print(f"medsft: {err}", file=sys.stderr)
+        error_line(err)
         return None
 
 
 def chat_command(args: argparse.Namespace) -> int:
-    from medsft.chat import run_chat
+    from medsft.export.chat import run_chat
 
     gguf = gguf_argument(args)
     if gguf is None:
@@ -381,10 +383,17 @@ def chat_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from medsft.server import serve
+    from medsft.export.server import serve
+    from medsft.export.server_checks import Limits
 
+    try:
+        limits = Limits(args.max_tokens, args.default_max_tokens or min(Limits.default_max_tokens, args.max_tokens),
+                        args.time_limit, args.queue_wait)  # fmt: skip
+    except ValueError as err:
+        error_line(err)
+        return 2
     gguf = gguf_argument(args)
-    return 2 if gguf is None else serve(gguf, args.host, args.port, args.n_ctx)
+    return 2 if gguf is None else serve(gguf, args.host, args.port, args.n_ctx, limits)
 
 
 def add_ship_commands(commands: Any) -> dict[str, argparse.ArgumentParser]:
@@ -407,14 +416,50 @@ def add_ship_commands(commands: Any) -> dict[str, argparse.ArgumentParser]:
     add_gguf_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    add_limit_arguments(serve)
     return {"export": export, "chat": chat, "serve": serve}
+
+
+def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
+    """The bounds on one request: the server has one model context, so they also bound every other's wait."""
+    from medsft.export.server_checks import Limits
+
+    serve.add_argument(
+        "--max-tokens",
+        type=int,
+        default=Limits.max_tokens,
+        metavar="N",
+        help=f"the largest max_tokens a request may ask for (default {Limits.max_tokens})",
+    )
+    serve.add_argument(
+        "--default-max-tokens",
+        type=int,
+        metavar="N",
+        help=f"max_tokens for a request that gives none (default {Limits.default_max_tokens}, or --max-tokens if "
+        "smaller)",
+    )
+    serve.add_argument(
+        "--time-limit",
+        type=float,
+        default=Limits.time_limit_s,
+        metavar="SECONDS",
+        help="a reply's generation stops after this long, with finish_reason length and a note "
+        f"(default {Limits.time_limit_s:g})",
+    )
+    serve.add_argument(
+        "--queue-wait",
+        type=float,
+        default=Limits.queue_wait_s,
+        metavar="SECONDS",
+        help=f"a request that cannot start generating within this long gets a 503 (default {Limits.queue_wait_s:g})",
+    )
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Argument errors as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
 
     def error(message: str) -> typing.NoReturn:
-        print(f"medsft: {message}", file=sys.stderr)
+        error_line(message)
         sys.exit(2)
 
     parser.error = error  # type: ignore[method-assign]
@@ -423,9 +468,9 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def smoke(config: RunConfig) -> None:
     """Load the configured model through the chosen backend and greedy-answer one clinical question."""
-    from medsft.backend import select_backend
     from medsft.evaluate import HFScorer
-    from medsft.evaluate.scoring import GenerationSettings
+    from medsft.evaluate.transformers_scorer import GenerationSettings
+    from medsft.train.backend import select_backend
 
     started = time.perf_counter()
     backend = select_backend(config.backend)
@@ -477,9 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         smoke(config)
     elif args.command == "train":
         from medsft.data import DataError
-        from medsft.distributed import is_main_process
-        from medsft.labels import LabelError
-        from medsft.train import train
+        from medsft.train.distributed import is_main_process
+        from medsft.train.labels import LabelError
+        from medsft.train.steps import train
 
         try:
             result = train(config)

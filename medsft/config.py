@@ -38,8 +38,8 @@ OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fuse
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BACKENDS = ("auto", "unsloth", "transformers")
-# What picks the checkpoint that becomes the adapter (medsft.validation): validation loss, or a benchmark's accuracy
-# on its own held-out training rows.
+# What picks the checkpoint that becomes the adapter (medsft.train.checkpoint_selection): validation loss,
+# or a benchmark's accuracy on its own held-out training rows.
 CHECKPOINT_MEASURES = ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
 EVAL_MODES = ("loglikelihood", "generate")  # how multiple-choice tasks are scored; generated ones always generate
@@ -109,7 +109,8 @@ class RunConfig:
     eval_every_steps: int = 20
     save_every_steps: int = 20
     # The adapter is the checkpoint best by this measure on the validation rows: `eval_loss`, or a benchmark's
-    # accuracy on its own held-out training rows (`pubmedqa_accuracy`, `medqa_accuracy`; medsft.validation)
+    # accuracy on its own held-out training rows (`pubmedqa_accuracy`,
+    # `medqa_accuracy`; medsft.train.checkpoint_selection)
     select_checkpoint_by: str = "eval_loss"
     early_stopping_patience: int = 0
     early_stopping_threshold: float = 0.0

@@ -73,8 +73,19 @@ def parse_stages(stages: str | Iterable[str] | None) -> list[str]:
     return [name for name in valid if name in names] if names else valid
 
 
-def open_notebook_run(run_dir: str = "", recipe: str = DEFAULT_RECIPE, params: Mapping[str, Any] | None = None) -> Run:
-    """A notebook's config and folder: the runner's `run_dir`, or (empty) a fresh run from recipe + params."""
+# What a stage opened by hand needs from the stage before it: the data splits, the adapter, the GGUF files.
+NEEDS = {"train": "data", "evaluate": "adapter", "export": "adapter", "chat": "gguf"}
+
+
+def open_notebook_run(
+    run_dir: str = "", recipe: str = DEFAULT_RECIPE, params: Mapping[str, Any] | None = None, stage: str = ""
+) -> Run:
+    """A notebook's config and folder: the runner's `run_dir`, or (empty) a fresh run from recipe + params.
+
+    Opened by hand, the notebooks of one recipe chain as they do under `medsft run`: a fresh run starts from the
+    latest run of the same config that holds what `stage` needs (`NEEDS`), so 04_export finds the adapter that
+    02_train made in its own folder. Nothing is written into the earlier folder.
+    """
     if run_dir:
         return Run.open(run_dir)
     if Path.cwd().resolve() == NOTEBOOKS_DIR.resolve():
@@ -83,7 +94,32 @@ def open_notebook_run(run_dir: str = "", recipe: str = DEFAULT_RECIPE, params: M
         os.chdir(REPO_DIR)
         log.info("working directory: %s", REPO_DIR)
     config = load_config(recipe or None, dict(params or {}))
-    return Run.create(config, status="interactive", recipe=recipe or None)
+    earlier = latest_run_with(config, NEEDS[stage]) if stage in NEEDS else None
+    if earlier is not None:
+        log.info("starting from %s, the latest run of this config with its %s", earlier, NEEDS[stage])
+    return Run.create(config, from_run=earlier, status="interactive", recipe=recipe or None)
+
+
+def latest_run_with(config: RunConfig, artifact: str) -> Path | None:
+    """The newest run folder under `config.output_dir` whose config equals `config` in every field that shapes
+    its data and adapter (all but `REUSE_OVERRIDES`) and that holds `artifact`, itself or through `from_run`."""
+
+    def shaping(values: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in values.items() if key not in REUSE_OVERRIDES}
+
+    wanted = shaping(config.to_dict())
+    root = Path(config.output_dir)
+    folders = [path.parent for path in root.glob("*/config.yaml")] if root.is_dir() else []
+    for folder in sorted(folders, key=lambda path: (path / "config.yaml").stat().st_mtime, reverse=True):
+        if find_artifact(folder, artifact) is None:
+            continue
+        try:
+            values = Run.open(folder).config.to_dict()
+        except (ConfigError, OSError, ValueError):  # a run of an older medsft, or a hand-edited config: not this one
+            continue
+        if shaping(values) == wanted:
+            return folder
+    return None
 
 
 def config_from_run(from_run: str | Path, overrides: Mapping[str, Any]) -> RunConfig:

@@ -3,8 +3,9 @@
     UNSLOTH_ALLOW_CPU=1 python scripts/check_unsloth_api.py > scripts/check_unsloth_api.out.txt
 
 Needs an environment with `requirements.txt` installed (Unsloth imports on a CPU with UNSLOTH_ALLOW_CPU=1) and the
-llama.cpp toolchain folder from `python -m medsft.llamacpp_toolchain setup`. Prints one line per check, `ok`, `FAIL` or
-`note` (information, never a failure), and exits 1 if any check fails. Unsloth's own output goes to stderr.
+llama.cpp toolchain folder from `python -m medsft.export.llamacpp_toolchain setup`. Prints one line per check,
+`ok`, `FAIL` or `note` (information, never a failure), and exits 1 if any check fails.
+Unsloth's own output goes to stderr.
 
 What medsft passes is read from medsft's source (the keywords of its calls), so the checks follow medsft's
 code; what Unsloth accepts is read from the installed Unsloth (signatures, registries, source). Hub configs
@@ -111,8 +112,8 @@ def recipe_values(key: str) -> list[Any]:
 
 def model_config(spec: str) -> tuple[Any, str]:
     """The checkpoint's config (local folder, else the HF cache, else KNOWN_HUB_CONFIGS) and where it came from."""
-    from medsft.backend import read_model_config
     from medsft.models import resolve_model
+    from medsft.train.backend import read_model_config
 
     location = resolve_model(spec).location
     found = read_model_config(location)
@@ -161,7 +162,7 @@ def quiet() -> Iterator[None]:
 
 
 def toolchain_root() -> Path:
-    from medsft.llamacpp_toolchain import toolchain_root
+    from medsft.export.llamacpp_toolchain import toolchain_root
 
     return toolchain_root()
 
@@ -183,8 +184,8 @@ def check_loader_classes() -> Result:
 
 
 def check_loader_choice(spec: str) -> Result:
-    from medsft.backend import MULTIMODAL_NAME_HINTS, is_multimodal, unsloth_loader
     from medsft.models import resolve_model
+    from medsft.train.backend import MULTIMODAL_NAME_HINTS, is_multimodal, unsloth_loader
 
     with quiet():
         chosen = unsloth_loader(resolve_model(spec).location).__name__
@@ -203,7 +204,7 @@ def check_loader_choice(spec: str) -> Result:
 
 def check_adapter_loader() -> Result:
     """The export reloads `<run>/adapter`; a folder with only adapter_config.json has no vision config to read."""
-    from medsft.backend import unsloth_loader
+    from medsft.train.backend import unsloth_loader
 
     base = "unsloth/gemma-3-12b-it"
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,7 +226,7 @@ def check_adapter_loader() -> Result:
 def check_from_pretrained() -> Result:
     from unsloth import FastLanguageModel, FastModel
 
-    from medsft.backend import UnslothBackend
+    from medsft.train.backend import UnslothBackend
 
     passed = call_keywords(UnslothBackend.load, "from_pretrained")
     results = [
@@ -240,7 +241,7 @@ def check_get_peft_model() -> Result:
     from unsloth.models.llama import FastLlamaModel
     from unsloth.models.vision import FastBaseModel
 
-    from medsft.backend import UnslothBackend
+    from medsft.train.backend import UnslothBackend
 
     source = inspect.getsource(UnslothBackend.add_lora)
     tree = ast.parse(textwrap.dedent(source))
@@ -285,7 +286,7 @@ def check_lora_targets() -> Result:
 def check_chat_template_signature() -> Result:
     from unsloth.chat_templates import get_chat_template
 
-    from medsft.backend import UnslothBackend
+    from medsft.train.backend import UnslothBackend
 
     return compare_keywords(call_keywords(UnslothBackend.load, "get_chat_template"), get_chat_template, "medsft")
 
@@ -330,7 +331,7 @@ def bound_savers(method: str) -> list[Callable[..., Any]]:
 
 
 def check_save_merged() -> Result:
-    from medsft.backend import UnslothBackend
+    from medsft.train.backend import UnslothBackend
 
     passed = {"save_directory", "tokenizer"} | call_keywords(UnslothBackend.save_merged, "save_pretrained_merged")
     results = [compare_keywords(passed, f, "save_merged") for f in bound_savers("save_pretrained_merged")]
@@ -413,7 +414,7 @@ def check_variables_read() -> Result:
 
     source = inspect.getsource(zoo)
     unread = [name for name in LLAMA_CPP_VARIABLES if f'"{name}"' not in source]
-    from medsft.llamacpp_toolchain import Toolchain
+    from medsft.export.llamacpp_toolchain import Toolchain
 
     sets = sorted(Toolchain(toolchain_root()).unsloth_environment())
     ok = not unread and sets == sorted(LLAMA_CPP_VARIABLES)
@@ -445,7 +446,7 @@ def imports_unsloth(node: ast.AST) -> bool:
 
 
 def check_medsft_sets_before_import() -> Result:
-    import medsft.backend as backend
+    import medsft.train.backend as backend
 
     source = inspect.getsource(backend.unsloth_status)
     ordered = 0 <= source.find("point_unsloth_at_toolchain()") < source.find("import unsloth")
@@ -456,23 +457,24 @@ def check_medsft_sets_before_import() -> Result:
         if imports_unsloth(node)
     ]
     return ordered and not early, (
-        f"medsft.backend.unsloth_status calls point_unsloth_at_toolchain() before `import unsloth`: {ordered}; "
+        f"medsft.train.backend.unsloth_status calls point_unsloth_at_toolchain() before `import unsloth`: {ordered}; "
         f"medsft modules importing unsloth at module level: {early}"
     )
 
 
 def check_find_toolchain_here() -> Result:
-    from medsft.llamacpp_toolchain import ToolchainError, runtime_version
+    from medsft.export.llamacpp_toolchain import ToolchainError, runtime_version
 
     root = toolchain_root()
     if runtime_version() is None:
         return None, (
             f"llama-cpp-python is not installed in {sys.prefix}, so medsft's find_toolchain() raises and "
-            "point_unsloth_at_toolchain() sets nothing here (run `python -m medsft.llamacpp_toolchain setup`); this "
+            "point_unsloth_at_toolchain() sets nothing here (run `python -m medsft.export.llamacpp_toolchain setup`); "
+            "this "
             f"check sets Toolchain({root}).unsloth_environment() itself"
         )
     try:
-        from medsft.llamacpp_toolchain import find_toolchain
+        from medsft.export.llamacpp_toolchain import find_toolchain
 
         return True, f"find_toolchain() -> {find_toolchain().root}"
     except ToolchainError as err:
@@ -545,7 +547,7 @@ def check_gguf_route(quants: list[str]) -> Result:
     import unsloth.save as save
     import unsloth_zoo.llama_cpp as zoo
 
-    from medsft.llamacpp_toolchain import FTYPES
+    from medsft.export.llamacpp_toolchain import FTYPES
 
     converter = (toolchain_root() / "convert_hf_to_gguf.py").read_text(encoding="utf-8")
     choices = re.search(r'"--outtype", type=str, choices=\[([^\]]*)\]', converter)
@@ -600,8 +602,8 @@ def checks() -> list[tuple[str, Check]]:
 
 
 def prepare() -> None:
-    """As medsft.backend.point_unsloth_at_toolchain: the toolchain's variables, set before Unsloth is imported."""
-    from medsft.llamacpp_toolchain import Toolchain
+    """As medsft.train.backend.point_unsloth_at_toolchain: the toolchain's variables, set before Unsloth is imported."""
+    from medsft.export.llamacpp_toolchain import Toolchain
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for key, value in Toolchain(toolchain_root()).unsloth_environment().items():

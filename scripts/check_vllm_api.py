@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from medsft.config import DTYPES  # noqa: E402
-from medsft.evaluate.scoring import GenerationSettings  # noqa: E402
+from medsft.evaluate.transformers_scorer import GenerationSettings  # noqa: E402
 from medsft.evaluate.vllm_scorer import (  # noqa: E402
     LORA_RANK_SLOTS,
     SCORING_ARGUMENTS,

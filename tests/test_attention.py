@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medsft import attention
-from medsft.attention import packed_causal_attention, packed_segments
+from medsft.train.cpu_step import attention
+from medsft.train.cpu_step.attention import packed_causal_attention, packed_segments
 
 
 class Layer(torch.nn.Module):

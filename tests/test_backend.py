@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsft.backend import BackendError, TransformersBackend, select_backend, staged_folder
 from medsft.config import build_config
+from medsft.train.backend import BackendError, TransformersBackend, select_backend, staged_folder
 
 
 def test_cpu_machine_picks_transformers_and_says_why(caplog: pytest.LogCaptureFixture):
@@ -81,7 +81,7 @@ def test_merged_16bit_matches_the_adapter_and_leaves_the_model_trainable(tiny_ge
 
 def test_a_quantized_model_is_merged_into_its_base_reloaded_in_16bit(tiny_gemma_dir, tmp_path):
     """The QLoRA route (a 4-bit model cannot be cast to bf16): reload the base in bf16, merge the adapter."""
-    from medsft.backend import is_quantized, merged_16bit_reload
+    from medsft.train.backend import is_quantized, merged_16bit_reload
 
     backend, model, _ = _lora_model(tiny_gemma_dir)
     ids = torch.tensor([[2, 105, 2364, 107, 1596, 106]])
@@ -107,3 +107,19 @@ def test_a_failed_save_leaves_no_partial_folder(tmp_path):
         (tmp / "half.bin").write_bytes(b"x")
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lora_on_a_multimodal_checkpoint_adapts_the_language_model_only():
+    """Gemma 3 12B's shape: its SigLIP vision tower has q/k/v projections too; the adapter must skip them, as
+    Unsloth's FastModel(finetune_vision_layers=False) does on a GPU."""
+    import transformers
+    from local_hub import gemma3_multimodal
+
+    model = transformers.Gemma3ForConditionalGeneration._from_config(
+        transformers.AutoConfig.for_model(**gemma3_multimodal()), dtype=torch.float32
+    )
+    assert any("vision" in name and name.endswith("q_proj") for name, _ in model.named_modules())
+    peft = TransformersBackend("test").add_lora(model, build_config({"lora_r": 4, "lora_alpha": 8}))
+    adapted = {name.split(".lora_A")[0] for name, _ in peft.named_parameters() if ".lora_A" in name}
+    assert adapted and all(".language_model." in name for name in adapted)
+    assert len(adapted) == 2 * 7  # every all-linear projection of both language layers

@@ -32,8 +32,8 @@ def test_every_recipe_model_has_a_config_offline(check: ModuleType) -> None:
 
 
 def test_reads_the_keywords_medsft_passes(check: ModuleType) -> None:
-    from medsft.backend import UnslothBackend
     from medsft.export.save import unsloth_ggufs
+    from medsft.train.backend import UnslothBackend
 
     assert check.call_keywords(UnslothBackend.load, "from_pretrained") == {
         "model_name",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr("medsft.export.save.export_run", refuse)
     monkeypatch.setattr("medsft.export.export_run", refuse)
     monkeypatch.setattr("medsft.evaluate.gguf_scorer.load_gguf", refuse)
-    monkeypatch.setattr("medsft.server.build_app", refuse)
+    monkeypatch.setattr("medsft.export.server.build_app", refuse)
 
 
 def run_folder(tmp_path: Path, adapter: bool = True) -> Path:
@@ -58,7 +60,8 @@ def run_folder(tmp_path: Path, adapter: bool = True) -> Path:
     ("command", "expected"),
     [("export", ["RUN_DIR", "--quant", "--push", "--strict", "--allow-failed", "rejected.gguf"]),
      ("chat", ["RUN_DIR", "--gguf", "--prompt"]),
-     ("serve", ["RUN_DIR", "--gguf", "--host", "--port", "127.0.0.1", "X-Medsft-Disclaimer"])],
+     ("serve", ["RUN_DIR", "--gguf", "--host", "--port", "127.0.0.1", "X-Medsft-Disclaimer", "--max-tokens",
+                "--default-max-tokens", "--time-limit", "--queue-wait"])],
 )  # fmt: skip
 def test_each_command_has_help(capsys, command: str, expected: list[str]) -> None:
     code, out, _ = run_cli(capsys, command, "--help")
@@ -153,6 +156,75 @@ def test_serve_reports_a_busy_port_before_loading(capsys, tmp_path, no_model_loa
         port = busy.getsockname()[1]
         code, _, err = run_cli(capsys, "serve", "--gguf", str(gguf), "--port", str(port))
     assert code == 2 and err.startswith(f"medsft: cannot listen on 127.0.0.1:{port} (") and "--port" in err
+
+
+@pytest.mark.parametrize(
+    ("limits", "error"),
+    [(["--max-tokens", "0"], "--max-tokens must be at least 1, got 0"),
+     (["--max-tokens", "100", "--default-max-tokens", "200"],
+      "--default-max-tokens must be from 1 to --max-tokens (100), got 200"),
+     (["--time-limit", "0"], "--time-limit must be a positive number of seconds, got 0.0"),
+     (["--time-limit", "nan"], "--time-limit must be a positive number of seconds, got nan"),
+     (["--queue-wait", "-1"], "--queue-wait must be 0 or more seconds, got -1.0")],
+)  # fmt: skip
+def test_serve_names_a_bad_limit_before_loading(capsys, tmp_path, no_model_load, limits, error) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    code, _, err = run_cli(capsys, "serve", "--gguf", str(gguf), *limits)
+    assert (code, err) == (2, f"medsft: {error}")
+
+
+def test_serve_passes_its_limits_on(capsys, tmp_path, monkeypatch) -> None:
+    """--max-tokens below the default max_tokens lowers the default with it."""
+    from medsft.export.server_checks import Limits
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    got: dict[str, Any] = {}
+
+    def serve(gguf: Path, host: str, port: int, n_ctx: int, limits: Limits) -> int:
+        got["limits"] = limits
+        return 0
+
+    monkeypatch.setattr("medsft.export.server.serve", serve)
+    assert run_cli(capsys, "serve", "--gguf", str(gguf), "--max-tokens", "100", "--time-limit", "5")[0] == 0
+    assert got["limits"] == Limits(max_tokens=100, default_max_tokens=100, time_limit_s=5.0)
+
+
+def test_an_error_line_ends_with_a_newline_whatever_the_message(capsys) -> None:
+    from medsft.cli_errors import error_line
+
+    error_line("cannot load m.gguf: llama.cpp said\r\n\nno model  ")
+    assert capsys.readouterr().err == "medsft: cannot load m.gguf: llama.cpp said\nno model\n"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The real command in a subprocess: what a shell shows, stderr and exit code, llama.cpp's output included."""
+    return subprocess.run([sys.executable, "-m", "medsft", *args], capture_output=True, text=True, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["chat", "serve", "export"])
+def test_the_commands_error_lines_end_with_a_newline(tmp_path, command: str) -> None:
+    """Issue 27: `medsft chat --gguf FILE` on a file that is not a GGUF left the shell prompt on the error's line.
+    Each command on a bad file or folder: exit 2 and one line `medsft: ...` ending with a newline."""
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("these are notes, not a model", encoding="utf-8")
+    args = {
+        "chat": ["chat", "--gguf", str(not_gguf), "--prompt", "hi"],
+        "serve": ["serve", "--gguf", str(not_gguf), "--port", str(free_port())],
+        "export": ["export", str(tmp_path)],
+    }[command]
+    done = cli(*args)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("medsft: ") and done.stderr.endswith("\n") and done.stderr.count("\n") == 1
+    if command != "export":
+        assert f"cannot load {not_gguf}" in done.stderr
 
 
 # ---- fail-closed export: the decision on recorded numbers ----

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medsft.evaluate.scoring import GenerationSettings, HFScorer, greedy_generate
+from medsft.evaluate.transformers_scorer import GenerationSettings, HFScorer, greedy_generate
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Name one symptom of anaemia, and explain why it happens."}],

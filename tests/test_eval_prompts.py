@@ -11,8 +11,8 @@ import pytest
 from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import first_argmax, predictions
 from medsft.evaluate.prompts import medqa_prompt, pubmedqa_prompt
-from medsft.evaluate.scoring import encode_pair, hf_tokenize
 from medsft.evaluate.tasks import get_task
+from medsft.evaluate.transformers_scorer import encode_pair, hf_tokenize
 
 MEDQA_ITEM = MultipleChoiceItem(
     id="q1",

@@ -8,8 +8,8 @@ import torch
 from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import build_requests, evaluate_multiple_choice
 from medsft.evaluate.results import read_result, write_result
-from medsft.evaluate.scoring import ChoiceRequest, GenerationSettings, HFScorer, encode_pair
 from medsft.evaluate.tasks import get_task
+from medsft.evaluate.transformers_scorer import ChoiceRequest, GenerationSettings, HFScorer, encode_pair
 
 ITEMS = [
     MultipleChoiceItem(
@@ -249,7 +249,7 @@ def test_a_model_with_a_lora_adapter_is_scored_through_the_same_path(tiny_gemma_
     ],
 )
 def test_model_names_in_result_files_say_which_run_they_came_from(spec, name):
-    from medsft.evaluate.scoring import model_name
+    from medsft.evaluate.transformers_scorer import model_name
 
     assert model_name(spec) == name
 

@@ -13,8 +13,8 @@ import yaml
 from medsft import DISCLAIMER
 from medsft.config import build_config
 from medsft.export import ExportError, VerificationError, check_quantizations, export_run, push_to_hub
+from medsft.export.llamacpp_toolchain import ToolchainError, check_disk, find_toolchain
 from medsft.export.verify import check_template, end_of_turn_ids
-from medsft.llamacpp_toolchain import ToolchainError, check_disk, find_toolchain
 
 
 def test_quantization_names_are_checked() -> None:
@@ -27,7 +27,7 @@ def test_quantization_names_are_checked() -> None:
 
 def test_missing_toolchain_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDSFT_LLAMA_CPP", str(tmp_path / "nowhere"))
-    with pytest.raises(ToolchainError, match=r"missing convert_hf_to_gguf.py.*medsft.llamacpp_toolchain setup"):
+    with pytest.raises(ToolchainError, match=r"missing convert_hf_to_gguf.py.*medsft.export.llamacpp_toolchain setup"):
         find_toolchain()
 
 
@@ -71,7 +71,7 @@ def test_end_of_turn_marker_of_llama3(llama_tokenizer) -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_gemma_dir: Path) -> Path:
     """A run folder as training leaves it: config.yaml and a LoRA adapter on the tiny model."""
-    from medsft.backend import TransformersBackend
+    from medsft.train.backend import TransformersBackend
 
     find_toolchain()  # the suite needs the toolchain `make setup` builds; fail loudly if absent
     run = tmp_path_factory.mktemp("runs") / "tiny-run"
@@ -200,7 +200,7 @@ def test_export_asks_for_an_adapter(tmp_path: Path, tiny_run: Path) -> None:
 
 
 def test_think_block_is_split_even_when_tags_are_cut_across_chunks() -> None:
-    from medsft.chat import split_stream
+    from medsft.export.chat import split_stream
 
     text = "<think>\n1. Summary: chest pain.\n</think>\nFinal answer: ACS; give aspirin."
     for size in (1, 2, 3, 5, 7, 100):
@@ -217,7 +217,7 @@ def test_chat_cli_answers_offline_with_the_disclaimer(exported, tiny_run: Path) 
 
     gguf = next((tiny_run / "gguf").glob("*Q8_0.gguf"))
     done = subprocess.run(
-        [sys.executable, "-m", "medsft.chat", "--gguf", str(gguf), "--prompt", "Chest pain: first step?",
+        [sys.executable, "-m", "medsft.export.chat", "--gguf", str(gguf), "--prompt", "Chest pain: first step?",
          "--max-tokens", "8"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -227,7 +227,7 @@ def test_chat_cli_answers_offline_with_the_disclaimer(exported, tiny_run: Path) 
 
 
 def test_chat_cli_names_a_missing_file(tmp_path: Path) -> None:
-    from medsft.chat import main
+    from medsft.export.chat import main
 
     assert main(["--gguf", str(tmp_path / "none.gguf"), "--prompt", "hi"]) == 2
 

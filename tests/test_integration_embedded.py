@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from medsft.backend import select_backend
 from medsft.config import build_config
 from medsft.evaluate import GenerationSettings, HFScorer
+from medsft.train.backend import select_backend
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_a_short_run_on_synthetic_cases_lowers_validation_loss(embedded_dir, tmp
     import json
 
     from medsft.config import DataSource
-    from medsft.train import train
+    from medsft.train.steps import train
 
     config = build_config(
         {

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from medsft.labels import IGNORE_INDEX, LabelError, render_labelled, tokenize_conversation
 from medsft.templates import template_text
+from medsft.train.labels import IGNORE_INDEX, LabelError, render_labelled, tokenize_conversation
 
 CONVERSATION = [
     {"role": "system", "content": "You are a careful clinical assistant."},

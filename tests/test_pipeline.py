@@ -245,3 +245,19 @@ def test_notebook_opened_in_jupyter_writes_runs_under_the_repository_not_noteboo
     monkeypatch.chdir(tmp_path / "notebooks")  # where Jupyter starts the kernel
     run = open_notebook_run("", "gemma3-270m/pipeline-cpu", {"output_dir": "outs"})
     assert run.run_dir.resolve().parent == tmp_path / "outs"
+
+
+def test_notebooks_opened_by_hand_chain_through_the_latest_run_of_the_same_config(tmp_path):
+    """What a Colab user does: 02_train, then 04_export, each with run_dir "". Export starts from the run that
+    holds the adapter; a run of another config, or one without an adapter, is never taken."""
+    params = {"output_dir": str(tmp_path), "max_steps": 3}
+    trained = open_notebook_run("", "gemma3-270m/pipeline-cpu", params, stage="train")
+    (trained.run_dir / "adapter").mkdir()
+    other = open_notebook_run("", "gemma3-270m/pipeline-cpu", {**params, "lora_r": 4}, stage="train")
+    (other.run_dir / "adapter").mkdir()  # newer, but trained with another rank: not this config's adapter
+    open_notebook_run("", "gemma3-270m/pipeline-cpu", params)  # newer still, but holds no adapter
+    export = open_notebook_run("", "gemma3-270m/pipeline-cpu", {**params, "export_quantizations": ["f16"]}, "export")
+    assert export.find_artifact("adapter").resolve() == (trained.run_dir / "adapter").resolve()
+    assert not (trained.run_dir / "export.json").exists() and export.run_dir not in (trained.run_dir, other.run_dir)
+    chat = open_notebook_run("", "gemma3-270m/pipeline-cpu", params, stage="chat")
+    assert chat.find_artifact("gguf") is None  # nothing exported yet: a fresh run, which says so when it looks

@@ -53,7 +53,7 @@ def test_only_a_rendered_kernel_swaps_progress_widgets_for_text(monkeypatch: pyt
 
 def test_the_trainer_settings_use_the_checkpointing_name_the_installed_transformers_knows(tmp_path) -> None:
     from medsft.config import build_config
-    from medsft.train import sft_arguments
+    from medsft.train.steps import sft_arguments
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -128,7 +128,7 @@ def test_two_processes_train_what_one_process_with_the_same_batch_trains(runs):
 
 
 def test_a_launch_of_several_processes_trains_with_transformers_not_unsloth(monkeypatch):
-    from medsft.backend import unsloth_status
+    from medsft.train.backend import unsloth_status
 
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it for each process
     usable, reason = unsloth_status(has_cuda=True)

@@ -98,7 +98,7 @@ def test_dry_run_does_two_real_steps_on_a_tiny_model(embedded_dir: Path, tmp_pat
 
 def test_early_stopping_ends_a_run_whose_validation_loss_stops_improving(tiny_gemma_dir: Path, tmp_path: Path):
     from medsft.config import build_config
-    from medsft.train import train
+    from medsft.train.steps import train
 
     config = build_config(
         {
@@ -125,7 +125,7 @@ def test_validation_accuracy_picks_the_checkpoint_and_the_untrained_model_is_onl
     tiny_gemma_dir: Path, tmp_path: Path
 ):
     from medsft.config import build_config
-    from medsft.train import train
+    from medsft.train.steps import train
 
     config = build_config(
         {

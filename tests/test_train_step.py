@@ -6,12 +6,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from medsft.attention import packed_attention
-from medsft.backend import TransformersBackend
 from medsft.config import build_config
-from medsft.labels import IGNORE_INDEX, tokenize_conversation
-from medsft.loss import sparse_head_loss
-from medsft.train import pack_examples, tokenize_split
+from medsft.train.backend import TransformersBackend
+from medsft.train.cpu_step.attention import packed_attention
+from medsft.train.cpu_step.loss import sparse_head_loss
+from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
+from medsft.train.steps import pack_examples, tokenize_split
 
 CHATS = [
     [{"role": "user", "content": "Name one loop diuretic."}, {"role": "assistant", "content": "Furosemide."}],
@@ -79,6 +79,37 @@ def test_sparse_head_and_packing_give_the_full_logit_loss_and_gradients(lora_mod
             torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4)
 
 
+def test_gemma4_packed_step_gives_the_full_logit_loss_and_gradients(gemma_tokenizer):
+    """Gemma 4 (E2B's shape: key/value-sharing layers, per-layer inputs, vision and audio towers): the packed,
+    sparse-head step on its language-model-only adapter equals transformers' own loss over padded rows. Asked
+    for one row of logits by an integer, Gemma 4 would also cut its key/value-sharing layers to one position."""
+    import transformers
+    from local_hub import gemma4_e2b
+
+    torch.manual_seed(0)
+    model = transformers.Gemma4ForConditionalGeneration._from_config(transformers.AutoConfig.for_model(**gemma4_e2b()))
+    # In float64: Gemma 4's fp32 gradients differ from a float64 reference by ~7e-5 on either path (rounding over
+    # the 262k-way softmax), which would hide a real difference; in float64 the two paths agree to ~1e-7.
+    model = TransformersBackend("test").add_lora(model, build_config({"lora_r": 4, "lora_alpha": 8})).double()
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    items = [tokenize_conversation(gemma_tokenizer, chat, 256) for chat in CHATS]
+    batch = padded_batch(items)
+    model.zero_grad()
+    reference = model(**batch).loss
+    reference.backward()
+    expected = lora_grads(model)
+    assert expected and all(".language_model." in name for name in expected)
+    model.zero_grad()
+    with packed_attention(model):
+        out = sparse_head_loss(model, pack_examples(items))
+    out.loss.backward()
+    assert out.loss.item() == pytest.approx(reference.item(), abs=1e-9)
+    for name, grad in lora_grads(model).items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-6, rtol=1e-6)
+
+
 def test_packing_restarts_positions_and_never_trains_across_conversations(gemma_tokenizer):
     items = [tokenize_conversation(gemma_tokenizer, chat, 256) for chat in CHATS]
     packed = pack_examples(items)
@@ -89,7 +120,7 @@ def test_packing_restarts_positions_and_never_trains_across_conversations(gemma_
 
 
 def test_a_dataset_with_nothing_to_learn_is_an_error_before_training(gemma_tokenizer):
-    from medsft.labels import LabelError
+    from medsft.train.labels import LabelError
 
     config = build_config({"max_seq_length": 8})  # cuts every conversation before its assistant turn
     rows = [{"id": str(i), "messages": chat} for i, chat in enumerate(CHATS)]
@@ -99,8 +130,8 @@ def test_a_dataset_with_nothing_to_learn_is_an_error_before_training(gemma_token
 
 @pytest.mark.parametrize("block_columns", [128, 2048])  # eight vocabulary blocks (the last one narrower), or one
 def test_fused_head_matches_plain_cross_entropy_with_gradients(monkeypatch: pytest.MonkeyPatch, block_columns: int):
-    from medsft import loss
-    from medsft.loss import FusedLinearCrossEntropy
+    from medsft.train.cpu_step import loss
+    from medsft.train.cpu_step.loss import FusedLinearCrossEntropy
 
     vocab = 1000
     monkeypatch.setattr(loss, "CHUNK_BYTES", 4 * vocab * 100)  # 100 rows per chunk: 600 rows take six chunks

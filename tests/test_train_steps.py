@@ -33,7 +33,7 @@ def adapter_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_the_steps_one_by_one_train_the_same_adapter_as_train(tiny_gemma_dir: Path, tmp_path: Path):
     from medsft import stages
-    from medsft import train as steps
+    from medsft.train import steps
 
     whole = steps.train(tiny_config(tiny_gemma_dir, tmp_path, "whole"))
 
@@ -79,9 +79,9 @@ def test_a_run_parameter_reaches_lora_config_through_the_run_with_no_second_reso
     import medsft.config
     import medsft.pipeline
     from medsft import stages
-    from medsft import train as steps
     from medsft.config import load_config
     from medsft.runs import Run
+    from medsft.train import steps
 
     # What `medsft run -p lora_r 8` does first: resolve the config once and give it a run folder.
     config = load_config(None, {"lora_r": 8, "model": str(tiny_gemma_dir), "output_dir": str(tmp_path),

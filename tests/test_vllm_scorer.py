@@ -15,7 +15,7 @@ import pytest
 
 from medsft.config import ConfigError, build_config
 from medsft.evaluate.compare import scorer_settings
-from medsft.evaluate.scoring import GenerationSettings, chat_prompt_ids
+from medsft.evaluate.transformers_scorer import GenerationSettings, chat_prompt_ids
 from medsft.evaluate.vllm_scorer import (
     continuation_logprob,
     engine_arguments,

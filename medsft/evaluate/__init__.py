@@ -23,10 +23,10 @@ from medsft.evaluate.multiple_choice import evaluate_multiple_choice, score_item
 from medsft.evaluate.plots import accuracy_bars
 from medsft.evaluate.prompts import medqa_prompt, pubmedqa_prompt
 from medsft.evaluate.results import TaskResult, read_result, write_result
-from medsft.evaluate.scoring import ChoiceRequest, GenerationSettings, HFScorer, Scorer, encode_pair
 from medsft.evaluate.stats import Interval, McNemar, bootstrap_ci, mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic, format_compliance, score_synthetic_replies
 from medsft.evaluate.tasks import TASKS, Task, get_task, load_eval_items
+from medsft.evaluate.transformers_scorer import ChoiceRequest, GenerationSettings, HFScorer, Scorer, encode_pair
 
 __all__ = [
     "TASKS",

@@ -21,10 +21,10 @@ from medsft.evaluate.cache import result_cache
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
 from medsft.evaluate.results import TaskResult, slug, write_json, write_result
-from medsft.evaluate.scoring import GENERATE_BATCH_SIZE, HFScorer, Scorer
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.tasks import get_task, load_eval_items
+from medsft.evaluate.transformers_scorer import GENERATE_BATCH_SIZE, HFScorer, Scorer
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from medsft import DISCLAIMER
 from medsft.evaluate.multiple_choice import subject_breakdown
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import GenerationSettings, Messages, Scorer, generate_timed
 from medsft.evaluate.stats import wilson_interval
 from medsft.evaluate.tasks import TASKS, get_task
+from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generate_timed
 
 if TYPE_CHECKING:
     from medsft.data import MultipleChoiceItem

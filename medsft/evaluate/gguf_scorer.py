@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from medsft.evaluate.scoring import GREEDY, ChoiceRequest, GenerationSettings, Messages
+from medsft.evaluate.transformers_scorer import GREEDY, ChoiceRequest, GenerationSettings, Messages
 
 
 def load_gguf(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0) -> Any:
     """A quiet `llama_cpp.Llama` on CPU; a clear error when the runtime or the file is missing."""
-    from medsft.llamacpp_toolchain import SETUP_HINT, ToolchainError, check_runtime_threads
+    from medsft.export.llamacpp_toolchain import SETUP_HINT, ToolchainError, check_runtime_threads
 
     path = Path(path)
     if not path.is_file():

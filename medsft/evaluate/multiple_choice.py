@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import ChoiceRequest, Scorer, encode_pair
 from medsft.evaluate.stats import wilson_interval
 from medsft.evaluate.tasks import Task, get_task
+from medsft.evaluate.transformers_scorer import ChoiceRequest, Scorer, encode_pair
 
 if TYPE_CHECKING:
     from medsft.data import MultipleChoiceItem

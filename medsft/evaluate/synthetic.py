@@ -20,8 +20,8 @@ from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synt
 from medsft.data.synthetic import STEPS
 from medsft.evaluate import stats
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.scoring import GenerationSettings, Messages, Scorer, generate_timed
 from medsft.evaluate.tasks import TASKS
+from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generate_timed
 
 Case = SyntheticCase | Mapping[str, Any]
 

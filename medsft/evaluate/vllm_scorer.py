@@ -25,7 +25,7 @@ import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from medsft.evaluate.scoring import (
+from medsft.evaluate.transformers_scorer import (
     GREEDY,
     ChoiceRequest,
     GenerationSettings,
@@ -62,8 +62,8 @@ def engine_arguments(spec: str, config: RunConfig) -> tuple[dict[str, Any], str 
 
     An adapter is served on the base model its `adapter_config.json` names, with the adapter's own tokenizer
     files (the train stage saves them beside it); `seed` and `dtype` come from the run's config."""
-    from medsft.backend import read_adapter_config
     from medsft.models import resolve_model
+    from medsft.train.backend import read_adapter_config
 
     source = resolve_model(spec)
     adapter = read_adapter_config(source)
@@ -129,8 +129,8 @@ class VLLMScorer:
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        from medsft.backend import load_tokenizer
         from medsft.config import build_config
+        from medsft.train.backend import load_tokenizer
 
         run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
         arguments, adapter = engine_arguments(spec, run)

@@ -12,7 +12,7 @@ goal) is kept as `*.rejected.gguf` and listed in `result.failed`, never under a 
 Modules, one concern each: `gguf` (converter and quantizer calls, names), `verify` (template, stop tokens,
 first tokens, the pass/fail verdict), `sizes` (file size, measured RAM), `card` (model card), `hub` (optional
 upload), `save` (the orchestration), `views` (the notebook's tables). The llama.cpp toolchain itself is
-`medsft.llamacpp_toolchain`; chat is `medsft.chat`, the local server `medsft.server`.
+`medsft.export.llamacpp_toolchain`; chat is `medsft.export.chat`, the local server `medsft.export.server`.
 """
 
 from medsft.export.gguf import ExportError, check_quantizations

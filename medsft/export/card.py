@@ -197,7 +197,7 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mappi
         "",
         "## Use offline",
         "```bash",
-        "medsft chat --gguf <file>.gguf                   # or: python -m medsft.chat --gguf <file>.gguf",
+        "medsft chat --gguf <file>.gguf                   # or: python -m medsft.export.chat --gguf <file>.gguf",
         "medsft serve --gguf <file>.gguf --port 8000      # OpenAI-compatible, on 127.0.0.1 only",
         "```",
         "",

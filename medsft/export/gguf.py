@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from medsft.config import QUANTIZATIONS
-from medsft.llamacpp_toolchain import Toolchain
+from medsft.export.llamacpp_toolchain import Toolchain
 
 log = logging.getLogger("medsft")
 

@@ -35,8 +35,8 @@ from medsft.export.gguf import (
     quantize,
     rejected_name,
 )
+from medsft.export.llamacpp_toolchain import Toolchain, check_disk, find_toolchain
 from medsft.export.sizes import folder_mib, size_row
-from medsft.llamacpp_toolchain import Toolchain, check_disk, find_toolchain
 from medsft.runs import Run, check_run_folder, write_text_atomic
 
 log = logging.getLogger("medsft")
@@ -121,7 +121,7 @@ def export_run(
         )
     timings: dict[str, float] = {}
 
-    from medsft.backend import select_backend
+    from medsft.train.backend import select_backend
 
     backend = select_backend(config.backend)
     tick = time.perf_counter()
@@ -225,7 +225,7 @@ def llama_cpp_ggufs(
 def unsloth_ggufs(model: Any, tokenizer: Any, quants: list[str], finals: dict[str, Path]) -> dict[str, Path]:
     """Unsloth's `save_pretrained_gguf` into a temporary folder, then moved to `.partial` names.
 
-    `medsft.backend` sets `UNSLOTH_LLAMA_CPP_PATH` & co. before Unsloth is imported (it reads them then),
+    `medsft.train.backend` sets `UNSLOTH_LLAMA_CPP_PATH` & co. before Unsloth is imported (it reads them then),
     so Unsloth uses the cached toolchain instead of cloning llama.cpp. Unsloth 2026.10 writes the files
     beside the folder it is given (`<folder>_gguf/<model>.<TYPE>.gguf`), as `scripts/check_unsloth_api.py`
     found; both places are searched.

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft import DISCLAIMER
-from medsft.chat import GgufChat, collect, find_gguf, print_reply
+from medsft.export.chat import GgufChat, collect, find_gguf, print_reply
 
 
 def chat_stage(

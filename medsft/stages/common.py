@@ -14,8 +14,8 @@ SPLITS = ("train", "validation")
 
 def load_tokenizer_for(config: RunConfig) -> Any:
     """The run's tokenizer with its chat template (no model weights are loaded)."""
-    from medsft.backend import load_tokenizer
     from medsft.models import resolve_model
+    from medsft.train.backend import load_tokenizer
 
     return load_tokenizer(resolve_model(config.model).location, config.chat_template)
 

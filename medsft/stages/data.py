@@ -31,7 +31,7 @@ def prepare_data(run: NotebookRun, tokenizer: Any) -> tuple[Any, Any]:
 
 def labelled_html(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
     """One conversation as the model sees it, trained (labelled) tokens highlighted, the rest greyed out."""
-    from medsft.labels import IGNORE_INDEX, tokenize_conversation
+    from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
 
     item = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
     spans = []

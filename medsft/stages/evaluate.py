@@ -38,7 +38,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
     Items come from `load_items` (the loader `medsft eval` and decontamination use); MedQA/PubMedQA are scored
     in `config.eval_mode` (log-likelihood or generation)."""
     from medsft.evaluate.compare import evaluate_models, finish
-    from medsft.evaluate.scoring import model_name
+    from medsft.evaluate.transformers_scorer import model_name
 
     config = run.config
     limits = {task: config.eval_items(task) for task in config.eval_tasks}

@@ -1,4 +1,4 @@
-"""02 train: the steps of a LoRA fine-tune (`medsft.train`, one notebook cell each) and what each one shows.
+"""02 train: the steps of a LoRA fine-tune (`medsft.train.steps`, one notebook cell each) and what each one shows.
 
 start -> load_model -> tokenize_rows -> add_lora -> make_trainer -> fit -> finish, the order of Unsloth's own
 notebooks; `train_stage` runs them all in one call (what `medsft train` does).
@@ -40,15 +40,15 @@ def run_data(run: NotebookRun) -> Any | None:
 
 
 def start_training(run: NotebookRun) -> Any:
-    """Step 1 (`medsft.train.start`) on the data stage's splits, into the run folder."""
-    from medsft.train import start
+    """Step 1 (`medsft.train.steps.start`) on the data stage's splits, into the run folder."""
+    from medsft.train.steps import start
 
     return start(run.config, data=run_data(run), run_dir=run.run_dir)
 
 
 def train_stage(run: NotebookRun) -> Any:
     """Every training step in one call: train on the data stage's splits (or build them) into the run folder."""
-    from medsft.train import train
+    from medsft.train.steps import train
 
     return train(run.config, data=run_data(run), run_dir=run.run_dir)
 
@@ -82,7 +82,7 @@ def template_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 def trained_text(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
     """A conversation's labels decoded, each run of masked tokens (-100: no loss) shown as one space, as
     Unsloth's notebooks check `train_on_responses_only`: what is left is all the loss trains on."""
-    from medsft.labels import IGNORE_INDEX, tokenize_conversation
+    from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
 
     row = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
     pieces, kept = [], []

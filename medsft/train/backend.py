@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsft import distributed
 from medsft.config import RunConfig
 from medsft.models import ModelSource, resolve_model
+from medsft.train import distributed
 
 log = logging.getLogger("medsft")
 
@@ -65,7 +66,7 @@ def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
 def point_unsloth_at_toolchain() -> None:
     """Unsloth reads its llama.cpp settings at import: point it at the cached offline toolchain, if built,
     so `save_pretrained_gguf` never tries to clone llama.cpp. Settings the user made are kept."""
-    from medsft.llamacpp_toolchain import ToolchainError, find_toolchain
+    from medsft.export.llamacpp_toolchain import ToolchainError, find_toolchain
 
     try:
         toolchain = find_toolchain()
@@ -264,11 +265,14 @@ class TransformersBackend(Backend):
     def add_lora(self, model: Any, config: RunConfig) -> Any:
         from peft import LoraConfig, get_peft_model
 
+        targets = config.lora_target_modules
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
+            # A multimodal checkpoint's vision and audio towers have their own q_proj/k_proj/...; the adapter
+            # belongs on the language model only, as FastModel's finetune_vision_layers=False does on a GPU.
+            target_modules=language_model_only(targets) if is_multimodal(model.config) else targets,
             bias="none",
             task_type="CAUSAL_LM",
         )
@@ -290,6 +294,12 @@ class TransformersBackend(Backend):
         return Path(path)
 
 
+def language_model_only(module_names: list[str]) -> str:
+    """A peft `target_modules` regex (matched against whole module paths) for these names inside the language
+    model alone, e.g. `model.language_model.layers.3.self_attn.q_proj` but not `model.vision_tower...q_proj`."""
+    return r".*\blanguage_model\..*\.(" + "|".join(re.escape(name) for name in module_names) + r")"
+
+
 def resolve_dtype(name: str, has_cuda: bool) -> Any:
     import torch
 
@@ -308,6 +318,9 @@ def load_tokenizer(location: str, chat_template: str | None = None) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(location, token=os.environ.get("HF_TOKEN"))
     apply_chat_template_name(tokenizer, chat_template)
+    # Llama 3's tokenizer_config asks for clean_up_tokenization_spaces, which transformers ignores for BPE
+    # tokenizers while warning at every decode; turning it off changes no output and silences the warning.
+    tokenizer.clean_up_tokenization_spaces = False
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -2,9 +2,9 @@
 `<think>` block shown apart from the answer, and the research-only disclaimer after every reply.
 
     medsft chat outputs/<run-id>                                               # the run's Q8_0 GGUF
-    python -m medsft.chat --gguf outputs/<run-id>/gguf/<file>.gguf              # interactive
-    python -m medsft.chat --gguf FILE --prompt "A 58-year-old man has ..."     # one question
-    python -m medsft.chat --gguf FILE --serve --port 8000                      # = medsft serve --gguf FILE
+    python -m medsft.export.chat --gguf outputs/<run-id>/gguf/<file>.gguf              # interactive
+    python -m medsft.export.chat --gguf FILE --prompt "A 58-year-old man has ..."     # one question
+    python -m medsft.export.chat --gguf FILE --serve --port 8000                      # = medsft serve --gguf FILE
 
 Nothing leaves the machine: the model is a local file and llama.cpp runs on the CPU.
 """
@@ -196,12 +196,13 @@ def run_chat(
     n_ctx: int = 4096,
 ) -> int:
     """One question (`prompt`) or an interactive session with a GGUF; 2 when the file cannot be loaded."""
-    from medsft.llamacpp_toolchain import ToolchainError
+    from medsft.cli_errors import error_line
+    from medsft.export.llamacpp_toolchain import ToolchainError
 
     try:
         chat = GgufChat(gguf, system=system, n_ctx=n_ctx, max_tokens=max_tokens, temperature=temperature)
     except (ToolchainError, ValueError) as err:
-        print(f"medsft: cannot load {gguf}: {err}", file=sys.stderr)
+        error_line(f"cannot load {gguf}: {err}")
         return 2
     if prompt:
         print_reply(chat.ask(prompt))
@@ -219,7 +220,7 @@ def run_chat(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medsft.chat", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m medsft.export.chat", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gguf", type=Path, required=True, help="the GGUF file to chat with")
     parser.add_argument("--prompt", help="ask one question and exit (default: interactive)")
     parser.add_argument("--system", help="a system message")
@@ -230,11 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    from medsft.cli_errors import error_line
+
     if not args.gguf.is_file():
-        print(f"medsft: GGUF file not found: {args.gguf} (export one with: medsft export RUN_DIR)", file=sys.stderr)
+        error_line(f"GGUF file not found: {args.gguf} (export one with: medsft export RUN_DIR)")
         return 2
     if args.serve:
-        from medsft.server import serve
+        from medsft.export.server import serve
 
         return serve(args.gguf, args.host, args.port, args.n_ctx)
     return run_chat(args.gguf, args.prompt, args.system, args.max_tokens, args.temperature, args.n_ctx)

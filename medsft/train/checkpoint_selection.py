@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from medsft.attention import own_attention
 from medsft.config import selection_task as selection_task  # the task a `select_checkpoint_by` value scores
 from medsft.data.records import MultipleChoiceItem
+from medsft.train.cpu_step.attention import own_attention
 
 
 def metric_name(task: str) -> str:
@@ -47,7 +47,7 @@ def scoring_mode(model: Any) -> Iterator[Any]:
 def accuracy(model: Any, tokenizer: Any, task: str, items: Sequence[MultipleChoiceItem], batch_size: int) -> float:
     """Plain accuracy (lm-eval `acc`) of the model as it is now on the items."""
     from medsft.evaluate.multiple_choice import score_items
-    from medsft.evaluate.scoring import HFScorer
+    from medsft.evaluate.transformers_scorer import HFScorer
 
     with scoring_mode(model) as scoring:
         scorer = HFScorer(scoring, tokenizer, name="validation", batch_size=batch_size, progress=False)

@@ -2,8 +2,8 @@
 
 Unsloth's `save_pretrained_gguf` clones and compiles llama.cpp from GitHub, which fails offline. PyPI's
 `llama-cpp-python` sdist vendors the whole llama.cpp tree (`convert_hf_to_gguf.py`, `conversion/`, `gguf-py/`,
-`src/ ggml/ common/`), so one `python -m medsft.llamacpp_toolchain setup` (the only step that needs the network: the
-PyPI download, and only when the cache is empty) gives:
+`src/ ggml/ common/`), so one `python -m medsft.export.llamacpp_toolchain setup` (the only step that needs the
+network: the PyPI download, and only when the cache is empty) gives:
 
 - the runtime: a portable llama-cpp-python wheel, built once into `~/.cache/medsft/wheels/<version>-<flags>/` and
   installed (a change of build flags makes a new folder, so a machine with an older build rebuilds and reinstalls);
@@ -108,7 +108,7 @@ class Toolchain:
         }
 
 
-SETUP_HINT = "run `python -m medsft.llamacpp_toolchain setup` once (it needs PyPI only when its cache is empty)"
+SETUP_HINT = "run `python -m medsft.export.llamacpp_toolchain setup` once (it needs PyPI only when its cache is empty)"
 
 
 def toolchain_root() -> Path:
@@ -285,7 +285,9 @@ def check_disk(folder: Path, needed_bytes: int, what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m medsft.llamacpp_toolchain", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m medsft.export.llamacpp_toolchain", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("command", choices=["setup", "where"], help="setup: build/install once; where: print paths")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

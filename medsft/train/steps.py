@@ -3,7 +3,8 @@
 On CUDA with Unsloth the model comes from `FastLanguageModel` (4-bit, Unsloth's gradient checkpointing) and
 the step is Unsloth's own. Elsewhere the same trainer runs a step built for CPUs: each micro-batch is packed into
 one padding-free row (position ids restart per conversation, so attention stays within each one) and the LM head
-runs only where a label is trained (`medsft.loss`). Both paths train on identical labels (`medsft.labels`).
+runs only where a label is trained (`medsft.train.cpu_step.loss`). Both paths train on identical labels
+(`medsft.train.labels`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsft.backend import import_unsloth_if_usable
+from medsft.train.backend import import_unsloth_if_usable
 
 import_unsloth_if_usable()  # Unsloth patches transformers and TRL, so it must be imported before them
 
@@ -25,13 +26,8 @@ from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
-from medsft import distributed, validation
-from medsft.attention import packed_attention
-from medsft.backend import Backend, TransformersBackend, load_tokenizer, select_backend
 from medsft.config import ConfigError, RunConfig
 from medsft.data.records import MultipleChoiceItem
-from medsft.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
-from medsft.loss import release_workspace, sparse_head_loss
 from medsft.models import resolve_model, tiny_random_model
 from medsft.runs import (
     Run,
@@ -41,7 +37,12 @@ from medsft.runs import (
     sha256_rows,
     write_text_atomic,
 )
-from medsft.train_plots import plot_loss_curves
+from medsft.train import checkpoint_selection, distributed
+from medsft.train.backend import Backend, TransformersBackend, load_tokenizer, select_backend
+from medsft.train.cpu_step.attention import packed_attention
+from medsft.train.cpu_step.loss import release_workspace, sparse_head_loss
+from medsft.train.labels import IGNORE_INDEX, LabelError, count_trained_tokens, tokenize_conversation
+from medsft.train.plots import plot_loss_curves
 
 log = logging.getLogger("medsft")
 DRY_RUN_STEPS = 2
@@ -177,8 +178,8 @@ class MedsftTrainer(SFTTrainer):
         metrics = super().evaluate(*args, **kwargs)
         if self.validation_task:
             task = self.validation_task
-            name = validation.metric_name(task)
-            metrics[name] = validation.accuracy(
+            name = checkpoint_selection.metric_name(task)
+            metrics[name] = checkpoint_selection.accuracy(
                 self.model, self.processing_class, task, self.validation_items, self.args.per_device_eval_batch_size
             )
             self.log({name: metrics[name]})
@@ -322,8 +323,8 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
 
 
 def selection_metric(config: RunConfig) -> str:
-    task = validation.selection_task(config.select_checkpoint_by)
-    return validation.metric_name(task) if task else "eval_loss"
+    task = checkpoint_selection.selection_task(config.select_checkpoint_by)
+    return checkpoint_selection.metric_name(task) if task else "eval_loss"
 
 
 def load_for_training(config: RunConfig, backend: Backend) -> tuple[Any, Any]:
@@ -370,8 +371,8 @@ def build_trainer(
     # head (which reads them after the backbone) cannot run: padded batches and the model's own loss instead.
     sparse = backend.name == "transformers" and not distributed.fsdp_requested()
     collator = pack_examples if sparse else functools.partial(pad_examples, pad_id=tokenizer.pad_token_id)
-    task = validation.selection_task(config.select_checkpoint_by) if with_eval else None
-    items = validation.validation_items(validation_examples, task) if task else []
+    task = checkpoint_selection.selection_task(config.select_checkpoint_by) if with_eval else None
+    items = checkpoint_selection.validation_items(validation_examples, task) if task else []
     if task and not items:
         raise ConfigError(
             f"select_checkpoint_by: {config.select_checkpoint_by}, but the validation split holds no {task} row; "
@@ -608,7 +609,7 @@ def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
     steps above, in order (`start` says what `data` and `run_dir` are).
 
     Under `accelerate launch` every process runs this function on the same rows; only the main process writes
-    the run folder (`medsft.distributed`), and the trainer splits each batch between the processes.
+    the run folder (`medsft.train.distributed`), and the trainer splits each batch between the processes.
     """
     training = start(config, data, run_dir)
     load_model(training)

@@ -124,23 +124,32 @@ def base_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def language_model(model: Any) -> Any:
+    """The decoder whose attention is switched: the whole model for a text-only checkpoint, the language model
+    of a multimodal one, whose vision and audio towers keep their own attention (Gemma 4's audio tower accepts
+    no other implementation)."""
+    base = base_model(model)
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    return decoder if decoder is not None and hasattr(decoder, "set_attn_implementation") else base
+
+
 @contextlib.contextmanager
 def attention_implementation(model: Any, implementation: str) -> Iterator[None]:
-    """`implementation` inside the block, the model's previous one after."""
-    base = base_model(model)
-    previous = base.config._attn_implementation
-    base.set_attn_implementation(implementation)
+    """`implementation` inside the block, the language model's previous one after."""
+    decoder = language_model(model)
+    previous = decoder.config._attn_implementation
+    decoder.set_attn_implementation(implementation)
     try:
         yield
     finally:
-        base.set_attn_implementation(previous)
+        decoder.set_attn_implementation(previous)
 
 
 @contextlib.contextmanager
 def packed_attention(model: Any) -> Iterator[None]:
     """Use packed attention while training; restore the model's own implementation for generation after."""
     base = base_model(model)
-    base.medsft_own_attention = base.config._attn_implementation  # for `own_attention` mid-training
+    base.medsft_own_attention = language_model(model).config._attn_implementation  # for `own_attention`
     with attention_implementation(model, IMPLEMENTATION):
         yield
 

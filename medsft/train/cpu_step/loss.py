@@ -22,8 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medsft.attention import packed_segments
-from medsft.labels import IGNORE_INDEX
+from medsft.train.cpu_step.attention import packed_segments
+from medsft.train.labels import IGNORE_INDEX
 
 # Logits of one chunk of rows stay under this many bytes (512 rows for Gemma's 262k vocabulary). Larger chunks
 # re-read the head matrix less often; measured here, 512-1024 rows ran ~20% faster than 128.
@@ -143,13 +143,15 @@ def last_hidden_state(model: Any, backbone: Any, features: dict[str, torch.Tenso
     The call goes through `model` itself, not the backbone, because under data parallelism `model` is the DDP
     wrapper and its forward is what arms the all-reduce of gradients in the backward pass: calling the backbone
     directly would leave every process with only its own gradients, silently. `logits_to_keep` is an empty index,
-    so the model's head computes nothing: with `logits_to_keep=1` it made one row of logits per step, reading the
-    whole 0.67 GB fp32 head for a result nobody used (~60 ms a step here, ~1%).
+    so the model's head computes nothing: with one row kept it made a row of logits per step, reading the whole
+    0.67 GB fp32 head for a result nobody used (~60 ms a step here, ~1%). It is an index tensor, not an integer:
+    given an integer, Gemma 4 also cuts its key/value-sharing layers down to that many positions (a generation
+    shortcut), and the backbone's output would then hold fewer positions than the row.
     """
     caught: list[torch.Tensor] = []
     hook = backbone.register_forward_hook(lambda _module, _args, output: caught.append(output[0]))
+    nothing = torch.empty(0, dtype=torch.long, device=features["input_ids"].device)
     try:
-        nothing = torch.empty(0, dtype=torch.long, device=features["input_ids"].device)
         model(**features, use_cache=False, logits_to_keep=nothing)
     finally:
         hook.remove()

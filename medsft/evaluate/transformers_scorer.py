@@ -18,6 +18,14 @@ its KV cache, so each continuation after it costs only its own tokens) and read 
 - longer continuations reuse the prompt's KV cache, repeated once per continuation, and only their own
   tokens are run.
 
+Scoring forwards run with `torch.compile` switched off (`compile_free`): a model that Unsloth loaded carries
+compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
+Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh instead of
+falling back to eager: minutes before the first question is scored (README, "On a GPU"). A few batched
+forwards gain nothing from compiling. And the per-row `logits_to_keep` that keeps the LM head at one position
+per question is understood by newer transformers (5.23) only; older ones (the GPU pin, 5.17) get the distinct
+positions as a 1-D tensor, which every version slices alike (`positions_to_keep`, `logits_at`).
+
 Greedy generation (`greedy_generate`) decodes like transformers' `generate` but sorts prompts by length and
 drops a finished row from the batch and its KV cache at once, so no padding is computed for replies that
 ended; `bench/generate.py` measures it against `generate` and llama.cpp.
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -153,6 +162,8 @@ class HFScorer:
         fast_greedy: bool = True,
         generate_batch_size: int = GENERATE_BATCH_SIZE,
         progress: bool = True,
+        eager: bool = True,
+        on_batch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -163,6 +174,9 @@ class HFScorer:
         self.progress = progress  # a bar of its own (off inside training, whose bar already shows the progress)
         # Right padding never reaches a real position under causal attention; any id works, pad is clearest.
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.eager = eager  # scoring forwards with torch.compile off (`compile_free`); False: as the model is
+        self.on_batch = on_batch  # called after each batched forward with its rows, width and seconds
+        self.per_row_logits = per_row_logits_to_keep()  # False on transformers 5.17 (the GPU pin)
 
     @classmethod
     def from_spec(
@@ -172,8 +186,8 @@ class HFScorer:
 
         `config` supplies the loading knobs (backend, dtype, 4-bit, chat template); its `model` is replaced.
         """
-        from medsft.backend import select_backend
         from medsft.config import build_config
+        from medsft.train.backend import select_backend
 
         run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
         model, tokenizer = select_backend(run.backend).load(run)
@@ -198,7 +212,7 @@ class HFScorer:
         single = [i for i, r in enumerate(requests) if all(len(c) == 1 for c in r.continuations)]
         # Progress in questions, with the time left; the longest batches come first, so the estimate is high.
         bar = {"total": len(requests), "desc": f"scoring ({self.name})", "unit": "q", "mininterval": 5}
-        with tqdm(**bar, disable=not self.progress) as progress:
+        with tqdm(**bar, disable=not self.progress) as progress, compile_free(self.eager):
             for i in sorted(set(range(len(requests))) - set(single)):
                 results[i] = self._score_with_cache(requests[i])
                 progress.update(1)
@@ -214,17 +228,27 @@ class HFScorer:
 
     def _last_position_logprobs(self, contexts: list[list[int]]) -> Any:
         """Log-probabilities of the next token after each context: one batched forward, one LM-head row each."""
+        import time
+
         import torch
 
+        started = time.perf_counter()
         width = max(len(c) for c in contexts)
         ids = torch.full((len(contexts), width), self.pad_id, dtype=torch.long)
         for row, context in enumerate(contexts):
             ids[row, : len(context)] = torch.tensor(context)
-        last = torch.tensor([[len(c) - 1] for c in contexts], device=self.device)
-        with torch.inference_mode(), last_layer_only_at(self.model, last[:, 0]):
+        positions = torch.tensor([len(c) - 1 for c in contexts], device=self.device)
+        keep = positions_to_keep(positions, self.per_row_logits)
+        # The last layer's shortcut saves ~5% on a CPU; on a GPU it saves nothing, and a patched attention (Unsloth's
+        # fused LoRA q/k/v/o) may skip the hooked projections, so the model runs as it is there.
+        trim = last_layer_only_at(self.model, positions) if self.device.type == "cpu" else contextlib.nullcontext()
+        with torch.inference_mode(), trim:
             # No KV cache: nothing follows this forward, so storing keys and values would be wasted copies.
-            logits = self.model(input_ids=ids.to(self.device), logits_to_keep=last, use_cache=False).logits
-        return torch.log_softmax(logits[:, 0, :].float(), dim=-1).cpu()
+            logits = self.model(input_ids=ids.to(self.device), logits_to_keep=keep, use_cache=False).logits
+        rows = torch.log_softmax(logits_at(logits, positions, keep, width).float(), dim=-1).cpu()
+        if self.on_batch is not None:  # after `.cpu()`, which waits for the GPU, so the seconds are real
+            self.on_batch({"rows": len(contexts), "width": width, "seconds": time.perf_counter() - started})
+        return rows
 
     def _score_with_cache(self, request: ChoiceRequest) -> list[float]:
         """Multi-token continuations: the context once, then all continuations on copies of its KV cache."""
@@ -351,6 +375,68 @@ def greedy_generate(
                 )  # fmt: skip
                 position = position + 1
     return outputs
+
+
+@contextlib.contextmanager
+def compile_free(enabled: bool = True) -> Iterator[None]:
+    """Run every `torch.compile`d region as plain eager code for the duration (`set_stance("force_eager")`).
+
+    Unsloth compiles parts of the model it loads and raises dynamo's recompile limit to 1024; a scoring
+    forward after training fails those regions' guards (grad mode, inference tensors, a new batch shape) and
+    would compile them again, for seconds to minutes per shape. Nothing is compiled on a plain CPU model, so
+    there this changes nothing. The previous stance comes back on exit."""
+    import torch
+
+    if not enabled:
+        yield
+        return
+    with torch.compiler.set_stance("force_eager"):
+        yield
+
+
+@functools.cache
+def per_row_logits_to_keep() -> bool:
+    """Whether the installed transformers keeps per-row positions given a 2-D `logits_to_keep` (5.23 does,
+    `modeling_utils.slice_logits_to_keep`). 5.17, the GPU pin, indexes `hidden[:, logits_to_keep]` as is,
+    so a (B, 1) tensor there gives (B, B, 1, vocab) logits, every row at every row's position."""
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
+
+
+def positions_to_keep(positions: Any, per_row: bool) -> Any:
+    """What to pass as `logits_to_keep` to get each row's logits at its own position (`positions[b]`).
+
+    Per row where transformers understands it: (B, 1), one LM-head row per question. Otherwise the distinct
+    positions, sorted, as a 1-D tensor: every transformers version slices that alike, to (B, K, vocab)."""
+    import torch
+
+    return positions[:, None] if per_row else torch.unique(positions, sorted=True)
+
+
+def logits_at(logits: Any, positions: Any, kept: Any, width: int) -> Any:
+    """Row b's logits at `positions[b]` (shape (B, vocab)), from whatever the forward returned for `kept`.
+
+    - (B, 1, V): the per-row slice of `kept` = positions[:, None];
+    - (B, K, V): the 1-D `kept` (K distinct positions, sorted): row b's column is where its position sits;
+    - (B, T, V) with T the batch width: a forward that ignores a tensor `logits_to_keep` and computes every
+      position (Unsloth's Llama forward does); row b's column is its position.
+    Anything else is an error, not a silent misreading."""
+    import torch
+
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    positions = positions.to(logits.device)
+    if logits.dim() == 3 and logits.shape[0] == len(positions):
+        if logits.shape[1] == width:  # every position (when K == T, kept is arange(T): the same columns)
+            return logits[rows, positions]
+        if kept.dim() == 2 and logits.shape[1] == 1:
+            return logits[:, 0]
+        if kept.dim() == 1 and logits.shape[1] == len(kept):
+            return logits[rows, torch.searchsorted(kept.to(logits.device), positions)]
+    raise RuntimeError(
+        f"the model returned logits of shape {tuple(logits.shape)} for logits_to_keep of shape {tuple(kept.shape)} "
+        f"(batch {len(positions)}, width {width}); expected one row per kept position"
+    )
 
 
 # Position-wise parts of a decoder layer: what each position computes there reaches no other position.

@@ -1,0 +1,609 @@
+"""`medsft serve`: llama-cpp-python's OpenAI-compatible server (`llama_cpp.server`) on a GGUF, on 127.0.0.1.
+
+    medsft serve outputs/<run-id>                  # the run's Q8_0 GGUF, http://127.0.0.1:8000/v1
+    curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+      -d '{"messages": [{"role": "user", "content": "Chest pain radiating to the left arm: first step?"}]}'
+
+What medsft adds around `llama_cpp.server.app.create_app` (two small ASGI layers, one route, one wrapper):
+- The disclaimer on every response: an `X-Medsft-Disclaimer` header, and a `disclaimer` field in every JSON
+  body under /v1/ (a streamed reply carries the header). The conversation is passed on as the client sent it,
+  so the model sees the same prompt as in `medsft chat`. Error bodies are OpenAI-shaped, FastAPI's 404/405 too.
+- Requests checked before the model sees them (`medsft.export.server_checks`): every field's type and range, the
+  body's JSON whatever its Content-Type, messages longer than the context window; a bad one is a 4xx naming
+  the field (llama-cpp-python 0.3.36 answers several with a 500 carrying pydantic's dump, and takes
+  `max_tokens: -3` as "until the context is full").
+- Limits (`Limits`, the `medsft serve` options): max_tokens capped, with a default; a reply's generation ends at
+  the time limit (a stopping criterion on the model, `bound_generation`) with finish_reason "length" and a
+  note; a request waits at most the queue wait for the model, else a 503.
+- `GET /health`: 200 once the model is loaded (it loads before the port opens), with the limits.
+- One request at a time (llama-cpp-python holds one model context), in arrival order (`Gate`), and
+  `interrupt_requests` is off so a new request never cuts a streamed reply short.
+
+A `<think>` block comes back verbatim inside the message content (the server has no reasoning parser for these
+templates); `medsft.export.chat.split_stream` splits it from the answer, as `medsft chat` does. Generation stops at the
+template's end-of-turn token, which is not part of the content.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from medsft import DISCLAIMER
+from medsft.cli_errors import error_line
+from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, parse_body, route_of
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DISCLAIMER_HEADER = "X-Medsft-Disclaimer"
+MAX_BODY_BYTES = 4 * 1024 * 1024  # far above any prompt that fits a context window
+SERVER_EXTRAS = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Past its time limit a request may still hold the model this long: the prompt's evaluation (at most n_ctx
+# tokens) is not interrupted, and the reply has to reach the client.
+HOLD_GRACE_S = 10.0
+
+
+def missing_extras() -> list[str]:
+    """The server's modules that are not installed (`make setup` installs them all)."""
+    return [name for name in SERVER_EXTRAS if importlib.util.find_spec(name) is None]
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise OSError now, before the model loads, if the address cannot be bound (in use, or not this host's)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
+def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limits: Limits | None = None) -> Any:
+    """The FastAPI app: llama_cpp.server's routes on this GGUF (its embedded chat template), plus /health, the
+    request checks, the limits and the disclaimer. Loads the model; ValueError when llama.cpp cannot."""
+    import llama_cpp.server.app as server_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    from medsft.evaluate.gguf_scorer import quiet_stderr
+    from medsft.export.llamacpp_toolchain import check_runtime_threads
+
+    check_runtime_threads()
+    limits = limits or Limits()
+    threads = n_threads or len(os.sched_getaffinity(0))  # as GgufChat: every core this process may use
+    model = ModelSettings(
+        model=str(gguf), model_alias=gguf.stem, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=0,
+        verbose=False,
+    )  # fmt: skip
+    with quiet_stderr():  # llama.cpp logs the whole model layout on stderr while loading
+        app = server_app.create_app(server_settings=ServerSettings(interrupt_requests=False), model_settings=[model])
+        vocabulary = Vocabulary(gguf)
+    clock = bound_generation(server_app._llama_proxy(), limits)  # the one model the proxy holds (one GGUF)
+
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": gguf.stem, "n_ctx": n_ctx, "limits": asdict(limits), "disclaimer": DISCLAIMER}
+
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_middleware(RequestGuard, vocabulary=vocabulary, n_ctx=n_ctx, limits=limits, clock=clock)
+    app.add_middleware(DisclaimerLayer)  # added last, so outermost: error replies get the disclaimer too
+    return app
+
+
+class Vocabulary:
+    """Token counts of a request's prompt, rendered as the server renders it (the GGUF's chat template). Uses a
+    vocabulary-only copy of the model, so counting never touches the context a request is generating in."""
+
+    def __init__(self, gguf: Path) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+        self.size = self.vocab.n_vocab()
+        template = self.vocab.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{gguf} has no embedded chat template; export it with medsft export (which checks this)")
+        eos, bos = self.text(self.vocab.token_eos()), self.text(self.vocab.token_bos())
+        self.formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+        # No token is longer than this, so a prompt of n bytes has at least n / longest tokens (about 1 s for a
+        # 262k vocabulary, once): a prompt far past the context window is refused without tokenizing it, which
+        # takes some 15 s for the 4 MB a body may hold.
+        self.longest = max(len(self.vocab.detokenize([token], special=True)) for token in range(self.size))
+
+    def text(self, token: int) -> str:
+        return self.vocab.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def prompt_tokens(self, path: str, request: dict[str, Any], enough: int) -> tuple[int, bool]:
+        """(tokens, exact): the prompt's length in tokens, or a lower bound when that is already `enough`. For a
+        chat, raises what the template raises on messages it refuses."""
+        if path.endswith("/chat/completions"):
+            rendered = self.formatter(messages=request["messages"], tools=request.get("tools"))
+            text, add_bos = rendered.prompt.encode("utf-8"), not rendered.added_special
+        else:
+            prompt = request.get("prompt", "")
+            text, add_bos = ((prompt[0] if prompt else "") if isinstance(prompt, list) else prompt).encode(), True
+        if len(text) // self.longest >= enough:
+            return len(text) // self.longest, False
+        return len(self.vocab.tokenize(text, add_bos=add_bos, special=True)), True
+
+    def parses(self, grammar: str) -> bool:
+        """Whether llama.cpp takes this GBNF grammar: on one it cannot parse, llama-cpp-python 0.3.36 hands its
+        sampler chain a null sampler and the whole server dies of a segmentation fault."""
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(self.vocab._model.vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            return False
+        llama_cpp.llama_sampler_free(sampler)
+        return True
+
+
+def grammars(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field, GBNF text) of each grammar a chat request makes, as llama-cpp-python 0.3.36's chat handler makes
+    it: `grammar` itself, a JSON `response_format`, and the schema of the tool `tool_choice` (or the legacy
+    `function_call`) names. BadRequest for a named tool that is missing or has no parameters (a 500 there)."""
+    from llama_cpp.llama_chat_format import _grammar_for_response_format
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    if "grammar" in data:
+        yield "grammar", data["grammar"]
+    response_format = data.get("response_format")
+    if response_format and response_format.get("type") == "json_object":
+        yield "response_format", _grammar_for_response_format(response_format)._grammar
+    tool = chosen_tool(data)
+    if tool is not None:
+        try:
+            yield "tool_choice", LlamaGrammar.from_json_schema(json.dumps(tool["parameters"]))._grammar
+        except Exception:  # the handler falls back on any JSON, as here
+            yield "tool_choice", JSON_GBNF
+
+
+def chosen_tool(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The function a chat request forces (tool_choice, or the legacy function_call), if it names one."""
+    tools = [tool.get("function", {}) for tool in data.get("tools") or []]
+    choice = data.get("tool_choice")
+    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if isinstance(data.get("function_call"), dict):
+        tools, name, field = data.get("functions") or [], data["function_call"].get("name"), "function_call"
+    else:
+        field = "tool_choice"
+    if name is None:
+        return None
+    tool = next((tool for tool in tools if tool.get("name") == name), None)
+    if tool is None:
+        raise BadRequest(f"names {json.dumps(name)}, which is not among the request's tools", field)
+    if "parameters" not in tool:
+        raise BadRequest(f"the function {json.dumps(name)} it names has no parameters (a JSON schema)", field)
+    return tool
+
+
+class Deadline:
+    """A llama-cpp-python stopping criterion that is true once `seconds` have passed since it was made. llama.cpp
+    asks after every sampled token, so a reply ends within one token of the limit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.end, self.fired = seconds, time.monotonic() + seconds, 0
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        if time.monotonic() < self.end:
+            return False
+        self.fired += 1
+        return True
+
+    @property
+    def cut(self) -> bool:
+        # llama-cpp-python asks once more after the last token whatever ended the reply (and then calls it
+        # "stop"); only a second true answer means the deadline ended it.
+        return self.fired >= 2
+
+    def note(self) -> str:
+        return (
+            f"the reply was cut at this server's time limit of {self.seconds:g} s per request (medsft serve "
+            "--time-limit); ask for fewer max_tokens, or start the server with a longer --time-limit"
+        )
+
+
+class Clock:
+    """The deadline of the reply being generated now (the server generates one at a time), shared between the
+    model, which makes one per reply, and the request guard, which notes a cut in the reply it sends."""
+
+    def __init__(self) -> None:
+        self.latest: Deadline | None = None
+
+    def cut(self) -> Deadline | None:
+        return self.latest if self.latest is not None and self.latest.cut else None
+
+
+def bound_generation(llama: Any, limits: Limits) -> Clock:
+    """Put every generation on `llama` under the time limit. Chat and text completions both reach llama.cpp
+    through the instance's `create_completion` (chat through its chat handler), so the deadline is added there;
+    a reply it cut gets finish_reason "length", which the chat conversion carries over. The note is added where
+    the reply is sent (RequestGuard): llama_cpp.server's response types drop fields they do not know."""
+    from llama_cpp import StoppingCriteriaList
+
+    create_completion, clock = llama.create_completion, Clock()
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        deadline = clock.latest = Deadline(limits.time_limit_s)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), deadline])
+        return relabelled(create_completion(*args, **kwargs), deadline)
+
+    llama.create_completion = bounded
+    return clock
+
+
+def relabelled(result: Any, deadline: Deadline) -> Any:
+    """A completion (dict) or stream of chunks with finish_reason "length" where the deadline ended it; asked
+    only once the reply has ended, since a stream is generated while it is read."""
+    if isinstance(result, dict):
+        return relabel(result, deadline)
+    return (relabel(chunk, deadline) if chunk["choices"][0].get("finish_reason") else chunk for chunk in result)
+
+
+def relabel(reply: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+    if deadline.cut:
+        for choice in reply["choices"]:
+            choice["finish_reason"] = "length"
+    return reply
+
+
+def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
+    """A reply (or a stream's last event) with the note of the deadline that cut it, if one did."""
+    ended = any(choice.get("finish_reason") for choice in data.get("choices", []))
+    return {**data, "note": deadline.note()} if deadline is not None and ended else data
+
+
+def noted_event(body: bytes, deadline: Deadline | None) -> bytes:
+    """A server-sent event (`data: {...}`; sse-starlette sends one per message) with the note if it ends a cut
+    reply; any other event as it is."""
+    prefix = b"data: "
+    if deadline is None or not body.startswith(prefix + b"{"):
+        return body
+    payload = body[len(prefix) :]
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return body
+    ending = payload[len(payload.rstrip()) :]
+    return prefix + json.dumps(with_note(data, deadline)).encode("utf-8") + ending
+
+
+async def send_error(send: Send, error: BadRequest, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """An OpenAI-style error reply: {"error": {"message", "type", "param", "code"}}."""
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+    start_headers = [(b"content-type", b"application/json"), *(headers or [])]
+    await send({"type": "http.response.start", "status": error.status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode("utf-8")})
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it is larger than `limit` bytes or the client went away."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the already-read body over once, then the client's own messages (disconnects)."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again
+
+
+def content_type(scope: Scope) -> str:
+    raw = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+    return raw.split(";")[0].strip().lower()
+
+
+def is_json_type(media_type: str) -> bool:
+    return media_type in ("", "application/json") or media_type.endswith("+json")  # as FastAPI reads bodies
+
+
+def with_body(scope: Scope, body: bytes) -> Scope:
+    """The scope with headers for a re-encoded JSON body: FastAPI parses a body only when it is labelled JSON,
+    and answers any other label with a 500 carrying pydantic's dump."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {**scope, "headers": headers}
+
+
+class Gate:
+    """One generation at a time, in arrival order, each waiting at most `wait_s` for its turn. llama_cpp.server
+    queues requests on its own lock without any bound; here a request that cannot start in time is refused."""
+
+    def __init__(self) -> None:
+        import anyio
+
+        self.lock = anyio.Lock()
+
+    async def enter(self, wait_s: float) -> bool:
+        import anyio
+
+        try:
+            self.lock.acquire_nowait()  # a free model is taken even with a wait of 0
+            return True
+        except anyio.WouldBlock:
+            pass
+        with anyio.move_on_after(wait_s):
+            await self.lock.acquire()
+            return True
+        return False
+
+    def leave(self) -> None:
+        self.lock.release()
+
+
+class RequestGuard:
+    """Every POST body checked before llama_cpp.server sees it (a bad request is a 4xx naming the field and what
+    it may be), and generation requests let through one at a time under the server's limits."""
+
+    def __init__(
+        self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, clock: Clock, grace_s: float = HOLD_GRACE_S
+    ) -> None:
+        self.app, self.vocabulary, self.n_ctx, self.limits = app, vocabulary, n_ctx, limits
+        import anyio
+
+        self.clock, self.grace_s = clock, grace_s
+        self.gate, self.checking = Gate(), anyio.CapacityLimiter(1)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        if route_of(scope["path"]) is None:  # no such route: FastAPI's 404 or 405, whatever the body
+            return await self.app(scope, receive, send)
+        body = await read_body(receive, MAX_BODY_BYTES)
+        if body is None:
+            too_large = BadRequest(f"over {MAX_BODY_BYTES} bytes (or cut off)", "body", "too_large", 413)
+            return await send_error(send, too_large)
+        try:
+            body = await self.checked_off_loop(scope, body)
+        except BadRequest as error:
+            return await send_error(send, error)
+        scope = with_body(scope, body)
+        if route_of(scope["path"]) not in GENERATION:
+            return await self.app(scope, replay(body, receive), send)
+        await self.generate(scope, replay(body, receive), send)
+
+    async def checked_off_loop(self, scope: Scope, body: bytes) -> bytes:
+        """`checked` in a worker thread, one request at a time: parsing and tokenizing a large body takes a
+        while, and on the event loop it would stall every other client (and /health) meanwhile."""
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.checked, scope, body, limiter=self.checking)
+
+    def checked(self, scope: Scope, body: bytes) -> bytes:
+        """The body to pass on (re-encoded JSON); BadRequest for anything the server would mishandle."""
+        try:
+            data = parse_body(body)
+        except ValueError as err:
+            if is_json_type(content_type(scope)):
+                raise BadRequest(f"not valid JSON: {err}", "body", "invalid_json") from None
+            raise BadRequest(
+                f"{content_type(scope)}, not JSON; send a JSON object with Content-Type: application/json", "body",
+                "unsupported_media_type", 415,
+            ) from None  # fmt: skip
+        data = normalized(data, scope["path"], self.limits, self.vocabulary.size)
+        if route_of(scope["path"]) in GENERATION:
+            validate_types(scope["path"], data)
+            self.check_grammars(data)
+            self.check_length(scope["path"], data)
+        return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+    def check_grammars(self, data: dict[str, Any]) -> None:
+        for field, grammar in grammars(data):
+            if not self.vocabulary.parses(grammar):
+                raise BadRequest("makes a grammar that llama.cpp cannot parse (GBNF with a root rule)", field)
+
+    def check_length(self, path: str, data: dict[str, Any]) -> None:
+        try:
+            tokens, exact = self.vocabulary.prompt_tokens(path, data, self.n_ctx)
+        except Exception as err:  # the template's own refusal (e.g. roles that do not alternate)
+            raise BadRequest(f"the chat template cannot render them: {err}", "messages", "invalid_messages") from None
+        if tokens >= self.n_ctx:
+            raise BadRequest(
+                f"the prompt takes {'' if exact else 'at least '}{tokens} tokens, but the context window is "
+                f"{self.n_ctx}; shorten it (or start the server with a larger --n-ctx)",
+                "messages" if "messages" in data else "prompt", "context_length_exceeded",
+            )  # fmt: skip
+
+    async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Wait for the model (at most the queue wait), then hold it at most the time limit plus a grace for the
+        prompt and the reply's transfer; past that (a client that stopped reading a stream) the reply is cut."""
+        import anyio
+
+        if not await self.gate.enter(self.limits.queue_wait_s):
+            busy = BadRequest(
+                f"the server is busy: no turn at the model within {self.limits.queue_wait_s:g} s (medsft serve "
+                "--queue-wait); retry later", None, "server_busy", 503,
+            )  # fmt: skip
+            retry = str(max(1, math.ceil(self.limits.time_limit_s))).encode()
+            return await send_error(send, busy, [(b"retry-after", retry)])
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        json_noted = rewriting_json(tracked, lambda data, status: with_note(data, self.clock.cut()))
+
+        async def noted(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": noted_event(message.get("body", b""), self.clock.cut())}
+            await json_noted(message)
+
+        self.clock.latest = None  # the deadline this request's reply will make, once it holds the model
+        try:
+            with anyio.move_on_after(self.limits.time_limit_s + self.grace_s) as hold:
+                await self.app(scope, receive, noted)
+            if hold.cancelled_caught and not started:
+                late = BadRequest("the reply did not finish within the server's time limit", None, "timeout", 503)
+                with anyio.move_on_after(1):
+                    await send_error(send, late)
+        finally:
+            self.gate.leave()
+
+
+def validate_types(path: str, data: dict[str, Any]) -> None:
+    """The rest of the request (tools, response_format, grammar ...) against llama-cpp-python's own types, as its
+    route would; the first problem as one line, never pydantic's dump."""
+    from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
+    from pydantic import ValidationError
+
+    model = CreateChatCompletionRequest if path.endswith("/chat/completions") else CreateCompletionRequest
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        raise BadRequest(*first_problem(err.errors(), data)) from None
+
+
+def first_problem(errors: list[dict[str, Any]], data: dict[str, Any]) -> tuple[str, str]:
+    """(message, field) of the first validation error. A message is a union of one type per role, and pydantic
+    reports it against every member: the error of the member for the message's own role is the one that says
+    what is wrong (`messages[1].tool_call_id: Field required`, not "role: Input should be 'system'")."""
+    first = errors[0]
+    loc = first["loc"]
+    if len(loc) > 2 and loc[0] == "messages" and isinstance(loc[1], int):
+        member = f"ChatCompletionRequest{str(data['messages'][loc[1]]['role']).capitalize()}Message"
+        first = next((e for e in errors if e["loc"][:3] == ("messages", loc[1], member)), first)
+        return first["msg"], ".".join([f"messages[{loc[1]}]", *map(str, first["loc"][3:])])
+    return first["msg"], ".".join(map(str, loc)) or "body"
+
+
+class DisclaimerLayer:
+    """Adds the research-only disclaimer to every response: a header always, and a `disclaimer` field in JSON
+    bodies under /v1/ (streamed replies are passed through untouched, with the header). Error bodies that are
+    not OpenAI-shaped (FastAPI's own 404 and 405) are made so."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        under_v1 = scope["path"].startswith("/v1/")
+        rewritten = rewriting_json(send, with_disclaimer, lambda start: under_v1 or start["status"] >= 400)
+
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (DISCLAIMER_HEADER.lower().encode(), DISCLAIMER.encode())]
+                message = {**message, "headers": headers}
+            await rewritten(message)
+
+        await self.app(scope, receive, marked)
+
+
+def rewriting_json(
+    send: Send,
+    rewrite: Callable[[dict[str, Any], int], dict[str, Any]],
+    holds: Callable[[Message], bool] = lambda start: True,
+) -> Send:
+    """A `send` that holds back a JSON reply's start (where `holds` says so) until its body is complete, then
+    sends both, the body as `rewrite(data, status)` makes it (a JSON object; other bodies pass unchanged)."""
+    held: Message | None = None
+    chunks: list[bytes] = []
+
+    async def rewritten(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and is_json(message.get("headers", [])) and holds(message):
+            held = message
+            return
+        if held is None or message["type"] != "http.response.body":
+            return await send(message)
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = json_rewritten(b"".join(chunks), lambda data: rewrite(data, held["status"]))
+        length = (b"content-length", str(len(body)).encode())
+        await send({**held, "headers": [*(h for h in held["headers"] if h[0] != b"content-length"), length]})
+        await send({"type": "http.response.body", "body": body})
+
+    return rewritten
+
+
+def is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers)
+
+
+def json_rewritten(body: bytes, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> bytes:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict):
+        return body
+    return json.dumps(rewrite(data), ensure_ascii=False).encode("utf-8")
+
+
+def with_disclaimer(data: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    if status >= 400 and "error" not in data:
+        data = {"error": openai_error(data.get("detail"), status)}
+    return {**data, "disclaimer": DISCLAIMER}
+
+
+def openai_error(detail: Any, status: int) -> dict[str, Any]:
+    """FastAPI's `{"detail": ...}` as an OpenAI error; a list of validation errors becomes its first, in a line."""
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        where = ".".join(str(part) for part in detail[0].get("loc", ()))
+        detail = f"{where}: {detail[0].get('msg')}"
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request" if status < 500 else None)
+    return {"message": str(detail or f"HTTP {status}"), "type": kind, "param": None, "code": code}
+
+
+def serve(
+    gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096, limits: Limits | None = None
+) -> int:
+    """Run the server until interrupted (Ctrl-C or SIGTERM); 2 when the extras are missing, the port is taken or
+    the file does not load."""
+    missing = missing_extras()
+    if missing:
+        error_line(f"the server needs {', '.join(missing)}; run make setup (requirements/cpu.txt)")
+        return 2
+    try:
+        check_port(host, port)
+    except OSError as err:
+        error_line(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port")
+        return 2
+    import uvicorn
+
+    if host not in LOOPBACK:
+        print(f"medsft: warning: {host} is reachable from other machines and the server has no authentication")
+    limits = limits or Limits()
+    try:
+        app = build_app(gguf, n_ctx, limits=limits)
+    except ValueError as err:  # llama.cpp's refusal of a file that is not a (loadable) GGUF
+        error_line(f"cannot load {gguf}: {err}")
+        return 2
+    print(f"serving {gguf.name} at http://{host}:{port}/v1 (OpenAI-compatible; GET /health). {DISCLAIMER}")
+    print(
+        f"limits: max_tokens {limits.default_max_tokens} by default, at most {limits.max_tokens}; "
+        f"{limits.time_limit_s:g} s per reply; {limits.queue_wait_s:g} s at most in the queue"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")
+    return 0
