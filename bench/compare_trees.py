@@ -49,6 +49,8 @@ def worker(tree: Path, rows_file: Path | None, loss_file: Path | None, batches: 
         module = importlib.util.module_from_spec(spec)
         sys.modules[layout["loss"]] = module
         spec.loader.exec_module(module)
+        if not hasattr(module, "release_workspace"):  # older loss files keep nothing between steps
+            module.release_workspace = lambda: None
 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -145,6 +147,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--trl-once", action="store_true", help="with --rows-of: time TRL's step in the first "
+                        "worker only (its code and rows are the same in every worker) and rate every tree against it")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between steps (spinning threads settle)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-loss", type=Path, help=argparse.SUPPRESS)
@@ -184,6 +188,7 @@ def main() -> None:
         print(f"{name}: ready, max loss gap trl/medsft {max(b['loss_gap'] for b in info[name]):.2e}", flush=True)
 
     seconds = {(name, step): [] for name in procs for step in ("trl", "medsft")}
+    first = next(iter(procs))
     peaks = [matmul_gflops(1024), matmul_gflops(2048)]
     order = random.Random(0)
     for round_ in range(args.rounds):
@@ -192,10 +197,13 @@ def main() -> None:
             order.shuffle(names)
             for step in ("trl", "medsft"):
                 for name in names:
+                    if step == "trl" and args.trl_once and name != first:
+                        continue
                     time.sleep(args.pause)
                     procs[name].stdin.write(f"{step} {batch}\n")
                     procs[name].stdin.flush()
                     seconds[name, step].append(json.loads(procs[name].stdout.readline())["seconds"])
+                    print(f"  round {round_ + 1} batch {batch} {name} {step}: {seconds[name, step][-1]:.2f} s")
         peaks += [matmul_gflops(1024), matmul_gflops(2048)]
         print(f"round {round_ + 1}/{args.rounds} done", flush=True)
     for proc in procs.values():
@@ -208,6 +216,8 @@ def main() -> None:
     print(f"{'tree':<22}{'real tokens':>12}{'trl tok/s':>10}{'medsft tok/s':>13}{'ratio':>7}{'MFU':>6}{'trl MFU':>8}")
     result = {}
     for name in procs:
+        if args.trl_once:  # the same rows and the same TRL code everywhere: one TRL timing serves all
+            seconds[name, "trl"] = seconds[first, "trl"]
         batches = info[name] * args.rounds
         tokens = sum(b["tokens"] for b in batches)
         rate = {step: tokens / sum(seconds[name, step]) for step in ("trl", "medsft")}

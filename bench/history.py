@@ -1,8 +1,9 @@
 """The benches' own history: every run of bench/train_step.py and bench/infer.py appends its commit, machine and
 headline figures to bench/history.json, so a change that costs speed shows up next to the runs before it.
 
-    python bench/history.py                 # the history as markdown tables (what README shows)
-    python bench/history.py --bench infer   # one bench only
+    python bench/history.py                         # the history as markdown tables
+    python bench/history.py --bench infer           # one bench only
+    python bench/history.py --update docs/speed.md  # rewrite the tables between the history markers of a page
 
 A figure that falls by 10% or more against the latest earlier run of the same bench on the same kind of machine
 is reported when the run is recorded (and marked in the table). Rates from different machines are not
@@ -120,11 +121,30 @@ def markdown(history: list[dict[str, Any]], bench: str | None = None) -> str:
     return "\n\n".join(tables)
 
 
+BEGIN, END = "<!-- bench history: begin (python bench/history.py --update) -->", "<!-- bench history: end -->"
+
+
+def update_page(page: Path, history: list[dict[str, Any]]) -> None:
+    """Replace what lies between the BEGIN and END markers of a markdown page with the history tables, so the page
+    (docs/speed.md, README) shows the recorded runs without anyone copying numbers by hand."""
+    text = page.read_text(encoding="utf-8")
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"{page}: needs one line {BEGIN!r} and, after it, one line {END!r}")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    page.write_text(f"{head}{BEGIN}\n{markdown(history)}\n{END}{tail}", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bench", help="only this bench (train_step or infer)")
     parser.add_argument("--file", type=Path, default=HISTORY)
+    parser.add_argument("--update", type=Path, help="a markdown page whose history markers get the tables")
     args = parser.parse_args()
+    if args.update:
+        update_page(args.update, load(args.file))
+        print(f"updated the history tables in {args.update}")
+        return
     print(markdown(load(args.file), args.bench))
 
 

@@ -48,3 +48,31 @@ def test_the_markdown_table_marks_the_slide(history, tmp_path: Path) -> None:
     history.record("infer", {"tok/s": 40.0}, ["tok/s"], path=path)
     table = history.markdown(history.load(path))
     assert table.startswith("`bench/infer.py`:") and "| 40 ↓ |" in table and "| 60 |" in table
+
+
+def test_a_page_gets_the_tables_between_its_markers_and_keeps_the_rest(history, tmp_path: Path) -> None:
+    path = tmp_path / "history.json"
+    history.record("train_step", {"medsft/trl": 2.6}, ["medsft/trl"], path=path)
+    page = tmp_path / "speed.md"
+    page.write_text(f"# Speed\n\nbefore\n{history.BEGIN}\nold table\n{history.END}\nafter\n")
+    history.update_page(page, history.load(path))
+    text = page.read_text()
+    assert text.startswith("# Speed\n\nbefore\n") and text.endswith(f"{history.END}\nafter\n")
+    assert "old table" not in text and "`bench/train_step.py`:" in text and "| 2.6 |" in text
+    history.update_page(page, history.load(path))  # again: the same page, not a second table
+    assert page.read_text() == text
+
+
+def test_a_page_without_markers_is_an_error_naming_it(history, tmp_path: Path) -> None:
+    page = tmp_path / "speed.md"
+    page.write_text("# Speed\n")
+    with pytest.raises(ValueError, match="speed.md: needs one line"):
+        history.update_page(page, [])
+
+
+def test_uncommitted_changes_mark_the_commit_dirty(history, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = {"rev-parse": "abc1234", "status": " M medsft/train/steps.py"}
+    monkeypatch.setattr(history, "git", lambda *args: answers[args[0]])
+    assert history.commit() == "abc1234+dirty"
+    answers["status"] = ""
+    assert history.commit() == "abc1234"
