@@ -32,7 +32,7 @@ TREE_LAYOUTS = [  # before and after the package split of issue 24
     {"attention": "medsft.attention", "backend": "medsft.backend", "labels": "medsft.labels",
      "loss": "medsft.loss", "steps": "medsft.train"},
     {"attention": "medsft.train.cpu_step.attention", "backend": "medsft.train.backend",
-     "labels": "medsft.train.labels", "loss": "medsft.train.cpu_step.loss", "steps": "medsft.train.steps"},
+     "labels": "medsft.train.labels", "loss": "medsft.train.cpu_step.loss", "steps": "medsft.train.cpu_step"},
 ]  # fmt: skip
 
 

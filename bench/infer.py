@@ -35,7 +35,7 @@ def hf_rate(folder: Path, tokens: int) -> tuple[Callable[[], float], list[int]]:
     from transformers import AutoModelForCausalLM
 
     from medsft.templates import render_chat
-    from medsft.train.backend import load_tokenizer
+    from medsft.train.fast_language_model import load_tokenizer
 
     tokenizer = load_tokenizer(str(folder))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

@@ -105,10 +105,10 @@ def main() -> None:
     from medsft.config import build_config
     from medsft.data.synthetic import generate_synthetic
     from medsft.train.backend import select_backend
+    from medsft.train.cpu_step import pack_examples
     from medsft.train.cpu_step.attention import packed_attention
     from medsft.train.cpu_step.loss import sparse_head_loss
     from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
-    from medsft.train.steps import pack_examples
 
     config = build_config({"model": "embedded", "lora_r": 16, "lora_alpha": 32, "lora_target": "all-linear"})
     backend = select_backend("transformers")

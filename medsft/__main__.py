@@ -6,7 +6,7 @@ medsft train  [-r RECIPE] [-p key value ...] [-f params.yaml]  LoRA SFT into out
 medsft run    [-r RECIPE] [-p key value ...] [-f params.yaml] [--stages data,train,...] [--from-run DIR]
               the stage notebooks (papermill) into outputs/<run-id>/; -r defaults to gemma3-270m/pipeline-cpu
 medsft sweep  GRID.yaml   the pipeline for every combination of a grid, then notebooks/10_summary.ipynb
-medsft eval   --model SPEC --task medqa|pubmedqa|synthetic --out FILE.json [--data FILE] [--split test|dev]
+medsft eval   --model SPEC --task medqa|pubmedqa|synthetic|dialogue --out FILE.json [--data FILE] [--split test|dev]
               [--limit N] [--mode loglikelihood|generate] [--batch-size N] [--seed N] [--overwrite]
               one model on one task: per-question predictions, accuracy with n and a 95% interval
 medsft export RUN_DIR [--quant q8_0,q4_k_m] [--push REPO_ID] [--strict] [--allow-failed] [--overwrite]
@@ -115,7 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="embedded, a model or adapter folder, a hub id, or a .gguf file")
-    parser.add_argument("--task", help="medqa, pubmedqa or synthetic (also synthetic_ood)")
+    parser.add_argument("--task", help="medqa, pubmedqa, synthetic (also synthetic_ood) or dialogue")
     parser.add_argument("--data", help="a JSON/JSONL/Parquet file or hub id instead of the carried test split")
     parser.add_argument("--split", default="test", help="test (default) or dev (MedQA's carried dev split)")
     parser.add_argument("--limit", help="score only the first N items")
@@ -182,13 +182,13 @@ def eval_command(args: argparse.Namespace) -> int:
     from medsft import DISCLAIMER
     from medsft.data import DataError
     from medsft.evaluate.compare import evaluate_one, normalize_mode
-    from medsft.evaluate.stats import wilson_interval
+    from medsft.evaluate.stats import Interval, wilson_interval
     from medsft.evaluate.tasks import describe_eval_data, get_task, load_eval_items
     from medsft.runs import write_json
 
     try:
         if not args.task:
-            raise EvalInputError("--task is required (medqa, pubmedqa or synthetic)")
+            raise EvalInputError("--task is required (medqa, pubmedqa, synthetic or dialogue)")
         if args.out is None:
             raise EvalInputError("--out is required (the result JSON file)")
         if args.out.exists() and not args.overwrite:
@@ -227,7 +227,11 @@ def eval_command(args: argparse.Namespace) -> int:
 
         scorer = load_scorer(args.model, args.engine, batch_size)
     result = evaluate_one(scorer, args.task, items, mode, seed, max_new_tokens=max_new_tokens)
-    interval = wilson_interval(result.outcomes())
+    if result.mode == "dialogue":  # per-item scores in [0, 1]: the result's own bootstrap interval
+        interval = Interval(result.metrics["acc"], *result.metrics["acc_ci"])
+        headline, method = "key-point hit rate", "percentile bootstrap, 95%"
+    else:
+        interval, headline, method = wilson_interval(result.outcomes()), "acc", "Wilson score interval, 95%"
     output = {
         "task": result.task,
         "model": result.model,
@@ -235,7 +239,7 @@ def eval_command(args: argparse.Namespace) -> int:
         "n": result.n,
         "acc": result.metrics["acc"],
         "acc_ci": [interval.low, interval.high],
-        "ci": "Wilson score interval, 95%",
+        "ci": method,
         "data": data,
         **{k: v for k, v in result.to_dict().items() if k not in ("task", "model", "n", "mode")},
     }
@@ -249,7 +253,9 @@ def eval_command(args: argparse.Namespace) -> int:
         return 2
     print(
         f"{args.task} [{f'seed {seed}' if get_task(args.task).kind == 'generated' else args.split}] {result.model}: "
-        f"acc {result.metrics['acc']:.3f} (n={result.n}, 95% CI {interval.low:.3f}-{interval.high:.3f}) -> {args.out}"
+        f"{headline} {result.metrics['acc']:.3f} (n={result.n}, 95% CI {interval.low:.3f}-{interval.high:.3f})"
+        + "".join(f", {k} {result.metrics[k]:.3f}" for k in ("rouge1", "rouge2", "rougeL") if k in result.metrics)
+        + f" -> {args.out}"
     )
     return 0
 

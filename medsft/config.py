@@ -30,10 +30,11 @@ ENV_PREFIX = "MEDSFT_"
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 # Allowed values live next to the config so the error messages and the docs cannot drift apart.
-LORA_TARGETS = {
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
+# `lora_target`: "all-linear" means what it means in peft (every linear layer of the language model except the
+# output head; medsft resolves it to those layers' names on the loaded model, so Unsloth gets the same list), a
+# named group, or a comma-separated list of module names.
+ALL_LINEAR = "all-linear"
+LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fused", "sgd", "adafactor")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -161,7 +162,7 @@ class RunConfig:
         so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
         from medsft.evaluate.tasks import get_task
 
-        if self.eval_generate_limit is not None and get_task(task).kind == "generated":
+        if self.eval_generate_limit is not None and get_task(task).generative:
             return self.eval_generate_limit
         return self.eval_limit
 
@@ -169,7 +170,10 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @property
-    def lora_target_modules(self) -> list[str]:
+    def lora_target_modules(self) -> list[str] | str:
+        """peft's `target_modules`: "all-linear" as peft reads it, or the module names."""
+        if self.lora_target == ALL_LINEAR:
+            return ALL_LINEAR
         if self.lora_target in LORA_TARGETS:
             return list(LORA_TARGETS[self.lora_target])
         return [name.strip() for name in self.lora_target.split(",") if name.strip()]
@@ -362,10 +366,10 @@ def validate(config: RunConfig) -> None:
             if source.name not in DATA_STYLES:
                 raise ConfigError(f"datasets[{i}].style: source '{source.name}' has no styles to choose from")
             one_of(f"datasets[{i}].style", source.style, DATA_STYLES[source.name])
-    if config.lora_target not in LORA_TARGETS and not config.lora_target_modules:
+    if not config.lora_target_modules:
         raise ConfigError(
             f"lora_target: {config.lora_target!r} is not allowed; choose one of "
-            f"{', '.join(LORA_TARGETS)} or a comma-separated list of module names"
+            f"{', '.join([ALL_LINEAR, *LORA_TARGETS])} or a comma-separated list of module names"
         )
     for name in ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "gradient_accumulation_steps"):
         positive(name, getattr(config, name))

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import ConfigError, RunConfig, build_config, load_config
-from medsft.runs import Run
-from medsft.runs import find_artifact as find_artifact  # notebooks and stages import it from here
+from medsft.runs import Run, find_artifact, write_json
 
 log = logging.getLogger("medsft")
 
@@ -57,10 +56,6 @@ REUSE_OVERRIDES = (
 
 class StageError(RuntimeError):
     """A stage's notebook failed; the message names the stage, the cell and its error, and the partial render."""
-
-
-# What a stage notebook works with (`run.config`, `run.run_dir`): the run that owns the folder.
-NotebookRun = Run
 
 
 def parse_stages(stages: str | Iterable[str] | None) -> list[str]:
@@ -233,7 +228,7 @@ def run_pipeline(
         run.update_manifest(timings={"notebooks": timings})
     finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     run.update_manifest(skipped_stages=skipped, status="complete", finished_utc=finished)
-    run.write_json("results.json", run_results(run))
+    write_json(run.path("results.json"), run_results(run))
     return run.run_dir
 
 

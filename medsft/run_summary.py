@@ -114,49 +114,8 @@ def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None =
     return pd.DataFrame(rows)
 
 
-def plot_accuracy(runs: Sequence[dict[str, Any]]) -> Any:
-    """Tuned (and base) accuracy per task for each run, whiskers at the 95% interval; None without results."""
-    import matplotlib.pyplot as plt
-
-    tasks = sorted({task for run in runs for task in run.get("evaluate", {})})
-    if not tasks:
-        return None
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for offset, role in ((-0.2, "base"), (0.2, "tuned")):
-            points = [(i, run["evaluate"][task][role]) for i, run in enumerate(runs)
-                      if role in run.get("evaluate", {}).get(task, {})]  # fmt: skip
-            if not points:
-                continue
-            xs = [i + offset for i, _ in points]
-            accs = [p["acc"] for _, p in points]
-            errors = [[p["acc"] - p["acc_ci"][0] for _, p in points], [p["acc_ci"][1] - p["acc"] for _, p in points]]
-            ax.bar(xs, accs, width=0.38, yerr=errors, capsize=3, label=role)
-        ax.set_xticks(range(len(runs)), [run["run_id"] for run in runs], rotation=30, ha="right", fontsize="small")
-        ax.set_ylim(0, 1)
-        ax.set_title(task)
-        ax.set_ylabel("accuracy (95% CI)")
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
 
 
-def plot_costs(frame: Any) -> Any:
-    """Bars per run: training seconds, training tokens/s, and GGUF file size per quantization when exported."""
-    import matplotlib.pyplot as plt
-
-    panels = [("train_seconds", "training time (s)"), ("tokens_per_second", "training tokens/s")]
-    gguf = [c for c in frame.columns if c.startswith("gguf_")]
-    fig, axes = plt.subplots(1, len(panels) + bool(gguf), figsize=(4.5 * (len(panels) + bool(gguf)), 3.4))
-    for ax, (column, label) in zip(axes, panels, strict=False):
-        ax.bar(frame["run_id"], frame[column].astype(float))
-        ax.set_title(label)
-        ax.tick_params(axis="x", rotation=30, labelsize="small")
-    if gguf:
-        frame.set_index("run_id")[gguf].astype(float).plot.bar(ax=axes[-1], rot=30)
-        axes[-1].set_title("GGUF file size (MiB)")
-    fig.tight_layout()
-    return fig
 
 
 def summarize(folder: str | Path) -> tuple[list[dict[str, Any]], Any]:

@@ -141,9 +141,6 @@ class Run:
         """A JSON record of this run, or None if the run has not written it."""
         return read_json(self.path(name))
 
-    def write_json(self, name: str, data: Any, overwrite: bool = False) -> Path:
-        return write_json(self.path(name), data, overwrite=overwrite)
-
     def write_text(self, name: str, text: str, overwrite: bool = False) -> Path:
         return write_text_atomic(self.path(name), text, overwrite=overwrite)
 
@@ -250,11 +247,6 @@ def write_json(path: Path, data: Any, overwrite: bool = False, strict: bool = Fa
     return write_text_atomic(path, text, overwrite=overwrite)
 
 
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """`write_json` replacing an existing file: for records rewritten on purpose (resumed training, summaries)."""
-    return write_json(path, data, overwrite=True)
-
-
 def read_json(path: Path) -> Any | None:
     """A JSON record, or None if it was not written."""
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -275,7 +267,7 @@ def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:
             manifest[key].update(value)
         else:
             manifest[key] = value
-    write_json_atomic(path, manifest)
+    write_json(path, manifest, overwrite=True)  # rewritten on purpose by every stage
     return manifest
 
 

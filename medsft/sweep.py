@@ -37,7 +37,7 @@ from medsft.pipeline import (
     parse_stages,
     run_pipeline,
 )
-from medsft.runs import write_json_atomic
+from medsft.runs import write_json
 
 log = logging.getLogger("medsft")
 
@@ -109,9 +109,10 @@ def run_sweep(
         overrides = {**spec["base"], **combination, "output_dir": str(sweep_dir), "run_id": combination_id(combination)}
         planned.append((combination, load_config(spec["recipe"], overrides)))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
+    write_json(
         sweep_dir / "sweep.json",
         {**spec, "runs": [{"run_id": c.run_id, "values": combo} for combo, c in planned]},
+        overwrite=True,
     )
     problems = []
     for combination, config in planned:

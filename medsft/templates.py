@@ -64,13 +64,6 @@ def encode_rendered(tokenizer: Any, text: str | list[str]) -> Any:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def tokenize_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
-    """Token ids of a conversation, checked to hold exactly one `<bos>` (at the start)."""
-    ids = encode_rendered(tokenizer, render_chat(tokenizer, messages, add_generation_prompt))
-    check_one_bos(tokenizer, ids)
-    return ids
-
-
 def bos_count(tokenizer: Any, ids: list[int]) -> int:
     bos = getattr(tokenizer, "bos_token_id", None)
     return 0 if bos is None else sum(1 for token in ids if token == bos)

@@ -72,6 +72,21 @@ def call_keywords(func: Callable[..., Any], method: str) -> set[str]:
     return names
 
 
+def built_keywords(func: Callable[..., Any]) -> tuple[set[str], set[str]]:
+    """Keyword names an argument builder such as `UnslothBackend.load_arguments` puts in its dict: those of the
+    dict it starts with (or returns), and those it adds later with `|=` (e.g. only for multimodal checkpoints)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    keys = lambda node: {k.value for k in node.keys if isinstance(k, ast.Constant)}  # noqa: E731
+    first: set[str] = set()
+    added: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.Return)) and isinstance(node.value, ast.Dict):
+            first |= keys(node.value)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.value, ast.Dict):
+            added |= keys(node.value)
+    return first, added
+
+
 def method_source(cls: type, name: str) -> str:
     """The source of `cls.name` as written in its class (decorators' __wrapped__ chains not followed)."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
@@ -228,9 +243,10 @@ def check_from_pretrained() -> Result:
 
     from medsft.train.backend import UnslothBackend
 
-    passed = call_keywords(UnslothBackend.load, "from_pretrained")
+    passed, _ = built_keywords(UnslothBackend.load_arguments)
     results = [
-        compare_keywords(passed, c.from_pretrained, "UnslothBackend.load") for c in (FastLanguageModel, FastModel)
+        compare_keywords(passed, c.from_pretrained, "UnslothBackend.load_arguments")
+        for c in (FastLanguageModel, FastModel)
     ]
     return all(ok for ok, _ in results), " | ".join(detail for _, detail in results)
 
@@ -243,12 +259,9 @@ def check_get_peft_model() -> Result:
 
     from medsft.train.backend import UnslothBackend
 
-    source = inspect.getsource(UnslothBackend.add_lora)
-    tree = ast.parse(textwrap.dedent(source))
-    calls = {ast.unparse(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    assert {"FastModel.get_peft_model", "FastLanguageModel.get_peft_model"} <= set(calls), "medsft's calls moved"
-    every = call_keywords(UnslothBackend.add_lora, "get_peft_model")
-    common = every - {k.arg for k in calls["FastModel.get_peft_model"].keywords if k.arg}
+    # Every checkpoint gets the first dict's keywords; multimodal ones (loaded with FastModel) also the added ones.
+    common, multimodal_only = built_keywords(UnslothBackend.lora_arguments)
+    every = common | multimodal_only
     routes = [
         (FastLanguageModel, "FastLlamaModel.get_peft_model(model,"),
         (FastModel, "FastBaseModel.get_peft_model(model,"),
@@ -269,11 +282,12 @@ def check_lora_targets() -> Result:
     from unsloth.models.vision import FastBaseModel
 
     from medsft.config import LORA_TARGETS
+    from medsft.train.backend import DECODER_LINEAR_LAYERS
 
     source = inspect.getsource(FastLlamaModel.get_peft_model)
     block = re.search(r"accepted_modules = frozenset\(\s*\((.*?)\)", source, re.S)
     accepted = set(re.findall(r'"(\w+)"', block.group(1))) if block else set()
-    ours = {m for modules in LORA_TARGETS.values() for m in modules}
+    ours = {m for modules in LORA_TARGETS.values() for m in modules} | set(DECODER_LINEAR_LAYERS)
     scoped = "not finetune_vision_layers" in inspect.getsource(FastBaseModel.get_peft_model)
     ok = bool(accepted) and ours <= accepted and scoped
     return ok, (
@@ -288,7 +302,8 @@ def check_chat_template_signature() -> Result:
 
     from medsft.train.backend import UnslothBackend
 
-    return compare_keywords(call_keywords(UnslothBackend.load, "get_chat_template"), get_chat_template, "medsft")
+    passed = call_keywords(UnslothBackend.get_chat_template, "get_chat_template")
+    return compare_keywords(passed, get_chat_template, "medsft")
 
 
 def check_chat_template_names() -> Result:
@@ -334,6 +349,7 @@ def check_save_merged() -> Result:
     from medsft.train.backend import UnslothBackend
 
     passed = {"save_directory", "tokenizer"} | call_keywords(UnslothBackend.save_merged, "save_pretrained_merged")
+    assert passed > {"save_directory", "tokenizer"}, "medsft's save_pretrained_merged call moved"
     results = [compare_keywords(passed, f, "save_merged") for f in bound_savers("save_pretrained_merged")]
     accepts = all('"merged_16bit"' in inspect.getsource(f) for f in bound_savers("save_pretrained_merged"))
     ok = bool(results) and all(r for r, _ in results) and accepts
@@ -341,10 +357,10 @@ def check_save_merged() -> Result:
 
 
 def check_save_gguf() -> Result:
-    from medsft.export.save import unsloth_ggufs
+    from medsft.export.save import save_ggufs
 
-    passed = {"save_directory", "tokenizer"} | call_keywords(unsloth_ggufs, "save_pretrained_gguf")
-    results = [compare_keywords(passed, f, "unsloth_ggufs") for f in bound_savers("save_pretrained_gguf")]
+    passed = {"save_directory", "tokenizer"} | call_keywords(save_ggufs, "save_pretrained_gguf")
+    results = [compare_keywords(passed, f, "save_ggufs") for f in bound_savers("save_pretrained_gguf")]
     return bool(results) and all(r for r, _ in results), " | ".join(d for _, d in results)
 
 
@@ -379,12 +395,12 @@ class GgufWritingModel:
 
 
 def check_gguf_files_found(quants: list[str], multimodal: bool) -> Result:
-    """Run medsft's real `unsloth_ggufs` against files laid out as Unsloth lays them out."""
+    """Run medsft's real `save_ggufs` against files laid out as Unsloth lays them out."""
     import unsloth.save as save
     import unsloth_zoo.llama_cpp as zoo
 
     from medsft.export.gguf import LLAMA_CPP_TYPES
-    from medsft.export.save import unsloth_ggufs
+    from medsft.export.save import save_ggufs
 
     layout = (
         'f"{save_directory}_gguf"' in inspect.getsource(save._gguf_output_directory)
@@ -397,10 +413,10 @@ def check_gguf_files_found(quants: list[str], multimodal: bool) -> Result:
         gguf_dir.mkdir()
         finals = {q: gguf_dir / f"run-{LLAMA_CPP_TYPES[q]}.gguf" for q in quants}
         try:
-            partials = unsloth_ggufs(GgufWritingModel(multimodal), None, quants, finals)
+            partials = save_ggufs(GgufWritingModel(multimodal), None, quants, finals)
         except Exception as err:  # medsft raises ExportError when it finds no file
             left = sorted(p.name for p in gguf_dir.iterdir())
-            return False, f"{kind} {quants}: unsloth_ggufs failed: {err} (left in gguf/: {left})"
+            return False, f"{kind} {quants}: save_ggufs failed: {err} (left in gguf/: {left})"
         got = {q: Path(p).read_text() for q, p in partials.items()}
         wrong = {q: name for q, name in got.items() if name != f"model.{LLAMA_CPP_TYPES[q]}.gguf"}
         left = sorted(p.name for p in gguf_dir.iterdir() if p not in partials.values())

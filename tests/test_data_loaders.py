@@ -431,7 +431,9 @@ def test_a_file_with_no_valid_rows_is_an_error_even_when_skipping_bad_rows(tmp_p
 
 def test_instructions_default_to_the_carried_chatdoctor_dialogues():
     source = load_instructions()
-    assert source.origin == "chatdoctor/chatdoctor5k.json" and len(source.examples) == 5452
+    # 5,452 rows less the 500 held-out test dialogues and 18 rewordings of them (medsft.data.dialogue_split)
+    assert source.origin == "chatdoctor/chatdoctor5k.json" and len(source.examples) == 5452 - 518
+    assert len(source.held_out) == 518
     assert load_instructions("bundled:chatdoctor").examples[:3] == source.examples[:3]
 
 

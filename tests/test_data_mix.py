@@ -11,6 +11,7 @@ from medsft import DISCLAIMER
 from medsft.config import DataSource, RunConfig
 from medsft.data import build_training_data, mix_sources, sample_path, split_train_validation
 from medsft.data.mix import largest_remainder
+from medsft.plots import plot_token_lengths
 
 
 def pool(name: str, n: int) -> list[dict]:
@@ -127,10 +128,13 @@ def test_pipeline_returns_train_and_validation_splits_of_chat_rows(built):
 
 
 def test_every_row_fits_max_seq_length_with_exactly_one_bos(built, gemma_tokenizer):
-    from medsft.templates import tokenize_chat
+    from medsft.templates import check_one_bos, encode_rendered, render_chat
 
     splits, report = built
-    lengths = [len(tokenize_chat(gemma_tokenizer, row["messages"])) for row in splits["train"]]
+    encoded = [encode_rendered(gemma_tokenizer, render_chat(gemma_tokenizer, r["messages"])) for r in splits["train"]]
+    for ids in encoded:
+        check_one_bos(gemma_tokenizer, ids)
+    lengths = [len(ids) for ids in encoded]
     assert lengths == report.token_lengths[: len(lengths)]
     assert max(report.token_lengths) <= 512
 
@@ -165,7 +169,7 @@ def test_report_draws_a_token_histogram(built):
     import matplotlib
 
     matplotlib.use("Agg")
-    ax = built[1].plot_token_lengths()
+    ax = plot_token_lengths(built[1].token_lengths, built[1].max_seq_length)
     assert ax.get_xlabel().startswith("tokens per row") and len(ax.patches) == 40
 
 

@@ -17,7 +17,6 @@ from medsft.data import (
     generate_cases,
     generate_synthetic,
     parse_synthetic_answer,
-    score_synthetic_answer,
     synthetic_eval_cases,
     synthetic_ood_cases,
 )
@@ -207,9 +206,12 @@ def test_parser_leaves_out_what_the_reply_does_not_state():
 
 def test_scoring_marks_each_label_right_or_wrong(cases):
     case = next(c for c in cases if c.domain == "triage" and c.expected["risk"] != "LOW")
-    assert all(score_synthetic_answer(case, case.completion).values())
-    wrong = case.completion.replace(f"Risk level: {case.expected['risk']}", "Risk level: LOW")
-    assert score_synthetic_answer(case, wrong)["risk"] is False
+    from medsft.evaluate.synthetic import score_synthetic_replies
+
+    low = case.completion.replace(f"Risk level: {case.expected['risk']}", "Risk level: LOW")
+    right, wrong = score_synthetic_replies([case, case], [case.completion, low])
+    assert all(right["labels"].values()) and right["correct"]
+    assert wrong["labels"]["risk"] is False and not wrong["correct"]
 
 
 # The test set -------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import pytest
 matplotlib.use("Agg")  # no display in tests
 
 from medsft.data import synthetic_eval_cases  # noqa: E402
-from medsft.evaluate.plots import accuracy_bars  # noqa: E402
 from medsft.evaluate.results import TaskResult  # noqa: E402
 from medsft.evaluate.synthetic import format_compliance, score_synthetic_replies, summarize_synthetic  # noqa: E402
+from medsft.plots import accuracy_bars  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -152,10 +152,10 @@ def test_real_model_predictions_equal_lm_evals(embedded_dir, gemma_tokenizer, tm
     pytest.importorskip("lm_eval")
     from lm_eval.models.huggingface import HFLM
 
-    from medsft.evaluate.harness import run_lm_eval, sample_loglikelihoods
+    from medsft.evaluate.harness import run_local_task, sample_loglikelihoods, write_local_task
 
     lm = HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
-    samples = run_lm_eval(lm, task, items, tmp_path)
+    samples = run_local_task(lm, write_local_task(task, items, tmp_path), tmp_path)
     ours = evaluate_multiple_choice(HFScorer(lm.model, gemma_tokenizer, batch_size=2), task, items)
     for record, sample, item in zip(ours.questions, samples, items, strict=True):
         theirs = sample_loglikelihoods(sample)
@@ -182,7 +182,7 @@ def test_real_test_questions_score_like_lm_eval_reading_the_raw_file(
 
     from medsft.data import load_medqa_eval, load_pubmedqa_eval
     from medsft.data.loaders import bundled_path
-    from medsft.evaluate.harness import raw_lm_eval_row, run_lm_eval, sample_loglikelihoods
+    from medsft.evaluate.harness import raw_lm_eval_row, run_local_task, sample_loglikelihoods, write_local_task
 
     if task == "medqa":
         lines = [line for line in bundled_path("medqa-test").read_text(encoding="utf-8").splitlines() if line]
@@ -193,7 +193,8 @@ def test_real_test_questions_score_like_lm_eval_reading_the_raw_file(
         by_pmid = json.loads(bundled_path("pubmedqa").read_text(encoding="utf-8"))
         raw = [by_pmid[item.id.rsplit(":", 1)[1]] for item in items]
     lm = HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
-    samples = run_lm_eval(lm, task, [raw_lm_eval_row(task, row) for row in raw], tmp_path)
+    rows = [raw_lm_eval_row(task, row) for row in raw]
+    samples = run_local_task(lm, write_local_task(task, rows, tmp_path), tmp_path)
     ours = evaluate_multiple_choice(HFScorer(lm.model, gemma_tokenizer, batch_size=3), task, items)
     for record, sample in zip(ours.questions, samples, strict=True):
         theirs = sample_loglikelihoods(sample)

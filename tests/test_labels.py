@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from medsft.templates import template_text
-from medsft.train.labels import IGNORE_INDEX, LabelError, render_labelled, tokenize_conversation
+from medsft.train.labels import IGNORE_INDEX, LabelError, tokenize_conversation
 
 CONVERSATION = [
     {"role": "system", "content": "You are a careful clinical assistant."},
@@ -48,7 +48,10 @@ def test_reasoning_can_be_left_out_of_the_loss(fixture, request):
 
 def test_no_user_or_system_token_is_labelled(gemma_tokenizer):
     item = tokenize_conversation(gemma_tokenizer, CONVERSATION, max_length=512)
-    shown = render_labelled(gemma_tokenizer, item["input_ids"], item["labels"], masked="#")
+    shown = "".join(  # every token that carries no loss blanked out
+        gemma_tokenizer.decode([token]) if label != IGNORE_INDEX else "#"
+        for token, label in zip(item["input_ids"], item["labels"], strict=True)
+    )
     assert "warfarin starts" not in shown and "careful clinical" not in shown and "paracetamol" not in shown
     assert "check the INR" in shown
 

@@ -15,13 +15,12 @@ from medsft.config import ConfigError, build_config
 from medsft.pipeline import (
     STAGES,
     config_from_run,
-    find_artifact,
     open_notebook_run,
     parse_stages,
     run_pipeline,
 )
 from medsft.run_summary import run_results, summary_frame
-from medsft.runs import Run, check_no_training
+from medsft.runs import Run, check_no_training, find_artifact
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from medsft.train.plots import plot_loss_curves, read_train_log  # noqa: E402
+from medsft.plots import plot_loss_curves, read_train_log  # noqa: E402
 
 
 def test_loss_curves_draw_train_and_validation_series(tmp_path: Path):

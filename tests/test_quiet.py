@@ -52,11 +52,13 @@ def test_only_a_rendered_kernel_swaps_progress_widgets_for_text(monkeypatch: pyt
 
 
 def test_the_trainer_settings_use_the_checkpointing_name_the_installed_transformers_knows(tmp_path) -> None:
+    from trl import SFTConfig
+
     from medsft.config import build_config
     from medsft.train.steps import sft_arguments
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        args = sft_arguments(build_config({}), tmp_path, has_cuda=False, with_eval=False, steps=2)
+        args = SFTConfig(**sft_arguments(build_config({}), tmp_path, has_cuda=False, with_eval=False, steps=2))
     assert not [w for w in caught if "checkpointing" in str(w.message)]
     assert args.gradient_checkpointing is False  # TRL's default (True) is overridden whichever name is used

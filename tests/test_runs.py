@@ -18,7 +18,6 @@ from medsft.runs import (
     sha256_rows,
     update_manifest,
     write_json,
-    write_json_atomic,
 )
 
 
@@ -110,13 +109,13 @@ def test_a_run_started_from_another_finds_its_artifacts(tmp_path: Path):
 
 def test_json_records_are_never_replaced_unless_asked(tmp_path: Path):
     run = Run.create(build_config({"output_dir": str(tmp_path), "run_id": "j"}))
-    run.write_json("results.json", {"acc": 0.5})
+    write_json(run.path("results.json"), {"acc": 0.5})
     with pytest.raises(FileExistsError, match="results.json already exists"):
-        run.write_json("results.json", {"acc": 0.9})
+        write_json(run.path("results.json"), {"acc": 0.9})
     assert run.read_json("results.json") == {"acc": 0.5}
-    run.write_json("results.json", {"acc": 0.9}, overwrite=True)
+    write_json(run.path("results.json"), {"acc": 0.9}, overwrite=True)
     assert read_json(run.path("results.json")) == {"acc": 0.9} and run.read_json("missing.json") is None
     with pytest.raises(FileExistsError):
         write_json(run.path("results.json"), {})
-    write_json_atomic(run.path("results.json"), {"acc": 1.0})  # the replacing form, named for it
+    write_json(run.path("results.json"), {"acc": 1.0}, overwrite=True)
     assert run.read_json("results.json") == {"acc": 1.0}

@@ -16,8 +16,14 @@ from medsft.templates import (
     encode_rendered,
     render_chat,
     template_text,
-    tokenize_chat,
 )
+
+
+def tokenize_chat(tokenizer, messages) -> list[int]:
+    """Token ids of a conversation, checked to hold exactly one <bos> (at the start)."""
+    ids = encode_rendered(tokenizer, render_chat(tokenizer, messages))
+    check_one_bos(tokenizer, ids)
+    return ids
 
 GEMMA_BOS, GEMMA_START_OF_TURN, GEMMA_END_OF_TURN = 2, 105, 106
 CHAT = [

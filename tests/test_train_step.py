@@ -8,10 +8,11 @@ from transformers import AutoModelForCausalLM
 
 from medsft.config import build_config
 from medsft.train.backend import TransformersBackend
+from medsft.train.cpu_step import pack_examples
 from medsft.train.cpu_step.attention import packed_attention
 from medsft.train.cpu_step.loss import sparse_head_loss
 from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
-from medsft.train.steps import pack_examples, tokenize_split
+from medsft.train.steps import tokenize_split
 
 CHATS = [
     [{"role": "user", "content": "Name one loop diuretic."}, {"role": "assistant", "content": "Furosemide."}],

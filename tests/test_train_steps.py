@@ -31,26 +31,58 @@ def adapter_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
 
-def test_the_steps_one_by_one_train_the_same_adapter_as_train(tiny_gemma_dir: Path, tmp_path: Path):
+def test_the_notebook_cells_train_the_same_adapter_as_train(tiny_gemma_dir: Path, tmp_path: Path):
+    """The train notebook's cells, call for call (FastLanguageModel, get_peft_model, SFTTrainer + SFTConfig,
+    use_cpu_step, trainer.train), train the very adapter `train()` does."""
+    import functools
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
     from medsft import stages
     from medsft.train import steps
+    from medsft.train.callbacks import add_run_callbacks
+    from medsft.train.cpu_step import use_cpu_step
 
     whole = steps.train(tiny_config(tiny_gemma_dir, tmp_path, "whole"))
 
-    training = steps.start(tiny_config(tiny_gemma_dir, tmp_path, "by-step"))
-    model, tokenizer = steps.load_model(training)
-    assert stages.model_frame(training).loc["dtype", "value"] == "float32"
-    train_rows, validation_rows = steps.tokenize_rows(training)
-    assert len(train_rows) == whole.train_rows and len(validation_rows) == whole.validation_rows
-    model = steps.add_lora(training)
+    config = tiny_config(tiny_gemma_dir, tmp_path, "by-step")
+    begun = steps.start(config)
+    backend = begun.backend
+    FastLanguageModel = backend.fast_language_model(config.model)  # noqa: N806 - Unsloth's name, as in the notebook
+    load_arguments = backend.load_arguments(config)
+    assert set(load_arguments) >= {"model_name", "max_seq_length", "load_in_4bit", "dtype"}
+    model, tokenizer = FastLanguageModel.from_pretrained(**load_arguments)
+    tokenizer = backend.get_chat_template(tokenizer, chat_template=config.chat_template)
+    assert stages.model_frame(begun, model).loc["dtype", "value"] == "float32"
+    rows = steps.training_rows(begun, tokenizer)
+    assert len(rows.train) == whole.train_rows and len(rows.validation) == whole.validation_rows
+    lora_arguments = backend.lora_arguments(model, config)
+    assert "token" not in stages.arguments_frame(load_arguments, config).index  # a secret is never shown
+    assert stages.arguments_frame(lora_arguments, config).loc["r", "recipe key"] == "lora_r"
+    model = FastLanguageModel.get_peft_model(model, **lora_arguments)
     lora = stages.lora_frame(model)
     assert lora.loc["r", "value"] == "16" and "q_proj" in lora.loc["target_modules", "value"]
-    steps.make_trainer(training)
-    assert "= 4" in stages.trainer_frame(training).loc["effective batch", "value"]
-    by_step = steps.finish(training, steps.fit(training))
+    sft_arguments = steps.trainer_arguments(begun, rows)
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        args=SFTConfig(**sft_arguments),
+        train_dataset=Dataset.from_list(rows.train),
+        eval_dataset=Dataset.from_list(rows.validation) if sft_arguments["eval_strategy"] != "no" else None,
+        data_collator=functools.partial(steps.pad_examples, pad_id=tokenizer.pad_token_id),
+    )
+    assert steps.uses_cpu_step(backend)
+    trainer = use_cpu_step(trainer)
+    trainer = add_run_callbacks(trainer, config, begun.run_dir, *steps.checkpoint_task(begun, rows, sft_arguments))
+    assert type(trainer) is SFTTrainer  # TRL's own class: the CPU step is a visible call, not a subclass
+    assert "= 4" in stages.trainer_frame(trainer, rows).loc["effective batch", "value"]
+    trainer_stats = trainer.train(resume_from_checkpoint=steps.resume_checkpoint(begun, trainer))
+    by_step = steps.finish(begun, trainer, tokenizer, rows, trainer_stats)
 
     assert by_step.global_step == whole.global_step == 3
     assert by_step.train_loss == whole.train_loss
+    assert by_step.tokens_per_second and by_step.tokens_per_second > 0
     first, second = adapter_weights(whole.run_dir), adapter_weights(by_step.run_dir)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
@@ -96,9 +128,9 @@ def test_a_run_parameter_reaches_lora_config_through_the_run_with_no_second_reso
     # The notebook's first cell, as papermill runs it (only run_dir injected): the folder's config.yaml, read once.
     run = medsft.pipeline.open_notebook_run(str(run_dir), "gemma3-270m/pipeline-cpu", {})
     assert run.config.lora_r == 8
-    training = stages.start_training(run)
-    steps.load_model(training)
-    steps.tokenize_rows(training)
-    model = steps.add_lora(training)
+    begun = steps.start(run.config, data=stages.run_data(run), run_dir=run.run_dir)
+    model, tokenizer = begun.backend.load(run.config)
+    steps.training_rows(begun, tokenizer)
+    model = begun.backend.add_lora(model, run.config)
     assert model.peft_config["default"].r == 8
     assert stages.lora_frame(model).loc["r", "value"] == "8"

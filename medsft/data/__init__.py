@@ -51,7 +51,6 @@ from medsft.data.synthetic import (
     generate_cases,
     generate_synthetic,
     parse_synthetic_answer,
-    score_synthetic_answer,
     synthetic_eval_cases,
     synthetic_ood_cases,
 )
@@ -94,7 +93,6 @@ __all__ = [
     "mix_sources",
     "parse_synthetic_answer",
     "sample_path",
-    "score_synthetic_answer",
     "scrub_pii",
     "scrub_text",
     "split_train_validation",

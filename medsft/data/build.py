@@ -42,6 +42,18 @@ def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[Loa
     return sources
 
 
+def held_out_description(sources: Sequence[LoadedSource]) -> dict[str, Any]:
+    """The held-out dialogue split, for the report, when a dialogue source was read (else empty)."""
+    from medsft.data.loaders import DIALOGUE_SOURCES
+
+    if not any(source.name in DIALOGUE_SOURCES for source in sources):
+        return {}
+    from medsft.data.dialogue_split import dialogue_split
+
+    excluded = {source.origin: len(source.held_out) for source in sources if source.name in DIALOGUE_SOURCES}
+    return {**dialogue_split().describe(), "training_rows_excluded": excluded}
+
+
 def unique_ids(pools: Sequence[list[Example]]) -> list[list[Example]]:
     """Suffix ids that repeat across sources (the same file listed twice), so every report line is traceable."""
     seen: set[str] = set()
@@ -90,7 +102,8 @@ def build_training_data(
     rows, pii, pii_rows = scrub_pii(rows)
     if config.add_disclaimer:
         rows = add_disclaimer(rows, DISCLAIMER)
-    removed: list[Removed] = []
+    # Rows the loaders left out because they repeat a held-out test dialogue (medsft.data.dialogue_split).
+    removed: list[Removed] = [row for source in sources for row in source.held_out]
     rows, dropped = drop_exact_duplicates(rows)
     removed += dropped
     rows, dropped = drop_near_duplicates(rows)
@@ -123,7 +136,7 @@ def build_training_data(
     split_of = {row["id"]: "train" for row in train} | {row["id"]: "validation" for row in validation}
     reports = []
     for i, (source, allocation) in enumerate(zip(sources, allocations, strict=True)):
-        ids = {row["id"] for row in pools[i]}
+        ids = {row["id"] for row in pools[i]} | {row.id for row in source.held_out}
         steps: dict[str, int] = {}
         for row in removed:
             if row.id in ids:
@@ -132,7 +145,7 @@ def build_training_data(
             SourceReport(
                 name=source.name,
                 origin=source.origin,
-                loaded=len(source.examples),
+                loaded=len(source.examples) + len(source.held_out),
                 skipped=len(source.skipped),
                 removed=steps,
                 available=allocation.available,
@@ -143,6 +156,7 @@ def build_training_data(
         )
     report = DatasetReport(
         sources=reports,
+        held_out=held_out_description(sources),
         removed_rows=removed,
         skipped=[str(error) for source in sources for error in source.skipped],
         pii=dict(pii),

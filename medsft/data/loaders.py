@@ -511,6 +511,10 @@ def load_rows(
     return origin, converted, skipped
 
 
+# Dialogue sources: every file they read loses the rows that repeat a held-out ChatDoctor test dialogue.
+DIALOGUE_SOURCES = ("instructions", "messages")
+
+
 def row_loader(
     name: str, convert: Callable[[dict[str, Any], int, str], Example], default_subset: str | None = None
 ) -> Callable[..., LoadedSource]:
@@ -520,7 +524,14 @@ def row_loader(
         path: str | None = None, subset: str | None = default_subset, split: str = "train", on_error: OnError = "raise"
     ) -> LoadedSource:
         origin, examples, skipped = load_rows(name, path, convert, subset, split, on_error)
-        return LoadedSource(name, origin, examples, skipped)
+        held_out = []
+        if name in DIALOGUE_SOURCES:
+            from medsft.data.dialogue_split import exclude_held_out
+
+            examples, held_out = exclude_held_out(examples)
+            if not examples:
+                raise DataError(origin, f"all {len(held_out)} rows repeat held-out test dialogues; none is left")
+        return LoadedSource(name, origin, examples, skipped, held_out)
 
     load.__name__ = load.__qualname__ = f"load_{name}"
     return load

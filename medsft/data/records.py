@@ -62,12 +62,15 @@ class MultipleChoiceItem:
 
 @dataclass
 class LoadedSource:
-    """One source after reading and validation: its examples and the rows skipped with `on_error="skip"`."""
+    """One source after reading and validation: its examples, the rows skipped with `on_error="skip"`, and
+    the rows left out because they repeat a held-out test dialogue (`medsft.data.dialogue_split`; their
+    `Removed` records, for the data report)."""
 
     name: str
     origin: str
     examples: list[Example]
     skipped: list[DataError] = field(default_factory=list)
+    held_out: list[Any] = field(default_factory=list)
 
 
 def type_name(value: Any) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from medsft.data.clean import Removed
 from medsft.data.decontaminate import Contamination
 
-REMOVAL_STEPS = ("exact_duplicate", "near_duplicate", "contaminated", "too_long")
+REMOVAL_STEPS = ("held_out_dialogue", "exact_duplicate", "near_duplicate", "contaminated", "too_long")
 PERCENTILES = (50, 90, 95, 99, 100)
 
 
@@ -47,6 +47,9 @@ class DatasetReport:
     max_seq_length: int | None = None
     train_rows: int = 0
     validation_rows: int = 0
+    # The held-out ChatDoctor test split (file, sha256, seed, size, near-duplicate rule) and the training rows
+    # each dialogue source lost to it; empty when no dialogue source was read.
+    held_out: dict[str, Any] = field(default_factory=dict)
 
     @property
     def removed(self) -> dict[str, int]:
@@ -92,6 +95,7 @@ class DatasetReport:
             "contamination_reasons": self.contamination_reasons,
             "eval_items_indexed": dict(self.eval_items),
             "contamination_hits": [asdict(hit) for hit in self.contamination_hits],
+            "held_out_dialogues": dict(self.held_out),
             "tokens": self.token_percentiles(),
             "token_lengths": list(self.token_lengths),
         }
@@ -130,27 +134,17 @@ class DatasetReport:
         ]
         return pd.DataFrame.from_records(records, columns=["step", "source", "rows", "example"])
 
-    def plot_token_lengths(self, ax: Any = None, bins: int = 40) -> Any:
-        """Histogram of tokens per row, with max_seq_length marked."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 3.5))
-        ax.hist(self.token_lengths, bins=bins, color="#4C72B0")
-        if self.max_seq_length:
-            ax.axvline(
-                self.max_seq_length, color="#C44E52", linestyle="--", label=f"max_seq_length {self.max_seq_length}"
-            )
-            ax.legend()
-        ax.set_xlabel("tokens per row (chat template applied)")
-        ax.set_ylabel("rows")
-        return ax
 
     def summary(self) -> str:
         removed = ", ".join(f"{count} {step.replace('_', ' ')}" for step, count in self.removed.items() if count)
         by_task = ", ".join(f"{task} {n}" for task, n in self.contamination.items() if n)
         if by_task:
             removed += f" (overlapping {by_task})"
+        if self.held_out:
+            removed += (
+                f"; held-out ChatDoctor test split: {self.held_out['test']} dialogues (seed {self.held_out['seed']}), "
+                f"{self.removed.get('held_out_dialogue', 0)} training rows repeating them left out"
+            )
         return (
             f"{self.train_rows} train / {self.validation_rows} validation rows from {len(self.sources)} source(s); "
             f"removed: {removed or 'none'}; skipped: {len(self.skipped)}; PII replacements: {sum(self.pii.values())}"

@@ -680,9 +680,3 @@ def parse_synthetic_answer(domain: str, text: str) -> dict[str, str]:
     return {k: v for k, v in parsed.items() if v is not None}
 
 
-def score_synthetic_answer(case: SyntheticCase | Mapping[str, Any], text: str) -> dict[str, bool]:
-    """Per-key correctness of a reply against the case's label (case-insensitive)."""
-    domain = case.domain if isinstance(case, SyntheticCase) else case.get("meta", case)["domain"]
-    expected = expected_label(case)
-    parsed = parse_synthetic_answer(domain, text)
-    return {k: parsed.get(k, "").lower() == v.lower() for k, v in expected.items()}

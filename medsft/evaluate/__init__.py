@@ -20,7 +20,6 @@ from medsft.evaluate.compare import Comparison, compare, compare_results, evalua
 from medsft.evaluate.extraction import extract_letter, extract_yes_no_maybe
 from medsft.evaluate.generative import cot_messages, evaluate_generative, extract_choice, score_replies
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice, score_items
-from medsft.evaluate.plots import accuracy_bars
 from medsft.evaluate.prompts import medqa_prompt, pubmedqa_prompt
 from medsft.evaluate.results import TaskResult, read_result, write_result
 from medsft.evaluate.stats import Interval, McNemar, bootstrap_ci, mcnemar_exact, paired_bootstrap, wilson_interval
@@ -39,7 +38,6 @@ __all__ = [
     "Scorer",
     "Task",
     "TaskResult",
-    "accuracy_bars",
     "bootstrap_ci",
     "compare",
     "compare_results",

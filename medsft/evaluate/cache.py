@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsft import runs
-from medsft.evaluate.results import TaskResult, slug, write_json
+from medsft.evaluate.results import TaskResult, slug
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig
@@ -142,7 +142,7 @@ class ResultCache:
     def store(self, task: str, items: Sequence[Any], result: TaskResult) -> Path:
         key = self.key(task, items)
         data = {**result.to_dict(), "cache": {"key": key, "identity": self.identity, "settings": self.settings}}
-        return write_json(self.path(task, key), data, overwrite=True)
+        return runs.write_json(self.path(task, key), data, overwrite=True, strict=True)
 
 
 def result_cache(

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsft import runs
 from medsft.config import EVAL_MODES
 from medsft.evaluate.cache import result_cache
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
-from medsft.evaluate.results import TaskResult, slug, write_json, write_result
+from medsft.evaluate.results import TaskResult, slug, write_result
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.tasks import get_task, load_eval_items
@@ -73,7 +74,11 @@ def normalize_mode(mode: str) -> str:
 
 
 def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, **gen: Any) -> TaskResult:
-    """Run one scorer on one task in one mode (the synthetic tasks are always generative)."""
+    """Run one scorer on one task in one mode (the synthetic and dialogue tasks are always generative)."""
+    if get_task(task).kind == "dialogue":
+        from medsft.evaluate.dialogue import evaluate_dialogue
+
+        return evaluate_dialogue(scorer, items, seed=seed, **gen)
     if get_task(task).kind == "generated":
         return evaluate_synthetic(scorer, items, seed=seed, task=task, **gen)
     if normalize_mode(mode) == "generate":
@@ -129,6 +134,10 @@ def evaluate_models(
         scorer = None if isinstance(model, str) else model
         for task, task_items in items.items():
             result = cache.load(task, task_items) if cache else None
+            if result is not None and get_task(task).kind == "dialogue":
+                from medsft.evaluate.dialogue import rescore
+
+                result = rescore(result, task_items)  # cached replies, scored by the current rule
             if result is None:
                 if scorer is None:
                     scorer = load_scorer(model, engine, batch_size, config)
@@ -137,7 +146,8 @@ def evaluate_models(
                 result.model_spec = {**spec, "scorer": type(scorer).__name__}
                 if cache:
                     cache.store(task, task_items, result)
-            log.info("%s on %s: acc %.3f (n=%d)", result.model, result.task, result.metrics["acc"], result.n)
+            log.info("%s on %s: %s %.3f (n=%d)", result.model, result.task, headline(result), result.metrics["acc"],
+                     result.n)  # fmt: skip
             if run_dir is not None:
                 write_result(result, run_dir, overwrite)
             results[task].append(result)
@@ -145,6 +155,11 @@ def evaluate_models(
             del scorer
             gc.collect()  # free this model's weights before the next one loads
     return results
+
+
+def headline(result: TaskResult) -> str:
+    """What a result's `acc` measures."""
+    return "key-point hit rate" if result.mode == "dialogue" else "acc"
 
 
 def scorer_settings(engine: str, batch_size: int) -> dict[str, Any]:
@@ -169,14 +184,13 @@ def load_scorer(spec: str, engine: str, batch_size: int, config: RunConfig | Non
 def finish(results: list[TaskResult], seed: int, run_dir: str | Path | None, overwrite: bool) -> Comparison:
     comparison = compare_results(results, seed)
     if run_dir is not None:
-        write_json(Path(run_dir) / f"compare_{slug(results[0].task)}.json", comparison.to_dict(), overwrite)
+        path = Path(run_dir) / f"compare_{slug(results[0].task)}.json"
+        runs.write_json(path, comparison.to_dict(), overwrite, strict=True)
     return comparison
 
 
-def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
-    """Accuracy table, paired differences against the first result, and per-subject accuracy."""
-    if not results:
-        raise ValueError("nothing to compare")
+def check_same_items(results: Sequence[TaskResult]) -> None:
+    """Distinct model names, and every result on the identical question list in the same order."""
     base = results[0]
     names = [r.model for r in results]
     if len(set(names)) != len(names):
@@ -187,6 +201,19 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
                 f"{result.model} was evaluated on different questions than {base.model}; a paired comparison "
                 "needs the identical question list in the same order"
             )
+
+
+def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
+    """Accuracy table, paired differences against the first result, and per-subject accuracy."""
+    if not results:
+        raise ValueError("nothing to compare")
+    base = results[0]
+    check_same_items(results)
+    if get_task(base.task).kind == "dialogue":
+        from medsft.evaluate.dialogue import compare_dialogue
+
+        table, pairs, breakdown = compare_dialogue(results, seed)
+        return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
     table = []
     for r in results:
         interval = wilson_interval(r.outcomes())  # recomputed, so result files written before Wilson agree

@@ -70,13 +70,6 @@ def write_local_task(
     return name
 
 
-def run_lm_eval(
-    lm: Any, task: str, items: Sequence[MultipleChoiceItem] | Sequence[dict[str, Any]], folder: str | Path
-) -> list[dict[str, Any]]:
-    """lm-eval's per-question samples (in item order) for `items` (or raw rows), scored by the lm-eval model."""
-    return run_local_task(lm, write_local_task(task, items, folder), folder)
-
-
 def run_local_task(lm: Any, name: str, folder: str | Path) -> list[dict[str, Any]]:
     """Evaluate a task written by `write_local_task` with lm-eval's `simple_evaluate`, logging samples."""
     import lm_eval

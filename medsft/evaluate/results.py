@@ -65,12 +65,7 @@ def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = Fals
     data = result.to_dict()
     if result.mode != "loglikelihood" and "disclaimer" not in data:
         data["disclaimer"] = DISCLAIMER  # generated text is in the file
-    return write_json(Path(run_dir) / result_filename(result.task, result.model), data, overwrite)
-
-
-def write_json(path: Path, data: Any, overwrite: bool = False) -> Path:
-    """Write JSON atomically; without `overwrite`, an existing file is an error, never replaced."""
-    return runs.write_json(path, data, overwrite=overwrite, strict=True)
+    return runs.write_json(Path(run_dir) / result_filename(result.task, result.model), data, overwrite, strict=True)
 
 
 def read_result(path: str | Path) -> TaskResult:

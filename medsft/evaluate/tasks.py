@@ -6,14 +6,17 @@ Three kinds of task:
 - `letters`: multiple choice scored on the option letters (` A`..` D`), MedQA;
 - `fixed`: multiple choice scored on the item's own choice words (` yes`/` no`/` maybe`), PubMedQA;
 - `generated`: cases generated from a seed with labels computed from fact tables, always scored by
-  generation (`medsft.evaluate.synthetic`): `synthetic` (in distribution) and `synthetic_ood` (held out).
+  generation (`medsft.evaluate.synthetic`): `synthetic` (in distribution) and `synthetic_ood` (held out);
+- `dialogue`: free-text replies to the 500 held-out ChatDoctor dialogues, scored by ROUGE and key-point hit
+  rate against the doctor's reply (`medsft.evaluate.dialogue`, split in `medsft.data.dialogue_split`).
 
 `load_eval_items` is the one reader of a task's items: the evaluate stage, `compare`, `medsft eval`, the export
 checks and decontamination (so training is cleaned against what is scored) all go through it.
 
 - `medqa`: the carried MedQA US test split (1,273; `split="dev"`: dev, 1,272), or `path`;
 - `pubmedqa`: the official 500-PMID PubMedQA test split read from the carried `ori_pqal.json`, or `path`;
-- each `generated` task: `limit` (default 200) generated test cases for `seed`.
+- each `generated` task: `limit` (default 200) generated test cases for `seed`;
+- `dialogue`: the fixed 500-dialogue ChatDoctor test split (the first `limit`), whatever the seed.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class Task:
     only `generate`."""
 
     name: str
-    kind: str  # "letters" | "fixed" | "generated"
+    kind: str  # "letters" | "fixed" | "generated" | "dialogue"
     # Multiple choice: (path, split, limit, on_error) -> items; the default source of each split; files
     # besides the data file that decide the split (PubMedQA's official PMIDs).
     read: Callable[[str | None, str, int | None, OnError], list[MultipleChoiceItem]] | None = None
@@ -75,6 +78,11 @@ class Task:
     eval_texts: Callable[[str | None], list[TaskText]] | None = None  # the whole test split, for decontamination
     # Generated: (count, seed) -> cases.
     generate: Callable[[int, int], list[SyntheticCase]] | None = None
+
+    @property
+    def generative(self) -> bool:
+        """Always scored by generating replies (so it gets the generation item limit and token cap)."""
+        return self.kind in ("generated", "dialogue")
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -126,6 +134,19 @@ def pubmedqa_raw_lm_eval_row(raw: Row) -> Row:
             "final_decision": raw["final_decision"]}  # fmt: skip
 
 
+def dialogue_items(path: str | None, split: str, limit: int | None, on_error: OnError) -> list[Any]:
+    from medsft.data.dialogue_split import load_dialogue_eval
+
+    return load_dialogue_eval(limit)
+
+
+def dialogue_eval_texts(path: str | None) -> list[TaskText]:
+    """Every held-out patient message and reference reply (the near-duplicate rule is applied by the loaders)."""
+    from medsft.data.dialogue_split import held_out_texts
+
+    return held_out_texts()
+
+
 def medqa_eval_texts(path: str | None) -> list[TaskText]:
     """Every question of the MedQA test split."""
     return [(item.id, "question", item.question) for item in load_medqa_eval(path)]
@@ -171,6 +192,14 @@ TASKS: dict[str, Task] = {
     "synthetic": Task("synthetic", "generated", generate=synthetic_eval_cases),
     # Out of distribution: held-out facts and phrasings.
     "synthetic_ood": Task("synthetic_ood", "generated", generate=synthetic_ood_cases),
+    # Held-out ChatDoctor dialogues, free-text replies (medsft.evaluate.dialogue).
+    "dialogue": Task(
+        "dialogue",
+        "dialogue",
+        read=dialogue_items,
+        sources={"test": "bundled:chatdoctor"},
+        eval_texts=dialogue_eval_texts,
+    ),
 }
 
 
@@ -187,6 +216,8 @@ def check_eval_request(task: str, path: str | None = None, split: str = "test") 
         if path is not None:
             raise ValueError(f"{task}: the cases are generated from the seed; it reads no data file")
         return spec
+    if spec.kind == "dialogue" and path is not None:
+        raise ValueError(f"{task}: scores the fixed held-out split of the carried ChatDoctor file; it reads no other")
     # A hub id reads whatever split it is asked for; carried and local files have the splits listed here.
     if split not in spec.splits and (path is None or resolve_file(path, path) is not None):
         raise ValueError(f"{task}: no split '{split}'; use {', '.join(spec.splits)}")

@@ -21,7 +21,7 @@ its KV cache, so each continuation after it costs only its own tokens) and read 
 Scoring forwards run with `torch.compile` switched off (`compile_free`): a model that Unsloth loaded carries
 compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
 Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh instead of
-falling back to eager: minutes before the first question is scored (README, "On a GPU"). A few batched
+falling back to eager: minutes before the first question is scored (docs/gpu.md). A few batched
 forwards gain nothing from compiling. And the per-row `logits_to_keep` that keeps the LM head at one position
 per question is understood by newer transformers (5.23) only; older ones (the GPU pin, 5.17) get the distinct
 positions as a 1-D tensor, which every version slices alike (`positions_to_keep`, `logits_at`).

@@ -63,7 +63,7 @@ def engine_arguments(spec: str, config: RunConfig) -> tuple[dict[str, Any], str 
     An adapter is served on the base model its `adapter_config.json` names, with the adapter's own tokenizer
     files (the train stage saves them beside it); `seed` and `dtype` come from the run's config."""
     from medsft.models import resolve_model
-    from medsft.train.backend import read_adapter_config
+    from medsft.train.fast_language_model import read_adapter_config
 
     source = resolve_model(spec)
     adapter = read_adapter_config(source)
@@ -130,7 +130,7 @@ class VLLMScorer:
         from vllm.lora.request import LoRARequest
 
         from medsft.config import build_config
-        from medsft.train.backend import load_tokenizer
+        from medsft.train.fast_language_model import load_tokenizer
 
         run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
         arguments, adapter = engine_arguments(spec, run)

@@ -11,13 +11,26 @@ goal) is kept as `*.rejected.gguf` and listed in `result.failed`, never under a 
 
 Modules, one concern each: `gguf` (converter and quantizer calls, names), `verify` (template, stop tokens,
 first tokens, the pass/fail verdict), `sizes` (file size, measured RAM), `card` (model card), `hub` (optional
-upload), `save` (the orchestration), `views` (the notebook's tables). The llama.cpp toolchain itself is
+upload), `save` (the orchestration); the notebook's tables are `medsft.stages.export`. The llama.cpp toolchain is
 `medsft.export.llamacpp_toolchain`; chat is `medsft.export.chat`, the local server `medsft.export.server`.
 """
 
 from medsft.export.gguf import ExportError, check_quantizations
 from medsft.export.hub import push_to_hub
-from medsft.export.save import ExportResult, export_run
+from medsft.export.save import (
+    ExportPlan,
+    ExportResult,
+    check_export,
+    export_run,
+    gguf_staging,
+    plan_export,
+    prepare_folders,
+    save_ggufs,
+    unchecked_files,
+)
 from medsft.export.verify import VerificationError
 
-__all__ = ["ExportError", "ExportResult", "VerificationError", "check_quantizations", "export_run", "push_to_hub"]
+__all__ = [
+    "ExportError", "ExportPlan", "ExportResult", "VerificationError", "check_export", "check_quantizations",
+    "export_run", "gguf_staging", "plan_export", "prepare_folders", "push_to_hub", "save_ggufs", "unchecked_files",
+]  # fmt: skip

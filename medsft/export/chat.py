@@ -147,7 +147,7 @@ def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
     """The run's GGUF of that quantization (in this run or the one it was started from), else its first GGUF.
     Files that failed their export check (`*.rejected.gguf`) are never chosen."""
     from medsft.export.gguf import LLAMA_CPP_TYPES, REJECTED_SUFFIX
-    from medsft.pipeline import find_artifact
+    from medsft.runs import find_artifact
 
     folder = find_artifact(run_dir, "gguf")
     every = sorted(folder.glob("*.gguf")) if folder else []
@@ -166,8 +166,7 @@ def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q
     """The GGUF `medsft chat` / `medsft serve` use: `--gguf FILE`, or the run's file of that quantization.
     Raises ValueError with one line saying what is missing and what to run."""
     from medsft.export.gguf import REJECTED_SUFFIX
-    from medsft.pipeline import find_artifact
-    from medsft.runs import check_run_folder
+    from medsft.runs import check_run_folder, find_artifact
 
     if (run_dir is None) == (gguf is None):
         raise ValueError("give a RUN_DIR or --gguf FILE (exactly one)")

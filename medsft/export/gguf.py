@@ -9,6 +9,7 @@ that fails its check is renamed to `<name>.rejected.gguf` instead (or deleted).
 from __future__ import annotations
 
 import logging
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,9 @@ def rejected_name(final: Path) -> Path:
 
 
 def run_tool(command: list[str], step: str, target: Path) -> None:
-    """Run a llama.cpp step quietly (the quantizer logs every tensor); on failure show the end of its log."""
+    """Run a llama.cpp step quietly (the quantizer logs every tensor); on failure show the end of its log. The
+    command line itself is logged: offline, these are what `save_pretrained_gguf` runs."""
+    log.info("$ %s", shlex.join(command))
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])

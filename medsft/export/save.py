@@ -9,18 +9,21 @@
 - `export/` with the per-file evaluation results, `export.json` (sizes, measured RAM, checks, accuracy
   changes), and the model card as `model_card.md` (copied into `merged/` and `gguf/` as README.md).
 
-The Unsloth backend saves with its own `save_pretrained_merged` / `save_pretrained_gguf`, pointed at the
-cached toolchain so nothing is cloned; the transformers backend merges with peft and converts with
-llama.cpp's converter and quantizer. Verification and scoring are the same for both.
+Both backends save through `model.save_pretrained_merged` / `model.save_pretrained_gguf`: Unsloth's own, pointed
+at the cached toolchain so nothing is cloned, or the CPU stand-in's (peft merge, then llama.cpp's converter and
+quantizer; `medsft.train.fast_language_model`). Verification and scoring are the same for both. The steps:
+`plan_export` -> load -> `save_pretrained_merged` -> `save_pretrained_gguf` -> `check_export`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +33,12 @@ from medsft.export.gguf import (
     LLAMA_CPP_TYPES,
     ExportError,
     check_quantizations,
-    convert,
     partial_name,
-    quantize,
     rejected_name,
 )
-from medsft.export.llamacpp_toolchain import Toolchain, check_disk, find_toolchain
+from medsft.export.llamacpp_toolchain import check_disk, find_toolchain
 from medsft.export.sizes import folder_mib, size_row
-from medsft.runs import Run, check_run_folder, write_text_atomic
+from medsft.runs import Run, check_run_folder, write_json, write_text_atomic
 
 log = logging.getLogger("medsft")
 
@@ -78,6 +79,166 @@ def gguf_stem(config: RunConfig, run_dir: Path) -> str:
     return f"{base_model_id(config.model).rsplit('/', 1)[-1]}-{run_dir.name}"
 
 
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an export writes and from what, settled (and checked) before any model loads."""
+
+    run: Run
+    quantizations: list[str]
+    adapter: Path  # the trained LoRA adapter
+    finals: dict[str, Path]  # quantization -> the GGUF's final name
+    overwrite: bool = False
+
+    @property
+    def config(self) -> RunConfig:
+        return self.run.config
+
+    @property
+    def adapter_config(self) -> RunConfig:
+        """The run's config with the adapter as the model: `FastLanguageModel.from_pretrained` loads its base
+        and puts the adapter on it."""
+        return dataclasses.replace(self.config, model=str(self.adapter))
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.run.path("merged")
+
+    @property
+    def gguf_dir(self) -> Path:
+        return self.run.path("gguf")
+
+
+def plan_export(
+    run_dir: str | Path,
+    quantizations: list[str] | None = None,
+    config: RunConfig | None = None,
+    adapter_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> ExportPlan:
+    """The checks that need nothing heavy, first (quantization names, toolchain, adapter, existing files), so
+    a mistake costs seconds, not a merge."""
+    run_dir = Path(run_dir)
+    run = open_run(run_dir, config)
+    quants = check_quantizations(quantizations or run.config.export_quantizations)
+    find_toolchain()
+    adapter = Path(adapter_dir) if adapter_dir else run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise ExportError(
+            f"no LoRA adapter in {adapter} (adapter_config.json missing); train first or pass adapter_dir"
+        )
+    stem = gguf_stem(run.config, run_dir)
+    finals = {q: run_dir / "gguf" / f"{stem}-{LLAMA_CPP_TYPES[q]}.gguf" for q in quants}
+    merged_dir = run_dir / "merged"
+    targets = [*finals.values(), *map(rejected_name, finals.values()), run_dir / "export.json"]
+    existing = [p for p in targets if p.exists()]
+    if (existing or (merged_dir.exists() and any(merged_dir.iterdir()))) and not overwrite:
+        raise FileExistsError(
+            f"{existing[0] if existing else merged_dir} already exists; pass overwrite=True to replace"
+        )
+    return ExportPlan(run, quants, adapter, finals, overwrite)
+
+
+def prepare_folders(plan: ExportPlan, model: Any) -> None:
+    """Room on disk for the files, and the adapter copied into the run (when it came from another run)."""
+    parameters = sum(p.numel() for p in model.parameters())
+    # merged (2 bytes/param) + F16 GGUF (2) + each quantization (at most 2) + 10% slack
+    needed = int(parameters * 2 * (2 + len(plan.quantizations)) * 1.1)
+    check_disk(plan.run.run_dir, needed, "the merged model and GGUF files")
+    if plan.adapter != plan.run.path("adapter"):
+        shutil.copytree(plan.adapter, plan.run.path("adapter"), dirs_exist_ok=plan.overwrite)
+
+
+@contextlib.contextmanager
+def gguf_staging(gguf_dir: Path) -> Iterator[Path]:
+    """A temporary folder for `save_pretrained_gguf` inside `gguf/` (Unsloth 2026.10 also writes into
+    `<folder>_gguf/` beside it); both are removed afterwards, whatever happened."""
+    import tempfile
+
+    gguf_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=gguf_dir) as tmp:
+        try:
+            yield Path(tmp)
+        finally:
+            shutil.rmtree(f"{tmp}_gguf", ignore_errors=True)
+
+
+def unchecked_files(saved: Any, folder: Path, quants: list[str], finals: dict[str, Path]) -> dict[str, Path]:
+    """The files `save_pretrained_gguf` wrote (its returned list, else what lies in the folder and beside it),
+    each moved to its `.partial` name: nothing unverified ever sits under a final name."""
+    listed = saved.get("gguf_files") if isinstance(saved, dict) else None
+    sibling = Path(f"{folder}_gguf")
+    written = [Path(p) for p in listed] if listed else [*folder.rglob("*.gguf"), *sibling.rglob("*.gguf")]
+    partials: dict[str, Path] = {}
+    for quant in quants:
+        # exact suffix: a multimodal export also writes <model>.BF16-mmproj.gguf, which is not the f16 file
+        suffix = f".{LLAMA_CPP_TYPES[quant]}.gguf".lower()
+        match = [p for p in written if p.name.lower().endswith(suffix)]
+        if not match:
+            for path in partials.values():
+                path.unlink(missing_ok=True)
+            raise ExportError(f"save_pretrained_gguf wrote no {quant} file (got {[p.name for p in written]})")
+        partials[quant] = match[0].replace(partial_name(finals[quant]))
+    return partials
+
+
+def save_ggufs(model: Any, tokenizer: Any, quants: list[str], finals: dict[str, Path]) -> dict[str, Path]:
+    """`model.save_pretrained_gguf` into a staging folder, the files moved to their `.partial` names."""
+    gguf_dir = next(iter(finals.values())).parent
+    with gguf_staging(gguf_dir) as folder:
+        saved = model.save_pretrained_gguf(str(folder), tokenizer, quantization_method=quants)
+        return unchecked_files(saved, folder, quants, finals)
+
+
+def check_export(
+    plan: ExportPlan,
+    partials: dict[str, Path],
+    eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS,
+    eval_limit: int | None = None,
+    n_ctx: int = 4096,
+    max_new_tokens: int | None = None,
+    strict: bool = False,
+    timings: dict[str, float] | None = None,
+) -> ExportResult:
+    """Verify and score each GGUF against the merged 16-bit checkpoint, give each its place (final name, or
+    `*.rejected.gguf`, or deleted with `strict`), then `export.json`, the manifest and the model card."""
+    run, config, timings = plan.run, plan.config, dict(timings or {})
+    try:
+        tick = time.perf_counter()
+        files = check_files(
+            plan.merged_dir, partials, config, run.run_dir, eval_tasks, eval_limit, n_ctx, max_new_tokens
+        )
+        timings["verify_seconds"] = round(time.perf_counter() - tick, 1)
+    except BaseException:
+        for path in partials.values():
+            path.unlink(missing_ok=True)  # nothing unverified is left behind
+        raise
+    for quant, path in partials.items():
+        record_verdict(files[quant], settle(path, plan.finals[quant], files[quant]["passed"], strict))
+    result = ExportResult(
+        run_dir=run.run_dir,
+        adapter_dir=run.path("adapter"),
+        merged_dir=plan.merged_dir,
+        files=list(files.values()),
+        size_table=[
+            {
+                "quantization": "merged 16-bit (safetensors)",
+                "file": "merged/",
+                "file_mib": folder_mib(plan.merged_dir),
+                "ram_gib": None,
+                "n_ctx": None,
+            },
+            *[files[q]["size"] for q in plan.quantizations],
+        ],
+        timings=timings,
+        failed=[q for q in plan.quantizations if not files[q]["passed"]],
+    )
+    result.model_card = write_model_card(run, result)
+    write_json(run.path("export.json"), result.to_dict(), overwrite=plan.overwrite)
+    passed = [Path(f["path"]).name for f in result.files if f["passed"]]
+    run.update_manifest(export={"files": passed, "failed": result.failed, **result.timings})
+    return result
+
+
 def export_run(
     run_dir: str | Path,
     quantizations: list[str] | None = None,
@@ -90,91 +251,32 @@ def export_run(
     overwrite: bool = False,
     strict: bool = False,
 ) -> ExportResult:
-    """Merge, convert, quantize, verify and score; see the module docstring for what is written where.
+    """Merge, convert, quantize, verify and score; see the module docstring for what is written where. The
+    export notebook makes the same calls one cell at a time.
 
-    Checks that need nothing heavy run first (quantization names, toolchain, existing files, disk), so a
-    mistake costs seconds. `eval_tasks=None` skips the accuracy comparison (the other checks always run).
-    Items per task: `eval_limit` if given, else the smaller of the config's `export_check_items` and its
-    evaluation count, with `eval_max_new_tokens` unless `max_new_tokens` is given. A file that fails its check
-    is kept as `*.rejected.gguf` (deleted with `strict`) and listed in `result.failed`; no exception is raised,
-    so the notebook can show why (`medsft export` exits non-zero).
+    `eval_tasks=None` skips the accuracy comparison (the other checks always run). Items per task: `eval_limit`
+    if given, else the smaller of the config's `export_check_items` and its evaluation count, with
+    `eval_max_new_tokens` unless `max_new_tokens` is given. A file that fails its check is kept as
+    `*.rejected.gguf` (deleted with `strict`) and listed in `result.failed`; no exception is raised, so the
+    notebook can show why (`medsft export` exits non-zero).
     """
-    started = time.perf_counter()
-    run_dir = Path(run_dir)
-    run = open_run(run_dir, config)
-    config = run.config
-    quants = check_quantizations(quantizations or config.export_quantizations)
-    toolchain = find_toolchain()
-    adapter = Path(adapter_dir) if adapter_dir else run_dir / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise ExportError(
-            f"no LoRA adapter in {adapter} (adapter_config.json missing); train first or pass adapter_dir"
-        )
-    stem = gguf_stem(config, run_dir)
-    merged_dir, gguf_dir = run_dir / "merged", run_dir / "gguf"
-    finals = {q: gguf_dir / f"{stem}-{LLAMA_CPP_TYPES[q]}.gguf" for q in quants}
-    targets = [*finals.values(), *map(rejected_name, finals.values()), run_dir / "export.json"]
-    existing = [p for p in targets if p.exists()]
-    if (existing or (merged_dir.exists() and any(merged_dir.iterdir()))) and not overwrite:
-        raise FileExistsError(
-            f"{existing[0] if existing else merged_dir} already exists; pass overwrite=True to replace"
-        )
-    timings: dict[str, float] = {}
-
     from medsft.train.backend import select_backend
 
-    backend = select_backend(config.backend)
+    started = time.perf_counter()
+    plan = plan_export(run_dir, quantizations, config, adapter_dir, overwrite)
+    backend = select_backend(plan.config.backend)
     tick = time.perf_counter()
-    model, tokenizer = backend.load(dataclasses.replace(config, model=str(adapter)))
-    parameters = sum(p.numel() for p in model.parameters())
-    # merged (2 bytes/param) + F16 GGUF (2) + each quantization (at most 2) + 10% slack
-    check_disk(run_dir, int(parameters * 2 * (2 + len(quants)) * 1.1), "the merged model and GGUF files")
-    if adapter != run_dir / "adapter":
-        shutil.copytree(adapter, run_dir / "adapter", dirs_exist_ok=overwrite)
-    backend.save_merged(model, tokenizer, merged_dir, overwrite=overwrite)
-    timings["merge_seconds"] = round(time.perf_counter() - tick, 1)
-    gguf_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = backend.load(plan.adapter_config)
+    prepare_folders(plan, model)
+    backend.save_merged(model, tokenizer, plan.merged_dir, overwrite=overwrite)  # model.save_pretrained_merged
+    timings = {"merge_seconds": round(time.perf_counter() - tick, 1)}
     tick = time.perf_counter()
-    if backend.name == "unsloth":
-        partials = unsloth_ggufs(model, tokenizer, quants, finals)
-    else:
-        del model
-        gc.collect()
-        partials = llama_cpp_ggufs(toolchain, merged_dir, quants, finals)
+    partials = save_ggufs(model, tokenizer, plan.quantizations, plan.finals)
+    del model
+    gc.collect()
     timings["gguf_seconds"] = round(time.perf_counter() - tick, 1)
-
-    try:
-        tick = time.perf_counter()
-        files = check_files(merged_dir, partials, config, run_dir, eval_tasks, eval_limit, n_ctx, max_new_tokens)
-        timings["verify_seconds"] = round(time.perf_counter() - tick, 1)
-    except BaseException:
-        for path in partials.values():
-            path.unlink(missing_ok=True)  # nothing unverified is left behind
-        raise
-    for quant, path in partials.items():
-        record_verdict(files[quant], settle(path, finals[quant], files[quant]["passed"], strict))
-    result = ExportResult(
-        run_dir=run_dir,
-        adapter_dir=run_dir / "adapter",
-        merged_dir=merged_dir,
-        files=list(files.values()),
-        size_table=[
-            {
-                "quantization": "merged 16-bit (safetensors)",
-                "file": "merged/",
-                "file_mib": folder_mib(merged_dir),
-                "ram_gib": None,
-                "n_ctx": None,
-            },
-            *[files[q]["size"] for q in quants],
-        ],
-        timings={**timings, "total_seconds": round(time.perf_counter() - started, 1)},
-        failed=[q for q in quants if not files[q]["passed"]],
-    )
-    result.model_card = write_model_card(run, result)
-    run.write_json("export.json", result.to_dict(), overwrite=overwrite)
-    passed = [Path(f["path"]).name for f in result.files if f["passed"]]
-    run.update_manifest(export={"files": passed, "failed": result.failed, **result.timings})
+    result = check_export(plan, partials, eval_tasks, eval_limit, n_ctx, max_new_tokens, strict, timings)
+    result.timings["total_seconds"] = round(time.perf_counter() - started, 1)
     return result
 
 
@@ -201,55 +303,6 @@ def record_verdict(item: dict[str, Any], place: Path | None) -> None:
     if not item["passed"]:
         where = f"kept as {place.name}" if place else "deleted (strict)"
         log.warning("%s FAILED its check, %s: %s", item["quantization"], where, "; ".join(item["reasons"]))
-
-
-def llama_cpp_ggufs(
-    toolchain: Toolchain, merged_dir: Path, quants: list[str], finals: dict[str, Path]
-) -> dict[str, Path]:
-    """F16 from the converter, every other type quantized from it; all under `.partial` names."""
-    f16 = partial_name(finals.get("f16", finals[quants[0]].with_name(f"{merged_dir.parent.name}-F16.gguf")))
-    partials: dict[str, Path] = {}
-    try:
-        convert(toolchain, merged_dir, f16)
-        for quant in quants:
-            partials[quant] = f16 if quant == "f16" else quantize(toolchain, f16, partial_name(finals[quant]), quant)
-    except BaseException:
-        for path in [f16, *partials.values()]:
-            path.unlink(missing_ok=True)
-        raise
-    if "f16" not in quants:
-        f16.unlink()
-    return partials
-
-
-def unsloth_ggufs(model: Any, tokenizer: Any, quants: list[str], finals: dict[str, Path]) -> dict[str, Path]:
-    """Unsloth's `save_pretrained_gguf` into a temporary folder, then moved to `.partial` names.
-
-    `medsft.train.backend` sets `UNSLOTH_LLAMA_CPP_PATH` & co. before Unsloth is imported (it reads them then),
-    so Unsloth uses the cached toolchain instead of cloning llama.cpp. Unsloth 2026.10 writes the files
-    beside the folder it is given (`<folder>_gguf/<model>.<TYPE>.gguf`), as `scripts/check_unsloth_api.py`
-    found; both places are searched.
-    """
-    import tempfile
-
-    gguf_dir = next(iter(finals.values())).parent
-    partials: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory(prefix=".unsloth-gguf-", dir=gguf_dir) as tmp:
-        sibling = Path(f"{tmp}_gguf")
-        try:
-            returned = model.save_pretrained_gguf(tmp, tokenizer, quantization_method=quants)
-            listed = returned.get("gguf_files") if isinstance(returned, dict) else None
-            written = [Path(p) for p in listed] if listed else [*Path(tmp).rglob("*.gguf"), *sibling.rglob("*.gguf")]
-            for quant in quants:
-                # exact suffix: a multimodal export also writes <model>.BF16-mmproj.gguf, which is not the f16 file
-                suffix = f".{LLAMA_CPP_TYPES[quant]}.gguf".lower()
-                match = [p for p in written if p.name.lower().endswith(suffix)]
-                if not match:
-                    raise ExportError(f"Unsloth wrote no {quant} file in {sibling} (got {[p.name for p in written]})")
-                partials[quant] = match[0].replace(partial_name(finals[quant]))
-        finally:
-            shutil.rmtree(sibling, ignore_errors=True)
-    return partials
 
 
 def check_files(

@@ -21,24 +21,25 @@ from medsft.stages.evaluate import (
     show_text_table,
     side_by_side,
 )
-from medsft.stages.export import accuracy_results, check_frame, export_stage, size_frame
+from medsft.stages.export import accuracy_results, check_frame, size_frame
 from medsft.stages.train import (
     RECIPE_FIELDS,
+    arguments_frame,
     evaluations_frame,
     lora_frame,
     model_frame,
     recipe_frame,
-    start_training,
+    run_data,
     template_text,
-    train_stage,
     trained_text,
     trainer_frame,
 )
 
 __all__ = [
-    "RECIPE_FIELDS", "SPLITS", "accuracy_frame", "accuracy_results", "chat_stage", "check_frame", "export_stage",
+    "RECIPE_FIELDS", "SPLITS", "accuracy_frame", "accuracy_results", "chat_stage", "check_frame",
     "size_frame", "breakdown_frame", "eval_data", "eval_data_frame", "eval_items",
     "eval_models", "evaluate_stage", "labelled_html", "load_data", "load_tokenizer_for", "prepare_data",
-    "recipe_frame", "scored_example", "show_text_table", "side_by_side", "train_stage", "start_training",
+    "recipe_frame", "scored_example", "show_text_table", "side_by_side",
     "model_frame", "template_text", "evaluations_frame", "trained_text", "lora_frame", "trainer_frame",
+    "arguments_frame", "run_data",
 ]  # fmt: skip

@@ -15,7 +15,7 @@ def chat_stage(
     """Ask each question in one conversation, streaming the replies, and record them in `chat.json`."""
     import time
 
-    from medsft.runs import write_json_atomic
+    from medsft.runs import write_json
 
     path = find_gguf(run_dir, quantization)
     chat = GgufChat(path, max_tokens=max_tokens)
@@ -37,5 +37,5 @@ def chat_stage(
             }
         )
     result = {"gguf": path.name, "turns": turns, "disclaimer": DISCLAIMER}
-    write_json_atomic(Path(run_dir) / "chat.json", result)
+    write_json(Path(run_dir) / "chat.json", result, overwrite=True)
     return result

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import find_artifact
+from medsft.runs import find_artifact
 
 SPLITS = ("train", "validation")
 
@@ -15,7 +15,7 @@ SPLITS = ("train", "validation")
 def load_tokenizer_for(config: RunConfig) -> Any:
     """The run's tokenizer with its chat template (no model weights are loaded)."""
     from medsft.models import resolve_model
-    from medsft.train.backend import load_tokenizer
+    from medsft.train.fast_language_model import load_tokenizer
 
     return load_tokenizer(resolve_model(config.model).location, config.chat_template)
 

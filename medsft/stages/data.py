@@ -7,12 +7,11 @@ import json
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import NotebookRun
-from medsft.runs import sha256_rows
+from medsft.runs import Run, sha256_rows, write_json
 from medsft.stages.common import SPLITS
 
 
-def prepare_data(run: NotebookRun, tokenizer: Any) -> tuple[Any, Any]:
+def prepare_data(run: Run, tokenizer: Any) -> tuple[Any, Any]:
     """Load, clean, decontaminate, mix and split the run's data; save the splits and the report in the run."""
     from medsft.data import build_training_data, validate_sources
 
@@ -24,7 +23,7 @@ def prepare_data(run: NotebookRun, tokenizer: Any) -> tuple[Any, Any]:
         lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         run.write_text(f"data/{split}.jsonl", lines, overwrite=True)  # rerunning the cell redoes the data
         hashes[f"{split}_sha256"] = sha256_rows(rows)
-    run.write_json("data_report.json", {**report.to_dict(), **hashes}, overwrite=True)
+    write_json(run.path("data_report.json"), {**report.to_dict(), **hashes}, overwrite=True)
     run.update_manifest(data={"train_rows": report.train_rows, "validation_rows": report.validation_rows, **hashes})
     return data, report
 

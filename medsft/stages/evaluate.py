@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import NotebookRun
+from medsft.runs import Run, write_json
 
 log = logging.getLogger("medsft")
 
 
-def eval_models(run: NotebookRun) -> dict[str, str]:
+def eval_models(run: Run) -> dict[str, str]:
     """`base` is the configured model; `tuned` its adapter from the train stage, when there is one to compare."""
     models = {"base": run.config.model}
     adapter = run.find_artifact("adapter")
@@ -32,7 +32,7 @@ def eval_items(config: RunConfig) -> dict[str, list[Any]]:
     return {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
 
 
-def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
+def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
     """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`.
 
     Items come from `load_items` (the loader `medsft eval` and decontamination use); MedQA/PubMedQA are scored
@@ -66,7 +66,7 @@ def evaluate_stage(run: NotebookRun, items: dict[str, list[Any]] | None = None, 
         },
         "seconds": {r.task + "/" + r.model: r.settings.get("seconds") for rs in results.values() for r in rs},
     }
-    run.write_json("eval_results.json", summary, overwrite=True)  # a rerun of the notebook cell replaces it
+    write_json(run.path("eval_results.json"), summary, overwrite=True)  # a rerun of the notebook cell replaces it
     return comparisons
 
 
@@ -114,7 +114,8 @@ def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[
 
 
 def accuracy_frame(comparisons: dict[str, Any]) -> Any:
-    """One row per task and model: n, accuracy, its 95% interval, and the paired difference to the base model."""
+    """One row per task and model: n, accuracy (for `dialogue`: the key-point hit rate, see `metric`), its 95%
+    interval, and the paired difference to the base model."""
     import pandas as pd
 
     rows = []
@@ -123,7 +124,8 @@ def accuracy_frame(comparisons: dict[str, Any]) -> Any:
         for row in comparison.table:
             pair = pairs.get(row["model"], {})
             rows.append({
-                "task": task, "model": row["model"], "n": row["n"], "acc": row["acc"],
+                "task": task, "metric": row.get("metric", "accuracy"), "model": row["model"], "n": row["n"],
+                "acc": row["acc"],
                 "ci_low": row["acc_ci"][0], "ci_high": row["acc_ci"][1],
                 "diff_vs_base": pair.get("diff"), "diff_ci": pair.get("diff_ci"), "mcnemar_p": pair.get("mcnemar_p"),
             })  # fmt: skip

@@ -9,14 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from medsft.export.save import ExportResult
-from medsft.pipeline import NotebookRun
-
-
-def export_stage(run: NotebookRun) -> ExportResult:
-    """The run's adapter (or that of the run it was started from) merged, exported and checked (`export_run`)."""
-    from medsft.export import export_run
-
-    return export_run(run.run_dir, config=run.config, adapter_dir=run.find_artifact("adapter"))
 
 
 def verdict_text(passed: bool | None) -> str:
@@ -57,7 +49,7 @@ def check_frame(result: ExportResult) -> Any:
 
 
 def accuracy_results(result: ExportResult) -> list[Any]:
-    """The per-model results of the quantization check (16-bit first), for `medsft.evaluate.accuracy_bars`;
+    """The per-model results of the quantization check (16-bit first), for `medsft.plots.accuracy_bars`;
     a file that failed its check is labelled `(FAILED)`."""
     import dataclasses
 

@@ -1,7 +1,7 @@
 """02 train: the steps of a LoRA fine-tune (`medsft.train.steps`, one notebook cell each) and what each one shows.
 
 start -> load_model -> tokenize_rows -> add_lora -> make_trainer -> fit -> finish, the order of Unsloth's own
-notebooks; `train_stage` runs them all in one call (what `medsft train` does).
+notebooks; `medsft.train.steps.train` runs them all in one call (what `medsft train` does).
 """
 
 from __future__ import annotations
@@ -10,10 +10,27 @@ import logging
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.pipeline import NotebookRun
+from medsft.runs import Run
 from medsft.stages.common import load_data
 
 log = logging.getLogger("medsft")
+
+# Recipe keys whose library argument has another name (every other key is the library's own name).
+RECIPE_TO_LIBRARY = {
+    "model": "model_name",
+    "lora_r": "r",
+    "lora_target": "target_modules",
+    "seed": "random_state",
+    "batch_size": "per_device_train_batch_size",
+    "lr_scheduler": "lr_scheduler_type",
+    "warmup_ratio": "warmup_steps",
+    "num_epochs": "num_train_epochs",
+    "optimizer": "optim",
+    "eval_every_steps": "eval_steps",
+    "save_every_steps": "save_steps",
+    "select_checkpoint_by": "metric_for_best_model",
+    "max_seq_length": "max_length",
+}
 
 # The config fields a reader of the training notebook wants to see first (all of them are in config.yaml).
 RECIPE_FIELDS = (
@@ -31,7 +48,7 @@ def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> 
     return pd.DataFrame({"field": list(fields), "value": [str(values[name]) for name in fields]})
 
 
-def run_data(run: NotebookRun) -> Any | None:
+def run_data(run: Run) -> Any | None:
     """The data stage's splits; None (training builds them) when the data stage did not run."""
     data = load_data(run.run_dir)
     if data is None:
@@ -39,35 +56,20 @@ def run_data(run: NotebookRun) -> Any | None:
     return data
 
 
-def start_training(run: NotebookRun) -> Any:
-    """Step 1 (`medsft.train.steps.start`) on the data stage's splits, into the run folder."""
-    from medsft.train.steps import start
-
-    return start(run.config, data=run_data(run), run_dir=run.run_dir)
-
-
-def train_stage(run: NotebookRun) -> Any:
-    """Every training step in one call: train on the data stage's splits (or build them) into the run folder."""
-    from medsft.train.steps import train
-
-    return train(run.config, data=run_data(run), run_dir=run.run_dir)
-
-
-def model_frame(training: Any) -> Any:
+def model_frame(begun: Any, model: Any) -> Any:
     """Which backend loaded the model, why, and how: class, dtype, device, 4-bit, parameter count."""
     import pandas as pd
 
-    model = training.model
     parameter = next(model.parameters())
     rows = {
-        "backend": f"{training.backend.name} ({training.backend.reason})",
-        "model": training.config.model,
+        "backend": f"{begun.backend.name} ({begun.backend.reason})",
+        "model": begun.config.model,
         "class": type(model).__name__,
         "dtype": str(parameter.dtype).removeprefix("torch."),
         "device": str(parameter.device),
         "4-bit": str(bool(getattr(model, "is_loaded_in_4bit", False))),
         "parameters": f"{sum(p.numel() for p in model.parameters()):,}",
-        "chat template": training.config.chat_template or "the tokenizer's own",
+        "chat template": begun.config.chat_template or "the tokenizer's own",
     }
     return pd.DataFrame({"": list(rows), "value": list(rows.values())}).set_index("")
 
@@ -117,29 +119,47 @@ def lora_frame(model: Any) -> Any:
     return pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]}).set_index("")
 
 
-def trainer_frame(training: Any) -> Any:
+def arguments_frame(arguments: dict[str, Any], config: RunConfig | None = None) -> Any:
+    """A library call's keyword arguments as a table, with the recipe key each one comes from (the mapping from
+    medsft's recipe names to TRL's and peft's, where they differ)."""
+    import pandas as pd
+
+    recipe_keys = {value: key for key, value in RECIPE_TO_LIBRARY.items()}
+    recipe_keys["per_device_eval_batch_size"] = "batch_size"
+    own = set(config.to_dict()) if config else set()
+    rows = [
+        {"argument": name, "value": str(value), "recipe key": name if name in own else recipe_keys.get(name, "")}
+        for name, value in arguments.items()
+        if name != "token"  # a secret: never shown in a rendered notebook
+    ]
+    return pd.DataFrame(rows).set_index("argument")
+
+
+def trainer_frame(trainer: Any, rows: Any) -> Any:
     """The trainer's settings that decide what a step is: batch, schedule, evaluation, checkpoints, the step."""
     import pandas as pd
 
-    trainer = training.trainer
+    from medsft.train.steps import batch_layout
+
     args = trainer.args
-    rows = {
-        "trainer": type(trainer).__name__ + " (TRL SFTTrainer)",
-        "train / validation rows": f"{len(training.train_rows)} / {len(training.validation_rows)}",
+    layout = batch_layout(trainer)
+    cpu_step = getattr(trainer, "cpu_step", False)
+    values = {
+        "trainer": f"{type(trainer).__name__}" + (" with use_cpu_step" if cpu_step else ""),
+        "train / validation rows": f"{len(rows.train)} / {len(rows.validation)}",
         "effective batch": f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} "
-        f"accumulation x {training.layout['world_size']} processes = {training.layout['effective_batch_size']}",
-        "optimizer steps": trainer.args.max_steps if trainer.args.max_steps > 0 else
-        f"{args.num_train_epochs} epoch(s)",
+        f"accumulation x {layout['world_size']} processes = {layout['effective_batch_size']}",
+        "optimizer steps": args.max_steps if args.max_steps > 0 else f"{args.num_train_epochs} epoch(s)",
         "learning rate": f"{args.learning_rate} ({args.lr_scheduler_type.value}, warm-up {args.warmup_steps})",
         "optimizer": str(args.optim.value),
         "evaluate / save every": f"{args.eval_steps} / {args.save_steps} steps",
         "adapter": f"the best checkpoint by {args.metric_for_best_model}" if args.load_best_model_at_end
         else "the weights after the last step",
-        "step": "packed rows, LM head at labelled positions only (CPU)" if trainer.sparse_head
+        "step": "packed rows, LM head at labelled positions only (CPU)" if cpu_step
         else "padded batches, the model's own loss",
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
     }  # fmt: skip
-    return pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]}).set_index("")
+    return pd.DataFrame({"": list(values), "value": [str(v) for v in values.values()]}).set_index("")
 
 
 def evaluations_frame(result: Any) -> Any:

@@ -78,10 +78,3 @@ def count_trained_tokens(labels: list[int]) -> int:
     return sum(1 for label in labels if label != IGNORE_INDEX)
 
 
-def render_labelled(tokenizer: Any, input_ids: list[int], labels: list[int], masked: str = "·") -> str:
-    """The sequence as text with every token that carries no loss replaced by `masked` (for notebooks)."""
-    pieces = []
-    for token_id, label in zip(input_ids, labels, strict=True):
-        piece = tokenizer.decode([token_id])
-        pieces.append(piece if label != IGNORE_INDEX else re.sub(r"\S", masked, piece))
-    return "".join(pieces)

@@ -1,0 +1,221 @@
+"""Key points of a ChatDoctor reference reply, and which of them a model's reply contains.
+
+ChatDoctor GenMedGPT-5k's doctor replies were generated from a disease table (condition → tests →
+medications), so they are templated and a rule recovers what a reader would check:
+
+1. **The condition**: the first phrase after a diagnostic cue (`suffering from`, `you may have`, `sounds like
+   you have`, `diagnosed with`, `could be`, `symptoms of`, ...), cut at the first comma, full stop, bracket or
+   clause word (`which`, `that`, `and`, `because`, ...), without a leading article, at most 6 words.
+2. **Tests and treatments**: the items of the enumerations the replies are built from. Every sentence is cut
+   at commas, `and`, `or`, `as well as`, `such as`, `including`, `like`; a piece is kept as an item after
+   dropping leading filler (`we need to perform a`, `some`, `the`, ...) when it has 1-6 words. Only items
+   that occur in at least `MIN_ITEM_REFERENCES` (3) different references of the file count: those are the
+   table's entries ("hematologic tests", "complete physical skin exam", "Meloxicam"), while one-off prose
+   ("help reduce inflammation") is not. A reference's tests and treatments are the table entries it
+   mentions, longest first, none counted twice inside a longer one.
+
+A reply **contains** a key point when every content word of it (lower-cased, a trailing plural `s` dropped,
+bracketed aliases and stop words left out) occurs in the reply. The hit rate of a reply is the share of its
+reference's key points it contains; a reference with no key point has no hit rate and is left out of it.
+
+Condition groups (for the per-group table) are assigned by keywords in the condition name (`GROUPS`),
+first match wins, else `other`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from medsft.data.clean import words
+
+MIN_ITEM_REFERENCES = 3
+MAX_PHRASE_WORDS = 6
+CONDITION_CUE = re.compile(
+    r"\b(?:suffering from|suffer from|diagnosed with|diagnosis (?:is|of)|sounds like you (?:may |might |could )?have"
+    r"|(?:you|that you) (?:may |might |could |probably |likely |most likely |possibly )?(?:have experienced|"
+    r"have developed|have|had|are having|are experiencing|are suffering from|be experiencing|be having)"
+    r"|symptoms of|signs? of|(?:for )?treating|to treat|evaluate your|indicative of|indicate|suggest"
+    r"|(?:could|may|might) be (?:a case of |caused by |due to )?|likely (?:to be|a case of)|case of|condition called"
+    r"|confirm (?:if you (?:do indeed )?have|the diagnosis of))\s+",
+    re.IGNORECASE,
+)
+CONDITION_END = re.compile(
+    r"[.,;:!?()\[\]]|\s(?:which|that|and|because|but|or|as|so|since|based|caused|called|in your|on your|"
+    r"from|with|who|where|when|if|however|for)\b|(?<!\bdue)\sto\b",
+    re.IGNORECASE,
+)
+ARTICLE = re.compile(
+    r"^(?:(?:a|an|the|some|some kind of|a type of|a form of|an? case of|what is called|experienced|developed|"
+    r"symptoms of|signs? of|contracted|been diagnosed with)\s+)+",
+    re.IGNORECASE,
+)
+NOT_A_CONDITION = {"", "a", "any", "some", "it", "this", "these", "symptoms", "been", "several", "many", "other",
+                   "to", "you", "your", "condition", "a condition", "an infection", "the following", "described",
+                   "mentioned", "experiencing", "been experiencing"}  # fmt: skip
+
+ITEM_SPLIT = re.compile(
+    r",|;|:|\.(?:\s|$)|\(|\)|\band\b|\bor\b|\bas well as\b|\bsuch as\b|\bincluding\b|\bincludes\b|\blike\b"
+    r"|\bwhich\b|\bthat\b|\bfollowed by\b|\bthen\b|\bwith\b|\bfor\b|\bto\b",
+    re.IGNORECASE,
+)
+FILLER = re.compile(
+    r"^(?:(?:(?:we|you|i)(?:'ll| will| would| may| might| should| can| need to| also)*(?: also)?(?: need to| have to)?"
+    r"(?: recommend| suggest| prescribe| perform| conduct| do| run| get| take| undergo| start| order| have| go)*"
+    r"|also|additionally|finally|first|lastly|some|a few|the|a|an|other|further|your|certain|possibly|perhaps"
+    r"|medications?|tests?|procedures?|prescribe|recommend|perform|conduct|take|undergo|need|start|get|do|run)\b"
+    r"|\s)+",
+    re.IGNORECASE,
+)
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# A sentence holds a list of tests or treatments when it names one of these.
+LIST_CUE = re.compile(
+    r"\b(?:tests?|exam|examination|screen|screening|scan|imaging|measurement|procedures?|biopsy|medications?|"
+    r"medicines?|drugs?|prescrib\w*|treatments?|therap\w*|take|recommend\w*|includ\w*|perform|conduct|undergo)\b",
+    re.IGNORECASE,
+)
+# Words of prose, not of a test or drug name: a piece holding one is not an item.
+PROSE = {"you", "your", "we", "i", "it", "its", "this", "these", "that", "help", "helps", "symptoms", "symptom",
+         "condition", "diagnosis", "confirm", "determine", "check", "see", "based", "sounds", "cause", "causing",
+         "manage", "plan", "may", "might", "will", "can", "could", "should", "would", "need", "any", "order",
+         "make", "ensure", "rule", "issue", "issues", "problem", "possible", "likely", "suffering", "experiencing",
+         "treat", "relieve", "reduce", "improve", "prevent", "well", "yes", "no", "hello", "hi", "me", "my", "more",
+         "following", "first", "next", "seek", "ll", "ve", "s", "be", "is", "are", "also", "there", "what", "how",
+         "appropriate", "necessary", "course", "options", "option", "depending", "results", "further", "area",
+         "all", "important", "best", "right", "effective", "doctor", "treatment", "medication",
+         "medications", "tests", "test", "procedures", "those", "them", "they", "if", "one", "two",
+         "both", "than", "other", "such", "which", "who", "have", "has", "been", "get", "give", "but", "evaluate",
+         "patient", "okay", "moreover", "specifically", "meantime", "required", "needs", "performed", "done",
+         "however", "leading", "lead", "going", "getting", "affects", "history", "human", "usp", "am"}
+STOP = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "your", "with", "s", "some", "other", "test",
+        "tests", "exam", "examination", "procedure", "procedures", "measurement", "therapy", "topical", "product",
+        "diagnosis", "diagnostic", "evaluation"}  # fmt: skip
+GROUPS: dict[str, tuple[str, ...]] = {
+    "cancer and tumours": ("cancer", "carcinoma", "tumor", "tumour", "lymphoma", "leukemia", "melanoma", "sarcoma",
+                           "myeloma", "neoplasm", "malignan", "blastoma", "oma of", "polyp", "cyst"),
+    "infections": ("infection", "itis", "virus", "viral", "bacterial", "fungal", "abscess", "sepsis", "pox",
+                   "tuberculosis", "influenza", "mumps", "measles", "worm", "syphilis", "hiv", "herpes", "lice",
+                   "scabies", "candid", "malaria", "cellulitis", "flu"),
+    "mental and behavioural": ("disorder", "depress", "anxiety", "schizophren", "psych", "panic", "phobia",
+                               "adhd", "autism", "abuse", "dependence", "bipolar", "insomnia", "dementia",
+                               "delirium", "anorexia", "bulimia"),
+    "injuries": ("injury", "fracture", "sprain", "strain", "dislocation", "burn", "wound", "bite", "poisoning",
+                 "concussion", "foreign body", "overdose", "bruise", "contusion"),
+    "heart and vessels": ("heart", "cardi", "coronary", "arrhythm", "fibrillation", "hypertension", "aneurysm",
+                          "thrombo", "embolism", "varic", "vascul", "angina", "hypotension", "stroke", "vein"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KeyPoints:
+    """What a reference says a reader should check: the condition named, and the tests and treatments."""
+
+    condition: str | None
+    items: tuple[str, ...]
+
+    @property
+    def all(self) -> list[str]:
+        return [*([self.condition] if self.condition else []), *self.items]
+
+
+def extract_condition(reference: str) -> str | None:
+    """The condition a reference names (rule 1), or None."""
+    for cue in CONDITION_CUE.finditer(reference):
+        rest = reference[cue.end() :]
+        end = CONDITION_END.search(rest)
+        phrase = ARTICLE.sub("", (rest[: end.start()] if end else rest).strip()).strip(" '\"")
+        if phrase.lower() in NOT_A_CONDITION or not words(phrase):
+            continue
+        if len(phrase.split()) <= MAX_PHRASE_WORDS:
+            return phrase
+    return None
+
+
+def item_pieces(reference: str) -> list[str]:
+    """Candidate enumeration items of a reference (rule 2 before the frequency filter), lower-cased."""
+    pieces = []
+    for sentence in SENTENCE.split(re.sub(r"\([^)]*\)", " ", reference)):
+        if not LIST_CUE.search(sentence):
+            continue
+        for piece in ITEM_SPLIT.split(sentence):
+            piece = " ".join(FILLER.sub("", piece.strip()).strip(" '\"").lower().split())
+            tokens = words(piece)
+            if 1 <= len(piece.split()) <= MAX_PHRASE_WORDS and len(piece) >= 3 and not PROSE & set(tokens):
+                pieces.append(piece)
+    return pieces
+
+
+@functools.cache
+def table_entries(references: tuple[str, ...], patients: tuple[str, ...] = ()) -> frozenset[str]:
+    """Enumeration items found in at least `MIN_ITEM_REFERENCES` references (the disease table's entries),
+    less those that at least `MIN_ITEM_REFERENCES` patient messages say (symptoms and body parts, listed in
+    sentences such as "symptoms including fever and cough")."""
+    counts = Counter(piece for reference in references for piece in set(item_pieces(reference)))
+    entries = {p for p, n in counts.items() if n >= MIN_ITEM_REFERENCES and key_words(p)}
+    said = Counter(entry for patient in patients for entry in mentioned_entries(patient, frozenset(entries)))
+    return frozenset(entry for entry in entries if said[entry] < MIN_ITEM_REFERENCES)
+
+
+def mentioned_entries(reference: str, entries: frozenset[str]) -> tuple[str, ...]:
+    """The table entries a reference mentions, longest first, skipping one inside a longer one already taken."""
+    text = " " + " ".join(words(re.sub(r"\([^)]*\)", " ", reference))) + " "
+    found: list[str] = []
+    for entry in sorted(entries, key=lambda e: (-len(e), e)):
+        needle = " " + " ".join(words(entry)) + " "
+        if needle.strip() and needle in text and not any(needle in " " + " ".join(words(f)) + " " for f in found):
+            found.append(entry)
+    order = {entry: text.find(" " + " ".join(words(entry)) + " ") for entry in found}
+    return tuple(sorted(found, key=lambda e: order[e]))
+
+
+def extract_key_points(reference: str, entries: frozenset[str]) -> KeyPoints:
+    """Rule 1 and rule 2 on one reference; the condition is not repeated among the items."""
+    condition = extract_condition(reference)
+    items = mentioned_entries(reference, entries)
+    if condition:
+        cond_words = key_words(condition)
+        items = tuple(item for item in items if key_words(item) != cond_words)
+    return KeyPoints(condition, items)
+
+
+def stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def key_words(phrase: str) -> frozenset[str]:
+    """The words that must all appear for a key point to count as contained (brackets dropped)."""
+    phrase = re.sub(r"\([^)]*\)", " ", phrase)
+    return frozenset(stem(w) for w in words(phrase) if w not in STOP)
+
+
+def contains(reply: str, point: str) -> bool:
+    needed = key_words(point)
+    return bool(needed) and needed <= {stem(w) for w in words(reply)}
+
+
+def hits(reply: str, points: KeyPoints) -> list[bool]:
+    """Per key point (condition first), whether the reply contains it."""
+    reply_words = {stem(w) for w in words(reply)}
+    return [bool(key_words(p)) and key_words(p) <= reply_words for p in points.all]
+
+
+def condition_group(condition: str | None) -> str:
+    if not condition:
+        return "no condition named"
+    lowered = condition.lower()
+    for group, keys in GROUPS.items():
+        if any(key in lowered for key in keys):
+            return group
+    return "other"
+
+
+def key_points_for(
+    references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()
+) -> list[KeyPoints]:
+    """Key points of each reference, with the table entries learned from `corpus` (every reference of the
+    file) less what `patients` (every patient message of the file) say."""
+    entries = table_entries(tuple(corpus), tuple(patients))
+    return [extract_key_points(reference, entries) for reference in references]

@@ -1,0 +1,65 @@
+"""ROUGE as an `evaluate` metric module carried in medsft, so `evaluate.load(<this folder>)` works offline.
+
+`evaluate.load("rouge")` fetches the metric script from the Hugging Face hub at run time, which these machines
+cannot reach. This module is medsft's own script with the same interface and computation: Google Research's
+`rouge_score` package (Apache-2.0) scores each prediction against its reference and the F-measure is returned,
+per item (`use_aggregator=False`) or as the mean (`use_aggregator=True`: the plain mean here, where the hub
+script reports the median of a bootstrap; medsft computes its own seeded intervals in `medsft.evaluate.stats`).
+"""
+
+import datasets
+import evaluate
+from rouge_score import rouge_scorer
+
+_CITATION = """\
+@inproceedings{lin-2004-rouge,
+    title = "{ROUGE}: A Package for Automatic Evaluation of Summaries",
+    author = "Lin, Chin-Yew",
+    booktitle = "Text Summarization Branches Out",
+    year = "2004",
+    pages = "74--81",
+}
+"""
+
+_DESCRIPTION = """\
+ROUGE-N (n-gram overlap) and ROUGE-L (longest common subsequence) F-measures between predictions and references,
+computed with Google Research's `rouge_score` package. Case-insensitive; `use_stemmer` applies the Porter stemmer.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: list of generated texts.
+    references: list of reference texts, one per prediction.
+    rouge_types: names such as "rouge1", "rouge2", "rougeL", "rougeLsum" (default: those four).
+    use_stemmer: strip word suffixes with the Porter stemmer before matching.
+    use_aggregator: return the mean F-measure per type (True) or the list of per-item F-measures (False).
+Returns:
+    a dict from rouge type to a float (aggregated) or a list of floats (one per prediction).
+"""
+
+DEFAULT_TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Rouge(evaluate.Metric):
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
+            codebase_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
+            reference_urls=["https://aclanthology.org/W04-1013"],
+        )
+
+    def _compute(self, predictions, references, rouge_types=None, use_aggregator=True, use_stemmer=False):
+        types = list(rouge_types or DEFAULT_TYPES)
+        scorer = rouge_scorer.RougeScorer(rouge_types=types, use_stemmer=use_stemmer)
+        pairs = zip(references, predictions, strict=True)
+        scores = [scorer.score(reference, prediction) for reference, prediction in pairs]
+        per_item = {name: [float(score[name].fmeasure) for score in scores] for name in types}
+        if not use_aggregator:
+            return per_item
+        return {name: (sum(values) / len(values) if values else 0.0) for name, values in per_item.items()}

@@ -1,0 +1,128 @@
+"""What medsft adds to TRL's SFTTrainer, as callbacks (`add_run_callbacks(trainer, ...)` in the trainer cell):
+
+- `Throughput`: real (non-padding) tokens of all processes over the wall time of optimizer steps only;
+- `JsonlLog`: one JSON line per logging event in the run's `train_log.jsonl`;
+- `ValidationAccuracy`: a benchmark's accuracy on the run's own validation rows at each evaluation, when that
+  picks the checkpoint (`select_checkpoint_by`), joined to the metrics the trainer compares;
+- `UntrainedBaselineNotKept`: the evaluation at step 0 is the untrained baseline in the log, not a candidate;
+- transformers' `EarlyStoppingCallback` when `early_stopping_patience` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import EarlyStoppingCallback, TrainerCallback
+
+from medsft.config import RunConfig
+from medsft.data.records import MultipleChoiceItem
+from medsft.train import checkpoint_selection
+
+
+def peak_memory_gib() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+class Throughput(TrainerCallback):
+    """Tokens the trainer counted (TRL's `num_tokens`: all processes, no padding) and the wall time of optimizer
+    steps only (evaluation and saving excluded)."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.first_tokens: int | None = None  # a resumed run counts from where it restarted
+        self.seconds = 0.0
+        self.step_started = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.trainer._total_train_tokens - (self.first_tokens or 0)
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.first_tokens = self.trainer._total_train_tokens
+
+    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.seconds += time.perf_counter() - self.step_started
+
+    def rate(self) -> float | None:
+        return round(self.tokens / self.seconds, 2) if self.seconds else None
+
+
+class JsonlLog(TrainerCallback):
+    """Appends one JSON line per logging event: loss, lr, grad norm, tokens/s, peak memory, eval loss."""
+
+    def __init__(self, path: Path, throughput: Throughput) -> None:
+        self.path = path
+        self.throughput = throughput
+        self.last_seconds = 0.0
+        self.last_tokens = 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if not state.is_world_process_zero:  # every process logs the same (already gathered) numbers
+            return
+        record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **(logs or {})}
+        seconds = self.throughput.seconds - self.last_seconds
+        if "loss" in record and seconds > 0:
+            record["tokens_per_second"] = round((self.throughput.tokens - self.last_tokens) / seconds, 2)
+            record["peak_memory_gib"] = round(peak_memory_gib(), 3)
+            self.last_seconds, self.last_tokens = self.throughput.seconds, self.throughput.tokens
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class ValidationAccuracy(TrainerCallback):
+    """At each evaluation, the benchmark's accuracy on the validation rows, added to the evaluation's metrics
+    (which the trainer then compares to keep the best checkpoint, and early stopping watches) and logged as its
+    own line after the loss line."""
+
+    def __init__(self, trainer: Any, task: str, items: list[MultipleChoiceItem]) -> None:
+        self.trainer, self.task, self.items = trainer, task, items
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        name = checkpoint_selection.metric_name(self.task)
+        metrics[name] = checkpoint_selection.accuracy(
+            self.trainer.model, self.trainer.processing_class, self.task, self.items, args.per_device_eval_batch_size
+        )
+        self.trainer.log({name: metrics[name]})
+
+
+class UntrainedBaselineNotKept(TrainerCallback):
+    """The evaluation at step 0 (eval_on_start) is the untrained baseline in the log, not a candidate: there is no
+    checkpoint-0 to return to, and if it counted, a later checkpoint merely equal to the base model's validation
+    accuracy would never be kept. The next evaluation forgets it before the trainer compares (tests/
+    test_train_resume.py's checkpoint-choice test fails if a transformers version changes this order)."""
+
+    def on_evaluate(self, args, state, control, **kwargs):  # noqa: ANN001
+        if state.global_step > 0 and state.best_global_step == 0:
+            state.best_metric, state.best_global_step = None, None
+
+
+def add_run_callbacks(
+    trainer: Any, config: RunConfig, run_dir: Path, validation_task: str | None, items: list[MultipleChoiceItem]
+) -> Any:
+    """The trainer with medsft's logging and checkpoint choice; `trainer.throughput` holds the token rate."""
+    trainer.throughput = Throughput(trainer)
+    trainer.add_callback(trainer.throughput)
+    trainer.add_callback(JsonlLog(run_dir / "train_log.jsonl", trainer.throughput))
+    if trainer.args.eval_strategy == "no":
+        return trainer
+    if validation_task:  # before early stopping, which reads the metric this adds
+        trainer.add_callback(ValidationAccuracy(trainer, validation_task, items))
+    trainer.add_callback(UntrainedBaselineNotKept())
+    if config.early_stopping_patience:
+        trainer.add_callback(
+            EarlyStoppingCallback(
+                early_stopping_patience=config.early_stopping_patience,
+                early_stopping_threshold=config.early_stopping_threshold,
+            )
+        )
+    return trainer
