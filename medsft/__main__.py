@@ -6,8 +6,9 @@ medsft train  [-r RECIPE] [-p key value ...] [-f params.yaml]  LoRA SFT into out
 medsft run    [-r RECIPE] [-p key value ...] [-f params.yaml] [--stages data,train,...] [--from-run DIR]
               the stage notebooks (papermill) into outputs/<run-id>/; -r defaults to gemma3-270m/pipeline-cpu
 medsft sweep  GRID.yaml   the pipeline for every combination of a grid, then notebooks/10_summary.ipynb
-medsft eval   --model SPEC --task medqa|pubmedqa|synthetic|dialogue --out FILE.json [--data FILE] [--split test|dev]
-              [--limit N] [--mode loglikelihood|generate] [--batch-size N] [--seed N] [--overwrite]
+medsft eval   --model SPEC --task TASK[,TASK..]|suite --out FILE.json [--data FILE] [--split test|dev]
+              [--limit N] [--num-fewshot K] [--view raw|chat] [--mode loglikelihood|generate] [--batch-size N]
+              [--seed N] [--overwrite]
               one model on one task: per-question predictions, accuracy with n and a 95% interval
 medsft export RUN_DIR [--quant q8_0,q4_k_m] [--push REPO_ID] [--strict] [--allow-failed] [--overwrite]
               merged 16-bit + checked GGUF files + model card; exits 1 if a file fails its check
@@ -115,9 +116,14 @@ def run_command(args: argparse.Namespace) -> int:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="embedded, a model or adapter folder, a hub id, or a .gguf file")
-    parser.add_argument("--task", help="medqa, pubmedqa, synthetic (also synthetic_ood) or dialogue")
+    parser.add_argument(
+        "--task", help="a task (medqa, pubmedqa, medmcqa, mmlu_<subject>, synthetic, synthetic_ood, dialogue), "
+        "a comma-separated list, or a suite: 'suite' (the nine leaderboard tasks) or 'mmlu' (its six subjects)"
+    )
     parser.add_argument("--data", help="a JSON/JSONL/Parquet file or hub id instead of the carried test split")
-    parser.add_argument("--split", default="test", help="test (default) or dev (MedQA's carried dev split)")
+    parser.add_argument("--split", help="the split to score (default: the task's own; MedQA also has dev)")
+    parser.add_argument("--num-fewshot", default="0", help="k few-shot examples (MMLU's first k dev rows; default 0)")
+    parser.add_argument("--view", default="raw", help="raw (default, lm-eval's prompt) or chat (--apply_chat_template)")
     parser.add_argument("--limit", help="score only the first N items")
     parser.add_argument("--mode", default="loglikelihood", help="loglikelihood (default) or generate")
     parser.add_argument("--batch-size", default="8", help="questions per forward pass (default 8)")
@@ -177,18 +183,21 @@ def check_engine(engine: str, spec: str) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    """`medsft eval`: every input (task, data rows, output file, model spec) is checked before a model loads;
-    a problem is one line `medsft: ...` and exit code 2."""
+    """`medsft eval`: every input (tasks, data rows, output file, model spec) is checked before a model loads;
+    a problem is one line `medsft: ...` and exit code 2. Prints lm-eval's table, the per-discipline table and
+    the baselines; writes one JSON (a task's result, or `{"tasks": {...}}` for several)."""
     from medsft import DISCLAIMER
     from medsft.data import DataError
-    from medsft.evaluate.compare import evaluate_one, normalize_mode
+    from medsft.evaluate.compare import compare_results, evaluate_one, normalize_mode
+    from medsft.evaluate.report import baseline_lines, discipline_rows, discipline_table, lm_eval_table
     from medsft.evaluate.stats import Interval, wilson_interval
-    from medsft.evaluate.tasks import describe_eval_data, get_task, load_eval_items
     from medsft.runs import write_json
+    from medsft.tasks import describe_data, expand_tasks, get_task, load_items
+    from medsft.tasks.base import MAX_FEWSHOT
 
     try:
         if not args.task:
-            raise EvalInputError("--task is required (medqa, pubmedqa, synthetic or dialogue)")
+            raise EvalInputError("--task is required (a task, a comma-separated list, or the suite name 'suite')")
         if args.out is None:
             raise EvalInputError("--out is required (the result JSON file)")
         if args.out.exists() and not args.overwrite:
@@ -199,15 +208,30 @@ def eval_command(args: argparse.Namespace) -> int:
             mode = normalize_mode(args.mode)
         except ValueError as err:
             raise EvalInputError(f"--mode: {err}") from None
+        if args.view not in ("raw", "chat"):
+            raise EvalInputError(f"--view: unknown view '{args.view}'; choose raw or chat")
         limit = positive_int("--limit", args.limit)
         batch_size = positive_int("--batch-size", args.batch_size)
         max_new_tokens = positive_int("--max-new-tokens", args.max_new_tokens)
+        if not args.num_fewshot.isdigit():
+            raise EvalInputError(f"--num-fewshot: expected 0 or a positive integer, got {args.num_fewshot!r}")
+        num_fewshot = int(args.num_fewshot)
         try:
             seed = int(args.seed)
         except ValueError:
             raise EvalInputError(f"--seed: expected an integer, got {args.seed!r}") from None
-        items = load_eval_items(args.task, limit, seed, path=args.data, split=args.split)
-        data = describe_eval_data(args.task, args.data, args.split, seed, len(items))
+        tasks = expand_tasks(name.strip() for name in args.task.split(",") if name.strip())
+        if args.data is not None and len(tasks) > 1:
+            raise EvalInputError("--data names one file: give one --task with it")
+        for task in tasks:
+            spec = get_task(task)
+            if num_fewshot and spec.multiple_choice and (spec.fewshot is None or num_fewshot > MAX_FEWSHOT):
+                raise EvalInputError(
+                    f"--num-fewshot {num_fewshot}: {task} has "
+                    + (f"{MAX_FEWSHOT} few-shot rows" if spec.fewshot else "no few-shot split (zero-shot only)")
+                )
+        items = {task: load_items(task, limit, seed, path=args.data, split=args.split) for task in tasks}
+        data = {task: describe_data(task, args.data, args.split, seed, len(items[task])) for task in tasks}
         check_model_spec(args.model)
         check_engine(args.engine, args.model)
     except DataError as err:
@@ -226,37 +250,51 @@ def eval_command(args: argparse.Namespace) -> int:
         from medsft.evaluate.compare import load_scorer
 
         scorer = load_scorer(args.model, args.engine, batch_size)
-    result = evaluate_one(scorer, args.task, items, mode, seed, max_new_tokens=max_new_tokens)
-    if result.mode == "dialogue":  # per-item scores in [0, 1]: the result's own bootstrap interval
-        interval = Interval(result.metrics["acc"], *result.metrics["acc_ci"])
-        headline, method = "key-point hit rate", "percentile bootstrap, 95%"
-    else:
-        interval, headline, method = wilson_interval(result.outcomes()), "acc", "Wilson score interval, 95%"
-    output = {
-        "task": result.task,
-        "model": result.model,
-        "mode": result.mode,
-        "n": result.n,
-        "acc": result.metrics["acc"],
-        "acc_ci": [interval.low, interval.high],
-        "ci": method,
-        "data": data,
-        **{k: v for k, v in result.to_dict().items() if k not in ("task", "model", "n", "mode")},
-    }
-    output["model_spec"] = {"spec": args.model, "scorer": type(scorer).__name__}
-    if result.mode != "loglikelihood":
-        output.setdefault("disclaimer", DISCLAIMER)  # the file holds generated text
+    outputs, results = {}, []
+    for task in tasks:
+        options = {"num_fewshot": num_fewshot, "view": args.view} if get_task(task).multiple_choice else {}
+        result = evaluate_one(scorer, task, items[task], mode, seed, max_new_tokens=max_new_tokens, **options)
+        results.append(result)
+        if result.mode == "dialogue":  # per-item scores in [0, 1]: the result's own bootstrap interval
+            interval, method = Interval(result.metrics["acc"], *result.metrics["acc_ci"]), "percentile bootstrap, 95%"
+        else:
+            interval, method = wilson_interval(result.outcomes()), "Wilson score interval, 95%"
+        output = {
+            "task": result.task,
+            "model": result.model,
+            "mode": result.mode,
+            "n": result.n,
+            "acc": result.metrics["acc"],
+            "acc_ci": [interval.low, interval.high],
+            "ci": method,
+            "data": data[task],
+            "baselines": compare_results([result], seed).baselines,
+            **{k: v for k, v in result.to_dict().items() if k not in ("task", "model", "n", "mode")},
+        }
+        output["model_spec"] = {"spec": args.model, "scorer": type(scorer).__name__}
+        if result.mode != "loglikelihood":
+            output.setdefault("disclaimer", DISCLAIMER)  # the file holds generated text
+        outputs[task] = output
+    summary = outputs[tasks[0]] if len(tasks) == 1 else {"tasks": outputs, "model": results[0].model}
     try:
-        write_json(args.out, output, overwrite=args.overwrite)
+        write_json(args.out, summary, overwrite=args.overwrite)
     except FileExistsError as err:
         print(f"medsft: FileExistsError: {err}", file=sys.stderr)
         return 2
-    print(
-        f"{args.task} [{f'seed {seed}' if get_task(args.task).kind == 'generated' else args.split}] {result.model}: "
-        f"{headline} {result.metrics['acc']:.3f} (n={result.n}, 95% CI {interval.low:.3f}-{interval.high:.3f})"
-        + "".join(f", {k} {result.metrics[k]:.3f}" for k in ("rouge1", "rouge2", "rougeL") if k in result.metrics)
-        + f" -> {args.out}"
-    )
+    if any(result.mode != "dialogue" for result in results):
+        print(lm_eval_table(results))
+    if discipline_rows(results):
+        print("\nPer discipline:\n" + discipline_table(results))
+    lines = [line for result in results for line in baseline_lines(compare_results([result], seed))]
+    if lines:
+        print("\nBaselines:\n" + "\n".join(lines))
+    for task, result in zip(tasks, results, strict=True):
+        low, high = outputs[task]["acc_ci"]
+        where = f"seed {seed}" if not get_task(task).multiple_choice else data[task].get("split")
+        headline = "key-point hit rate" if result.mode == "dialogue" else "acc"
+        rouge = "".join(f", {k} {result.metrics[k]:.3f}" for k in ("rouge1", "rouge2", "rougeL") if k in result.metrics)
+        print(f"{result.task} [{where}] {result.model}: {headline} {result.metrics['acc']:.3f} (n={result.n}, "
+              f"95% CI {low:.3f}-{high:.3f}){rouge} -> {args.out}")  # fmt: skip
     return 0
 
 

@@ -44,10 +44,21 @@ BACKENDS = ("auto", "unsloth", "transformers")
 CHECKPOINT_MEASURES = ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
 EVAL_MODES = ("loglikelihood", "generate")  # how multiple-choice tasks are scored; generated ones always generate
+# How multiple-choice tasks are shown to the model when scored by log-likelihood: "raw" (lm-eval's default prompt,
+# the comparable number) and "chat" (the same items through the chat template, lm-eval's --apply_chat_template).
+EVAL_VIEWS = ("raw", "chat")
 EVAL_ENGINES = ("transformers", "vllm")  # what runs the evaluated models (medsft.evaluate.compare.load_scorer)
 # PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
 # decision alone, which puts all of the loss on the word the benchmark scores right after the question.
 DATA_STYLES = {"pubmedqa": ("reasoning", "answer")}
+# The evaluation tasks (medsft.tasks.TASKS, one module each; tests/test_tasks.py keeps the two lists equal) and
+# the suites a task list may name: `suite` is the Open Medical-LLM Leaderboard's nine.
+LEADERBOARD_TASKS = (
+    "medqa", "pubmedqa", "medmcqa", "mmlu_anatomy", "mmlu_clinical_knowledge", "mmlu_college_biology",
+    "mmlu_college_medicine", "mmlu_medical_genetics", "mmlu_professional_medicine",
+)  # fmt: skip
+EVAL_TASKS = (*LEADERBOARD_TASKS, "synthetic", "synthetic_ood", "dialogue")
+EVAL_SUITES = {"suite": LEADERBOARD_TASKS, "mmlu": tuple(t for t in LEADERBOARD_TASKS if t.startswith("mmlu_"))}
 DATA_SOURCES = ("medical_o1", "medqa", "pubmedqa", "instructions", "messages", "synthetic")
 
 
@@ -128,8 +139,9 @@ class RunConfig:
     add_disclaimer: bool = False
 
     # Evaluation
-    eval_tasks: list[str] = field(default_factory=lambda: ["medqa", "pubmedqa", "synthetic", "synthetic_ood"])
-    eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500), as papers report
+    # Task names or suite names (`suite`: the nine leaderboard tasks), expanded when the config is built.
+    eval_tasks: list[str] = field(default_factory=lambda: [*LEADERBOARD_TASKS, "synthetic", "synthetic_ood"])
+    eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500, ...), as papers report
     # Generation is ~100x slower than log-likelihood scoring on a CPU, so generative tasks (synthetic) get their
     # own item count (None: eval_limit) and reply length (a synthetic reference answer is ~170-200 tokens).
     eval_generate_limit: int | None = None
@@ -137,6 +149,12 @@ class RunConfig:
     # How MedQA/PubMedQA are scored: "loglikelihood" (lm-eval's choice log-likelihoods) or "generate" (a reasoned
     # reply through the chat template, answer extracted). The synthetic tasks always generate.
     eval_mode: str = "loglikelihood"
+    # The scoring views of log-likelihood scoring, each a separate result (`<task>_chat`) for base and tuned: a
+    # model trained through the chat template is read in both, the raw one being the leaderboard's number.
+    eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
+    # Items per task in the chat view (the first N of the raw view's, so the two pair; None: all): its prompts are
+    # ~1.5x longer (the template's turns), so scoring them all would add more than the raw view costs.
+    eval_chat_limit: int | None = 200
     # What runs the evaluated models: "transformers" (HFScorer, CPU or GPU) or "vllm" (VLLMScorer, a GPU serving
     # engine for full test sets with the same prompts and extraction; `pip install -e '.[vllm]'`).
     eval_engine: str = "transformers"
@@ -156,15 +174,6 @@ class RunConfig:
     # Where results go
     output_dir: str = "outputs"
     run_id: str | None = None
-
-    def eval_items(self, task: str) -> int | None:
-        """How many items of `task` to evaluate: generation (synthetic) is ~100x slower than scoring on a CPU,
-        so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
-        from medsft.evaluate.tasks import get_task
-
-        if self.eval_generate_limit is not None and get_task(task).generative:
-            return self.eval_generate_limit
-        return self.eval_limit
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,8 +220,17 @@ def build_config(values: Mapping[str, Any], sources: Mapping[str, str] | None = 
     hints = typing.get_type_hints(RunConfig)
     kwargs = {name: coerce(name, value, hints[name], sources.get(name, "arguments")) for name, value in values.items()}
     config = RunConfig(**kwargs)
+    config.eval_tasks = expand_suites(config.eval_tasks)
     validate(config)
     return config
+
+
+def expand_suites(tasks: typing.Iterable[str]) -> list[str]:
+    """Suite names (`EVAL_SUITES`) replaced by their tasks, in order, without repeats."""
+    out: list[str] = []
+    for name in tasks:
+        out += [task for task in EVAL_SUITES.get(name, (name,)) if task not in out]
+    return out
 
 
 def check_names(names: typing.Iterable[str], where: Mapping[str, str] | None = None) -> None:
@@ -333,8 +351,6 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
 
 def validate(config: RunConfig) -> None:
     """Range and choice checks that types alone cannot express."""
-    from medsft.evaluate.tasks import TASKS
-
     def one_of(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
         allowed = tuple(allowed)
         if value not in allowed:
@@ -349,8 +365,12 @@ def validate(config: RunConfig) -> None:
     one_of("optimizer", config.optimizer, OPTIMIZERS)
     one_of("lr_scheduler", config.lr_scheduler, SCHEDULERS)
     for i, task in enumerate(config.eval_tasks):
-        one_of(f"eval_tasks[{i}]", task, TASKS)  # the task table, medsft.evaluate.tasks
+        one_of(f"eval_tasks[{i}]", task, EVAL_TASKS)  # the task table, medsft.tasks
     one_of("eval_mode", config.eval_mode, EVAL_MODES)
+    for i, view in enumerate(config.eval_views):
+        one_of(f"eval_views[{i}]", view, EVAL_VIEWS)
+    if "raw" not in config.eval_views:
+        raise ConfigError("eval_views: must hold 'raw' (the leaderboard's comparable number); add 'chat' beside it")
     one_of("eval_engine", config.eval_engine, EVAL_ENGINES)
     for i, quant in enumerate(config.export_quantizations):
         one_of(f"export_quantizations[{i}]", quant, QUANTIZATIONS)
@@ -410,6 +430,8 @@ def validate(config: RunConfig) -> None:
         positive("eval_limit", config.eval_limit)
     if config.eval_generate_limit is not None:
         positive("eval_generate_limit", config.eval_generate_limit)
+    if config.eval_chat_limit is not None:
+        positive("eval_chat_limit", config.eval_chat_limit)
     if config.export_check_items is not None:
         positive("export_check_items", config.export_check_items)
     if not 0 <= config.export_min_token_agreement <= 1:

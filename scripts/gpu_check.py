@@ -443,7 +443,7 @@ def load_for_training(args: argparse.Namespace, backend_name: str, out: Path, st
         result["import_seconds"] = round(time.perf_counter() - tick, 1)
         if not usable:
             raise RuntimeError(f"Unsloth cannot run here: {why}")
-    from medsft.data import build_training_data
+    from medsft.data.build import build_training_data
     from medsft.train.backend import is_multimodal, select_backend
     from medsft.train.labels import IGNORE_INDEX
     from medsft.train.steps import Start, TrainingRows, make_trainer, tokenize_split
@@ -577,7 +577,7 @@ def train_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[st
 
 def medqa_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str, Any]) -> None:
     """The trained 4-bit model on real MedQA questions as medsft scores now (compile off while scoring)."""
-    from medsft.data import load_medqa_eval
+    from medsft.tasks.medqa import load_items as load_medqa_eval
 
     items = load_medqa_eval(limit=args.medqa)
     result["n"] = len(items)
@@ -589,7 +589,7 @@ def medqa_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[st
 
 def stall_probe_stage(args: argparse.Namespace, state: dict[str, Any], result: dict[str, Any]) -> None:
     """The same questions scored as before the fix, torch.compile left on, until the cap: where the time goes."""
-    from medsft.data import load_medqa_eval
+    from medsft.tasks.medqa import load_items as load_medqa_eval
 
     items = load_medqa_eval(limit=args.medqa)
     probe = score_for(
@@ -725,7 +725,7 @@ def validation_check(model: Any, tokenizer: Any, count: int = 32) -> dict[str, A
     the training model scored through the evaluation prompt, then left in training mode with its attention back.
 
     Real runs score held-out training rows; here official test items stand in, for the plumbing and the speed."""
-    from medsft.data import load_pubmedqa_eval
+    from medsft.tasks.pubmedqa import load_items as load_pubmedqa_eval
     from medsft.train import checkpoint_selection
 
     items = load_pubmedqa_eval(limit=count)
@@ -776,9 +776,10 @@ def vllm_child(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, An
     import torch
 
     from medsft.config import build_config
-    from medsft.data import load_medqa_eval, synthetic_eval_cases
+    from medsft.data import synthetic_eval_cases
     from medsft.evaluate import HFScorer, evaluate_multiple_choice, evaluate_synthetic
     from medsft.evaluate.vllm_scorer import VLLMScorer
+    from medsft.tasks.medqa import load_items as load_medqa_eval
 
     result.update(ok=False, stage="vllm")
     config = build_config({"model": args.model, "backend": "transformers", "dtype": "bfloat16"})

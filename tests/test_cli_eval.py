@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from medsft.__main__ import main
+from medsft.config import LEADERBOARD_TASKS
 from medsft.data import sample_path
 from medsft.data.loaders import BENCHMARKS_DIR
 
@@ -44,10 +45,10 @@ def broken_medqa(tmp_path: Path) -> Path:
 
 
 def test_unknown_task_is_a_one_line_error(capsys, tmp_path, no_model_load):
-    code, err = run_eval(capsys, "--model", "embedded", "--task", "mmlu", "--out", str(tmp_path / "r.json"))
+    code, err = run_eval(capsys, "--model", "embedded", "--task", "mmlu_virology", "--out", str(tmp_path / "r.json"))
     assert code == 2
-    tasks = "medqa, pubmedqa, synthetic, synthetic_ood, dialogue"
-    assert err == f"medsft: unknown evaluation task 'mmlu'; choose one of {tasks}"
+    assert err.startswith("medsft: unknown evaluation task 'mmlu_virology'; choose one of medqa, pubmedqa, medmcqa,")
+    assert err.endswith("synthetic, synthetic_ood, dialogue, suite, mmlu")
 
 
 def test_missing_data_file_is_a_one_line_error_naming_it(capsys, tmp_path, no_model_load):
@@ -127,6 +128,34 @@ def test_a_run_on_the_tiny_model_writes_predictions_accuracy_interval_and_data_h
     assert data["data"]["files"] == [
         {"path": str(test_file.resolve()), "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest()}
     ]
-    assert len(printed) == 1 and "n=3" in printed[0] and str(out) in printed[0]
+    # lm-eval's table (acc and acc_norm rows), the baselines, then one summary line.
+    assert printed[0] == "|Tasks|Model|Version|Filter|n-shot|Metric| |Value| |Stderr|n|95% CI|"
+    assert printed[2].startswith("|medqa|") and "|Yaml|none|0|acc|↑|" in printed[2] and printed[3].count("acc_norm")
+    assert any("best constant answer" in line for line in printed)
+    baselines = data["baselines"]
+    assert baselines["constant"]["answer"] in "ABCD" and sum(baselines["distribution"]["gold"].values()) == 3
+    assert "n=3" in printed[-1] and str(out) in printed[-1]
     # The same command again is refused rather than overwriting the result.
     assert main(["eval", "--model", str(tiny_gemma_dir), "--task", "medqa", "--limit", "3", "--out", str(out)]) == 2
+
+
+def test_a_suite_run_prints_lm_evals_table_the_disciplines_and_the_baselines(capsys, tmp_path, tiny_gemma_dir):
+    out = tmp_path / "suite.json"
+    code = main(["eval", "--model", str(tiny_gemma_dir), "--task", "suite", "--limit", "2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert list(data["tasks"]) == list(LEADERBOARD_TASKS)
+    assert all(task["n"] == 2 and task["baselines"]["constant"] for task in data["tasks"].values())
+    assert printed.count("|acc|↑|") == 9 and printed.count("|acc_norm|↑|") == 9
+    assert "Per discipline:" in printed and "|mmlu_anatomy|anatomy|" in printed and "|medmcqa|Anaesthesia|" in printed
+    assert printed.count("best constant answer") == 9
+
+
+def test_few_shot_is_refused_for_a_task_without_a_few_shot_split(capsys, tmp_path):
+    code, err = run_eval(capsys, "--model", "embedded", "--task", "medqa", "--num-fewshot", "2", "--out",
+                         str(tmp_path / "r.json"))  # fmt: skip
+    assert code == 2 and err == "medsft: --num-fewshot 2: medqa has no few-shot split (zero-shot only)"
+    code, err = run_eval(capsys, "--model", "embedded", "--task", "mmlu", "--num-fewshot", "6", "--out",
+                         str(tmp_path / "r.json"))  # fmt: skip
+    assert code == 2 and err == "medsft: --num-fewshot 6: mmlu_anatomy has 5 few-shot rows"

@@ -78,7 +78,7 @@ def test_wrong_type_names_field_value_and_source():
         ("optimizer", "adam9", "choose one of adamw_torch, adamw_8bit"),
         ("lr_scheduler", "step", "choose one of cosine, linear"),
         ("export_quantizations", ["q3_k"], "export_quantizations[0]: 'q3_k' is not allowed; choose one of f16"),
-        ("eval_tasks", ["mmlu"], "eval_tasks[0]: 'mmlu' is not allowed"),
+        ("eval_tasks", ["mmlu_virology"], "eval_tasks[0]: 'mmlu_virology' is not allowed"),
         ("eval_mode", "sampling", "eval_mode: 'sampling' is not allowed; choose one of loglikelihood, generate"),
         ("lora_dropout", 1.5, "lora_dropout: must be in [0, 1)"),
         ("max_steps", 0, "max_steps: must be -1"),

@@ -173,7 +173,7 @@ def test_disclaimer_is_appended_once_to_every_assistant_turn():
 
 def test_report_counts_what_cleaning_removed_from_the_bundled_instruction_sample(gemma_tokenizer):
     from medsft.config import DataSource, RunConfig
-    from medsft.data import build_training_data
+    from medsft.data.build import build_training_data
 
     config = RunConfig(datasets=[DataSource(name="instructions", path="sample:instructions")], validation_fraction=0.0)
     splits, report = build_training_data(config, gemma_tokenizer)

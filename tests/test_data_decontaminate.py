@@ -7,25 +7,24 @@ import re
 
 import pytest
 
-from medsft.config import DataSource, RunConfig
+from medsft.config import LEADERBOARD_TASKS, DataSource, RunConfig
 from medsft.data import (
     EvalText,
     OverlapIndex,
-    config_eval_texts,
     decontaminate,
     generate_synthetic,
-    load_eval_texts,
     load_instructions,
     load_medical_o1,
     load_medqa,
-    load_medqa_eval,
     load_messages,
     load_pubmedqa,
     synthetic_eval_cases,
 )
 from medsft.data.decontaminate import NGRAM
-from medsft.data.loaders import pubmedqa_test_records
 from medsft.data.records import make_example
+from medsft.tasks import config_eval_texts, load_eval_texts
+from medsft.tasks.medqa import load_items as load_medqa_eval
+from medsft.tasks.pubmedqa import test_records as pubmedqa_test_records
 
 
 def chat(question: str, answer: str = "I would need more information.", id: str = "train-1") -> dict:
@@ -118,21 +117,21 @@ def test_eval_texts_cover_every_task_in_use():
     assert len([t for t in texts if t.task == "medqa"]) == 1273  # the whole carried test split
     assert len({t.id for t in texts if t.task == "pubmedqa"}) == 500  # the official test split
     with pytest.raises(ValueError, match="unknown evaluation task"):
-        load_eval_texts(["mmlu"])
+        load_eval_texts(["mmlu_virology"])
 
 
 def test_synthetic_texts_are_the_cases_evaluation_draws_with_the_run_seed_and_count():
-    from medsft.evaluate.compare import load_items
+    from medsft.tasks import item_limit, load_items
 
     config = RunConfig(seed=11, data_seed=0, eval_tasks=["synthetic"], eval_limit=50, eval_generate_limit=6)
     texts = config_eval_texts(config)
-    evaluated = load_items("synthetic", config.eval_items("synthetic"), config.seed)
+    evaluated = load_items("synthetic", item_limit(config, "synthetic"), config.seed)
     assert [t.id for t in texts] == [case.id for case in evaluated]
     assert [t.text for t in texts] == [case.prompt for case in evaluated]
 
 
 def test_every_registered_synthetic_eval_set_is_indexed_under_its_task():
-    from medsft.evaluate.tasks import TASKS
+    from medsft.tasks import TASKS
 
     generated = {name: task.generate for name, task in TASKS.items() if task.generate is not None}
     assert set(generated) == {"synthetic", "synthetic_ood"}
@@ -142,16 +141,18 @@ def test_every_registered_synthetic_eval_set_is_indexed_under_its_task():
 
 
 def test_pipeline_drops_and_counts_a_planted_test_question(gemma_tokenizer, tmp_path):
-    from medsft.data import build_training_data
+    from medsft.data.build import build_training_data
 
     item = load_medqa_eval()[0]
     rows = [{"instruction": "Answer this exam question.", "input": item.question, "output": item.choices[item.answer]}]
     rows += [{"instruction": f"Define term number {i}.", "input": "", "output": f"Definition {i}."} for i in range(5)]
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    config = RunConfig(datasets=[DataSource(name="instructions", path=str(path))], validation_fraction=0.0)
+    config = RunConfig(
+        datasets=[DataSource(name="instructions", path=str(path))], validation_fraction=0.0,
+        eval_tasks=["medqa", "pubmedqa", "synthetic", "synthetic_ood"],
+    )  # fmt: skip
     splits, report = build_training_data(config, gemma_tokenizer)
-    assert config.eval_tasks == ["medqa", "pubmedqa", "synthetic", "synthetic_ood"]
     assert report.contamination == {"medqa": 1, "pubmedqa": 0, "synthetic": 0, "synthetic_ood": 0}
     reasons = {"medqa": {"question": 1}, "pubmedqa": {}, "synthetic": {}, "synthetic_ood": {}}
     assert report.contamination_reasons == reasons
@@ -160,4 +161,5 @@ def test_pipeline_drops_and_counts_a_planted_test_question(gemma_tokenizer, tmp_
     assert report.removed["contaminated"] == 1 and len(splits["train"]) == 5
     assert all(item.question not in m["content"] for row in splits["train"] for m in row["messages"])
     off = RunConfig(datasets=config.datasets, validation_fraction=0.0, decontaminate=False)
+    assert RunConfig().eval_tasks == [*LEADERBOARD_TASKS, "synthetic", "synthetic_ood"]  # all nine by default
     assert len(build_training_data(off, gemma_tokenizer)[0]["train"]) == 6

@@ -15,15 +15,15 @@ from medsft.data import (
     load_instructions,
     load_medical_o1,
     load_medqa,
-    load_medqa_eval,
     load_messages,
     load_pubmedqa,
-    load_pubmedqa_eval,
     load_source,
     sample_path,
-    validate_sources,
 )
+from medsft.data.build import validate_sources
 from medsft.data.loaders import BENCHMARKS_DIR, PUBMEDQA_TEST_FILE, stratified_test_indices
+from medsft.tasks.medqa import load_items as load_medqa_eval
+from medsft.tasks.pubmedqa import load_items as load_pubmedqa_eval
 
 
 def sample_rows(name: str) -> list[dict]:
@@ -143,7 +143,7 @@ def test_pubmedqa_training_default_is_the_other_500_labelled_items_never_a_test_
 
 def test_ori_pqal_contexts_are_joined_with_newlines_exactly_like_lm_eval():
     preprocess = pytest.importorskip("lm_eval.tasks.pubmedqa.preprocess_pubmedqa")
-    from medsft.evaluate.prompts import pubmedqa_prompt
+    from medsft.tasks.pubmedqa import prompt as pubmedqa_prompt
 
     raw = json.loads((BENCHMARKS_DIR / "pubmedqa" / "ori_pqal.json").read_text(encoding="utf-8"))
     for item in load_pubmedqa_eval(limit=20):

@@ -9,7 +9,8 @@ import pytest
 
 from medsft import DISCLAIMER
 from medsft.config import DataSource, RunConfig
-from medsft.data import build_training_data, mix_sources, sample_path, split_train_validation
+from medsft.data import mix_sources, sample_path, split_train_validation
+from medsft.data.build import build_training_data
 from medsft.data.mix import largest_remainder
 from medsft.plots import plot_token_lengths
 
@@ -161,7 +162,7 @@ def test_report_is_json_ready(built):
     _, report = built
     data = json.loads(json.dumps(report.to_dict()))
     assert data["removed"]["exact_duplicate"] == 1 and data["removed"]["near_duplicate"] == 1
-    assert set(data["contamination"]) == {"medqa", "pubmedqa", "synthetic", "synthetic_ood"}  # the default tasks
+    assert set(data["contamination"]) == set(RunConfig().eval_tasks)  # the default: the nine and the synthetic sets
     assert len(data["token_lengths"]) == report.train_rows + report.validation_rows
 
 

@@ -192,7 +192,7 @@ def test_medsft_eval_task_dialogue_refuses_a_data_file(capsys, tmp_path):
 
 @pytest.mark.parametrize("task", ["dialogue"])
 def test_decontamination_indexes_the_held_out_dialogues(task):
-    from medsft.data.decontaminate import load_eval_texts
+    from medsft.tasks import load_eval_texts
 
     texts = load_eval_texts([task])
     assert len({t.id for t in texts}) == 500 and {t.part for t in texts} == {"patient", "reference"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from medsft.data import MultipleChoiceItem
-from medsft.evaluate.extraction import extract_letter, extract_yes_no_maybe
 from medsft.evaluate.generative import cot_messages, extract_choice, score_replies, summarize_replies
+from medsft.tasks.extraction import extract_letter, extract_yes_no_maybe
 
 OPTIONS = ["Metformin", "Insulin glargine", "Lifestyle advice only", "Gliclazide"]
 ITEM = MultipleChoiceItem(id="q1", question="First-line drug for type 2 diabetes?", choices=OPTIONS, answer=0)

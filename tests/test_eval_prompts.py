@@ -1,4 +1,5 @@
-"""Prompts, choices, the context/continuation token split and acc/acc_norm are lm-eval's, exactly."""
+"""Prompts, choices, the context/continuation token split and acc/acc_norm are lm-eval's, exactly (every real
+item of all nine tasks against lm-eval's own task: tests/test_tasks.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 
 from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import first_argmax, predictions
-from medsft.evaluate.prompts import medqa_prompt, pubmedqa_prompt
-from medsft.evaluate.tasks import get_task
 from medsft.evaluate.transformers_scorer import encode_pair, hf_tokenize
+from medsft.tasks import get_task
+from medsft.tasks.medqa import prompt as medqa_prompt
+from medsft.tasks.pubmedqa import prompt as pubmedqa_prompt
 
 MEDQA_ITEM = MultipleChoiceItem(
     id="q1",
@@ -118,33 +120,3 @@ def test_acc_norm_divides_by_the_choice_length_in_characters_without_the_delimit
 def test_ties_go_to_the_first_choice_like_numpy_argmax():
     assert first_argmax([-1.0, -0.5, -0.5, -2.0]) == 1
     assert predictions([-1.0, -1.0, -1.0, -1.0], list("ABCD")) == (0, 0)
-
-
-@pytest.mark.parametrize("task", ["medqa", "pubmedqa"])
-def test_every_real_test_prompt_equals_lm_evals_on_the_files_own_rows(task):
-    """All 1,273 MedQA and 500 PubMedQA test prompts, built by medsft's loader, equal lm-eval's `doc_to_text`
-    of the carried file's raw rows: no stripped space (MedQA row 243 starts with one) or re-joined passage."""
-    import json
-
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    from medsft.data import load_medqa_eval, load_pubmedqa_eval
-    from medsft.data.loaders import bundled_path
-    from medsft.evaluate.harness import raw_lm_eval_row
-
-    config = load_yaml(lm_eval_task_dir() / task / f"{task}.yaml")
-    if task == "medqa":
-        items = load_medqa_eval()
-        lines = bundled_path("medqa-test").read_text(encoding="utf-8").splitlines()
-        raw = [json.loads(line) for line in lines if line.strip()]
-    else:
-        items = load_pubmedqa_eval()
-        by_pmid = json.loads(bundled_path("pubmedqa").read_text(encoding="utf-8"))
-        raw = [by_pmid[item.id.rsplit(":", 1)[1]] for item in items]
-    assert len(items) == len(raw) == (1273 if task == "medqa" else 500)
-    for item, row in zip(items, raw, strict=True):
-        doc = raw_lm_eval_row(task, row)
-        assert get_task(task).context(item) == config["doc_to_text"](doc), item.id
-        target = config["doc_to_target"](doc) if callable(config["doc_to_target"]) else doc["final_decision"]
-        gold = target if isinstance(target, int) else get_task(task).choices(item).index(target)
-        assert item.answer == gold, item.id

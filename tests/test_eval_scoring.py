@@ -8,8 +8,8 @@ import torch
 from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import build_requests, evaluate_multiple_choice
 from medsft.evaluate.results import read_result, write_result
-from medsft.evaluate.tasks import get_task
 from medsft.evaluate.transformers_scorer import ChoiceRequest, GenerationSettings, HFScorer, encode_pair
+from medsft.tasks import get_task
 
 ITEMS = [
     MultipleChoiceItem(
@@ -165,41 +165,59 @@ def test_real_model_predictions_equal_lm_evals(embedded_dir, gemma_tokenizer, tm
         assert record["gold"] == (item.choices.index(target) if isinstance(target, str) else target)
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    ("task", "picks"),
-    # MedQA rows 243 and 828 (0-based) begin a question / an option with a space: the two predictions that
-    # once differed from lm-eval because the loader stripped it. PubMedQA: the first official test PMIDs.
-    [("medqa", [243, 828, 448, 0]), ("pubmedqa", [0, 1, 2])],
-)
-def test_real_test_questions_score_like_lm_eval_reading_the_raw_file(
-    embedded_dir, gemma_tokenizer, tmp_path, task, picks
-):
+@pytest.fixture(scope="module")
+def lm_eval_model(embedded_dir):
+    """lm-eval's own `hf` model on the embedded checkpoint (its folder carries the Gemma 3 chat template)."""
     pytest.importorskip("lm_eval")
-    import json
-
     from lm_eval.models.huggingface import HFLM
 
-    from medsft.data import load_medqa_eval, load_pubmedqa_eval
-    from medsft.data.loaders import bundled_path
-    from medsft.evaluate.harness import raw_lm_eval_row, run_local_task, sample_loglikelihoods, write_local_task
+    return HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
 
-    if task == "medqa":
-        lines = [line for line in bundled_path("medqa-test").read_text(encoding="utf-8").splitlines() if line]
-        items = [load_medqa_eval()[i] for i in picks]
-        raw = [json.loads(lines[i]) for i in picks]
-    else:
-        items = [load_pubmedqa_eval()[i] for i in picks]
-        by_pmid = json.loads(bundled_path("pubmedqa").read_text(encoding="utf-8"))
-        raw = [by_pmid[item.id.rsplit(":", 1)[1]] for item in items]
-    lm = HFLM(pretrained=str(embedded_dir), device="cpu", batch_size=2)
-    rows = [raw_lm_eval_row(task, row) for row in raw]
-    samples = run_local_task(lm, write_local_task(task, rows, tmp_path), tmp_path)
-    ours = evaluate_multiple_choice(HFScorer(lm.model, gemma_tokenizer, batch_size=3), task, items)
+
+# MedQA rows 243 and 828 (0-based) begin a question / an option with a space: the two predictions that once
+# differed from lm-eval because the loader stripped it. Elsewhere: the first items and one further in.
+PICKS = {
+    "medqa": [243, 828, 0], "pubmedqa": [0, 1], "medmcqa": [0, 2000], "mmlu_anatomy": [0, 70],
+    "mmlu_clinical_knowledge": [0, 100], "mmlu_college_biology": [0, 50], "mmlu_college_medicine": [0, 90],
+    "mmlu_medical_genetics": [0, 60], "mmlu_professional_medicine": [0, 200],
+}  # fmt: skip
+
+
+def assert_scores_like_lm_eval(model, tokenizer, folder, task, picks, view="raw", num_fewshot=0):
+    from medsft.evaluate.harness import raw_rows, run_lm_eval, sample_loglikelihoods
+    from medsft.tasks import load_items
+
+    every = load_items(task)
+    items = [every[i] for i in picks]
+    raw = raw_rows(task, every[: max(picks) + 1])  # the file's own rows, read without medsft's parser
+    samples = run_lm_eval(model, task, [raw[i] for i in picks], folder, num_fewshot, chat=view == "chat")
+    scorer = HFScorer(model.model, tokenizer, batch_size=3)
+    ours = evaluate_multiple_choice(scorer, task, items, num_fewshot=num_fewshot, view=view)
     for record, sample in zip(ours.questions, samples, strict=True):
         theirs = sample_loglikelihoods(sample)
-        assert record["scores"] == pytest.approx(theirs, abs=1e-3)
-        assert record["pred"] == max(range(len(theirs)), key=lambda i: (theirs[i], -i))
+        assert record["scores"] == pytest.approx(theirs, abs=1e-3), record["id"]
+        assert record["pred"] == max(range(len(theirs)), key=lambda i: (theirs[i], -i)), record["id"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("task", list(PICKS))
+def test_real_items_of_each_task_score_like_lm_eval_reading_the_raw_file(
+    lm_eval_model, gemma_tokenizer, tmp_path, task
+):
+    assert_scores_like_lm_eval(lm_eval_model, gemma_tokenizer, tmp_path, task, PICKS[task])
+
+
+@pytest.mark.integration
+def test_mmlu_few_shot_scores_like_lm_evals_first_n_sampler(lm_eval_model, gemma_tokenizer, tmp_path):
+    assert_scores_like_lm_eval(lm_eval_model, gemma_tokenizer, tmp_path, "mmlu_medical_genetics", [0], num_fewshot=2)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("task", ["medqa", "pubmedqa"])
+def test_the_chat_view_scores_like_lm_evals_apply_chat_template(lm_eval_model, gemma_tokenizer, tmp_path, task):
+    """The continuation after the rendered `<start_of_turn>model\n` is the bare choice, split like lm-eval
+    (the trailing newline moves into it), so it is two tokens and goes through the KV-cache path."""
+    assert_scores_like_lm_eval(lm_eval_model, gemma_tokenizer, tmp_path, task, [0, 1], view="chat")
 
 
 def test_compare_writes_one_file_per_model_and_the_paired_comparison(tiny_scorer, tmp_path):
@@ -257,12 +275,13 @@ def test_model_names_in_result_files_say_which_run_they_came_from(spec, name):
 
 def test_eval_mode_generate_in_the_config_scores_medqa_by_generation(tiny_gemma_dir, tmp_path):
     from medsft.config import build_config
-    from medsft.evaluate.compare import evaluate_models, load_items
+    from medsft.evaluate.compare import evaluate_models
+    from medsft.tasks import item_limit, load_items
 
     config = build_config(
         {"model": str(tiny_gemma_dir), "eval_tasks": ["medqa"], "eval_limit": 2, "eval_mode": "generate"}
     )
-    items = {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
+    items = {task: load_items(task, item_limit(config, task), config.seed) for task in config.eval_tasks}
     results = evaluate_models([config.model], items, config.eval_mode, config.seed, tmp_path, False, 8, config,
                               max_new_tokens=3)  # fmt: skip
     result = results["medqa"][0]
@@ -280,10 +299,10 @@ def test_the_old_mode_spelling_generative_is_still_accepted(tiny_scorer):
 
 def test_the_notebook_shows_a_real_test_question_as_scored_with_each_models_loglikelihoods(tiny_scorer):
     from medsft.config import build_config
-    from medsft.data import load_medqa_eval
     from medsft.evaluate.compare import compare
-    from medsft.evaluate.prompts import medqa_prompt
     from medsft.stages import eval_data_frame, scored_example
+    from medsft.tasks.medqa import load_items as load_medqa_eval
+    from medsft.tasks.medqa import prompt as medqa_prompt
 
     config = build_config({"eval_tasks": ["medqa", "synthetic_ood"], "eval_limit": 2})
     comparison = compare([tiny_scorer], "medqa", items=load_medqa_eval(limit=2))

@@ -8,8 +8,8 @@ import torch
 
 from medsft.data import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import build_requests
-from medsft.evaluate.tasks import get_task
 from medsft.evaluate.transformers_scorer import HFScorer, logits_at, positions_to_keep
+from medsft.tasks import get_task
 
 # Three lengths of question: with batch 1 every forward has its own width, as MedQA's sorted batches do.
 ITEMS = [

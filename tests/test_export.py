@@ -139,10 +139,11 @@ def test_export_fails_closed_on_the_real_files(exported, tiny_run: Path) -> None
 def test_f16_gguf_scores_like_the_merged_checkpoint(exported, tiny_run: Path, tmp_path: Path) -> None:
     """llama.cpp's converter on the merged folder, scored by the same task code as transformers: same
     MedQA tokenization and the same choice log-likelihoods up to float16 rounding."""
-    from medsft.evaluate import HFScorer, load_items
+    from medsft.evaluate import HFScorer
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
     from medsft.evaluate.multiple_choice import score_items
     from medsft.export.gguf import convert
+    from medsft.tasks import load_items
 
     f16 = convert(find_toolchain(), tiny_run / "merged", tmp_path / "tiny-F16.gguf")
     hf = HFScorer.from_spec(str(tiny_run / "merged"))

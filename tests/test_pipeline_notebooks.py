@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from medsft.__main__ import main
+from medsft.config import LEADERBOARD_TASKS
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +141,8 @@ def test_pipeline_results_hold_sane_data_training_and_evaluation_numbers(pipelin
     assert math.isfinite(train["train_loss"]) and 0 < train["final_eval_loss"] < train["first_eval_loss"]
     assert train["tokens_per_second"] > 0
     tasks = results["evaluate"]
-    assert set(tasks) == {"medqa", "pubmedqa", "synthetic", "synthetic_ood"}  # the pipeline recipe's tasks
+    views = {f"{task}{suffix}" for task in LEADERBOARD_TASKS for suffix in ("", "_chat")}  # raw and chat views
+    assert set(tasks) == {*views, "synthetic", "synthetic_ood"}  # the pipeline recipe's tasks: the nine and more
     for task, entry in tasks.items():
         expected_n = 2 if task.startswith("synthetic") else 4
         assert entry["base"]["model"] == "embedded" and entry["tuned"]["model"] == "small-adapter"

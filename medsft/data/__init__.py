@@ -2,14 +2,14 @@
 
 Every source is read from the hub or a local JSON/JSONL/Parquet file (by default the real data carried in
 `benchmarks/`, or a self-written sample where no licensed copy exists, so all of it runs offline), validated
-row by row, and turned into chat examples `{id, source, messages, meta}`. `medsft.evaluate.tasks.load_eval_items`
-reads what each evaluation task scores (MedQA test, the official PubMedQA test split, generated synthetic cases).
-`build_training_data(config, tokenizer)` is the whole pipeline; `validate_sources(config)` checks all the
-data without a tokenizer, before a model is loaded. Importing this package does not import datasets,
+row by row, and turned into chat examples `{id, source, messages, meta}`. What each evaluation task scores is
+read by `medsft.tasks.load_items`. `medsft.data.build.build_training_data(config, tokenizer)` is the whole
+pipeline (it sits above `medsft.tasks`, as it decontaminates against the tasks, so this package does not
+import it); `validate_sources(config)` there checks all the data without a tokenizer, before a model is loaded.
+Importing this package does not import datasets,
 transformers or torch.
 """
 
-from medsft.data.build import build_training_data, validate_sources
 from medsft.data.clean import (
     Removed,
     add_disclaimer,
@@ -23,9 +23,7 @@ from medsft.data.decontaminate import (
     Contamination,
     EvalText,
     OverlapIndex,
-    config_eval_texts,
     decontaminate,
-    load_eval_texts,
 )
 from medsft.data.loaders import (
     HUB_IDS,
@@ -33,10 +31,8 @@ from medsft.data.loaders import (
     load_instructions,
     load_medical_o1,
     load_medqa,
-    load_medqa_eval,
     load_messages,
     load_pubmedqa,
-    load_pubmedqa_eval,
     load_source,
     sample_path,
 )
@@ -72,8 +68,6 @@ __all__ = [
     "SourceReport",
     "SyntheticCase",
     "add_disclaimer",
-    "build_training_data",
-    "config_eval_texts",
     "decontaminate",
     "drop_exact_duplicates",
     "drop_near_duplicates",
@@ -81,14 +75,11 @@ __all__ = [
     "filter_by_length",
     "generate_cases",
     "generate_synthetic",
-    "load_eval_texts",
     "load_instructions",
     "load_medical_o1",
     "load_medqa",
-    "load_medqa_eval",
     "load_messages",
     "load_pubmedqa",
-    "load_pubmedqa_eval",
     "load_source",
     "mix_sources",
     "parse_synthetic_answer",
@@ -98,5 +89,4 @@ __all__ = [
     "split_train_validation",
     "synthetic_eval_cases",
     "synthetic_ood_cases",
-    "validate_sources",
 ]

@@ -18,11 +18,12 @@ from medsft.data.clean import (
     filter_by_length,
     scrub_pii,
 )
-from medsft.data.decontaminate import EvalText, config_eval_texts, decontaminate, indexed_items
+from medsft.data.decontaminate import EvalText, decontaminate, indexed_items
 from medsft.data.loaders import load_source
 from medsft.data.mix import mix_sources, split_train_validation
 from medsft.data.records import DataError, Example, LoadedSource, OnError
 from medsft.data.report import DatasetReport, SourceReport
+from medsft.tasks import config_eval_texts
 
 
 def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[LoadedSource]:

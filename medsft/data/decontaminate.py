@@ -14,17 +14,13 @@ shorter than 8 words are too generic to judge and are not indexed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medsft.data.clean import Removed, words
 from medsft.data.records import Example, all_text
-
-if TYPE_CHECKING:
-    from medsft.config import RunConfig
 
 NGRAM = 8
 MIN_COVERAGE = 0.7
@@ -139,44 +135,6 @@ def decontaminate(
         reason = f"holds {coverage:.0%} of the {n}-grams of {text.task} test {text.part} {text.id}"
         removed.append(Removed(example["id"], example["source"], "contaminated", reason))
     return kept, removed, hits
-
-
-def load_eval_texts(
-    tasks: Sequence[str],
-    seed: int = 0,
-    synthetic_n: int | Mapping[str, int | None] | None = None,
-    medqa_path: str | None = None,
-    pubmedqa_path: str | None = None,
-) -> list[EvalText]:
-    """The texts of every evaluation set in use, read through the task table evaluation uses.
-
-    MedQA and PubMedQA are indexed whole (every test item, not only the first `eval_limit`): by default the
-    carried MedQA test split and the official PubMedQA test split, with each abstract and long answer (each
-    task's `eval_texts` in `medsft.evaluate.tasks.TASKS`). Each generated task is drawn exactly as evaluation
-    draws it: `seed` and the count `synthetic_n` (one number, or one per task; None means evaluation's
-    default, 200).
-    """
-    from medsft.evaluate.tasks import get_task, load_eval_items
-
-    paths = {"medqa": medqa_path, "pubmedqa": pubmedqa_path}
-    texts: list[EvalText] = []
-    for task in tasks:
-        spec = get_task(task)
-        if spec.eval_texts is not None:
-            texts += [EvalText(task, *text) for text in spec.eval_texts(paths.get(task))]
-        else:
-            n = synthetic_n.get(task) if isinstance(synthetic_n, Mapping) else synthetic_n
-            cases = load_eval_items(task, n, seed)
-            texts += [EvalText(task, case.id, "prompt", case.prompt) for case in cases]
-    return texts
-
-
-def config_eval_texts(config: RunConfig) -> list[EvalText]:
-    """Exactly what a run's evaluation scores: its `eval_tasks`, generated sets drawn with `config.seed` and
-    `config.eval_items(task)` items (as the evaluate stage draws them; not `data_seed`)."""
-    return load_eval_texts(
-        config.eval_tasks, seed=config.seed, synthetic_n={task: config.eval_items(task) for task in config.eval_tasks}
-    )
 
 
 def indexed_items(texts: Iterable[EvalText]) -> dict[str, int]:

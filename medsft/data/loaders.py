@@ -57,7 +57,6 @@ DEFAULT_SOURCES = {
     "instructions": "bundled:chatdoctor",
     "messages": "sample:messages",
 }
-MEDQA_EVAL_FILES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
 # The public datasets these loaders read (for recipes and docs; nothing here downloads them by itself).
 HUB_IDS = {
     "medical_o1": "FreedomIntelligence/medical-o1-reasoning-SFT",  # configs en, zh, en_mix, zh_mix
@@ -597,51 +596,3 @@ def load_source(
     if source.style is not None:
         kwargs["style"] = source.style
     return LOADERS[source.name](**kwargs)
-
-
-def load_medqa_eval(
-    path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
-) -> list[MultipleChoiceItem]:
-    """MedQA as 4-option multiple choice, in file order, the first `limit` items.
-
-    With no path the carried official US test split (`medqa/test.jsonl`, 1,273, ids `medqa:test:<row>`) or,
-    with `split="dev"`, the dev split (1,272); a hub id reads that split of the hub dataset.
-    """
-    if path is None:
-        if split not in MEDQA_EVAL_FILES:
-            allowed = ", ".join(MEDQA_EVAL_FILES)
-            raise DataError(f"medqa[{split}]", f"no carried MedQA split '{split}'; use {allowed}")
-        path = MEDQA_EVAL_FILES[split]
-    origin, rows = open_rows(path, MEDQA_EVAL_FILES["test"], None, split)
-    tag = row_tag(origin)
-    items, _ = convert_rows(origin, rows, lambda row, number: parse_medqa(row, number, tag), on_error)
-    return items[:limit] if limit is not None else items
-
-
-def pubmedqa_test_records(path: str | None = None, on_error: OnError = "raise") -> list[dict[str, Any]]:
-    """The PubMedQA test split as parsed records (with the long answer, which decontamination also checks).
-
-    With no path the official 500 PMIDs of the carried `ori_pqal.json`; see `split_pubmedqa` for other files.
-    """
-    origin, rows = open_rows(path, DEFAULT_SOURCES["pubmedqa"], "pqa_labeled", "train")
-    tag = row_tag(origin)
-    records, _ = convert_rows(origin, rows, lambda row, number: parse_pubmedqa(row, number, tag), on_error)
-    test = split_pubmedqa(records, origin)[1]
-    if not test:
-        raise DataError(origin, f"no PubMedQA test items among its {len(records)} rows")
-    return test
-
-
-def load_pubmedqa_eval(
-    path: str | None = None, limit: int | None = None, on_error: OnError = "raise"
-) -> list[MultipleChoiceItem]:
-    """PubMedQA test items (choices yes/no/maybe, context = the abstract's passages joined by "\n").
-
-    With no path: the official 500-PMID test split (yes 276 / no 169 / maybe 55) in the order of the
-    official `test_ground_truth.json`, read from the carried `ori_pqal.json`. The same PMIDs are the test
-    split of the hub's pqa_labeled. A file with none of them (the self-written sample) gives
-    `min(500, rows // 2)` rows stratified by `final_decision` with seed 0, in file order. `limit` takes the
-    first items.
-    """
-    items = [pubmedqa_item(r) for r in pubmedqa_test_records(path, on_error)]
-    return items[:limit] if limit is not None else items

@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsft import runs
 from medsft.config import EVAL_MODES
+from medsft.evaluate.baselines import baselines
 from medsft.evaluate.cache import result_cache
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
 from medsft.evaluate.results import TaskResult, slug, write_result
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
-from medsft.evaluate.tasks import get_task, load_eval_items
 from medsft.evaluate.transformers_scorer import GENERATE_BATCH_SIZE, HFScorer, Scorer
+from medsft.tasks import get_task
+from medsft.tasks import load_items as load_task_items
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig
@@ -44,7 +46,8 @@ class Comparison:
     results: list[TaskResult]
     table: list[dict[str, Any]]  # one row per model: name, n, acc, acc_ci
     pairs: list[dict[str, Any]]  # each model vs the first: diff, diff_ci, McNemar
-    breakdown: dict[str, dict[str, Any]]  # subject/domain -> model -> {n, acc}
+    breakdown: dict[str, dict[str, Any]]  # subject/domain -> model -> {n, acc, acc_ci}
+    baselines: dict[str, Any] = field(default_factory=dict)  # best constant answer, distributions (baselines.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,16 +56,9 @@ class Comparison:
             "table": self.table,
             "pairs": self.pairs,
             "breakdown": self.breakdown,
+            "baselines": self.baselines,
             "files": [f"eval_{slug(r.task)}_{slug(r.model)}.json" for r in self.results],
         }
-
-
-def load_items(
-    task: str, limit: int | None = None, seed: int = 0, path: str | None = None, split: str = "test"
-) -> list[Any]:
-    """A task's evaluation items through `medsft.evaluate.tasks.load_eval_items`, the loader decontamination
-    also reads: the carried MedQA test / official PubMedQA test split unless `path` is given."""
-    return load_eval_items(task, limit, seed, path=path, split=split)
 
 
 def normalize_mode(mode: str) -> str:
@@ -73,8 +69,18 @@ def normalize_mode(mode: str) -> str:
     return mode
 
 
-def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, **gen: Any) -> TaskResult:
-    """Run one scorer on one task in one mode (the synthetic and dialogue tasks are always generative)."""
+def evaluate_one(
+    scorer: Scorer,
+    task: str,
+    items: Sequence[Any],
+    mode: str,
+    seed: int,
+    num_fewshot: int = 0,
+    view: str = "raw",
+    **gen: Any,
+) -> TaskResult:
+    """Run one scorer on one task in one mode (the synthetic tasks are always generative); multiple choice by
+    log-likelihood takes lm-eval's `num_fewshot` and the scoring `view` (raw prompt, or the chat template)."""
     if get_task(task).kind == "dialogue":
         from medsft.evaluate.dialogue import evaluate_dialogue
 
@@ -83,7 +89,7 @@ def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, see
         return evaluate_synthetic(scorer, items, seed=seed, task=task, **gen)
     if normalize_mode(mode) == "generate":
         return evaluate_generative(scorer, task, items, seed=seed, **gen)
-    return evaluate_multiple_choice(scorer, task, items, seed=seed)
+    return evaluate_multiple_choice(scorer, task, items, seed=seed, num_fewshot=num_fewshot, view=view)
 
 
 def compare(
@@ -103,7 +109,7 @@ def compare(
     Models given as specs are loaded one at a time and released before the next, so two models never sit
     in memory together. With `run_dir`, results are written there (never over an existing file).
     """
-    items = list(items) if items is not None else load_items(task, limit, seed)
+    items = list(items) if items is not None else load_task_items(task, limit, seed)
     results = evaluate_models(models, {task: items}, mode, seed, run_dir, overwrite, batch_size, **generation)
     return finish(results[task], seed, run_dir, overwrite)
 
@@ -118,22 +124,30 @@ def evaluate_models(
     batch_size: int,
     config: RunConfig | None = None,
     use_cache: bool = True,
+    views: Sequence[str] | Mapping[str, int | None] = ("raw",),
     **generation: Any,
 ) -> dict[str, list[TaskResult]]:
     """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
+
+    Results are keyed by result name: the task, and `<task>_chat` for the chat view of a multiple-choice task
+    scored by log-likelihood (`views`, or view -> how many of the first items it scores, None: all); the other
+    views of generated or generative results do not apply.
 
     With `use_cache`, a model of stable identity (not a run's adapter) reuses its earlier result for the same
     items and settings (`medsft.evaluate.cache`), and is not even loaded when every task is cached."""
     if not models:
         raise ValueError("need at least one model to evaluate")
-    results: dict[str, list[TaskResult]] = {task: [] for task in items}
+    limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
+    runs = [(task, view) for task in items for view in task_views(task, mode, list(limits))]
+    results: dict[str, list[TaskResult]] = {view_name(task, view): [] for task, view in runs}
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
         settings = scorer_settings(engine, batch_size)
         cache = result_cache(model, settings, mode, seed, config, generation) if use_cache else None
         scorer = None if isinstance(model, str) else model
-        for task, task_items in items.items():
-            result = cache.load(task, task_items) if cache else None
+        for task, view in runs:
+            task_items, name = list(items[task])[: limits.get(view)], view_name(task, view)
+            result = cache.load(name, task_items) if cache else None
             if result is not None and get_task(task).kind == "dialogue":
                 from medsft.evaluate.dialogue import rescore
 
@@ -141,20 +155,34 @@ def evaluate_models(
             if result is None:
                 if scorer is None:
                     scorer = load_scorer(model, engine, batch_size, config)
-                result = evaluate_one(scorer, task, task_items, mode, seed, **generation)
+                if view == "chat" and not getattr(getattr(scorer, "tokenizer", None), "chat_template", None):
+                    log.warning("%s has no chat template: no chat view of %s", scorer.name, task)
+                    continue
+                result = evaluate_one(scorer, task, task_items, mode, seed, view=view, **generation)
                 spec = {"spec": model} if isinstance(model, str) else {"name": scorer.name}
                 result.model_spec = {**spec, "scorer": type(scorer).__name__}
                 if cache:
-                    cache.store(task, task_items, result)
+                    cache.store(name, task_items, result)
             log.info("%s on %s: %s %.3f (n=%d)", result.model, result.task, headline(result), result.metrics["acc"],
                      result.n)  # fmt: skip
             if run_dir is not None:
                 write_result(result, run_dir, overwrite)
-            results[task].append(result)
+            results[name].append(result)
         if isinstance(model, str):
             del scorer
             gc.collect()  # free this model's weights before the next one loads
-    return results
+    return {name: found for name, found in results.items() if found}
+
+
+def task_views(task: str, mode: str, views: Sequence[str]) -> list[str]:
+    """The views a task is scored in: all of `views` for multiple choice by log-likelihood, else the one."""
+    if get_task(task).multiple_choice and normalize_mode(mode) == "loglikelihood":
+        return list(views)
+    return ["raw"]
+
+
+def view_name(task: str, view: str) -> str:
+    return task if view == "raw" else f"{task}_{view}"
 
 
 def headline(result: TaskResult) -> str:
@@ -239,5 +267,10 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
     breakdown: dict[str, dict[str, Any]] = {}
     for result in results:
         for group, stats in result.breakdown.items():
-            breakdown.setdefault(group, {})[result.model] = {"n": stats["n"], "acc": stats["acc"]}
-    return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
+            breakdown.setdefault(group, {})[result.model] = {
+                key: stats[key] for key in ("n", "acc", "acc_ci") if key in stats
+            }
+    return Comparison(
+        task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown,
+        baselines=baselines(results, seed),
+    )  # fmt: skip

@@ -1,7 +1,7 @@
 """Chain-of-thought evaluation for reasoning-tuned models: chat prompt, decode, extract the final answer.
 
 A reasoning model writes `<think>...</think>` and then its answer, so its choice is found by reading the
-text (`medsft.evaluate.extraction`, the task's `extract`), not by scoring ` A`..` D`. An answer that fits no
+text (`medsft.tasks.extraction`, the task's `extract`), not by scoring ` A`..` D`. An answer that fits no
 rule is *unparseable*: reported as its own share, and never guessed.
 """
 
@@ -14,11 +14,11 @@ from medsft import DISCLAIMER
 from medsft.evaluate.multiple_choice import subject_breakdown
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.stats import wilson_interval
-from medsft.evaluate.tasks import TASKS, get_task
 from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generate_timed
+from medsft.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
-    from medsft.data import MultipleChoiceItem
+    from medsft.data.records import MultipleChoiceItem
 
 
 def cot_messages(task: str, item: MultipleChoiceItem, instruction: str | None = None) -> Messages:

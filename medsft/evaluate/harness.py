@@ -1,8 +1,9 @@
 """Run lm-evaluation-harness itself on medsft's items, for parity checks (the benchmark, integration tests).
 
 lm-eval reads the items from a local JSONL written in its task's own layout, through its own task YAML
-(`include:`d unchanged, so its prompt functions and choices are the ones used), with only the data set
-pointed at the local file. Needs `lm-eval` installed; never used by evaluation itself.
+(`include:`d unchanged, so its prompt functions, description, choices and few-shot sampler are the ones used),
+with only the data set pointed at the local files (MMLU's few-shot rows: the carried dev file). Needs `lm-eval`
+installed; never used by evaluation itself.
 """
 
 from __future__ import annotations
@@ -12,71 +13,104 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsft.evaluate.tasks import Task, get_task
+from medsft.tasks import Task, get_task
 
 if TYPE_CHECKING:
-    from medsft.data import MultipleChoiceItem
+    from medsft.data.records import MultipleChoiceItem
 
 
 def lm_eval_task(task: str) -> Task:
     spec = get_task(task)
-    if spec.lm_eval_task is None:
+    if spec.lm_eval_yaml is None or spec.lm_eval_row is None:
         raise ValueError(f"no lm-eval layout for task '{task}'")
     return spec
 
 
 def lm_eval_row(task: str, item: MultipleChoiceItem) -> dict[str, Any]:
-    """An item in the layout lm-eval's task reads (GBaker/MedQA-USMLE-4-options-hf, bigbio/pubmed_qa)."""
-    return lm_eval_task(task).lm_eval_row(item)
+    """An item in the layout lm-eval's task reads (GBaker/MedQA-USMLE-4-options-hf, bigbio/pubmed_qa, ...)."""
+    spec = lm_eval_task(task)
+    assert spec.lm_eval_row is not None
+    return spec.lm_eval_row(item)
 
 
-def raw_lm_eval_row(task: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """A row of the benchmark file itself in lm-eval's layout, every text untouched.
+def raw_rows(task: str, items: Sequence[MultipleChoiceItem], path: str | None = None) -> list[dict[str, Any]]:
+    """The data file's own rows behind `items`, in lm-eval's layout, every text untouched.
 
     Parity checks feed lm-eval from the file, not from medsft's parsed items, so a loader that alters the
     text (stripping a leading space, say) shows up as a difference instead of being copied to both sides.
     """
-    return lm_eval_task(task).raw_lm_eval_row(raw)
+    spec = lm_eval_task(task)
+    assert spec.raw_rows is not None
+    return spec.raw_rows(path, items)
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def write_local_task(
     task: str, items: Sequence[MultipleChoiceItem] | Sequence[dict[str, Any]], folder: str | Path
 ) -> str:
-    """Write the items (`<name>.jsonl`) and a task YAML into `folder`; return the local task's name.
-
-    `items` are medsft items, or rows already in lm-eval's layout (`raw_lm_eval_row`)."""
+    """Write the items (`<name>.jsonl`, plus `<name>_dev.jsonl` for a task with few-shot rows) and a task YAML
+    into `folder`; return the local task's name. `items` are medsft items, or rows already in lm-eval's layout."""
     import lm_eval
 
+    spec = lm_eval_task(task)
     folder = Path(folder)
     name = f"{task}_medsft_local"
     data_file = folder / f"{name}.jsonl"
-    with data_file.open("w", encoding="utf-8") as handle:
-        for item in items:
-            row = item if isinstance(item, dict) else lm_eval_row(task, item)
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    subdir, yaml_name = lm_eval_task(task).lm_eval_task
-    upstream = Path(lm_eval.__file__).parent / "tasks" / subdir / yaml_name
+    write_rows(data_file, [item if isinstance(item, dict) else lm_eval_row(task, item) for item in items])
+    data_files = f"    test: {data_file}\n"
+    fewshot = "fewshot_split: null\n"
+    if spec.fewshot is not None and items:
+        dev_file = folder / f"{name}_dev.jsonl"
+        write_rows(dev_file, [lm_eval_row(task, shot) for shot in spec.fewshot()])
+        data_files += f"    dev: {dev_file}\n"
+        fewshot = "fewshot_split: dev\n"
+    upstream = Path(lm_eval.__file__).parent / "tasks" / str(spec.lm_eval_yaml)
     (folder / f"{name}.yaml").write_text(
         f"include: {upstream}\n"
         f"task: {name}\n"
+        "tag: []\n"
         "dataset_path: json\n"
         "dataset_name: null\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data_file}\n"
+        f"dataset_kwargs:\n  data_files:\n{data_files}"
         "training_split: null\n"
         "validation_split: null\n"
-        "test_split: test\n",
+        "test_split: test\n"
+        f"{fewshot}",
         encoding="utf-8",
     )
     return name
 
 
-def run_local_task(lm: Any, name: str, folder: str | Path) -> list[dict[str, Any]]:
-    """Evaluate a task written by `write_local_task` with lm-eval's `simple_evaluate`, logging samples."""
+def run_lm_eval(
+    lm: Any,
+    task: str,
+    items: Sequence[MultipleChoiceItem] | Sequence[dict[str, Any]],
+    folder: str | Path,
+    num_fewshot: int = 0,
+    chat: bool = False,
+) -> list[dict[str, Any]]:
+    """lm-eval's per-question samples (in item order) for `items` (or raw rows), scored by the lm-eval model."""
+    return run_local_task(lm, write_local_task(task, items, folder), folder, num_fewshot, chat)
+
+
+def run_local_task(
+    lm: Any, name: str, folder: str | Path, num_fewshot: int = 0, chat: bool = False
+) -> list[dict[str, Any]]:
+    """Evaluate a task written by `write_local_task` with lm-eval's `simple_evaluate`, logging samples;
+    `chat` is lm-eval's `--apply_chat_template`."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=str(folder), include_defaults=False)
-    output = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=manager, log_samples=True)
+    output = lm_eval.simple_evaluate(
+        model=lm, tasks=[name], task_manager=manager, log_samples=True, num_fewshot=num_fewshot,
+        apply_chat_template=chat,
+    )  # fmt: skip
     return sorted(output["samples"][name], key=lambda sample: sample["doc_id"])
 
 

@@ -1,7 +1,9 @@
-"""MedQA / PubMedQA scored by log-likelihood, with lm-eval's prompts, token split, acc and acc_norm.
+"""Multiple-choice tasks scored by log-likelihood, with lm-eval's prompts, token split, acc and acc_norm.
 
 The prediction is the choice with the highest summed log-probability (`acc`); `acc_norm` divides each by the
 choice's length in characters first. Both take the first maximum on ties, like numpy's argmax in lm-eval.
+Two views of the same items: `raw` (lm-eval's default, the plain prompt) and `chat` (lm-eval's
+`--apply_chat_template`: the prompt rendered through the model's chat template, the bare choice after it).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.stats import wilson_interval
-from medsft.evaluate.tasks import Task, get_task
 from medsft.evaluate.transformers_scorer import ChoiceRequest, Scorer, encode_pair
+from medsft.tasks import Task, get_task
 
 if TYPE_CHECKING:
-    from medsft.data import MultipleChoiceItem
+    from medsft.data.records import MultipleChoiceItem
+
+VIEWS = ("raw", "chat")
 
 
 def first_argmax(values: Sequence[float]) -> int:
@@ -30,23 +34,45 @@ def predictions(loglikelihoods: Sequence[float], choices: Sequence[str]) -> tupl
     return first_argmax(loglikelihoods), first_argmax(normalized)
 
 
-def build_requests(scorer: Scorer, task: Task, items: Sequence[MultipleChoiceItem]) -> list[ChoiceRequest]:
+def render_context(
+    scorer: Scorer, task: Task, item: MultipleChoiceItem, num_fewshot: int = 0, view: str = "raw"
+) -> str:
+    """The context string lm-eval builds: plain, or rendered with the model's chat template and a generation
+    prompt (the scorer must hold a transformers tokenizer with a chat template)."""
+    if view == "raw":
+        return task.context(item, num_fewshot)
+    if view != "chat":
+        raise ValueError(f"unknown scoring view '{view}'; choose one of {', '.join(VIEWS)}")
+    tokenizer = getattr(scorer, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"{scorer.name}: the chat view needs a scorer with a transformers tokenizer")
+    from medsft.templates import render_chat
+
+    return render_chat(tokenizer, task.messages(item, num_fewshot), add_generation_prompt=True)
+
+
+def build_requests(
+    scorer: Scorer, task: Task, items: Sequence[MultipleChoiceItem], num_fewshot: int = 0, view: str = "raw"
+) -> list[ChoiceRequest]:
     """Token requests for each item, split like lm-eval; the context tokens are shared by all choices."""
     requests = []
     for item in items:
-        context = task.context(item)
-        pairs = [encode_pair(scorer.tokenize, context, c) for c in task.continuations(item)]
-        for continuation, (_, tokens) in zip(task.continuations(item), pairs, strict=True):
+        context = render_context(scorer, task, item, num_fewshot, view)
+        continuations = task.continuations(item, chat=view == "chat")
+        pairs = [encode_pair(scorer.tokenize, context, c) for c in continuations]
+        for continuation, (_, tokens) in zip(continuations, pairs, strict=True):
             if not tokens:
                 raise ValueError(f"{item.id}: continuation {continuation!r} encodes to no tokens after the context")
         requests.append(ChoiceRequest(pairs[0][0], [tokens for _, tokens in pairs]))
     return requests
 
 
-def score_items(scorer: Scorer, task: str | Task, items: Sequence[MultipleChoiceItem]) -> list[dict[str, Any]]:
+def score_items(
+    scorer: Scorer, task: str | Task, items: Sequence[MultipleChoiceItem], num_fewshot: int = 0, view: str = "raw"
+) -> list[dict[str, Any]]:
     """Per-question records: id, subject, gold, scores, pred / correct and pred_norm / correct_norm."""
     task = get_task(task) if isinstance(task, str) else task
-    scores = scorer.loglikelihood(build_requests(scorer, task, items))
+    scores = scorer.loglikelihood(build_requests(scorer, task, items, num_fewshot, view))
     records = []
     for item, lls in zip(items, scores, strict=True):
         pred, pred_norm = predictions(lls, task.choices(item))
@@ -71,23 +97,26 @@ def evaluate_multiple_choice(
     items: Sequence[MultipleChoiceItem],
     seed: int = 0,
     model_spec: dict[str, Any] | None = None,
+    num_fewshot: int = 0,
+    view: str = "raw",
 ) -> TaskResult:
     """Score every item, then acc and acc_norm with Wilson 95% intervals and a subject breakdown."""
     if not items:
         raise ValueError(f"{task}: no items to evaluate")
     started = time.perf_counter()
-    records = score_items(scorer, task, items)
+    records = score_items(scorer, task, items, num_fewshot, view)
     elapsed = time.perf_counter() - started
-    metrics = summarize(records, seed)
     return TaskResult(
-        task=task,
+        task=task if view == "raw" else f"{task}_chat",
         model=scorer.name,
         mode="loglikelihood",
         n=len(records),
-        metrics=metrics,
+        metrics=summarize(records, seed),
         questions=records,
         settings={
-            "prompt": "lm-eval 0.4.13 zero-shot template",
+            "prompt": "lm-eval 0.4.13 template" + (" through the chat template" if view == "chat" else ""),
+            "view": view,
+            "num_fewshot": num_fewshot,
             "seed": seed,
             "seconds": round(elapsed, 3),
             "questions_per_second": round(len(records) / elapsed, 4) if elapsed > 0 else None,
@@ -109,9 +138,13 @@ def summarize(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
 
 
 def subject_breakdown(records: list[dict[str, Any]], key: str = "subject") -> dict[str, Any]:
-    """Accuracy and n per subject (or discipline), when the items carry one."""
+    """Accuracy, n and the Wilson 95% interval per subject (or discipline), when the items carry one."""
     groups: dict[str, list[bool]] = {}
     for record in records:
         if record.get(key):
             groups.setdefault(str(record[key]), []).append(bool(record["correct"]))
-    return {name: {"n": len(v), "acc": sum(v) / len(v)} for name, v in sorted(groups.items())}
+    out = {}
+    for name, values in sorted(groups.items()):
+        interval = wilson_interval(values)
+        out[name] = {"n": len(values), "acc": interval.value, "acc_ci": [interval.low, interval.high]}
+    return out

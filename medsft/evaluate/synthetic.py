@@ -20,8 +20,8 @@ from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synt
 from medsft.data.synthetic import STEPS
 from medsft.evaluate import stats
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.tasks import TASKS
 from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generate_timed
+from medsft.tasks import TASKS
 
 Case = SyntheticCase | Mapping[str, Any]
 
@@ -137,7 +137,7 @@ def evaluate_synthetic(
     """Generate a reply per case and score format and labels per domain (`correct` = the primary label).
 
     `task` names the case set (`synthetic` or `synthetic_ood`) in the result and its file name."""
-    generated = [name for name, spec in TASKS.items() if spec.kind == "generated"]
+    generated = [name for name, spec in TASKS.items() if not spec.multiple_choice]
     if task not in generated:
         raise ValueError(f"unknown synthetic task '{task}'; choose from {', '.join(generated)}")
     if not cases:

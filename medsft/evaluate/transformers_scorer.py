@@ -15,7 +15,10 @@ its KV cache, so each continuation after it costs only its own tokens) and read 
   decoder layer's MLP and query/output projections (`last_layer_only_at`);
 - prompts are batched, sorted by length and right-padded without an attention mask, exactly like lm-eval's
   batches: under causal attention a position never sees the padding after it, so nothing changes;
-- longer continuations reuse the prompt's KV cache, repeated once per continuation, and only their own
+- continuations that share all but their last token (the chat view's `\n` + ` A`..` D`: the template's
+  trailing newline moves into the continuation, as lm-eval splits it) are batched like one-token ones: the
+  prompt plus the shared tokens is run once, and the LM head reads each row at those few positions only;
+- other longer continuations reuse the prompt's KV cache, repeated once per continuation, and only their own
   tokens are run.
 
 Scoring forwards run with `torch.compile` switched off (`compile_free`): a model that Unsloth loaded carries
@@ -210,12 +213,22 @@ class HFScorer:
 
         results: dict[int, list[float]] = {}
         single = [i for i, r in enumerate(requests) if all(len(c) == 1 for c in r.continuations)]
+        # Shared prefix + one last token each, two tokens long (the chat view): batched where the installed
+        # transformers keeps several positions per row.
+        shared = [i for i, r in enumerate(requests) if self.per_row_logits and shared_then_one(r, 2)]
         # Progress in questions, with the time left; the longest batches come first, so the estimate is high.
         bar = {"total": len(requests), "desc": f"scoring ({self.name})", "unit": "q", "mininterval": 5}
         with tqdm(**bar, disable=not self.progress) as progress, compile_free(self.eager):
-            for i in sorted(set(range(len(requests))) - set(single)):
+            for i in sorted(set(range(len(requests))) - set(single) - set(shared)):
                 results[i] = self._score_with_cache(requests[i])
                 progress.update(1)
+            shared.sort(key=lambda i: -len(requests[i].context))
+            for start in range(0, len(shared), self.batch_size):
+                chunk = shared[start : start + self.batch_size]
+                rows = self._positions_logprobs([shared_sequence(requests[i]) for i in chunk], 2)
+                for i, row in zip(chunk, rows, strict=True):
+                    results[i] = self._score_shared(requests[i], row)
+                progress.update(len(chunk))
             # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
             single.sort(key=lambda i: -len(requests[i].context))
             for start in range(0, len(single), self.batch_size):
@@ -249,6 +262,29 @@ class HFScorer:
         if self.on_batch is not None:  # after `.cpu()`, which waits for the GPU, so the seconds are real
             self.on_batch({"rows": len(contexts), "width": width, "seconds": time.perf_counter() - started})
         return rows
+
+    def _positions_logprobs(self, sequences: list[list[int]], count: int) -> Any:
+        """Log-probabilities at the last `count` positions of each sequence (B, count, vocab): one batched
+        forward, right-padded, the LM head only at those positions (per-row `logits_to_keep`)."""
+        import torch
+
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+        keep = torch.tensor([[len(s) - count + j for j in range(count)] for s in sequences], device=self.device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids.to(self.device), logits_to_keep=keep, use_cache=False).logits
+        if tuple(logits.shape[:2]) != (len(sequences), count):
+            raise RuntimeError(f"expected logits for {count} positions per row, got shape {tuple(logits.shape)}")
+        return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+    @staticmethod
+    def _score_shared(request: ChoiceRequest, rows: Any) -> list[float]:
+        """Each continuation's summed log-probability from the logits at the shared tokens' positions."""
+        prefix = request.continuations[0][:-1]
+        shared = sum(float(rows[j, token]) for j, token in enumerate(prefix))
+        return [shared + float(rows[len(prefix), c[-1]]) for c in request.continuations]
 
     def _score_with_cache(self, request: ChoiceRequest) -> list[float]:
         """Multi-token continuations: the context once, then all continuations on copies of its KV cache."""
@@ -313,6 +349,17 @@ class HFScorer:
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return replies
+
+
+def shared_then_one(request: ChoiceRequest, length: int) -> bool:
+    """Whether every continuation is `length` tokens long and they differ only in the last one."""
+    conts = request.continuations
+    return all(len(c) == length for c in conts) and all(c[:-1] == conts[0][:-1] for c in conts)
+
+
+def shared_sequence(request: ChoiceRequest) -> list[int]:
+    """The context followed by the continuations' shared tokens: what is run once for all of them."""
+    return [*request.context, *request.continuations[0][:-1]]
 
 
 def eos_ids(model: Any) -> list[int]:

@@ -55,9 +55,20 @@ def removed_text(counts: dict[str, int] | None) -> str:
 
 
 def evaluation_rows(run_dir: Path) -> list[str]:
+    """Per task: each model, the best constant answer, each later model minus the first (base) and each model
+    minus the constant answer: "tuned beats base" and "tuned beats the prior" are separate rows."""
     rows = []
     for path in sorted(run_dir.glob("compare_*.json")):
         data = read_json(path)
+        baselines = data.get("baselines") or {}
+        constant = baselines.get("constant")
+        if constant:
+            low, high = constant["acc_ci"]
+            n = data["table"][0]["n"] if data.get("table") else ""
+            rows.append(
+                f"| {data['task']} | always '{constant['answer']}' (best constant answer) | {n} | "
+                f"{fmt(constant['acc'])} | [{fmt(low)}, {fmt(high)}] |"
+            )
         for row in data.get("table", []):
             low, high = row.get("acc_ci", [None, None])
             rows.append(
@@ -69,6 +80,22 @@ def evaluation_rows(run_dir: Path) -> list[str]:
                 f"| {data['task']} | {pair['model']} − {pair['baseline']} | | {pair['diff']:+.3f} | "
                 f"[{low:+.3f}, {high:+.3f}] (McNemar p={pair['mcnemar_p']:.3g}) |"
             )
+        for pair in baselines.get("vs_constant", []):
+            low, high = pair["diff_ci"]
+            rows.append(
+                f"| {data['task']} | {pair['model']} − always '{constant['answer']}' | | {pair['diff']:+.3f} | "
+                f"[{low:+.3f}, {high:+.3f}] |"
+            )
+    return rows
+
+
+def distribution_rows(run_dir: Path) -> list[str]:
+    """Each model's answers beside the gold answers, per task (the prior a score must beat)."""
+    rows = []
+    for path in sorted(run_dir.glob("compare_*.json")):
+        data = read_json(path)
+        for who, counts in (data.get("baselines") or {}).get("distribution", {}).items():
+            rows.append(f"| {data['task']} | {who} | {', '.join(f'{k} {v}' for k, v in counts.items())} |")
     return rows
 
 
@@ -173,6 +200,14 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mappi
         "| task | model | n | accuracy | 95% CI |",
         "| --- | --- | --- | --- | --- |",
         *(evaluation_rows(run_dir) or ["| — | not evaluated in this run | | | |"]),
+        "",
+        "Accuracy is lm-eval 0.4.13's `acc`, zero-shot; `<task>_chat` rows score the same items through the chat "
+        "template (lm-eval `--apply_chat_template`). A difference to the best constant answer whose interval "
+        "holds 0 means the model has not shown it learned more than the answer prior.",
+        "",
+        "| task | answers of | distribution |",
+        "| --- | --- | --- |",
+        *(distribution_rows(run_dir) or ["| — | | |"]),
         "",
         "## Files and quantization",
         "| file | quantization | check | size (MiB) | RAM to chat (GiB, measured) |",

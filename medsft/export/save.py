@@ -317,9 +317,10 @@ def check_files(
 ) -> dict[str, dict[str, Any]]:
     """Verify each GGUF against the merged 16-bit checkpoint, measure what quantization changed, and judge
     whether it passed (`passed`, `reasons` in each record)."""
-    from medsft.evaluate import HFScorer, compare, load_items
+    from medsft.evaluate import HFScorer, compare
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
     from medsft.export.verify import end_of_turn_ids, judge, reference_first_tokens, verify_gguf
+    from medsft.tasks import item_limit, load_items
 
     # The reference is the 16-bit merge whatever the training precision (a 4-bit reference would hide what
     # quantization changed).
@@ -341,7 +342,7 @@ def check_files(
         files[quant] = {"quantization": quant, "path": str(path), "verification": check.to_dict(), "accuracy": {}}
         scorers.append(scorer)
     for task in eval_tasks or ():
-        limit = eval_limit or min_limit(config.export_check_items, config.eval_items(task))
+        limit = eval_limit or min_limit(config.export_check_items, item_limit(config, task))
         comparison = compare(
             [reference, *scorers],
             task,

@@ -11,12 +11,14 @@ from medsft.stages.common import SPLITS, load_data, load_tokenizer_for
 from medsft.stages.data import labelled_html, prepare_data
 from medsft.stages.evaluate import (
     accuracy_frame,
+    baseline_frame,
     breakdown_frame,
+    discipline_frame,
     eval_data,
     eval_data_frame,
-    eval_items,
     eval_models,
     evaluate_stage,
+    leaderboard_frame,
     scored_example,
     show_text_table,
     side_by_side,
@@ -37,7 +39,8 @@ from medsft.stages.train import (
 
 __all__ = [
     "RECIPE_FIELDS", "SPLITS", "accuracy_frame", "accuracy_results", "chat_stage", "check_frame",
-    "size_frame", "breakdown_frame", "eval_data", "eval_data_frame", "eval_items",
+    "size_frame", "breakdown_frame", "eval_data", "eval_data_frame", "baseline_frame", "discipline_frame",
+    "leaderboard_frame",
     "eval_models", "evaluate_stage", "labelled_html", "load_data", "load_tokenizer_for", "prepare_data",
     "recipe_frame", "scored_example", "show_text_table", "side_by_side",
     "model_frame", "template_text", "evaluations_frame", "trained_text", "lora_frame", "trainer_frame",

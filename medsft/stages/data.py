@@ -13,7 +13,7 @@ from medsft.stages.common import SPLITS
 
 def prepare_data(run: Run, tokenizer: Any) -> tuple[Any, Any]:
     """Load, clean, decontaminate, mix and split the run's data; save the splits and the report in the run."""
-    from medsft.data import build_training_data, validate_sources
+    from medsft.data.build import build_training_data, validate_sources
 
     sources = validate_sources(run.config)  # every row checked before anything else, with file/row/field errors
     data, report = build_training_data(run.config, tokenizer, sources=sources)

@@ -8,6 +8,7 @@ from typing import Any
 
 from medsft.config import RunConfig
 from medsft.runs import Run, write_json
+from medsft.tasks import describe_data, get_task, item_limit, load_items, run_items
 
 log = logging.getLogger("medsft")
 
@@ -25,27 +26,21 @@ def eval_models(run: Run) -> dict[str, str]:
     return models
 
 
-def eval_items(config: RunConfig) -> dict[str, list[Any]]:
-    """Each evaluation task's items, parsed once: what `eval_data_frame` describes and `evaluate_stage` scores."""
-    from medsft.evaluate.compare import load_items
-
-    return {task: load_items(task, config.eval_items(task), config.seed) for task in config.eval_tasks}
-
-
 def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
     """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`.
 
-    Items come from `load_items` (the loader `medsft eval` and decontamination use); MedQA/PubMedQA are scored
+    Items come from `medsft.tasks.run_items` (as `medsft eval` and decontamination read them); multiple choice is scored
     in `config.eval_mode` (log-likelihood or generation)."""
     from medsft.evaluate.compare import evaluate_models, finish
     from medsft.evaluate.transformers_scorer import model_name
 
     config = run.config
-    limits = {task: config.eval_items(task) for task in config.eval_tasks}
-    items = items if items is not None else eval_items(config)
+    limits = {task: item_limit(config, task) for task in config.eval_tasks}
+    items = items if items is not None else run_items(config)
     models = eval_models(run)
     results = evaluate_models(
         list(models.values()), items, config.eval_mode, config.seed, run.run_dir, False, batch_size, config,
+        views={view: config.eval_chat_limit if view == "chat" else None for view in config.eval_views},
         max_new_tokens=config.eval_max_new_tokens,
     )  # fmt: skip
     comparisons = {
@@ -58,6 +53,8 @@ def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_si
         "settings": {
             "limits": limits,
             "mode": config.eval_mode,
+            "views": config.eval_views,
+            "chat_limit": config.eval_chat_limit,
             "max_new_tokens": config.eval_max_new_tokens,
             "seed": config.seed,
         },
@@ -72,16 +69,14 @@ def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_si
 
 def eval_data(config: RunConfig, counts: dict[str, int]) -> dict[str, Any]:
     """Where each task's items come from: the file and split with its sha256, or the generator and seed."""
-    from medsft.evaluate.tasks import describe_eval_data
-
-    return {task: describe_eval_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
+    return {task: describe_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
 
 
 def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None) -> Any:
     """One row per task: the data file and split (or generator) its numbers come from, and how many items."""
     import pandas as pd
 
-    items = items if items is not None else eval_items(config)
+    items = items if items is not None else run_items(config)
     rows = []
     for task, data in eval_data(config, {task: len(task_items) for task, task_items in items.items()}).items():
         files = data.get("files", [])
@@ -100,9 +95,6 @@ def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[
     """One multiple-choice question exactly as scored: the prompt text (lm-eval's, no chat template) and, per
     choice, each model's summed log-likelihood of the continuation (` A`, ` yes`, ...); the highest wins."""
     import pandas as pd
-
-    from medsft.evaluate.compare import load_items
-    from medsft.evaluate.tasks import get_task
 
     task = get_task(comparison.task)
     item = load_items(comparison.task, index + 1, config.seed)[index]
@@ -132,6 +124,63 @@ def accuracy_frame(comparisons: dict[str, Any]) -> Any:
     return pd.DataFrame(rows)
 
 
+def leaderboard_frame(comparisons: dict[str, Any]) -> Any:
+    """lm-eval's table (task, version, n-shot, metric, value, stderr) plus n and the 95% interval, every model."""
+    import pandas as pd
+
+    from medsft.evaluate.report import lm_eval_rows
+
+    rows = [row for c in comparisons.values() for result in c.results for row in lm_eval_rows(result)]
+    for row in rows:
+        row["ci"] = f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
+    return pd.DataFrame(rows)
+
+
+def baseline_frame(comparisons: dict[str, Any]) -> Any:
+    """Per multiple-choice task: the best constant answer and its accuracy, then each model's accuracy, its
+    paired difference to base and to the constant answer (separate columns: only the second says the model
+    learned more than the answer prior), and its answer distribution beside gold's."""
+    import pandas as pd
+
+    rows = []
+    for task, comparison in comparisons.items():
+        found = comparison.baselines
+        if not found:
+            continue
+        constant = found["constant"]
+        vs_base = {pair["model"]: pair for pair in comparison.pairs}
+        vs_constant = {row["model"]: row for row in found["vs_constant"]}
+        gold = found["distribution"]["gold"]
+        for row in comparison.table:
+            model = row["model"]
+            base, prior = vs_base.get(model), vs_constant[model]
+            rows.append({
+                "task": task, "model": model, "acc": row["acc"],
+                "constant answer": constant["answer"], "constant acc": constant["acc"],
+                "vs base": None if base is None else f"{base['diff']:+.3f} [{base['diff_ci'][0]:+.3f}, "
+                f"{base['diff_ci'][1]:+.3f}]",
+                "vs constant": f"{prior['diff']:+.3f} [{prior['diff_ci'][0]:+.3f}, {prior['diff_ci'][1]:+.3f}]",
+                "answers": ", ".join(f"{k} {v}" for k, v in found["distribution"][model].items()),
+                "gold": ", ".join(f"{k} {v}" for k, v in gold.items()),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def discipline_frame(comparisons: dict[str, Any]) -> Any:
+    """MedMCQA by subject and each MMLU subject: n, accuracy and its Wilson 95% interval per model."""
+    import pandas as pd
+
+    from medsft.evaluate.report import discipline_rows
+
+    rows = discipline_rows([result for c in comparisons.values() for result in c.results])
+    for row in rows:
+        row["ci"] = f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.pivot_table(index=["task", "subject", "n"], columns="model", values=["acc", "ci"], aggfunc="first")
+
+
 def breakdown_frame(comparison: Any) -> Any:
     """Accuracy per subject or domain (rows) for each model (columns), with the item count, its 95% interval
     where the result has one (the synthetic tasks: Wilson), and each model's
@@ -158,7 +207,6 @@ def side_by_side(comparison: Any, config: RunConfig, n: int = 3) -> Any:
     """The first `n` generative items: prompt, expected labels and each model's reply, one column per model."""
     import pandas as pd
 
-    from medsft.evaluate.compare import load_items
     from medsft.evaluate.synthetic import case_id, case_messages
 
     prompts = {case_id(c): case_messages(c)[-1]["content"] for c in load_items(comparison.task, n, config.seed)}

@@ -292,7 +292,7 @@ def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
     check_launch(config)
     sources = None
     if data is None:
-        from medsft.data import validate_sources
+        from medsft.data.build import validate_sources
 
         sources = validate_sources(config)  # bad rows fail here, before any model loads
     run_dir = claim_or_check(config, run_dir)
@@ -310,7 +310,7 @@ def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
         open_run_dir(begun.run_dir, config)
     data = begun.data
     if data is None:
-        from medsft.data import build_training_data
+        from medsft.data.build import build_training_data
 
         data, report = build_training_data(config, tokenizer, sources=begun.sources)
         if main:

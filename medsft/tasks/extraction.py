@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from medsft.data.records import LETTERS
 
 if TYPE_CHECKING:
-    from medsft.data import MultipleChoiceItem
+    from medsft.data.records import MultipleChoiceItem
 
 _LEAD = {
     "final": r"final\s+answer[\s*_]*(?:is\s*)?[:=\-]?\s*",

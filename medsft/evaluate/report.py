@@ -1,0 +1,116 @@
+"""The tables every evaluation view prints (`medsft eval`, notebook 03, the model card), from results.
+
+- `lm_eval_table`: lm-eval's own layout (Tasks | Version | Filter | n-shot | Metric | | Value | | Stderr),
+  plus n and the Wilson 95% interval. Stderr is lm-eval's `mean_stderr` (sample standard deviation / sqrt n).
+- `discipline_table`: accuracy per subject (MedMCQA's 21 files, MMLU's six subjects as tasks), with n and
+  the interval.
+- `baseline_lines`: the best constant answer, the answer distributions and the paired differences
+  ("vs base" and "vs the best constant answer", separate lines), from a `Comparison`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from medsft.evaluate.results import TaskResult
+from medsft.evaluate.stats import wilson_interval
+from medsft.tasks import TASKS
+
+
+def mean_stderr(outcomes: Sequence[bool]) -> float:
+    """lm-eval's `mean_stderr`: the sample standard deviation (n - 1) over sqrt(n)."""
+    n = len(outcomes)
+    if n < 2:
+        return float("nan")
+    mean = sum(outcomes) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in outcomes) / (n - 1)) / math.sqrt(n)
+
+
+def base_task(name: str) -> str:
+    return name.removesuffix("_chat").removesuffix("_cot")
+
+
+def lm_eval_rows(result: TaskResult) -> list[dict[str, Any]]:
+    """acc (and acc_norm for log-likelihood scoring) of one result, as lm-eval's table rows."""
+    spec = TASKS.get(base_task(result.task))
+    if result.mode == "dialogue":  # scored by ROUGE and key points, not lm-eval's acc
+        return []
+    keys = ("correct", "correct_norm") if result.mode == "loglikelihood" else ("correct",)
+    rows = []
+    for key in keys:
+        outcomes = [bool(q.get(key)) for q in result.questions]
+        interval = wilson_interval(outcomes)
+        rows.append({
+            "task": result.task, "model": result.model, "version": spec.lm_eval_version if spec else "N/A",
+            "n_shot": result.settings.get("num_fewshot", 0), "metric": "acc" if key == "correct" else "acc_norm",
+            "value": interval.value, "stderr": mean_stderr(outcomes), "n": len(outcomes),
+            "ci": [interval.low, interval.high],
+        })  # fmt: skip
+    return rows
+
+
+def lm_eval_table(results: Sequence[TaskResult]) -> str:
+    """A markdown table in lm-eval's layout with n and the 95% interval; one block per model when several."""
+    header = "|Tasks|Model|Version|Filter|n-shot|Metric| |Value| |Stderr|n|95% CI|"
+    lines = [header, "|---|---|---:|---|---:|---|---|---:|---|---:|---:|---|"]
+    for result in results:
+        for row in lm_eval_rows(result):
+            lines.append(
+                f"|{row['task']}|{row['model']}|{row['version']}|none|{row['n_shot']}|{row['metric']}|↑|"
+                f"{row['value']:.4f}|±|{row['stderr']:.4f}|{row['n']}|[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
+            )
+    return "\n".join(lines)
+
+
+def discipline_rows(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
+    """One row per task and subject for tasks scored per discipline (MedMCQA by subject; each MMLU subject)."""
+    rows = []
+    for result in results:
+        spec = TASKS.get(base_task(result.task))
+        if spec is None or spec.discipline != "subject":
+            continue
+        groups = result.breakdown if base_task(result.task) == "medmcqa" else {}
+        if not groups:  # an MMLU task is one subject
+            interval = wilson_interval(result.outcomes())
+            groups = {base_task(result.task).removeprefix("mmlu_"): {
+                "n": result.n, "acc": interval.value, "acc_ci": [interval.low, interval.high]}}  # fmt: skip
+        for subject, stats in groups.items():
+            low, high = stats.get("acc_ci") or [float("nan")] * 2
+            rows.append({"task": result.task, "model": result.model, "subject": subject, "n": stats["n"],
+                         "acc": stats["acc"], "ci": [low, high]})  # fmt: skip
+    return rows
+
+
+def discipline_table(results: Sequence[TaskResult]) -> str:
+    lines = ["|Task|Subject|Model|n|acc|95% CI|", "|---|---|---|---:|---:|---|"]
+    for row in discipline_rows(results):
+        lines.append(
+            f"|{row['task']}|{row['subject']}|{row['model']}|{row['n']}|{row['acc']:.3f}|"
+            f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
+        )
+    return "\n".join(lines)
+
+
+def baseline_lines(comparison: Any) -> list[str]:
+    """The prior next to the scores, one line each: the best constant answer, the answer distributions, then
+    per later model the paired difference vs the first (base) and vs the constant answer."""
+    found = comparison.baselines
+    if not found:
+        return []
+    constant = found["constant"]
+    ci = constant["acc_ci"]
+    lines = [f"{comparison.task}: best constant answer '{constant['answer']}' scores {constant['acc']:.3f} "
+             f"[{ci[0]:.3f}, {ci[1]:.3f}]"]  # fmt: skip
+    for who, counts in found["distribution"].items():
+        lines.append(f"  answers {who}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    by_model = {row["model"]: row for row in found["vs_constant"]}
+    for pair in comparison.pairs:
+        d, c = pair["diff"], pair["diff_ci"]
+        lines.append(f"  {pair['model']} vs base {pair['baseline']}: {d:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]")
+    for model, row in by_model.items():
+        d, c = row["diff"], row["diff_ci"]
+        verdict = "beats the prior" if c[0] > 0 else "below the prior" if c[1] < 0 else "within the prior's noise"
+        lines.append(f"  {model} vs always '{constant['answer']}': {d:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}] ({verdict})")
+    return lines

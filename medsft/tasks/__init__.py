@@ -1,0 +1,185 @@
+"""The evaluation tasks: one module per benchmark, each owning its files, split, prompt, choices, answer
+extraction and lm-eval layout; `TASKS` lists them and `load_items` is the one reader of their items.
+
+- `medqa` (MedQA US test, 1,273), `pubmedqa` (the official 500-PMID test split), `medmcqa` (validation,
+  4,183 in 21 subjects) and the six `mmlu_*` medical subjects (test, 1,089): multiple choice, scored like
+  lm-eval 0.4.13 (`medsft.tasks.base`);
+- `synthetic`, `synthetic_ood`: generated cases, scored by generation;
+- `dialogue`: free-text replies to the 500 held-out ChatDoctor dialogues (ROUGE, key-point hit rate).
+
+`SUITES` names groups: `suite` is the nine tasks of the Open Medical-LLM Leaderboard. Adding a task is writing
+its module and adding its `TASK` to `TASKS` (and its name to `medsft.config.EVAL_TASKS`, which config checks
+without importing this package; `tests/test_tasks.py` keeps the two equal).
+
+The evaluate stage, `medsft eval`, the export checks and decontamination all read items here, so training is
+cleaned against exactly what is scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medsft.config import EVAL_SUITES, RunConfig
+from medsft.data.decontaminate import EvalText
+from medsft.data.records import DataError, OnError
+from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE
+from medsft.tasks import dialogue, medmcqa, medqa, mmlu, pubmedqa, synthetic
+from medsft.tasks.base import Task
+
+TASKS: dict[str, Task] = {
+    task.name: task for task in (medqa.TASK, pubmedqa.TASK, medmcqa.TASK, *mmlu.TASKS, *synthetic.TASKS, dialogue.TASK)
+}
+SUITES = EVAL_SUITES
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown evaluation task '{name}'; choose one of {', '.join([*TASKS, *SUITES])}")
+    return TASKS[name]
+
+
+def expand_tasks(names: Iterable[str]) -> list[str]:
+    """Task names with each suite name replaced by its tasks, in order, without repeats."""
+    out: list[str] = []
+    for name in names:
+        for task in SUITES.get(name, (name,)):
+            get_task(task)
+            if task not in out:
+                out.append(task)
+    return out
+
+
+def check_request(task: str, path: str | None = None, split: str | None = None) -> Task:
+    """The task, after rejecting an unknown one, a split it does not have, or a data file for a generated one."""
+    spec = get_task(task)
+    if spec.kind == "dialogue" and path is not None:
+        raise ValueError(f"{task}: scores the fixed held-out split of the carried ChatDoctor file; it reads no other")
+    if spec.kind == "generated":
+        if path is not None:
+            raise ValueError(f"{task}: the cases are generated from the seed; it reads no data file")
+        return spec
+    # A hub id reads whatever split it is asked for; carried and local files have the splits listed here.
+    local = path is None or path.startswith(("bundled:", "sample:")) or Path(path).expanduser().exists()
+    if split is not None and split not in spec.splits and local:
+        raise ValueError(f"{task}: no split '{split}'; use {', '.join(spec.splits)}")
+    return spec
+
+
+def scored_split(task: Task, split: str | None = None) -> str:
+    """The split a task scores unless told otherwise: its first (test, or MedMCQA's validation)."""
+    return split if split is not None else task.splits[0]
+
+
+def load_items(
+    task: str,
+    limit: int | None = None,
+    seed: int = 0,
+    path: str | None = None,
+    split: str | None = None,
+    on_error: OnError = "raise",
+) -> list[Any]:
+    """The first `limit` items a task scores (`MultipleChoiceItem`s, or `SyntheticCase`s for generated sets).
+
+    Raises `DataError` (file, row, field) for bad data and `ValueError` for an unknown task or split.
+    """
+    spec = check_request(task, path, split)
+    if spec.generate is not None:
+        return spec.generate(limit or SYNTHETIC_EVAL_SIZE, seed)
+    assert spec.read is not None
+    return spec.read(path, scored_split(spec, split), limit, on_error)
+
+
+def item_limit(config: RunConfig, task: str) -> int | None:
+    """How many items of `task` a run evaluates: generation (synthetic) is ~100x slower than scoring on a CPU,
+    so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
+    if config.eval_generate_limit is not None and not get_task(task).multiple_choice:
+        return config.eval_generate_limit
+    return config.eval_limit
+
+
+def run_items(config: RunConfig) -> dict[str, list[Any]]:
+    """Each of a run's `eval_tasks`, its items as the evaluate stage scores them (`item_limit`, `config.seed`)."""
+    return {task: load_items(task, item_limit(config, task), config.seed) for task in config.eval_tasks}
+
+
+def data_files(task: str, path: str | None = None, split: str | None = None) -> list[Path]:
+    """The local files a task's items are read from (none for a hub id or a generated set)."""
+    spec = check_request(task, path, split)
+    return [] if spec.files is None else spec.files(path, scored_split(spec, split))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_data(
+    task: str, path: str | None = None, split: str | None = None, seed: int = 0, n: int | None = None
+) -> dict[str, Any]:
+    """Where a task's items came from, for result files: the files with their sha256, or the generator."""
+    spec = get_task(task)
+    if spec.generate is not None:
+        generator = spec.generate
+        return {"task": task, "generator": f"{generator.__module__}.{generator.__name__}", "seed": seed, "items": n}
+    split = scored_split(spec, split)
+    try:
+        files = [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data_files(task, path, split)]
+    except OSError as err:
+        raise DataError(str(path or task), f"cannot read ({err.strerror or err})") from None
+    source = path if path is not None else (spec.sources or {}).get(split)
+    return {"task": task, "split": split, "source": source, "files": files, "items": n}
+
+
+def load_eval_texts(
+    tasks: Sequence[str],
+    seed: int = 0,
+    synthetic_n: int | Mapping[str, int | None] | None = None,
+    paths: Mapping[str, str | None] | None = None,
+) -> list[EvalText]:
+    """The texts of every evaluation set in use, for decontamination.
+
+    Multiple-choice tasks are indexed whole (every test item, not only the first `eval_limit`; PubMedQA with
+    each abstract and long answer: each task's `eval_texts`). Each generated task is drawn exactly as
+    evaluation draws it: `seed` and the count `synthetic_n` (one number, or one per task; None means
+    evaluation's default, 200).
+    """
+    texts: list[EvalText] = []
+    for task in expand_tasks(tasks):
+        spec = get_task(task)
+        if spec.eval_texts is not None:
+            texts += [EvalText(task, *text) for text in spec.eval_texts((paths or {}).get(task))]
+        else:
+            n = synthetic_n.get(task) if isinstance(synthetic_n, Mapping) else synthetic_n
+            cases = load_items(task, n, seed)
+            texts += [EvalText(task, case.id, "prompt", case.prompt) for case in cases]
+    return texts
+
+
+def config_eval_texts(config: RunConfig) -> list[EvalText]:
+    """Exactly what a run's evaluation scores: its `eval_tasks`, generated sets drawn with `config.seed` and
+    `item_limit(config, task)` items (as the evaluate stage draws them; not `data_seed`)."""
+    limits = {task: item_limit(config, task) for task in config.eval_tasks}
+    return load_eval_texts(config.eval_tasks, seed=config.seed, synthetic_n=limits)
+
+
+__all__ = [
+    "SUITES",
+    "TASKS",
+    "Task",
+    "check_request",
+    "config_eval_texts",
+    "data_files",
+    "describe_data",
+    "expand_tasks",
+    "get_task",
+    "item_limit",
+    "load_eval_texts",
+    "load_items",
+    "run_items",
+]

@@ -1,0 +1,118 @@
+"""What every evaluation task is: the `Task` record each task module fills in, and lm-eval's prompt rules.
+
+A multiple-choice task is scored like lm-evaluation-harness 0.4.13 (`output_type: multiple_choice`):
+
+- the context is `description + few-shot block + doc_to_text(doc)`; the few-shot block is, per example,
+  `doc_to_text(example) + target_delimiter + choice[target] + fewshot_delimiter`;
+- each continuation is `target_delimiter + choice` (` A`..` D`, ` yes`/` no`/` maybe`);
+- with the chat template (lm-eval's `--apply_chat_template`) the description is the system turn, the rest one
+  user turn (`multiturn_to_singleturn`), rendered with a generation prompt, and the continuation is the bare
+  choice (no delimiter, as the task sets no `gen_prefix`);
+- `acc` is the argmax of the summed log-likelihoods, `acc_norm` divides each by the choice's length in
+  characters; both take the first maximum on ties (numpy's argmax).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsft.data.records import LETTERS, MultipleChoiceItem, OnError
+from medsft.data.synthetic import SyntheticCase
+
+Row = dict[str, Any]
+TaskText = tuple[str, str, str]  # (item id, part, text): what decontamination indexes
+Messages = list[dict[str, str]]
+TARGET_DELIMITER = " "
+FEWSHOT_DELIMITER = "\n\n"
+MAX_FEWSHOT = 5  # MMLU's dev split: 5 rows per subject
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation task. Multiple-choice tasks fill the fields up to `fewshot`; a generated one only `generate`.
+
+    `kind`: "letters" (choices ` A`..` D`), "fixed" (the item's own words, ` yes`/` no`/` maybe'), "generated"
+    (cases scored by generation, `medsft.evaluate.synthetic`) or "dialogue" (free-text replies, ROUGE and key
+    points, `medsft.evaluate.dialogue`)."""
+
+    name: str
+    kind: str
+    # Multiple choice: (path, split, limit, on_error) -> items; the default source of each split; files besides
+    # the data files that decide the split (PubMedQA's official PMIDs).
+    read: Callable[[str | None, str, int | None, OnError], list[MultipleChoiceItem]] | None = None
+    sources: dict[str, str] | None = None
+    files: Callable[[str | None, str], list[Path]] | None = None  # the local files one split reads
+    prompt: Callable[[MultipleChoiceItem], str] | None = None  # lm-eval's doc_to_text
+    description: Callable[[MultipleChoiceItem], str] | None = None  # lm-eval's `description` (MMLU's line)
+    cot_prompt: Callable[[MultipleChoiceItem, str], str] | None = None  # generative mode's user turn
+    cot_instruction: str = ""
+    extract: Callable[[str, MultipleChoiceItem], int | None] | None = None  # a reply's choice, generative mode
+    lm_eval_yaml: str | None = None  # the task's YAML under lm_eval/tasks
+    lm_eval_version: str = "Yaml"  # lm-eval's `Version` column: metadata.version, or "Yaml" when the YAML has none
+    lm_eval_row: Callable[[MultipleChoiceItem], Row] | None = None  # an item in the layout lm-eval reads
+    raw_rows: Callable[[str | None, Sequence[MultipleChoiceItem]], list[Row]] | None = None  # the file's own rows
+    eval_texts: Callable[[str | None], list[TaskText]] | None = None  # the whole test split, for decontamination
+    fewshot: Callable[[], list[MultipleChoiceItem]] | None = None  # the few-shot split, in order (first_n)
+    discipline: str | None = None  # what `item.subject` means in the per-discipline table ("subject")
+    # Generated: (count, seed) -> cases.
+    generate: Callable[[int, int], list[SyntheticCase]] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.sources or ())
+
+    @property
+    def multiple_choice(self) -> bool:
+        return self.kind in ("letters", "fixed")
+
+    @property
+    def generative(self) -> bool:
+        """Always scored by generating replies (so it gets the generation item limit and token cap)."""
+        return not self.multiple_choice
+
+    def choices(self, item: MultipleChoiceItem) -> list[str]:
+        """The choice strings lm-eval scores (and measures for acc_norm), without the delimiter."""
+        if self.kind == "letters":
+            return list(LETTERS[: len(item.choices)])
+        return list(item.choices)
+
+    def answer_text(self, item: MultipleChoiceItem) -> str:
+        return self.choices(item)[item.answer]
+
+    def shots(self, item: MultipleChoiceItem, num_fewshot: int) -> list[MultipleChoiceItem]:
+        """The `num_fewshot` examples put before `item` (lm-eval's sampler for this task)."""
+        if num_fewshot == 0:
+            return []
+        if self.fewshot is None:
+            raise ValueError(f"{self.name}: no few-shot split; it is scored zero-shot only")
+        if not 0 < num_fewshot <= MAX_FEWSHOT:
+            raise ValueError(f"{self.name}: num_fewshot must be 0-{MAX_FEWSHOT}, got {num_fewshot}")
+        return self.fewshot()[:num_fewshot]  # lm-eval's first_n sampler (the split differs from the test's)
+
+    def turns(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> tuple[str, str]:
+        """(description, the rest of the context): the system and user parts of lm-eval's prompt."""
+        assert self.prompt is not None, f"{self.name} is not a multiple-choice task"
+        block = "".join(
+            f"{self.prompt(shot)}{TARGET_DELIMITER}{self.answer_text(shot)}{FEWSHOT_DELIMITER}"
+            for shot in self.shots(item, num_fewshot)
+        )
+        return (self.description(item) if self.description else ""), block + self.prompt(item)
+
+    def context(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> str:
+        """lm-eval's plain context: description, few-shot block, the question."""
+        return "".join(self.turns(item, num_fewshot))
+
+    def messages(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> Messages:
+        """lm-eval's chat-template context before rendering: the description as system turn, the rest one user
+        turn (`fewshot_as_multiturn` off)."""
+        system, user = self.turns(item, num_fewshot)
+        return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": user}]
+
+    def continuations(self, item: MultipleChoiceItem, chat: bool = False) -> list[str]:
+        """What each choice's log-likelihood is summed over; under the chat template no delimiter is added."""
+        delimiter = "" if chat else TARGET_DELIMITER
+        return [delimiter + choice for choice in self.choices(item)]

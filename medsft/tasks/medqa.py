@@ -1,0 +1,102 @@
+"""MedQA USMLE 4-option: the carried official test split (1,273; `split="dev"`: dev, 1,272), as lm-eval's
+`medqa_4options` scores it (GBaker/MedQA-USMLE-4-options-hf layout, choices ` A`..` D`, no description).
+
+`Question: {q}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:` is lm-eval's `preprocess_medqa.doc_to_text`; the
+question and options are kept verbatim (row 243 starts with a space, and lm-eval keeps it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from medsft.data.loaders import convert_rows, format_options, open_rows, parse_medqa, resolve_file, row_tag
+from medsft.data.records import DataError, MultipleChoiceItem, OnError
+from medsft.tasks.base import Row, Task, TaskText
+from medsft.tasks.extraction import extract_option_letter
+
+SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
+COT_INSTRUCTION = (
+    "Think through the question step by step, then give your answer on the last line as 'Final answer: <letter>'."
+)
+
+
+def load_items(
+    path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
+) -> list[MultipleChoiceItem]:
+    """MedQA as 4-option multiple choice, in file order, the first `limit` items.
+
+    With no path the carried official US test split (`medqa/test.jsonl`, ids `medqa:test:<row>`) or, with
+    `split="dev"`, the dev split; a hub id reads that split of the hub dataset.
+    """
+    if path is None:
+        if split not in SOURCES:
+            raise DataError(f"medqa[{split}]", f"no carried MedQA split '{split}'; use {', '.join(SOURCES)}")
+        path = SOURCES[split]
+    origin, rows = open_rows(path, SOURCES["test"], None, split)
+    tag = row_tag(origin)
+    items, _ = convert_rows(origin, rows, lambda row, number: parse_medqa(row, number, tag), on_error)
+    return items[:limit] if limit is not None else items
+
+
+def prompt(item: MultipleChoiceItem) -> str:
+    return f"Question: {item.question}\n{format_options(item.choices)}\nAnswer:"
+
+
+def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
+    """The question, its lettered options and the instruction, for chain-of-thought decoding."""
+    return f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}"
+
+
+def lm_eval_row(item: MultipleChoiceItem) -> Row:
+    """GBaker/MedQA-USMLE-4-options-hf's layout, which lm-eval's `medqa_4options` reads."""
+    row: Row = {"id": item.id, "sent1": item.question, "sent2": "", "label": item.answer}
+    row.update({f"ending{i}": text for i, text in enumerate(item.choices)})
+    return row
+
+
+def raw_lm_eval_row(raw: Row) -> Row:
+    """A row of the data file itself in lm-eval's layout, every text untouched."""
+    if "sent1" in raw:
+        return raw
+    letters = sorted(raw["options"])
+    row = {"sent1": raw["question"], "sent2": "", "label": letters.index(raw["answer_idx"])}
+    row.update({f"ending{i}": raw["options"][letter] for i, letter in enumerate(letters)})
+    return row
+
+
+def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
+    """The file's own first rows behind `items` (read without medsft's parser), in lm-eval's layout."""
+    local = resolve_file(path, SOURCES["test"])
+    assert local is not None, "parity needs a local file"
+    lines = [line for line in local.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [raw_lm_eval_row(json.loads(line)) for line in lines[: len(items)]]
+
+
+def eval_texts(path: str | None) -> list[TaskText]:
+    """Every question of the test split, for decontamination."""
+    return [(item.id, "question", item.question) for item in load_items(path)]
+
+
+def files(path: str | None, split: str) -> list[Path]:
+    local = resolve_file(path, SOURCES.get(split, SOURCES["test"]))
+    return [local] if local is not None else []
+
+
+TASK = Task(
+    "medqa",
+    "letters",
+    read=load_items,
+    sources=SOURCES,
+    files=files,
+    prompt=prompt,
+    cot_prompt=cot_prompt,
+    cot_instruction=COT_INSTRUCTION,
+    extract=extract_option_letter,
+    lm_eval_yaml="medqa/medqa.yaml",
+    lm_eval_row=lm_eval_row,
+    raw_rows=raw_rows,
+    eval_texts=eval_texts,
+    discipline="USMLE step",
+)

@@ -1,0 +1,146 @@
+"""MMLU's six medical subjects (the Open Medical-LLM Leaderboard's), one task each, as lm-eval's `mmlu_<subject>`
+scores them: the test split (135/265/144/173/100/272 = 1,089), the dev split (5 each) for few-shot.
+
+lm-eval's `mmlu/default/_default_template_yaml`: the description `The following are multiple choice questions
+(with answers) about {subject with spaces}.\\n\\n`, then `{question.strip()}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\n
+Answer:`, choices ` A`..` D`, version 1.0, few-shot examples from `dev` with the `first_n` sampler (the first
+k dev rows, in file order). Carried files: `medsft/data/benchmarks/mmlu/{test,dev}/<subject>_<split>.csv`,
+the January 2021 revision (the one `cais/mmlu` holds); CSV without a header: question, A, B, C, D, answer.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from medsft.data.loaders import BENCHMARKS_DIR, convert_rows
+from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
+from medsft.tasks.base import Row, Task, TaskText
+from medsft.tasks.extraction import extract_option_letter
+
+FOLDER = BENCHMARKS_DIR / "mmlu"
+SUBJECTS = (
+    "anatomy",
+    "clinical_knowledge",
+    "college_biology",
+    "college_medicine",
+    "medical_genetics",
+    "professional_medicine",
+)
+COLUMNS = ("question", "A", "B", "C", "D", "answer")
+
+
+def subject_file(subject: str, split: str, path: str | None = None) -> Path:
+    if path is not None and not path.startswith("bundled:"):
+        local = Path(path).expanduser()
+        if not local.is_file():
+            raise DataError(path, "file not found")
+        return local
+    if split not in ("test", "dev"):
+        raise DataError(f"mmlu_{subject}[{split}]", "no carried MMLU split of that name; use test or dev")
+    return FOLDER / split / f"{subject}_{split}.csv"
+
+
+def csv_rows(file: Path) -> Iterator[tuple[int, Any]]:
+    """(record number, {question, A..D, answer}); quoted commas and CRLF endings are the csv module's job."""
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(file.name, f"not valid UTF-8 (byte at {err.start})") from None
+    for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if len(fields) != len(COLUMNS):
+            yield number, {"_fields": len(fields)}
+        else:
+            yield number, dict(zip(COLUMNS, fields, strict=True))
+
+
+def parse_row(row: dict[str, Any], number: int, subject: str, split: str) -> MultipleChoiceItem:
+    if "_fields" in row:
+        raise FieldError(None, f"expected {len(COLUMNS)} fields ({', '.join(COLUMNS)}), got {row['_fields']}")
+    choices = [text_field(row, letter, strip=False) for letter in "ABCD"]
+    answer = text_field(row, "answer")
+    if answer not in "ABCD" or len(answer) != 1:
+        raise FieldError("answer", f"{answer!r} is not one of A, B, C, D")
+    question = text_field(row, "question", strip=False)
+    return MultipleChoiceItem(f"mmlu_{subject}:{split}:{number}", question, choices, LETTERS.index(answer), subject)
+
+
+def read_split(subject: str, split: str, path: str | None = None, on_error: OnError = "raise") -> list[Any]:
+    file = subject_file(subject, split, path)
+    origin = f"mmlu/{split}/{file.name}" if file.parent.parent == FOLDER else file.name
+    items, _ = convert_rows(origin, csv_rows(file), lambda row, n: parse_row(row, n, subject, split), on_error)
+    return items
+
+
+@functools.cache
+def dev_items(subject: str) -> tuple[MultipleChoiceItem, ...]:
+    return tuple(read_split(subject, "dev"))
+
+
+def description(subject: str) -> str:
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
+
+def prompt(item: MultipleChoiceItem) -> str:
+    options = "".join(f"{letter}. {option}\n" for letter, option in zip(LETTERS, item.choices, strict=False))
+    return f"{item.question.strip()}\n{options}Answer:"
+
+
+def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
+    options = "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, item.choices, strict=False))
+    return f"{item.question.strip()}\n\n{options}\n\n{instruction}"
+
+
+def lm_eval_row(item: MultipleChoiceItem) -> Row:
+    """cais/mmlu's layout, which lm-eval's `mmlu_<subject>` reads."""
+    return {"question": item.question, "subject": item.subject, "choices": list(item.choices), "answer": item.answer}
+
+
+def raw_csv_rows(file: Path, count: int | None = None) -> list[Row]:
+    """The file's rows through the csv module only, in cais/mmlu's layout."""
+    with file.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))[:count]
+    subject = file.stem.rsplit("_", 1)[0]
+    return [{"question": r[0], "subject": subject, "choices": r[1:5], "answer": "ABCD".index(r[5])} for r in rows]
+
+
+def make_task(subject: str) -> Task:
+    def load_items(
+        path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
+    ) -> list[MultipleChoiceItem]:
+        items = read_split(subject, split, path, on_error)
+        return items[:limit] if limit is not None else items
+
+    def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
+        return raw_csv_rows(subject_file(subject, "test", path), len(items))
+
+    def eval_texts(path: str | None) -> list[TaskText]:
+        return [(item.id, "question", item.question) for item in load_items(path)]
+
+    return Task(
+        f"mmlu_{subject}",
+        "letters",
+        read=load_items,
+        sources={"test": f"bundled:mmlu/test/{subject}_test.csv", "dev": f"bundled:mmlu/dev/{subject}_dev.csv"},
+        files=lambda path, split: [subject_file(subject, split, path)],
+        prompt=prompt,
+        description=lambda item: description(subject),
+        cot_prompt=cot_prompt,
+        cot_instruction="Think through the question step by step, then give your answer on the last line as "
+        "'Final answer: <letter>'.",
+        extract=extract_option_letter,
+        lm_eval_yaml=f"mmlu/default/mmlu_{subject}.yaml",
+        lm_eval_version="1.0",
+        lm_eval_row=lm_eval_row,
+        raw_rows=raw_rows,
+        eval_texts=eval_texts,
+        fewshot=lambda: list(dev_items(subject)),
+        discipline="subject",
+    )
+
+
+TASKS = tuple(make_task(subject) for subject in SUBJECTS)
