@@ -11,7 +11,10 @@ Printed: tokens/s of each and their ratio; model-FLOPs utilization (MFU) of each
 model's shapes and divided by the fp32 matmul rate measured in this run; peak RSS of each step; and the largest
 loss difference between the two on the same batch and weights.
 
-    python bench/train_step.py [--batches 3] [--rounds 2] [--batch-size 4]
+    python bench/train_step.py [--batches 3] [--rounds 2] [--batch-size 4] [--no-record]
+
+The goals (README): medsft at least 4x TRL's tokens/s, at 75% MFU or more; the last lines say whether this run
+meets them. Each run is appended to bench/history.json; `python bench/history.py` shows the history.
 
 Run it on a quiet machine, without OMP_WAIT_POLICY=PASSIVE: passive OpenMP threads sleep between the thousands of
 small ops in a step, which costs ~12% there (it helps only when other processes compete for the cores).
@@ -26,6 +29,9 @@ import time
 from pathlib import Path
 
 import torch
+
+GOAL_RATIO = 4.0  # medsft tokens/s over TRL's default step
+GOAL_MFU = 0.75  # medsft's model-FLOPs utilization against the fp32 matmul peak measured in the same run
 
 
 def matmul_gflops(size: int, repeats: int = 5) -> float:
@@ -89,6 +95,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-record", action="store_true", help="do not append this run to bench/history.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -185,8 +192,32 @@ def main() -> None:
             f"{name:<8}{rate(name):>10.1f}{statistics.median(timings[name]):>9.2f}{mfu(name):>7.0%}"
             f"{rss[name]:>9.2f} GiB"
         )
-    print(f"ratio medsft/trl tokens/s: {rate('medsft') / rate('trl'):.2f}x")
+    ratio = rate("medsft") / rate("trl")
+    print(f"ratio medsft/trl tokens/s: {ratio:.2f}x")
     print(f"max loss difference on the same batch: {loss_gap:.2e}")
+    for what, value, goal, shown in (
+        ("medsft/trl tokens/s", ratio, GOAL_RATIO, f"{GOAL_RATIO:g}x: {ratio:.2f}x"),
+        ("medsft MFU", mfu("medsft"), GOAL_MFU, f"{GOAL_MFU:.0%}: {mfu('medsft'):.0%}"),
+    ):
+        verdict = "met" if value >= goal else f"not met ({value / goal:.0%} of the goal)"
+        print(f"goal: {what} >= {shown}, {verdict}")
+    if not args.no_record:
+        import history
+
+        figures = {
+            "trl tok/s": rate("trl"),
+            "medsft tok/s": rate("medsft"),
+            "medsft/trl": ratio,
+            "medsft MFU %": 100 * mfu("medsft"),
+            "trl MFU %": 100 * mfu("trl"),
+            "matmul peak GFLOP/s": peak,
+        }
+        higher = list(figures)
+        figures["medsft peak RSS GiB"] = rss["medsft"]
+        settings = {"batches": args.batches, "rounds": args.rounds, "batch_size": size, "threads": args.threads,
+                    "OMP_WAIT_POLICY": policy}  # fmt: skip
+        for line in history.record("train_step", figures, higher_is_better=higher, settings=settings):
+            print(f"slower than the last recorded run: {line}")
 
 
 if __name__ == "__main__":

@@ -129,12 +129,14 @@ def test_a_dataset_with_nothing_to_learn_is_an_error_before_training(gemma_token
         tokenize_split(rows, gemma_tokenizer, config, "train")
 
 
-def test_fused_head_matches_plain_cross_entropy_with_gradients(monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize("block_columns", [128, 2048])  # eight vocabulary blocks (the last one narrower), or one
+def test_fused_head_matches_plain_cross_entropy_with_gradients(monkeypatch: pytest.MonkeyPatch, block_columns: int):
     from medsft.train.cpu_step import loss
     from medsft.train.cpu_step.loss import FusedLinearCrossEntropy
 
     vocab = 1000
     monkeypatch.setattr(loss, "CHUNK_BYTES", 4 * vocab * 100)  # 100 rows per chunk: 600 rows take six chunks
+    monkeypatch.setattr(loss, "BLOCK_COLUMNS", block_columns)
     torch.manual_seed(0)
     hidden = torch.randn(600, 32, requires_grad=True)
     weight = torch.randn(vocab, 32)

@@ -5,7 +5,8 @@ Unsloth's `save_pretrained_gguf` clones and compiles llama.cpp from GitHub, whic
 `src/ ggml/ common/`), so one `python -m medsft.export.llamacpp_toolchain setup` (the only step that needs the
 network: the PyPI download, and only when the cache is empty) gives:
 
-- the runtime: a portable llama-cpp-python wheel, built once into `~/.cache/medsft/wheels/` and installed;
+- the runtime: a portable llama-cpp-python wheel, built once into `~/.cache/medsft/wheels/<version>-<flags>/` and
+  installed (a change of build flags makes a new folder, so a machine with an older build rebuilds and reinstalls);
 - the toolchain folder `~/.cache/medsft/llama.cpp/<version>/`: the vendored tree, plus `llama-quantize`, a
   command-line front end to libllama's `llama_model_quantize` (the function the upstream tool calls; the
   wheel ships shared libraries only, no binaries). It answers `--help` and takes the upstream arguments
@@ -20,6 +21,8 @@ one-time build (about 7 minutes on 2 cores here), which is cached and never repe
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -35,8 +38,14 @@ from medsft.models import cache_dir
 log = logging.getLogger("medsft")
 
 VERSION = "0.3.36"
-# Portable: runs on any x86-64 (the cache may move between machines); no multimodal library.
-CMAKE_ARGS = "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
+# Portable: runs on any x86-64 (the cache may move between machines); no multimodal library. Without OpenMP: with
+# it, ggml's barrier after every operation of a token's graph (~450 per token for Gemma 3 270M) is an OpenMP barrier,
+# which obeys OMP_WAIT_POLICY; medsft sets that to PASSIVE for torch (Makefile, tests, notebooks run from them), so
+# each barrier put a thread to sleep and woke it again, and 2 threads generated Q8_0 at 36-39 tok/s instead of
+# 59-64 (same run, bench/README). ggml's own thread pool waits at its barriers by spinning, whatever the environment
+# says, and leaves torch's OpenMP threads alone. (A native AVX-512 build measured within 2%: not worth giving up
+# portability.)
+CMAKE_ARGS = "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DGGML_OPENMP=OFF"
 TOOLCHAIN_ENV = "MEDSFT_LLAMA_CPP"
 QUANTIZE_TOOL = "llama-quantize"
 CONVERTER = "convert_hf_to_gguf.py"
@@ -110,9 +119,34 @@ def sdist_path() -> Path:
     return cache_dir() / "sdist" / f"llama_cpp_python-{VERSION}.tar.gz"
 
 
+def build_key() -> str:
+    """The cache key of a wheel: the version and a digest of the build flags, so new flags mean a new build."""
+    return f"{VERSION}-{hashlib.sha256(CMAKE_ARGS.encode()).hexdigest()[:8]}"
+
+
+def wheel_dir() -> Path:
+    return cache_dir() / "wheels" / build_key()
+
+
 def cached_wheel() -> Path | None:
-    wheels = sorted((cache_dir() / "wheels").glob(f"llama_cpp_python-{VERSION}-*.whl"))
+    wheels = sorted(wheel_dir().glob(f"llama_cpp_python-{VERSION}-*.whl"))
     return wheels[-1] if wheels else None
+
+
+def installed_wheel() -> str | None:
+    """Where the installed llama-cpp-python came from (pip's direct_url.json), or None (not installed from a file)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        text = distribution("llama_cpp_python").read_text("direct_url.json")
+    except PackageNotFoundError:
+        return None
+    return json.loads(text).get("url") if text else None
+
+
+def runtime_is_current() -> bool:
+    """The installed runtime is this version, installed from a wheel of this build key (today's CMAKE_ARGS)."""
+    return runtime_version() == VERSION and f"/{build_key()}/" in (installed_wheel() or "")
 
 
 def runtime_version() -> str | None:
@@ -122,6 +156,26 @@ def runtime_version() -> str | None:
         return version("llama_cpp_python")
     except PackageNotFoundError:
         return None
+
+
+def check_runtime_threads() -> None:
+    """Warn (once) when the installed llama.cpp was built with OpenMP and OMP_WAIT_POLICY is PASSIVE: a wheel from
+    before CMAKE_ARGS turned OpenMP off, whose generation then runs ~40% slower. `make setup` replaces it."""
+    global _threads_checked
+    if _threads_checked or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        return
+    _threads_checked = True
+    import llama_cpp
+
+    if "OPENMP = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace"):
+        log.warning(
+            "llama.cpp here was built with OpenMP and OMP_WAIT_POLICY=PASSIVE is set: generation runs ~40%% slower; "
+            "rebuild it without OpenMP with `make setup` (or %s)",
+            SETUP_HINT.split(" once")[0].removeprefix("run "),
+        )
+
+
+_threads_checked = False
 
 
 def find_toolchain() -> Toolchain:
@@ -171,7 +225,7 @@ def build_wheel(sdist: Path) -> Path:
     wheel = cached_wheel()
     if wheel is not None:
         return wheel
-    folder = cache_dir() / "wheels"
+    folder = wheel_dir()
     folder.mkdir(parents=True, exist_ok=True)
     print(f"building llama-cpp-python {VERSION} once (about 7-25 minutes on 2 cores); cached in {folder}")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -206,8 +260,10 @@ def setup_toolchain() -> Toolchain:
     """Download (if needed), build (if needed), install and unpack: afterwards everything works offline."""
     sdist = fetch_sdist()
     wheel = build_wheel(sdist)
-    if runtime_version() != VERSION:
-        pip("install", "--quiet", "--no-deps", str(wheel), "diskcache")
+    if not runtime_is_current():
+        # --force-reinstall: an older build of the same version (other flags) is replaced, not kept as "satisfied".
+        pip("install", "--quiet", "--no-deps", "--force-reinstall", str(wheel))
+        pip("install", "--quiet", "--no-deps", "diskcache")
     root = toolchain_root()
     unpack_tree(sdist, root)
     chain = find_toolchain()

@@ -76,7 +76,9 @@ def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limit
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     from medsft.evaluate.gguf_scorer import quiet_stderr
+    from medsft.export.llamacpp_toolchain import check_runtime_threads
 
+    check_runtime_threads()
     limits = limits or Limits()
     threads = n_threads or len(os.sched_getaffinity(0))  # as GgufChat: every core this process may use
     model = ModelSettings(

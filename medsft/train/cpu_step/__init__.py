@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from medsft.train.cpu_step.attention import packed_attention
-from medsft.train.cpu_step.loss import sparse_head_loss
+from medsft.train.cpu_step.loss import release_workspace, sparse_head_loss
 from medsft.train.labels import IGNORE_INDEX
 
 
@@ -53,7 +53,10 @@ def use_cpu_step(trainer: Any) -> Any:
 
 def train_with_packed_attention(trainer: Any, train: Any, *args: Any, **kwargs: Any) -> Any:
     with packed_attention(trainer.model):
-        return train(*args, **kwargs)
+        try:
+            return train(*args, **kwargs)
+        finally:
+            release_workspace()  # the sparse head's logits buffer (up to 0.5 GB), kept between steps, goes now
 
 
 def sparse_compute_loss(trainer: Any, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):  # noqa: ANN001
