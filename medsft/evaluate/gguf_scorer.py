@@ -25,7 +25,7 @@ from medsft.evaluate.transformers_scorer import GREEDY, ChoiceRequest, Generatio
 
 def load_gguf(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0) -> Any:
     """A quiet `llama_cpp.Llama` on CPU; a clear error when the runtime or the file is missing."""
-    from medsft.export.llamacpp_toolchain import SETUP_HINT, ToolchainError, check_runtime_threads
+    from medsft.export.llamacpp_toolchain import SETUP_HINT, ToolchainError, check_runtime_threads, default_threads
 
     path = Path(path)
     if not path.is_file():
@@ -35,7 +35,7 @@ def load_gguf(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
     except ImportError as err:
         raise ToolchainError(f"llama-cpp-python is not importable ({err}); {SETUP_HINT}") from err
     check_runtime_threads()
-    threads = n_threads or len(os.sched_getaffinity(0))
+    threads = n_threads or default_threads()
     with quiet_stderr():  # llama.cpp logs context details on stderr even with verbose=False
         llm = Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False

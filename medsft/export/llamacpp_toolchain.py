@@ -178,6 +178,14 @@ def check_runtime_threads() -> None:
 _threads_checked = False
 
 
+def default_threads() -> int:
+    """Threads for llama.cpp: the OMP_NUM_THREADS budget when one is set (the no-OpenMP build ignores it itself,
+    and its spinning threads collapse when several processes share the cores; tests that run two exports at
+    once set 1), else every core this process may use."""
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    return int(budget) if budget.isdigit() and int(budget) > 0 else len(os.sched_getaffinity(0))
+
+
 def find_toolchain() -> Toolchain:
     """The ready toolchain folder, or a `ToolchainError` saying what is missing and what to run."""
     chain = Toolchain(toolchain_root())

@@ -29,7 +29,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -76,11 +75,11 @@ def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limit
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     from medsft.evaluate.gguf_scorer import quiet_stderr
-    from medsft.export.llamacpp_toolchain import check_runtime_threads
+    from medsft.export.llamacpp_toolchain import check_runtime_threads, default_threads
 
     check_runtime_threads()
     limits = limits or Limits()
-    threads = n_threads or len(os.sched_getaffinity(0))  # as GgufChat: every core this process may use
+    threads = n_threads or default_threads()  # as GgufChat
     model = ModelSettings(
         model=str(gguf), model_alias=gguf.stem, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=0,
         verbose=False,
