@@ -15,22 +15,20 @@ upload), `save` (the orchestration); the notebook's tables are `medsft.stages.ex
 `medsft.export.llamacpp_toolchain`; chat is `medsft.export.chat`, the local server `medsft.export.server`.
 """
 
-from medsft.export.gguf import ExportError, check_quantizations
-from medsft.export.hub import push_to_hub
-from medsft.export.save import (
-    ExportPlan,
-    ExportResult,
-    check_export,
-    export_run,
-    gguf_staging,
-    plan_export,
-    prepare_folders,
-    save_ggufs,
-    unchecked_files,
-)
-from medsft.export.verify import VerificationError
+import importlib
+from typing import Any
 
-__all__ = [
-    "ExportError", "ExportPlan", "ExportResult", "VerificationError", "check_export", "check_quantizations",
-    "export_run", "gguf_staging", "plan_export", "prepare_folders", "push_to_hub", "save_ggufs", "unchecked_files",
-]  # fmt: skip
+# Names are imported on first use (PEP 562), so `python -m medsft.export.llamacpp_toolchain setup` runs that module
+# once, not after this package has already imported it through `save`.
+_HOMES = {
+    "ExportError": "gguf", "check_quantizations": "gguf", "push_to_hub": "hub", "VerificationError": "verify",
+    **dict.fromkeys(("ExportPlan", "ExportResult", "check_export", "export_run", "gguf_staging", "plan_export",
+                     "prepare_folders", "save_ggufs", "unchecked_files"), "save"),
+}  # fmt: skip
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'medsft.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"medsft.export.{_HOMES[name]}"), name)
