@@ -22,6 +22,7 @@ from medsft.evaluate.baselines import baselines
 from medsft.evaluate.cache import result_cache
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
+from medsft.evaluate.report import base_task
 from medsft.evaluate.results import TaskResult, slug, write_result
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
@@ -237,7 +238,7 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
         raise ValueError("nothing to compare")
     base = results[0]
     check_same_items(results)
-    if get_task(base.task).kind == "dialogue":
+    if get_task(base_task(base.task)).kind == "dialogue":  # a view's result is named e.g. medqa_chat
         from medsft.evaluate.dialogue import compare_dialogue
 
         table, pairs, breakdown = compare_dialogue(results, seed)
