@@ -30,6 +30,12 @@ FEWSHOT_DELIMITER = "\n\n"
 MAX_FEWSHOT = 5  # MMLU's dev split: 5 rows per subject
 
 
+def option_lines(choices: Sequence[str]) -> list[str]:
+    """`A. first`, `B. second`, ...: the lettered options of lm-eval's MedMCQA and MMLU prompts (and of the
+    chain-of-thought prompts), one line each."""
+    return [f"{letter}. {option}" for letter, option in zip(LETTERS, choices, strict=False)]
+
+
 @dataclass(frozen=True)
 class Task:
     """One evaluation task. Multiple-choice tasks fill the fields up to `fewshot`; a generated one only `generate`.

@@ -16,7 +16,7 @@ from typing import Any
 
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, read_jsonl
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import Row, Task, TaskText
+from medsft.tasks.base import Row, Task, TaskText, option_lines
 from medsft.tasks.extraction import extract_option_letter
 
 FOLDER = BENCHMARKS_DIR / "medmcqa" / "validation"
@@ -64,12 +64,12 @@ def load_items(
 
 
 def prompt(item: MultipleChoiceItem) -> str:
-    options = "".join(f"{letter}. {option}\n" for letter, option in zip(LETTERS, item.choices, strict=False))
+    options = "".join(line + "\n" for line in option_lines(item.choices))
     return f"Question: {item.question}\nChoices:\n{options}Answer:"
 
 
 def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    options = "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, item.choices, strict=False))
+    options = "\n".join(option_lines(item.choices))
     return f"{item.question}\n\n{options}\n\n{instruction}"
 
 

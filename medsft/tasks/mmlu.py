@@ -19,7 +19,7 @@ from typing import Any
 
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import Row, Task, TaskText
+from medsft.tasks.base import Row, Task, TaskText, option_lines
 from medsft.tasks.extraction import extract_option_letter
 
 FOLDER = BENCHMARKS_DIR / "mmlu"
@@ -86,12 +86,12 @@ def description(subject: str) -> str:
 
 
 def prompt(item: MultipleChoiceItem) -> str:
-    options = "".join(f"{letter}. {option}\n" for letter, option in zip(LETTERS, item.choices, strict=False))
+    options = "".join(line + "\n" for line in option_lines(item.choices))
     return f"{item.question.strip()}\n{options}Answer:"
 
 
 def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    options = "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, item.choices, strict=False))
+    options = "\n".join(option_lines(item.choices))
     return f"{item.question.strip()}\n\n{options}\n\n{instruction}"
 
 
