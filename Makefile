@@ -40,8 +40,12 @@ smoke: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Two pytest workers, one thread each: the suite's many single-threaded parts (imports, notebook kernels, llama.cpp
+# and server round trips) then overlap instead of idling a core. Modules stay whole on one worker (--dist loadfile),
+# so a module's shared run is made once.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The bundle for a lent GPU machine (PyPI needed here, not there); then `bash .gpu/run.sh` on that machine.
 .PHONY: gpu-bundle

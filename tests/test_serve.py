@@ -324,7 +324,12 @@ def test_a_json_body_is_answered_whatever_its_content_type(server: str, content_
 
 def test_a_grammar_llama_cpp_parses_is_followed(server: str) -> None:
     reply, _ = post(server, body={"messages": HI, "grammar": 'root ::= "yes"', "max_tokens": 4})
-    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "yes"
+    assert reply.status_code == 200, reply.text[:500]
+    choice = reply.json()["choices"][0]
+    if choice["finish_reason"] == "length":  # this server's 1 s --time-limit can cut a reply on a loaded machine
+        assert choice["message"]["content"] and "yes".startswith(choice["message"]["content"]), choice
+    else:
+        assert choice["message"]["content"] == "yes", choice
 
 
 def test_unknown_routes_and_methods_get_openai_shaped_errors(server: str) -> None:
