@@ -2,20 +2,24 @@
 
 A result file holds the question ids and per-question predictions and scores, so any number in it (or a
 new one, such as a paired difference against a later model) can be recomputed from the file alone.
-Files are `eval_<task>_<model>.json` in the run folder, written to a temporary file and linked into place:
-a reader never sees half a file, and an existing result is never replaced (FileExistsError) unless
-`overwrite=True` is passed.
+Files are `eval_<task>_<model>.json` in the run folder, written atomically (`runs.write_json`); an existing
+result is never replaced (FileExistsError) unless `overwrite=True` is passed.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsft import DISCLAIMER, runs
+
+if TYPE_CHECKING:
+    from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer
 
 
 @dataclass
@@ -24,7 +28,7 @@ class TaskResult:
 
     task: str
     model: str
-    mode: str  # "loglikelihood" | "generative" | "synthetic"
+    mode: str  # "loglikelihood" | "generate" | "synthetic" | "dialogue"
     n: int
     metrics: dict[str, Any]
     questions: list[dict[str, Any]]
@@ -52,8 +56,24 @@ class TaskResult:
         return cls(**data)
 
 
-def result_filename(task: str, model: str) -> str:
-    return f"eval_{slug(task)}_{slug(model)}.json"
+Scored = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # records, metrics, breakdown
+
+
+def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
+                     generation: GenerationSettings, score: Callable[[list[str]], Scored],
+                     model_spec: dict[str, Any] | None, **settings: Any) -> TaskResult:  # fmt: skip
+    """The scorer's reply to each conversation, scored by `score`, as a result that records the generation
+    settings and the seconds the generation took (the shared path of every generated task)."""
+    if not conversations:
+        raise ValueError(f"{task}: no {dict(dialogue='dialogues', synthetic='cases').get(mode, 'items')} to evaluate")
+    started = time.perf_counter()
+    replies = scorer.generate(conversations, generation)
+    seconds = round(time.perf_counter() - started, 3)
+    records, metrics, breakdown = score(replies)
+    return TaskResult(task=task, model=scorer.name, mode=mode, n=len(records), metrics=metrics, questions=records,
+                      settings={**generation.record(), "seconds": seconds, **settings},
+                      model_spec=model_spec or {"name": scorer.name}, breakdown=breakdown,
+                      disclaimer=DISCLAIMER)  # fmt: skip
 
 
 def slug(text: str) -> str:
@@ -65,7 +85,8 @@ def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = Fals
     data = result.to_dict()
     if result.mode != "loglikelihood" and "disclaimer" not in data:
         data["disclaimer"] = DISCLAIMER  # generated text is in the file
-    return runs.write_json(Path(run_dir) / result_filename(result.task, result.model), data, overwrite, strict=True)
+    path = Path(run_dir) / f"eval_{slug(result.task)}_{slug(result.model)}.json"
+    return runs.write_json(path, data, overwrite, strict=True)
 
 
 def read_result(path: str | Path) -> TaskResult:
