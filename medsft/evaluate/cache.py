@@ -39,12 +39,6 @@ LOAD_KNOBS = ("backend", "dtype", "load_in_4bit", "chat_template")
 PACKAGES = ("medsft", "torch", "transformers", "peft")
 
 
-def cache_root() -> Path:
-    from medsft.models import cache_dir
-
-    return cache_dir() / "eval"
-
-
 def model_identity(spec: str) -> str | None:
     """A stable identity for a model spec, or None when it must not be cached (an adapter, a missing folder)."""
     from medsft.config import EMBEDDED_MODEL
@@ -82,23 +76,6 @@ def item_payload(item: Any) -> Any:
     return item
 
 
-def data_hash(items: Sequence[Any]) -> str:
-    text = json.dumps([item_payload(i) for i in items], sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def package_versions() -> dict[str, str | None]:
-    """Every package a score depends on, None where not installed (a key part: installing one changes it)."""
-    installed = runs.package_versions(PACKAGES)
-    return {name: installed.get(name) for name in PACKAGES}
-
-
-def has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 @dataclass(frozen=True)
 class ResultCache:
     """Cached results of one model with one scorer configuration; `key(task, items)` names one result."""
@@ -108,7 +85,9 @@ class ResultCache:
     root: Path
 
     def key(self, task: str, items: Sequence[Any]) -> str:
-        parts = {"identity": self.identity, "task": task, "data": data_hash(items), **self.settings}
+        data = json.dumps([item_payload(i) for i in items], sort_keys=True, ensure_ascii=False, default=str)
+        parts = {"identity": self.identity, "task": task, "data": hashlib.sha256(data.encode()).hexdigest(),
+                 **self.settings}  # fmt: skip
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def path(self, task: str, key: str) -> Path:
@@ -128,14 +107,9 @@ class ResultCache:
         if cache.get("key") != key:
             return None
         result = TaskResult.from_dict(data)
-        result.settings = {
-            **result.settings,
-            "cached": True,
-            "cached_from": str(path),
-            "cache_key": cache["key"],
-            "seconds_when_computed": result.settings.get("seconds"),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
+        result.settings = {**result.settings, "cached": True, "cached_from": str(path), "cache_key": cache["key"],
+                           "seconds_when_computed": result.settings.get("seconds"),
+                           "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
         log.info("%s on %s: cached result from %s", result.model, task, path)
         return result
 
@@ -145,31 +119,27 @@ class ResultCache:
         return runs.write_json(self.path(task, key), data, overwrite=True, strict=True)
 
 
-def result_cache(
-    model: Any,
-    scorer_settings: Mapping[str, Any],
-    mode: str,
-    seed: int,
-    config: RunConfig | None = None,
-    generation: Mapping[str, Any] | None = None,
-    root: Path | None = None,
-) -> ResultCache | None:
+def result_cache(model: Any, scorer_settings: Mapping[str, Any], mode: str, seed: int,
+                 config: RunConfig | None = None, generation: Mapping[str, Any] | None = None,
+                 root: Path | None = None) -> ResultCache | None:  # fmt: skip
     """The cache for a model spec evaluated with these settings, or None when the model must not be cached."""
-    if not isinstance(model, str):
-        return None
-    identity = model_identity(model)
+    identity = model_identity(model) if isinstance(model, str) else None
     if identity is None:
         return None
+    import torch
+
     from medsft.config import build_config
+    from medsft.models import cache_dir
 
     run = config if config is not None else build_config({})
+    installed = runs.package_versions(PACKAGES)  # None where not installed: installing one changes the key
     settings = {
         "mode": mode,
         "seed": seed,
         "generation": dict(sorted((generation or {}).items())),
         "scorer": {**scorer_settings, "version": SCORER_VERSION},
         "load": {knob: getattr(run, knob) for knob in LOAD_KNOBS},
-        "packages": package_versions(),
-        "cuda": has_cuda(),
+        "packages": {name: installed.get(name) for name in PACKAGES},
+        "cuda": torch.cuda.is_available(),
     }
-    return ResultCache(identity, settings, root or cache_root())
+    return ResultCache(identity, settings, root or cache_dir() / "eval")
