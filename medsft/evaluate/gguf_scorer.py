@@ -37,9 +37,8 @@ def load_gguf(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
     check_runtime_threads()
     threads = n_threads or default_threads()
     with quiet_stderr():  # llama.cpp logs context details on stderr even with verbose=False
-        llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False
-        )
+        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed,
+                    verbose=False)  # fmt: skip
     # Close while the interpreter is still whole: Llama.__del__ at shutdown fails with noisy tracebacks.
     weakref.finalize(llm, llm.close)
     return llm
