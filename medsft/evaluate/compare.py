@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from medsft import runs
 from medsft.config import EVAL_MODES
-from medsft.evaluate.baselines import baselines
 from medsft.evaluate.cache import result_cache
 from medsft.evaluate.dialogue import compare_dialogue, evaluate_dialogue, rescore
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
-from medsft.evaluate.report import base_task
+from medsft.evaluate.report import base_task, baselines
 from medsft.evaluate.results import TaskResult, slug, write_result
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
@@ -48,7 +47,7 @@ class Comparison:
     table: list[dict[str, Any]]  # one row per model: name, n, acc, acc_ci
     pairs: list[dict[str, Any]]  # each model vs the first: diff, diff_ci, McNemar
     breakdown: dict[str, dict[str, Any]]  # subject/domain -> model -> {n, acc, acc_ci}
-    baselines: dict[str, Any] = field(default_factory=dict)  # best constant answer, distributions (baselines.py)
+    baselines: dict[str, Any] = field(default_factory=dict)  # best constant answer, distributions (report.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {

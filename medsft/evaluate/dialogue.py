@@ -3,7 +3,10 @@
 Each model answers each held-out patient turn (`medsft.data.dialogue_split`) through its chat template,
 greedy, up to `max_new_tokens`. Two scores per reply:
 
-- ROUGE-1, ROUGE-2 and ROUGE-L F-measures against the reference (`medsft.evaluate.rouge`, offline);
+- ROUGE-1, ROUGE-2 and ROUGE-L F-measures (per reply, no stemming: the hub metric's defaults) against the
+  reference, through `evaluate`. `evaluate.load("rouge")` would download the metric script from the hub, which
+  medsft never reaches at run time, so the package carries the metric module (`metrics/rouge/rouge.py`: an
+  `evaluate.Metric` over Google Research's `rouge_score`, what the hub script wraps) and loads it from there;
 - the key-point hit rate: the share of the reference's key points (the condition it names, the tests and
   treatments it recommends; `medsft.evaluate.keypoints`) that the reply contains.
 
@@ -18,16 +21,37 @@ import dataclasses
 import functools
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from medsft.data.dialogue_split import DialogueItem, read_dialogues
 from medsft.evaluate import keypoints, stats
 from medsft.evaluate.results import Scored, TaskResult, generated_result
-from medsft.evaluate.rouge import ROUGE_TYPES, rouge_scores
 from medsft.evaluate.transformers_scorer import GenerationSettings, Scorer
 
 Row = dict[str, Any]
+ROUGE_DIR = Path(__file__).resolve().parent / "metrics" / "rouge"
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 METRICS = (*ROUGE_TYPES, "key_point_hit_rate")
+
+
+@functools.cache
+def load_rouge() -> Any:
+    """The ROUGE `evaluate.EvaluationModule`, from the carried metric folder (copied into `HF_MODULES_CACHE`)."""
+    import evaluate
+
+    return evaluate.load(str(ROUGE_DIR))
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """ROUGE-1/2/L F-measure of each prediction against its reference."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not predictions:
+        return {name: [] for name in ROUGE_TYPES}
+    scores = load_rouge().compute(predictions=predictions, references=references, rouge_types=list(ROUGE_TYPES),
+                                  use_aggregator=False)  # fmt: skip
+    return {name: [float(v) for v in scores[name]] for name in ROUGE_TYPES}
 
 
 @functools.cache
