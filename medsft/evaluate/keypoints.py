@@ -161,24 +161,16 @@ def table_entries(references: tuple[str, ...], patients: tuple[str, ...] = ()) -
 
 def mentioned_entries(reference: str, entries: frozenset[str]) -> tuple[str, ...]:
     """The table entries a reference mentions, longest first, skipping one inside a longer one already taken."""
-    text = " " + " ".join(words(re.sub(r"\([^)]*\)", " ", reference))) + " "
+    def spaced(phrase: str) -> str:
+        return " " + " ".join(words(phrase)) + " "
+
+    text = spaced(re.sub(r"\([^)]*\)", " ", reference))
     found: list[str] = []
     for entry in sorted(entries, key=lambda e: (-len(e), e)):
-        needle = " " + " ".join(words(entry)) + " "
-        if needle.strip() and needle in text and not any(needle in " " + " ".join(words(f)) + " " for f in found):
+        needle = spaced(entry)
+        if needle.strip() and needle in text and not any(needle in spaced(f) for f in found):
             found.append(entry)
-    order = {entry: text.find(" " + " ".join(words(entry)) + " ") for entry in found}
-    return tuple(sorted(found, key=lambda e: order[e]))
-
-
-def extract_key_points(reference: str, entries: frozenset[str]) -> KeyPoints:
-    """Rule 1 and rule 2 on one reference; the condition is not repeated among the items."""
-    condition = extract_condition(reference)
-    items = mentioned_entries(reference, entries)
-    if condition:
-        cond_words = key_words(condition)
-        items = tuple(item for item in items if key_words(item) != cond_words)
-    return KeyPoints(condition, items)
+    return tuple(sorted(found, key=lambda e: text.find(spaced(e))))
 
 
 def stem(word: str) -> str:
@@ -189,11 +181,6 @@ def key_words(phrase: str) -> frozenset[str]:
     """The words that must all appear for a key point to count as contained (brackets dropped)."""
     phrase = re.sub(r"\([^)]*\)", " ", phrase)
     return frozenset(stem(w) for w in words(phrase) if w not in STOP)
-
-
-def contains(reply: str, point: str) -> bool:
-    needed = key_words(point)
-    return bool(needed) and needed <= {stem(w) for w in words(reply)}
 
 
 def hits(reply: str, points: KeyPoints) -> list[bool]:
@@ -212,10 +199,15 @@ def condition_group(condition: str | None) -> str:
     return "other"
 
 
-def key_points_for(
-    references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()
-) -> list[KeyPoints]:
-    """Key points of each reference, with the table entries learned from `corpus` (every reference of the
-    file) less what `patients` (every patient message of the file) say."""
+def key_points_for(references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()) -> list[KeyPoints]:
+    """Rules 1 and 2 on each reference, with the table entries learned from `corpus` (every reference of the
+    file) less what `patients` (every patient message of the file) say; the condition is not repeated as an item."""
     entries = table_entries(tuple(corpus), tuple(patients))
-    return [extract_key_points(reference, entries) for reference in references]
+    out = []
+    for reference in references:
+        condition = extract_condition(reference)
+        items = mentioned_entries(reference, entries)
+        if condition:
+            items = tuple(item for item in items if key_words(item) != key_words(condition))
+        out.append(KeyPoints(condition, items))
+    return out
