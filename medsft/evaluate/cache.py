@@ -134,12 +134,8 @@ def result_cache(model: Any, scorer_settings: Mapping[str, Any], mode: str, seed
     run = config if config is not None else build_config({})
     installed = runs.package_versions(PACKAGES)  # None where not installed: installing one changes the key
     settings = {
-        "mode": mode,
-        "seed": seed,
-        "generation": dict(sorted((generation or {}).items())),
-        "scorer": {**scorer_settings, "version": SCORER_VERSION},
-        "load": {knob: getattr(run, knob) for knob in LOAD_KNOBS},
-        "packages": {name: installed.get(name) for name in PACKAGES},
-        "cuda": torch.cuda.is_available(),
-    }
+        "mode": mode, "seed": seed, "generation": dict(sorted((generation or {}).items())),
+        "scorer": {**scorer_settings, "version": SCORER_VERSION}, "load": {k: getattr(run, k) for k in LOAD_KNOBS},
+        "packages": {name: installed.get(name) for name in PACKAGES}, "cuda": torch.cuda.is_available(),
+    }  # fmt: skip
     return ResultCache(identity, settings, root or cache_dir() / "eval")

@@ -50,15 +50,9 @@ class Comparison:
     baselines: dict[str, Any] = field(default_factory=dict)  # best constant answer, distributions (report.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "question_ids": self.results[0].ids,
-            "table": self.table,
-            "pairs": self.pairs,
-            "breakdown": self.breakdown,
-            "baselines": self.baselines,
-            "files": [f"eval_{slug(r.task)}_{slug(r.model)}.json" for r in self.results],
-        }
+        return {"task": self.task, "question_ids": self.results[0].ids, "table": self.table, "pairs": self.pairs,
+                "breakdown": self.breakdown, "baselines": self.baselines,
+                "files": [f"eval_{slug(r.task)}_{slug(r.model)}.json" for r in self.results]}  # fmt: skip
 
 
 def normalize_mode(mode: str) -> str:

@@ -48,13 +48,9 @@ def summarize_replies(records: list[dict[str, Any]], seed: int = 0) -> dict[str,
     """acc over all questions (unparseable = not correct), shown with the unparseable share and acc_parsed."""
     parsed = [r for r in records if r["parsed"]]
     acc = wilson_interval([r["correct"] for r in records])
-    return {
-        "acc": acc.value,
-        "acc_ci": [acc.low, acc.high],
-        "unparseable": 1 - len(parsed) / len(records),
-        "n_unparseable": len(records) - len(parsed),
-        "acc_parsed": sum(r["correct"] for r in parsed) / len(parsed) if parsed else None,
-    }
+    return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "unparseable": 1 - len(parsed) / len(records),
+            "n_unparseable": len(records) - len(parsed),
+            "acc_parsed": sum(r["correct"] for r in parsed) / len(parsed) if parsed else None}  # fmt: skip
 
 
 def evaluate_generative(scorer: Scorer, task: str, items: Sequence[MultipleChoiceItem], max_new_tokens: int = 512,

@@ -84,24 +84,14 @@ def evaluate_multiple_choice(scorer: Scorer, task: str, items: Sequence[Multiple
     started = time.perf_counter()
     records = score_items(scorer, task, items, num_fewshot, view)
     elapsed = time.perf_counter() - started
-    return TaskResult(
-        task=task if view == "raw" else f"{task}_chat",
-        model=scorer.name,
-        mode="loglikelihood",
-        n=len(records),
-        metrics=summarize(records, seed),
-        questions=records,
-        settings={
-            "prompt": "lm-eval 0.4.13 template" + (" through the chat template" if view == "chat" else ""),
-            "view": view,
-            "num_fewshot": num_fewshot,
-            "seed": seed,
-            "seconds": round(elapsed, 3),
-            "questions_per_second": round(len(records) / elapsed, 4) if elapsed > 0 else None,
-        },
-        model_spec=model_spec or {"name": scorer.name},
-        breakdown=subject_breakdown(records),
-    )
+    settings = {
+        "prompt": "lm-eval 0.4.13 template" + (" through the chat template" if view == "chat" else ""),
+        "view": view, "num_fewshot": num_fewshot, "seed": seed, "seconds": round(elapsed, 3),
+        "questions_per_second": round(len(records) / elapsed, 4) if elapsed > 0 else None,
+    }  # fmt: skip
+    return TaskResult(task=task if view == "raw" else f"{task}_chat", model=scorer.name, mode="loglikelihood",
+                      n=len(records), metrics=summarize(records, seed), questions=records, settings=settings,
+                      model_spec=model_spec or {"name": scorer.name}, breakdown=subject_breakdown(records))  # fmt: skip
 
 
 def summarize(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:

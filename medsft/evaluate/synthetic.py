@@ -81,16 +81,13 @@ def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[st
             by_severity.setdefault(str(r["severity"]), []).append(r["correct"])
         label_names = sorted({k for r in rows for k in r["labels"]})
         return {
-            "n": len(rows),
-            "acc": acc.value,
-            "acc_ci": [acc.low, acc.high],
-            "acc_ci_method": "wilson",
+            "n": len(rows), "acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_ci_method": "wilson",
             "unparseable": sum(not r["parsed"] for r in rows) / len(rows),
             "format_compliance": _rate([r["compliant"] for r in rows]),
             "format": {k: _rate([r["format"][k] for r in rows]) for k in ("think", "steps", "final_answer")},
             "label_accuracy": {k: _rate([r["labels"][k] for r in rows if k in r["labels"]]) for k in label_names},
             "by_severity": {k: {"n": len(v), "acc": _rate(v)} for k, v in sorted(by_severity.items())},
-        }
+        }  # fmt: skip
 
     domains = sorted({r["domain"] for r in records})
     return {"overall": block(records), "domains": {d: block([r for r in records if r["domain"] == d]) for d in domains}}

@@ -3,26 +3,19 @@
 Task code talks only to a `Scorer` (`HFScorer` here, `LlamaCppScorer` for GGUF files, `VLLMScorer`), so
 quantization loss is measured with the same prompts, splits and metrics.
 
-`HFScorer` is built for CPU speed without changing a single prediction relative to lm-eval:
-- every prompt is run once; when each continuation is one token (` A`..` D`, ` yes`/` no`/` maybe` for
-  Gemma) all of a question's scores come from the last prompt position of that one forward;
-- the LM head (168M of the 270M model's 268M parameters, vocab 262,144) runs only at the positions scored,
-  through transformers' `logits_to_keep`, instead of at every position as lm-eval does, and so do the last
-  decoder layer's MLP and query/output projections (`last_layer_only_at`);
-- prompts are batched, sorted by length and right-padded without an attention mask, exactly like lm-eval's
-  batches: under causal attention a position never sees the padding after it, so nothing changes;
-- continuations that share all but their last token (the chat view's `\n` + ` A`..` D`: the template's
-  trailing newline moves into the continuation, as lm-eval splits it) are batched like one-token ones;
-- other longer continuations reuse the prompt's KV cache, repeated once per continuation.
+`HFScorer` is built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs
+once (one-token choices such as ` A`..` D` are all read at its last position; choices that share all but their
+last token, the chat view's `\n` + ` A`..` D`, likewise; longer ones reuse its KV cache); the LM head (168M of
+the 270M model's 268M parameters, vocab 262,144) and the last layer's position-wise parts run only at the
+positions scored (`logits_to_keep`, `last_layer_only_at`); prompts are batched longest first and right-padded
+without an attention mask, exactly like lm-eval's batches, since under causal attention no position sees the
+padding after it.
 
 Scoring forwards run with `torch.compile` switched off (`compile_free`): a model that Unsloth loaded carries
 compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
 Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh: minutes before
 the first question is scored (docs/gpu.md). The per-row `logits_to_keep` is understood by newer transformers
 (5.23) only; older ones (the GPU pin, 5.17) get the distinct positions as a 1-D tensor (`logits_at`).
-
-Greedy generation (`greedy_generate`) sorts prompts by length and drops a finished row from the batch and its
-KV cache at once, so no padding is computed for replies that ended; `bench/generate.py` measures it.
 """
 
 from __future__ import annotations
@@ -391,13 +384,9 @@ def positions_to_keep(positions: Any, per_row: bool) -> Any:
 
 
 def logits_at(logits: Any, positions: Any, kept: Any, width: int) -> Any:
-    """Row b's logits at `positions[b]` (shape (B, vocab)), from whatever the forward returned for `kept`.
-
-    - (B, 1, V): the per-row slice of `kept` = positions[:, None];
-    - (B, K, V): the 1-D `kept` (K distinct positions, sorted): row b's column is where its position sits;
-    - (B, T, V) with T the batch width: a forward that ignores a tensor `logits_to_keep` and computes every
-      position (Unsloth's Llama forward does); row b's column is its position.
-    Anything else is an error, not a silent misreading."""
+    """Row b's logits at `positions[b]` (shape (B, vocab)), from whatever the forward returned for `kept`:
+    (B, 1, V) for per-row `kept`, (B, K, V) for the 1-D `kept`, or (B, T, V) from a forward that ignores a tensor
+    `logits_to_keep` and computes every position (Unsloth's Llama forward does). Anything else is an error."""
     import torch
 
     rows = torch.arange(logits.shape[0], device=logits.device)
