@@ -1,16 +1,11 @@
 """A cache of evaluation results for models that never change: the base model scores the same every run.
 
-A result is stored under `<MEDSFT_CACHE or ~/.cache/medsft>/eval/` and reused only when everything it
-depends on is equal: the model's identity, the task, mode and seed, a hash of the exact items, the
-generation settings, the scorer (class, batch size, decoding path, `SCORER_VERSION`), the loading knobs
-(backend, dtype, 4-bit, chat template), the package versions and whether a GPU is present. Any change gives
-another key, so a stale result is never returned.
-
-Only stable identities are cached: the embedded model (by its conversion version), a hub id, or a local
-checkpoint folder (by a hash of its files' contents). A PEFT adapter folder — a run's own training output —
-and a ready-made scorer object are never cached. A result read from the cache says so: `settings.cached` is
-true and `settings.cached_from` names the file (`settings.seconds` is then the time to read it; the original
-evaluation time is `settings.seconds_when_computed`).
+A result is stored under `<MEDSFT_CACHE or ~/.cache/medsft>/eval/` and reused only when everything it depends
+on is equal (`result_cache`: identity, task, mode, seed, a hash of the exact items, generation settings, scorer
+and `SCORER_VERSION`, loading knobs, package versions, GPU or not), so a stale result is never returned. Only
+stable identities are cached: the embedded model, a hub id, or a checkpoint folder (by a hash of its contents);
+a run's own adapter and a ready-made scorer object never are. A cached result says so (`settings.cached`,
+`cached_from`, and `seconds_when_computed` beside `seconds`, the time to read it).
 """
 
 from __future__ import annotations

@@ -1,25 +1,11 @@
-"""Key points of a ChatDoctor reference reply, and which of them a model's reply contains.
+"""Key points of a ChatDoctor reference reply, and which of them a model's reply contains (docs/dialogue.md).
 
-ChatDoctor GenMedGPT-5k's doctor replies were generated from a disease table (condition → tests →
-medications), so they are templated and a rule recovers what a reader would check:
-
-1. **The condition**: the first phrase after a diagnostic cue (`suffering from`, `you may have`, `sounds like
-   you have`, `diagnosed with`, `could be`, `symptoms of`, ...), cut at the first comma, full stop, bracket or
-   clause word (`which`, `that`, `and`, `because`, ...), without a leading article, at most 6 words.
-2. **Tests and treatments**: the items of the enumerations the replies are built from. Every sentence is cut
-   at commas, `and`, `or`, `as well as`, `such as`, `including`, `like`; a piece is kept as an item after
-   dropping leading filler (`we need to perform a`, `some`, `the`, ...) when it has 1-6 words. Only items
-   that occur in at least `MIN_ITEM_REFERENCES` (3) different references of the file count: those are the
-   table's entries ("hematologic tests", "complete physical skin exam", "Meloxicam"), while one-off prose
-   ("help reduce inflammation") is not. A reference's tests and treatments are the table entries it
-   mentions, longest first, none counted twice inside a longer one.
-
-A reply **contains** a key point when every content word of it (lower-cased, a trailing plural `s` dropped,
-bracketed aliases and stop words left out) occurs in the reply. The hit rate of a reply is the share of its
-reference's key points it contains; a reference with no key point has no hit rate and is left out of it.
-
-Condition groups (for the per-group table) are assigned by keywords in the condition name (`GROUPS`),
-first match wins, else `other`.
+The replies were generated from a disease table (condition → tests → medications), so a rule recovers what a
+reader would check: (1) the condition, the first short phrase after a diagnostic cue (`CONDITION_CUE`), and
+(2) the tests and treatments, the enumeration items that at least `MIN_ITEM_REFERENCES` references of the file
+share (the table's entries), less those that as many patient messages say. A reply contains a key point when
+every content word of it (`key_words`: stemmed, stop words and bracketed aliases left out) occurs in the reply.
+Condition groups (`GROUPS`) are assigned by keywords in the condition name, first match wins, else `other`.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """A vLLM engine behind the `Scorer` calls: full test sets on a GPU serving engine, with the same prompts.
 
 Optional (`pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins torch 2.14.0, inside Unsloth's <2.15).
-It feeds the token ids `HFScorer` feeds: `chat_prompt_ids` for chat generation, and the `ChoiceRequest`s that
-`build_requests` makes with lm-eval's split for multiple choice. Extraction and metrics are the task's own, so
-only the engine differs.
-
-- `generate`: `LLM.generate` on `TokensPrompt`s with one `SamplingParams` per row. Temperature 0 is greedy;
-  a sampled row i is seeded `seed + i`, as `LlamaCppScorer` does. vLLM batches the rows itself. Replies are
-  decoded by medsft's tokenizer, as `HFScorer` decodes them.
-- `loglikelihood`: what lm-eval's vLLM backend does. Context + continuation is the prompt, with
-  `prompt_logprobs=1` and one generated token (vLLM needs one). The continuation's prompt log-probabilities
-  are summed; vLLM always returns the actual prompt token's log-probability, whatever its rank. They are
-  log-softmax of the raw logits (vLLM's default `logprobs_mode`).
-- A LoRA adapter folder is served on its base model through `enable_lora` and a `LoRARequest`, not merged.
-- Weights load in 16-bit: vLLM 0.33 has no bitsandbytes loader, so `load_in_4bit` does not apply here.
-
-`scripts/check_vllm_api.py` checks every argument built below against the vLLM release's source.
+It feeds the token ids `HFScorer` feeds (`chat_prompt_ids`, and the `ChoiceRequest`s of `build_requests`), and
+decodes replies with medsft's tokenizer, so only the engine differs. `loglikelihood` does what lm-eval's vLLM
+backend does: context + continuation is the prompt, with `prompt_logprobs=1` and one generated token (vLLM needs
+one), and the continuation's prompt log-probabilities (log-softmax of the raw logits, whatever the token's rank)
+are summed. A LoRA adapter is served on its base model (`enable_lora`, a `LoRARequest`), not merged. Weights load
+in 16-bit: vLLM 0.33 has no bitsandbytes loader. `scripts/check_vllm_api.py` checks every argument built here.
 """
 
 from __future__ import annotations
