@@ -31,19 +31,15 @@ def run_results(run: Run | str | Path) -> dict[str, Any]:
     if train:
         evals = train.get("eval_losses") or []
         out["train"] = {
-            "global_step": train["global_step"],
-            "train_loss": train["train_loss"],
+            "global_step": train["global_step"], "train_loss": train["train_loss"],
             "first_eval_loss": evals[0]["eval_loss"] if evals else None,
             "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
-            "tokens_per_second": train["tokens_per_second"],
-            "runtime_seconds": train["runtime_seconds"],
-            "peak_memory_gib": train["peak_memory_gib"],
-            "trained_tokens": train["trained_tokens"],
+            **{k: train[k] for k in ("tokens_per_second", "runtime_seconds", "peak_memory_gib", "trained_tokens")},
             # what chose the adapter among the checkpoints, and the validation scores it chose on (step 0: untrained)
             "selected_by": train.get("selected_by", "eval_loss"),
             "best_checkpoint": train.get("best_checkpoint"),
             "validation_accuracy": train.get("validation_accuracy", []),
-        }
+        }  # fmt: skip
     evaluation = run.read_json("eval_results.json")
     if evaluation:
         out["evaluate"] = evaluation_summary(evaluation)
@@ -69,17 +65,14 @@ def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
     return tasks
 
 
-def varied_fields(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """Config fields whose values differ between runs (run_id aside): what a comparison is about."""
-    keys = sorted({k for run in runs for k in run["config"]} - {"run_id"})
-    return [k for k in keys if len({json.dumps(run["config"].get(k), sort_keys=True) for run in runs}) > 1]
-
-
 def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Any:
-    """One row per run: the varied config fields, status, training numbers, accuracy per task and GGUF sizes."""
+    """One row per run: the config `fields` (by default those whose values differ between runs, what a comparison
+    is about), status, training numbers, accuracy per task and GGUF sizes."""
     import pandas as pd
 
-    fields = list(fields) if fields is not None else varied_fields(runs)
+    if fields is None:
+        keys = sorted({k for run in runs for k in run["config"]} - {"run_id"})
+        fields = [k for k in keys if len({json.dumps(run["config"].get(k), sort_keys=True) for run in runs}) > 1]
     rows = []
     for run in runs:
         row: dict[str, Any] = {"run_id": run["run_id"], "status": run["status"]}

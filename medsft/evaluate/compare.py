@@ -23,7 +23,7 @@ from medsft.evaluate.dialogue import compare_dialogue, evaluate_dialogue, rescor
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
 from medsft.evaluate.report import base_task, baselines
-from medsft.evaluate.results import TaskResult, slug, write_result
+from medsft.evaluate.results import TaskResult, group_breakdown, slug, write_result
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.transformers_scorer import GENERATE_BATCH_SIZE, HFScorer, Scorer
@@ -121,8 +121,8 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
                 result.model_spec = {**spec, "scorer": type(scorer).__name__}
                 if cache:
                     cache.store(name, task_items, result)
-            log.info("%s on %s: %s %.3f (n=%d)", result.model, result.task, headline(result), result.metrics["acc"],
-                     result.n)  # fmt: skip
+            measure = "key-point hit rate" if result.mode == "dialogue" else "acc"  # what a result's `acc` measures
+            log.info("%s on %s: %s %.3f (n=%d)", result.model, result.task, measure, result.metrics["acc"], result.n)
             if run_dir is not None:
                 write_result(result, run_dir, overwrite)
             results[name].append(result)
@@ -141,11 +141,6 @@ def task_views(task: str, mode: str, views: Sequence[str]) -> list[str]:
 
 def view_name(task: str, view: str) -> str:
     return task if view == "raw" else f"{task}_{view}"
-
-
-def headline(result: TaskResult) -> str:
-    """What a result's `acc` measures."""
-    return "key-point hit rate" if result.mode == "dialogue" else "acc"
 
 
 def scorer_settings(engine: str, batch_size: int) -> dict[str, Any]:
@@ -201,11 +196,5 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
         pairs.append({"baseline": base.model, "model": result.model, "diff": diff.value,
                       "diff_ci": [diff.low, diff.high], "mcnemar_p": test.p_value,
                       "only_baseline_correct": test.only_first, "only_model_correct": test.only_second})  # fmt: skip
-    breakdown: dict[str, dict[str, Any]] = {}
-    for result in results:
-        for group, stats in result.breakdown.items():
-            breakdown.setdefault(group, {})[result.model] = {k: stats[k] for k in ("n", "acc", "acc_ci") if k in stats}
-    return Comparison(
-        task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown,
-        baselines=baselines(results, seed),
-    )  # fmt: skip
+    return Comparison(task=base.task, results=list(results), table=table, pairs=pairs,
+                      breakdown=group_breakdown(results, ("n", "acc", "acc_ci")), baselines=baselines(results, seed))

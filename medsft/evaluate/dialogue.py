@@ -26,7 +26,7 @@ from typing import Any
 
 from medsft.data.dialogue_split import DialogueItem, read_dialogues
 from medsft.evaluate import keypoints, stats
-from medsft.evaluate.results import Scored, TaskResult, generated_result
+from medsft.evaluate.results import Scored, TaskResult, generated_result, group_breakdown
 from medsft.evaluate.transformers_scorer import GenerationSettings, Scorer
 
 Row = dict[str, Any]
@@ -154,9 +154,4 @@ def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> tuple[list
         pair["diff"], pair["diff_ci"] = pair["key_point_hit_rate_diff"], pair["key_point_hit_rate_diff_ci"]
         pair["mcnemar_p"] = None  # per-item scores are not 0/1: the paired bootstrap is the test
         pairs.append(pair)
-    breakdown: dict[str, Row] = {}
-    for result in results:
-        for group, block in result.breakdown.items():
-            breakdown.setdefault(group, {})[result.model] = {"n": block["n"], "acc": block["acc"],
-                                                             **{name: block[name] for name in METRICS}}  # fmt: skip
-    return table, pairs, breakdown
+    return table, pairs, group_breakdown(results, ("n", "acc", *METRICS))

@@ -61,11 +61,6 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max()
-    return shifted - np.log(np.exp(shifted).sum())
-
-
 class LlamaCppScorer:
     """A GGUF model (any quantization) for the evaluation tasks and the export checks."""
 
@@ -95,7 +90,8 @@ class LlamaCppScorer:
         llm.n_tokens = min(common, len(tokens) - 1)
         llm.eval(list(tokens[llm.n_tokens :]))
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
-        return log_softmax(logits)
+        shifted = logits.astype(np.float64) - logits.max()  # log-softmax
+        return shifted - np.log(np.exp(shifted).sum())
 
     def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
         results = []

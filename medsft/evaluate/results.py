@@ -76,6 +76,15 @@ def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequen
                       disclaimer=DISCLAIMER)  # fmt: skip
 
 
+def group_breakdown(results: Sequence[TaskResult], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Subject/domain/group -> model -> the `keys` of each result's breakdown block (those it has)."""
+    breakdown: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for group, block in result.breakdown.items():
+            breakdown.setdefault(group, {})[result.model] = {key: block[key] for key in keys if key in block}
+    return breakdown
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "unnamed"
 

@@ -296,14 +296,6 @@ def shared_then_one(request: ChoiceRequest, length: int) -> bool:
     return all(len(c) == length for c in conts) and all(c[:-1] == conts[0][:-1] for c in conts)
 
 
-def eos_ids(model: Any) -> list[int]:
-    """The token ids that end a reply, as `generate` reads them from the model's generation config."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = getattr(model.config, "eos_token_id", None)
-    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-
-
 def greedy_generate(
     model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 32, pad_id: int = 0
 ) -> list[list[int]]:
@@ -313,7 +305,11 @@ def greedy_generate(
     """
     import torch
 
-    stop = torch.tensor(eos_ids(model), dtype=torch.long)
+    # the token ids that end a reply, as `generate` reads them from the model's generation config
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    stop = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), dtype=torch.long)
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), list(prompts[i])))
     outputs: list[list[int]] = [[] for _ in prompts]
