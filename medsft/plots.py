@@ -118,10 +118,9 @@ def plot_run_accuracy(runs: Sequence[dict[str, Any]]) -> Any:
                       if role in run.get("evaluate", {}).get(task, {})]  # fmt: skip
             if not points:
                 continue
-            xs = [i + offset for i, _ in points]
             accs = [p["acc"] for _, p in points]
             errors = [[p["acc"] - p["acc_ci"][0] for _, p in points], [p["acc_ci"][1] - p["acc"] for _, p in points]]
-            ax.bar(xs, accs, width=0.38, yerr=errors, capsize=3, label=role)
+            ax.bar([i + offset for i, _ in points], accs, width=0.38, yerr=errors, capsize=3, label=role)
         ax.set_xticks(range(len(runs)), [run["run_id"] for run in runs], rotation=30, ha="right", fontsize="small")
         ax.set_ylim(0, 1)
         ax.set_title(task)

@@ -57,34 +57,27 @@ class GenerationSettings:
 
     def record(self) -> dict[str, Any]:
         """What a result records: the sampling knobs only when sampling (greedy ignores them)."""
-        return {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "temperature": self.temperature if self.do_sample else None,
-            "top_p": self.top_p if self.do_sample else None,
-            "seed": self.seed,
-        }
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+                "temperature": self.temperature if self.do_sample else None,
+                "top_p": self.top_p if self.do_sample else None, "seed": self.seed}  # fmt: skip
 
 
 GREEDY = GenerationSettings()
 
 
 class Scorer(Protocol):
-    """What task code needs from a model: `HFScorer`, `LlamaCppScorer` (GGUF) and `VLLMScorer` implement it."""
+    """What task code needs from a model (`HFScorer`, `LlamaCppScorer` for GGUF, `VLLMScorer`): `tokenize`, the ids
+    of a plain prompt with the special tokens the model adds by default (`<bos>`); `loglikelihood`, per request the
+    summed log-probability of each continuation given the context; `generate`, the assistant's reply to each
+    conversation, rendered with the model's chat template."""
 
     name: str
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids as the model sees a plain prompt: with the special tokens it adds by default (`<bos>`)."""
-        ...
+    def tokenize(self, text: str) -> list[int]: ...
 
-    def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
-        """Per request, the summed log-probability of each continuation given the context."""
-        ...
+    def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]: ...
 
-    def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]:
-        """The assistant's reply to each conversation, rendered with the model's chat template."""
-        ...
+    def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]: ...
 
 
 def encode_pair(tokenize: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
