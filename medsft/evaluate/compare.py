@@ -98,7 +98,9 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
     if not models:
         raise ValueError("need at least one model to evaluate")
     limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
-    runs = [(task, view) for task in items for view in task_views(task, mode, list(limits))]
+    # every view for multiple choice by log-likelihood; a generated or generative result has only its own
+    by_views = {task: get_task(task).multiple_choice and normalize_mode(mode) == "loglikelihood" for task in items}
+    runs = [(task, view) for task in items for view in (list(limits) if by_views[task] else ["raw"])]
     results: dict[str, list[TaskResult]] = {view_name(task, view): [] for task, view in runs}
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
@@ -130,13 +132,6 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
             del scorer
             gc.collect()  # free this model's weights before the next one loads
     return {name: found for name, found in results.items() if found}
-
-
-def task_views(task: str, mode: str, views: Sequence[str]) -> list[str]:
-    """The views a task is scored in: all of `views` for multiple choice by log-likelihood, else the one."""
-    if get_task(task).multiple_choice and normalize_mode(mode) == "loglikelihood":
-        return list(views)
-    return ["raw"]
 
 
 def view_name(task: str, view: str) -> str:

@@ -62,12 +62,9 @@ def lm_eval_table(results: Sequence[TaskResult]) -> str:
     """A markdown table in lm-eval's layout with n and the 95% interval; one block per model when several."""
     header = "|Tasks|Model|Version|Filter|n-shot|Metric| |Value| |Stderr|n|95% CI|"
     lines = [header, "|---|---|---:|---|---:|---|---|---:|---|---:|---:|---|"]
-    for result in results:
-        for row in lm_eval_rows(result):
-            lines.append(
-                f"|{row['task']}|{row['model']}|{row['version']}|none|{row['n_shot']}|{row['metric']}|↑|"
-                f"{row['value']:.4f}|±|{row['stderr']:.4f}|{row['n']}|[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
-            )
+    lines += [f"|{row['task']}|{row['model']}|{row['version']}|none|{row['n_shot']}|{row['metric']}|↑|"
+              f"{row['value']:.4f}|±|{row['stderr']:.4f}|{row['n']}|[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
+              for result in results for row in lm_eval_rows(result)]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -92,11 +89,8 @@ def discipline_rows(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
 
 def discipline_table(results: Sequence[TaskResult]) -> str:
     lines = ["|Task|Subject|Model|n|acc|95% CI|", "|---|---|---|---:|---:|---|"]
-    for row in discipline_rows(results):
-        lines.append(
-            f"|{row['task']}|{row['subject']}|{row['model']}|{row['n']}|{row['acc']:.3f}|"
-            f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
-        )
+    lines += [f"|{row['task']}|{row['subject']}|{row['model']}|{row['n']}|{row['acc']:.3f}|"
+              f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|" for row in discipline_rows(results)]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -112,12 +106,11 @@ def baseline_lines(comparison: Any) -> list[str]:
              f"[{ci[0]:.3f}, {ci[1]:.3f}]"]  # fmt: skip
     for who, counts in found["distribution"].items():
         lines.append(f"  answers {who}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    by_model = {row["model"]: row for row in found["vs_constant"]}
     for pair in comparison.pairs:
         d, c = pair["diff"], pair["diff_ci"]
         lines.append(f"  {pair['model']} vs base {pair['baseline']}: {d:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]")
-    for model, row in by_model.items():
-        d, c = row["diff"], row["diff_ci"]
+    for row in found["vs_constant"]:
+        model, d, c = row["model"], row["diff"], row["diff_ci"]
         verdict = "beats the prior" if c[0] > 0 else "below the prior" if c[1] < 0 else "within the prior's noise"
         lines.append(f"  {model} vs always '{constant['answer']}': {d:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}] ({verdict})")
     return lines
