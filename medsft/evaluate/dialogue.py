@@ -3,10 +3,9 @@
 Each model answers each held-out patient turn (`medsft.data.dialogue_split`) through its chat template,
 greedy, up to `max_new_tokens`. Two scores per reply:
 
-- ROUGE-1, ROUGE-2 and ROUGE-L F-measures (per reply, no stemming: the hub metric's defaults) against the
-  reference, through `evaluate`. `evaluate.load("rouge")` would download the metric script from the hub, which
-  medsft never reaches at run time, so the package carries the metric module (`metrics/rouge/rouge.py`: an
-  `evaluate.Metric` over Google Research's `rouge_score`, what the hub script wraps) and loads it from there;
+- ROUGE-1, ROUGE-2 and ROUGE-L F-measures against the reference (per reply, no stemming: the hub metric's
+  defaults), through `evaluate` from the metric module the package carries (`metrics/rouge/rouge.py`), since
+  `evaluate.load("rouge")` would download it from the hub, which medsft never reaches at run time;
 - the key-point hit rate: the share of the reference's key points (the condition it names, the tests and
   treatments it recommends; `medsft.evaluate.keypoints`) that the reply contains.
 
