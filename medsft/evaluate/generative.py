@@ -29,16 +29,12 @@ def cot_messages(task: str, item: MultipleChoiceItem, instruction: str | None = 
     return [{"role": "user", "content": spec.cot_prompt(item, instruction or spec.cot_instruction)}]
 
 
-def extract_choice(task: str, text: str, item: MultipleChoiceItem) -> int | None:
-    """The index into `item.choices` that a reply picks for `task`, or None (unparseable)."""
-    return get_task(task).extract(text, item)
-
-
 def score_replies(task: str, items: Sequence[MultipleChoiceItem], replies: Sequence[str]) -> list[dict[str, Any]]:
-    """Per-question records: the extracted choice (None when unparseable), whether it is right, the reply."""
+    """Per-question records: the extracted choice (the index into `item.choices` the task's `extract` reads from
+    the reply; None when unparseable), whether it is right, the reply."""
     records = []
     for item, reply in zip(items, replies, strict=True):
-        pred = extract_choice(task, reply, item)
+        pred = get_task(task).extract(reply, item)
         records.append({"id": item.id, "subject": item.subject, "gold": item.answer, "pred": pred,
                         "parsed": pred is not None, "correct": pred == item.answer, "output": reply})  # fmt: skip
     return records
