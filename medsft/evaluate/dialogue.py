@@ -25,8 +25,8 @@ from typing import Any
 
 from medsft.data.dialogue_split import DialogueItem, read_dialogues
 from medsft.evaluate import keypoints, stats
-from medsft.evaluate.results import Scored, TaskResult, generated_result, group_breakdown
-from medsft.evaluate.transformers_scorer import GenerationSettings, Scorer
+from medsft.evaluate.results import Scored, TaskResult, group_breakdown
+from medsft.evaluate.transformers_scorer import GenerationSettings, Scorer, generated_result
 
 Row = dict[str, Any]
 ROUGE_DIR = Path(__file__).resolve().parent / "metrics" / "rouge"

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from medsft.evaluate.multiple_choice import subject_breakdown
-from medsft.evaluate.results import Scored, TaskResult, generated_result
+from medsft.evaluate.results import Scored, TaskResult
 from medsft.evaluate.stats import wilson_interval
-from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer
+from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS, get_task
 
 if TYPE_CHECKING:

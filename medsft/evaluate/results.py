@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medsft import DISCLAIMER, runs
-
-if TYPE_CHECKING:
-    from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer
 
 
 @dataclass
@@ -57,23 +53,6 @@ class TaskResult:
 
 
 Scored = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # records, metrics, breakdown
-
-
-def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
-                     generation: GenerationSettings, score: Callable[[list[str]], Scored],
-                     model_spec: dict[str, Any] | None, **settings: Any) -> TaskResult:  # fmt: skip
-    """The scorer's reply to each conversation, scored by `score`, as a result that records the generation
-    settings and the seconds the generation took (the shared path of every generated task)."""
-    if not conversations:
-        raise ValueError(f"{task}: no {dict(dialogue='dialogues', synthetic='cases').get(mode, 'items')} to evaluate")
-    started = time.perf_counter()
-    replies = scorer.generate(conversations, generation)
-    seconds = round(time.perf_counter() - started, 3)
-    records, metrics, breakdown = score(replies)
-    return TaskResult(task=task, model=scorer.name, mode=mode, n=len(records), metrics=metrics, questions=records,
-                      settings={**generation.record(), "seconds": seconds, **settings},
-                      model_spec=model_spec or {"name": scorer.name}, breakdown=breakdown,
-                      disclaimer=DISCLAIMER)  # fmt: skip
 
 
 def group_breakdown(results: Sequence[TaskResult], keys: Sequence[str]) -> dict[str, dict[str, Any]]:

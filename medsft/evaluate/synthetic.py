@@ -17,9 +17,9 @@ from typing import Any
 
 from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synthetic_answer
 from medsft.data.synthetic import STEPS
-from medsft.evaluate.results import Scored, TaskResult, generated_result
+from medsft.evaluate.results import Scored, TaskResult
 from medsft.evaluate.stats import wilson_interval
-from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer
+from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS
 
 Case = SyntheticCase | Mapping[str, Any]

@@ -28,6 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from medsft import DISCLAIMER
+from medsft.evaluate.results import Scored, TaskResult, slug
+
 if TYPE_CHECKING:
     from medsft.config import RunConfig
 
@@ -102,6 +105,23 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
     if bos and text.startswith(bos):
         return list(tokenizer.encode(text, add_special_tokens=False))
     return list(tokenizer.encode(text))
+
+
+def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
+                     generation: GenerationSettings, score: Callable[[list[str]], Scored],
+                     model_spec: dict[str, Any] | None, **settings: Any) -> TaskResult:  # fmt: skip
+    """The scorer's reply to each conversation, scored by `score`, as a result that records the generation
+    settings and the seconds the generation took (the shared path of every generated task)."""
+    if not conversations:
+        raise ValueError(f"{task}: no {dict(dialogue='dialogues', synthetic='cases').get(mode, 'items')} to evaluate")
+    started = time.perf_counter()
+    replies = scorer.generate(conversations, generation)
+    seconds = round(time.perf_counter() - started, 3)
+    records, metrics, breakdown = score(replies)
+    return TaskResult(task=task, model=scorer.name, mode=mode, n=len(records), metrics=metrics, questions=records,
+                      settings={**generation.record(), "seconds": seconds, **settings},
+                      model_spec=model_spec or {"name": scorer.name}, breakdown=breakdown,
+                      disclaimer=DISCLAIMER)  # fmt: skip
 
 
 def chat_prompt_ids(tokenizer: Any, conversations: Sequence[Messages]) -> list[list[int]]:
@@ -438,8 +458,6 @@ def model_name(spec: str) -> str:
     """A short file-safe name for a model spec: `embedded`, the folder's name, or the hub id's last part; a run's
     `adapter`, `merged` or `checkpoint-N` folder is named with its run, so runs never share a result file name."""
     from pathlib import Path
-
-    from medsft.evaluate.results import slug
 
     path = Path(spec.rstrip("/"))
     name = path.name or spec
