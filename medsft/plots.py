@@ -88,8 +88,7 @@ def accuracy_bars(results: Sequence[Any], title: str | None = None, chance: floa
         shown = [(t, by_key[task, model].metrics) for t, task in enumerate(tasks) if (task, model) in by_key]
         xs = [t - 0.4 + width * (m + 0.5) for t, _ in shown]
         heights = [metrics["acc"] for _, metrics in shown]
-        errors = [[h - metrics["acc_ci"][0] for h, (_, metrics) in zip(heights, shown, strict=True)],
-                  [metrics["acc_ci"][1] - h for h, (_, metrics) in zip(heights, shown, strict=True)]]
+        errors = [[r["acc"] - r["acc_ci"][0] for _, r in shown], [r["acc_ci"][1] - r["acc"] for _, r in shown]]
         ax.bar(xs, heights, width=width * 0.9, yerr=np.array(errors), capsize=4, label=model)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")

@@ -192,4 +192,5 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
                       "diff_ci": [diff.low, diff.high], "mcnemar_p": test.p_value,
                       "only_baseline_correct": test.only_first, "only_model_correct": test.only_second})  # fmt: skip
     return Comparison(task=base.task, results=list(results), table=table, pairs=pairs,
-                      breakdown=group_breakdown(results, ("n", "acc", "acc_ci")), baselines=baselines(results, seed))
+                      breakdown=group_breakdown(results, ("n", "acc", "acc_ci")),
+                      baselines=baselines(results, seed))  # fmt: skip

@@ -147,6 +147,7 @@ def table_entries(references: tuple[str, ...], patients: tuple[str, ...] = ()) -
 
 def mentioned_entries(reference: str, entries: frozenset[str]) -> tuple[str, ...]:
     """The table entries a reference mentions, longest first, skipping one inside a longer one already taken."""
+
     def spaced(phrase: str) -> str:
         return " " + " ".join(words(phrase)) + " "
 

@@ -116,7 +116,6 @@ def baseline_lines(comparison: Any) -> list[str]:
     return lines
 
 
-
 def distribution(values: Sequence[int | None], labels: Sequence[str]) -> dict[str, int]:
     """How often each choice was given (`none` for an unparseable reply), in choice order."""
     counts = Counter(values)
