@@ -67,7 +67,7 @@ def test_yes_no_maybe_is_extracted(reply, expected):
     assert extract_yes_no_maybe(reply) == expected
 
 
-def test_extract_choice_maps_a_pubmedqa_word_to_the_choice_index():
+def test_the_extracted_choice_maps_a_pubmedqa_word_to_the_choice_index():
     assert score_replies("pubmedqa", [PUBMED], ["Final answer: no"])[0]["pred"] == 1
     assert score_replies("medqa", [ITEM], ["Final answer: D"])[0]["pred"] == 3
 
