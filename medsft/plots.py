@@ -1,11 +1,6 @@
 """Every figure medsft draws, in one place. Each function takes plain records (a run's `train_log.jsonl`,
 `TaskResult`s or their JSON dicts, run summaries, token counts) and returns a matplotlib Figure or Axes; none
 calls `plt.show()`, so notebooks display them and scripts save them.
-
-- `plot_token_lengths`: tokens per training row, with max_seq_length marked (data notebook);
-- `plot_loss_curves`: train and validation loss, and the validation accuracy that chose the checkpoint (train);
-- `accuracy_bars`: accuracy per task and model with 95% whiskers (evaluate, export);
-- `plot_run_accuracy`, `plot_run_costs`: runs of a sweep side by side (summary notebook).
 """
 
 from __future__ import annotations
@@ -27,9 +22,7 @@ def plot_token_lengths(
         _, ax = plt.subplots(figsize=(7, 3.5))
     ax.hist(lengths, bins=bins, color="#4C72B0")
     if max_seq_length:
-        ax.axvline(
-            max_seq_length, color="#C44E52", linestyle="--", label=f"max_seq_length {max_seq_length}"
-        )
+        ax.axvline(max_seq_length, color="#C44E52", linestyle="--", label=f"max_seq_length {max_seq_length}")
         ax.legend()
     ax.set_xlabel("tokens per row (chat template applied)")
     ax.set_ylabel("rows")
@@ -44,9 +37,8 @@ def read_train_log(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_loss_curves(path: str | Path, ax: Any = None) -> Any:
-    """Train loss per step and eval loss per evaluation on one axis; returns the matplotlib Figure.
-
-    When a benchmark's validation accuracy chose the checkpoint, it is drawn on a second axis at the right."""
+    """Train loss per step and eval loss per evaluation on one axis, and on a second axis at the right the
+    benchmark's validation accuracy when one chose the checkpoint; returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     records = read_train_log(path)
@@ -78,17 +70,13 @@ def plot_loss_curves(path: str | Path, ax: Any = None) -> Any:
     return ax.figure
 
 
-def _as_result(result: Any) -> Any:
-    """A `TaskResult`, or its JSON dict as read from a run folder (task, model, metrics)."""
-    return SimpleNamespace(**result) if isinstance(result, dict) else result
-
-
 def accuracy_bars(results: Sequence[Any], title: str | None = None, chance: float | None = None) -> Any:
     """Grouped bars: one group per task, one bar per model, whiskers from each result's 95% interval."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    parsed = [_as_result(r) for r in results]
+    # a `TaskResult`, or its JSON dict as read from a run folder
+    parsed = [SimpleNamespace(**r) if isinstance(r, dict) else r for r in results]
     if not parsed:
         raise ValueError("no results to plot")
     tasks = list(dict.fromkeys(r.task for r in parsed))
@@ -97,17 +85,10 @@ def accuracy_bars(results: Sequence[Any], title: str | None = None, chance: floa
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(tasks) * len(models) ** 0.5 + 2), 3.6))
     for m, model in enumerate(models):
-        xs, heights, errors = [], [], [[], []]
-        for t, task in enumerate(tasks):
-            result = by_key.get((task, model))
-            if result is None:
-                continue
-            acc = result.metrics["acc"]
-            low, high = result.metrics["acc_ci"]
-            xs.append(t - 0.4 + width * (m + 0.5))
-            heights.append(acc)
-            errors[0].append(acc - low)
-            errors[1].append(high - acc)
+        shown = [(t, by_key[task, model].metrics) for t, task in enumerate(tasks) if (task, model) in by_key]
+        xs = [t - 0.4 + width * (m + 0.5) for t, _ in shown]
+        heights = [metrics["acc"] for _, metrics in shown]
+        errors = [[r["acc"] - r["acc_ci"][0] for _, r in shown], [r["acc_ci"][1] - r["acc"] for _, r in shown]]
         ax.bar(xs, heights, width=width * 0.9, yerr=np.array(errors), capsize=4, label=model)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
@@ -136,10 +117,9 @@ def plot_run_accuracy(runs: Sequence[dict[str, Any]]) -> Any:
                       if role in run.get("evaluate", {}).get(task, {})]  # fmt: skip
             if not points:
                 continue
-            xs = [i + offset for i, _ in points]
             accs = [p["acc"] for _, p in points]
             errors = [[p["acc"] - p["acc_ci"][0] for _, p in points], [p["acc_ci"][1] - p["acc"] for _, p in points]]
-            ax.bar(xs, accs, width=0.38, yerr=errors, capsize=3, label=role)
+            ax.bar([i + offset for i, _ in points], accs, width=0.38, yerr=errors, capsize=3, label=role)
         ax.set_xticks(range(len(runs)), [run["run_id"] for run in runs], rotation=30, ha="right", fontsize="small")
         ax.set_ylim(0, 1)
         ax.set_title(task)

@@ -18,18 +18,12 @@ from medsft.runs import Run, read_json, write_json, write_text_atomic
 
 
 def run_results(run: Run | str | Path) -> dict[str, Any]:
-    """One run's numbers: status, config, per-notebook seconds, data, training, accuracy per task, GGUF sizes.
-
-    `config` is the run's config.yaml as written (`Run.values`), so a run from an older medsft shows its own.
-    """
+    """One run's numbers: status, config (as written: an older medsft's run shows its own), per-notebook seconds,
+    data, training, accuracy per task, GGUF sizes."""
     run = run if isinstance(run, Run) else Run.open(run)
     manifest = run.manifest()
-    out: dict[str, Any] = {
-        "run_id": run.run_dir.name,
-        "status": manifest.get("status"),
-        "config": run.values,
-        "timings": manifest.get("timings", {}),
-    }
+    out: dict[str, Any] = {"run_id": run.run_dir.name, "status": manifest.get("status"), "config": run.values,
+                           "timings": manifest.get("timings", {})}  # fmt: skip
     data = run.read_json("data_report.json")
     if data:
         out["data"] = {k: data[k] for k in ("train_rows", "validation_rows", "removed", "tokens", "train_sha256")}
@@ -37,19 +31,15 @@ def run_results(run: Run | str | Path) -> dict[str, Any]:
     if train:
         evals = train.get("eval_losses") or []
         out["train"] = {
-            "global_step": train["global_step"],
-            "train_loss": train["train_loss"],
+            "global_step": train["global_step"], "train_loss": train["train_loss"],
             "first_eval_loss": evals[0]["eval_loss"] if evals else None,
             "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
-            "tokens_per_second": train["tokens_per_second"],
-            "runtime_seconds": train["runtime_seconds"],
-            "peak_memory_gib": train["peak_memory_gib"],
-            "trained_tokens": train["trained_tokens"],
+            **{k: train[k] for k in ("tokens_per_second", "runtime_seconds", "peak_memory_gib", "trained_tokens")},
             # what chose the adapter among the checkpoints, and the validation scores it chose on (step 0: untrained)
             "selected_by": train.get("selected_by", "eval_loss"),
             "best_checkpoint": train.get("best_checkpoint"),
             "validation_accuracy": train.get("validation_accuracy", []),
-        }
+        }  # fmt: skip
     evaluation = run.read_json("eval_results.json")
     if evaluation:
         out["evaluate"] = evaluation_summary(evaluation)
@@ -75,23 +65,14 @@ def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
     return tasks
 
 
-def collect_runs(folder: str | Path) -> list[dict[str, Any]]:
-    """`run_results` of every run folder (one holding config.yaml) directly under `folder`, by name."""
-    runs = sorted(p for p in Path(folder).iterdir() if Run.is_run_folder(p)) if Path(folder).is_dir() else []
-    return [run_results(run) for run in runs]
-
-
-def varied_fields(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """Config fields whose values differ between runs (run_id aside): what a comparison is about."""
-    keys = sorted({k for run in runs for k in run["config"]} - {"run_id"})
-    return [k for k in keys if len({json.dumps(run["config"].get(k), sort_keys=True) for run in runs}) > 1]
-
-
 def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Any:
-    """One row per run: the varied config fields, status, training numbers, accuracy per task and GGUF sizes."""
+    """One row per run: the config `fields` (by default those whose values differ between runs, what a comparison
+    is about), status, training numbers, accuracy per task and GGUF sizes."""
     import pandas as pd
 
-    fields = list(fields) if fields is not None else varied_fields(runs)
+    if fields is None:
+        keys = sorted({k for run in runs for k in run["config"]} - {"run_id"})
+        fields = [k for k in keys if len({json.dumps(run["config"].get(k), sort_keys=True) for run in runs}) > 1]
     rows = []
     for run in runs:
         row: dict[str, Any] = {"run_id": run["run_id"], "status": run["status"]}
@@ -114,17 +95,12 @@ def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None =
     return pd.DataFrame(rows)
 
 
-
-
-
-
 def summarize(folder: str | Path) -> tuple[list[dict[str, Any]], Any]:
-    """Every run under `folder` in one table (the sweep's grid fields, or whatever differs), saved beside them.
-
-    Writes `summary.json` (each run's results and the table's columns) and `summary.csv` into `folder`.
-    """
+    """Every run under `folder` in one table (the sweep's grid fields, or whatever differs), saved beside them as
+    `summary.json` (each run's results and the table's columns) and `summary.csv`."""
     folder = Path(folder)
-    runs = collect_runs(folder)
+    folders = sorted(p for p in folder.iterdir() if Run.is_run_folder(p)) if folder.is_dir() else []
+    runs = [run_results(run) for run in folders]
     sweep = read_json(folder / "sweep.json")
     frame = summary_frame(runs, list(sweep["grid"]) if sweep else None)
     table = json.loads(frame.to_json(orient="records"))

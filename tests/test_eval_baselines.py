@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from medsft.evaluate.baselines import baselines
 from medsft.evaluate.compare import compare_results
 from medsft.evaluate.multiple_choice import subject_breakdown
-from medsft.evaluate.report import baseline_lines, discipline_rows, lm_eval_table, mean_stderr
+from medsft.evaluate.report import baseline_lines, baselines, discipline_rows, lm_eval_table, mean_stderr
 from medsft.evaluate.results import TaskResult
 from medsft.tasks import load_items
 

@@ -25,9 +25,8 @@ from medsft.data.loaders import load_source
 from medsft.data.records import make_example
 from medsft.evaluate import keypoints
 from medsft.evaluate.compare import compare_results
-from medsft.evaluate.dialogue import key_points, score_dialogue_replies, summarize_dialogue
+from medsft.evaluate.dialogue import key_points, rouge_scores, score_dialogue_replies, summarize_dialogue
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.rouge import rouge_scores
 
 # The split's first five rows (1-based in chatdoctor5k.json) for seed 0: a change to the rule or the seed
 # changes the test set, which must be a deliberate, visible decision.
@@ -138,7 +137,7 @@ def test_rouge_goes_through_evaluate_offline(monkeypatch):
         raise AssertionError("ROUGE tried to open a network connection")
 
     monkeypatch.setattr(socket, "create_connection", no_network)
-    from medsft.evaluate.rouge import load_rouge
+    from medsft.evaluate.dialogue import load_rouge
 
     load_rouge.cache_clear()  # load it here, with the network refused
     scores = rouge_scores(["the cat sat", "a dog"], ["the cat sat", "the cat sat"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medsft.data import MultipleChoiceItem
-from medsft.evaluate.generative import cot_messages, extract_choice, score_replies, summarize_replies
+from medsft.evaluate.generative import cot_messages, score_replies, summarize_replies
 from medsft.tasks.extraction import extract_letter, extract_yes_no_maybe
 
 OPTIONS = ["Metformin", "Insulin glargine", "Lifestyle advice only", "Gliclazide"]
@@ -67,9 +67,9 @@ def test_yes_no_maybe_is_extracted(reply, expected):
     assert extract_yes_no_maybe(reply) == expected
 
 
-def test_extract_choice_maps_a_pubmedqa_word_to_the_choice_index():
-    assert extract_choice("pubmedqa", "Final answer: no", PUBMED) == 1
-    assert extract_choice("medqa", "Final answer: D", ITEM) == 3
+def test_the_extracted_choice_maps_a_pubmedqa_word_to_the_choice_index():
+    assert score_replies("pubmedqa", [PUBMED], ["Final answer: no"])[0]["pred"] == 1
+    assert score_replies("medqa", [ITEM], ["Final answer: D"])[0]["pred"] == 3
 
 
 def test_unparseable_replies_are_reported_apart_not_counted_right():

@@ -184,13 +184,14 @@ PICKS = {
 
 
 def assert_scores_like_lm_eval(model, tokenizer, folder, task, picks, view="raw", num_fewshot=0):
-    from medsft.evaluate.harness import raw_rows, run_lm_eval, sample_loglikelihoods
+    from medsft.evaluate.harness import raw_rows, run_local_task, sample_loglikelihoods, write_local_task
     from medsft.tasks import load_items
 
     every = load_items(task)
     items = [every[i] for i in picks]
     raw = raw_rows(task, every[: max(picks) + 1])  # the file's own rows, read without medsft's parser
-    samples = run_lm_eval(model, task, [raw[i] for i in picks], folder, num_fewshot, chat=view == "chat")
+    local = write_local_task(task, [raw[i] for i in picks], folder)
+    samples = run_local_task(model, local, folder, num_fewshot, chat=view == "chat")
     scorer = HFScorer(model.model, tokenizer, batch_size=3)
     ours = evaluate_multiple_choice(scorer, task, items, num_fewshot=num_fewshot, view=view)
     for record, sample in zip(ours.questions, samples, strict=True):

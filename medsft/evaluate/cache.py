@@ -1,16 +1,11 @@
 """A cache of evaluation results for models that never change: the base model scores the same every run.
 
-A result is stored under `<MEDSFT_CACHE or ~/.cache/medsft>/eval/` and reused only when everything it
-depends on is equal: the model's identity, the task, mode and seed, a hash of the exact items, the
-generation settings, the scorer (class, batch size, decoding path, `SCORER_VERSION`), the loading knobs
-(backend, dtype, 4-bit, chat template), the package versions and whether a GPU is present. Any change gives
-another key, so a stale result is never returned.
-
-Only stable identities are cached: the embedded model (by its conversion version), a hub id, or a local
-checkpoint folder (by a hash of its files' contents). A PEFT adapter folder — a run's own training output —
-and a ready-made scorer object are never cached. A result read from the cache says so: `settings.cached` is
-true and `settings.cached_from` names the file (`settings.seconds` is then the time to read it; the original
-evaluation time is `settings.seconds_when_computed`).
+A result is stored under `<MEDSFT_CACHE or ~/.cache/medsft>/eval/` and reused only when everything it depends
+on is equal (`result_cache`: identity, task, mode, seed, a hash of the exact items, generation settings, scorer
+and `SCORER_VERSION`, loading knobs, package versions, GPU or not), so a stale result is never returned. Only
+stable identities are cached: the embedded model, a hub id, or a checkpoint folder (by a hash of its contents);
+a run's own adapter and a ready-made scorer object never are. A cached result says so (`settings.cached`,
+`cached_from`, and `seconds_when_computed` beside `seconds`, the time to read it).
 """
 
 from __future__ import annotations
@@ -37,12 +32,6 @@ log = logging.getLogger("medsft")
 SCORER_VERSION = "2"
 LOAD_KNOBS = ("backend", "dtype", "load_in_4bit", "chat_template")
 PACKAGES = ("medsft", "torch", "transformers", "peft")
-
-
-def cache_root() -> Path:
-    from medsft.models import cache_dir
-
-    return cache_dir() / "eval"
 
 
 def model_identity(spec: str) -> str | None:
@@ -82,23 +71,6 @@ def item_payload(item: Any) -> Any:
     return item
 
 
-def data_hash(items: Sequence[Any]) -> str:
-    text = json.dumps([item_payload(i) for i in items], sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def package_versions() -> dict[str, str | None]:
-    """Every package a score depends on, None where not installed (a key part: installing one changes it)."""
-    installed = runs.package_versions(PACKAGES)
-    return {name: installed.get(name) for name in PACKAGES}
-
-
-def has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 @dataclass(frozen=True)
 class ResultCache:
     """Cached results of one model with one scorer configuration; `key(task, items)` names one result."""
@@ -108,7 +80,9 @@ class ResultCache:
     root: Path
 
     def key(self, task: str, items: Sequence[Any]) -> str:
-        parts = {"identity": self.identity, "task": task, "data": data_hash(items), **self.settings}
+        data = json.dumps([item_payload(i) for i in items], sort_keys=True, ensure_ascii=False, default=str)
+        parts = {"identity": self.identity, "task": task, "data": hashlib.sha256(data.encode()).hexdigest(),
+                 **self.settings}  # fmt: skip
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def path(self, task: str, key: str) -> Path:
@@ -128,14 +102,9 @@ class ResultCache:
         if cache.get("key") != key:
             return None
         result = TaskResult.from_dict(data)
-        result.settings = {
-            **result.settings,
-            "cached": True,
-            "cached_from": str(path),
-            "cache_key": cache["key"],
-            "seconds_when_computed": result.settings.get("seconds"),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
+        result.settings = {**result.settings, "cached": True, "cached_from": str(path), "cache_key": cache["key"],
+                           "seconds_when_computed": result.settings.get("seconds"),
+                           "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
         log.info("%s on %s: cached result from %s", result.model, task, path)
         return result
 
@@ -145,31 +114,23 @@ class ResultCache:
         return runs.write_json(self.path(task, key), data, overwrite=True, strict=True)
 
 
-def result_cache(
-    model: Any,
-    scorer_settings: Mapping[str, Any],
-    mode: str,
-    seed: int,
-    config: RunConfig | None = None,
-    generation: Mapping[str, Any] | None = None,
-    root: Path | None = None,
-) -> ResultCache | None:
+def result_cache(model: Any, scorer_settings: Mapping[str, Any], mode: str, seed: int,
+                 config: RunConfig | None = None, generation: Mapping[str, Any] | None = None,
+                 root: Path | None = None) -> ResultCache | None:  # fmt: skip
     """The cache for a model spec evaluated with these settings, or None when the model must not be cached."""
-    if not isinstance(model, str):
-        return None
-    identity = model_identity(model)
+    identity = model_identity(model) if isinstance(model, str) else None
     if identity is None:
         return None
+    import torch
+
     from medsft.config import build_config
+    from medsft.models import cache_dir
 
     run = config if config is not None else build_config({})
+    installed = runs.package_versions(PACKAGES)  # None where not installed: installing one changes the key
     settings = {
-        "mode": mode,
-        "seed": seed,
-        "generation": dict(sorted((generation or {}).items())),
-        "scorer": {**scorer_settings, "version": SCORER_VERSION},
-        "load": {knob: getattr(run, knob) for knob in LOAD_KNOBS},
-        "packages": package_versions(),
-        "cuda": has_cuda(),
-    }
-    return ResultCache(identity, settings, root or cache_root())
+        "mode": mode, "seed": seed, "generation": dict(sorted((generation or {}).items())),
+        "scorer": {**scorer_settings, "version": SCORER_VERSION}, "load": {k: getattr(run, k) for k in LOAD_KNOBS},
+        "packages": {name: installed.get(name) for name in PACKAGES}, "cuda": torch.cuda.is_available(),
+    }  # fmt: skip
+    return ResultCache(identity, settings, root or cache_dir() / "eval")

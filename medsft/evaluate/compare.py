@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from medsft import runs
 from medsft.config import EVAL_MODES
-from medsft.evaluate.baselines import baselines
 from medsft.evaluate.cache import result_cache
+from medsft.evaluate.dialogue import compare_dialogue, evaluate_dialogue, rescore
 from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
-from medsft.evaluate.report import base_task
-from medsft.evaluate.results import TaskResult, slug, write_result
+from medsft.evaluate.report import base_task, baselines
+from medsft.evaluate.results import TaskResult, group_breakdown, slug, write_result
 from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
 from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.transformers_scorer import GENERATE_BATCH_SIZE, HFScorer, Scorer
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("medsft")
 
-MODE_ALIASES = {"generative": "generate"}  # the spelling used before `generate`
 ModelLike = str | Scorer
 
 
@@ -48,43 +47,27 @@ class Comparison:
     table: list[dict[str, Any]]  # one row per model: name, n, acc, acc_ci
     pairs: list[dict[str, Any]]  # each model vs the first: diff, diff_ci, McNemar
     breakdown: dict[str, dict[str, Any]]  # subject/domain -> model -> {n, acc, acc_ci}
-    baselines: dict[str, Any] = field(default_factory=dict)  # best constant answer, distributions (baselines.py)
+    baselines: dict[str, Any] = field(default_factory=dict)  # best constant answer, distributions (report.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "question_ids": self.results[0].ids,
-            "table": self.table,
-            "pairs": self.pairs,
-            "breakdown": self.breakdown,
-            "baselines": self.baselines,
-            "files": [f"eval_{slug(r.task)}_{slug(r.model)}.json" for r in self.results],
-        }
+        return {"task": self.task, "question_ids": self.results[0].ids, "table": self.table, "pairs": self.pairs,
+                "breakdown": self.breakdown, "baselines": self.baselines,
+                "files": [f"eval_{slug(r.task)}_{slug(r.model)}.json" for r in self.results]}  # fmt: skip
 
 
 def normalize_mode(mode: str) -> str:
     """`loglikelihood` or `generate` (the old spelling `generative` is accepted)."""
-    mode = MODE_ALIASES.get(mode, mode)
+    mode = {"generative": "generate"}.get(mode, mode)  # the spelling used before `generate`
     if mode not in EVAL_MODES:
         raise ValueError(f"unknown mode '{mode}'; choose one of {', '.join(EVAL_MODES)}")
     return mode
 
 
-def evaluate_one(
-    scorer: Scorer,
-    task: str,
-    items: Sequence[Any],
-    mode: str,
-    seed: int,
-    num_fewshot: int = 0,
-    view: str = "raw",
-    **gen: Any,
-) -> TaskResult:
-    """Run one scorer on one task in one mode (the synthetic tasks are always generative); multiple choice by
-    log-likelihood takes lm-eval's `num_fewshot` and the scoring `view` (raw prompt, or the chat template)."""
+def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, num_fewshot: int = 0,
+                 view: str = "raw", **gen: Any) -> TaskResult:  # fmt: skip
+    """Run one scorer on one task in one mode (generated tasks always generate); multiple choice by log-likelihood
+    takes lm-eval's `num_fewshot` and the scoring `view` (raw prompt, or the chat template)."""
     if get_task(task).kind == "dialogue":
-        from medsft.evaluate.dialogue import evaluate_dialogue
-
         return evaluate_dialogue(scorer, items, seed=seed, **gen)
     if get_task(task).kind == "generated":
         return evaluate_synthetic(scorer, items, seed=seed, task=task, **gen)
@@ -93,53 +76,31 @@ def evaluate_one(
     return evaluate_multiple_choice(scorer, task, items, seed=seed, num_fewshot=num_fewshot, view=view)
 
 
-def compare(
-    models: Sequence[ModelLike],
-    task: str,
-    items: Sequence[Any] | None = None,
-    mode: str = "loglikelihood",
-    limit: int | None = None,
-    seed: int = 0,
-    run_dir: str | Path | None = None,
-    overwrite: bool = False,
-    batch_size: int = 8,
-    **generation: Any,
-) -> Comparison:
-    """Evaluate each model (a spec such as `embedded` / a folder, or a ready `Scorer`) on the same items.
-
-    Models given as specs are loaded one at a time and released before the next, so two models never sit
-    in memory together. With `run_dir`, results are written there (never over an existing file).
-    """
+def compare(models: Sequence[ModelLike], task: str, items: Sequence[Any] | None = None, mode: str = "loglikelihood",
+            limit: int | None = None, seed: int = 0, run_dir: str | Path | None = None, overwrite: bool = False,
+            batch_size: int = 8, **generation: Any) -> Comparison:  # fmt: skip
+    """Evaluate each model (a spec such as `embedded` / a folder, or a ready `Scorer`) on the same items; specs
+    load one at a time, so two models never sit in memory together. With `run_dir`, results are written there."""
     items = list(items) if items is not None else load_task_items(task, limit, seed)
     results = evaluate_models(models, {task: items}, mode, seed, run_dir, overwrite, batch_size, **generation)
     return finish(results[task], seed, run_dir, overwrite)
 
 
-def evaluate_models(
-    models: Sequence[ModelLike],
-    items: dict[str, Sequence[Any]],
-    mode: str,
-    seed: int,
-    run_dir: str | Path | None,
-    overwrite: bool,
-    batch_size: int,
-    config: RunConfig | None = None,
-    use_cache: bool = True,
-    views: Sequence[str] | Mapping[str, int | None] = ("raw",),
-    **generation: Any,
-) -> dict[str, list[TaskResult]]:
+def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]], mode: str, seed: int,
+                    run_dir: str | Path | None, overwrite: bool, batch_size: int, config: RunConfig | None = None,
+                    use_cache: bool = True, views: Sequence[str] | Mapping[str, int | None] = ("raw",),
+                    **generation: Any) -> dict[str, list[TaskResult]]:  # fmt: skip
     """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
 
     Results are keyed by result name: the task, and `<task>_chat` for the chat view of a multiple-choice task
-    scored by log-likelihood (`views`, or view -> how many of the first items it scores, None: all); the other
-    views of generated or generative results do not apply.
-
-    With `use_cache`, a model of stable identity (not a run's adapter) reuses its earlier result for the same
-    items and settings (`medsft.evaluate.cache`), and is not even loaded when every task is cached."""
+    scored by log-likelihood (`views`, or view -> how many of the first items it scores, None: all). With
+    `use_cache`, a model of stable identity reuses its earlier result (`medsft.evaluate.cache`) unloaded."""
     if not models:
         raise ValueError("need at least one model to evaluate")
     limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
-    runs = [(task, view) for task in items for view in task_views(task, mode, list(limits))]
+    # every view for multiple choice by log-likelihood; a generated or generative result has only its own
+    by_views = {task: get_task(task).multiple_choice and normalize_mode(mode) == "loglikelihood" for task in items}
+    runs = [(task, view) for task in items for view in (list(limits) if by_views[task] else ["raw"])]
     results: dict[str, list[TaskResult]] = {view_name(task, view): [] for task, view in runs}
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
@@ -150,8 +111,6 @@ def evaluate_models(
             task_items, name = list(items[task])[: limits.get(view)], view_name(task, view)
             result = cache.load(name, task_items) if cache else None
             if result is not None and get_task(task).kind == "dialogue":
-                from medsft.evaluate.dialogue import rescore
-
                 result = rescore(result, task_items)  # cached replies, scored by the current rule
             if result is None:
                 if scorer is None:
@@ -164,8 +123,8 @@ def evaluate_models(
                 result.model_spec = {**spec, "scorer": type(scorer).__name__}
                 if cache:
                     cache.store(name, task_items, result)
-            log.info("%s on %s: %s %.3f (n=%d)", result.model, result.task, headline(result), result.metrics["acc"],
-                     result.n)  # fmt: skip
+            measure = "key-point hit rate" if result.mode == "dialogue" else "acc"  # what a result's `acc` measures
+            log.info("%s on %s: %s %.3f (n=%d)", result.model, result.task, measure, result.metrics["acc"], result.n)
             if run_dir is not None:
                 write_result(result, run_dir, overwrite)
             results[name].append(result)
@@ -175,29 +134,14 @@ def evaluate_models(
     return {name: found for name, found in results.items() if found}
 
 
-def task_views(task: str, mode: str, views: Sequence[str]) -> list[str]:
-    """The views a task is scored in: all of `views` for multiple choice by log-likelihood, else the one."""
-    if get_task(task).multiple_choice and normalize_mode(mode) == "loglikelihood":
-        return list(views)
-    return ["raw"]
-
-
 def view_name(task: str, view: str) -> str:
     return task if view == "raw" else f"{task}_{view}"
 
 
-def headline(result: TaskResult) -> str:
-    """What a result's `acc` measures."""
-    return "key-point hit rate" if result.mode == "dialogue" else "acc"
-
-
 def scorer_settings(engine: str, batch_size: int) -> dict[str, Any]:
     """What identifies the scorer in a cached result: its class, and the batching that can move a float."""
-    if engine == "vllm":
-        from medsft.runs import package_versions
-
-        # vLLM schedules its own batches; its version is part of the key (not installed: None)
-        return {"class": "VLLMScorer", "vllm": package_versions(("vllm",)).get("vllm")}
+    if engine == "vllm":  # vLLM schedules its own batches; its version is part of the key (not installed: None)
+        return {"class": "VLLMScorer", "vllm": runs.package_versions(("vllm",)).get("vllm")}
     return {"class": "HFScorer", "batch_size": batch_size, "generate_batch_size": GENERATE_BATCH_SIZE}
 
 
@@ -218,29 +162,19 @@ def finish(results: list[TaskResult], seed: int, run_dir: str | Path | None, ove
     return comparison
 
 
-def check_same_items(results: Sequence[TaskResult]) -> None:
-    """Distinct model names, and every result on the identical question list in the same order."""
+def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
+    """Accuracy table, paired differences against the first result, and per-subject accuracy."""
+    if not results:
+        raise ValueError("nothing to compare")
     base = results[0]
     names = [r.model for r in results]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must differ to tell results apart, got {names}")
     for result in results[1:]:
         if result.ids != base.ids:
-            raise ValueError(
-                f"{result.model} was evaluated on different questions than {base.model}; a paired comparison "
-                "needs the identical question list in the same order"
-            )
-
-
-def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
-    """Accuracy table, paired differences against the first result, and per-subject accuracy."""
-    if not results:
-        raise ValueError("nothing to compare")
-    base = results[0]
-    check_same_items(results)
+            raise ValueError(f"{result.model} was evaluated on different questions than {base.model}; a paired "
+                             "comparison needs the identical question list in the same order")  # fmt: skip
     if get_task(base_task(base.task)).kind == "dialogue":  # a view's result is named e.g. medqa_chat
-        from medsft.evaluate.dialogue import compare_dialogue
-
         table, pairs, breakdown = compare_dialogue(results, seed)
         return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
     table = []
@@ -254,24 +188,9 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
     for result in results[1:]:
         diff = paired_bootstrap(base.outcomes(), result.outcomes(), seed=seed)
         test = mcnemar_exact(base.outcomes(), result.outcomes())
-        pairs.append(
-            {
-                "baseline": base.model,
-                "model": result.model,
-                "diff": diff.value,
-                "diff_ci": [diff.low, diff.high],
-                "mcnemar_p": test.p_value,
-                "only_baseline_correct": test.only_first,
-                "only_model_correct": test.only_second,
-            }
-        )
-    breakdown: dict[str, dict[str, Any]] = {}
-    for result in results:
-        for group, stats in result.breakdown.items():
-            breakdown.setdefault(group, {})[result.model] = {
-                key: stats[key] for key in ("n", "acc", "acc_ci") if key in stats
-            }
-    return Comparison(
-        task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown,
-        baselines=baselines(results, seed),
-    )  # fmt: skip
+        pairs.append({"baseline": base.model, "model": result.model, "diff": diff.value,
+                      "diff_ci": [diff.low, diff.high], "mcnemar_p": test.p_value,
+                      "only_baseline_correct": test.only_first, "only_model_correct": test.only_second})  # fmt: skip
+    return Comparison(task=base.task, results=list(results), table=table, pairs=pairs,
+                      breakdown=group_breakdown(results, ("n", "acc", "acc_ci")),
+                      baselines=baselines(results, seed))  # fmt: skip

@@ -3,8 +3,9 @@
 Each model answers each held-out patient turn (`medsft.data.dialogue_split`) through its chat template,
 greedy, up to `max_new_tokens`. Two scores per reply:
 
-- ROUGE-1, ROUGE-2 and ROUGE-L F-measures against the reference, through `evaluate` (`medsft.evaluate.rouge`,
-  the metric module carried in the package, so nothing is fetched from the hub);
+- ROUGE-1, ROUGE-2 and ROUGE-L F-measures against the reference (per reply, no stemming: the hub metric's
+  defaults), through `evaluate` from the metric module the package carries (`metrics/rouge/rouge.py`), since
+  `evaluate.load("rouge")` would download it from the hub, which medsft never reaches at run time;
 - the key-point hit rate: the share of the reference's key points (the condition it names, the tests and
   treatments it recommends; `medsft.evaluate.keypoints`) that the reply contains.
 
@@ -19,18 +20,37 @@ import dataclasses
 import functools
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from medsft import DISCLAIMER
 from medsft.data.dialogue_split import DialogueItem, read_dialogues
 from medsft.evaluate import keypoints, stats
-from medsft.evaluate.results import TaskResult
-from medsft.evaluate.rouge import ROUGE_TYPES, rouge_scores
-from medsft.evaluate.transformers_scorer import GenerationSettings, Scorer, generate_timed
+from medsft.evaluate.results import Scored, TaskResult, group_breakdown
+from medsft.evaluate.transformers_scorer import GenerationSettings, Scorer, generated_result
 
 Row = dict[str, Any]
-TASK = "dialogue"
+ROUGE_DIR = Path(__file__).resolve().parent / "metrics" / "rouge"
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 METRICS = (*ROUGE_TYPES, "key_point_hit_rate")
+
+
+@functools.cache
+def load_rouge() -> Any:
+    """The ROUGE `evaluate.EvaluationModule`, from the carried metric folder (copied into `HF_MODULES_CACHE`)."""
+    import evaluate
+
+    return evaluate.load(str(ROUGE_DIR))
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """ROUGE-1/2/L F-measure of each prediction against its reference."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not predictions:
+        return {name: [] for name in ROUGE_TYPES}
+    scores = load_rouge().compute(predictions=predictions, references=references, rouge_types=list(ROUGE_TYPES),
+                                  use_aggregator=False)  # fmt: skip
+    return {name: [float(v) for v in scores[name]] for name in ROUGE_TYPES}
 
 
 @functools.cache
@@ -45,7 +65,7 @@ def key_points(items: Sequence[DialogueItem]) -> list[keypoints.KeyPoints]:
     return keypoints.key_points_for([item.reference for item in items], references, patients)
 
 
-def score_dialogue_replies(items: Sequence[DialogueItem], replies: Sequence[str]) -> list[dict[str, Any]]:
+def score_dialogue_replies(items: Sequence[DialogueItem], replies: Sequence[str]) -> list[Row]:
     """Per dialogue: ROUGE-1/2/L, the key points with which the reply contains, the hit rate, the reply."""
     if len(items) != len(replies):
         raise ValueError(f"{len(replies)} replies for {len(items)} dialogues")
@@ -54,41 +74,33 @@ def score_dialogue_replies(items: Sequence[DialogueItem], replies: Sequence[str]
     for i, (item, reply, points) in enumerate(zip(items, replies, key_points(items), strict=True)):
         found = keypoints.hits(reply, points)
         records.append({
-            "id": item.id,
-            "group": keypoints.condition_group(points.condition),
-            "condition": points.condition,
-            "key_points": points.all,
-            "hits": found,
-            "key_point_hit_rate": sum(found) / len(found) if found else None,
-            **{name: rouge[name][i] for name in ROUGE_TYPES},
-            "reference": item.reference,
-            "output": reply,
+            "id": item.id, "group": keypoints.condition_group(points.condition), "condition": points.condition,
+            "key_points": points.all, "hits": found, "key_point_hit_rate": sum(found) / len(found) if found else None,
+            **{name: rouge[name][i] for name in ROUGE_TYPES}, "reference": item.reference, "output": reply,
         })  # fmt: skip
     return records
 
 
-def mean_interval(values: Sequence[float | None], seed: int) -> dict[str, Any]:
+def mean_interval(values: Sequence[float | None], seed: int) -> tuple[float | None, list[float | None]]:
     """Mean of the defined values with its bootstrap 95% interval (None where there is none)."""
     present = [v for v in values if v is not None]
     if not present:
-        return {"value": None, "ci": [None, None], "n": 0}
+        return None, [None, None]
     interval = stats.bootstrap_ci(present, seed=seed)
-    return {"value": interval.value, "ci": [interval.low, interval.high], "n": len(present)}
+    return interval.value, [interval.low, interval.high]
 
 
-def summarize_dialogue(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+def summarize_dialogue(records: Sequence[Row], seed: int = 0) -> dict[str, Any]:
     """Overall and per condition group: each metric's mean and interval, and the reply length in words."""
 
-    def block(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {"n": len(rows)}
+    def block(rows: Sequence[Row]) -> Row:
+        out: Row = {"n": len(rows)}
         for name in METRICS:
-            summary = mean_interval([r[name] for r in rows], seed)
-            out[name], out[f"{name}_ci"] = summary["value"], summary["ci"]
+            out[name], out[f"{name}_ci"] = mean_interval([r[name] for r in rows], seed)
         out["key_point_dialogues"] = sum(r["key_point_hit_rate"] is not None for r in rows)
         out["key_points"] = sum(len(r["hits"]) for r in rows)
-        out["condition_hit_rate"] = mean_interval(
-            [float(r["hits"][0]) if r["condition"] else None for r in rows], seed
-        )["value"]
+        out["condition_hit_rate"] = mean_interval([float(r["hits"][0]) if r["condition"] else None for r in rows],
+                                                  seed)[0]  # fmt: skip
         out["reply_words"] = statistics.median(len(r["output"].split()) for r in rows) if rows else None
         out["acc"], out["acc_ci"] = out["key_point_hit_rate"], out["key_point_hit_rate_ci"]
         out["acc_ci_method"] = "percentile bootstrap (key-point hit rate)"
@@ -98,48 +110,31 @@ def summarize_dialogue(records: Sequence[dict[str, Any]], seed: int = 0) -> dict
     return {"overall": block(records), "groups": {g: block([r for r in records if r["group"] == g]) for g in groups}}
 
 
-def evaluate_dialogue(
-    scorer: Scorer,
-    items: Sequence[DialogueItem],
-    max_new_tokens: int = 128,
-    do_sample: bool = False,
-    temperature: float = 0.7,
-    top_p: float = 0.95,
-    seed: int = 0,
-    model_spec: dict[str, Any] | None = None,
-) -> TaskResult:
-    """Generate a reply per held-out dialogue (greedy unless `do_sample`) and score it."""
-    if not items:
-        raise ValueError(f"{TASK}: no dialogues to evaluate")
-    generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
-    replies, settings = generate_timed(scorer, [item.messages() for item in items], generation)
+def scored(items: Sequence[DialogueItem], replies: Sequence[str], seed: int) -> Scored:
     records = score_dialogue_replies(items, replies)
     summary = summarize_dialogue(records, seed)
-    return TaskResult(
-        task=TASK,
-        model=scorer.name,
-        mode="dialogue",
-        n=len(records),
-        metrics=summary["overall"],
-        questions=records,
-        settings=settings,
-        model_spec=model_spec or {"name": scorer.name},
-        breakdown=summary["groups"],
-        disclaimer=DISCLAIMER,
-    )
+    return records, summary["overall"], summary["groups"]
+
+
+def evaluate_dialogue(scorer: Scorer, items: Sequence[DialogueItem], max_new_tokens: int = 128,
+                      do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
+                      model_spec: dict[str, Any] | None = None) -> TaskResult:  # fmt: skip
+    """Generate a reply per held-out dialogue (greedy unless `do_sample`) and score it."""
+    generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
+    return generated_result(scorer, "dialogue", "dialogue", [item.messages() for item in items], generation,
+                            lambda replies: scored(items, replies, seed), model_spec)  # fmt: skip
 
 
 def rescore(result: TaskResult, items: Sequence[DialogueItem]) -> TaskResult:
-    """A result's replies scored again (ROUGE, key points, summary): generating them is what costs, so a cached
-    result keeps its replies and always carries the scores of the rule in force."""
-    records = score_dialogue_replies(items, [q["output"] for q in result.questions])
-    summary = summarize_dialogue(records, result.settings.get("seed", 0))
-    return dataclasses.replace(result, questions=records, metrics=summary["overall"], breakdown=summary["groups"])
+    """A result's replies scored again: generating them is what costs, so a cached result keeps its replies and
+    always carries the scores of the rule in force."""
+    records, metrics, groups = scored(items, [q["output"] for q in result.questions], result.settings.get("seed", 0))
+    return dataclasses.replace(result, questions=records, metrics=metrics, breakdown=groups)
 
 
 def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> tuple[list[Row], list[Row], dict[str, Row]]:
-    """The parts of a `Comparison` (`medsft.evaluate.compare.compare_results` assembles it): each model's means
-    with intervals, each later model minus the first on the same dialogues, and the per-group breakdown."""
+    """The parts of a `Comparison` (`compare_results` assembles it): each model's means with intervals, each
+    later model minus the first on the same dialogues, and the per-group breakdown."""
     base = results[0]
     table = []
     for result in results:
@@ -149,7 +144,7 @@ def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> tuple[list
         table.append(row)
     pairs = []
     for result in results[1:]:
-        pair: dict[str, Any] = {"baseline": base.model, "model": result.model}
+        pair: Row = {"baseline": base.model, "model": result.model}
         for name in METRICS:
             both = [(a[name], b[name]) for a, b in zip(base.questions, result.questions, strict=True)
                     if a[name] is not None and b[name] is not None]  # fmt: skip
@@ -158,10 +153,4 @@ def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> tuple[list
         pair["diff"], pair["diff_ci"] = pair["key_point_hit_rate_diff"], pair["key_point_hit_rate_diff_ci"]
         pair["mcnemar_p"] = None  # per-item scores are not 0/1: the paired bootstrap is the test
         pairs.append(pair)
-    breakdown: dict[str, dict[str, Any]] = {}
-    for result in results:
-        for group, block in result.breakdown.items():
-            breakdown.setdefault(group, {})[result.model] = {
-                "n": block["n"], "acc": block["acc"], **{name: block[name] for name in METRICS}
-            }  # fmt: skip
-    return table, pairs, breakdown
+    return table, pairs, group_breakdown(results, ("n", "acc", *METRICS))

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from medsft import DISCLAIMER
 from medsft.evaluate.multiple_choice import subject_breakdown
-from medsft.evaluate.results import TaskResult
+from medsft.evaluate.results import Scored, TaskResult
 from medsft.evaluate.stats import wilson_interval
-from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generate_timed
+from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
@@ -30,27 +29,14 @@ def cot_messages(task: str, item: MultipleChoiceItem, instruction: str | None = 
     return [{"role": "user", "content": spec.cot_prompt(item, instruction or spec.cot_instruction)}]
 
 
-def extract_choice(task: str, text: str, item: MultipleChoiceItem) -> int | None:
-    """The index into `item.choices` that a reply picks for `task`, or None (unparseable)."""
-    return get_task(task).extract(text, item)
-
-
 def score_replies(task: str, items: Sequence[MultipleChoiceItem], replies: Sequence[str]) -> list[dict[str, Any]]:
-    """Per-question records: the extracted choice (None when unparseable), whether it is right, the reply."""
+    """Per-question records: the extracted choice (the index into `item.choices` the task's `extract` reads from
+    the reply; None when unparseable), whether it is right, the reply."""
     records = []
     for item, reply in zip(items, replies, strict=True):
-        pred = extract_choice(task, reply, item)
-        records.append(
-            {
-                "id": item.id,
-                "subject": item.subject,
-                "gold": item.answer,
-                "pred": pred,
-                "parsed": pred is not None,
-                "correct": pred == item.answer,
-                "output": reply,
-            }
-        )
+        pred = get_task(task).extract(reply, item)
+        records.append({"id": item.id, "subject": item.subject, "gold": item.answer, "pred": pred,
+                        "parsed": pred is not None, "correct": pred == item.answer, "output": reply})  # fmt: skip
     return records
 
 
@@ -58,49 +44,24 @@ def summarize_replies(records: list[dict[str, Any]], seed: int = 0) -> dict[str,
     """acc over all questions (unparseable = not correct), shown with the unparseable share and acc_parsed."""
     parsed = [r for r in records if r["parsed"]]
     acc = wilson_interval([r["correct"] for r in records])
-    return {
-        "acc": acc.value,
-        "acc_ci": [acc.low, acc.high],
-        "unparseable": 1 - len(parsed) / len(records),
-        "n_unparseable": len(records) - len(parsed),
-        "acc_parsed": sum(r["correct"] for r in parsed) / len(parsed) if parsed else None,
-    }
+    return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "unparseable": 1 - len(parsed) / len(records),
+            "n_unparseable": len(records) - len(parsed),
+            "acc_parsed": sum(r["correct"] for r in parsed) / len(parsed) if parsed else None}  # fmt: skip
 
 
-def evaluate_generative(
-    scorer: Scorer,
-    task: str,
-    items: Sequence[MultipleChoiceItem],
-    max_new_tokens: int = 512,
-    do_sample: bool = False,
-    temperature: float = 0.7,
-    top_p: float = 0.95,
-    seed: int = 0,
-    instruction: str | None = None,
-    model_spec: dict[str, Any] | None = None,
-) -> TaskResult:
-    """Generate a reasoned answer per item and score the extracted choice.
+def evaluate_generative(scorer: Scorer, task: str, items: Sequence[MultipleChoiceItem], max_new_tokens: int = 512,
+                        do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
+                        instruction: str | None = None,
+                        model_spec: dict[str, Any] | None = None) -> TaskResult:  # fmt: skip
+    """Generate a reasoned answer per item and score the extracted choice: `acc` counts an unparseable reply as
+    wrong and is shown next to `unparseable`; `acc_parsed` is the accuracy over the replies that gave one."""
 
-    `acc` counts an unparseable reply as not correct and is always shown next to `unparseable` (the share
-    of replies with no answer); `acc_parsed` is the accuracy over the replies that gave one.
-    """
-    if not items:
-        raise ValueError(f"{task}: no items to evaluate")
+    def score(replies: list[str]) -> Scored:
+        records = score_replies(task, items, replies)
+        return records, summarize_replies(records, seed), subject_breakdown(records)
+
     conversations = [cot_messages(task, item, instruction) for item in items]
     generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
-    replies, settings = generate_timed(scorer, conversations, generation)
-    records = score_replies(task, items, replies)
-    metrics = summarize_replies(records, seed)
-    settings["instruction"] = instruction or get_task(task).cot_instruction
-    return TaskResult(
-        task=f"{task}_cot",  # its own file name: a log-likelihood result for the same task sits beside it
-        model=scorer.name,
-        mode="generate",
-        n=len(records),
-        metrics=metrics,
-        questions=records,
-        settings=settings,
-        model_spec=model_spec or {"name": scorer.name},
-        breakdown=subject_breakdown(records),
-        disclaimer=DISCLAIMER,
-    )
+    # `<task>_cot`: its own file name, since a log-likelihood result for the same task sits beside it
+    return generated_result(scorer, f"{task}_cot", "generate", conversations, generation, score, model_spec,
+                            instruction=instruction or get_task(task).cot_instruction)  # fmt: skip

@@ -1,12 +1,10 @@
 """A GGUF file behind the `Scorer` calls, through llama-cpp-python: the same task code as `HFScorer`, so the
 accuracy a quantization costs is measured on the same prompts, items and metrics.
 
-- `tokenize` mirrors `hf_tokenize`: `<bos>` added unless the text already starts with it.
-- `loglikelihood` evaluates a context once and keeps llama.cpp's KV cache: the next evaluation reuses the
-  longest common prefix (the shared question), so each choice costs only its own tokens. Only the last
-  position's logits are read (`logits_all=False`), so no (context x 262k-vocabulary) array is ever stored.
-- `generate` is `create_chat_completion`, i.e. the chat template embedded in the GGUF, the path a user's
-  chat takes; greedy unless sampling is asked for.
+`tokenize` mirrors `hf_tokenize`. `loglikelihood` keeps llama.cpp's KV cache: the next evaluation reuses the
+longest common prefix (the shared question), so each choice costs only its own tokens, and only the last
+position's logits are read (`logits_all=False`: no context x 262k-vocabulary array is stored). `generate` is
+`create_chat_completion`, i.e. the chat template embedded in the GGUF, the path a user's chat takes.
 """
 
 from __future__ import annotations
@@ -37,9 +35,8 @@ def load_gguf(path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
     check_runtime_threads()
     threads = n_threads or default_threads()
     with quiet_stderr():  # llama.cpp logs context details on stderr even with verbose=False
-        llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False
-        )
+        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed,
+                    verbose=False)  # fmt: skip
     # Close while the interpreter is still whole: Llama.__del__ at shutdown fails with noisy tracebacks.
     weakref.finalize(llm, llm.close)
     return llm
@@ -60,11 +57,6 @@ def quiet_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max()
-    return shifted - np.log(np.exp(shifted).sum())
 
 
 class LlamaCppScorer:
@@ -96,7 +88,8 @@ class LlamaCppScorer:
         llm.n_tokens = min(common, len(tokens) - 1)
         llm.eval(list(tokens[llm.n_tokens :]))
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
-        return log_softmax(logits)
+        shifted = logits.astype(np.float64) - logits.max()  # log-softmax
+        return shifted - np.log(np.exp(shifted).sum())
 
     def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
         results = []
@@ -106,8 +99,7 @@ class LlamaCppScorer:
             for continuation in request.continuations:
                 total = float(first[continuation[0]])
                 for i in range(1, len(continuation)):
-                    step = self.next_token_logprobs(request.context + continuation[:i])
-                    total += float(step[continuation[i]])
+                    total += float(self.next_token_logprobs(request.context + continuation[:i])[continuation[i]])
                 scores.append(total)
             results.append(scores)
         return results
@@ -117,13 +109,10 @@ class LlamaCppScorer:
         for index, messages in enumerate(conversations):
             self.llm.reset()
             out = self.llm.create_chat_completion(
-                messages=list(messages),
-                max_tokens=settings.max_new_tokens,
+                messages=list(messages), max_tokens=settings.max_new_tokens, seed=settings.seed + index,
                 temperature=settings.temperature if settings.do_sample else 0.0,  # 0: greedy
-                top_p=settings.top_p if settings.do_sample else 1.0,
-                top_k=0 if settings.do_sample else 1,
-                seed=settings.seed + index,
-            )
+                top_p=settings.top_p if settings.do_sample else 1.0, top_k=0 if settings.do_sample else 1,
+            )  # fmt: skip
             replies.append(out["choices"][0]["message"]["content"] or "")
         return replies
 

@@ -26,28 +26,16 @@ def lm_eval_task(task: str) -> Task:
     return spec
 
 
-def lm_eval_row(task: str, item: MultipleChoiceItem) -> dict[str, Any]:
-    """An item in the layout lm-eval's task reads (GBaker/MedQA-USMLE-4-options-hf, bigbio/pubmed_qa, ...)."""
-    spec = lm_eval_task(task)
-    assert spec.lm_eval_row is not None
-    return spec.lm_eval_row(item)
-
-
 def raw_rows(task: str, items: Sequence[MultipleChoiceItem], path: str | None = None) -> list[dict[str, Any]]:
-    """The data file's own rows behind `items`, in lm-eval's layout, every text untouched.
-
-    Parity checks feed lm-eval from the file, not from medsft's parsed items, so a loader that alters the
-    text (stripping a leading space, say) shows up as a difference instead of being copied to both sides.
-    """
+    """The data file's own rows behind `items`, in lm-eval's layout, every text untouched: parity checks feed
+    lm-eval from the file, so a loader that alters the text shows up as a difference instead of being copied."""
     spec = lm_eval_task(task)
     assert spec.raw_rows is not None
     return spec.raw_rows(path, items)
 
 
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
 
 
 def write_local_task(
@@ -58,51 +46,34 @@ def write_local_task(
     import lm_eval
 
     spec = lm_eval_task(task)
+    row = spec.lm_eval_row
+    assert row is not None
     folder = Path(folder)
     name = f"{task}_medsft_local"
     data_file = folder / f"{name}.jsonl"
-    write_rows(data_file, [item if isinstance(item, dict) else lm_eval_row(task, item) for item in items])
+    write_rows(data_file, [item if isinstance(item, dict) else row(item) for item in items])
     data_files = f"    test: {data_file}\n"
     fewshot = "fewshot_split: null\n"
     if spec.fewshot is not None and items:
         dev_file = folder / f"{name}_dev.jsonl"
-        write_rows(dev_file, [lm_eval_row(task, shot) for shot in spec.fewshot()])
+        write_rows(dev_file, [row(shot) for shot in spec.fewshot()])
         data_files += f"    dev: {dev_file}\n"
         fewshot = "fewshot_split: dev\n"
     upstream = Path(lm_eval.__file__).parent / "tasks" / str(spec.lm_eval_yaml)
     (folder / f"{name}.yaml").write_text(
-        f"include: {upstream}\n"
-        f"task: {name}\n"
-        "tag: []\n"
-        "dataset_path: json\n"
-        "dataset_name: null\n"
-        f"dataset_kwargs:\n  data_files:\n{data_files}"
-        "training_split: null\n"
-        "validation_split: null\n"
-        "test_split: test\n"
-        f"{fewshot}",
+        f"include: {upstream}\ntask: {name}\ntag: []\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n{data_files}training_split: null\nvalidation_split: null\n"
+        f"test_split: test\n{fewshot}",
         encoding="utf-8",
     )
     return name
 
 
-def run_lm_eval(
-    lm: Any,
-    task: str,
-    items: Sequence[MultipleChoiceItem] | Sequence[dict[str, Any]],
-    folder: str | Path,
-    num_fewshot: int = 0,
-    chat: bool = False,
-) -> list[dict[str, Any]]:
-    """lm-eval's per-question samples (in item order) for `items` (or raw rows), scored by the lm-eval model."""
-    return run_local_task(lm, write_local_task(task, items, folder), folder, num_fewshot, chat)
-
-
 def run_local_task(
     lm: Any, name: str, folder: str | Path, num_fewshot: int = 0, chat: bool = False
 ) -> list[dict[str, Any]]:
-    """Evaluate a task written by `write_local_task` with lm-eval's `simple_evaluate`, logging samples;
-    `chat` is lm-eval's `--apply_chat_template`."""
+    """lm-eval's per-question samples (in item order) for a task written by `write_local_task`, from its
+    `simple_evaluate`; `chat` is lm-eval's `--apply_chat_template`."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 

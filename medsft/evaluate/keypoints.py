@@ -1,25 +1,11 @@
-"""Key points of a ChatDoctor reference reply, and which of them a model's reply contains.
+"""Key points of a ChatDoctor reference reply, and which of them a model's reply contains (docs/dialogue.md).
 
-ChatDoctor GenMedGPT-5k's doctor replies were generated from a disease table (condition → tests →
-medications), so they are templated and a rule recovers what a reader would check:
-
-1. **The condition**: the first phrase after a diagnostic cue (`suffering from`, `you may have`, `sounds like
-   you have`, `diagnosed with`, `could be`, `symptoms of`, ...), cut at the first comma, full stop, bracket or
-   clause word (`which`, `that`, `and`, `because`, ...), without a leading article, at most 6 words.
-2. **Tests and treatments**: the items of the enumerations the replies are built from. Every sentence is cut
-   at commas, `and`, `or`, `as well as`, `such as`, `including`, `like`; a piece is kept as an item after
-   dropping leading filler (`we need to perform a`, `some`, `the`, ...) when it has 1-6 words. Only items
-   that occur in at least `MIN_ITEM_REFERENCES` (3) different references of the file count: those are the
-   table's entries ("hematologic tests", "complete physical skin exam", "Meloxicam"), while one-off prose
-   ("help reduce inflammation") is not. A reference's tests and treatments are the table entries it
-   mentions, longest first, none counted twice inside a longer one.
-
-A reply **contains** a key point when every content word of it (lower-cased, a trailing plural `s` dropped,
-bracketed aliases and stop words left out) occurs in the reply. The hit rate of a reply is the share of its
-reference's key points it contains; a reference with no key point has no hit rate and is left out of it.
-
-Condition groups (for the per-group table) are assigned by keywords in the condition name (`GROUPS`),
-first match wins, else `other`.
+The replies were generated from a disease table (condition → tests → medications), so a rule recovers what a
+reader would check: (1) the condition, the first short phrase after a diagnostic cue (`CONDITION_CUE`), and
+(2) the tests and treatments, the enumeration items that at least `MIN_ITEM_REFERENCES` references of the file
+share (the table's entries), less those that as many patient messages say. A reply contains a key point when
+every content word of it (`key_words`: stemmed, stop words and bracketed aliases left out) occurs in the reply.
+Condition groups (`GROUPS`) are assigned by keywords in the condition name, first match wins, else `other`.
 """
 
 from __future__ import annotations
@@ -161,24 +147,17 @@ def table_entries(references: tuple[str, ...], patients: tuple[str, ...] = ()) -
 
 def mentioned_entries(reference: str, entries: frozenset[str]) -> tuple[str, ...]:
     """The table entries a reference mentions, longest first, skipping one inside a longer one already taken."""
-    text = " " + " ".join(words(re.sub(r"\([^)]*\)", " ", reference))) + " "
+
+    def spaced(phrase: str) -> str:
+        return " " + " ".join(words(phrase)) + " "
+
+    text = spaced(re.sub(r"\([^)]*\)", " ", reference))
     found: list[str] = []
     for entry in sorted(entries, key=lambda e: (-len(e), e)):
-        needle = " " + " ".join(words(entry)) + " "
-        if needle.strip() and needle in text and not any(needle in " " + " ".join(words(f)) + " " for f in found):
+        needle = spaced(entry)
+        if needle.strip() and needle in text and not any(needle in spaced(f) for f in found):
             found.append(entry)
-    order = {entry: text.find(" " + " ".join(words(entry)) + " ") for entry in found}
-    return tuple(sorted(found, key=lambda e: order[e]))
-
-
-def extract_key_points(reference: str, entries: frozenset[str]) -> KeyPoints:
-    """Rule 1 and rule 2 on one reference; the condition is not repeated among the items."""
-    condition = extract_condition(reference)
-    items = mentioned_entries(reference, entries)
-    if condition:
-        cond_words = key_words(condition)
-        items = tuple(item for item in items if key_words(item) != cond_words)
-    return KeyPoints(condition, items)
+    return tuple(sorted(found, key=lambda e: text.find(spaced(e))))
 
 
 def stem(word: str) -> str:
@@ -189,11 +168,6 @@ def key_words(phrase: str) -> frozenset[str]:
     """The words that must all appear for a key point to count as contained (brackets dropped)."""
     phrase = re.sub(r"\([^)]*\)", " ", phrase)
     return frozenset(stem(w) for w in words(phrase) if w not in STOP)
-
-
-def contains(reply: str, point: str) -> bool:
-    needed = key_words(point)
-    return bool(needed) and needed <= {stem(w) for w in words(reply)}
 
 
 def hits(reply: str, points: KeyPoints) -> list[bool]:
@@ -212,10 +186,15 @@ def condition_group(condition: str | None) -> str:
     return "other"
 
 
-def key_points_for(
-    references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()
-) -> list[KeyPoints]:
-    """Key points of each reference, with the table entries learned from `corpus` (every reference of the
-    file) less what `patients` (every patient message of the file) say."""
+def key_points_for(references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()) -> list[KeyPoints]:
+    """Rules 1 and 2 on each reference, with the table entries learned from `corpus` (every reference of the
+    file) less what `patients` (every patient message of the file) say; the condition is not repeated as an item."""
     entries = table_entries(tuple(corpus), tuple(patients))
-    return [extract_key_points(reference, entries) for reference in references]
+    out = []
+    for reference in references:
+        condition = extract_condition(reference)
+        items = mentioned_entries(reference, entries)
+        if condition:
+            items = tuple(item for item in items if key_words(item) != key_words(condition))
+        out.append(KeyPoints(condition, items))
+    return out

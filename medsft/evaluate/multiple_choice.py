@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from medsft.config import EVAL_VIEWS
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.stats import wilson_interval
 from medsft.evaluate.transformers_scorer import ChoiceRequest, Scorer, encode_pair
@@ -19,8 +20,6 @@ from medsft.tasks import Task, get_task
 
 if TYPE_CHECKING:
     from medsft.data.records import MultipleChoiceItem
-
-VIEWS = ("raw", "chat")
 
 
 def first_argmax(values: Sequence[float]) -> int:
@@ -34,30 +33,24 @@ def predictions(loglikelihoods: Sequence[float], choices: Sequence[str]) -> tupl
     return first_argmax(loglikelihoods), first_argmax(normalized)
 
 
-def render_context(
-    scorer: Scorer, task: Task, item: MultipleChoiceItem, num_fewshot: int = 0, view: str = "raw"
-) -> str:
-    """The context string lm-eval builds: plain, or rendered with the model's chat template and a generation
-    prompt (the scorer must hold a transformers tokenizer with a chat template)."""
-    if view == "raw":
-        return task.context(item, num_fewshot)
-    if view != "chat":
-        raise ValueError(f"unknown scoring view '{view}'; choose one of {', '.join(VIEWS)}")
-    tokenizer = getattr(scorer, "tokenizer", None)
-    if tokenizer is None:
-        raise ValueError(f"{scorer.name}: the chat view needs a scorer with a transformers tokenizer")
-    from medsft.templates import render_chat
-
-    return render_chat(tokenizer, task.messages(item, num_fewshot), add_generation_prompt=True)
-
-
 def build_requests(
     scorer: Scorer, task: Task, items: Sequence[MultipleChoiceItem], num_fewshot: int = 0, view: str = "raw"
 ) -> list[ChoiceRequest]:
-    """Token requests for each item, split like lm-eval; the context tokens are shared by all choices."""
+    """Token requests for each item, split like lm-eval; the context tokens are shared by all choices. The chat
+    view renders the context with the model's chat template (the scorer must hold a transformers tokenizer)."""
+    if view not in EVAL_VIEWS:
+        raise ValueError(f"unknown scoring view '{view}'; choose one of {', '.join(EVAL_VIEWS)}")
+    tokenizer = getattr(scorer, "tokenizer", None)
+    if view == "chat" and tokenizer is None:
+        raise ValueError(f"{scorer.name}: the chat view needs a scorer with a transformers tokenizer")
+    from medsft.templates import render_chat
+
     requests = []
     for item in items:
-        context = render_context(scorer, task, item, num_fewshot, view)
+        if view == "raw":
+            context = task.context(item, num_fewshot)
+        else:
+            context = render_chat(tokenizer, task.messages(item, num_fewshot), add_generation_prompt=True)
         continuations = task.continuations(item, chat=view == "chat")
         pairs = [encode_pair(scorer.tokenize, context, c) for c in continuations]
         for continuation, (_, tokens) in zip(continuations, pairs, strict=True):
@@ -76,65 +69,36 @@ def score_items(
     records = []
     for item, lls in zip(items, scores, strict=True):
         pred, pred_norm = predictions(lls, task.choices(item))
-        records.append(
-            {
-                "id": item.id,
-                "subject": item.subject,
-                "gold": item.answer,
-                "pred": pred,
-                "correct": pred == item.answer,
-                "pred_norm": pred_norm,
-                "correct_norm": pred_norm == item.answer,
-                "scores": lls,
-            }
-        )
+        records.append({"id": item.id, "subject": item.subject, "gold": item.answer, "pred": pred,
+                        "correct": pred == item.answer, "pred_norm": pred_norm,
+                        "correct_norm": pred_norm == item.answer, "scores": lls})  # fmt: skip
     return records
 
 
-def evaluate_multiple_choice(
-    scorer: Scorer,
-    task: str,
-    items: Sequence[MultipleChoiceItem],
-    seed: int = 0,
-    model_spec: dict[str, Any] | None = None,
-    num_fewshot: int = 0,
-    view: str = "raw",
-) -> TaskResult:
+def evaluate_multiple_choice(scorer: Scorer, task: str, items: Sequence[MultipleChoiceItem], seed: int = 0,
+                             model_spec: dict[str, Any] | None = None, num_fewshot: int = 0,
+                             view: str = "raw") -> TaskResult:  # fmt: skip
     """Score every item, then acc and acc_norm with Wilson 95% intervals and a subject breakdown."""
     if not items:
         raise ValueError(f"{task}: no items to evaluate")
     started = time.perf_counter()
     records = score_items(scorer, task, items, num_fewshot, view)
     elapsed = time.perf_counter() - started
-    return TaskResult(
-        task=task if view == "raw" else f"{task}_chat",
-        model=scorer.name,
-        mode="loglikelihood",
-        n=len(records),
-        metrics=summarize(records, seed),
-        questions=records,
-        settings={
-            "prompt": "lm-eval 0.4.13 template" + (" through the chat template" if view == "chat" else ""),
-            "view": view,
-            "num_fewshot": num_fewshot,
-            "seed": seed,
-            "seconds": round(elapsed, 3),
-            "questions_per_second": round(len(records) / elapsed, 4) if elapsed > 0 else None,
-        },
-        model_spec=model_spec or {"name": scorer.name},
-        breakdown=subject_breakdown(records),
-    )
+    settings = {
+        "prompt": "lm-eval 0.4.13 template" + (" through the chat template" if view == "chat" else ""),
+        "view": view, "num_fewshot": num_fewshot, "seed": seed, "seconds": round(elapsed, 3),
+        "questions_per_second": round(len(records) / elapsed, 4) if elapsed > 0 else None,
+    }  # fmt: skip
+    return TaskResult(task=task if view == "raw" else f"{task}_chat", model=scorer.name, mode="loglikelihood",
+                      n=len(records), metrics=summarize(records, seed), questions=records, settings=settings,
+                      model_spec=model_spec or {"name": scorer.name}, breakdown=subject_breakdown(records))  # fmt: skip
 
 
 def summarize(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     acc = wilson_interval([r["correct"] for r in records])
     acc_norm = wilson_interval([r["correct_norm"] for r in records])
-    return {
-        "acc": acc.value,
-        "acc_ci": [acc.low, acc.high],
-        "acc_norm": acc_norm.value,
-        "acc_norm_ci": [acc_norm.low, acc_norm.high],
-    }
+    return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_norm": acc_norm.value,
+            "acc_norm_ci": [acc_norm.low, acc_norm.high]}  # fmt: skip
 
 
 def subject_breakdown(records: list[dict[str, Any]], key: str = "subject") -> dict[str, Any]:

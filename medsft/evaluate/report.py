@@ -4,19 +4,26 @@
   plus n and the Wilson 95% interval. Stderr is lm-eval's `mean_stderr` (sample standard deviation / sqrt n).
 - `discipline_table`: accuracy per subject (MedMCQA's 21 files, MMLU's six subjects as tasks), with n and
   the interval.
-- `baseline_lines`: the best constant answer, the answer distributions and the paired differences
-  ("vs base" and "vs the best constant answer", separate lines), from a `Comparison`.
+- `baselines`, `baseline_lines`: what a multiple-choice score has to beat. A model that always answers "yes" on
+  PubMedQA scores 0.552; one that always answers "A" on MedQA 0.277. So an accuracy is read next to the best
+  constant answer's accuracy on the same items, the model's answer distribution beside the gold one, and the
+  paired difference to that constant answer: "tuned beats base" and "tuned beats the prior" are separate
+  lines, and only the second says the task was learned.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from medsft.data.records import LETTERS
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.stats import paired_bootstrap, wilson_interval
 from medsft.tasks import TASKS
+
+PUBMEDQA_WORDS = ("yes", "no", "maybe")
 
 
 def mean_stderr(outcomes: Sequence[bool]) -> float:
@@ -55,12 +62,9 @@ def lm_eval_table(results: Sequence[TaskResult]) -> str:
     """A markdown table in lm-eval's layout with n and the 95% interval; one block per model when several."""
     header = "|Tasks|Model|Version|Filter|n-shot|Metric| |Value| |Stderr|n|95% CI|"
     lines = [header, "|---|---|---:|---|---:|---|---|---:|---|---:|---:|---|"]
-    for result in results:
-        for row in lm_eval_rows(result):
-            lines.append(
-                f"|{row['task']}|{row['model']}|{row['version']}|none|{row['n_shot']}|{row['metric']}|↑|"
-                f"{row['value']:.4f}|±|{row['stderr']:.4f}|{row['n']}|[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
-            )
+    lines += [f"|{row['task']}|{row['model']}|{row['version']}|none|{row['n_shot']}|{row['metric']}|↑|"
+              f"{row['value']:.4f}|±|{row['stderr']:.4f}|{row['n']}|[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
+              for result in results for row in lm_eval_rows(result)]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -85,11 +89,8 @@ def discipline_rows(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
 
 def discipline_table(results: Sequence[TaskResult]) -> str:
     lines = ["|Task|Subject|Model|n|acc|95% CI|", "|---|---|---|---:|---:|---|"]
-    for row in discipline_rows(results):
-        lines.append(
-            f"|{row['task']}|{row['subject']}|{row['model']}|{row['n']}|{row['acc']:.3f}|"
-            f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
-        )
+    lines += [f"|{row['task']}|{row['subject']}|{row['model']}|{row['n']}|{row['acc']:.3f}|"
+              f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|" for row in discipline_rows(results)]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -105,12 +106,48 @@ def baseline_lines(comparison: Any) -> list[str]:
              f"[{ci[0]:.3f}, {ci[1]:.3f}]"]  # fmt: skip
     for who, counts in found["distribution"].items():
         lines.append(f"  answers {who}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    by_model = {row["model"]: row for row in found["vs_constant"]}
     for pair in comparison.pairs:
         d, c = pair["diff"], pair["diff_ci"]
         lines.append(f"  {pair['model']} vs base {pair['baseline']}: {d:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]")
-    for model, row in by_model.items():
-        d, c = row["diff"], row["diff_ci"]
+    for row in found["vs_constant"]:
+        model, d, c = row["model"], row["diff"], row["diff_ci"]
         verdict = "beats the prior" if c[0] > 0 else "below the prior" if c[1] < 0 else "within the prior's noise"
         lines.append(f"  {model} vs always '{constant['answer']}': {d:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}] ({verdict})")
     return lines
+
+
+def distribution(values: Sequence[int | None], labels: Sequence[str]) -> dict[str, int]:
+    """How often each choice was given (`none` for an unparseable reply), in choice order."""
+    counts = Counter(values)
+    out = {label: counts.get(i, 0) for i, label in enumerate(labels)}
+    if counts.get(None):
+        out["none"] = counts[None]
+    return out
+
+
+def baselines(results: Sequence[TaskResult], seed: int = 0) -> dict[str, Any]:
+    """The best constant answer (first on ties) with its accuracy and Wilson interval, every model's answer
+    distribution beside gold's, and each model's paired difference to the constant answer (bootstrap 95%)."""
+    base = results[0]
+    if not all(r.questions and all(isinstance(q.get("gold"), int) for q in r.questions) for r in results):
+        return {}  # not multiple choice
+    questions = [q for r in results for q in r.questions]
+    seen = [q["gold"] for q in questions] + [q["pred"] for q in questions if isinstance(q.get("pred"), int)]
+    count = max([*seen, *(len(q["scores"]) - 1 for q in questions if q.get("scores"))]) + 1
+    labels = list(PUBMEDQA_WORDS[:count]) if base.task.startswith("pubmedqa") else list(LETTERS[:count])
+    golds = [q["gold"] for q in base.questions]
+    best = max(range(len(labels)), key=lambda i: (sum(gold == i for gold in golds), -i))
+    constant = [gold == best for gold in golds]
+    interval = wilson_interval(constant)
+    vs_constant = []
+    for result in results:
+        diff = paired_bootstrap(constant, result.outcomes(), seed=seed)
+        vs_constant.append({"model": result.model, "diff": diff.value, "diff_ci": [diff.low, diff.high]})
+    return {
+        "constant": {"answer": labels[best], "acc": interval.value, "acc_ci": [interval.low, interval.high]},
+        "distribution": {
+            "gold": distribution(golds, labels),
+            **{r.model: distribution([q.get("pred") for q in r.questions], labels) for r in results},
+        },
+        "vs_constant": vs_constant,
+    }

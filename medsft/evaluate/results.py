@@ -2,15 +2,15 @@
 
 A result file holds the question ids and per-question predictions and scores, so any number in it (or a
 new one, such as a paired difference against a later model) can be recomputed from the file alone.
-Files are `eval_<task>_<model>.json` in the run folder, written to a temporary file and linked into place:
-a reader never sees half a file, and an existing result is never replaced (FileExistsError) unless
-`overwrite=True` is passed.
+Files are `eval_<task>_<model>.json` in the run folder, written atomically (`runs.write_json`); an existing
+result is never replaced (FileExistsError) unless `overwrite=True` is passed.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ class TaskResult:
 
     task: str
     model: str
-    mode: str  # "loglikelihood" | "generative" | "synthetic"
+    mode: str  # "loglikelihood" | "generate" | "synthetic" | "dialogue"
     n: int
     metrics: dict[str, Any]
     questions: list[dict[str, Any]]
@@ -52,8 +52,16 @@ class TaskResult:
         return cls(**data)
 
 
-def result_filename(task: str, model: str) -> str:
-    return f"eval_{slug(task)}_{slug(model)}.json"
+Scored = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # records, metrics, breakdown
+
+
+def group_breakdown(results: Sequence[TaskResult], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Subject/domain/group -> model -> the `keys` of each result's breakdown block (those it has)."""
+    breakdown: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for group, block in result.breakdown.items():
+            breakdown.setdefault(group, {})[result.model] = {key: block[key] for key in keys if key in block}
+    return breakdown
 
 
 def slug(text: str) -> str:
@@ -65,7 +73,8 @@ def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = Fals
     data = result.to_dict()
     if result.mode != "loglikelihood" and "disclaimer" not in data:
         data["disclaimer"] = DISCLAIMER  # generated text is in the file
-    return runs.write_json(Path(run_dir) / result_filename(result.task, result.model), data, overwrite, strict=True)
+    path = Path(run_dir) / f"eval_{slug(result.task)}_{slug(result.model)}.json"
+    return runs.write_json(path, data, overwrite, strict=True)
 
 
 def read_result(path: str | Path) -> TaskResult:

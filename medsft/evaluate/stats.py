@@ -32,8 +32,14 @@ class Interval:
     low: float
     high: float
 
-    def to_dict(self) -> dict[str, float]:
-        return {"value": self.value, "low": self.low, "high": self.high}
+
+@dataclass(frozen=True)
+class McNemar:
+    """Discordant counts (`only_first`: first right, second wrong) and the exact two-sided p-value."""
+
+    only_first: int
+    only_second: int
+    p_value: float
 
 
 def wilson_bounds(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
@@ -51,19 +57,22 @@ def wilson_bounds(successes: int, n: int, level: float = LEVEL) -> tuple[float, 
 
 def wilson_interval(outcomes: Sequence[float | bool], level: float = LEVEL) -> Interval:
     """Accuracy of 0/1 `outcomes` with its Wilson 95% interval (deterministic: no seed)."""
-    values = _as_array(outcomes)
+    (values,) = _arrays(outcomes)
     if not np.isin(values, (0.0, 1.0)).all():
         raise ValueError("wilson_interval needs 0/1 outcomes; use bootstrap_ci for other per-item scores")
     successes = int(values.sum())
-    low, high = wilson_bounds(successes, values.size, level)
-    return Interval(successes / values.size, low, high)
+    return Interval(successes / values.size, *wilson_bounds(successes, values.size, level))
 
 
-def _as_array(values: Sequence[float | bool]) -> np.ndarray:
-    array = np.asarray(values, dtype=float)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"need a non-empty 1-D sequence of per-question outcomes, got shape {array.shape}")
-    return array
+def _arrays(*sequences: Sequence[float | bool]) -> list[np.ndarray]:
+    """Non-empty 1-D float arrays, all of one length (paired outcomes cover the same questions)."""
+    arrays = [np.asarray(values, dtype=float) for values in sequences]
+    for array in arrays:
+        if array.ndim != 1 or array.size == 0:
+            raise ValueError(f"need a non-empty 1-D sequence of per-question outcomes, got shape {array.shape}")
+    if len({a.size for a in arrays}) > 1:
+        raise ValueError(f"paired outcomes must cover the same questions: {arrays[0].size} vs {arrays[1].size}")
+    return arrays
 
 
 def _resampled_means(arrays: Sequence[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
@@ -89,45 +98,22 @@ def bootstrap_ci(
     outcomes: Sequence[float | bool], n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL
 ) -> Interval:
     """Mean of `outcomes` with a seeded percentile-bootstrap interval (all correct gives [1, 1])."""
-    values = _as_array(outcomes)
+    (values,) = _arrays(outcomes)
     (means,) = _resampled_means([values], n_boot, seed)
-    low, high = _percentiles(means, level)
-    return Interval(float(values.mean()), low, high)
+    return Interval(float(values.mean()), *_percentiles(means, level))
 
 
-def paired_bootstrap(
-    first: Sequence[float | bool],
-    second: Sequence[float | bool],
-    n_boot: int = N_BOOT,
-    seed: int = 0,
-    level: float = LEVEL,
-) -> Interval:
+def paired_bootstrap(first: Sequence[float | bool], second: Sequence[float | bool], n_boot: int = N_BOOT, seed: int = 0,
+                     level: float = LEVEL) -> Interval:  # fmt: skip
     """`mean(second) - mean(first)` with an interval from resampling question indices jointly."""
-    a, b = _as_array(first), _as_array(second)
-    if a.size != b.size:
-        raise ValueError(f"paired outcomes must cover the same questions: {a.size} vs {b.size}")
+    a, b = _arrays(first, second)
     means_a, means_b = _resampled_means([a, b], n_boot, seed)
-    low, high = _percentiles(means_b - means_a, level)
-    return Interval(float(b.mean() - a.mean()), low, high)
-
-
-@dataclass(frozen=True)
-class McNemar:
-    """Discordant counts (`only_first`: first right, second wrong) and the exact two-sided p-value."""
-
-    only_first: int
-    only_second: int
-    p_value: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"only_first": self.only_first, "only_second": self.only_second, "p_value": self.p_value}
+    return Interval(float(b.mean() - a.mean()), *_percentiles(means_b - means_a, level))
 
 
 def mcnemar_exact(first: Sequence[bool], second: Sequence[bool]) -> McNemar:
     """Exact McNemar test: under no difference each discordant question is a fair coin flip."""
-    a, b = _as_array(first).astype(bool), _as_array(second).astype(bool)
-    if a.size != b.size:
-        raise ValueError(f"paired outcomes must cover the same questions: {a.size} vs {b.size}")
+    a, b = (array.astype(bool) for array in _arrays(first, second))
     only_first, only_second = int(np.sum(a & ~b)), int(np.sum(~a & b))
     n = only_first + only_second
     if n == 0:

@@ -15,25 +15,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from medsft import DISCLAIMER
 from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synthetic_answer
 from medsft.data.synthetic import STEPS
-from medsft.evaluate import stats
-from medsft.evaluate.results import TaskResult
-from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generate_timed
+from medsft.evaluate.results import Scored, TaskResult
+from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS
 
 Case = SyntheticCase | Mapping[str, Any]
-
-
-def accuracy_interval(outcomes: list[bool]) -> stats.Interval:
-    """Accuracy with its Wilson 95% interval: sound at the small per-domain counts and at 0% or 100%, where a
-    bootstrap interval collapses to a point."""
-    return stats.wilson_interval(outcomes)
-
-
-def case_domain(case: Case) -> str:
-    return case.domain if isinstance(case, SyntheticCase) else case.get("meta", case)["domain"]
 
 
 def case_messages(case: Case) -> Messages:
@@ -47,49 +36,32 @@ def case_id(case: Case) -> str:
     return case.id if isinstance(case, SyntheticCase) else case["id"]
 
 
-def case_severity(case: Case) -> str | None:
-    return case.severity if isinstance(case, SyntheticCase) else case.get("meta", case).get("severity")
-
-
 def format_compliance(text: str, steps: int = STEPS) -> dict[str, bool]:
     """Whether a reply has a closed `<think>` block, numbered steps 1..`steps` in it, and text after it."""
     match = re.search(r"<think>(.*?)</think>(.*)", text, flags=re.DOTALL)
     if not match:
         return {"think": False, "steps": False, "final_answer": False}
     numbers = [int(n) for n in re.findall(r"^\s*(?:step\s*)?(\d+)\s*[.):]", match.group(1), re.MULTILINE | re.I)]
-    return {
-        "think": True,
-        "steps": numbers == list(range(1, steps + 1)),
-        "final_answer": bool(match.group(2).strip()),
-    }
+    return {"think": True, "steps": numbers == list(range(1, steps + 1)), "final_answer": bool(match.group(2).strip())}
 
 
 def score_synthetic_replies(cases: Sequence[Case], replies: Sequence[str]) -> list[dict[str, Any]]:
     """Per-case records: format checks, expected and parsed labels, per-label correctness, the reply."""
     records = []
     for case, reply in zip(cases, replies, strict=True):
-        domain = case_domain(case)
+        meta = None if isinstance(case, SyntheticCase) else case.get("meta", case)
+        domain = case.domain if meta is None else meta["domain"]
+        primary = PRIMARY_LABEL[domain]
         expected = expected_label(case)
         parsed = parse_synthetic_answer(domain, reply)
         fmt = format_compliance(reply)
-        fmt["final_answer"] = fmt["final_answer"] and PRIMARY_LABEL[domain] in parsed
+        fmt["final_answer"] = fmt["final_answer"] and primary in parsed
         labels = {key: parsed.get(key, "").lower() == str(value).lower() for key, value in expected.items()}
-        primary = PRIMARY_LABEL[domain]
-        records.append(
-            {
-                "id": case_id(case),
-                "domain": domain,
-                "severity": case_severity(case),
-                "gold": expected,
-                "pred": parsed,
-                "correct": labels.get(primary, False),
-                "parsed": primary in parsed,
-                "labels": labels,
-                "format": fmt,
-                "compliant": all(fmt.values()),
-                "output": reply,
-            }
-        )
+        records.append({
+            "id": case_id(case), "domain": domain, "severity": case.severity if meta is None else meta.get("severity"),
+            "gold": expected, "pred": parsed, "correct": labels.get(primary, False), "parsed": primary in parsed,
+            "labels": labels, "format": fmt, "compliant": all(fmt.values()), "output": reply,
+        })  # fmt: skip
     return records
 
 
@@ -102,60 +74,38 @@ def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[st
     and accuracy per case severity (a model that misses HIGH-risk cases is worse than its mean suggests)."""
 
     def block(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        acc = accuracy_interval([r["correct"] for r in rows])
+        # Wilson: sound at the small per-domain counts and at 0% or 100%, where a bootstrap collapses to a point
+        acc = wilson_interval([r["correct"] for r in rows])
         by_severity: dict[str, list[bool]] = {}
         for r in rows:
             by_severity.setdefault(str(r["severity"]), []).append(r["correct"])
         label_names = sorted({k for r in rows for k in r["labels"]})
         return {
-            "n": len(rows),
-            "acc": acc.value,
-            "acc_ci": [acc.low, acc.high],
-            "acc_ci_method": "wilson",
+            "n": len(rows), "acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_ci_method": "wilson",
             "unparseable": sum(not r["parsed"] for r in rows) / len(rows),
             "format_compliance": _rate([r["compliant"] for r in rows]),
             "format": {k: _rate([r["format"][k] for r in rows]) for k in ("think", "steps", "final_answer")},
             "label_accuracy": {k: _rate([r["labels"][k] for r in rows if k in r["labels"]]) for k in label_names},
             "by_severity": {k: {"n": len(v), "acc": _rate(v)} for k, v in sorted(by_severity.items())},
-        }
+        }  # fmt: skip
 
     domains = sorted({r["domain"] for r in records})
     return {"overall": block(records), "domains": {d: block([r for r in records if r["domain"] == d]) for d in domains}}
 
 
-def evaluate_synthetic(
-    scorer: Scorer,
-    cases: Sequence[Case],
-    max_new_tokens: int = 384,
-    do_sample: bool = False,
-    temperature: float = 0.7,
-    top_p: float = 0.95,
-    seed: int = 0,
-    model_spec: dict[str, Any] | None = None,
-    task: str = "synthetic",
-) -> TaskResult:
-    """Generate a reply per case and score format and labels per domain (`correct` = the primary label).
-
-    `task` names the case set (`synthetic` or `synthetic_ood`) in the result and its file name."""
+def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: int = 384, do_sample: bool = False,
+                       temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
+                       model_spec: dict[str, Any] | None = None, task: str = "synthetic") -> TaskResult:  # fmt: skip
+    """Generate a reply per case and score format and labels per domain (`correct` = the primary label); `task`
+    names the case set (`synthetic` or `synthetic_ood`) in the result and its file name."""
     generated = [name for name, spec in TASKS.items() if not spec.multiple_choice]
     if task not in generated:
         raise ValueError(f"unknown synthetic task '{task}'; choose from {', '.join(generated)}")
-    if not cases:
-        raise ValueError(f"{task}: no cases to evaluate")
-    conversations = [case_messages(c) for c in cases]
+
+    def score(replies: list[str]) -> Scored:
+        records = score_synthetic_replies(cases, replies)
+        summary = summarize_synthetic(records, seed)
+        return records, summary["overall"], summary["domains"]
+
     generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
-    replies, settings = generate_timed(scorer, conversations, generation)
-    records = score_synthetic_replies(cases, replies)
-    summary = summarize_synthetic(records, seed)
-    return TaskResult(
-        task=task,
-        model=scorer.name,
-        mode="synthetic",
-        n=len(records),
-        metrics=summary["overall"],
-        questions=records,
-        settings=settings,
-        model_spec=model_spec or {"name": scorer.name},
-        breakdown=summary["domains"],
-        disclaimer=DISCLAIMER,
-    )
+    return generated_result(scorer, task, "synthetic", [case_messages(c) for c in cases], generation, score, model_spec)

@@ -1,37 +1,21 @@
 """The scorer seam: a model behind two calls, log-likelihood of continuations and chat generation.
 
-Task code (multiple choice, chain-of-thought, synthetic cases) talks only to a `Scorer`, so a llama.cpp
-scorer for GGUF files can be added next to `HFScorer` without touching any task, and quantization loss is
-measured with the same prompts, splits and metrics. With llama-cpp-python that is: `tokenize` =
-`Llama.tokenize(text.encode(), add_bos=True)`, `loglikelihood` = `eval` the context once (llama.cpp keeps
-its KV cache, so each continuation after it costs only its own tokens) and read `scores`/`logits_all`,
-`generate` = `create_chat_completion` (the GGUF's embedded chat template).
+Task code talks only to a `Scorer` (`HFScorer` here, `LlamaCppScorer` for GGUF files, `VLLMScorer`), so
+quantization loss is measured with the same prompts, splits and metrics.
 
-`HFScorer` is built for CPU speed without changing a single prediction relative to lm-eval:
-- every prompt is run once; when each continuation is one token (` A`..` D`, ` yes`/` no`/` maybe` for
-  Gemma) all of a question's scores come from the last prompt position of that one forward;
-- the LM head (168M of the 270M model's 268M parameters, vocab 262,144) runs only at the positions scored,
-  through transformers' `logits_to_keep`, instead of at every position as lm-eval does, and so do the last
-  decoder layer's MLP and query/output projections (`last_layer_only_at`);
-- prompts are batched, sorted by length and right-padded without an attention mask, exactly like lm-eval's
-  batches: under causal attention a position never sees the padding after it, so nothing changes;
-- continuations that share all but their last token (the chat view's `\n` + ` A`..` D`: the template's
-  trailing newline moves into the continuation, as lm-eval splits it) are batched like one-token ones: the
-  prompt plus the shared tokens is run once, and the LM head reads each row at those few positions only;
-- other longer continuations reuse the prompt's KV cache, repeated once per continuation, and only their own
-  tokens are run.
+`HFScorer` is built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs
+once (one-token choices such as ` A`..` D` are all read at its last position; choices that share all but their
+last token, the chat view's `\n` + ` A`..` D`, likewise; longer ones reuse its KV cache); the LM head (168M of
+the 270M model's 268M parameters, vocab 262,144) and the last layer's position-wise parts run only at the
+positions scored (`logits_to_keep`, `last_layer_only_at`); prompts are batched longest first and right-padded
+without an attention mask, exactly like lm-eval's batches, since under causal attention no position sees the
+padding after it.
 
 Scoring forwards run with `torch.compile` switched off (`compile_free`): a model that Unsloth loaded carries
 compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
-Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh instead of
-falling back to eager: minutes before the first question is scored (docs/gpu.md). A few batched
-forwards gain nothing from compiling. And the per-row `logits_to_keep` that keeps the LM head at one position
-per question is understood by newer transformers (5.23) only; older ones (the GPU pin, 5.17) get the distinct
-positions as a 1-D tensor, which every version slices alike (`positions_to_keep`, `logits_at`).
-
-Greedy generation (`greedy_generate`) decodes like transformers' `generate` but sorts prompts by length and
-drops a finished row from the batch and its KV cache at once, so no padding is computed for replies that
-ended; `bench/generate.py` measures it against `generate` and llama.cpp.
+Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh: minutes before
+the first question is scored (docs/gpu.md). The per-row `logits_to_keep` is understood by newer transformers
+(5.23) only; older ones (the GPU pin, 5.17) get the distinct positions as a 1-D tensor (`logits_at`).
 """
 
 from __future__ import annotations
@@ -39,9 +23,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from medsft import DISCLAIMER
+from medsft.evaluate.results import Scored, TaskResult, slug
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig
@@ -62,9 +50,7 @@ class ChoiceRequest:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How replies are decoded, the same for every scorer: greedy by default, so reruns give the same text.
-
-    `seed` seeds sampling; a scorer that samples row by row uses `seed + row`."""
+    """How every scorer decodes replies: greedy by default; a scorer sampling row by row seeds `seed + row`."""
 
     max_new_tokens: int = 512
     do_sample: bool = False
@@ -74,43 +60,33 @@ class GenerationSettings:
 
     def record(self) -> dict[str, Any]:
         """What a result records: the sampling knobs only when sampling (greedy ignores them)."""
-        return {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "temperature": self.temperature if self.do_sample else None,
-            "top_p": self.top_p if self.do_sample else None,
-            "seed": self.seed,
-        }
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+                "temperature": self.temperature if self.do_sample else None,
+                "top_p": self.top_p if self.do_sample else None, "seed": self.seed}  # fmt: skip
 
 
 GREEDY = GenerationSettings()
 
 
 class Scorer(Protocol):
-    """What task code needs from a model: `HFScorer`, `LlamaCppScorer` (GGUF) and `VLLMScorer` implement it."""
+    """What task code needs from a model (`HFScorer`, `LlamaCppScorer` for GGUF, `VLLMScorer`): `tokenize`, the ids
+    of a plain prompt with the special tokens the model adds by default (`<bos>`); `loglikelihood`, per request the
+    summed log-probability of each continuation given the context; `generate`, the assistant's reply to each
+    conversation, rendered with the model's chat template."""
 
     name: str
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids as the model sees a plain prompt: with the special tokens it adds by default (`<bos>`)."""
-        ...
+    def tokenize(self, text: str) -> list[int]: ...
 
-    def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
-        """Per request, the summed log-probability of each continuation given the context."""
-        ...
+    def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]: ...
 
-    def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]:
-        """The assistant's reply to each conversation, rendered with the model's chat template."""
-        ...
+    def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]: ...
 
 
 def encode_pair(tokenize: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Split context and continuation tokens the way lm-eval does for causal models.
-
-    lm-eval (`TemplateLM._encode_pair`) moves trailing spaces of the context into the continuation, encodes
-    `context + continuation` whole and takes the tokens after `len(encode(context))` as the continuation.
-    Encoding the continuation alone can differ at the boundary (a merged token, or a second `<bos>`), so the
-    same split is needed for identical scores.
+    """Split context and continuation tokens as lm-eval's `TemplateLM._encode_pair` does: trailing spaces of the
+    context move into the continuation, and the continuation is what follows `len(encode(context))` in
+    `encode(context + continuation)` (encoding it alone can differ at the boundary: a merged token, a second `<bos>`).
     """
     if not context:
         raise ValueError("context must not be empty (lm-eval substitutes a prefix token; medsft never needs one)")
@@ -131,43 +107,48 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text))
 
 
-def generate_timed(
-    scorer: Scorer, conversations: Sequence[Messages], settings: GenerationSettings
-) -> tuple[list[str], dict[str, Any]]:
-    """The scorer's replies, and the settings a result records with them, with the seconds the generation took."""
-    import time
-
+def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
+                     generation: GenerationSettings, score: Callable[[list[str]], Scored],
+                     model_spec: dict[str, Any] | None, **settings: Any) -> TaskResult:  # fmt: skip
+    """The scorer's reply to each conversation, scored by `score`, as a result that records the generation
+    settings and the seconds the generation took (the shared path of every generated task)."""
+    if not conversations:
+        raise ValueError(f"{task}: no {dict(dialogue='dialogues', synthetic='cases').get(mode, 'items')} to evaluate")
     started = time.perf_counter()
-    replies = scorer.generate(conversations, settings)
-    return replies, {**settings.record(), "seconds": round(time.perf_counter() - started, 3)}
+    replies = scorer.generate(conversations, generation)
+    seconds = round(time.perf_counter() - started, 3)
+    records, metrics, breakdown = score(replies)
+    return TaskResult(task=task, model=scorer.name, mode=mode, n=len(records), metrics=metrics, questions=records,
+                      settings={**generation.record(), "seconds": seconds, **settings},
+                      model_spec=model_spec or {"name": scorer.name}, breakdown=breakdown,
+                      disclaimer=DISCLAIMER)  # fmt: skip
 
 
 def chat_prompt_ids(tokenizer: Any, conversations: Sequence[Messages]) -> list[list[int]]:
-    """Each conversation rendered with the model's chat template and a generation prompt, as token ids.
-
-    The rendered template already holds `<bos>`, so it is tokenized without special tokens. Every scorer with
-    a transformers tokenizer (`HFScorer`, `VLLMScorer`) feeds these ids, so their prompts are identical."""
+    """Each conversation through the chat template with a generation prompt, as ids; the rendered text holds
+    `<bos>`, so no special tokens are added. `HFScorer` and `VLLMScorer` both feed these, so prompts agree."""
     from medsft.templates import render_chat
 
     prompts = [render_chat(tokenizer, list(m), add_generation_prompt=True) for m in conversations]
     return [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
 
 
+def right_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> Any:
+    """A (rows, longest) long tensor of the sequences, right-padded with `pad_id`."""
+    import torch
+
+    ids = torch.full((len(sequences), max(len(s) for s in sequences)), pad_id, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+    return ids
+
+
 class HFScorer:
     """A transformers causal LM (plain or with a PEFT adapter) behind the `Scorer` calls."""
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        name: str = "model",
-        batch_size: int = 8,
-        fast_greedy: bool = True,
-        generate_batch_size: int = GENERATE_BATCH_SIZE,
-        progress: bool = True,
-        eager: bool = True,
-        on_batch: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
+    def __init__(self, model: Any, tokenizer: Any, name: str = "model", batch_size: int = 8, fast_greedy: bool = True,
+                 generate_batch_size: int = GENERATE_BATCH_SIZE, progress: bool = True, eager: bool = True,
+                 on_batch: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -185,10 +166,8 @@ class HFScorer:
     def from_spec(
         cls, spec: str, name: str | None = None, batch_size: int = 8, config: RunConfig | None = None
     ) -> HFScorer:
-        """Load a model spec (`embedded`, a folder, an adapter folder, a hub id) through the CPU/GPU backend.
-
-        `config` supplies the loading knobs (backend, dtype, 4-bit, chat template); its `model` is replaced.
-        """
+        """Load a model spec (`embedded`, a folder, an adapter folder, a hub id) through the CPU/GPU backend, with
+        `config`'s loading knobs (backend, dtype, 4-bit, chat template)."""
         from medsft.config import build_config
         from medsft.train.backend import select_backend
 
@@ -225,9 +204,12 @@ class HFScorer:
             shared.sort(key=lambda i: -len(requests[i].context))
             for start in range(0, len(shared), self.batch_size):
                 chunk = shared[start : start + self.batch_size]
-                rows = self._positions_logprobs([shared_sequence(requests[i]) for i in chunk], 2)
+                rows = self._positions_logprobs([[*requests[i].context, *requests[i].continuations[0][:-1]]
+                                                 for i in chunk], 2)  # fmt: skip
                 for i, row in zip(chunk, rows, strict=True):
-                    results[i] = self._score_shared(requests[i], row)
+                    prefix = requests[i].continuations[0][:-1]
+                    common = sum(float(row[j, token]) for j, token in enumerate(prefix))
+                    results[i] = [common + float(row[len(prefix), c[-1]]) for c in requests[i].continuations]
                 progress.update(len(chunk))
             # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
             single.sort(key=lambda i: -len(requests[i].context))
@@ -241,15 +223,11 @@ class HFScorer:
 
     def _last_position_logprobs(self, contexts: list[list[int]]) -> Any:
         """Log-probabilities of the next token after each context: one batched forward, one LM-head row each."""
-        import time
-
         import torch
 
         started = time.perf_counter()
-        width = max(len(c) for c in contexts)
-        ids = torch.full((len(contexts), width), self.pad_id, dtype=torch.long)
-        for row, context in enumerate(contexts):
-            ids[row, : len(context)] = torch.tensor(context)
+        ids = right_padded(contexts, self.pad_id)
+        width = ids.shape[1]
         positions = torch.tensor([len(c) - 1 for c in contexts], device=self.device)
         keep = positions_to_keep(positions, self.per_row_logits)
         # The last layer's shortcut saves ~5% on a CPU; on a GPU it saves nothing, and a patched attention (Unsloth's
@@ -265,26 +243,16 @@ class HFScorer:
 
     def _positions_logprobs(self, sequences: list[list[int]], count: int) -> Any:
         """Log-probabilities at the last `count` positions of each sequence (B, count, vocab): one batched
-        forward, right-padded, the LM head only at those positions (per-row `logits_to_keep`)."""
+        forward, the LM head only at those positions (per-row `logits_to_keep`)."""
         import torch
 
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            ids[row, : len(sequence)] = torch.tensor(sequence)
+        ids = right_padded(sequences, self.pad_id).to(self.device)
         keep = torch.tensor([[len(s) - count + j for j in range(count)] for s in sequences], device=self.device)
         with torch.inference_mode():
-            logits = self.model(input_ids=ids.to(self.device), logits_to_keep=keep, use_cache=False).logits
+            logits = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
         if tuple(logits.shape[:2]) != (len(sequences), count):
             raise RuntimeError(f"expected logits for {count} positions per row, got shape {tuple(logits.shape)}")
         return torch.log_softmax(logits.float(), dim=-1).cpu()
-
-    @staticmethod
-    def _score_shared(request: ChoiceRequest, rows: Any) -> list[float]:
-        """Each continuation's summed log-probability from the logits at the shared tokens' positions."""
-        prefix = request.continuations[0][:-1]
-        shared = sum(float(rows[j, token]) for j, token in enumerate(prefix))
-        return [shared + float(rows[len(prefix), c[-1]]) for c in request.continuations]
 
     def _score_with_cache(self, request: ChoiceRequest) -> list[float]:
         """Multi-token continuations: the context once, then all continuations on copies of its KV cache."""
@@ -301,11 +269,7 @@ class HFScorer:
             cache = out.past_key_values
             cache.batch_repeat_interleave(len(longer))
             # Feed each continuation except its last token; right padding is invisible to earlier positions.
-            width = max(len(request.continuations[i]) - 1 for i in longer)
-            ids = torch.full((len(longer), width), self.pad_id, dtype=torch.long)
-            for row, i in enumerate(longer):
-                tokens = request.continuations[i][:-1]
-                ids[row, : len(tokens)] = torch.tensor(tokens)
+            ids = right_padded([request.continuations[i][:-1] for i in longer], self.pad_id)
             logits = self.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(longer):
@@ -314,11 +278,7 @@ class HFScorer:
         return scores
 
     def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]:
-        """Batched chat generation; greedy by default so reruns give the same text.
-
-        Greedy decoding takes `greedy_generate` (prompts sorted by length, finished rows dropped from the
-        batch and its KV cache); sampling goes through transformers' `generate`, left-padded.
-        """
+        """Batched chat generation: greedy through `greedy_generate`, sampling through transformers' `generate`."""
         import torch
 
         ids = chat_prompt_ids(self.tokenizer, conversations)
@@ -327,25 +287,17 @@ class HFScorer:
             return self.tokenizer.batch_decode(outputs, skip_special_tokens=True)
         replies: list[str] = []
         for start in range(0, len(ids), self.batch_size):
-            batch = self.tokenizer.pad(
-                {"input_ids": ids[start : start + self.batch_size]},
-                return_tensors="pt",
-                padding_side="left",  # generation appends on the right, so the prompts must end together
-            ).to(self.device)
+            # Left padding: generation appends on the right, so the prompts must end together.
+            batch = self.tokenizer.pad({"input_ids": ids[start : start + self.batch_size]}, return_tensors="pt",
+                                       padding_side="left").to(self.device)  # fmt: skip
             torch.manual_seed(settings.seed + start)
             # Explicit values override the checkpoint's generation_config (Gemma ships top_k=64, top_p=0.95);
             # `record()` gives None for the sampling knobs when greedy.
             knobs = settings.record()
             with torch.inference_mode():
-                output = self.model.generate(
-                    **batch,
-                    max_new_tokens=settings.max_new_tokens,
-                    do_sample=settings.do_sample,
-                    pad_token_id=self.pad_id,
-                    top_k=None,
-                    temperature=knobs["temperature"],
-                    top_p=knobs["top_p"],
-                )
+                output = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens,
+                                             do_sample=settings.do_sample, pad_token_id=self.pad_id, top_k=None,
+                                             temperature=knobs["temperature"], top_p=knobs["top_p"])  # fmt: skip
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return replies
@@ -357,35 +309,20 @@ def shared_then_one(request: ChoiceRequest, length: int) -> bool:
     return all(len(c) == length for c in conts) and all(c[:-1] == conts[0][:-1] for c in conts)
 
 
-def shared_sequence(request: ChoiceRequest) -> list[int]:
-    """The context followed by the continuations' shared tokens: what is run once for all of them."""
-    return [*request.context, *request.continuations[0][:-1]]
-
-
-def eos_ids(model: Any) -> list[int]:
-    """The token ids that end a reply, as `generate` reads them from the model's generation config."""
-    config = getattr(model, "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(model.config, "eos_token_id", None)
-    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-
-
 def greedy_generate(
     model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 32, pad_id: int = 0
 ) -> list[list[int]]:
-    """Greedy continuations (the reply tokens, an end token included) of tokenized prompts.
-
-    The same decoding as `model.generate(do_sample=False)` on left-padded batches (position ids from the
-    attention mask, the KV cache, the LM head at the last position only), with what `generate` wastes left
-    out: prompts are batched longest first, so a batch holds similar lengths and little padding, and a row
-    that has produced an end token leaves the batch and its KV cache at once, instead of being computed
-    (as padding) until the longest reply of its batch ends. Deterministic: the same prompts and batch size
-    give the same batches.
+    """Greedy reply tokens (an end token included): `model.generate(do_sample=False)` on left-padded batches,
+    but batched longest first (little padding), and a row that produced an end token leaves the batch and its
+    KV cache at once instead of being computed as padding until its batch's longest reply ends. Deterministic.
     """
     import torch
 
-    stop = torch.tensor(eos_ids(model), dtype=torch.long)
+    # the token ids that end a reply, as `generate` reads them from the model's generation config
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    stop = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), dtype=torch.long)
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), list(prompts[i])))
     outputs: list[list[int]] = [[] for _ in prompts]
@@ -426,12 +363,8 @@ def greedy_generate(
 
 @contextlib.contextmanager
 def compile_free(enabled: bool = True) -> Iterator[None]:
-    """Run every `torch.compile`d region as plain eager code for the duration (`set_stance("force_eager")`).
-
-    Unsloth compiles parts of the model it loads and raises dynamo's recompile limit to 1024; a scoring
-    forward after training fails those regions' guards (grad mode, inference tensors, a new batch shape) and
-    would compile them again, for seconds to minutes per shape. Nothing is compiled on a plain CPU model, so
-    there this changes nothing. The previous stance comes back on exit."""
+    """Run every `torch.compile`d region as eager code (`set_stance("force_eager")`) for the duration: see the
+    module docstring for why; on a plain CPU model nothing is compiled, so this changes nothing there."""
     import torch
 
     if not enabled:
@@ -452,23 +385,17 @@ def per_row_logits_to_keep() -> bool:
 
 
 def positions_to_keep(positions: Any, per_row: bool) -> Any:
-    """What to pass as `logits_to_keep` to get each row's logits at its own position (`positions[b]`).
-
-    Per row where transformers understands it: (B, 1), one LM-head row per question. Otherwise the distinct
-    positions, sorted, as a 1-D tensor: every transformers version slices that alike, to (B, K, vocab)."""
+    """`logits_to_keep` for each row's own position: (B, 1) where transformers understands per-row positions,
+    else the distinct positions, sorted, as a 1-D tensor, which every version slices alike to (B, K, vocab)."""
     import torch
 
     return positions[:, None] if per_row else torch.unique(positions, sorted=True)
 
 
 def logits_at(logits: Any, positions: Any, kept: Any, width: int) -> Any:
-    """Row b's logits at `positions[b]` (shape (B, vocab)), from whatever the forward returned for `kept`.
-
-    - (B, 1, V): the per-row slice of `kept` = positions[:, None];
-    - (B, K, V): the 1-D `kept` (K distinct positions, sorted): row b's column is where its position sits;
-    - (B, T, V) with T the batch width: a forward that ignores a tensor `logits_to_keep` and computes every
-      position (Unsloth's Llama forward does); row b's column is its position.
-    Anything else is an error, not a silent misreading."""
+    """Row b's logits at `positions[b]` (shape (B, vocab)), from whatever the forward returned for `kept`:
+    (B, 1, V) for per-row `kept`, (B, K, V) for the 1-D `kept`, or (B, T, V) from a forward that ignores a tensor
+    `logits_to_keep` and computes every position (Unsloth's Llama forward does). Anything else is an error."""
     import torch
 
     rows = torch.arange(logits.shape[0], device=logits.device)
@@ -492,17 +419,20 @@ POSITIONWISE = ("mlp", "self_attn.q_proj", "self_attn.o_proj")
 
 @contextlib.contextmanager
 def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
-    """Run the last decoder layer's position-wise parts (MLP, query and output projections) only at
-    `positions[b]` of each row b, with zeros elsewhere.
+    """Run the last decoder layer's position-wise parts only at `positions[b]` of each row b, zeros elsewhere.
 
-    The last layer's output feeds only the final norm and the LM head, which run at those positions alone,
-    so its values at other positions are never used: skipping them saves ~5% of the 270M body. Its keys
-    and values, which every position needs, are still computed everywhere. A model without the usual
-    `get_decoder().layers[-1].mlp` layout just runs in full.
+    The last layer's output feeds only the final norm and the LM head, which run at those positions alone, so
+    its values elsewhere are never used: skipping them saves ~5% of the 270M body. Its keys and values, which
+    every position needs, are still computed everywhere. A model without the usual layout just runs in full.
     """
     import torch
 
-    modules = [m for m in (_submodule(_last_decoder_layer(model), name) for name in POSITIONWISE) if m is not None]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
+    layers = getattr(base.get_decoder(), "layers", None) if hasattr(base, "get_decoder") else None
+    modules = []
+    for name in POSITIONWISE if layers is not None and len(layers) else ():
+        with contextlib.suppress(AttributeError):
+            modules.append(layers[-1].get_submodule(name))
     rows = torch.arange(len(positions), device=positions.device)
     shapes: dict[Any, Any] = {}
 
@@ -524,30 +454,10 @@ def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
             handle.remove()
 
 
-def _last_decoder_layer(model: Any) -> Any:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
-    layers = getattr(base.get_decoder(), "layers", None) if hasattr(base, "get_decoder") else None
-    return layers[-1] if layers is not None and len(layers) else None
-
-
-def _submodule(layer: Any, name: str) -> Any:
-    if layer is None:
-        return None
-    try:
-        return layer.get_submodule(name)
-    except AttributeError:
-        return None
-
-
 def model_name(spec: str) -> str:
-    """A short file-safe name for a model spec: `embedded`, the folder's name, or the hub id's last part.
-
-    A run's standard sub-folders (`adapter`, `merged`, `checkpoint-N`) are named with their run folder,
-    so base and tuned results from different runs never share a file name.
-    """
+    """A short file-safe name for a model spec: `embedded`, the folder's name, or the hub id's last part; a run's
+    `adapter`, `merged` or `checkpoint-N` folder is named with its run, so runs never share a result file name."""
     from pathlib import Path
-
-    from medsft.evaluate.results import slug
 
     path = Path(spec.rstrip("/"))
     name = path.name or spec

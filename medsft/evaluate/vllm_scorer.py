@@ -1,21 +1,12 @@
 """A vLLM engine behind the `Scorer` calls: full test sets on a GPU serving engine, with the same prompts.
 
 Optional (`pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins torch 2.14.0, inside Unsloth's <2.15).
-It feeds the token ids `HFScorer` feeds: `chat_prompt_ids` for chat generation, and the `ChoiceRequest`s that
-`build_requests` makes with lm-eval's split for multiple choice. Extraction and metrics are the task's own, so
-only the engine differs.
-
-- `generate`: `LLM.generate` on `TokensPrompt`s with one `SamplingParams` per row. Temperature 0 is greedy;
-  a sampled row i is seeded `seed + i`, as `LlamaCppScorer` does. vLLM batches the rows itself. Replies are
-  decoded by medsft's tokenizer, as `HFScorer` decodes them.
-- `loglikelihood`: what lm-eval's vLLM backend does. Context + continuation is the prompt, with
-  `prompt_logprobs=1` and one generated token (vLLM needs one). The continuation's prompt log-probabilities
-  are summed; vLLM always returns the actual prompt token's log-probability, whatever its rank. They are
-  log-softmax of the raw logits (vLLM's default `logprobs_mode`).
-- A LoRA adapter folder is served on its base model through `enable_lora` and a `LoRARequest`, not merged.
-- Weights load in 16-bit: vLLM 0.33 has no bitsandbytes loader, so `load_in_4bit` does not apply here.
-
-`scripts/check_vllm_api.py` checks every argument built below against the vLLM release's source.
+It feeds the token ids `HFScorer` feeds (`chat_prompt_ids`, and the `ChoiceRequest`s of `build_requests`), and
+decodes replies with medsft's tokenizer, so only the engine differs. `loglikelihood` does what lm-eval's vLLM
+backend does: context + continuation is the prompt, with `prompt_logprobs=1` and one generated token (vLLM needs
+one), and the continuation's prompt log-probabilities (log-softmax of the raw logits, whatever the token's rank)
+are summed. A LoRA adapter is served on its base model (`enable_lora`, a `LoRARequest`), not merged. Weights load
+in 16-bit: vLLM 0.33 has no bitsandbytes loader. `scripts/check_vllm_api.py` checks every argument built here.
 """
 
 from __future__ import annotations
@@ -25,18 +16,11 @@ import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from medsft.evaluate.transformers_scorer import (
-    GREEDY,
-    ChoiceRequest,
-    GenerationSettings,
-    Messages,
-    chat_prompt_ids,
-    hf_tokenize,
-    model_name,
-)
+from medsft.evaluate.transformers_scorer import GREEDY, chat_prompt_ids, hf_tokenize, model_name
 
 if TYPE_CHECKING:
     from medsft.config import RunConfig
+    from medsft.evaluate.transformers_scorer import ChoiceRequest, GenerationSettings, Messages
 
 INSTALL_HINT = "pip install -e '.[vllm]' on a CUDA machine (vLLM has no CPU wheel on PyPI)"
 # vLLM 0.33's `MaxLoRARanks`: the engine reserves LoRA slots of these ranks only.
@@ -58,10 +42,8 @@ def lora_rank_slot(rank: int) -> int:
 
 
 def engine_arguments(spec: str, config: RunConfig) -> tuple[dict[str, Any], str | None]:
-    """`LLM(...)` keyword arguments for a model spec, and the adapter folder when the spec is one.
-
-    An adapter is served on the base model its `adapter_config.json` names, with the adapter's own tokenizer
-    files (the train stage saves them beside it); `seed` and `dtype` come from the run's config."""
+    """`LLM(...)` keyword arguments for a model spec, and the adapter folder when the spec is one: an adapter is
+    served on the base model its `adapter_config.json` names, with the adapter's own tokenizer files."""
     from medsft.models import resolve_model
     from medsft.train.fast_language_model import read_adapter_config
 
@@ -83,9 +65,8 @@ def engine_arguments(spec: str, config: RunConfig) -> tuple[dict[str, Any], str 
 
 
 def sampling_arguments(settings: GenerationSettings, row: int, stop_token_ids: Sequence[int]) -> dict[str, Any]:
-    """`SamplingParams(...)` for one reply. Greedy is temperature 0. Explicit top-k/top-p replace the
-    checkpoint's generation_config (Gemma ships top_k=64, top_p=0.95), as `HFScorer` does. A reply stops at
-    the tokenizer's end of turn, as well as at the model's own eos."""
+    """`SamplingParams(...)` for one reply (greedy: temperature 0). Explicit top-k/top-p replace the checkpoint's
+    generation_config (Gemma ships top_k=64, top_p=0.95), as `HFScorer` does; the tokenizer's eos also stops."""
     return {
         "max_tokens": settings.max_new_tokens,
         "temperature": settings.temperature if settings.do_sample else 0.0,
@@ -98,8 +79,8 @@ def sampling_arguments(settings: GenerationSettings, row: int, stop_token_ids: S
 
 
 def continuation_logprob(prompt_logprobs: Sequence[dict[int, Any] | None], tokens: Sequence[int], start: int) -> float:
-    """The summed log-probability of `tokens[start:]`, read from vLLM's per-position `prompt_logprobs`
-    (a dict of token id to `Logprob` per prompt position; None at position 0)."""
+    """The summed log-probability of `tokens[start:]` from vLLM's `prompt_logprobs` (per position, token id ->
+    `Logprob`; None at position 0)."""
     if start < 1:
         raise ValueError("a continuation needs at least one context token before it")
     total = 0.0
@@ -147,12 +128,9 @@ class VLLMScorer:
         from vllm.inputs import TokensPrompt
 
         flat = [(i, r.context + c, len(r.context)) for i, r in enumerate(requests) for c in r.continuations]
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=tokens) for _, tokens, _ in flat],
-            SamplingParams(**SCORING_ARGUMENTS),
-            use_tqdm=True,
-            lora_request=self.lora_request,
-        )
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=tokens) for _, tokens, _ in flat],
+                                    SamplingParams(**SCORING_ARGUMENTS), use_tqdm=True,
+                                    lora_request=self.lora_request)  # fmt: skip
         scores: list[list[float]] = [[] for _ in requests]
         for (i, tokens, start), output in zip(flat, outputs, strict=True):
             scores[i].append(continuation_logprob(output.prompt_logprobs, tokens, start))
@@ -163,10 +141,8 @@ class VLLMScorer:
         from vllm.inputs import TokensPrompt
 
         ids = chat_prompt_ids(self.tokenizer, conversations)
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=prompt) for prompt in ids],
-            [SamplingParams(**sampling_arguments(settings, row, self.stop_token_ids)) for row in range(len(ids))],
-            use_tqdm=True,
-            lora_request=self.lora_request,
-        )
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=prompt) for prompt in ids],
+                                    [SamplingParams(**sampling_arguments(settings, row, self.stop_token_ids))
+                                     for row in range(len(ids))], use_tqdm=True,
+                                    lora_request=self.lora_request)  # fmt: skip
         return [self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) for o in outputs]
