@@ -2,16 +2,12 @@
 
 Every source is read from the hub or a local JSON/JSONL/Parquet file (by default the real data carried in
 `benchmarks/`, or a self-written sample where no licensed copy exists, so all of it runs offline), validated
-row by row, and turned into chat examples `{id, source, messages, meta}`. What each evaluation task scores is
-read by `medsft.tasks.load_items`. `medsft.data.build.build_training_data(config, tokenizer)` is the whole
-pipeline (it sits above `medsft.tasks`, as it decontaminates against the tasks, so this package does not
-import it); `validate_sources(config)` there checks all the data without a tokenizer, before a model is loaded.
-Importing this package does not import datasets,
-transformers or torch.
+row by row, and turned into chat examples `{id, source, messages, meta}`. Task items are read by
+`medsft.tasks.load_items`; `medsft.data.build` is the whole pipeline (it sits above `medsft.tasks`, so this
+package does not import it). Importing this package does not import datasets, transformers or torch.
 """
 
 from medsft.data.clean import (
-    Removed,
     add_disclaimer,
     drop_exact_duplicates,
     drop_near_duplicates,
@@ -19,15 +15,8 @@ from medsft.data.clean import (
     scrub_pii,
     scrub_text,
 )
-from medsft.data.decontaminate import (
-    Contamination,
-    EvalText,
-    OverlapIndex,
-    decontaminate,
-)
+from medsft.data.decontaminate import EvalText, OverlapIndex, decontaminate
 from medsft.data.loaders import (
-    HUB_IDS,
-    PUBMEDQA_CHOICES,
     load_instructions,
     load_medical_o1,
     load_medqa,
@@ -37,8 +26,7 @@ from medsft.data.loaders import (
     sample_path,
 )
 from medsft.data.mix import mix_sources, split_train_validation
-from medsft.data.records import DataError, Example, LoadedSource, MultipleChoiceItem
-from medsft.data.report import DatasetReport, SourceReport
+from medsft.data.records import DataError, MultipleChoiceItem
 from medsft.data.synthetic import (
     DOMAINS,
     PRIMARY_LABEL,
@@ -52,41 +40,9 @@ from medsft.data.synthetic import (
 )
 
 __all__ = [
-    "DOMAINS",
-    "HUB_IDS",
-    "PRIMARY_LABEL",
-    "PUBMEDQA_CHOICES",
-    "Contamination",
-    "DataError",
-    "DatasetReport",
-    "EvalText",
-    "Example",
-    "LoadedSource",
-    "MultipleChoiceItem",
-    "OverlapIndex",
-    "Removed",
-    "SourceReport",
-    "SyntheticCase",
-    "add_disclaimer",
-    "decontaminate",
-    "drop_exact_duplicates",
-    "drop_near_duplicates",
-    "expected_label",
-    "filter_by_length",
-    "generate_cases",
-    "generate_synthetic",
-    "load_instructions",
-    "load_medical_o1",
-    "load_medqa",
-    "load_messages",
-    "load_pubmedqa",
-    "load_source",
-    "mix_sources",
-    "parse_synthetic_answer",
-    "sample_path",
-    "scrub_pii",
-    "scrub_text",
-    "split_train_validation",
-    "synthetic_eval_cases",
-    "synthetic_ood_cases",
+    "DOMAINS", "PRIMARY_LABEL", "DataError", "EvalText", "MultipleChoiceItem", "OverlapIndex", "SyntheticCase",
+    "add_disclaimer", "decontaminate", "drop_exact_duplicates", "drop_near_duplicates", "expected_label",
+    "filter_by_length", "generate_cases", "generate_synthetic", "load_instructions", "load_medical_o1", "load_medqa",
+    "load_messages", "load_pubmedqa", "load_source", "mix_sources", "parse_synthetic_answer", "sample_path",
+    "scrub_pii", "scrub_text", "split_train_validation", "synthetic_eval_cases", "synthetic_ood_cases",
 ]

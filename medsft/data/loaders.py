@@ -33,6 +33,7 @@ from medsft.data.records import (
     list_field,
     make_example,
     object_field,
+    present,
     require_object,
     text_field,
     type_name,
@@ -268,9 +269,7 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
         # Verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring.
         question = text_field(row, "sent1", strip=False)
         choices = [text_field(row, f"ending{i}", strip=False) for i in range(MEDQA_OPTIONS)]
-        label = row.get("label")
-        if label is None:
-            raise FieldError("label", "missing")
+        label = present(row, "label")
         if isinstance(label, bool) or not isinstance(label, int):
             raise FieldError("label", f"expected an integer 0-{MEDQA_OPTIONS - 1}, got {type_name(label)}")
         if not 0 <= label < MEDQA_OPTIONS:
@@ -292,9 +291,7 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
         got = ", ".join(sorted(options)) or "none"
         raise FieldError("options", f"expected exactly the {MEDQA_OPTIONS} options {', '.join(expected)}, got {got}")
     choices = [text_field(options, letter, label=f"options.{letter}", strip=False) for letter in expected]
-    answer_key = row.get("answer_idx")
-    if answer_key is None:
-        raise FieldError("answer_idx", "missing")
+    answer_key = present(row, "answer_idx")
     if not isinstance(answer_key, str) or answer_key.strip() not in expected:
         raise FieldError("answer_idx", f"{answer_key!r} is not one of the options {', '.join(expected)}")
     subject = row.get("meta_info")
@@ -346,9 +343,7 @@ def parse_pubmedqa(row: dict[str, Any], number: int, tag: str) -> dict[str, Any]
     for i, passage in enumerate(contexts):
         if not isinstance(passage, str):
             raise FieldError(f"{passages_label}[{i}]", f"expected a string, got {type_name(passage)}")
-    decision = row.get("final_decision")
-    if decision is None:
-        raise FieldError("final_decision", "missing")
+    decision = present(row, "final_decision")
     if not isinstance(decision, str) or decision.strip().lower() not in PUBMEDQA_CHOICES:
         raise FieldError("final_decision", f"{decision!r} is not one of {', '.join(PUBMEDQA_CHOICES)}")
     pmid = str(pubid).strip() if pubid not in (None, "") else None

@@ -117,11 +117,16 @@ def text_field(
     return value.strip() if strip else value
 
 
+def present(row: dict[str, Any], name: str, label: str | None = None) -> Any:
+    """A field's value; a missing or null field is a FieldError."""
+    if row.get(name) is None:
+        raise FieldError(label or name, "missing")
+    return row[name]
+
+
 def object_field(row: dict[str, Any], name: str, label: str | None = None) -> dict[str, Any]:
     label = label or name
-    if name not in row or row[name] is None:
-        raise FieldError(label, "missing")
-    value = row[name]
+    value = present(row, name, label)
     if not isinstance(value, dict):
         raise FieldError(label, f"expected an object, got {type_name(value)}")
     return value
@@ -129,9 +134,7 @@ def object_field(row: dict[str, Any], name: str, label: str | None = None) -> di
 
 def list_field(row: dict[str, Any], name: str, label: str | None = None) -> list[Any]:
     label = label or name
-    if name not in row or row[name] is None:
-        raise FieldError(label, "missing")
-    value = row[name]
+    value = present(row, name, label)
     if not isinstance(value, (list, tuple)):
         raise FieldError(label, f"expected an array, got {type_name(value)}")
     if not value:

@@ -169,17 +169,6 @@ def config_eval_texts(config: RunConfig) -> list[EvalText]:
 
 
 __all__ = [
-    "SUITES",
-    "TASKS",
-    "Task",
-    "check_request",
-    "config_eval_texts",
-    "data_files",
-    "describe_data",
-    "expand_tasks",
-    "get_task",
-    "item_limit",
-    "load_eval_texts",
-    "load_items",
-    "run_items",
+    "SUITES", "TASKS", "Task", "check_request", "config_eval_texts", "data_files", "describe_data", "expand_tasks",
+    "get_task", "item_limit", "load_eval_texts", "load_items", "run_items",
 ]

@@ -30,10 +30,25 @@ FEWSHOT_DELIMITER = "\n\n"
 MAX_FEWSHOT = 5  # MMLU's dev split: 5 rows per subject
 
 
+LETTER_COT_INSTRUCTION = (
+    "Think through the question step by step, then give your answer on the last line as 'Final answer: <letter>'."
+)
+
+
 def option_lines(choices: Sequence[str]) -> list[str]:
-    """`A. first`, `B. second`, ...: the lettered options of lm-eval's MedMCQA and MMLU prompts (and of the
-    chain-of-thought prompts), one line each."""
+    """`A. first`, `B. second`, ...: the lettered options of lm-eval's MedMCQA and MMLU prompts, one per line."""
     return [f"{letter}. {option}" for letter, option in zip(LETTERS, choices, strict=False)]
+
+
+def letters_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
+    """The question, its lettered options and the instruction, for chain-of-thought decoding."""
+    options = "\n".join(option_lines(item.choices))
+    return f"{item.question}\n\n{options}\n\n{instruction}"
+
+
+def question_texts(read: Callable[[str | None], list[MultipleChoiceItem]]) -> Callable[[str | None], list[TaskText]]:
+    """A task's `eval_texts` that indexes every question of its default split."""
+    return lambda path: [(item.id, "question", item.question) for item in read(path)]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, read_jsonl
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import Row, Task, TaskText, option_lines
+from medsft.tasks.base import LETTER_COT_INSTRUCTION, Row, Task, letters_cot_prompt, option_lines, question_texts
 from medsft.tasks.extraction import extract_option_letter
 
 FOLDER = BENCHMARKS_DIR / "medmcqa" / "validation"
@@ -68,11 +68,6 @@ def prompt(item: MultipleChoiceItem) -> str:
     return f"Question: {item.question}\nChoices:\n{options}Answer:"
 
 
-def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    options = "\n".join(option_lines(item.choices))
-    return f"{item.question}\n\n{options}\n\n{instruction}"
-
-
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
     """openlifescienceai/medmcqa's layout, which lm-eval's `medmcqa` reads."""
     row: Row = {"id": item.id, "question": item.question, "cop": item.answer, "subject_name": item.subject}
@@ -96,10 +91,6 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
     return rows
 
 
-def eval_texts(path: str | None) -> list[TaskText]:
-    return [(item.id, "question", item.question) for item in load_items(path)]
-
-
 TASK = Task(
     "medmcqa",
     "letters",
@@ -107,13 +98,12 @@ TASK = Task(
     sources=SOURCES,
     files=lambda path, split: subject_files(path),
     prompt=prompt,
-    cot_prompt=cot_prompt,
-    cot_instruction="Think through the question step by step, then give your answer on the last line as "
-    "'Final answer: <letter>'.",
+    cot_prompt=letters_cot_prompt,
+    cot_instruction=LETTER_COT_INSTRUCTION,
     extract=extract_option_letter,
     lm_eval_yaml="medmcqa/medmcqa.yaml",
     lm_eval_row=lm_eval_row,
     raw_rows=raw_rows,
-    eval_texts=eval_texts,
+    eval_texts=question_texts(load_items),
     discipline="subject",
 )

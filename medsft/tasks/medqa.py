@@ -13,13 +13,10 @@ from pathlib import Path
 
 from medsft.data.loaders import convert_rows, format_options, open_rows, parse_medqa, resolve_file, row_tag
 from medsft.data.records import DataError, MultipleChoiceItem, OnError
-from medsft.tasks.base import Row, Task, TaskText
+from medsft.tasks.base import LETTER_COT_INSTRUCTION, Row, Task, letters_cot_prompt, question_texts
 from medsft.tasks.extraction import extract_option_letter
 
 SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
-COT_INSTRUCTION = (
-    "Think through the question step by step, then give your answer on the last line as 'Final answer: <letter>'."
-)
 
 
 def load_items(
@@ -42,11 +39,6 @@ def load_items(
 
 def prompt(item: MultipleChoiceItem) -> str:
     return f"Question: {item.question}\n{format_options(item.choices)}\nAnswer:"
-
-
-def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    """The question, its lettered options and the instruction, for chain-of-thought decoding."""
-    return f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}"
 
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
@@ -74,11 +66,6 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
     return [raw_lm_eval_row(json.loads(line)) for line in lines[: len(items)]]
 
 
-def eval_texts(path: str | None) -> list[TaskText]:
-    """Every question of the test split, for decontamination."""
-    return [(item.id, "question", item.question) for item in load_items(path)]
-
-
 def files(path: str | None, split: str) -> list[Path]:
     local = resolve_file(path, SOURCES.get(split, SOURCES["test"]))
     return [local] if local is not None else []
@@ -91,12 +78,12 @@ TASK = Task(
     sources=SOURCES,
     files=files,
     prompt=prompt,
-    cot_prompt=cot_prompt,
-    cot_instruction=COT_INSTRUCTION,
+    cot_prompt=letters_cot_prompt,
+    cot_instruction=LETTER_COT_INSTRUCTION,
     extract=extract_option_letter,
     lm_eval_yaml="medqa/medqa.yaml",
     lm_eval_row=lm_eval_row,
     raw_rows=raw_rows,
-    eval_texts=eval_texts,
+    eval_texts=question_texts(load_items),
     discipline="USMLE step",
 )

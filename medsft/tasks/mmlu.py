@@ -19,7 +19,7 @@ from typing import Any
 
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import Row, Task, TaskText, option_lines
+from medsft.tasks.base import LETTER_COT_INSTRUCTION, Row, Task, option_lines, question_texts
 from medsft.tasks.extraction import extract_option_letter
 
 FOLDER = BENCHMARKS_DIR / "mmlu"
@@ -118,9 +118,6 @@ def make_task(subject: str) -> Task:
     def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
         return raw_csv_rows(subject_file(subject, "test", path), len(items))
 
-    def eval_texts(path: str | None) -> list[TaskText]:
-        return [(item.id, "question", item.question) for item in load_items(path)]
-
     return Task(
         f"mmlu_{subject}",
         "letters",
@@ -130,14 +127,13 @@ def make_task(subject: str) -> Task:
         prompt=prompt,
         description=lambda item: description(subject),
         cot_prompt=cot_prompt,
-        cot_instruction="Think through the question step by step, then give your answer on the last line as "
-        "'Final answer: <letter>'.",
+        cot_instruction=LETTER_COT_INSTRUCTION,
         extract=extract_option_letter,
         lm_eval_yaml=f"mmlu/default/mmlu_{subject}.yaml",
         lm_eval_version="1.0",
         lm_eval_row=lm_eval_row,
         raw_rows=raw_rows,
-        eval_texts=eval_texts,
+        eval_texts=question_texts(load_items),
         fewshot=lambda: list(dev_items(subject)),
         discipline="subject",
     )
