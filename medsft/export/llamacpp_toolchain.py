@@ -101,11 +101,7 @@ class Toolchain:
 
     def unsloth_environment(self) -> dict[str, str]:
         """What Unsloth's GGUF export needs to use this folder instead of cloning llama.cpp."""
-        return {
-            "UNSLOTH_LLAMA_CPP_PATH": str(self.root),
-            "UNSLOTH_LLAMA_CPP_OFFLINE": "1",
-            "UNSLOTH_AUTO_INSTALL": "0",
-        }
+        return {"UNSLOTH_LLAMA_CPP_PATH": str(self.root), "UNSLOTH_LLAMA_CPP_OFFLINE": "1", "UNSLOTH_AUTO_INSTALL": "0"}
 
 
 SETUP_HINT = "run `python -m medsft.export.llamacpp_toolchain setup` once (it needs PyPI only when its cache is empty)"

@@ -29,13 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.export.gguf import (
-    LLAMA_CPP_TYPES,
-    ExportError,
-    check_quantizations,
-    partial_name,
-    rejected_name,
-)
+from medsft.export.gguf import LLAMA_CPP_TYPES, ExportError, check_quantizations, partial_name, rejected_name
 from medsft.export.llamacpp_toolchain import check_disk, find_toolchain
 from medsft.export.sizes import folder_mib, size_row
 from medsft.runs import Run, check_run_folder, write_json, write_text_atomic
