@@ -289,9 +289,8 @@ def check_disk(folder: Path, needed_bytes: int, what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="python -m medsft.export.llamacpp_toolchain", description=__doc__.split("\n\n")[0]
-    )
+    description = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m medsft.export.llamacpp_toolchain", description=description)
     parser.add_argument("command", choices=["setup", "where"], help="setup: build/install once; where: print paths")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
