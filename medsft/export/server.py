@@ -569,9 +569,8 @@ def openai_error(detail: Any, status: int) -> dict[str, Any]:
     return {"message": str(detail or f"HTTP {status}"), "type": kind, "param": None, "code": code}
 
 
-def serve(
-    gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096, limits: Limits | None = None
-) -> int:
+def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096,
+          limits: Limits | None = None) -> int:  # fmt: skip
     """Run the server until interrupted (Ctrl-C or SIGTERM); 2 when the extras are missing, the port is taken or
     the file does not load."""
     missing = missing_extras()
