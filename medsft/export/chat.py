@@ -82,14 +82,11 @@ class GgufChat:
     def ask(self, question: str) -> Iterator[tuple[str, str]]:
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
         messages.append({"role": "user", "content": question})
+        top_k = 1 if self.temperature == 0 else 40
         stream = self.llm.create_chat_completion(
-            messages=messages,
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
-            top_k=1 if self.temperature == 0 else 40,
-            seed=self.seed,
+            messages=messages, max_tokens=self.max_tokens, temperature=self.temperature, top_k=top_k, seed=self.seed,
             stream=True,
-        )
+        )  # fmt: skip
         reply: list[str] = []
         raw: list[str] = []
         for kind, text in split_stream(delta_texts(stream, raw)):
@@ -97,10 +94,8 @@ class GgufChat:
             yield kind, text
         self.last_reply_tokens = len(self.llm.tokenize("".join(raw).encode("utf-8"), add_bos=False, special=True))
         # Keep only the answer in the history: earlier reasoning would eat the context window.
-        self.history += [
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": "".join(reply).strip()},
-        ]
+        answer = "".join(reply).strip()
+        self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
     def answer(self, question: str) -> dict[str, str]:
         """The whole reply at once: {"think": ..., "answer": ..., "disclaimer": ...}."""
@@ -186,14 +181,8 @@ def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q
         raise ValueError(str(err)) from None
 
 
-def run_chat(
-    gguf: Path,
-    prompt: str | None = None,
-    system: str | None = None,
-    max_tokens: int = 768,
-    temperature: float = 0.0,
-    n_ctx: int = 4096,
-) -> int:
+def run_chat(gguf: Path, prompt: str | None = None, system: str | None = None, max_tokens: int = 768,
+             temperature: float = 0.0, n_ctx: int = 4096) -> int:  # fmt: skip
     """One question (`prompt`) or an interactive session with a GGUF; 2 when the file cannot be loaded."""
     from medsft.cli_errors import error_line
     from medsft.export.llamacpp_toolchain import ToolchainError

@@ -101,11 +101,7 @@ class Toolchain:
 
     def unsloth_environment(self) -> dict[str, str]:
         """What Unsloth's GGUF export needs to use this folder instead of cloning llama.cpp."""
-        return {
-            "UNSLOTH_LLAMA_CPP_PATH": str(self.root),
-            "UNSLOTH_LLAMA_CPP_OFFLINE": "1",
-            "UNSLOTH_AUTO_INSTALL": "0",
-        }
+        return {"UNSLOTH_LLAMA_CPP_PATH": str(self.root), "UNSLOTH_LLAMA_CPP_OFFLINE": "1", "UNSLOTH_AUTO_INSTALL": "0"}
 
 
 SETUP_HINT = "run `python -m medsft.export.llamacpp_toolchain setup` once (it needs PyPI only when its cache is empty)"
@@ -293,9 +289,8 @@ def check_disk(folder: Path, needed_bytes: int, what: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="python -m medsft.export.llamacpp_toolchain", description=__doc__.split("\n\n")[0]
-    )
+    description = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m medsft.export.llamacpp_toolchain", description=description)
     parser.add_argument("command", choices=["setup", "where"], help="setup: build/install once; where: print paths")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -29,13 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.export.gguf import (
-    LLAMA_CPP_TYPES,
-    ExportError,
-    check_quantizations,
-    partial_name,
-    rejected_name,
-)
+from medsft.export.gguf import LLAMA_CPP_TYPES, ExportError, check_quantizations, partial_name, rejected_name
 from medsft.export.llamacpp_toolchain import check_disk, find_toolchain
 from medsft.export.sizes import folder_mib, size_row
 from medsft.runs import Run, check_run_folder, write_json, write_text_atomic
@@ -108,13 +102,8 @@ class ExportPlan:
         return self.run.path("gguf")
 
 
-def plan_export(
-    run_dir: str | Path,
-    quantizations: list[str] | None = None,
-    config: RunConfig | None = None,
-    adapter_dir: str | Path | None = None,
-    overwrite: bool = False,
-) -> ExportPlan:
+def plan_export(run_dir: str | Path, quantizations: list[str] | None = None, config: RunConfig | None = None,
+                adapter_dir: str | Path | None = None, overwrite: bool = False) -> ExportPlan:  # fmt: skip
     """The checks that need nothing heavy, first (quantization names, toolchain, adapter, existing files), so
     a mistake costs seconds, not a merge."""
     run_dir = Path(run_dir)
@@ -189,16 +178,10 @@ def save_ggufs(model: Any, tokenizer: Any, quants: list[str], finals: dict[str, 
         return unchecked_files(saved, folder, quants, finals)
 
 
-def check_export(
-    plan: ExportPlan,
-    partials: dict[str, Path],
-    eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS,
-    eval_limit: int | None = None,
-    n_ctx: int = 4096,
-    max_new_tokens: int | None = None,
-    strict: bool = False,
-    timings: dict[str, float] | None = None,
-) -> ExportResult:
+def check_export(plan: ExportPlan, partials: dict[str, Path],
+                 eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS, eval_limit: int | None = None,
+                 n_ctx: int = 4096, max_new_tokens: int | None = None, strict: bool = False,
+                 timings: dict[str, float] | None = None) -> ExportResult:  # fmt: skip
     """Verify and score each GGUF against the merged 16-bit checkpoint, give each its place (final name, or
     `*.rejected.gguf`, or deleted with `strict`), then `export.json`, the manifest and the model card."""
     run, config, timings = plan.run, plan.config, dict(timings or {})
@@ -214,24 +197,13 @@ def check_export(
         raise
     for quant, path in partials.items():
         record_verdict(files[quant], settle(path, plan.finals[quant], files[quant]["passed"], strict))
+    merged_row = {"quantization": "merged 16-bit (safetensors)", "file": "merged/",
+                  "file_mib": folder_mib(plan.merged_dir), "ram_gib": None, "n_ctx": None}  # fmt: skip
     result = ExportResult(
-        run_dir=run.run_dir,
-        adapter_dir=run.path("adapter"),
-        merged_dir=plan.merged_dir,
-        files=list(files.values()),
-        size_table=[
-            {
-                "quantization": "merged 16-bit (safetensors)",
-                "file": "merged/",
-                "file_mib": folder_mib(plan.merged_dir),
-                "ram_gib": None,
-                "n_ctx": None,
-            },
-            *[files[q]["size"] for q in plan.quantizations],
-        ],
-        timings=timings,
+        run_dir=run.run_dir, adapter_dir=run.path("adapter"), merged_dir=plan.merged_dir, files=list(files.values()),
+        size_table=[merged_row, *[files[q]["size"] for q in plan.quantizations]], timings=timings,
         failed=[q for q in plan.quantizations if not files[q]["passed"]],
-    )
+    )  # fmt: skip
     result.model_card = write_model_card(run, result)
     write_json(run.path("export.json"), result.to_dict(), overwrite=plan.overwrite)
     passed = [Path(f["path"]).name for f in result.files if f["passed"]]
@@ -239,18 +211,11 @@ def check_export(
     return result
 
 
-def export_run(
-    run_dir: str | Path,
-    quantizations: list[str] | None = None,
-    config: RunConfig | None = None,
-    adapter_dir: str | Path | None = None,
-    eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS,
-    eval_limit: int | None = None,
-    n_ctx: int = 4096,
-    max_new_tokens: int | None = None,
-    overwrite: bool = False,
-    strict: bool = False,
-) -> ExportResult:
+def export_run(run_dir: str | Path, quantizations: list[str] | None = None, config: RunConfig | None = None,
+               adapter_dir: str | Path | None = None,
+               eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS, eval_limit: int | None = None,
+               n_ctx: int = 4096, max_new_tokens: int | None = None, overwrite: bool = False,
+               strict: bool = False) -> ExportResult:  # fmt: skip
     """Merge, convert, quantize, verify and score; see the module docstring for what is written where. The
     export notebook makes the same calls one cell at a time.
 
@@ -305,16 +270,9 @@ def record_verdict(item: dict[str, Any], place: Path | None) -> None:
         log.warning("%s FAILED its check, %s: %s", item["quantization"], where, "; ".join(item["reasons"]))
 
 
-def check_files(
-    merged_dir: Path,
-    partials: dict[str, Path],
-    config: RunConfig,
-    run_dir: Path,
-    eval_tasks: tuple[str, ...] | list[str] | None,
-    eval_limit: int | None,
-    n_ctx: int,
-    max_new_tokens: int | None,
-) -> dict[str, dict[str, Any]]:
+def check_files(merged_dir: Path, partials: dict[str, Path], config: RunConfig, run_dir: Path,
+                eval_tasks: tuple[str, ...] | list[str] | None, eval_limit: int | None, n_ctx: int,
+                max_new_tokens: int | None) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Verify each GGUF against the merged 16-bit checkpoint, measure what quantization changed, and judge
     whether it passed (`passed`, `reasons` in each record)."""
     from medsft.evaluate import HFScorer, compare
@@ -333,38 +291,26 @@ def check_files(
     for quant, path in partials.items():
         scorer = LlamaCppScorer(path, name=f"gguf-{quant}", n_ctx=n_ctx)
         check = verify_gguf(scorer, reference.tokenizer, stops, prompt_ids, first_tokens)
+        agreed = check.agreeing_prefix
         log.info(
-            "%s: template ok, stops ok, first %d/%d greedy tokens agree with 16-bit",
-            quant,
-            check.agreeing_prefix,
-            len(first_tokens),
+            "%s: template ok, stops ok, first %d/%d greedy tokens agree with 16-bit", quant, agreed, len(first_tokens)
         )
         files[quant] = {"quantization": quant, "path": str(path), "verification": check.to_dict(), "accuracy": {}}
         scorers.append(scorer)
     for task in eval_tasks or ():
         limit = eval_limit or min_limit(config.export_check_items, item_limit(config, task))
         comparison = compare(
-            [reference, *scorers],
-            task,
-            items=load_items(task, limit, config.seed),
-            seed=config.seed,
-            run_dir=run_dir / "export",
-            overwrite=True,
-            max_new_tokens=max_new_tokens or config.eval_max_new_tokens,
-        )
+            [reference, *scorers], task, items=load_items(task, limit, config.seed), seed=config.seed,
+            run_dir=run_dir / "export", overwrite=True, max_new_tokens=max_new_tokens or config.eval_max_new_tokens,
+        )  # fmt: skip
         reference_acc = comparison.table[0]["acc"]
         for quant, pair, row in zip(partials, comparison.pairs, comparison.table[1:], strict=True):
+            goal = ACCURACY_GOALS[quant]
             files[quant]["accuracy"][task] = {
-                "n": row["n"],
-                "acc": row["acc"],
-                "acc_ci": row["acc_ci"],
-                "reference_acc": reference_acc,
-                "diff": pair["diff"],
-                "diff_ci": pair["diff_ci"],
-                "mcnemar_p": pair["mcnemar_p"],
-                "goal": ACCURACY_GOALS[quant],
-                "within_goal": abs(pair["diff"]) <= ACCURACY_GOALS[quant] + 1e-9,
-            }
+                "n": row["n"], "acc": row["acc"], "acc_ci": row["acc_ci"], "reference_acc": reference_acc,
+                "diff": pair["diff"], "diff_ci": pair["diff_ci"], "mcnemar_p": pair["mcnemar_p"], "goal": goal,
+                "within_goal": abs(pair["diff"]) <= goal + 1e-9,
+            }  # fmt: skip
     for scorer in scorers:
         scorer.close()
     for quant, path in partials.items():

@@ -26,6 +26,7 @@ template's end-of-turn token, which is not part of the content.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -249,9 +250,8 @@ def relabelled(result: Any, deadline: Deadline) -> Any:
 
 
 def relabel(reply: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
-    if deadline.cut:
-        for choice in reply["choices"]:
-            choice["finish_reason"] = "length"
+    for choice in reply["choices"] if deadline.cut else ():
+        choice["finish_reason"] = "length"
     return reply
 
 
@@ -343,11 +343,9 @@ class Gate:
     async def enter(self, wait_s: float) -> bool:
         import anyio
 
-        try:
+        with contextlib.suppress(anyio.WouldBlock):
             self.lock.acquire_nowait()  # a free model is taken even with a wait of 0
             return True
-        except anyio.WouldBlock:
-            pass
         with anyio.move_on_after(wait_s):
             await self.lock.acquire()
             return True
@@ -361,19 +359,18 @@ class RequestGuard:
     """Every POST body checked before llama_cpp.server sees it (a bad request is a 4xx naming the field and what
     it may be), and generation requests let through one at a time under the server's limits."""
 
-    def __init__(
-        self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, clock: Clock, grace_s: float = HOLD_GRACE_S
-    ) -> None:
-        self.app, self.vocabulary, self.n_ctx, self.limits = app, vocabulary, n_ctx, limits
+    def __init__(self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, clock: Clock,
+                 grace_s: float = HOLD_GRACE_S) -> None:  # fmt: skip
         import anyio
 
-        self.clock, self.grace_s = clock, grace_s
+        self.app, self.vocabulary, self.n_ctx, self.limits, self.clock, self.grace_s = (
+            app, vocabulary, n_ctx, limits, clock, grace_s
+        )  # fmt: skip
         self.gate, self.checking = Gate(), anyio.CapacityLimiter(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        if route_of(scope["path"]) is None:  # no such route: FastAPI's 404 or 405, whatever the body
+        # not a POST to a checked route: passed on (an unknown route is FastAPI's 404 or 405, whatever the body)
+        if scope["type"] != "http" or scope["method"] != "POST" or route_of(scope["path"]) is None:
             return await self.app(scope, receive, send)
         body = await read_body(receive, MAX_BODY_BYTES)
         if body is None:
@@ -517,11 +514,8 @@ class DisclaimerLayer:
         await self.app(scope, receive, marked)
 
 
-def rewriting_json(
-    send: Send,
-    rewrite: Callable[[dict[str, Any], int], dict[str, Any]],
-    holds: Callable[[Message], bool] = lambda start: True,
-) -> Send:
+def rewriting_json(send: Send, rewrite: Callable[[dict[str, Any], int], dict[str, Any]],
+                   holds: Callable[[Message], bool] = lambda start: True) -> Send:  # fmt: skip
     """A `send` that holds back a JSON reply's start (where `holds` says so) until its body is complete, then
     sends both, the body as `rewrite(data, status)` makes it (a JSON object; other bodies pass unchanged)."""
     held: Message | None = None
@@ -575,9 +569,8 @@ def openai_error(detail: Any, status: int) -> dict[str, Any]:
     return {"message": str(detail or f"HTTP {status}"), "type": kind, "param": None, "code": code}
 
 
-def serve(
-    gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096, limits: Limits | None = None
-) -> int:
+def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096,
+          limits: Limits | None = None) -> int:  # fmt: skip
     """Run the server until interrupted (Ctrl-C or SIGTERM); 2 when the extras are missing, the port is taken or
     the file does not load."""
     missing = missing_extras()

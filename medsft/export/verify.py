@@ -12,8 +12,7 @@ A template or stop-token failure stops the export (the file is unusable as the t
 weights). The first tokens and the accuracy against 16-bit are measured for every file, then `judge` decides
 whether a file passed: fewer agreeing first tokens than `export_min_token_agreement`, or accuracy worse than
 16-bit by more than the file's goal with the interval excluding the goal and the exact McNemar test significant
-(p < 0.05), fails it. A failed file never gets a
-good file's name (`medsft.export.save`).
+(p < 0.05), fails it. A failed file never gets a good file's name (`medsft.export.save`).
 """
 
 from __future__ import annotations
@@ -30,12 +29,9 @@ PROBE = [
     {"role": "user", "content": "And if the fundus shows a cherry-red spot?"},
 ]
 FIRST_TOKENS_PROMPT = [
-    {
-        "role": "user",
-        "content": "A 58-year-old man has crushing chest pain radiating to his "
-        "left arm and sweating. What is the most likely diagnosis and the first step?",
-    }
-]
+    {"role": "user", "content": "A 58-year-old man has crushing chest pain radiating to his left arm and sweating. "
+     "What is the most likely diagnosis and the first step?"}
+]  # fmt: skip
 FIRST_TOKENS = 16
 
 
@@ -52,12 +48,8 @@ class Verification:
 
     @property
     def agreeing_prefix(self) -> int:
-        count = 0
-        for a, b in zip(self.first_tokens, self.reference_tokens, strict=False):
-            if a != b:
-                break
-            count += 1
-        return count
+        pairs = list(zip(self.first_tokens, self.reference_tokens, strict=False))
+        return next((i for i, (a, b) in enumerate(pairs) if a != b), len(pairs))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,20 +121,14 @@ def reference_first_tokens(model: Any, tokenizer: Any, count: int = FIRST_TOKENS
     prompt = render_chat(tokenizer, FIRST_TOKENS_PROMPT, add_generation_prompt=True)
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     with torch.inference_mode():
-        out = model.generate(
-            torch.tensor([ids], device=next(model.parameters()).device),
-            max_new_tokens=count,
-            do_sample=False,
-            top_k=None,
-            top_p=None,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        prompt_ids = torch.tensor([ids], device=next(model.parameters()).device)
+        out = model.generate(prompt_ids, max_new_tokens=count, do_sample=False, top_k=None, top_p=None,
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     return ids, out[0, len(ids) :].tolist()
 
 
-def verify_gguf(
-    scorer: Any, tokenizer: Any, stops: dict[str, int], prompt_ids: list[int], reference: list[int]
-) -> Verification:
+def verify_gguf(scorer: Any, tokenizer: Any, stops: dict[str, int], prompt_ids: list[int],
+                reference: list[int]) -> Verification:  # fmt: skip
     where = str(scorer.path)
     check_template(scorer.chat_template(), tokenizer, where)
     status = check_stop_tokens(scorer, stops, where)
