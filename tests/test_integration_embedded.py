@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medsft.config import build_config
-from medsft.evaluate import GenerationSettings, HFScorer
+from medsft.evaluate.transformers_scorer import GenerationSettings, HFScorer
 from medsft.train.backend import select_backend
 
 pytestmark = pytest.mark.integration
