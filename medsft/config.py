@@ -152,8 +152,9 @@ class RunConfig:
     # The scoring views of log-likelihood scoring, each a separate result (`<task>_chat`) for base and tuned: a
     # model trained through the chat template is read in both, the raw one being the leaderboard's number.
     eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
-    # Items per task in the chat view (the first N of the raw view's, so the two pair; None: all): its prompts are
-    # ~1.5x longer (the template's turns), so scoring them all would add more than the raw view costs.
+    # Items per task in the chat view (one fixed draw spread over the split, `evaluate.compare.view_items`; each is
+    # also in the raw view, so the two pair; None: all): its prompts are ~1.5x longer (the template's turns), so
+    # scoring them all would add more than the raw view costs.
     eval_chat_limit: int | None = 200
     # What runs the evaluated models: "transformers" (HFScorer, CPU or GPU) or "vllm" (VLLMScorer, a GPU serving
     # engine for full test sets with the same prompts and extraction; `pip install -e '.[vllm]'`).

@@ -71,3 +71,17 @@ def test_the_discipline_rows_are_medmcqa_subjects_and_mmlu_subjects():
     assert len(subjects) == 21 and sum(row["n"] for row in rows if row["task"] == "medmcqa") == 4183
     assert [row["subject"] for row in rows if row["task"] == "mmlu_medical_genetics"] == ["medical_genetics"]
     assert all(row["ci"][0] <= row["acc"] <= row["ci"][1] for row in rows)
+
+
+def test_the_chat_view_draws_its_items_over_the_whole_split_not_the_sorted_head() -> None:
+    """PubMedQA's test file lists its "yes" items first: a first-200 chat view would be all "yes"."""
+    from medsft.evaluate.compare import view_items
+
+    items = load_items("pubmedqa")
+    assert {item.answer for item in items[:200]} == {0}  # why the head will not do
+    drawn = view_items(items, 200)
+    positions = [items.index(item) for item in drawn]
+    assert len(drawn) == 200 and positions == sorted(positions)  # a subset, in file order
+    assert {item.answer for item in drawn} == {0, 1, 2}
+    assert [item.id for item in view_items(items, 200)] == [item.id for item in drawn]  # the same draw every run
+    assert view_items(items, None) == items and view_items(items, 10_000) == items

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from medsft.config import RunConfig
 
 log = logging.getLogger("medsft")
+VIEW_SAMPLE_SEED = 0  # the chat view's items (`view_items`): one fixed draw, the same in every run
 
 ModelLike = str | Scorer
 
@@ -93,7 +95,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
     """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
 
     Results are keyed by result name: the task, and `<task>_chat` for the chat view of a multiple-choice task
-    scored by log-likelihood (`views`, or view -> how many of the first items it scores, None: all). With
+    scored by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all). With
     `use_cache`, a model of stable identity reuses its earlier result (`medsft.evaluate.cache`) unloaded."""
     if not models:
         raise ValueError("need at least one model to evaluate")
@@ -108,7 +110,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
         cache = result_cache(model, settings, mode, seed, config, generation) if use_cache else None
         scorer = None if isinstance(model, str) else model
         for task, view in runs:
-            task_items, name = list(items[task])[: limits.get(view)], view_name(task, view)
+            task_items, name = view_items(items[task], limits.get(view)), view_name(task, view)
             result = cache.load(name, task_items) if cache else None
             if result is not None and get_task(task).kind == "dialogue":
                 result = rescore(result, task_items)  # cached replies, scored by the current rule
@@ -132,6 +134,16 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
             del scorer
             gc.collect()  # free this model's weights before the next one loads
     return {name: found for name, found in results.items() if found}
+
+
+def view_items(items: Sequence[Any], limit: int | None) -> list[Any]:
+    """`limit` items drawn by a fixed seed and kept in file order (all when `limit` is None or larger): the test
+    files are sorted (PubMedQA's first 276 answers are all "yes", MedMCQA's rows go subject by subject), so their
+    first N would be one answer or one subject. The seed is fixed, not the run's, so every run scores the same items."""
+    items = list(items)
+    if limit is None or limit >= len(items):
+        return items
+    return [items[i] for i in sorted(random.Random(VIEW_SAMPLE_SEED).sample(range(len(items)), limit))]
 
 
 def view_name(task: str, view: str) -> str:
