@@ -1,20 +1,10 @@
 """Synthetic clinical cases (triage, drug interactions, lab interpretation) built from small fact tables.
 
-Each case is sampled with a seeded `random.Random`, so the same seed gives byte-identical data. Sampling only
-picks the inputs (cluster, age, drugs, lab values...); the expected label is then computed from the tables in
-`facts/*.json` by the `label_*` functions, never sampled, so every case can be scored automatically. The
-assistant turn is a five-step `<think>` chain and a final answer with machine-readable lines (`Risk level:`,
-`Severity:`, `Flags:`/`Urgency:`) that `parse_synthetic_answer` reads back.
-
-Two test sets, neither of which training can emit:
-- in-distribution (`synthetic_eval_cases`, task `synthetic`): one case in ten (by a hash of its content) is
-  reserved; training generation skips those and this set draws only those, whatever the seeds. It shares every
-  template, drug pair and symptom cluster with training, so it measures learning the task as trained.
-- out-of-distribution (`synthetic_ood_cases`, task `synthetic_ood`): cases built only from what training
-  never sees (`HELD_OUT`): symptom clusters (triage), lab tests (lab interpretation) and prompt phrasings
-  (every domain). A drug-interaction label is a lookup of its pair, which a model can only memorise, so the
-  held-out pairs come with their mechanism and effect stated in the prompt; the severity must be judged from
-  those.
+A seeded `random.Random` picks only the inputs; the label is computed from `facts/*.json`, never sampled, so every
+case can be scored, and `parse_synthetic_answer` reads the answer's `Risk level:`/`Severity:`/`Urgency:` lines back.
+Two test sets training cannot emit: in-distribution (`synthetic_eval_cases`: one case in ten, by a hash of its
+content, is reserved) and out-of-distribution (`synthetic_ood_cases`: only the `HELD_OUT` clusters, lab tests, drug
+pairs and phrasings). A pair's severity can only be memorised, so held-out pairs state their mechanism and effect.
 """
 
 from __future__ import annotations
@@ -163,10 +153,6 @@ def draw_template(rng: random.Random, domain: str, ood: bool) -> int:
     return TRAIN_TEMPLATES[domain] + rng.randrange(OOD_TEMPLATES) if ood else rng.randrange(TRAIN_TEMPLATES[domain])
 
 
-def is_held_out_pair(drugs: list[str] | tuple[str, ...]) -> bool:
-    return sorted(drugs) in [sorted(pair) for pair in HELD_OUT["drug_pairs"]]
-
-
 # Helpers ------------------------------------------------------------------------------------------------
 
 
@@ -179,10 +165,6 @@ def capitalise(text: str) -> str:
 
 
 # Triage -------------------------------------------------------------------------------------------------
-
-
-def clusters() -> dict[str, dict[str, Any]]:
-    return {cluster["id"]: cluster for cluster in facts("triage")["clusters"]}
 
 
 def sample_triage(rng: random.Random, ood: bool = False) -> dict[str, Any]:
@@ -227,15 +209,16 @@ def red_vital_hits(vitals: Mapping[str, Any]) -> list[dict[str, Any]]:
     return hits
 
 
-def label_triage(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Risk and differential from the tables: red flags and red vitals → HIGH; see facts/triage.json."""
+def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
+    """Risk and differential from the tables (red flags and red vitals → HIGH; see facts/triage.json), then text."""
     table = facts("triage")
-    cluster = clusters()[inputs["cluster"]]
+    cluster = next(c for c in table["clusters"] if c["id"] == inputs["cluster"])
+    age, sex, duration, v = inputs["age"], inputs["sex"], inputs["duration"], inputs["vitals"]
     flags = [f for f in cluster["red_flags"] if "finding" in f and f["finding"] in inputs["symptoms"]]
     hits = red_vital_hits(inputs["vitals"])
     if flags or hits or cluster["base_risk"] == "HIGH":
         risk = "HIGH"
-    elif cluster["base_risk"] == "MEDIUM" or inputs["age"] >= table["older_age"]:
+    elif cluster["base_risk"] == "MEDIUM" or age >= table["older_age"]:
         risk = "MEDIUM"
     else:
         risk = "LOW"
@@ -246,15 +229,6 @@ def label_triage(inputs: Mapping[str, Any]) -> dict[str, Any]:
         vital_flags = [f for f in cluster["red_flags"] if f.get("vital") in {h["vital"] for h in hits}]
         leading = vital_flags[0]["suggests"] if vital_flags else leading
     differential = [leading] + [d for d in cluster["differential"] if d != leading][:2]
-    return {"risk": risk, "differential": differential, "flags": flags, "hits": hits}
-
-
-def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
-    table = facts("triage")
-    cluster = clusters()[inputs["cluster"]]
-    label = label_triage(inputs)
-    risk, differential, flags, hits = label["risk"], label["differential"], label["flags"], label["hits"]
-    age, sex, duration, v = inputs["age"], inputs["sex"], inputs["duration"], inputs["vitals"]
     symptoms = join_words(inputs["symptoms"])
     vitals = (
         f"HR {v['hr']}/min, BP {v['sbp']}/{v['dbp']} mmHg, RR {v['rr']}/min, SpO2 {v['spo2']}%, T {v['temp']:.1f} C"
@@ -310,16 +284,10 @@ def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
 # Drug interactions --------------------------------------------------------------------------------------
 
 
-def find_pair(first: str, second: str) -> dict[str, Any] | None:
-    for pair in facts("drug_interactions")["pairs"]:
-        if sorted(pair["drugs"]) == sorted([first, second]):
-            return pair
-    return None
-
-
 def sample_drug(rng: random.Random, ood: bool = False) -> dict[str, Any]:
     table = facts("drug_interactions")
-    pairs = [p for p in table["pairs"] if is_held_out_pair(p["drugs"]) == ood]
+    held_out = [sorted(pair) for pair in HELD_OUT["drug_pairs"]]
+    pairs = [p for p in table["pairs"] if (sorted(p["drugs"]) in held_out) == ood]
     # Severity first, then a pair of that severity, so rare grades (MINOR, NONE) are not drowned out.
     severity = rng.choice([s for s in table["severities"] if any(p["severity"] == s for p in pairs)])
     pair = rng.choice([p for p in pairs if p["severity"] == severity])
@@ -338,24 +306,17 @@ def sample_drug(rng: random.Random, ood: bool = False) -> dict[str, Any]:
     }
 
 
-def label_drug(inputs: Mapping[str, Any]) -> dict[str, str]:
-    """Severity is the table's severity for the pair; a pair missing from the table has no listed interaction."""
-    pair = find_pair(*inputs["drugs"])
-    severity = pair["severity"] if pair else "NONE"
-    interaction = "none" if severity == "NONE" else " + ".join(sorted(inputs["drugs"]))
-    return {"severity": severity, "interaction": interaction}
-
-
 def build_drug(inputs: dict[str, Any]) -> SyntheticCase:
+    """The severity is the table's severity for the pair (see facts/drug_interactions.json)."""
     table = facts("drug_interactions")
     drugs = table["drugs"]
     (current, new), (for_current, for_new) = inputs["drugs"], inputs["indications"]
     age, sex, egfr = inputs["age"], inputs["sex"], inputs["egfr"]
-    pair = find_pair(current, new)
+    pair = next((p for p in table["pairs"] if sorted(p["drugs"]) == sorted([current, new])), None)
     if pair is None:
         raise ValueError(f"{current} + {new} is not in the drug interaction table")
-    label = label_drug(inputs)
-    severity = label["severity"]
+    severity = pair["severity"]
+    label = {"severity": severity, "interaction": "none" if severity == "NONE" else " + ".join(sorted([current, new]))}
     prompt = [
         f"A {age}-year-old {sex} (eGFR {egfr} mL/min/1.73m2) takes {current} for {for_current}. "
         f"{capitalise(new)} is being considered for {for_new}. Check this combination for an interaction and rate "
@@ -480,15 +441,7 @@ def critical_note(key: str) -> str:
 
 
 def sample_lab(rng: random.Random, ood: bool = False) -> dict[str, Any]:
-    while True:  # OOD: redraw until a held-out test is among the results
-        inputs = _sample_lab(rng, ood)
-        if not ood or set(inputs["values"]) & set(HELD_OUT["lab_tests"]):
-            return inputs
-
-
-def _sample_lab(rng: random.Random, ood: bool) -> dict[str, Any]:
-    table = facts("lab_tests")
-    tests = table["tests"]
+    tests = facts("lab_tests")["tests"]
     all_panels = lab_panels(ood)
     urgency = rng.choice(RISK_LEVELS)
     panels = list(all_panels)
@@ -510,7 +463,7 @@ def _sample_lab(rng: random.Random, ood: bool) -> dict[str, Any]:
     abnormal = {"LOW": 0, "MEDIUM": 1 + extra, "HIGH": extra}[urgency]
     for key in rng.sample([k for k in keys if status[k] == "normal"], abnormal):
         status[key] = rng.choice(tests[key]["directions"])
-    return {
+    inputs = {
         "panel": panel,
         "age": age,
         "sex": sex,
@@ -518,31 +471,16 @@ def _sample_lab(rng: random.Random, ood: bool) -> dict[str, Any]:
         "show_ranges": rng.random() < 0.5 or ood,  # a held-out test's range must be given to be read
         "template": draw_template(rng, "lab_interpretation", ood),
     }
-
-
-def label_lab(inputs: Mapping[str, Any]) -> dict[str, str]:
-    """Flags, critical results and urgency from the reference table (see facts/lab_tests.json)."""
-    tests = facts("lab_tests")["tests"]
-    flags, critical = [], []
-    for key, value in inputs["values"].items():
-        flag, is_critical = classify(tests[key], inputs["sex"], value)
-        if flag != "NORMAL":
-            flags.append(f"{tests[key]['name']} {flag}")
-        if is_critical:
-            critical.append(tests[key]["name"])
-    urgency = "HIGH" if critical else "MEDIUM" if flags else "LOW"
-    return {
-        "flags": "; ".join(sorted(flags)) or "none",
-        "critical": "; ".join(sorted(critical)) or "none",
-        "urgency": urgency,
-    }
+    if ood and not set(inputs["values"]) & set(HELD_OUT["lab_tests"]):
+        return sample_lab(rng, ood)  # redraw until a held-out test is among the results
+    return inputs
 
 
 def build_lab(inputs: dict[str, Any]) -> SyntheticCase:
+    """Flags, critical results and urgency from the reference table (see facts/lab_tests.json), then text."""
     table = facts("lab_tests")
     tests = table["tests"]
     panel, age, sex = inputs["panel"], inputs["age"], inputs["sex"]
-    label = label_lab(inputs)
     rows = []
     for key, value in inputs["values"].items():
         test = tests[key]
@@ -577,7 +515,9 @@ def build_lab(inputs: dict[str, Any]) -> SyntheticCase:
             side, limit = ("below", test["critical"][0]) if flag == "LOW" else ("above", test["critical"][1])
             criticals.append(f"{test['name']} {value}{unit} is {side} the critical limit of {limit}")
     meanings = [f"{t['name']} {f}: {t[f.lower()]}" for t, _, _, _, f, _ in rows if f != "NORMAL"]
-    urgency = label["urgency"]
+    flags = [f"{t['name']} {f}" for t, _, _, _, f, _ in rows if f != "NORMAL"]
+    critical = "; ".join(sorted(t["name"] for t, *_, is_critical in rows if is_critical)) or "none"
+    urgency = "HIGH" if criticals else "MEDIUM" if flags else "LOW"
     step5 = {
         "HIGH": "5. Urgency: a critical value needs same-day action, so urgency is HIGH.",
         "MEDIUM": "5. Urgency: abnormal results but none critical, so urgency is MEDIUM.",
@@ -592,8 +532,9 @@ def build_lab(inputs: dict[str, Any]) -> SyntheticCase:
         + ".",
         step5,
     )
-    flags = "; ".join(f"{t['name']} {f}" for t, _, _, _, f, _ in rows if f != "NORMAL") or "none"
-    answer = f"Flags: {flags}\nCritical: {label['critical']}\nUrgency: {urgency}\nAdvice: {table['advice'][urgency]}"
+    advice = table["advice"][urgency]
+    answer = f"Flags: {'; '.join(flags) or 'none'}\nCritical: {critical}\nUrgency: {urgency}\nAdvice: {advice}"
+    label = {"flags": "; ".join(sorted(flags)) or "none", "critical": critical, "urgency": urgency}
     return SyntheticCase("lab_interpretation", inputs, prompt, steps, answer, label, urgency)
 
 
@@ -678,5 +619,3 @@ def parse_synthetic_answer(domain: str, text: str) -> dict[str, str]:
     else:
         raise ValueError(f"unknown synthetic domain '{domain}'; choose from {', '.join(DOMAINS)}")
     return {k: v for k, v in parsed.items() if v is not None}
-
-
