@@ -1,15 +1,7 @@
 """Read each medical source from the hub or a local file, validate it row by row, and convert it to chats.
 
-A source `path` is resolved in this order: None → the source's default (`DEFAULT_SOURCES`: the real data
-carried in `medsft/data/benchmarks/` where a licensed copy exists, else the self-written sample);
-`bundled:<name>` → a carried real file (`BUNDLED`); `sample:<name>` → a self-written file in
-`medsft/data/samples/` (for unit tests); an existing local file → read by suffix (.jsonl, .json, .parquet);
-anything shaped like `owner/name` → `datasets.load_dataset(path, subset, split=split)`. Local files ignore
-`subset` and `split`. Each row is validated as it is converted, so a bad file fails with the file, the
-1-based row (the line for JSONL, the record index + 1 for JSON arrays and Parquet) and the field, long
-before a model is loaded. With `on_error="skip"` bad rows are counted and left out instead. Errors that
-concern the whole file (not found, not a JSON array, unreadable Parquet, no rows at all or none left after
-validation) are raised either way.
+A bad row fails with the file, the 1-based row and the field (`DataError`), long before a model is loaded; with
+`on_error="skip"` bad rows are counted and left out instead. Errors about the whole file are raised either way.
 """
 
 from __future__ import annotations
@@ -58,13 +50,6 @@ DEFAULT_SOURCES = {
     "instructions": "bundled:chatdoctor",
     "messages": "sample:messages",
 }
-# The public datasets these loaders read (for recipes and docs; nothing here downloads them by itself).
-HUB_IDS = {
-    "medical_o1": "FreedomIntelligence/medical-o1-reasoning-SFT",  # configs en, zh, en_mix, zh_mix
-    "medqa": "GBaker/MedQA-USMLE-4-options",
-    "medqa_hf": "GBaker/MedQA-USMLE-4-options-hf",
-    "pubmedqa": "qiaojin/PubMedQA",  # config pqa_labeled
-}
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 KEY_FIELD = "_key"  # the key of a row read from a JSON object keyed by id (a PMID in ori_pqal.json)
 
@@ -102,7 +87,9 @@ def bundled_path(name: str) -> Path:
 
 
 def resolve_file(path: str | None, default: str) -> Path | None:
-    """The local file a source path reads (None for a hub id), after `default`, `bundled:` and `sample:`."""
+    """The local file a source path reads: None → `default`; `bundled:<name>` → a carried real file (`BUNDLED`);
+    `sample:<name>` → a self-written file in `samples/`; else an existing local file. None for a hub id (`owner/name`,
+    read with `datasets.load_dataset(path, subset, split=split)`; local files ignore `subset` and `split`)."""
     path = default if path is None else path
     if path.startswith("bundled:"):
         return bundled_path(path.removeprefix("bundled:"))
@@ -264,42 +251,40 @@ def think(reasoning: str, answer: str) -> str:
 
 
 def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceItem:
-    """MedQA 4-option in either schema: `question/options{A..D}/answer_idx` or the -hf `sent1/ending0..3/label`."""
+    """MedQA 4-option in either schema: `question/options{A..D}/answer_idx` or the -hf `sent1/ending0..3/label`.
+
+    Texts are kept verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring.
+    """
+    expected = list(LETTERS[:MEDQA_OPTIONS])
     if "sent1" in row:
-        # Verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring.
         question = text_field(row, "sent1", strip=False)
         choices = [text_field(row, f"ending{i}", strip=False) for i in range(MEDQA_OPTIONS)]
-        label = present(row, "label")
-        if isinstance(label, bool) or not isinstance(label, int):
-            raise FieldError("label", f"expected an integer 0-{MEDQA_OPTIONS - 1}, got {type_name(label)}")
-        if not 0 <= label < MEDQA_OPTIONS:
+        answer = present(row, "label")
+        if isinstance(answer, bool) or not isinstance(answer, int):
+            raise FieldError("label", f"expected an integer 0-{MEDQA_OPTIONS - 1}, got {type_name(answer)}")
+        if not 0 <= answer < MEDQA_OPTIONS:
             allowed = ", ".join(str(i) for i in range(MEDQA_OPTIONS))
-            raise FieldError("label", f"{label} is not one of the option indices {allowed}")
-        row_id = row.get("id")
-        return MultipleChoiceItem(
-            id=f"medqa:{tag}:{row_id if row_id not in (None, '') else number}",
-            question=question,
-            choices=choices,
-            answer=label,
-        )
-    question = text_field(row, "question", strip=False)
-    options = object_field(row, "options")
-    # Parquet stores options as a struct; a 4-option row in a 5-option schema has E = null.
-    options = {key: value for key, value in options.items() if value is not None}
-    expected = list(LETTERS[:MEDQA_OPTIONS])
-    if sorted(options) != expected:
-        got = ", ".join(sorted(options)) or "none"
-        raise FieldError("options", f"expected exactly the {MEDQA_OPTIONS} options {', '.join(expected)}, got {got}")
-    choices = [text_field(options, letter, label=f"options.{letter}", strip=False) for letter in expected]
-    answer_key = present(row, "answer_idx")
-    if not isinstance(answer_key, str) or answer_key.strip() not in expected:
-        raise FieldError("answer_idx", f"{answer_key!r} is not one of the options {', '.join(expected)}")
-    subject = row.get("meta_info")
+            raise FieldError("label", f"{answer} is not one of the option indices {allowed}")
+        row_id, subject = row.get("id"), None
+    else:
+        question = text_field(row, "question", strip=False)
+        # Parquet stores options as a struct; a 4-option row in a 5-option schema has E = null.
+        options = {key: value for key, value in object_field(row, "options").items() if value is not None}
+        if sorted(options) != expected:
+            got = ", ".join(sorted(options)) or "none"
+            raise FieldError(
+                "options", f"expected exactly the {MEDQA_OPTIONS} options {', '.join(expected)}, got {got}"
+            )
+        choices = [text_field(options, letter, label=f"options.{letter}", strip=False) for letter in expected]
+        answer_key = present(row, "answer_idx")
+        if not isinstance(answer_key, str) or answer_key.strip() not in expected:
+            raise FieldError("answer_idx", f"{answer_key!r} is not one of the options {', '.join(expected)}")
+        answer, row_id, subject = expected.index(answer_key.strip()), None, row.get("meta_info")
     return MultipleChoiceItem(
-        id=f"medqa:{tag}:{number}",
+        id=f"medqa:{tag}:{row_id if row_id not in (None, '') else number}",
         question=question,
         choices=choices,
-        answer=expected.index(answer_key.strip()),
+        answer=answer,
         subject=subject if isinstance(subject, str) and subject else None,
     )
 
