@@ -216,12 +216,17 @@ def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
     age, sex, duration, v = inputs["age"], inputs["sex"], inputs["duration"], inputs["vitals"]
     flags = [f for f in cluster["red_flags"] if "finding" in f and f["finding"] in inputs["symptoms"]]
     hits = red_vital_hits(inputs["vitals"])
-    if flags or hits or cluster["base_risk"] == "HIGH":
-        risk = "HIGH"
-    elif cluster["base_risk"] == "MEDIUM" or age >= table["older_age"]:
-        risk = "MEDIUM"
+    older = table["older_age"]
+    if flags or hits:
+        risk, why = "HIGH", "a red flag is present, so the risk is HIGH."
+    elif cluster["base_risk"] == "HIGH":
+        risk, why = "HIGH", "this presentation is high risk in itself, so the risk is HIGH."
+    elif cluster["base_risk"] == "MEDIUM":
+        risk, why = "MEDIUM", "the presentation carries medium risk and there are no red flags, so the risk is MEDIUM."
+    elif age >= older:
+        risk, why = "MEDIUM", f"a low-risk presentation, but age {age} ({older} or over) raises it to MEDIUM."
     else:
-        risk = "LOW"
+        risk, why = "LOW", f"a low-risk presentation, no red flags and age under {older}: LOW."
     leading = cluster["differential"][0]
     if flags:
         leading = flags[0]["suggests"]
@@ -262,17 +267,8 @@ def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
         step3 = f"3. Red flags: none reported (checked: {checked})."
     lead = "must be excluded first" if flags or hits else "is most likely"
     step4 = f"4. Differential: {differential[0]} {lead}; also consider {differential[1]} and {differential[2]}."
-    if flags or hits:
-        step5 = "5. Risk: a red flag is present, so the risk is HIGH."
-    elif cluster["base_risk"] == "HIGH":
-        step5 = "5. Risk: this presentation is high risk in itself, so the risk is HIGH."
-    elif cluster["base_risk"] == "MEDIUM":
-        step5 = "5. Risk: the presentation carries medium risk and there are no red flags, so the risk is MEDIUM."
-    elif risk == "MEDIUM":
-        step5 = f"5. Risk: a low-risk presentation, but age {age} ({table['older_age']} or over) raises it to MEDIUM."
-    else:
-        step5 = f"5. Risk: a low-risk presentation, no red flags and age under {table['older_age']}: LOW."
-    steps = (f"1. Summary: {age}-year-old {sex}, {cluster['core']} for {duration}.", step2, step3, step4, step5)
+    step1 = f"1. Summary: {age}-year-old {sex}, {cluster['core']} for {duration}."
+    steps = (step1, step2, step3, step4, f"5. Risk: {why}")
     answer = (
         f"Differential: 1. {differential[0]}; 2. {differential[1]}; 3. {differential[2]}\n"
         f"Risk level: {risk}\nAdvice: {table['advice'][risk]}"
@@ -383,15 +379,6 @@ def fmt(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
-STATUS = {
-    "normal": ("NORMAL", False),
-    "low": ("LOW", False),
-    "high": ("HIGH", False),
-    "critical_low": ("LOW", True),
-    "critical_high": ("HIGH", True),
-}
-
-
 def draw_value(rng: random.Random, test: Mapping[str, Any], sex: str, status: str) -> float | int:
     """A value in the band for `status`, redrawn until the rules classify it as intended (rounding can cross)."""
     low, high = reference_range(test, sex)
@@ -406,11 +393,12 @@ def draw_value(rng: random.Random, test: Mapping[str, Any], sex: str, status: st
         "critical_high": (critical_high, ceiling),
     }
     start, end = bands[status]
+    intended = (status.removeprefix("critical_").upper(), status.startswith("critical_"))  # what `classify` says
     for _ in range(1000):
         value = round(rng.uniform(start, end), test["decimals"])
         if test["decimals"] == 0:
             value = int(value)
-        if classify(test, sex, value) == STATUS[status]:
+        if classify(test, sex, value) == intended:
             return value
     raise RuntimeError(f"cannot draw a {status} value for {test['name']}")
 
