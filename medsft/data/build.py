@@ -19,7 +19,8 @@ from medsft.data.clean import (
     scrub_pii,
 )
 from medsft.data.decontaminate import EvalText, decontaminate, indexed_items
-from medsft.data.loaders import load_source
+from medsft.data.dialogue_split import dialogue_split
+from medsft.data.loaders import DIALOGUE_SOURCES, load_source
 from medsft.data.mix import mix_sources, split_train_validation
 from medsft.data.records import DataError, Example, LoadedSource, OnError
 from medsft.data.report import DatasetReport, SourceReport
@@ -45,12 +46,8 @@ def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[Loa
 
 def held_out_description(sources: Sequence[LoadedSource]) -> dict[str, Any]:
     """The held-out dialogue split, for the report, when a dialogue source was read (else empty)."""
-    from medsft.data.loaders import DIALOGUE_SOURCES
-
     if not any(source.name in DIALOGUE_SOURCES for source in sources):
         return {}
-    from medsft.data.dialogue_split import dialogue_split
-
     excluded = {source.origin: len(source.held_out) for source in sources if source.name in DIALOGUE_SOURCES}
     return {**dialogue_split().describe(), "training_rows_excluded": excluded}
 

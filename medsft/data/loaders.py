@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medsft.config import DataSource
+from medsft.data.dialogue_split import exclude_held_out
 from medsft.data.records import (
     LETTERS,
     DataError,
@@ -30,6 +31,7 @@ from medsft.data.records import (
     text_field,
     type_name,
 )
+from medsft.data.synthetic import generate_cases
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 BENCHMARKS_DIR = Path(__file__).resolve().parent / "benchmarks"
@@ -237,17 +239,9 @@ def row_tag(origin: str) -> str:
 def medical_o1_example(row: dict[str, Any], number: int, tag: str) -> Example:
     """medical-o1-reasoning-SFT: the reasoning goes inside <think> so it is visible and auditable."""
     question = text_field(row, "Question")
-    reasoning = text_field(row, "Complex_CoT")
-    response = text_field(row, "Response")
-    return make_example(
-        f"medical_o1:{tag}:{number}",
-        "medical_o1",
-        [{"role": "user", "content": question}, {"role": "assistant", "content": think(reasoning, response)}],
-    )
-
-
-def think(reasoning: str, answer: str) -> str:
-    return f"<think>\n{reasoning.strip()}\n</think>\n{answer.strip()}"
+    answer = f"<think>\n{text_field(row, 'Complex_CoT')}\n</think>\n{text_field(row, 'Response')}"
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return make_example(f"medical_o1:{tag}:{number}", "medical_o1", messages)
 
 
 def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceItem:
@@ -392,11 +386,6 @@ def stratified_test_indices(labels: list[str], test_size: int, seed: int = PUBME
     return sorted(chosen)
 
 
-def pubmedqa_test_size(rows: int) -> int:
-    """Without the official PMIDs: 500 for a 1000-row file; for a smaller one half (rounded down)."""
-    return min(PUBMEDQA_TEST_SIZE, rows // 2)
-
-
 @functools.lru_cache(maxsize=1)
 def official_pubmedqa_test() -> dict[str, str]:
     """The official PubMedQA test split, PMID → label, in the order of the carried `test_ground_truth.json`."""
@@ -427,7 +416,9 @@ def split_pubmedqa(
         order = {pmid: i for i, pmid in enumerate(official)}
         test = sorted((r for r in records if r.get("pubid") in official), key=lambda r: order[r["pubid"]])
         return [r for r in records if r.get("pubid") not in official], test
-    test_rows = set(stratified_test_indices([r["decision"] for r in records], pubmedqa_test_size(len(records))))
+    # Without the official PMIDs: 500 for a 1000-row file; for a smaller one half (rounded down).
+    test_size = min(PUBMEDQA_TEST_SIZE, len(records) // 2)
+    test_rows = set(stratified_test_indices([r["decision"] for r in records], test_size))
     return (
         [r for i, r in enumerate(records) if i not in test_rows],
         [r for i, r in enumerate(records) if i in test_rows],
@@ -505,8 +496,6 @@ def row_loader(
         origin, examples, skipped = load_rows(name, path, convert, subset, split, on_error)
         held_out = []
         if name in DIALOGUE_SOURCES:
-            from medsft.data.dialogue_split import exclude_held_out
-
             examples, held_out = exclude_held_out(examples)
             if not examples:
                 raise DataError(origin, f"all {len(held_out)} rows repeat held-out test dialogues; none is left")
@@ -563,8 +552,6 @@ def load_source(
 ) -> LoadedSource:
     """Read one configured source. Synthetic cases ignore `path`; their number is `count` (or `synthetic_count`)."""
     if source.name == "synthetic":
-        from medsft.data.synthetic import generate_cases
-
         n = source.count or synthetic_count or SYNTHETIC_DEFAULT_COUNT
         cases = generate_cases(n, seed=data_seed)
         return LoadedSource("synthetic", f"synthetic(n={n}, seed={data_seed})", [c.to_example() for c in cases])
