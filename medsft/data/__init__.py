@@ -1,10 +1,8 @@
 """Training and evaluation data for medsft: loaders, synthetic cases, cleaning, decontamination, mixing.
 
-Every source is read from the hub or a local JSON/JSONL/Parquet file (by default the real data carried in
-`benchmarks/`, or a self-written sample where no licensed copy exists, so all of it runs offline), validated
-row by row, and turned into chat examples `{id, source, messages, meta}`. Task items are read by
-`medsft.tasks.load_items`; `medsft.data.build` is the whole pipeline (it sits above `medsft.tasks`, so this
-package does not import it). Importing this package does not import datasets, transformers or torch.
+By default the real data carried in `benchmarks/` (or a self-written sample where no licensed copy exists), so all
+of it runs offline. `medsft.data.build`, the whole pipeline, sits above `medsft.tasks`, so this package does not
+import it; nor does it import datasets, transformers or torch.
 """
 
 from medsft.data.clean import (

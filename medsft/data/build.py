@@ -6,6 +6,7 @@ loaded; `build_training_data(config, tokenizer)` runs the whole pipeline and ret
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,12 +29,8 @@ from medsft.tasks import config_eval_texts
 
 
 def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[LoadedSource]:
-    """Read and validate every configured source, and the evaluation sets decontamination will read.
-
-    Raises `DataError` (file, row, field) on the first bad row, or with `on_error="skip"` records skipped rows
-    on each `LoadedSource`; a file with no rows, or none left after validation, is a `DataError` naming it
-    either way. No tokenizer or model is needed.
-    """
+    """Read and validate every configured source, and the evaluation sets decontamination will read (no tokenizer or
+    model needed). A bad row is a `DataError`, or with `on_error="skip"` is recorded on its `LoadedSource`."""
     sources = []
     for spec in config.datasets:
         # A weighted synthetic source may be asked for up to train_rows cases; generate enough to cover it.
@@ -135,10 +132,7 @@ def build_training_data(
     reports = []
     for i, (source, allocation) in enumerate(zip(sources, allocations, strict=True)):
         ids = {row["id"] for row in pools[i]} | {row.id for row in source.held_out}
-        steps: dict[str, int] = {}
-        for row in removed:
-            if row.id in ids:
-                steps[row.step] = steps.get(row.step, 0) + 1
+        steps = dict(Counter(row.step for row in removed if row.id in ids))
         reports.append(
             SourceReport(
                 name=source.name,

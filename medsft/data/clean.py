@@ -1,7 +1,6 @@
 """Cleaning steps for training rows: PII scrubbing, duplicate removal, length filtering, the disclaimer.
 
-Each step returns what it kept and a `Removed` record for every row it dropped (id, source, step, reason),
-so the dataset report can say how many rows each step removed and why. Nothing here mutates its input.
+Each step returns what it kept and a `Removed` record for every row it dropped; nothing here mutates its input.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ WORD = re.compile(rf"[{CJK}]|[^\W_{CJK}]+")
 
 @dataclass(frozen=True)
 class Removed:
-    """A training row a step dropped, and why."""
+    """A training row a step dropped, and why: what the dataset report counts per step."""
 
     id: str
     source: str

@@ -1,13 +1,10 @@
 """Drop training rows that overlap an evaluation set, so scores measure learning, not memorisation.
 
-The criterion follows PaLM's (Chowdhery et al., 2022): an evaluation text is contaminated when at least 70%
-of its word 8-grams occur in training data. Here it is applied per training row, so the offending row can be
-dropped: a row is contaminated by an evaluation text (a MedQA test question; a PubMedQA test question,
-abstract or long answer; a synthetic test prompt) when it contains at least 70% of that text's distinct
-8-grams. Boilerplate is left out first: an n-gram found in more than max(5, 1%) of one task's evaluation
-texts ("which of the following is the most likely diagnosis", a synthetic prompt template) says nothing about a
-particular item. Coverage rather than "any shared n-gram" keeps stock phrasing from flagging innocent rows,
-while a planted or lightly edited test question still covers nearly all of its n-grams. Evaluation texts
+PaLM's criterion (Chowdhery et al., 2022), applied per training row so the row can be dropped: a row is
+contaminated by an evaluation text (a test question, abstract, long answer or prompt) when it holds at least 70%
+of that text's distinct word 8-grams. Coverage rather than "any shared n-gram" keeps stock phrasing from flagging
+innocent rows, while a planted or lightly edited test question still covers nearly all of its n-grams. Boilerplate
+(an n-gram in more than max(5, 1%) of one task's texts, such as a prompt template) is left out first, and texts
 shorter than 8 words are too generic to judge and are not indexed.
 """
 

@@ -1,8 +1,7 @@
-"""The row types every loader produces, and the one error type every bad row raises.
+"""The row types every loader produces, the field validators, and the one error type every bad row raises.
 
 A training example is a plain dict (`id`, `source`, `messages`, `meta`) so it goes straight into
-`datasets.Dataset.from_list`; an evaluation item is a `MultipleChoiceItem`. Validation helpers here raise
-`FieldError` (field + reason); the loader that knows the file and row turns it into a `DataError`.
+`datasets.Dataset.from_list`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from typing import Any, Literal
 
 Example = dict[str, Any]
 OnError = Literal["raise", "skip"]
-ROLES = ("system", "user", "assistant")
 LETTERS = "ABCDEFGHIJ"
 
 

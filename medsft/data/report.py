@@ -134,7 +134,6 @@ class DatasetReport:
         ]
         return pd.DataFrame.from_records(records, columns=["step", "source", "rows", "example"])
 
-
     def summary(self) -> str:
         removed = ", ".join(f"{count} {step.replace('_', ' ')}" for step, count in self.removed.items() if count)
         by_task = ", ".join(f"{task} {n}" for task, n in self.contamination.items() if n)
