@@ -300,13 +300,10 @@ def medqa_example(item: MultipleChoiceItem) -> Example:
 
 
 def parse_pubmedqa(row: dict[str, Any], number: int, tag: str) -> dict[str, Any]:
-    """PubMedQA PQA-L in either layout: the hub's pqa_labeled rows (`pubid`, `question`, `context.contexts`,
-    `long_answer`, `final_decision`) or the original `ori_pqal.json` (keyed by PMID: `QUESTION`, `CONTEXTS`,
-    `LONG_ANSWER`, `final_decision`).
+    """PubMedQA PQA-L in either layout: the hub's pqa_labeled rows or the original `ori_pqal.json` (keyed by PMID).
 
-    The context is the passages joined by "\n" verbatim, as lm-eval's `doc_to_text` joins `CONTEXTS`; the
-    question is kept verbatim too. Ids are `pubmedqa:<PMID>` (the same from either layout), or
-    `pubmedqa:<file>:<row>` for a row without one.
+    The question and the passages joined by "\n" are kept verbatim, as lm-eval's `doc_to_text` reads them. Ids are
+    `pubmedqa:<PMID>` (the same from either layout), or `pubmedqa:<file>:<row>` for a row without one.
     """
     if "QUESTION" in row or KEY_FIELD in row:
         question = text_field(row, "QUESTION", strip=False)

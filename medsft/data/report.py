@@ -104,17 +104,12 @@ class DatasetReport:
         """One row per source (and a total): loaded, skipped, removed by step, left, train, validation."""
         import pandas as pd
 
-        records = []
-        for source in self.sources:
-            record = {
-                "source": source.name,
-                "origin": source.origin,
-                "loaded": source.loaded,
-                "skipped": source.skipped,
-            }
-            record.update({step: source.removed.get(step, 0) for step in REMOVAL_STEPS})
-            record.update({"available": source.available, "train": source.train, "validation": source.validation})
-            records.append(record)
+        records = [
+            {"source": source.name, "origin": source.origin, "loaded": source.loaded, "skipped": source.skipped}
+            | {step: source.removed.get(step, 0) for step in REMOVAL_STEPS}
+            | {"available": source.available, "train": source.train, "validation": source.validation}
+            for source in self.sources
+        ]
         frame = pd.DataFrame.from_records(records)
         if records:
             total = frame.drop(columns=["source", "origin"]).sum()
