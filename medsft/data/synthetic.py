@@ -375,10 +375,6 @@ def classify(test: Mapping[str, Any], sex: str, value: float) -> tuple[str, bool
     return flag, critical
 
 
-def fmt(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}"
-
-
 def draw_value(rng: random.Random, test: Mapping[str, Any], sex: str, status: str) -> float | int:
     """A value in the band for `status`, redrawn until the rules classify it as intended (rounding can cross)."""
     low, high = reference_range(test, sex)
@@ -475,8 +471,8 @@ def build_lab(inputs: dict[str, Any]) -> SyntheticCase:
         low, high = reference_range(test, sex)
         flag, is_critical = classify(test, sex, value)
         unit = f" {test['unit']}" if test["unit"] else ""
-        span = f"{fmt(low, test['decimals'])}-{fmt(high, test['decimals'])}"
-        rows.append((test, fmt(value, test["decimals"]), unit, span, flag, is_critical))
+        decimals = test["decimals"]
+        rows.append((test, f"{value:.{decimals}f}", unit, f"{low:.{decimals}f}-{high:.{decimals}f}", flag, is_critical))
     shown = [f"{t['name']} {v}{u}" + (f" (ref {s})" if inputs["show_ranges"] else "") for t, v, u, s, _, _ in rows]
     shown_ood = [line + critical_note(key) for line, key in zip(shown, inputs["values"], strict=True)]
     prompt = [
