@@ -1,10 +1,5 @@
-"""The model card (`huggingface_hub.ModelCard`), written from the run's own records, never by hand.
-
-Everything in it comes from files in the run folder: `config.yaml` (LoRA and training settings),
-`manifest.json` (data sources and counts, hardware, package versions), `train_results.json`,
-`compare_<task>.json` (base vs tuned) and `export.json` (sizes, quantization checks). A number missing
-from the run is shown as missing, never filled in.
-"""
+"""The model card (`huggingface_hub.ModelCard`), written only from the run folder's own records (config, manifest,
+training, comparison and export results); a number missing from the run is shown as missing, never filled in."""
 
 from __future__ import annotations
 

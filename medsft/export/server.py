@@ -16,7 +16,7 @@ from typing import Any
 
 from medsft import DISCLAIMER
 from medsft.cli_errors import error_line
-from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, parse_body, route_of
+from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, route_of
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -193,24 +193,20 @@ def bound_generation(llama: Any, limits: Limits) -> Clock:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         deadline = clock.latest = Deadline(limits.time_limit_s)
         kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), deadline])
-        return relabelled(create_completion(*args, **kwargs), deadline)
+        result = create_completion(*args, **kwargs)
+
+        def relabel(reply: dict[str, Any]) -> dict[str, Any]:
+            for choice in reply["choices"] if deadline.cut else ():
+                choice["finish_reason"] = "length"
+            return reply
+
+        # a stream is generated while it is read: its deadline is asked only once the reply has ended
+        if isinstance(result, dict):
+            return relabel(result)
+        return (relabel(chunk) if chunk["choices"][0].get("finish_reason") else chunk for chunk in result)
 
     llama.create_completion = bounded
     return clock
-
-
-def relabelled(result: Any, deadline: Deadline) -> Any:
-    """A completion (dict) or stream of chunks with finish_reason "length" where the deadline ended it; asked
-    only once the reply has ended, since a stream is generated while it is read."""
-
-    def relabel(reply: dict[str, Any]) -> dict[str, Any]:
-        for choice in reply["choices"] if deadline.cut else ():
-            choice["finish_reason"] = "length"
-        return reply
-
-    if isinstance(result, dict):
-        return relabel(result)
-    return (relabel(chunk) if chunk["choices"][0].get("finish_reason") else chunk for chunk in result)
 
 
 def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
@@ -264,14 +260,10 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
 
 def replay(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands the already-read body over once, then the client's own messages (disconnects)."""
-    sent = False
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return pending.pop() if pending else await receive()
 
     return again
 
@@ -341,7 +333,9 @@ class RequestGuard:
     def checked(self, scope: Scope, body: bytes) -> bytes:
         """The body to pass on (re-encoded JSON); BadRequest for anything the server would mishandle."""
         try:
-            data = parse_body(body)
+            if not body.strip():
+                raise ValueError("it is empty")
+            data = json.loads(body)  # ValueError too when it is not UTF-8
         except ValueError as err:
             label = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
             media_type = label.split(";")[0].strip().lower()
@@ -386,22 +380,19 @@ class RequestGuard:
             return await send_error(send, busy, [(b"retry-after", retry)])
         started = False
 
-        async def tracked(message: Message) -> None:
+        async def noted(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.body":  # a stream's events; a JSON reply is noted whole, below
+                message = {**message, "body": noted_event(message.get("body", b""), self.clock.cut())}
             await send(message)
 
-        json_noted = rewriting_json(tracked, lambda data, status: with_note(data, self.clock.cut()))
-
-        async def noted(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                message = {**message, "body": noted_event(message.get("body", b""), self.clock.cut())}
-            await json_noted(message)
+        json_noted = rewriting_json(noted, lambda data, status: with_note(data, self.clock.cut()))
 
         self.clock.latest = None  # the deadline this request's reply will make, once it holds the model
         try:
             with anyio.move_on_after(self.limits.time_limit_s + self.grace_s) as hold:
-                await self.app(scope, receive, noted)
+                await self.app(scope, receive, json_noted)
             if hold.cancelled_caught and not started:
                 late = BadRequest("the reply did not finish within the server's time limit", None, "timeout", 503)
                 with anyio.move_on_after(1):

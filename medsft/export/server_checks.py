@@ -105,13 +105,6 @@ def refuse(param: str, expected: str, value: Any) -> BadRequest:
     return BadRequest(f"must be {expected}; got {shown(value)}", param)
 
 
-def parse_body(body: bytes) -> Any:
-    """The body as JSON; ValueError when it is not JSON (or not UTF-8)."""
-    if not body.strip():
-        raise ValueError("it is empty")
-    return json.loads(body)
-
-
 def first_non_finite(value: Any, path: str = "") -> str | None:
     """Where a NaN or infinity sits in parsed JSON (Python's json reads NaN and Infinity, which JSON lacks)."""
     if isinstance(value, float) and not math.isfinite(value):
