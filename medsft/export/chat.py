@@ -103,9 +103,9 @@ def delta_texts(stream: Iterable[dict[str, Any]], raw: list[str]) -> Iterator[st
             yield text
 
 
-def print_reply(parts: Iterable[tuple[str, str]], out: Any = None) -> None:
+def print_reply(parts: Iterable[tuple[str, str]]) -> None:
     """Stream a reply: reasoning under a dim "thinking" heading, then the answer, then the disclaimer."""
-    out = out or sys.stdout  # looked up per call: a default bound at import would outlive a replaced stdout
+    out = sys.stdout  # looked up per call: a stream bound at import would outlive a replaced stdout
     shown = None
     dim, reset = ("\033[2m", "\033[0m") if out.isatty() else ("", "")
     for kind, text in parts:

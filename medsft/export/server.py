@@ -33,7 +33,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HOLD_GRACE_S = 10.0
 
 
-def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limits: Limits | None = None) -> Any:
+def build_app(gguf: Path, n_ctx: int, limits: Limits) -> Any:
     """The FastAPI app: llama_cpp.server's routes on this GGUF (its embedded chat template), plus /health, the
     request checks, the limits and the disclaimer. Loads the model; ValueError when llama.cpp cannot."""
     import llama_cpp.server.app as server_app
@@ -43,8 +43,7 @@ def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limit
     from medsft.export.llamacpp_toolchain import check_runtime_threads, default_threads
 
     check_runtime_threads()
-    limits = limits or Limits()
-    threads = n_threads or default_threads()  # as GgufChat
+    threads = default_threads()  # as GgufChat
     model = ModelSettings(
         model=str(gguf), model_alias=gguf.stem, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=0,
         verbose=False,
@@ -522,7 +521,7 @@ def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 40
         print(f"medsft: warning: {host} is reachable from other machines and the server has no authentication")
     limits = limits or Limits()
     try:
-        app = build_app(gguf, n_ctx, limits=limits)
+        app = build_app(gguf, n_ctx, limits)
     except ValueError as err:  # llama.cpp's refusal of a file that is not a (loadable) GGUF
         error_line(f"cannot load {gguf}: {err}")
         return 2
