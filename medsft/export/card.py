@@ -1,10 +1,5 @@
-"""The model card (`huggingface_hub.ModelCard`), written from the run's own records, never by hand.
-
-Everything in it comes from files in the run folder: `config.yaml` (LoRA and training settings),
-`manifest.json` (data sources and counts, hardware, package versions), `train_results.json`,
-`compare_<task>.json` (base vs tuned) and `export.json` (sizes, quantization checks). A number missing
-from the run is shown as missing, never filled in.
-"""
+"""The model card (`huggingface_hub.ModelCard`), written only from the run folder's own records (config, manifest,
+training, comparison and export results); a number missing from the run is shown as missing, never filled in."""
 
 from __future__ import annotations
 
@@ -54,13 +49,16 @@ def removed_text(counts: dict[str, int] | None) -> str:
     return ", ".join(f"{name} {n}" for name, n in given.items()) or "none"
 
 
-def evaluation_rows(run_dir: Path) -> list[str]:
-    """Per task: each model, the best constant answer, each later model minus the first (base) and each model
-    minus the constant answer: "tuned beats base" and "tuned beats the prior" are separate rows."""
-    rows = []
+def evaluation_rows(run_dir: Path) -> tuple[list[str], list[str]]:
+    """Two tables' rows. Per task: each model, the best constant answer, each later model minus the first (base)
+    and each model minus the constant answer ("tuned beats base" and "tuned beats the prior" are separate rows);
+    and each model's answers beside the gold answers (the prior a score must beat)."""
+    rows, distributions = [], []
     for path in sorted(run_dir.glob("compare_*.json")):
         data = read_json(path)
         baselines = data.get("baselines") or {}
+        for who, counts in baselines.get("distribution", {}).items():
+            distributions.append(f"| {data['task']} | {who} | {', '.join(f'{k} {v}' for k, v in counts.items())} |")
         constant = baselines.get("constant")
         if constant:
             low, high = constant["acc_ci"]
@@ -86,17 +84,7 @@ def evaluation_rows(run_dir: Path) -> list[str]:
                 f"| {data['task']} | {pair['model']} − always '{constant['answer']}' | | {pair['diff']:+.3f} | "
                 f"[{low:+.3f}, {high:+.3f}] |"
             )
-    return rows
-
-
-def distribution_rows(run_dir: Path) -> list[str]:
-    """Each model's answers beside the gold answers, per task (the prior a score must beat)."""
-    rows = []
-    for path in sorted(run_dir.glob("compare_*.json")):
-        data = read_json(path)
-        for who, counts in (data.get("baselines") or {}).get("distribution", {}).items():
-            rows.append(f"| {data['task']} | {who} | {', '.join(f'{k} {v}' for k, v in counts.items())} |")
-    return rows
+    return rows, distributions
 
 
 def check_text(passed: bool | None) -> str:
@@ -143,6 +131,7 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mappi
     # The data stage's report holds the sources, counts and removals (the manifest keeps only hashes).
     data = read_json(run_dir / "data_report.json") or manifest.get("data", {})
     sources = data.get("sources", [])
+    evaluations, distributions = evaluation_rows(run_dir)
     hardware = manifest.get("hardware", {})
     tags = ["medical", "clinical-reasoning", "lora", "gguf", "medsft", "research-only"]
     metadata = ModelCardData(base_model=base, library_name="peft", pipeline_tag="text-generation", tags=tags)
@@ -193,7 +182,7 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mappi
         "## Evaluation (base vs tuned, identical questions)",
         "| task | model | n | accuracy | 95% CI |",
         "| --- | --- | --- | --- | --- |",
-        *(evaluation_rows(run_dir) or ["| — | not evaluated in this run | | | |"]),
+        *(evaluations or ["| — | not evaluated in this run | | | |"]),
         "",
         "Accuracy is lm-eval 0.4.13's `acc`, zero-shot; `<task>_chat` rows score the same items through the chat "
         "template (lm-eval `--apply_chat_template`). A difference to the best constant answer whose interval "
@@ -201,7 +190,7 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mappi
         "",
         "| task | answers of | distribution |",
         "| --- | --- | --- |",
-        *(distribution_rows(run_dir) or ["| — | | |"]),
+        *(distributions or ["| — | | |"]),
         "",
         "## Files and quantization",
         "| file | quantization | check | size (MiB) | RAM to chat (GiB, measured) |",

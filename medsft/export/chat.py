@@ -1,12 +1,8 @@
 """Offline chat with a GGUF file through llama.cpp: the model's own chat template, streamed tokens, the
 `<think>` block shown apart from the answer, and the research-only disclaimer after every reply.
 
-    medsft chat outputs/<run-id>                                               # the run's Q8_0 GGUF
-    python -m medsft.export.chat --gguf outputs/<run-id>/gguf/<file>.gguf              # interactive
-    python -m medsft.export.chat --gguf FILE --prompt "A 58-year-old man has ..."     # one question
+    python -m medsft.export.chat --gguf FILE [--prompt "A 58-year-old man has ..."]   # = medsft chat --gguf FILE
     python -m medsft.export.chat --gguf FILE --serve --port 8000                      # = medsft serve --gguf FILE
-
-Nothing leaves the machine: the model is a local file and llama.cpp runs on the CPU.
 """
 
 from __future__ import annotations
@@ -97,26 +93,19 @@ class GgufChat:
         answer = "".join(reply).strip()
         self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
-    def answer(self, question: str) -> dict[str, str]:
-        """The whole reply at once: {"think": ..., "answer": ..., "disclaimer": ...}."""
-        parts: dict[str, str] = {"think": "", "answer": ""}
-        for _ in collect(self.ask(question), parts):
-            pass
-        return {"think": parts["think"].strip(), "answer": parts["answer"].strip(), "disclaimer": DISCLAIMER}
 
-
-def delta_texts(stream: Iterable[dict[str, Any]], raw: list[str] | None = None) -> Iterator[str]:
+def delta_texts(stream: Iterable[dict[str, Any]], raw: list[str]) -> Iterator[str]:
+    """The text of each streamed chunk, also added to `raw`."""
     for event in stream:
         text = event["choices"][0]["delta"].get("content")
         if text:
-            if raw is not None:
-                raw.append(text)
+            raw.append(text)
             yield text
 
 
-def print_reply(parts: Iterable[tuple[str, str]], out: Any = None) -> None:
+def print_reply(parts: Iterable[tuple[str, str]]) -> None:
     """Stream a reply: reasoning under a dim "thinking" heading, then the answer, then the disclaimer."""
-    out = out or sys.stdout  # looked up per call: a default bound at import would outlive a replaced stdout
+    out = sys.stdout  # looked up per call: a stream bound at import would outlive a replaced stdout
     shown = None
     dim, reset = ("\033[2m", "\033[0m") if out.isatty() else ("", "")
     for kind, text in parts:

@@ -1,10 +1,6 @@
-"""HF checkpoint -> GGUF with llama.cpp's own converter and quantizer, offline, under temporary names.
-
-The converter writes F16 (or BF16); every other type is quantized from that file, never from another
-quantization (llama.cpp refuses requantizing, and it would compound the error). Files are written as
-`.<name>.partial` next to their final name and renamed only after `medsft.export.verify` has passed; a file
-that fails its check is renamed to `<name>.rejected.gguf` instead (or deleted).
-"""
+"""HF checkpoint -> GGUF with llama.cpp's own converter and quantizer, offline; every type is quantized from the
+converter's F16 (llama.cpp refuses requantizing, and it would compound the error); the names a file has
+before its check (`.partial`) and after failing it (`.rejected.gguf`)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Optional upload of a run's adapter, merged checkpoint and GGUF files, with its model card.
-
-The token comes from the environment only (`HF_TOKEN`), so it never appears in a notebook's parameters,
-a rendered cell or a log line.
-"""
+"""Optional upload of a run's adapter, merged checkpoint and GGUF files with its model card; the token comes
+from `HF_TOKEN` only, so it never appears in a notebook's parameters, a rendered cell or a log line."""
 
 from __future__ import annotations
 

@@ -1,22 +1,8 @@
 """The llama.cpp toolchain, from PyPI only, built once and cached: converter, quantizer, runtime.
 
-Unsloth's `save_pretrained_gguf` clones and compiles llama.cpp from GitHub, which fails offline. PyPI's
-`llama-cpp-python` sdist vendors the whole llama.cpp tree (`convert_hf_to_gguf.py`, `conversion/`, `gguf-py/`,
-`src/ ggml/ common/`), so one `python -m medsft.export.llamacpp_toolchain setup` (the only step that needs the
-network: the PyPI download, and only when the cache is empty) gives:
-
-- the runtime: a portable llama-cpp-python wheel, built once into `~/.cache/medsft/wheels/<version>-<flags>/` and
-  installed (a change of build flags makes a new folder, so a machine with an older build rebuilds and reinstalls);
-- the toolchain folder `~/.cache/medsft/llama.cpp/<version>/`: the vendored tree, plus `llama-quantize`, a
-  command-line front end to libllama's `llama_model_quantize` (the function the upstream tool calls; the
-  wheel ships shared libraries only, no binaries). It answers `--help` and takes the upstream arguments
-  `llama-quantize IN OUT TYPE [THREADS]`, so Unsloth can use the folder through `UNSLOTH_LLAMA_CPP_PATH`.
-
-Why llama-cpp-python and not `llama-cpp-py-sync` (a 5.5 MB prebuilt CPU `libllama.so` with CFFI bindings,
-no build): its sdist is needed anyway for the converter, and its binding exposes what verification needs and
-a prebuilt one lacks — the KV cache and last-position logits for log-likelihood scoring, the GGUF's Jinja chat
-template through `create_chat_completion`, an OpenAI-compatible server, and the widest use. The price is a
-one-time build (about 7 minutes on 2 cores here), which is cached and never repeated.
+`python -m medsft.export.llamacpp_toolchain setup` (`make setup`) builds and installs a portable llama-cpp-python
+wheel and unpacks its sdist's vendored llama.cpp tree, with a `llama-quantize` front end to libllama, for offline
+use by medsft and Unsloth (`UNSLOTH_LLAMA_CPP_PATH`); why this binding and what it costs: docs/export.md.
 """
 
 from __future__ import annotations

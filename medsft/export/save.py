@@ -1,19 +1,6 @@
-"""One call from a trained run to everything a laptop needs: adapter, merged 16-bit, verified GGUF files.
-
-`export_run(run_dir)` writes into the run folder:
-- `adapter/` (already there from training, or copied from `adapter_dir`), `merged/` (16-bit, staged);
-- `gguf/<name>-<QUANT>.gguf` for each quantization, each written under a `.partial` name, verified
-  (`medsft.export.verify`), scored against the merged checkpoint on the same questions, then renamed. It fails
-  closed: a file that misses its check (`verify.judge`) is kept as `<name>-<QUANT>.rejected.gguf` (deleted with
-  `strict=True`), marked `"passed": false` with its reasons in `export.json` and as failed in the card;
-- `export/` with the per-file evaluation results, `export.json` (sizes, measured RAM, checks, accuracy
-  changes), and the model card as `model_card.md` (copied into `merged/` and `gguf/` as README.md).
-
-Both backends save through `model.save_pretrained_merged` / `model.save_pretrained_gguf`: Unsloth's own, pointed
-at the cached toolchain so nothing is cloned, or the CPU stand-in's (peft merge, then llama.cpp's converter and
-quantizer; `medsft.train.fast_language_model`). Verification and scoring are the same for both. The steps:
-`plan_export` -> load -> `save_pretrained_merged` -> `save_pretrained_gguf` -> `check_export`.
-"""
+"""One call from a trained run to everything a laptop needs: adapter, merged 16-bit, verified GGUF files and
+the model card (docs/export.md). The steps, as the export notebook makes them: `plan_export` -> load ->
+`save_pretrained_merged` -> `save_ggufs` -> `check_export`."""
 
 from __future__ import annotations
 
@@ -57,22 +44,6 @@ class ExportResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def open_run(run_dir: Path, config: RunConfig | None = None) -> Run:
-    """The run being exported: its folder with the config given by the caller (a notebook's `run.config`),
-    else the config the folder was created with, read once."""
-    try:
-        check_run_folder(run_dir)
-    except ValueError as err:
-        raise ExportError(str(err)) from None
-    return Run(config, run_dir) if config else Run.open(run_dir)
-
-
-def gguf_stem(config: RunConfig, run_dir: Path) -> str:
-    from medsft.export.card import base_model_id
-
-    return f"{base_model_id(config.model).rsplit('/', 1)[-1]}-{run_dir.name}"
-
-
 @dataclass(frozen=True)
 class ExportPlan:
     """What an export writes and from what, settled (and checked) before any model loads."""
@@ -106,8 +77,15 @@ def plan_export(run_dir: str | Path, quantizations: list[str] | None = None, con
                 adapter_dir: str | Path | None = None, overwrite: bool = False) -> ExportPlan:  # fmt: skip
     """The checks that need nothing heavy, first (quantization names, toolchain, adapter, existing files), so
     a mistake costs seconds, not a merge."""
+    from medsft.export.card import base_model_id
+
     run_dir = Path(run_dir)
-    run = open_run(run_dir, config)
+    try:
+        check_run_folder(run_dir)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    # the config given by the caller (a notebook's `run.config`), else the one the folder was created with
+    run = Run(config, run_dir) if config else Run.open(run_dir)
     quants = check_quantizations(quantizations or run.config.export_quantizations)
     find_toolchain()
     adapter = Path(adapter_dir) if adapter_dir else run_dir / "adapter"
@@ -115,7 +93,7 @@ def plan_export(run_dir: str | Path, quantizations: list[str] | None = None, con
         raise ExportError(
             f"no LoRA adapter in {adapter} (adapter_config.json missing); train first or pass adapter_dir"
         )
-    stem = gguf_stem(run.config, run_dir)
+    stem = f"{base_model_id(run.config.model).rsplit('/', 1)[-1]}-{run_dir.name}"
     finals = {q: run_dir / "gguf" / f"{stem}-{LLAMA_CPP_TYPES[q]}.gguf" for q in quants}
     merged_dir = run_dir / "merged"
     targets = [*finals.values(), *map(rejected_name, finals.values()), run_dir / "export.json"]
@@ -184,12 +162,10 @@ def check_export(plan: ExportPlan, partials: dict[str, Path],
                  timings: dict[str, float] | None = None) -> ExportResult:  # fmt: skip
     """Verify and score each GGUF against the merged 16-bit checkpoint, give each its place (final name, or
     `*.rejected.gguf`, or deleted with `strict`), then `export.json`, the manifest and the model card."""
-    run, config, timings = plan.run, plan.config, dict(timings or {})
+    run, timings = plan.run, dict(timings or {})
     try:
         tick = time.perf_counter()
-        files = check_files(
-            plan.merged_dir, partials, config, run.run_dir, eval_tasks, eval_limit, n_ctx, max_new_tokens
-        )
+        files = check_files(plan, partials, eval_tasks, eval_limit, n_ctx, max_new_tokens)
         timings["verify_seconds"] = round(time.perf_counter() - tick, 1)
     except BaseException:
         for path in partials.values():
@@ -216,15 +192,12 @@ def export_run(run_dir: str | Path, quantizations: list[str] | None = None, conf
                eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS, eval_limit: int | None = None,
                n_ctx: int = 4096, max_new_tokens: int | None = None, overwrite: bool = False,
                strict: bool = False) -> ExportResult:  # fmt: skip
-    """Merge, convert, quantize, verify and score; see the module docstring for what is written where. The
-    export notebook makes the same calls one cell at a time.
-
-    `eval_tasks=None` skips the accuracy comparison (the other checks always run). Items per task: `eval_limit`
-    if given, else the smaller of the config's `export_check_items` and its evaluation count, with
-    `eval_max_new_tokens` unless `max_new_tokens` is given. A file that fails its check is kept as
-    `*.rejected.gguf` (deleted with `strict`) and listed in `result.failed`; no exception is raised, so the
-    notebook can show why (`medsft export` exits non-zero).
-    """
+    """Merge, convert, quantize, verify and score, writing `adapter/`, `merged/`, `gguf/`, `export/`, `export.json`
+    and `model_card.md` into the run. `eval_tasks=None` skips the accuracy comparison (the other checks always
+    run). Items per task: `eval_limit` if given, else the smaller of the config's `export_check_items` and its
+    evaluation count, with `eval_max_new_tokens` unless `max_new_tokens` is given. A file that fails its check is
+    kept as `*.rejected.gguf` (deleted with `strict`) and listed in `result.failed`; no exception is raised, so
+    the notebook can show why (`medsft export` exits non-zero)."""
     from medsft.train.backend import select_backend
 
     started = time.perf_counter()
@@ -270,8 +243,8 @@ def record_verdict(item: dict[str, Any], place: Path | None) -> None:
         log.warning("%s FAILED its check, %s: %s", item["quantization"], where, "; ".join(item["reasons"]))
 
 
-def check_files(merged_dir: Path, partials: dict[str, Path], config: RunConfig, run_dir: Path,
-                eval_tasks: tuple[str, ...] | list[str] | None, eval_limit: int | None, n_ctx: int,
+def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[str, ...] | list[str] | None,
+                eval_limit: int | None, n_ctx: int,
                 max_new_tokens: int | None) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Verify each GGUF against the merged 16-bit checkpoint, measure what quantization changed, and judge
     whether it passed (`passed`, `reasons` in each record)."""
@@ -282,8 +255,9 @@ def check_files(merged_dir: Path, partials: dict[str, Path], config: RunConfig, 
 
     # The reference is the 16-bit merge whatever the training precision (a 4-bit reference would hide what
     # quantization changed).
+    config = plan.config
     sixteen_bit = dataclasses.replace(config, load_in_4bit=False)
-    reference = HFScorer.from_spec(str(merged_dir), name="merged-16bit", config=sixteen_bit)
+    reference = HFScorer.from_spec(str(plan.merged_dir), name="merged-16bit", config=sixteen_bit)
     stops = end_of_turn_ids(reference.tokenizer, reference.model.generation_config.eos_token_id)
     prompt_ids, first_tokens = reference_first_tokens(reference.model, reference.tokenizer)
     files: dict[str, dict[str, Any]] = {}
@@ -298,10 +272,12 @@ def check_files(merged_dir: Path, partials: dict[str, Path], config: RunConfig, 
         files[quant] = {"quantization": quant, "path": str(path), "verification": check.to_dict(), "accuracy": {}}
         scorers.append(scorer)
     for task in eval_tasks or ():
-        limit = eval_limit or min_limit(config.export_check_items, item_limit(config, task))
+        limits = [n for n in (config.export_check_items, item_limit(config, task)) if n is not None]
+        limit = eval_limit or (min(limits) if limits else None)
         comparison = compare(
             [reference, *scorers], task, items=load_items(task, limit, config.seed), seed=config.seed,
-            run_dir=run_dir / "export", overwrite=True, max_new_tokens=max_new_tokens or config.eval_max_new_tokens,
+            run_dir=plan.run.path("export"), overwrite=True,
+            max_new_tokens=max_new_tokens or config.eval_max_new_tokens,
         )  # fmt: skip
         reference_acc = comparison.table[0]["acc"]
         for quant, pair, row in zip(partials, comparison.pairs, comparison.table[1:], strict=True):
@@ -318,12 +294,6 @@ def check_files(merged_dir: Path, partials: dict[str, Path], config: RunConfig, 
         verdict = judge(files[quant], config.export_min_token_agreement)
         files[quant].update(passed=verdict.passed, reasons=verdict.reasons)
     return files
-
-
-def min_limit(*limits: int | None) -> int | None:
-    """The smallest of the given item limits (None means no limit)."""
-    given = [limit for limit in limits if limit is not None]
-    return min(given) if given else None
 
 
 def write_model_card(run: Run, result: ExportResult) -> Path:

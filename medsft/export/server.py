@@ -1,28 +1,5 @@
-"""`medsft serve`: llama-cpp-python's OpenAI-compatible server (`llama_cpp.server`) on a GGUF, on 127.0.0.1.
-
-    medsft serve outputs/<run-id>                  # the run's Q8_0 GGUF, http://127.0.0.1:8000/v1
-    curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
-      -d '{"messages": [{"role": "user", "content": "Chest pain radiating to the left arm: first step?"}]}'
-
-What medsft adds around `llama_cpp.server.app.create_app` (two small ASGI layers, one route, one wrapper):
-- The disclaimer on every response: an `X-Medsft-Disclaimer` header, and a `disclaimer` field in every JSON
-  body under /v1/ (a streamed reply carries the header). The conversation is passed on as the client sent it,
-  so the model sees the same prompt as in `medsft chat`. Error bodies are OpenAI-shaped, FastAPI's 404/405 too.
-- Requests checked before the model sees them (`medsft.export.server_checks`): every field's type and range, the
-  body's JSON whatever its Content-Type, messages longer than the context window; a bad one is a 4xx naming
-  the field (llama-cpp-python 0.3.36 answers several with a 500 carrying pydantic's dump, and takes
-  `max_tokens: -3` as "until the context is full").
-- Limits (`Limits`, the `medsft serve` options): max_tokens capped, with a default; a reply's generation ends at
-  the time limit (a stopping criterion on the model, `bound_generation`) with finish_reason "length" and a
-  note; a request waits at most the queue wait for the model, else a 503.
-- `GET /health`: 200 once the model is loaded (it loads before the port opens), with the limits.
-- One request at a time (llama-cpp-python holds one model context), in arrival order (`Gate`), and
-  `interrupt_requests` is off so a new request never cuts a streamed reply short.
-
-A `<think>` block comes back verbatim inside the message content (the server has no reasoning parser for these
-templates); `medsft.export.chat.split_stream` splits it from the answer, as `medsft chat` does. Generation stops at the
-template's end-of-turn token, which is not part of the content.
-"""
+"""`medsft serve`: llama-cpp-python's OpenAI-compatible server on a GGUF, with request checks
+(`server_checks`), per-request limits, /health and the disclaimer on every response (docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -39,7 +16,7 @@ from typing import Any
 
 from medsft import DISCLAIMER
 from medsft.cli_errors import error_line
-from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, parse_body, route_of
+from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, route_of
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,20 +33,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HOLD_GRACE_S = 10.0
 
 
-def missing_extras() -> list[str]:
-    """The server's modules that are not installed (`make setup` installs them all)."""
-    return [name for name in SERVER_EXTRAS if importlib.util.find_spec(name) is None]
-
-
-def check_port(host: str, port: int) -> None:
-    """Raise OSError now, before the model loads, if the address cannot be bound (in use, or not this host's)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-
-
-def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limits: Limits | None = None) -> Any:
+def build_app(gguf: Path, n_ctx: int, limits: Limits) -> Any:
     """The FastAPI app: llama_cpp.server's routes on this GGUF (its embedded chat template), plus /health, the
     request checks, the limits and the disclaimer. Loads the model; ValueError when llama.cpp cannot."""
     import llama_cpp.server.app as server_app
@@ -79,8 +43,7 @@ def build_app(gguf: Path, n_ctx: int = 4096, n_threads: int | None = None, limit
     from medsft.export.llamacpp_toolchain import check_runtime_threads, default_threads
 
     check_runtime_threads()
-    limits = limits or Limits()
-    threads = n_threads or default_threads()  # as GgufChat
+    threads = default_threads()  # as GgufChat
     model = ModelSettings(
         model=str(gguf), model_alias=gguf.stem, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=0,
         verbose=False,
@@ -205,12 +168,6 @@ class Deadline:
         # "stop"); only a second true answer means the deadline ended it.
         return self.fired >= 2
 
-    def note(self) -> str:
-        return (
-            f"the reply was cut at this server's time limit of {self.seconds:g} s per request (medsft serve "
-            "--time-limit); ask for fewer max_tokens, or start the server with a longer --time-limit"
-        )
-
 
 class Clock:
     """The deadline of the reply being generated now (the server generates one at a time), shared between the
@@ -235,30 +192,31 @@ def bound_generation(llama: Any, limits: Limits) -> Clock:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         deadline = clock.latest = Deadline(limits.time_limit_s)
         kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), deadline])
-        return relabelled(create_completion(*args, **kwargs), deadline)
+        result = create_completion(*args, **kwargs)
+
+        def relabel(reply: dict[str, Any]) -> dict[str, Any]:
+            for choice in reply["choices"] if deadline.cut else ():
+                choice["finish_reason"] = "length"
+            return reply
+
+        # a stream is generated while it is read: its deadline is asked only once the reply has ended
+        if isinstance(result, dict):
+            return relabel(result)
+        return (relabel(chunk) if chunk["choices"][0].get("finish_reason") else chunk for chunk in result)
 
     llama.create_completion = bounded
     return clock
 
 
-def relabelled(result: Any, deadline: Deadline) -> Any:
-    """A completion (dict) or stream of chunks with finish_reason "length" where the deadline ended it; asked
-    only once the reply has ended, since a stream is generated while it is read."""
-    if isinstance(result, dict):
-        return relabel(result, deadline)
-    return (relabel(chunk, deadline) if chunk["choices"][0].get("finish_reason") else chunk for chunk in result)
-
-
-def relabel(reply: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
-    for choice in reply["choices"] if deadline.cut else ():
-        choice["finish_reason"] = "length"
-    return reply
-
-
 def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
     """A reply (or a stream's last event) with the note of the deadline that cut it, if one did."""
-    ended = any(choice.get("finish_reason") for choice in data.get("choices", []))
-    return {**data, "note": deadline.note()} if deadline is not None and ended else data
+    if deadline is None or not any(choice.get("finish_reason") for choice in data.get("choices", [])):
+        return data
+    note = (
+        f"the reply was cut at this server's time limit of {deadline.seconds:g} s per request (medsft serve "
+        "--time-limit); ask for fewer max_tokens, or start the server with a longer --time-limit"
+    )
+    return {**data, "note": note}
 
 
 def noted_event(body: bytes, deadline: Deadline | None) -> bytes:
@@ -278,8 +236,7 @@ def noted_event(body: bytes, deadline: Deadline | None) -> bytes:
 
 async def send_error(send: Send, error: BadRequest, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """An OpenAI-style error reply: {"error": {"message", "type", "param", "code"}}."""
-    kind = "invalid_request_error" if error.status < 500 else "server_error"
-    body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+    body = {"error": openai_error(error.message, error.status, error.param, error.code)}
     start_headers = [(b"content-type", b"application/json"), *(headers or [])]
     await send({"type": "http.response.start", "status": error.status, "headers": start_headers})
     await send({"type": "http.response.body", "body": json.dumps(body).encode("utf-8")})
@@ -302,25 +259,12 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
 
 def replay(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands the already-read body over once, then the client's own messages (disconnects)."""
-    sent = False
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return pending.pop() if pending else await receive()
 
     return again
-
-
-def content_type(scope: Scope) -> str:
-    raw = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
-    return raw.split(";")[0].strip().lower()
-
-
-def is_json_type(media_type: str) -> bool:
-    return media_type in ("", "application/json") or media_type.endswith("+json")  # as FastAPI reads bodies
 
 
 def with_body(scope: Scope, body: bytes) -> Scope:
@@ -351,9 +295,6 @@ class Gate:
             return True
         return False
 
-    def leave(self) -> None:
-        self.lock.release()
-
 
 class RequestGuard:
     """Every POST body checked before llama_cpp.server sees it (a bad request is a 4xx naming the field and what
@@ -369,6 +310,8 @@ class RequestGuard:
         self.gate, self.checking = Gate(), anyio.CapacityLimiter(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import anyio
+
         # not a POST to a checked route: passed on (an unknown route is FastAPI's 404 or 405, whatever the body)
         if scope["type"] != "http" or scope["method"] != "POST" or route_of(scope["path"]) is None:
             return await self.app(scope, receive, send)
@@ -376,8 +319,9 @@ class RequestGuard:
         if body is None:
             too_large = BadRequest(f"over {MAX_BODY_BYTES} bytes (or cut off)", "body", "too_large", 413)
             return await send_error(send, too_large)
-        try:
-            body = await self.checked_off_loop(scope, body)
+        try:  # in a worker thread, one request at a time: parsing and tokenizing a large body takes a while, and
+            # on the event loop it would stall every other client (and /health) meanwhile
+            body = await anyio.to_thread.run_sync(self.checked, scope, body, limiter=self.checking)
         except BadRequest as error:
             return await send_error(send, error)
         scope = with_body(scope, body)
@@ -385,35 +329,29 @@ class RequestGuard:
             return await self.app(scope, replay(body, receive), send)
         await self.generate(scope, replay(body, receive), send)
 
-    async def checked_off_loop(self, scope: Scope, body: bytes) -> bytes:
-        """`checked` in a worker thread, one request at a time: parsing and tokenizing a large body takes a
-        while, and on the event loop it would stall every other client (and /health) meanwhile."""
-        import anyio
-
-        return await anyio.to_thread.run_sync(self.checked, scope, body, limiter=self.checking)
-
     def checked(self, scope: Scope, body: bytes) -> bytes:
         """The body to pass on (re-encoded JSON); BadRequest for anything the server would mishandle."""
         try:
-            data = parse_body(body)
+            if not body.strip():
+                raise ValueError("it is empty")
+            data = json.loads(body)  # ValueError too when it is not UTF-8
         except ValueError as err:
-            if is_json_type(content_type(scope)):
+            label = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+            media_type = label.split(";")[0].strip().lower()
+            if media_type in ("", "application/json") or media_type.endswith("+json"):  # as FastAPI reads bodies
                 raise BadRequest(f"not valid JSON: {err}", "body", "invalid_json") from None
             raise BadRequest(
-                f"{content_type(scope)}, not JSON; send a JSON object with Content-Type: application/json", "body",
+                f"{media_type}, not JSON; send a JSON object with Content-Type: application/json", "body",
                 "unsupported_media_type", 415,
             ) from None  # fmt: skip
         data = normalized(data, scope["path"], self.limits, self.vocabulary.size)
         if route_of(scope["path"]) in GENERATION:
             validate_types(scope["path"], data)
-            self.check_grammars(data)
+            for field, grammar in grammars(data):
+                if not self.vocabulary.parses(grammar):
+                    raise BadRequest("makes a grammar that llama.cpp cannot parse (GBNF with a root rule)", field)
             self.check_length(scope["path"], data)
         return json.dumps(data, ensure_ascii=False).encode("utf-8")
-
-    def check_grammars(self, data: dict[str, Any]) -> None:
-        for field, grammar in grammars(data):
-            if not self.vocabulary.parses(grammar):
-                raise BadRequest("makes a grammar that llama.cpp cannot parse (GBNF with a root rule)", field)
 
     def check_length(self, path: str, data: dict[str, Any]) -> None:
         try:
@@ -441,28 +379,25 @@ class RequestGuard:
             return await send_error(send, busy, [(b"retry-after", retry)])
         started = False
 
-        async def tracked(message: Message) -> None:
+        async def noted(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.body":  # a stream's events; a JSON reply is noted whole, below
+                message = {**message, "body": noted_event(message.get("body", b""), self.clock.cut())}
             await send(message)
 
-        json_noted = rewriting_json(tracked, lambda data, status: with_note(data, self.clock.cut()))
-
-        async def noted(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                message = {**message, "body": noted_event(message.get("body", b""), self.clock.cut())}
-            await json_noted(message)
+        json_noted = rewriting_json(noted, lambda data, status: with_note(data, self.clock.cut()))
 
         self.clock.latest = None  # the deadline this request's reply will make, once it holds the model
         try:
             with anyio.move_on_after(self.limits.time_limit_s + self.grace_s) as hold:
-                await self.app(scope, receive, noted)
+                await self.app(scope, receive, json_noted)
             if hold.cancelled_caught and not started:
                 late = BadRequest("the reply did not finish within the server's time limit", None, "timeout", 503)
                 with anyio.move_on_after(1):
                     await send_error(send, late)
         finally:
-            self.gate.leave()
+            self.gate.lock.release()
 
 
 def validate_types(path: str, data: dict[str, Any]) -> None:
@@ -531,7 +466,11 @@ def rewriting_json(send: Send, rewrite: Callable[[dict[str, Any], int], dict[str
         chunks.append(message.get("body", b""))
         if message.get("more_body"):
             return
-        body = json_rewritten(b"".join(chunks), lambda data: rewrite(data, held["status"]))
+        body = b"".join(chunks)
+        with contextlib.suppress(ValueError):  # not JSON: passed on unchanged
+            data = json.loads(body)
+            if isinstance(data, dict):
+                body = json.dumps(rewrite(data, held["status"]), ensure_ascii=False).encode("utf-8")
         length = (b"content-length", str(len(body)).encode())
         await send({**held, "headers": [*(h for h in held["headers"] if h[0] != b"content-length"), length]})
         await send({"type": "http.response.body", "body": body})
@@ -543,42 +482,36 @@ def is_json(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers)
 
 
-def json_rewritten(body: bytes, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> bytes:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(data, dict):
-        return body
-    return json.dumps(rewrite(data), ensure_ascii=False).encode("utf-8")
-
-
 def with_disclaimer(data: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    """The disclaimer added; FastAPI's own error `{"detail": ...}` made an OpenAI error (a list of validation
+    errors becomes its first, in a line)."""
     if status >= 400 and "error" not in data:
-        data = {"error": openai_error(data.get("detail"), status)}
+        detail = data.get("detail")
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            where = ".".join(str(part) for part in detail[0].get("loc", ()))
+            detail = f"{where}: {detail[0].get('msg')}"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request" if status < 500 else None)
+        data = {"error": openai_error(str(detail or f"HTTP {status}"), status, None, code)}
     return {**data, "disclaimer": DISCLAIMER}
 
 
-def openai_error(detail: Any, status: int) -> dict[str, Any]:
-    """FastAPI's `{"detail": ...}` as an OpenAI error; a list of validation errors becomes its first, in a line."""
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        where = ".".join(str(part) for part in detail[0].get("loc", ()))
-        detail = f"{where}: {detail[0].get('msg')}"
+def openai_error(message: str, status: int, param: str | None, code: str | None) -> dict[str, Any]:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request" if status < 500 else None)
-    return {"message": str(detail or f"HTTP {status}"), "type": kind, "param": None, "code": code}
+    return {"message": message, "type": kind, "param": param, "code": code}
 
 
 def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096,
           limits: Limits | None = None) -> int:  # fmt: skip
     """Run the server until interrupted (Ctrl-C or SIGTERM); 2 when the extras are missing, the port is taken or
     the file does not load."""
-    missing = missing_extras()
+    missing = [name for name in SERVER_EXTRAS if importlib.util.find_spec(name) is None]
     if missing:
         error_line(f"the server needs {', '.join(missing)}; run make setup (requirements/cpu.txt)")
         return 2
-    try:
-        check_port(host, port)
+    try:  # bound now, before the model loads: a port in use (or an address not this host's) fails at once
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     except OSError as err:
         error_line(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port")
         return 2
@@ -588,7 +521,7 @@ def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 40
         print(f"medsft: warning: {host} is reachable from other machines and the server has no authentication")
     limits = limits or Limits()
     try:
-        app = build_app(gguf, n_ctx, limits=limits)
+        app = build_app(gguf, n_ctx, limits)
     except ValueError as err:  # llama.cpp's refusal of a file that is not a (loadable) GGUF
         error_line(f"cannot load {gguf}: {err}")
         return 2

@@ -1,11 +1,6 @@
-"""What `medsft serve` accepts: the server's limits, and every field of a chat or text completion request checked
-for type and range before the model sees it.
-
-llama-cpp-python 0.3.36 checks little itself: `max_tokens` of 0 or less means "until the context is full",
-`temperature: "NaN"` is read as a float, and a field of the wrong type inside its route is a 500 whose body is
-pydantic's validation dump. Here a bad field is a `BadRequest` naming the field and what it may be; the server
-turns it into an OpenAI-style 400. Pure functions on the parsed JSON: nothing here loads a model.
-"""
+"""What `medsft serve` accepts: its limits, and every field of a request checked for type and range before the
+model sees it (llama-cpp-python 0.3.36 checks little: `max_tokens: -3` means "until the context is full", and a
+wrong type is a 500 with pydantic's dump). A bad field is a `BadRequest` naming it. Nothing here loads a model."""
 
 from __future__ import annotations
 
@@ -110,13 +105,6 @@ def refuse(param: str, expected: str, value: Any) -> BadRequest:
     return BadRequest(f"must be {expected}; got {shown(value)}", param)
 
 
-def parse_body(body: bytes) -> Any:
-    """The body as JSON; ValueError when it is not JSON (or not UTF-8)."""
-    if not body.strip():
-        raise ValueError("it is empty")
-    return json.loads(body)
-
-
 def first_non_finite(value: Any, path: str = "") -> str | None:
     """Where a NaN or infinity sits in parsed JSON (Python's json reads NaN and Infinity, which JSON lacks)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -141,11 +129,7 @@ def check_common(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> No
     if "min_tokens" in data and not floor.accepts(data["min_tokens"]):
         raise refuse("min_tokens", floor.describe(), data["min_tokens"])
     check_one(data, "n")
-    if "stream" in data and not isinstance(data["stream"], bool):
-        raise refuse("stream", "true or false", data["stream"])
-    for name in ("model", "user"):
-        if name in data and not isinstance(data[name], str):
-            raise refuse(name, "a string", data[name])
+    check_kinds(data, {"stream": bool, "model": str, "user": str})
     check_stop(data)
     check_logit_bias(data, vocab_size)
 
@@ -156,16 +140,20 @@ def check_one(data: Mapping[str, Any], name: str) -> None:
         raise refuse(name, "1 (the server makes one reply per request)", data[name])
 
 
+def check_kinds(data: Mapping[str, Any], kinds: dict[str, type]) -> None:
+    """Fields that, when given, must be a JSON boolean (`bool`) or a string (`str`)."""
+    for name, kind in kinds.items():
+        if name in data and not isinstance(data[name], kind):
+            raise refuse(name, "true or false" if kind is bool else "a string", data[name])
+
+
 def check_stop(data: Mapping[str, Any]) -> None:
     if "stop" not in data:
         return
     stop = data["stop"]
     texts = [stop] if isinstance(stop, str) else stop
-    expected = f"a non-empty string or a list of 0 to {MAX_STOP} non-empty strings"
-    if not isinstance(texts, list) or len(texts) > MAX_STOP:
-        raise refuse("stop", expected, stop)
-    if not all(isinstance(text, str) and text for text in texts):
-        raise refuse("stop", expected, stop)
+    if not (isinstance(texts, list) and len(texts) <= MAX_STOP and all(isinstance(t, str) and t for t in texts)):
+        raise refuse("stop", f"a non-empty string or a list of 0 to {MAX_STOP} non-empty strings", stop)
 
 
 def check_logit_bias(data: Mapping[str, Any], vocab_size: int) -> None:
@@ -214,27 +202,22 @@ def check_chat(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None
     check_common(data, limits, vocab_size)
     if data.get("logprobs", False) is not False:
         raise refuse("logprobs", "false (this server keeps no per-token log-probabilities)", data["logprobs"])
-    if "top_logprobs" in data and not Number(0, 20, integer=True).accepts(data["top_logprobs"]):
-        raise refuse("top_logprobs", Number(0, 20, integer=True).describe(), data["top_logprobs"])
+    top = Number(0, 20, integer=True)
+    if "top_logprobs" in data and not top.accepts(data["top_logprobs"]):
+        raise refuse("top_logprobs", top.describe(), data["top_logprobs"])
 
 
 def check_completion(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:
     """A /v1/completions body (nulls already dropped)."""
     prompt = data.get("prompt", "")
-    if not (isinstance(prompt, str) or is_strings(prompt, at_most=1)):
+    one_string = isinstance(prompt, list) and len(prompt) <= 1 and all(isinstance(item, str) for item in prompt)
+    if not (isinstance(prompt, str) or one_string):
         raise refuse("prompt", "a string, or a list of at most one string", prompt)
     check_common(data, limits, vocab_size)
-    if "suffix" in data and not isinstance(data["suffix"], str):
-        raise refuse("suffix", "a string", data["suffix"])
-    if "echo" in data and not isinstance(data["echo"], bool):
-        raise refuse("echo", "true or false", data["echo"])
+    check_kinds(data, {"suffix": str, "echo": bool})
     if "logprobs" in data:
         raise refuse("logprobs", "null (this server keeps no per-token log-probabilities)", data["logprobs"])
     check_one(data, "best_of")
-
-
-def is_strings(value: Any, at_most: int) -> bool:
-    return isinstance(value, list) and len(value) <= at_most and all(isinstance(item, str) for item in value)
 
 
 def check_tokenize(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:

@@ -1,9 +1,5 @@
-"""What each file costs a laptop: its size on disk and the memory a llama.cpp process needs to chat with it.
-
-The RAM figure is measured, not estimated: a fresh Python process loads the GGUF with the chat context size,
-generates a few tokens and reports its peak resident set (weights are memory-mapped and counted once they
-are touched, plus the KV cache and compute buffers, plus the interpreter, ~60 MB).
-"""
+"""What each file costs a laptop: its size on disk and the peak memory, measured in a fresh process, that
+llama.cpp needs to chat with it (memory-mapped weights once touched, KV cache, buffers, interpreter ~60 MB)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,6 @@
-"""Checks every GGUF passes before it gets its final name: the chat template, the stop tokens, first tokens.
-
-- Template: the GGUF's embedded `tokenizer.chat_template` must render a probe conversation exactly as the
-  training template does. Without it llama-cpp-python silently falls back to a generic format, and a model
-  tuned on Gemma turns would be prompted in another language of markers.
-- Stop tokens: every end-of-turn id the training tokenizer stops at (`<end_of_turn>` for Gemma) must be an
-  end-of-generation token in the GGUF vocabulary, or chat replies run on past the turn.
-- First tokens: greedy continuation of a fixed clinical prompt, compared token by token with the 16-bit
-  checkpoint.
-
-A template or stop-token failure stops the export (the file is unusable as the trained model whatever its
-weights). The first tokens and the accuracy against 16-bit are measured for every file, then `judge` decides
-whether a file passed: fewer agreeing first tokens than `export_min_token_agreement`, or accuracy worse than
-16-bit by more than the file's goal with the interval excluding the goal and the exact McNemar test significant
-(p < 0.05), fails it. A failed file never gets a good file's name (`medsft.export.save`).
-"""
+"""Checks every GGUF passes before it gets its final name: its chat template and stop tokens (a failure stops the
+export: the file is unusable as the trained model), its first greedy tokens against 16-bit, and `judge`'s verdict
+on those and the accuracy change (a failed file never gets a good file's name, `medsft.export.save`)."""
 
 from __future__ import annotations
 
@@ -67,7 +54,8 @@ def render(tokenizer: Any, template: str) -> str:
 
 
 def check_template(gguf_template: str | None, tokenizer: Any, where: str) -> None:
-    """Raise unless the GGUF's template renders the probe exactly like the training tokenizer's."""
+    """Raise unless the GGUF's template renders the probe exactly like the training tokenizer's: without one,
+    llama-cpp-python silently falls back to a generic format, and the model is prompted in other markers."""
     if not gguf_template:
         raise VerificationError(
             f"{where} has no embedded chat template; llama.cpp would fall back to a generic chat format. "
@@ -101,17 +89,6 @@ def end_of_turn_ids(tokenizer: Any, generation_eos: int | list[int] | None) -> d
     return {tokenizer.convert_ids_to_tokens(i): i for i in dict.fromkeys(ids)}
 
 
-def check_stop_tokens(scorer: Any, stops: dict[str, int], where: str) -> dict[str, bool]:
-    status = {name: scorer.is_end_of_generation(token) for name, token in stops.items()}
-    missing = [name for name, ok in status.items() if not ok]
-    if missing:
-        raise VerificationError(
-            f"{where}: {', '.join(missing)} is not an end-of-generation token in the GGUF, so chat replies would "
-            "not stop at the end of the turn. Re-export with the tokenizer files of the trained model."
-        )
-    return status
-
-
 def reference_first_tokens(model: Any, tokenizer: Any, count: int = FIRST_TOKENS) -> tuple[list[int], list[int]]:
     """The prompt ids and the 16-bit model's first greedy tokens after them."""
     import torch
@@ -131,7 +108,13 @@ def verify_gguf(scorer: Any, tokenizer: Any, stops: dict[str, int], prompt_ids: 
                 reference: list[int]) -> Verification:  # fmt: skip
     where = str(scorer.path)
     check_template(scorer.chat_template(), tokenizer, where)
-    status = check_stop_tokens(scorer, stops, where)
+    status = {name: scorer.is_end_of_generation(token) for name, token in stops.items()}
+    missing = [name for name, ok in status.items() if not ok]
+    if missing:
+        raise VerificationError(
+            f"{where}: {', '.join(missing)} is not an end-of-generation token in the GGUF, so chat replies would "
+            "not stop at the end of the turn. Re-export with the tokenizer files of the trained model."
+        )
     tokens = scorer.greedy_tokens(prompt_ids, len(reference))
     return Verification(template_matches=True, stop_tokens=status, first_tokens=tokens, reference_tokens=reference)
 
