@@ -1,26 +1,20 @@
-"""What every evaluation task is: the `Task` record each task module fills in, and lm-eval's prompt rules.
-
-A multiple-choice task is scored like lm-evaluation-harness 0.4.13 (`output_type: multiple_choice`):
-
-- the context is `description + few-shot block + doc_to_text(doc)`; the few-shot block is, per example,
-  `doc_to_text(example) + target_delimiter + choice[target] + fewshot_delimiter`;
-- each continuation is `target_delimiter + choice` (` A`..` D`, ` yes`/` no`/` maybe`);
-- with the chat template (lm-eval's `--apply_chat_template`) the description is the system turn, the rest one
-  user turn (`multiturn_to_singleturn`), rendered with a generation prompt, and the continuation is the bare
-  choice (no delimiter, as the task sets no `gen_prefix`);
-- `acc` is the argmax of the summed log-likelihoods, `acc_norm` divides each by the choice's length in
-  characters; both take the first maximum on ties (numpy's argmax).
+"""The `Task` record each task module fills in, and lm-eval 0.4.13's multiple-choice prompt rules
+(`output_type: multiple_choice`): context = description + few-shot block + `doc_to_text(doc)`, continuation =
+target delimiter + choice; under the chat template (`--apply_chat_template`) the description is the system turn,
+the rest one user turn, and the bare choice is scored (the tasks set no `gen_prefix`). `acc` is the argmax of the
+summed log-likelihoods, `acc_norm` divides by the choice's length in characters; ties take the first maximum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medsft.data.records import LETTERS, MultipleChoiceItem, OnError
 from medsft.data.synthetic import SyntheticCase
+from medsft.tasks.extraction import extract_option_letter
 
 Row = dict[str, Any]
 TaskText = tuple[str, str, str]  # (item id, part, text): what decontamination indexes
@@ -44,11 +38,6 @@ def letters_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
     """The question, its lettered options and the instruction, for chain-of-thought decoding."""
     options = "\n".join(option_lines(item.choices))
     return f"{item.question}\n\n{options}\n\n{instruction}"
-
-
-def question_texts(read: Callable[[str | None], list[MultipleChoiceItem]]) -> Callable[[str | None], list[TaskText]]:
-    """A task's `eval_texts` that indexes every question of its default split."""
-    return lambda path: [(item.id, "question", item.question) for item in read(path)]
 
 
 @dataclass(frozen=True)
@@ -80,7 +69,6 @@ class Task:
     discipline: str | None = None  # what `item.subject` means in the per-discipline table ("subject")
     # Generated: (count, seed) -> cases.
     generate: Callable[[int, int], list[SyntheticCase]] | None = None
-    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -89,11 +77,6 @@ class Task:
     @property
     def multiple_choice(self) -> bool:
         return self.kind in ("letters", "fixed")
-
-    @property
-    def generative(self) -> bool:
-        """Always scored by generating replies (so it gets the generation item limit and token cap)."""
-        return not self.multiple_choice
 
     def choices(self, item: MultipleChoiceItem) -> list[str]:
         """The choice strings lm-eval scores (and measures for acc_norm), without the delimiter."""
@@ -137,3 +120,15 @@ class Task:
         """What each choice's log-likelihood is summed over; under the chat template no delimiter is added."""
         delimiter = "" if chat else TARGET_DELIMITER
         return [delimiter + choice for choice in self.choices(item)]
+
+
+def letters_task(name: str, read: Callable[..., list[MultipleChoiceItem]], **fields: Any) -> Task:
+    """A task with options ` A`..` D`: the letter chain-of-thought prompt and extraction, every question of its
+    default split indexed for decontamination; `fields` fill in the rest (or override these)."""
+    defaults: dict[str, Any] = {
+        "cot_prompt": letters_cot_prompt,
+        "cot_instruction": LETTER_COT_INSTRUCTION,
+        "extract": extract_option_letter,
+        "eval_texts": lambda path: [(item.id, "question", item.question) for item in read(path)],
+    }
+    return Task(name, "letters", read=read, **{**defaults, **fields})

@@ -38,11 +38,8 @@ def final_segment(text: str) -> str:
 
 
 def _letter_pattern(lead: str, letters: str) -> str:
-    """A lead-in (any case) followed by an option letter.
-
-    The letter is upper case on its own and any case in parentheses, so "the answer is a fever" is not
-    option A; a lone lower-case letter that ends the line is accepted too (`Final answer: b`).
-    """
+    """A lead-in (any case) followed by an option letter: upper case, any case in parentheses, or a lone lower-case
+    letter that ends the line (`Final answer: b`)."""
     upper, lower = letters.upper(), letters.lower()
     alternatives = [
         rf"\(\s*([{upper}{lower}])\s*\)",
@@ -52,22 +49,22 @@ def _letter_pattern(lead: str, letters: str) -> str:
     return rf"(?i:{lead})(?:(?i:option|choice)\s+)?{_DECOR}(?:{'|'.join(alternatives)})"
 
 
-def _last_letter(pattern: str, text: str) -> int | None:
-    matches = list(re.finditer(pattern, text, flags=re.MULTILINE))
-    if not matches:
-        return None
-    letter = next(g for g in matches[-1].groups() if g)
-    return LETTERS.index(letter.upper())
+def _lead_letter(text: str, letters: str) -> int | None:
+    """Rules 1-3: the last letter after the strongest lead-in that has one."""
+    for lead in _LEAD.values():
+        matches = list(re.finditer(_letter_pattern(lead, letters), text, flags=re.MULTILINE))
+        if matches:
+            return LETTERS.index(next(g for g in matches[-1].groups() if g).upper())
+    return None
 
 
 def extract_letter(text: str, options: Sequence[str] = ()) -> int | None:
     """The chosen option's index from a free-text reply, or None when no rule finds one."""
     letters = LETTERS[: len(options)] if options else "ABCD"
     segment = final_segment(text)
-    for lead in _LEAD.values():
-        found = _last_letter(_letter_pattern(lead, letters), segment)
-        if found is not None:
-            return found
+    found = _lead_letter(segment, letters)
+    if found is not None:
+        return found
     bare = re.fullmatch(rf"{_DECOR}\(?([{letters}])\)?[.:]?{_DECOR}", segment.strip())
     if bare:
         return LETTERS.index(bare.group(1))
@@ -75,14 +72,9 @@ def extract_letter(text: str, options: Sequence[str] = ()) -> int | None:
     if opening:
         return LETTERS.index(opening.group(1))
     by_text = _match_option_text(segment, options)
-    if by_text is not None:
+    if by_text is not None or segment == text:
         return by_text
-    if segment != text:  # nothing after </think>: an answer stated inside the reasoning still counts
-        for lead in _LEAD.values():
-            found = _last_letter(_letter_pattern(lead, letters), text)
-            if found is not None:
-                return found
-    return None
+    return _lead_letter(text, letters)  # nothing after </think>: an answer stated inside the reasoning still counts
 
 
 def _normalize(text: str) -> str:
@@ -94,7 +86,7 @@ def _match_option_text(segment: str, options: Sequence[str]) -> int | None:
     if not options:
         return None
     wanted = {_normalize(option): i for i, option in enumerate(options)}
-    for lead in (_LEAD["final"], _LEAD["answer_is"], _LEAD["answer_colon"]):
+    for lead in _LEAD.values():
         for match in reversed(list(re.finditer(rf"(?i:{lead})(.+)", segment))):
             said = _normalize(match.group(1))
             if said in wanted:

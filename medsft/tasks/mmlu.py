@@ -19,8 +19,7 @@ from typing import Any
 
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import LETTER_COT_INSTRUCTION, Row, Task, option_lines, question_texts
-from medsft.tasks.extraction import extract_option_letter
+from medsft.tasks.base import Row, Task, letters_task, option_lines
 
 FOLDER = BENCHMARKS_DIR / "mmlu"
 SUBJECTS = (
@@ -112,28 +111,23 @@ def make_task(subject: str) -> Task:
     def load_items(
         path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
     ) -> list[MultipleChoiceItem]:
-        items = read_split(subject, split, path, on_error)
-        return items[:limit] if limit is not None else items
+        return read_split(subject, split, path, on_error)[:limit]
 
     def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
         return raw_csv_rows(subject_file(subject, "test", path), len(items))
 
-    return Task(
+    return letters_task(
         f"mmlu_{subject}",
-        "letters",
-        read=load_items,
+        load_items,
         sources={"test": f"bundled:mmlu/test/{subject}_test.csv", "dev": f"bundled:mmlu/dev/{subject}_dev.csv"},
         files=lambda path, split: [subject_file(subject, split, path)],
         prompt=prompt,
         description=lambda item: description(subject),
-        cot_prompt=cot_prompt,
-        cot_instruction=LETTER_COT_INSTRUCTION,
-        extract=extract_option_letter,
+        cot_prompt=cot_prompt,  # the question stripped, as lm-eval's doc_to_text strips it
         lm_eval_yaml=f"mmlu/default/mmlu_{subject}.yaml",
         lm_eval_version="1.0",
         lm_eval_row=lm_eval_row,
         raw_rows=raw_rows,
-        eval_texts=question_texts(load_items),
         fewshot=lambda: list(dev_items(subject)),
         discipline="subject",
     )

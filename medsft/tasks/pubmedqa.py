@@ -49,10 +49,9 @@ def test_records(path: str | None = None, on_error: OnError = "raise") -> list[d
 def load_items(
     path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
 ) -> list[MultipleChoiceItem]:
-    """The test items (choices yes/no/maybe, context = the abstract's passages joined by "\\n"), in the order
-    of the official `test_ground_truth.json`; `limit` takes the first."""
-    items = [pubmedqa_item(r) for r in test_records(path, on_error)]
-    return items[:limit] if limit is not None else items
+    """The first `limit` test items (context: the abstract's passages joined by "\\n"), in the order of the
+    official `test_ground_truth.json`."""
+    return [pubmedqa_item(r) for r in test_records(path, on_error)][:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
@@ -106,7 +105,7 @@ def files(path: str | None, split: str) -> list[Path]:
 TASK = Task(
     "pubmedqa",
     "fixed",
-    read=lambda path, split, limit, on_error: load_items(path, split, limit, on_error),
+    read=load_items,
     sources={"test": SOURCE},
     files=files,
     prompt=prompt,
