@@ -50,18 +50,13 @@ def encode_rendered(tokenizer: Any, text: str | list[str]) -> Any:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def bos_count(tokenizer: Any, ids: list[int]) -> int:
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return 0 if bos is None else sum(1 for token in ids if token == bos)
-
-
 def check_one_bos(tokenizer: Any, ids: list[int]) -> None:
     """Raise unless the sequence starts with its single `<bos>`: a second one (template text tokenized with special
     tokens added) quietly degrades Gemma fine-tunes. Tokenizers without a bos token (Qwen) have nothing to check."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return
-    count = bos_count(tokenizer, ids)
+    count = sum(1 for token in ids if token == bos)
     if count != 1 or not ids or ids[0] != bos:
         raise ValueError(
             f"expected exactly one {tokenizer.bos_token} at the start of the sequence, found {count}"
