@@ -283,7 +283,7 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
             try:
                 return hint(value)
             except ValueError:
-                fail(expected)
+                pass
         numeric = isinstance(value, int) or (isinstance(value, float) and (hint is float or value.is_integer()))
         if isinstance(value, bool) or not numeric:
             fail(expected)

@@ -13,13 +13,32 @@ from typing import Any
 
 from medsft.config import EVAL_SUITES, RunConfig, expand_suites
 from medsft.data.decontaminate import EvalText
+from medsft.data.dialogue_split import held_out_texts, load_dialogue_eval
+from medsft.data.loaders import bundled_path
 from medsft.data.records import DataError, OnError
-from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE
-from medsft.tasks import dialogue, medmcqa, medqa, mmlu, pubmedqa, synthetic
+from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE, synthetic_eval_cases, synthetic_ood_cases
+from medsft.tasks import medmcqa, medqa, mmlu, pubmedqa
 from medsft.tasks.base import Task
 
+# Cases drawn from the seed, labels computed from the fact tables, always scored by generation
+# (medsft.evaluate.synthetic): `synthetic` reserved in-distribution cases no training case can equal,
+# `synthetic_ood` held-out facts and phrasings.
+GENERATED = (
+    Task("synthetic", "generated", generate=synthetic_eval_cases),
+    Task("synthetic_ood", "generated", generate=synthetic_ood_cases),
+)
+# Free-text replies to the 500 held-out dialogues of the carried ChatDoctor file (the split, fixed whatever the
+# seed: medsft.data.dialogue_split), scored by ROUGE and key-point hit rate (medsft.evaluate.dialogue).
+DIALOGUE = Task(
+    "dialogue",
+    "dialogue",
+    read=lambda path, split, limit, on_error: load_dialogue_eval(limit),
+    sources={"test": "bundled:chatdoctor"},
+    files=lambda path, split: [bundled_path("chatdoctor")],
+    eval_texts=lambda path: held_out_texts(),  # every patient message and reference reply
+)
 TASKS: dict[str, Task] = {
-    task.name: task for task in (medqa.TASK, pubmedqa.TASK, medmcqa.TASK, *mmlu.TASKS, *synthetic.TASKS, dialogue.TASK)
+    task.name: task for task in (medqa.TASK, pubmedqa.TASK, medmcqa.TASK, *mmlu.TASKS, *GENERATED, DIALOGUE)
 }
 SUITES = EVAL_SUITES
 

@@ -75,10 +75,9 @@ def lm_eval_row(item: MultipleChoiceItem) -> Row:
 
 
 def raw_lm_eval_row(raw: Row) -> Row:
-    if "QUESTION" in raw:  # ori_pqal.json / bigbio layout
-        return {key: raw[key] for key in ("QUESTION", "CONTEXTS", "final_decision")}
-    return {"QUESTION": raw["question"], "CONTEXTS": raw["context"]["contexts"],
-            "final_decision": raw["final_decision"]}  # fmt: skip
+    if "QUESTION" not in raw:  # the hub's pqa_labeled layout (ori_pqal.json and bigbio have these keys)
+        raw = {**raw, "QUESTION": raw["question"], "CONTEXTS": raw["context"]["contexts"]}
+    return {key: raw[key] for key in ("QUESTION", "CONTEXTS", "final_decision")}
 
 
 def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
