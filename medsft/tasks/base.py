@@ -23,7 +23,6 @@ TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
 MAX_FEWSHOT = 5  # MMLU's dev split: 5 rows per subject
 
-
 LETTER_COT_INSTRUCTION = (
     "Think through the question step by step, then give your answer on the last line as 'Final answer: <letter>'."
 )
@@ -84,9 +83,6 @@ class Task:
             return list(LETTERS[: len(item.choices)])
         return list(item.choices)
 
-    def answer_text(self, item: MultipleChoiceItem) -> str:
-        return self.choices(item)[item.answer]
-
     def shots(self, item: MultipleChoiceItem, num_fewshot: int) -> list[MultipleChoiceItem]:
         """The `num_fewshot` examples put before `item` (lm-eval's sampler for this task)."""
         if num_fewshot == 0:
@@ -101,23 +97,20 @@ class Task:
         """(description, the rest of the context): the system and user parts of lm-eval's prompt."""
         assert self.prompt is not None, f"{self.name} is not a multiple-choice task"
         block = "".join(
-            f"{self.prompt(shot)}{TARGET_DELIMITER}{self.answer_text(shot)}{FEWSHOT_DELIMITER}"
+            f"{self.prompt(shot)}{TARGET_DELIMITER}{self.choices(shot)[shot.answer]}{FEWSHOT_DELIMITER}"
             for shot in self.shots(item, num_fewshot)
         )
         return (self.description(item) if self.description else ""), block + self.prompt(item)
 
     def context(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> str:
-        """lm-eval's plain context: description, few-shot block, the question."""
         return "".join(self.turns(item, num_fewshot))
 
     def messages(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> Messages:
-        """lm-eval's chat-template context before rendering: the description as system turn, the rest one user
-        turn (`fewshot_as_multiturn` off)."""
+        """lm-eval's chat-template context before rendering (`fewshot_as_multiturn` off)."""
         system, user = self.turns(item, num_fewshot)
         return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": user}]
 
     def continuations(self, item: MultipleChoiceItem, chat: bool = False) -> list[str]:
-        """What each choice's log-likelihood is summed over; under the chat template no delimiter is added."""
         delimiter = "" if chat else TARGET_DELIMITER
         return [delimiter + choice for choice in self.choices(item)]
 

@@ -1,8 +1,6 @@
-"""Answer extraction for chain-of-thought replies: which option a free-text answer picks.
-
-A reasoning model writes `<think>...</think>` and then its answer, so its letter is found by reading the
-text, not by scoring ` A`..` D`. Extraction looks at the text after the last `</think>` first and takes
-the *last* match of the strongest rule (models restate, and the closing statement is the answer):
+"""Answer extraction for chain-of-thought replies: which option a free-text answer picks. A reasoning model writes
+`<think>...</think>` and then its answer, so the text after the last `</think>` is read first, taking the *last*
+match of the strongest rule (models restate, and the closing statement is the answer):
 
 1. `Final answer: B` / `final answer is (B)`;  2. `the answer is B` / `answer is (B)`;  3. `Answer: B`;
 4. the reply is just a letter (`B`, `(B)`, `B.`) or opens with one (`B. Metformin ...`);

@@ -1,10 +1,6 @@
-"""MedMCQA: the validation split (4,183 questions in 21 subject files; the split lm-eval's `medmcqa` scores,
-as the test labels are not public), carried in `medsft/data/benchmarks/medmcqa/validation/`.
-
-lm-eval's `utils_medmcqa.doc_to_text`: `Question: {q}\\nChoices:\\nA. {opa}\\nB. {opb}\\nC. {opc}\\nD. {opd}\\n
-Answer:`, choices ` A`..` D`, target `cop`, no description. The carried rows hold the options as one string
-`A. ..\\nB. ..\\nC. ..\\nD. ..` and the answer as `B. <text>`; each is split back and checked (the letter's
-text must equal the option's). The subject is the file name: the per-discipline view.
+"""MedMCQA: the validation split (4,183 questions in 21 subject files, the subject being the file name), the split
+lm-eval's `medmcqa` scores as the test labels are not public. The carried rows hold the options as one string and
+the answer as `B. <text>`; each is split back and checked (the letter's text must equal the option's).
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""MedQA USMLE 4-option: the carried official test split (1,273; `split="dev"`: dev, 1,272), as lm-eval's
-`medqa_4options` scores it (GBaker/MedQA-USMLE-4-options-hf layout, choices ` A`..` D`, no description).
-
-`Question: {q}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:` is lm-eval's `preprocess_medqa.doc_to_text`; the
-question and options are kept verbatim (row 243 starts with a space, and lm-eval keeps it).
+"""MedQA USMLE 4-option: the carried official test split (1,273; dev: 1,272), as lm-eval's `medqa_4options`
+scores it (GBaker/MedQA-USMLE-4-options-hf layout, no description; `prompt` is `preprocess_medqa.doc_to_text`).
+The question and options are kept verbatim (row 243 starts with a space, and lm-eval keeps it).
 """
 
 from __future__ import annotations
