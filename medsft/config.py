@@ -25,11 +25,7 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 # Allowed values live next to the config so the error messages and the docs cannot drift apart.
 ALL_LINEAR = "all-linear"
 LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fused", "sgd", "adafactor")
-SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-BACKENDS = ("auto", "unsloth", "transformers")
-CHECKPOINT_MEASURES = ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
 EVAL_MODES = ("loglikelihood", "generate")
 EVAL_VIEWS = ("raw", "chat")
@@ -304,31 +300,28 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
             value = {"name": value}
         if not isinstance(value, dict):
             fail("a data source mapping like {name: medqa, count: 100}")
-        source_fields = {f.name: f for f in dataclasses.fields(DataSource)}
-        unknown = sorted(set(value) - set(source_fields))
+        hints = typing.get_type_hints(DataSource)  # its fields, in order
+        unknown = sorted(set(value) - set(hints))
         if unknown:
-            raise ConfigError(
-                f"{name}: unknown key '{unknown[0]}' (from {source}); valid keys: {', '.join(source_fields)}"
-            )
+            raise ConfigError(f"{name}: unknown key '{unknown[0]}' (from {source}); valid keys: {', '.join(hints)}")
         if "name" not in value:
             raise ConfigError(f"{name}: missing 'name' (from {source}); one of {', '.join(DATA_SOURCES)}")
-        source_hints = typing.get_type_hints(DataSource)
-        return DataSource(**{k: coerce(f"{name}.{k}", v, source_hints[k], source) for k, v in value.items()})
+        return DataSource(**{k: coerce(f"{name}.{k}", v, hints[k], source) for k, v in value.items()})
     raise TypeError(f"no coercion for {hint!r}")  # a programming error, not a user error
 
 
 # The choice fields (for a list field, each item) and what they allow.
 CHOICES = {
-    "backend": BACKENDS,
+    "backend": ("auto", "unsloth", "transformers"),
     "dtype": DTYPES,
-    "optimizer": OPTIMIZERS,
-    "lr_scheduler": SCHEDULERS,
+    "optimizer": ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fused", "sgd", "adafactor"),
+    "lr_scheduler": ("cosine", "linear", "constant", "constant_with_warmup"),
     "eval_tasks": EVAL_TASKS,
     "eval_mode": EVAL_MODES,
     "eval_views": EVAL_VIEWS,
     "eval_engine": EVAL_ENGINES,
     "export_quantizations": QUANTIZATIONS,
-    "select_checkpoint_by": CHECKPOINT_MEASURES,
+    "select_checkpoint_by": ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy"),
 }
 
 
@@ -399,5 +392,5 @@ def validate(config: RunConfig) -> None:
 
 
 def selection_task(select_checkpoint_by: str) -> str | None:
-    """`pubmedqa_accuracy` -> `pubmedqa` (one of `CHECKPOINT_MEASURES`); `eval_loss` -> None."""
+    """`pubmedqa_accuracy` -> `pubmedqa`; `eval_loss` -> None."""
     return None if select_checkpoint_by == "eval_loss" else select_checkpoint_by.removesuffix("_accuracy")
