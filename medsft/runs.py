@@ -283,6 +283,5 @@ def sha256_rows(rows: list[dict[str, Any]]) -> str:
     """Hash of a dataset's rows in order, so a manifest pins exactly what was trained on."""
     digest = hashlib.sha256()
     for row in rows:
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
-        digest.update(b"\n")
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
     return digest.hexdigest()
