@@ -213,7 +213,6 @@ def write_json(path: Path, data: Any, overwrite: bool = False, strict: bool = Fa
 
 
 def read_json(path: Path) -> Any | None:
-    """A JSON record, or None if it was not written."""
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -237,7 +236,6 @@ def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
-    """Installed versions of `names` (those not installed are left out)."""
     versions = {}
     for name in names:
         try:

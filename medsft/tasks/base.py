@@ -14,7 +14,7 @@ from typing import Any
 
 from medsft.data.records import LETTERS, MultipleChoiceItem, OnError
 from medsft.data.synthetic import SyntheticCase
-from medsft.tasks.extraction import extract_option_letter
+from medsft.tasks.extraction import extract_letter
 
 Row = dict[str, Any]
 TaskText = tuple[str, str, str]  # (item id, part, text): what decontamination indexes
@@ -34,7 +34,6 @@ def option_lines(choices: Sequence[str]) -> list[str]:
 
 
 def letters_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    """The question, its lettered options and the instruction, for chain-of-thought decoding."""
     options = "\n".join(option_lines(item.choices))
     return f"{item.question}\n\n{options}\n\n{instruction}"
 
@@ -121,7 +120,7 @@ def letters_task(name: str, read: Callable[..., list[MultipleChoiceItem]], **fie
     defaults: dict[str, Any] = {
         "cot_prompt": letters_cot_prompt,
         "cot_instruction": LETTER_COT_INSTRUCTION,
-        "extract": extract_option_letter,
+        "extract": lambda reply, item: extract_letter(reply, item.choices),
         "eval_texts": lambda path: [(item.id, "question", item.question) for item in read(path)],
     }
     return Task(name, "letters", read=read, **{**defaults, **fields})

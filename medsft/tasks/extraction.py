@@ -108,11 +108,6 @@ def extract_yes_no_maybe(text: str) -> str | None:
     return None
 
 
-def extract_option_letter(text: str, item: MultipleChoiceItem) -> int | None:
-    """The index of the option letter a reply picks (MedQA), or None."""
-    return extract_letter(text, item.choices)
-
-
 def extract_decision(text: str, item: MultipleChoiceItem) -> int | None:
     """The index into `item.choices` of the yes/no/maybe a reply states (PubMedQA), or None."""
     word = extract_yes_no_maybe(text)
