@@ -328,8 +328,7 @@ CHOICES = {
 def validate(config: RunConfig) -> None:
     """Range and choice checks that types alone cannot express."""
 
-    def one_of(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
-        allowed = tuple(allowed)
+    def one_of(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
         if value not in allowed:
             raise ConfigError(f"{name}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 

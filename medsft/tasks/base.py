@@ -18,7 +18,6 @@ from medsft.tasks.extraction import extract_letter
 
 Row = dict[str, Any]
 TaskText = tuple[str, str, str]  # (item id, part, text): what decontamination indexes
-Messages = list[dict[str, str]]
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
 MAX_FEWSHOT = 5  # MMLU's dev split: 5 rows per subject
@@ -104,7 +103,7 @@ class Task:
     def context(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> str:
         return "".join(self.turns(item, num_fewshot))
 
-    def messages(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> Messages:
+    def messages(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> list[dict[str, str]]:
         """lm-eval's chat-template context before rendering (`fewshot_as_multiturn` off)."""
         system, user = self.turns(item, num_fewshot)
         return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": user}]
