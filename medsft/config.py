@@ -1,14 +1,7 @@
-"""One config object for a run: every knob, filled from a recipe, the environment and overrides.
-
-Precedence, lowest to highest (later sources win, field by field):
-
-1. the dataclass defaults below (they run the embedded Gemma 3 270M on CPU);
-2. a YAML recipe (`recipes/<model>/<task>.yaml`, or any path), given as `recipe=`;
-3. `MEDSFT_<FIELD>` environment variables (`MEDSFT_LORA_R=8`, `MEDSFT_DRY_RUN=1`);
-4. explicit overrides: papermill parameters, `medsft run -p key value`, keyword arguments.
-
-`load_config` validates the merged result once, before any model or data is loaded, and raises
-`ConfigError` with a one-line message naming the field, the source it came from and what is allowed.
+"""One config object for a run: every knob, filled from (lowest to highest, field by field) the dataclass
+defaults (the embedded Gemma 3 270M on CPU), a YAML recipe, `MEDSFT_<FIELD>` environment variables and explicit
+overrides (papermill parameters, `medsft run -p key value`, keyword arguments); validated once by `load_config`,
+before any model or data is loaded, with a `ConfigError` naming the field, its source and what is allowed.
 """
 
 from __future__ import annotations
@@ -30,24 +23,13 @@ ENV_PREFIX = "MEDSFT_"
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 # Allowed values live next to the config so the error messages and the docs cannot drift apart.
-# `lora_target`: "all-linear" means what it means in peft (every linear layer of the language model except the
-# output head; medsft resolves it to those layers' names on the loaded model, so Unsloth gets the same list), a
-# named group, or a comma-separated list of module names.
 ALL_LINEAR = "all-linear"
 LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fused", "sgd", "adafactor")
-SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-BACKENDS = ("auto", "unsloth", "transformers")
-# What picks the checkpoint that becomes the adapter (medsft.train.checkpoint_selection): validation loss,
-# or a benchmark's accuracy on its own held-out training rows.
-CHECKPOINT_MEASURES = ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy")
 QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
-EVAL_MODES = ("loglikelihood", "generate")  # how multiple-choice tasks are scored; generated ones always generate
-# How multiple-choice tasks are shown to the model when scored by log-likelihood: "raw" (lm-eval's default prompt,
-# the comparable number) and "chat" (the same items through the chat template, lm-eval's --apply_chat_template).
+EVAL_MODES = ("loglikelihood", "generate")
 EVAL_VIEWS = ("raw", "chat")
-EVAL_ENGINES = ("transformers", "vllm")  # what runs the evaluated models (medsft.evaluate.compare.load_scorer)
+EVAL_ENGINES = ("transformers", "vllm")
 # PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
 # decision alone, which puts all of the loss on the word the benchmark scores right after the question.
 DATA_STYLES = {"pubmedqa": ("reasoning", "answer")}
@@ -68,13 +50,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataSource:
-    """One training source in the dataset mix.
-
-    `path` is a hub dataset id or a local JSON/JSONL/Parquet file; None uses the sample bundled in the
-    package, so everything runs offline. `count` takes that many rows; `weight` shares `train_rows`
-    between weighted sources. Give one of them or neither (all rows). `style` picks how a source's rows
-    become assistant turns, where it has a choice (`DATA_STYLES`); None is the source's default.
-    """
+    """One training source in the dataset mix: `path` a hub dataset id or a local JSON/JSONL/Parquet file (None:
+    the bundled sample, so everything runs offline); `count` rows, or a `weight` sharing `train_rows` (one or
+    neither: all rows); `style` how its rows become assistant turns (`DATA_STYLES`; None: the source's default)."""
 
     name: str
     path: str | None = None
@@ -101,6 +79,9 @@ class RunConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    # "all-linear" as in peft (every linear layer of the language model but the output head; medsft resolves it to
+    # those layers' names on the loaded model, so Unsloth gets the same list), a named group (`LORA_TARGETS`), or a
+    # comma-separated list of module names.
     lora_target: str = "all-linear"
 
     # Optimisation
@@ -121,8 +102,7 @@ class RunConfig:
     eval_every_steps: int = 20
     save_every_steps: int = 20
     # The adapter is the checkpoint best by this measure on the validation rows: `eval_loss`, or a benchmark's
-    # accuracy on its own held-out training rows (`pubmedqa_accuracy`,
-    # `medqa_accuracy`; medsft.train.checkpoint_selection)
+    # accuracy on its own held-out training rows (`pubmedqa_accuracy`, `medqa_accuracy`; train.checkpoint_selection)
     select_checkpoint_by: str = "eval_loss"
     early_stopping_patience: int = 0
     early_stopping_threshold: float = 0.0
@@ -149,8 +129,9 @@ class RunConfig:
     # How MedQA/PubMedQA are scored: "loglikelihood" (lm-eval's choice log-likelihoods) or "generate" (a reasoned
     # reply through the chat template, answer extracted). The synthetic tasks always generate.
     eval_mode: str = "loglikelihood"
-    # The scoring views of log-likelihood scoring, each a separate result (`<task>_chat`) for base and tuned: a
-    # model trained through the chat template is read in both, the raw one being the leaderboard's number.
+    # How multiple-choice tasks are shown when scored by log-likelihood, each view a separate result for base and
+    # tuned: "raw" (lm-eval's default prompt, the leaderboard's comparable number) and "chat" (`<task>_chat`: the
+    # same items through the chat template, lm-eval's --apply_chat_template); a chat-trained model is read in both.
     eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
     # Items per task in the chat view (one fixed draw spread over the split, `evaluate.compare.view_items`; each is
     # also in the raw view, so the two pair; None: all): its prompts are ~1.5x longer (the template's turns), so
@@ -217,7 +198,12 @@ def load_config(
 def build_config(values: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> RunConfig:
     """Turn raw values (from YAML, env or papermill) into a validated RunConfig."""
     sources = sources or {}
-    check_names(values.keys(), where=sources)
+    for name in values:
+        if name not in FIELD_NAMES:  # suggest the closest valid name, and list all of them
+            close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            origin = sources.get(name, "arguments")
+            raise ConfigError(f"unknown field '{name}' in {origin}{hint}; valid fields: {', '.join(FIELD_NAMES)}")
     hints = typing.get_type_hints(RunConfig)
     kwargs = {name: coerce(name, value, hints[name], sources.get(name, "arguments")) for name, value in values.items()}
     config = RunConfig(**kwargs)
@@ -232,16 +218,6 @@ def expand_suites(tasks: typing.Iterable[str]) -> list[str]:
     for name in tasks:
         out += [task for task in EVAL_SUITES.get(name, (name,)) if task not in out]
     return out
-
-
-def check_names(names: typing.Iterable[str], where: Mapping[str, str] | None = None) -> None:
-    """Reject unknown field names, suggesting the closest valid one and listing all of them."""
-    for name in names:
-        if name not in FIELD_NAMES:
-            origin = (where or {}).get(name, "arguments")
-            close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown field '{name}' in {origin}{hint}; valid fields: {', '.join(FIELD_NAMES)}")
 
 
 def resolve_recipe(recipe: str | Path) -> Path:
@@ -297,30 +273,17 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         fail("true or false")
-    if hint is int:
-        if isinstance(value, bool):
-            fail("an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    if hint in (int, float):
+        expected = "an integer" if hint is int else "a number"
         if isinstance(value, str):
             try:
-                return int(value)
+                return hint(value)
             except ValueError:
                 pass
-        fail("an integer")
-    if hint is float:
-        if isinstance(value, bool):
-            fail("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        fail("a number")
+        numeric = isinstance(value, int) or (isinstance(value, float) and (hint is float or value.is_integer()))
+        if isinstance(value, bool) or not numeric:
+            fail(expected)
+        return hint(value)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -337,23 +300,35 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
             value = {"name": value}
         if not isinstance(value, dict):
             fail("a data source mapping like {name: medqa, count: 100}")
-        source_fields = {f.name: f for f in dataclasses.fields(DataSource)}
-        unknown = sorted(set(value) - set(source_fields))
+        hints = typing.get_type_hints(DataSource)  # its fields, in order
+        unknown = sorted(set(value) - set(hints))
         if unknown:
-            raise ConfigError(
-                f"{name}: unknown key '{unknown[0]}' (from {source}); valid keys: {', '.join(source_fields)}"
-            )
+            raise ConfigError(f"{name}: unknown key '{unknown[0]}' (from {source}); valid keys: {', '.join(hints)}")
         if "name" not in value:
             raise ConfigError(f"{name}: missing 'name' (from {source}); one of {', '.join(DATA_SOURCES)}")
-        source_hints = typing.get_type_hints(DataSource)
-        return DataSource(**{k: coerce(f"{name}.{k}", v, source_hints[k], source) for k, v in value.items()})
+        return DataSource(**{k: coerce(f"{name}.{k}", v, hints[k], source) for k, v in value.items()})
     raise TypeError(f"no coercion for {hint!r}")  # a programming error, not a user error
+
+
+# The choice fields (for a list field, each item) and what they allow.
+CHOICES = {
+    "backend": ("auto", "unsloth", "transformers"),
+    "dtype": DTYPES,
+    "optimizer": ("adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_fused", "sgd", "adafactor"),
+    "lr_scheduler": ("cosine", "linear", "constant", "constant_with_warmup"),
+    "eval_tasks": EVAL_TASKS,
+    "eval_mode": EVAL_MODES,
+    "eval_views": EVAL_VIEWS,
+    "eval_engine": EVAL_ENGINES,
+    "export_quantizations": QUANTIZATIONS,
+    "select_checkpoint_by": ("eval_loss", "pubmedqa_accuracy", "medqa_accuracy"),
+}
 
 
 def validate(config: RunConfig) -> None:
     """Range and choice checks that types alone cannot express."""
-    def one_of(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
-        allowed = tuple(allowed)
+
+    def one_of(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
         if value not in allowed:
             raise ConfigError(f"{name}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
@@ -361,28 +336,21 @@ def validate(config: RunConfig) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    one_of("backend", config.backend, BACKENDS)
-    one_of("dtype", config.dtype, DTYPES)
-    one_of("optimizer", config.optimizer, OPTIMIZERS)
-    one_of("lr_scheduler", config.lr_scheduler, SCHEDULERS)
-    for i, task in enumerate(config.eval_tasks):
-        one_of(f"eval_tasks[{i}]", task, EVAL_TASKS)  # the task table, medsft.tasks
-    one_of("eval_mode", config.eval_mode, EVAL_MODES)
-    for i, view in enumerate(config.eval_views):
-        one_of(f"eval_views[{i}]", view, EVAL_VIEWS)
+    for name, allowed in CHOICES.items():
+        value = getattr(config, name)
+        for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            one_of(name if i is None else f"{name}[{i}]", item, allowed)
     if "raw" not in config.eval_views:
         raise ConfigError("eval_views: must hold 'raw' (the leaderboard's comparable number); add 'chat' beside it")
-    one_of("eval_engine", config.eval_engine, EVAL_ENGINES)
-    for i, quant in enumerate(config.export_quantizations):
-        one_of(f"export_quantizations[{i}]", quant, QUANTIZATIONS)
+    if not config.datasets:
+        raise ConfigError("datasets: the mix is empty; add at least one source, e.g. [{name: synthetic}]")
     for i, source in enumerate(config.datasets):
         one_of(f"datasets[{i}].name", source.name, DATA_SOURCES)
         if source.count is not None and source.weight is not None:
             raise ConfigError(f"datasets[{i}]: give count or weight, not both")
-        if source.count is not None:
-            positive(f"datasets[{i}].count", source.count)
-        if source.weight is not None:
-            positive(f"datasets[{i}].weight", source.weight)
+        for key in ("count", "weight"):
+            if getattr(source, key) is not None:
+                positive(f"datasets[{i}].{key}", getattr(source, key))
         if source.style is not None:
             if source.name not in DATA_STYLES:
                 raise ConfigError(f"datasets[{i}].style: source '{source.name}' has no styles to choose from")
@@ -392,60 +360,36 @@ def validate(config: RunConfig) -> None:
             f"lora_target: {config.lora_target!r} is not allowed; choose one of "
             f"{', '.join([ALL_LINEAR, *LORA_TARGETS])} or a comma-separated list of module names"
         )
-    for name in ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "gradient_accumulation_steps"):
-        positive(name, getattr(config, name))
-    for name in ("learning_rate", "num_epochs"):
-        positive(name, getattr(config, name))
-    for name in (
-        "weight_decay",
-        "max_grad_norm",
-        "early_stopping_patience",
-        "early_stopping_threshold",
-        "eval_every_steps",
-        "save_every_steps",
-    ):
+    sizes = ("max_seq_length", "lora_r", "lora_alpha", "batch_size", "gradient_accumulation_steps", "logging_steps")
+    item_counts = ("eval_limit", "eval_generate_limit", "eval_chat_limit", "export_check_items", "train_rows")
+    for name in (*sizes, "learning_rate", "num_epochs", "eval_max_new_tokens", *item_counts):
+        if getattr(config, name) is not None:  # None: every item, or every row
+            positive(name, getattr(config, name))
+    may_be_zero = ("weight_decay", "max_grad_norm", "early_stopping_patience", "early_stopping_threshold")
+    for name in (*may_be_zero, "eval_every_steps", "save_every_steps"):
         positive(name, getattr(config, name), allow_zero=True)
+    for name in ("lora_dropout", "warmup_ratio", "validation_fraction"):
+        if not 0 <= getattr(config, name) < 1:
+            raise ConfigError(f"{name}: must be in [0, 1), got {getattr(config, name)}")
+    if not 0 <= config.export_min_token_agreement <= 1:
+        raise ConfigError(f"export_min_token_agreement: must be in [0, 1], got {config.export_min_token_agreement}")
+    if config.max_steps == 0 or config.max_steps < -1:
+        raise ConfigError(f"max_steps: must be -1 (use num_epochs) or > 0, got {config.max_steps}")
     if config.eval_every_steps and config.save_every_steps and config.save_every_steps % config.eval_every_steps:
         raise ConfigError(
             f"save_every_steps: {config.save_every_steps} must be a multiple of eval_every_steps "
             f"({config.eval_every_steps}), so the best checkpoint by validation loss is on disk"
         )
-    one_of("select_checkpoint_by", config.select_checkpoint_by, CHECKPOINT_MEASURES)
     selecting_on = selection_task(config.select_checkpoint_by)
     if selecting_on is not None and selecting_on not in {source.name for source in config.datasets}:
         raise ConfigError(
             f"select_checkpoint_by: {config.select_checkpoint_by} scores the validation rows of the "
             f"'{selecting_on}' source, but datasets has none; add it or use eval_loss"
         )
-    if config.logging_steps < 1:
-        raise ConfigError(f"logging_steps: must be > 0, got {config.logging_steps}")
-    if not 0 <= config.lora_dropout < 1:
-        raise ConfigError(f"lora_dropout: must be in [0, 1), got {config.lora_dropout}")
-    if not 0 <= config.warmup_ratio < 1:
-        raise ConfigError(f"warmup_ratio: must be in [0, 1), got {config.warmup_ratio}")
-    if not 0 <= config.validation_fraction < 1:
-        raise ConfigError(f"validation_fraction: must be in [0, 1), got {config.validation_fraction}")
-    if config.max_steps == 0 or config.max_steps < -1:
-        raise ConfigError(f"max_steps: must be -1 (use num_epochs) or > 0, got {config.max_steps}")
-    if config.eval_limit is not None:
-        positive("eval_limit", config.eval_limit)
-    if config.eval_generate_limit is not None:
-        positive("eval_generate_limit", config.eval_generate_limit)
-    if config.eval_chat_limit is not None:
-        positive("eval_chat_limit", config.eval_chat_limit)
-    if config.export_check_items is not None:
-        positive("export_check_items", config.export_check_items)
-    if not 0 <= config.export_min_token_agreement <= 1:
-        raise ConfigError(f"export_min_token_agreement: must be in [0, 1], got {config.export_min_token_agreement}")
-    positive("eval_max_new_tokens", config.eval_max_new_tokens)
-    if config.train_rows is not None:
-        positive("train_rows", config.train_rows)
-    if not config.datasets:
-        raise ConfigError("datasets: the mix is empty; add at least one source, e.g. [{name: synthetic}]")
     if config.run_id is not None and (not config.run_id or "/" in config.run_id or config.run_id.startswith(".")):
         raise ConfigError(f"run_id: {config.run_id!r} must be a plain folder name")
 
 
 def selection_task(select_checkpoint_by: str) -> str | None:
-    """`pubmedqa_accuracy` -> `pubmedqa` (one of `CHECKPOINT_MEASURES`); `eval_loss` -> None."""
+    """`pubmedqa_accuracy` -> `pubmedqa`; `eval_loss` -> None."""
     return None if select_checkpoint_by == "eval_loss" else select_checkpoint_by.removesuffix("_accuracy")

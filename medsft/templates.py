@@ -1,8 +1,6 @@
-"""Chat templates by name, taken from the official copies TRL ships — never a hand-written imitation.
-
-TRL keeps byte-identical copies of the templates the model repos ship (`trl/chat_templates/*.jinja`, checked
-weekly against the hub) and training variants with `{% generation %}` markers for assistant-only loss.
-Unsloth's `get_chat_template` names are accepted as aliases, so recipes read the same on both backends.
+"""Chat templates by name, from the byte-identical copies of the model repos' templates that TRL ships (checked
+weekly against the hub), never a hand-written imitation; Unsloth's `get_chat_template` names are aliases, so recipes
+read the same on both backends.
 """
 
 from __future__ import annotations
@@ -16,18 +14,14 @@ ALIASES = {"gemma3": "gemma-3", "gemma4": "gemma-4", "llama-31": "llama-3.1", "l
            "qwen3": "qwen-3"}  # fmt: skip
 
 
-def trl_template_dir() -> Path:
-    import trl
-
-    return Path(trl.__file__).resolve().parent / "chat_templates"
-
-
 def template_text(name: str) -> str:
     """The official chat template registered under an Unsloth-style name (`gemma-3`, `llama-3.2`, ...)."""
     key = ALIASES.get(name, name)
     if key not in TEMPLATE_FILES:
         raise ValueError(f"unknown chat template '{name}'; choose one of {', '.join(TEMPLATE_FILES)}")
-    return (trl_template_dir() / TEMPLATE_FILES[key]).read_text(encoding="utf-8")
+    import trl
+
+    return (Path(trl.__file__).resolve().parent / "chat_templates" / TEMPLATE_FILES[key]).read_text(encoding="utf-8")
 
 
 def apply_chat_template_name(tokenizer: Any, name: str | None) -> Any:
@@ -50,18 +44,13 @@ def encode_rendered(tokenizer: Any, text: str | list[str]) -> Any:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def bos_count(tokenizer: Any, ids: list[int]) -> int:
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return 0 if bos is None else sum(1 for token in ids if token == bos)
-
-
 def check_one_bos(tokenizer: Any, ids: list[int]) -> None:
     """Raise unless the sequence starts with its single `<bos>`: a second one (template text tokenized with special
     tokens added) quietly degrades Gemma fine-tunes. Tokenizers without a bos token (Qwen) have nothing to check."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return
-    count = bos_count(tokenizer, ids)
+    count = sum(1 for token in ids if token == bos)
     if count != 1 or not ids or ids[0] != bos:
         raise ValueError(
             f"expected exactly one {tokenizer.bos_token} at the start of the sequence, found {count}"

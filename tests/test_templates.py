@@ -10,7 +10,6 @@ from medsft.templates import (
     ALIASES,
     TEMPLATE_FILES,
     apply_chat_template_name,
-    bos_count,
     chat_token_lengths,
     check_one_bos,
     encode_rendered,
@@ -66,7 +65,7 @@ def test_generation_prompt_ends_with_the_model_header(gemma_tokenizer):
 def test_tokenizing_rendered_text_with_special_tokens_would_double_the_bos(gemma_tokenizer):
     text = render_chat(gemma_tokenizer, CHAT)
     doubled = gemma_tokenizer(text)["input_ids"]  # the mistake: template text plus the tokenizer's own <bos>
-    assert bos_count(gemma_tokenizer, doubled) == 2
+    assert doubled.count(GEMMA_BOS) == 2
     with pytest.raises(ValueError, match="exactly one <bos>"):
         check_one_bos(gemma_tokenizer, doubled)
     check_one_bos(gemma_tokenizer, encode_rendered(gemma_tokenizer, text))

@@ -1,18 +1,7 @@
-"""The evaluation tasks: one module per benchmark, each owning its files, split, prompt, choices, answer
-extraction and lm-eval layout; `TASKS` lists them and `load_items` is the one reader of their items.
-
-- `medqa` (MedQA US test, 1,273), `pubmedqa` (the official 500-PMID test split), `medmcqa` (validation,
-  4,183 in 21 subjects) and the six `mmlu_*` medical subjects (test, 1,089): multiple choice, scored like
-  lm-eval 0.4.13 (`medsft.tasks.base`);
-- `synthetic`, `synthetic_ood`: generated cases, scored by generation;
-- `dialogue`: free-text replies to the 500 held-out ChatDoctor dialogues (ROUGE, key-point hit rate).
-
-`SUITES` names groups: `suite` is the nine tasks of the Open Medical-LLM Leaderboard. Adding a task is writing
-its module and adding its `TASK` to `TASKS` (and its name to `medsft.config.EVAL_TASKS`, which config checks
-without importing this package; `tests/test_tasks.py` keeps the two equal).
-
-The evaluate stage, `medsft eval`, the export checks and decontamination all read items here, so training is
-cleaned against exactly what is scored.
+"""The evaluation tasks, one module per benchmark (files, split, prompt, choices, answer extraction, lm-eval
+layout); `TASKS` lists them, `SUITES` names groups, and `load_items` is the one reader of their items, so the
+evaluate stage, `medsft eval`, the export checks and decontamination all see exactly what is scored. A new task
+is its module, its `TASK` here, and its name in `medsft.config.EVAL_TASKS` (`tests/test_tasks.py` keeps them equal).
 """
 
 from __future__ import annotations
@@ -22,15 +11,34 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medsft.config import EVAL_SUITES, RunConfig
+from medsft.config import EVAL_SUITES, RunConfig, expand_suites
 from medsft.data.decontaminate import EvalText
+from medsft.data.dialogue_split import held_out_texts, load_dialogue_eval
+from medsft.data.loaders import bundled_path
 from medsft.data.records import DataError, OnError
-from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE
-from medsft.tasks import dialogue, medmcqa, medqa, mmlu, pubmedqa, synthetic
+from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE, synthetic_eval_cases, synthetic_ood_cases
+from medsft.tasks import medmcqa, medqa, mmlu, pubmedqa
 from medsft.tasks.base import Task
 
+# Cases drawn from the seed, labels computed from the fact tables, always scored by generation
+# (medsft.evaluate.synthetic): `synthetic` reserved in-distribution cases no training case can equal,
+# `synthetic_ood` held-out facts and phrasings.
+GENERATED = (
+    Task("synthetic", "generated", generate=synthetic_eval_cases),
+    Task("synthetic_ood", "generated", generate=synthetic_ood_cases),
+)
+# Free-text replies to the 500 held-out dialogues of the carried ChatDoctor file (the split, fixed whatever the
+# seed: medsft.data.dialogue_split), scored by ROUGE and key-point hit rate (medsft.evaluate.dialogue).
+DIALOGUE = Task(
+    "dialogue",
+    "dialogue",
+    read=lambda path, split, limit, on_error: load_dialogue_eval(limit),
+    sources={"test": "bundled:chatdoctor"},
+    files=lambda path, split: [bundled_path("chatdoctor")],
+    eval_texts=lambda path: held_out_texts(),  # every patient message and reference reply
+)
 TASKS: dict[str, Task] = {
-    task.name: task for task in (medqa.TASK, pubmedqa.TASK, medmcqa.TASK, *mmlu.TASKS, *synthetic.TASKS, dialogue.TASK)
+    task.name: task for task in (medqa.TASK, pubmedqa.TASK, medmcqa.TASK, *mmlu.TASKS, *GENERATED, DIALOGUE)
 }
 SUITES = EVAL_SUITES
 
@@ -42,14 +50,11 @@ def get_task(name: str) -> Task:
 
 
 def expand_tasks(names: Iterable[str]) -> list[str]:
-    """Task names with each suite name replaced by its tasks, in order, without repeats."""
-    out: list[str] = []
-    for name in names:
-        for task in SUITES.get(name, (name,)):
-            get_task(task)
-            if task not in out:
-                out.append(task)
-    return out
+    """Task names with each suite name replaced by its tasks, in order, without repeats; an unknown one is an error."""
+    tasks = expand_suites(names)
+    for task in tasks:
+        get_task(task)
+    return tasks
 
 
 def check_request(task: str, path: str | None = None, split: str | None = None) -> Task:
@@ -81,10 +86,8 @@ def load_items(
     split: str | None = None,
     on_error: OnError = "raise",
 ) -> list[Any]:
-    """The first `limit` items a task scores (`MultipleChoiceItem`s, or `SyntheticCase`s for generated sets).
-
-    Raises `DataError` (file, row, field) for bad data and `ValueError` for an unknown task or split.
-    """
+    """The first `limit` items a task scores (`MultipleChoiceItem`s, or `SyntheticCase`s for generated sets); a
+    `DataError` (file, row, field) for bad data, a `ValueError` for an unknown task or split."""
     spec = check_request(task, path, split)
     if spec.generate is not None:
         return spec.generate(limit or SYNTHETIC_EVAL_SIZE, seed)
@@ -142,13 +145,9 @@ def load_eval_texts(
     synthetic_n: int | Mapping[str, int | None] | None = None,
     paths: Mapping[str, str | None] | None = None,
 ) -> list[EvalText]:
-    """The texts of every evaluation set in use, for decontamination.
-
-    Multiple-choice tasks are indexed whole (every test item, not only the first `eval_limit`; PubMedQA with
-    each abstract and long answer: each task's `eval_texts`). Each generated task is drawn exactly as
-    evaluation draws it: `seed` and the count `synthetic_n` (one number, or one per task; None means
-    evaluation's default, 200).
-    """
+    """The texts of every evaluation set in use, for decontamination: each benchmark's `eval_texts` (its whole test
+    split, not only the first `eval_limit`), each generated set drawn as evaluation draws it with `seed` and
+    `synthetic_n` items (one number, or one per task; None: evaluation's default, 200)."""
     texts: list[EvalText] = []
     for task in expand_tasks(tasks):
         spec = get_task(task)
@@ -166,9 +165,3 @@ def config_eval_texts(config: RunConfig) -> list[EvalText]:
     `item_limit(config, task)` items (as the evaluate stage draws them; not `data_seed`)."""
     limits = {task: item_limit(config, task) for task in config.eval_tasks}
     return load_eval_texts(config.eval_tasks, seed=config.seed, synthetic_n=limits)
-
-
-__all__ = [
-    "SUITES", "TASKS", "Task", "check_request", "config_eval_texts", "data_files", "describe_data", "expand_tasks",
-    "get_task", "item_limit", "load_eval_texts", "load_items", "run_items",
-]

@@ -1,34 +1,26 @@
-"""What every evaluation task is: the `Task` record each task module fills in, and lm-eval's prompt rules.
-
-A multiple-choice task is scored like lm-evaluation-harness 0.4.13 (`output_type: multiple_choice`):
-
-- the context is `description + few-shot block + doc_to_text(doc)`; the few-shot block is, per example,
-  `doc_to_text(example) + target_delimiter + choice[target] + fewshot_delimiter`;
-- each continuation is `target_delimiter + choice` (` A`..` D`, ` yes`/` no`/` maybe`);
-- with the chat template (lm-eval's `--apply_chat_template`) the description is the system turn, the rest one
-  user turn (`multiturn_to_singleturn`), rendered with a generation prompt, and the continuation is the bare
-  choice (no delimiter, as the task sets no `gen_prefix`);
-- `acc` is the argmax of the summed log-likelihoods, `acc_norm` divides each by the choice's length in
-  characters; both take the first maximum on ties (numpy's argmax).
+"""The `Task` record each task module fills in, and lm-eval 0.4.13's multiple-choice prompt rules
+(`output_type: multiple_choice`): context = description + few-shot block + `doc_to_text(doc)`, continuation =
+target delimiter + choice; under the chat template (`--apply_chat_template`) the description is the system turn,
+the rest one user turn, and the bare choice is scored (the tasks set no `gen_prefix`). `acc` is the argmax of the
+summed log-likelihoods, `acc_norm` divides by the choice's length in characters; ties take the first maximum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medsft.data.records import LETTERS, MultipleChoiceItem, OnError
 from medsft.data.synthetic import SyntheticCase
+from medsft.tasks.extraction import extract_letter
 
 Row = dict[str, Any]
 TaskText = tuple[str, str, str]  # (item id, part, text): what decontamination indexes
-Messages = list[dict[str, str]]
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
 MAX_FEWSHOT = 5  # MMLU's dev split: 5 rows per subject
-
 
 LETTER_COT_INSTRUCTION = (
     "Think through the question step by step, then give your answer on the last line as 'Final answer: <letter>'."
@@ -41,14 +33,8 @@ def option_lines(choices: Sequence[str]) -> list[str]:
 
 
 def letters_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    """The question, its lettered options and the instruction, for chain-of-thought decoding."""
     options = "\n".join(option_lines(item.choices))
     return f"{item.question}\n\n{options}\n\n{instruction}"
-
-
-def question_texts(read: Callable[[str | None], list[MultipleChoiceItem]]) -> Callable[[str | None], list[TaskText]]:
-    """A task's `eval_texts` that indexes every question of its default split."""
-    return lambda path: [(item.id, "question", item.question) for item in read(path)]
 
 
 @dataclass(frozen=True)
@@ -80,7 +66,6 @@ class Task:
     discipline: str | None = None  # what `item.subject` means in the per-discipline table ("subject")
     # Generated: (count, seed) -> cases.
     generate: Callable[[int, int], list[SyntheticCase]] | None = None
-    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -90,19 +75,11 @@ class Task:
     def multiple_choice(self) -> bool:
         return self.kind in ("letters", "fixed")
 
-    @property
-    def generative(self) -> bool:
-        """Always scored by generating replies (so it gets the generation item limit and token cap)."""
-        return not self.multiple_choice
-
     def choices(self, item: MultipleChoiceItem) -> list[str]:
         """The choice strings lm-eval scores (and measures for acc_norm), without the delimiter."""
         if self.kind == "letters":
             return list(LETTERS[: len(item.choices)])
         return list(item.choices)
-
-    def answer_text(self, item: MultipleChoiceItem) -> str:
-        return self.choices(item)[item.answer]
 
     def shots(self, item: MultipleChoiceItem, num_fewshot: int) -> list[MultipleChoiceItem]:
         """The `num_fewshot` examples put before `item` (lm-eval's sampler for this task)."""
@@ -118,22 +95,31 @@ class Task:
         """(description, the rest of the context): the system and user parts of lm-eval's prompt."""
         assert self.prompt is not None, f"{self.name} is not a multiple-choice task"
         block = "".join(
-            f"{self.prompt(shot)}{TARGET_DELIMITER}{self.answer_text(shot)}{FEWSHOT_DELIMITER}"
+            f"{self.prompt(shot)}{TARGET_DELIMITER}{self.choices(shot)[shot.answer]}{FEWSHOT_DELIMITER}"
             for shot in self.shots(item, num_fewshot)
         )
         return (self.description(item) if self.description else ""), block + self.prompt(item)
 
     def context(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> str:
-        """lm-eval's plain context: description, few-shot block, the question."""
         return "".join(self.turns(item, num_fewshot))
 
-    def messages(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> Messages:
-        """lm-eval's chat-template context before rendering: the description as system turn, the rest one user
-        turn (`fewshot_as_multiturn` off)."""
+    def messages(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> list[dict[str, str]]:
+        """lm-eval's chat-template context before rendering (`fewshot_as_multiturn` off)."""
         system, user = self.turns(item, num_fewshot)
         return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": user}]
 
     def continuations(self, item: MultipleChoiceItem, chat: bool = False) -> list[str]:
-        """What each choice's log-likelihood is summed over; under the chat template no delimiter is added."""
         delimiter = "" if chat else TARGET_DELIMITER
         return [delimiter + choice for choice in self.choices(item)]
+
+
+def letters_task(name: str, read: Callable[..., list[MultipleChoiceItem]], **fields: Any) -> Task:
+    """A task with options ` A`..` D`: the letter chain-of-thought prompt and extraction, every question of its
+    default split indexed for decontamination; `fields` fill in the rest (or override these)."""
+    defaults: dict[str, Any] = {
+        "cot_prompt": letters_cot_prompt,
+        "cot_instruction": LETTER_COT_INSTRUCTION,
+        "extract": lambda reply, item: extract_letter(reply, item.choices),
+        "eval_texts": lambda path: [(item.id, "question", item.question) for item in read(path)],
+    }
+    return Task(name, "letters", read=read, **{**defaults, **fields})

@@ -1,8 +1,6 @@
-"""Answer extraction for chain-of-thought replies: which option a free-text answer picks.
-
-A reasoning model writes `<think>...</think>` and then its answer, so its letter is found by reading the
-text, not by scoring ` A`..` D`. Extraction looks at the text after the last `</think>` first and takes
-the *last* match of the strongest rule (models restate, and the closing statement is the answer):
+"""Answer extraction for chain-of-thought replies: which option a free-text answer picks. A reasoning model writes
+`<think>...</think>` and then its answer, so the text after the last `</think>` is read first, taking the *last*
+match of the strongest rule (models restate, and the closing statement is the answer):
 
 1. `Final answer: B` / `final answer is (B)`;  2. `the answer is B` / `answer is (B)`;  3. `Answer: B`;
 4. the reply is just a letter (`B`, `(B)`, `B.`) or opens with one (`B. Metformin ...`);
@@ -38,11 +36,8 @@ def final_segment(text: str) -> str:
 
 
 def _letter_pattern(lead: str, letters: str) -> str:
-    """A lead-in (any case) followed by an option letter.
-
-    The letter is upper case on its own and any case in parentheses, so "the answer is a fever" is not
-    option A; a lone lower-case letter that ends the line is accepted too (`Final answer: b`).
-    """
+    """A lead-in (any case) followed by an option letter: upper case, any case in parentheses, or a lone lower-case
+    letter that ends the line (`Final answer: b`)."""
     upper, lower = letters.upper(), letters.lower()
     alternatives = [
         rf"\(\s*([{upper}{lower}])\s*\)",
@@ -52,22 +47,22 @@ def _letter_pattern(lead: str, letters: str) -> str:
     return rf"(?i:{lead})(?:(?i:option|choice)\s+)?{_DECOR}(?:{'|'.join(alternatives)})"
 
 
-def _last_letter(pattern: str, text: str) -> int | None:
-    matches = list(re.finditer(pattern, text, flags=re.MULTILINE))
-    if not matches:
-        return None
-    letter = next(g for g in matches[-1].groups() if g)
-    return LETTERS.index(letter.upper())
+def _lead_letter(text: str, letters: str) -> int | None:
+    """Rules 1-3: the last letter after the strongest lead-in that has one."""
+    for lead in _LEAD.values():
+        matches = list(re.finditer(_letter_pattern(lead, letters), text, flags=re.MULTILINE))
+        if matches:
+            return LETTERS.index(next(g for g in matches[-1].groups() if g).upper())
+    return None
 
 
 def extract_letter(text: str, options: Sequence[str] = ()) -> int | None:
     """The chosen option's index from a free-text reply, or None when no rule finds one."""
     letters = LETTERS[: len(options)] if options else "ABCD"
     segment = final_segment(text)
-    for lead in _LEAD.values():
-        found = _last_letter(_letter_pattern(lead, letters), segment)
-        if found is not None:
-            return found
+    found = _lead_letter(segment, letters)
+    if found is not None:
+        return found
     bare = re.fullmatch(rf"{_DECOR}\(?([{letters}])\)?[.:]?{_DECOR}", segment.strip())
     if bare:
         return LETTERS.index(bare.group(1))
@@ -75,14 +70,9 @@ def extract_letter(text: str, options: Sequence[str] = ()) -> int | None:
     if opening:
         return LETTERS.index(opening.group(1))
     by_text = _match_option_text(segment, options)
-    if by_text is not None:
+    if by_text is not None or segment == text:
         return by_text
-    if segment != text:  # nothing after </think>: an answer stated inside the reasoning still counts
-        for lead in _LEAD.values():
-            found = _last_letter(_letter_pattern(lead, letters), text)
-            if found is not None:
-                return found
-    return None
+    return _lead_letter(text, letters)  # nothing after </think>: an answer stated inside the reasoning still counts
 
 
 def _normalize(text: str) -> str:
@@ -94,7 +84,7 @@ def _match_option_text(segment: str, options: Sequence[str]) -> int | None:
     if not options:
         return None
     wanted = {_normalize(option): i for i, option in enumerate(options)}
-    for lead in (_LEAD["final"], _LEAD["answer_is"], _LEAD["answer_colon"]):
+    for lead in _LEAD.values():
         for match in reversed(list(re.finditer(rf"(?i:{lead})(.+)", segment))):
             said = _normalize(match.group(1))
             if said in wanted:
@@ -116,11 +106,6 @@ def extract_yes_no_maybe(text: str) -> str | None:
             if opening:
                 return opening.group(1).lower()
     return None
-
-
-def extract_option_letter(text: str, item: MultipleChoiceItem) -> int | None:
-    """The index of the option letter a reply picks (MedQA), or None."""
-    return extract_letter(text, item.choices)
 
 
 def extract_decision(text: str, item: MultipleChoiceItem) -> int | None:

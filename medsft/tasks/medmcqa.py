@@ -1,14 +1,11 @@
-"""MedMCQA: the validation split (4,183 questions in 21 subject files; the split lm-eval's `medmcqa` scores,
-as the test labels are not public), carried in `medsft/data/benchmarks/medmcqa/validation/`.
-
-lm-eval's `utils_medmcqa.doc_to_text`: `Question: {q}\\nChoices:\\nA. {opa}\\nB. {opb}\\nC. {opc}\\nD. {opd}\\n
-Answer:`, choices ` A`..` D`, target `cop`, no description. The carried rows hold the options as one string
-`A. ..\\nB. ..\\nC. ..\\nD. ..` and the answer as `B. <text>`; each is split back and checked (the letter's
-text must equal the option's). The subject is the file name: the per-discipline view.
+"""MedMCQA: the validation split (4,183 questions in 21 subject files, the subject being the file name), the split
+lm-eval's `medmcqa` scores as the test labels are not public. The carried rows hold the options as one string and
+the answer as `B. <text>`; each is split back and checked (the letter's text must equal the option's).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +13,7 @@ from typing import Any
 
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, read_jsonl
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import LETTER_COT_INSTRUCTION, Row, Task, letters_cot_prompt, option_lines, question_texts
-from medsft.tasks.extraction import extract_option_letter
+from medsft.tasks.base import Row, letters_task, option_lines
 
 FOLDER = BENCHMARKS_DIR / "medmcqa" / "validation"
 SOURCES = {"validation": "bundled:medmcqa"}
@@ -60,7 +56,7 @@ def load_items(
         items += got
         if limit is not None and len(items) >= limit:
             break
-    return items[:limit] if limit is not None else items
+    return items[:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
@@ -77,8 +73,6 @@ def lm_eval_row(item: MultipleChoiceItem) -> Row:
 
 def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
     """The carried rows behind `items`, split with a plain string split (not the loader's pattern)."""
-    import json
-
     by_file = {f.stem: f.read_text(encoding="utf-8").splitlines() for f in subject_files(path)}
     rows = []
     for item in items:
@@ -91,19 +85,14 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
     return rows
 
 
-TASK = Task(
+TASK = letters_task(
     "medmcqa",
-    "letters",
-    read=load_items,
+    load_items,
     sources=SOURCES,
     files=lambda path, split: subject_files(path),
     prompt=prompt,
-    cot_prompt=letters_cot_prompt,
-    cot_instruction=LETTER_COT_INSTRUCTION,
-    extract=extract_option_letter,
     lm_eval_yaml="medmcqa/medmcqa.yaml",
     lm_eval_row=lm_eval_row,
     raw_rows=raw_rows,
-    eval_texts=question_texts(load_items),
     discipline="subject",
 )

@@ -1,8 +1,6 @@
-"""MedQA USMLE 4-option: the carried official test split (1,273; `split="dev"`: dev, 1,272), as lm-eval's
-`medqa_4options` scores it (GBaker/MedQA-USMLE-4-options-hf layout, choices ` A`..` D`, no description).
-
-`Question: {q}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:` is lm-eval's `preprocess_medqa.doc_to_text`; the
-question and options are kept verbatim (row 243 starts with a space, and lm-eval keeps it).
+"""MedQA USMLE 4-option: the carried official test split (1,273; dev: 1,272), as lm-eval's `medqa_4options`
+scores it (GBaker/MedQA-USMLE-4-options-hf layout, no description; `prompt` is `preprocess_medqa.doc_to_text`).
+The question and options are kept verbatim (row 243 starts with a space, and lm-eval keeps it).
 """
 
 from __future__ import annotations
@@ -13,8 +11,7 @@ from pathlib import Path
 
 from medsft.data.loaders import convert_rows, format_options, open_rows, parse_medqa, resolve_file, row_tag
 from medsft.data.records import DataError, MultipleChoiceItem, OnError
-from medsft.tasks.base import LETTER_COT_INSTRUCTION, Row, Task, letters_cot_prompt, question_texts
-from medsft.tasks.extraction import extract_option_letter
+from medsft.tasks.base import Row, letters_task
 
 SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
 
@@ -22,11 +19,8 @@ SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
 def load_items(
     path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
 ) -> list[MultipleChoiceItem]:
-    """MedQA as 4-option multiple choice, in file order, the first `limit` items.
-
-    With no path the carried official US test split (`medqa/test.jsonl`, ids `medqa:test:<row>`) or, with
-    `split="dev"`, the dev split; a hub id reads that split of the hub dataset.
-    """
+    """The first `limit` items in file order: with no path the carried split (ids `medqa:test:<row>`), with a hub id
+    that split of the hub dataset."""
     if path is None:
         if split not in SOURCES:
             raise DataError(f"medqa[{split}]", f"no carried MedQA split '{split}'; use {', '.join(SOURCES)}")
@@ -34,7 +28,7 @@ def load_items(
     origin, rows = open_rows(path, SOURCES["test"], None, split)
     tag = row_tag(origin)
     items, _ = convert_rows(origin, rows, lambda row, number: parse_medqa(row, number, tag), on_error)
-    return items[:limit] if limit is not None else items
+    return items[:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
@@ -71,19 +65,14 @@ def files(path: str | None, split: str) -> list[Path]:
     return [local] if local is not None else []
 
 
-TASK = Task(
+TASK = letters_task(
     "medqa",
-    "letters",
-    read=load_items,
+    load_items,
     sources=SOURCES,
     files=files,
     prompt=prompt,
-    cot_prompt=letters_cot_prompt,
-    cot_instruction=LETTER_COT_INSTRUCTION,
-    extract=extract_option_letter,
     lm_eval_yaml="medqa/medqa.yaml",
     lm_eval_row=lm_eval_row,
     raw_rows=raw_rows,
-    eval_texts=question_texts(load_items),
     discipline="USMLE step",
 )

@@ -1,11 +1,7 @@
 """MMLU's six medical subjects (the Open Medical-LLM Leaderboard's), one task each, as lm-eval's `mmlu_<subject>`
-scores them: the test split (135/265/144/173/100/272 = 1,089), the dev split (5 each) for few-shot.
-
-lm-eval's `mmlu/default/_default_template_yaml`: the description `The following are multiple choice questions
-(with answers) about {subject with spaces}.\\n\\n`, then `{question.strip()}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\n
-Answer:`, choices ` A`..` D`, version 1.0, few-shot examples from `dev` with the `first_n` sampler (the first
-k dev rows, in file order). Carried files: `medsft/data/benchmarks/mmlu/{test,dev}/<subject>_<split>.csv`,
-the January 2021 revision (the one `cais/mmlu` holds); CSV without a header: question, A, B, C, D, answer.
+(`mmlu/default/_default_template_yaml`, version 1.0) scores them: the test split (135/265/144/173/100/272 = 1,089),
+few-shot examples the first k rows of the dev split (5 each). The carried files are the January 2021 revision (the
+one `cais/mmlu` holds), CSV without a header: question, A, B, C, D, answer.
 """
 
 from __future__ import annotations
@@ -17,20 +13,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from medsft.config import EVAL_SUITES
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import LETTER_COT_INSTRUCTION, Row, Task, option_lines, question_texts
-from medsft.tasks.extraction import extract_option_letter
+from medsft.tasks.base import Row, Task, letters_task, option_lines
 
 FOLDER = BENCHMARKS_DIR / "mmlu"
-SUBJECTS = (
-    "anatomy",
-    "clinical_knowledge",
-    "college_biology",
-    "college_medicine",
-    "medical_genetics",
-    "professional_medicine",
-)
+SUBJECTS = tuple(task.removeprefix("mmlu_") for task in EVAL_SUITES["mmlu"])
 COLUMNS = ("question", "A", "B", "C", "D", "answer")
 
 
@@ -81,10 +70,6 @@ def dev_items(subject: str) -> tuple[MultipleChoiceItem, ...]:
     return tuple(read_split(subject, "dev"))
 
 
-def description(subject: str) -> str:
-    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
-
-
 def prompt(item: MultipleChoiceItem) -> str:
     options = "".join(line + "\n" for line in option_lines(item.choices))
     return f"{item.question.strip()}\n{options}Answer:"
@@ -109,31 +94,28 @@ def raw_csv_rows(file: Path, count: int | None = None) -> list[Row]:
 
 
 def make_task(subject: str) -> Task:
+    heading = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
     def load_items(
         path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
     ) -> list[MultipleChoiceItem]:
-        items = read_split(subject, split, path, on_error)
-        return items[:limit] if limit is not None else items
+        return read_split(subject, split, path, on_error)[:limit]
 
     def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
         return raw_csv_rows(subject_file(subject, "test", path), len(items))
 
-    return Task(
+    return letters_task(
         f"mmlu_{subject}",
-        "letters",
-        read=load_items,
+        load_items,
         sources={"test": f"bundled:mmlu/test/{subject}_test.csv", "dev": f"bundled:mmlu/dev/{subject}_dev.csv"},
         files=lambda path, split: [subject_file(subject, split, path)],
         prompt=prompt,
-        description=lambda item: description(subject),
-        cot_prompt=cot_prompt,
-        cot_instruction=LETTER_COT_INSTRUCTION,
-        extract=extract_option_letter,
+        description=lambda item: heading,
+        cot_prompt=cot_prompt,  # the question stripped, as lm-eval's doc_to_text strips it
         lm_eval_yaml=f"mmlu/default/mmlu_{subject}.yaml",
         lm_eval_version="1.0",
         lm_eval_row=lm_eval_row,
         raw_rows=raw_rows,
-        eval_texts=question_texts(load_items),
         fewshot=lambda: list(dev_items(subject)),
         discipline="subject",
     )

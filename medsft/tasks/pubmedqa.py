@@ -1,9 +1,6 @@
-"""PubMedQA: the official 500-PMID test split read from the carried `ori_pqal.json` (yes 276 / no 169 /
-maybe 55), as lm-eval's `pubmedqa` scores it (bigbio/pubmed_qa layout, choices ` yes`/` no`/` maybe`).
-
-`Abstract: {contexts joined by \\n}\\nQuestion: {q}\\nAnswer:` is lm-eval's `preprocess_pubmedqa.doc_to_text`.
-A file with none of the official PMIDs (the self-written sample) is split label-stratified with seed 0
-(`medsft.data.loaders.split_pubmedqa`).
+"""PubMedQA: the official 500-PMID test split read from the carried `ori_pqal.json` (yes 276 / no 169 / maybe 55),
+as lm-eval's `pubmedqa` scores it (bigbio/pubmed_qa layout; `prompt` is `preprocess_pubmedqa.doc_to_text`). A file
+with none of the official PMIDs (the self-written sample) is split label-stratified with seed 0 (`split_pubmedqa`).
 """
 
 from __future__ import annotations
@@ -49,10 +46,9 @@ def test_records(path: str | None = None, on_error: OnError = "raise") -> list[d
 def load_items(
     path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
 ) -> list[MultipleChoiceItem]:
-    """The test items (choices yes/no/maybe, context = the abstract's passages joined by "\\n"), in the order
-    of the official `test_ground_truth.json`; `limit` takes the first."""
-    items = [pubmedqa_item(r) for r in test_records(path, on_error)]
-    return items[:limit] if limit is not None else items
+    """The first `limit` test items (context: the abstract's passages joined by "\\n"), in the order of the
+    official `test_ground_truth.json`."""
+    return [pubmedqa_item(r) for r in test_records(path, on_error)][:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
@@ -76,10 +72,9 @@ def lm_eval_row(item: MultipleChoiceItem) -> Row:
 
 
 def raw_lm_eval_row(raw: Row) -> Row:
-    if "QUESTION" in raw:  # ori_pqal.json / bigbio layout
-        return {key: raw[key] for key in ("QUESTION", "CONTEXTS", "final_decision")}
-    return {"QUESTION": raw["question"], "CONTEXTS": raw["context"]["contexts"],
-            "final_decision": raw["final_decision"]}  # fmt: skip
+    if "QUESTION" not in raw:  # the hub's pqa_labeled layout (ori_pqal.json and bigbio have these keys)
+        raw = {**raw, "QUESTION": raw["question"], "CONTEXTS": raw["context"]["contexts"]}
+    return {key: raw[key] for key in ("QUESTION", "CONTEXTS", "final_decision")}
 
 
 def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
@@ -106,7 +101,7 @@ def files(path: str | None, split: str) -> list[Path]:
 TASK = Task(
     "pubmedqa",
     "fixed",
-    read=lambda path, split, limit, on_error: load_items(path, split, limit, on_error),
+    read=load_items,
     sources={"test": SOURCE},
     files=files,
     prompt=prompt,
