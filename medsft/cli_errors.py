@@ -1,9 +1,7 @@
-"""Error lines for `medsft chat`, `serve` and `export`: `medsft: <message>`, every line ending with a newline.
+"""Error lines of the `medsft` commands: `medsft: <message>`, every line ending with a newline.
 
-llama.cpp's and the converter's messages can carry carriage returns, blank lines or no final line break of their
-own, and C code writes to the same terminal. Each message is therefore cut into clean lines, each ending with a
-newline, and stdout is flushed first, so the lines come after what the command printed and the shell prompt after
-the lines.
+llama.cpp's and the converter's messages can carry carriage returns, blank lines or no final line break, and C
+code writes to the same terminal: so each message is cut into clean lines, and stdout is flushed first.
 """
 
 from __future__ import annotations

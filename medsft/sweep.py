@@ -1,17 +1,6 @@
-"""`medsft sweep grid.yaml`: the pipeline for every combination of a grid, then one summary notebook.
-
-```yaml
-name: lora-rank                  # the sweep folder, outputs/<name>/ (default: the file's name)
-recipe: gemma3-270m/pipeline-cpu # optional, as `medsft run -r`
-stages: data,train,evaluate      # optional, as `medsft run --stages`
-base: {max_steps: 30}            # overrides shared by every run
-grid: {lora_r: [8, 16], learning_rate: [1e-4, 2e-4]}
-```
-
-Each combination's run id is derived from its values (`lora_r-8_learning_rate-0.0001`), so rerunning the
-sweep finds the same folders: complete runs (`status: complete` in the manifest) are skipped, and a folder
-left by a failed run is reported, never overwritten. Every combination's config is validated before the
-first notebook starts. `notebooks/10_summary.ipynb` then renders into the sweep folder.
+"""`medsft sweep grid.yaml` (keys `name`, `recipe`, `stages`, `base`, `grid`: docs/scale-out.md#sweeps): the pipeline
+for every combination of a grid, then `notebooks/10_summary.ipynb`. A combination's run id comes from its values,
+so a rerun finds the same folders: complete runs are skipped, a failed run's folder is reported, never overwritten.
 """
 
 from __future__ import annotations
@@ -133,11 +122,7 @@ def run_sweep(
         parameters = {"sweep_dir": display_path(sweep_dir)}
         execute(notebooks_dir / SUMMARY_NOTEBOOK, sweep_dir / SUMMARY_NOTEBOOK, parameters, progress, log_output)
     except Exception as err:
-        error = describe_error(err)
-        raise StageError(
-            f"the sweep summary failed in {error['where']}: {error['ename']}: {error['evalue']}\n"
-            f"partial notebook: {sweep_dir / SUMMARY_NOTEBOOK}"
-        ) from err
+        raise StageError("the sweep summary", sweep_dir / SUMMARY_NOTEBOOK, describe_error(err)) from err
     if problems:
         raise SweepError(f"{len(problems)} run(s) of {spec['name']} did not complete:\n" + "\n".join(problems))
     return sweep_dir
