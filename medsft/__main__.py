@@ -73,9 +73,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument(
-        "--stages", default=None, help="comma-separated stages (default: all): data,train,evaluate,export,chat"
-    )
+    parser.add_argument("--stages", help="comma-separated stages (default: all): data,train,evaluate,export,chat")
     parser.add_argument("--from-run", type=Path, help="start from an earlier run folder, reusing its data and adapter")
     add_output_arguments(parser)
 
@@ -121,8 +119,9 @@ def run_command(args: argparse.Namespace) -> int:
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="embedded, a model or adapter folder, a hub id, or a .gguf file")
     parser.add_argument(
-        "--task", help="a task (medqa, pubmedqa, medmcqa, mmlu_<subject>, synthetic, synthetic_ood, dialogue), "
-        "a comma-separated list, or a suite: 'suite' (the nine leaderboard tasks) or 'mmlu' (its six subjects)"
+        "--task",
+        help="a task (medqa, pubmedqa, medmcqa, mmlu_<subject>, synthetic, synthetic_ood, dialogue), "
+        "a comma-separated list, or a suite: 'suite' (the nine leaderboard tasks) or 'mmlu' (its six subjects)",
     )
     parser.add_argument("--data", help="a JSON/JSONL/Parquet file or hub id instead of the carried test split")
     parser.add_argument("--split", help="the split to score (default: the task's own; MedQA also has dev)")
@@ -154,9 +153,11 @@ def integer(name: str, text: str | None, minimum: int | None = 1) -> int | None:
     return value
 
 
-def check_model_spec(spec: str | None) -> None:
-    """Reject a model that cannot be loaded, without loading it (a missing .gguf or folder, a bad spec)."""
-    from medsft.config import EMBEDDED_MODEL
+def check_model(spec: str | None, engine: str) -> None:
+    """Reject, without loading anything, a model that cannot be loaded (a missing .gguf or folder, a bad spec) and
+    an engine that is unknown, not installed, or cannot run the model (vLLM does not take a .gguf)."""
+    from medsft.config import EMBEDDED_MODEL, EVAL_ENGINES
+    from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
     from medsft.models import resolve_model
 
     if not spec:
@@ -169,13 +170,6 @@ def check_model_spec(spec: str | None) -> None:
             resolve_model(spec)
         except (FileNotFoundError, ValueError) as err:
             raise ValueError(f"--model: {err}") from None
-
-
-def check_engine(engine: str, spec: str) -> None:
-    """Reject an engine that is unknown, not installed, or cannot run the model (vLLM does not take a .gguf)."""
-    from medsft.config import EVAL_ENGINES
-    from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
-
     if engine not in EVAL_ENGINES:
         raise ValueError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(EVAL_ENGINES)}")
     if engine == "vllm" and spec.endswith(".gguf"):
@@ -228,8 +222,7 @@ def eval_command(args: argparse.Namespace) -> int:
                 )
         items = {task: load_items(task, limit, seed, path=args.data, split=args.split) for task in tasks}
         data = {task: describe_data(task, args.data, args.split, seed, len(items[task])) for task in tasks}
-        check_model_spec(args.model)
-        check_engine(args.engine, args.model)
+        check_model(args.model, args.engine)
     except DataError as err:
         return fail(f"DataError: {err}")
     except ValueError as err:

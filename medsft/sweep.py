@@ -57,12 +57,6 @@ def read_sweep(path: str | Path) -> dict[str, Any]:
             "stages": parse_stages(spec.get("stages")), "base": spec.get("base") or {}, "grid": grid}  # fmt: skip
 
 
-def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in the order the file lists them."""
-    keys = list(grid)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
 def combination_id(combination: dict[str, Any]) -> str:
     """A readable, deterministic folder name for one combination (hashed when values are long or nested)."""
     text = "_".join(f"{key}-{json.dumps(value, sort_keys=True)}" for key, value in combination.items())
@@ -94,15 +88,13 @@ def run_sweep(
     base_dir = Path(output_dir or load_config(spec["recipe"], spec["base"]).output_dir)
     sweep_dir = base_dir / spec["name"]
     planned: list[tuple[dict[str, Any], RunConfig]] = []
-    for combination in combinations(spec["grid"]):  # all validated before any notebook runs
+    for values in itertools.product(*spec["grid"].values()):  # in the file's order, all validated before any run
+        combination = dict(zip(spec["grid"], values, strict=True))
         overrides = {**spec["base"], **combination, "output_dir": str(sweep_dir), "run_id": combination_id(combination)}
         planned.append((combination, load_config(spec["recipe"], overrides)))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(
-        sweep_dir / "sweep.json",
-        {**spec, "runs": [{"run_id": c.run_id, "values": combo} for combo, c in planned]},
-        overwrite=True,
-    )
+    runs = [{"run_id": config.run_id, "values": combination} for combination, config in planned]
+    write_json(sweep_dir / "sweep.json", {**spec, "runs": runs}, overwrite=True)
     problems = []
     for combination, config in planned:
         run_dir = sweep_dir / str(config.run_id)
