@@ -246,7 +246,7 @@ def eval_command(args: argparse.Namespace) -> int:
             interval, method = Interval(result.metrics["acc"], *result.metrics["acc_ci"]), "percentile bootstrap, 95%"
         else:
             interval, method = wilson_interval(result.outcomes()), "Wilson score interval, 95%"
-        output = {
+        outputs[task] = {
             "task": result.task,
             "model": result.model,
             "mode": result.mode,
@@ -260,8 +260,7 @@ def eval_command(args: argparse.Namespace) -> int:
             "model_spec": {"spec": args.model, "scorer": type(scorer).__name__},
         }
         if result.mode != "loglikelihood":
-            output.setdefault("disclaimer", DISCLAIMER)  # the file holds generated text
-        outputs[task] = output
+            outputs[task].setdefault("disclaimer", DISCLAIMER)  # the file holds generated text
     summary = outputs[tasks[0]] if len(tasks) == 1 else {"tasks": outputs, "model": results[0].model}
     try:
         write_json(args.out, summary, overwrite=args.overwrite)
@@ -313,30 +312,22 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export of this run")
 
 
-def export_inputs(args: argparse.Namespace) -> tuple[Path, list[str] | None]:
-    """The adapter to export (this run's or the run it was started from) and the quantizations; ValueError with
-    one line naming what is missing, before anything loads."""
-    from medsft.export import check_quantizations
-    from medsft.runs import check_run_folder, find_artifact
-
-    run_dir = check_run_folder(args.run_dir)
-    adapter = find_artifact(run_dir, "adapter")
-    if adapter is None or not (adapter / "adapter_config.json").is_file():
-        raise ValueError(f"{run_dir} has no trained adapter (adapter/adapter_config.json); train first: medsft run")
-    quants = check_quantizations(args.quant.split(",")) if args.quant else None
-    if args.push and not os.environ.get("HF_TOKEN"):
-        raise ValueError("--push needs a Hugging Face token in the HF_TOKEN environment variable")
-    return adapter, quants
-
-
 def export_command(args: argparse.Namespace) -> int:
     """`medsft export`: input errors exit 2 before any model loads; a file that fails its check exits 1 (it is
     kept as *.rejected.gguf, or deleted with --strict) unless --allow-failed."""
-    from medsft.export import ExportError, VerificationError, export_run, push_to_hub
+    from medsft.export import ExportError, VerificationError, check_quantizations, export_run, push_to_hub
     from medsft.export.llamacpp_toolchain import ToolchainError
+    from medsft.runs import check_run_folder, find_artifact
 
-    try:
-        adapter, quants = export_inputs(args)
+    try:  # the adapter to export: this run's, or that of the run it was started from
+        adapter = find_artifact(check_run_folder(args.run_dir), "adapter")
+        if adapter is None or not (adapter / "adapter_config.json").is_file():
+            raise ValueError(
+                f"{args.run_dir} has no trained adapter (adapter/adapter_config.json); train first: medsft run"
+            )
+        quants = check_quantizations(args.quant.split(",")) if args.quant else None
+        if args.push and not os.environ.get("HF_TOKEN"):
+            raise ValueError("--push needs a Hugging Face token in the HF_TOKEN environment variable")
     except ValueError as err:  # ExportError from check_quantizations is a RuntimeError: caught below
         return fail(err)
     except ExportError as err:

@@ -36,17 +36,13 @@ def filter_known_warnings() -> None:
 def rendered_environment() -> Iterator[None]:
     """Within the block, kernels started (papermill's) inherit `RENDERED_ENVIRONMENT`; variables the user set win:
     the Hugging Face libraries' own bars are off, and medsft's long steps keep one text bar."""
-    saved = {name: os.environ.get(name) for name in RENDERED_ENVIRONMENT}
-    for name, value in RENDERED_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    added = {name: value for name, value in RENDERED_ENVIRONMENT.items() if name not in os.environ}
+    os.environ.update(added)
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def use_text_progress_bars() -> None:
