@@ -25,9 +25,8 @@ import logging
 import os
 import sys
 import time
-import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -453,7 +452,7 @@ def serve_command(args: argparse.Namespace) -> int:
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Argument errors as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
 
-    def error(message: str) -> typing.NoReturn:
+    def error(message: str) -> NoReturn:
         error_line(message)
         sys.exit(2)
 

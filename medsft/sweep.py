@@ -17,15 +17,7 @@ import yaml
 
 from medsft import pipeline
 from medsft.config import ConfigError, RunConfig, load_config
-from medsft.pipeline import (
-    DEFAULT_RECIPE,
-    StageError,
-    describe_error,
-    display_path,
-    execute,
-    parse_stages,
-    run_pipeline,
-)
+from medsft.pipeline import StageError, describe_error, display_path, execute, parse_stages, run_pipeline
 from medsft.runs import write_json
 
 log = logging.getLogger("medsft")
@@ -53,7 +45,7 @@ def read_sweep(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'grid' must map config fields to non-empty lists, e.g. {{lora_r: [8, 16]}}")
     if not isinstance(spec.get("base", {}), dict):
         raise ConfigError(f"{path}: 'base' must be a mapping of config overrides")
-    return {"name": spec.get("name") or path.stem, "recipe": spec.get("recipe", DEFAULT_RECIPE),
+    return {"name": spec.get("name") or path.stem, "recipe": spec.get("recipe", pipeline.DEFAULT_RECIPE),
             "stages": parse_stages(spec.get("stages")), "base": spec.get("base") or {}, "grid": grid}  # fmt: skip
 
 
