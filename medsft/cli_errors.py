@@ -9,14 +9,10 @@ from __future__ import annotations
 import sys
 
 
-def clean_lines(text: object) -> list[str]:
-    """The text's non-empty lines, with carriage returns taken as line breaks and trailing spaces dropped."""
-    lines = str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return [line.rstrip() for line in lines if line.strip()]
-
-
 def error_line(message: object) -> None:
-    lines = clean_lines(message) or ["error"]
+    """`medsft: ` and the message's non-empty lines on stderr (a carriage return is a line break)."""
+    lines = str(message).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = [line.rstrip() for line in lines if line.strip()] or ["error"]
     sys.stdout.flush()
     sys.stderr.write("".join(f"{'medsft: ' if i == 0 else ''}{line}\n" for i, line in enumerate(lines)))
     sys.stderr.flush()
