@@ -25,9 +25,8 @@ import logging
 import os
 import sys
 import time
-import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -36,6 +35,12 @@ from medsft.cli_errors import error_line
 from medsft.config import ConfigError, RunConfig, load_config, parse_env_value
 
 SMOKE_QUESTION = "A 58-year-old man has crushing chest pain radiating to his left arm. What should be done first?"
+
+
+def fail(message: object, code: int = 2) -> int:
+    """Report a user's error as `medsft: <message>` and return the exit code (2: a wrong input, 1: a failed run)."""
+    error_line(message)
+    return code
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,10 +57,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--params-file", type=Path, help="YAML file of field overrides")
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return load_config(args.recipe, overrides_from_args(args))
-
-
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """`-f params.yaml` first, then each `-p key value` (read as YAML), later ones winning."""
     overrides: dict[str, Any] = {}
@@ -70,10 +71,14 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--stages", default=None, help="comma-separated stages (default: all): data,train,evaluate,export,chat"
-    )
+    add_config_arguments(parser)
+    parser.add_argument("--stages", help="comma-separated stages (default: all): data,train,evaluate,export,chat")
     parser.add_argument("--from-run", type=Path, help="start from an earlier run folder, reusing its data and adapter")
+    add_output_arguments(parser)
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", type=Path, help="sweep YAML: name, recipe, stages, base, grid")
     add_output_arguments(parser)
 
 
@@ -93,23 +98,19 @@ def run_command(args: argparse.Namespace) -> int:
         if args.command == "sweep":
             print(f"sweep folder: {run_sweep(args.grid, **output)}")
             return 0
+        if args.from_run and args.recipe:
+            raise ConfigError("--from-run takes the earlier run's config; give no recipe (-r) with it")
         if args.from_run:
-            if args.recipe:
-                raise ConfigError("--from-run takes the earlier run's config; give no recipe (-r) with it")
             config = config_from_run(args.from_run, overrides_from_args(args))
         else:
-            args.recipe = args.recipe or DEFAULT_RECIPE
-            config = config_from_args(args)
+            config = load_config(args.recipe or DEFAULT_RECIPE, overrides_from_args(args))
         run_dir = run_pipeline(config, args.stages, from_run=args.from_run, **output)
     except ConfigError as err:
-        print(f"medsft: config error: {err}", file=sys.stderr)
-        return 2
+        return fail(f"config error: {err}")
     except (FileExistsError, FileNotFoundError) as err:
-        print(f"medsft: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+        return fail(f"{type(err).__name__}: {err}")
     except (StageError, SweepError) as err:
-        print(f"medsft: {err}", file=sys.stderr)
-        return 1
+        return fail(err, 1)
     print(f"run folder: {run_dir}")
     return 0
 
@@ -117,8 +118,9 @@ def run_command(args: argparse.Namespace) -> int:
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="embedded, a model or adapter folder, a hub id, or a .gguf file")
     parser.add_argument(
-        "--task", help="a task (medqa, pubmedqa, medmcqa, mmlu_<subject>, synthetic, synthetic_ood, dialogue), "
-        "a comma-separated list, or a suite: 'suite' (the nine leaderboard tasks) or 'mmlu' (its six subjects)"
+        "--task",
+        help="a task (medqa, pubmedqa, medmcqa, mmlu_<subject>, synthetic, synthetic_ood, dialogue), "
+        "a comma-separated list, or a suite: 'suite' (the nine leaderboard tasks) or 'mmlu' (its six subjects)",
     )
     parser.add_argument("--data", help="a JSON/JSONL/Parquet file or hub id instead of the carried test split")
     parser.add_argument("--split", help="the split to score (default: the task's own; MedQA also has dev)")
@@ -136,57 +138,49 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
-class EvalInputError(ValueError):
-    """A wrong `medsft eval` argument: reported on one line, before any model loads."""
-
-
-def positive_int(name: str, text: str | None) -> int | None:
+def integer(name: str, text: str | None, minimum: int | None = 1) -> int | None:
+    """The option's value as an integer of at least `minimum` (None: any integer); an option not given is None."""
     if text is None:
         return None
+    expected = {None: "an integer", 0: "0 or a positive integer", 1: "a positive integer"}[minimum]
     try:
         value = int(text)
     except ValueError:
-        raise EvalInputError(f"{name}: expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise EvalInputError(f"{name}: expected a positive integer, got {value}")
+        raise ValueError(f"{name}: expected {expected}, got {text!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected {expected}, got {value}")
     return value
 
 
-def check_model_spec(spec: str | None) -> None:
-    """Reject a model that cannot be loaded, without loading it (a missing .gguf or folder, a bad spec)."""
-    from medsft.config import EMBEDDED_MODEL
+def check_model(spec: str | None, engine: str) -> None:
+    """Reject, without loading anything, a model that cannot be loaded (a missing .gguf or folder, a bad spec) and
+    an engine that is unknown, not installed, or cannot run the model (vLLM does not take a .gguf)."""
+    from medsft.config import EMBEDDED_MODEL, EVAL_ENGINES
+    from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
     from medsft.models import resolve_model
 
     if not spec:
-        raise EvalInputError("--model is required (embedded, a model folder, a hub id or a .gguf file)")
+        raise ValueError("--model is required (embedded, a model folder, a hub id or a .gguf file)")
     if spec.endswith(".gguf"):
         if not Path(spec).expanduser().is_file():
-            raise EvalInputError(f"--model {spec}: GGUF file not found")
+            raise ValueError(f"--model {spec}: GGUF file not found")
     elif spec != EMBEDDED_MODEL:  # the embedded model always resolves (converted on first use)
         try:
             resolve_model(spec)
         except (FileNotFoundError, ValueError) as err:
-            raise EvalInputError(f"--model: {err}") from None
-
-
-def check_engine(engine: str, spec: str) -> None:
-    """Reject an engine that is unknown, not installed, or cannot run the model (vLLM does not take a .gguf)."""
-    from medsft.config import EVAL_ENGINES
-    from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
-
+            raise ValueError(f"--model: {err}") from None
     if engine not in EVAL_ENGINES:
-        raise EvalInputError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(EVAL_ENGINES)}")
+        raise ValueError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(EVAL_ENGINES)}")
     if engine == "vllm" and spec.endswith(".gguf"):
-        raise EvalInputError("--engine vllm: a .gguf file is scored by llama.cpp; give a model or adapter folder")
+        raise ValueError("--engine vllm: a .gguf file is scored by llama.cpp; give a model or adapter folder")
     if engine == "vllm" and not vllm_available():
-        raise EvalInputError(f"--engine vllm: vLLM is not installed; {INSTALL_HINT}")
+        raise ValueError(f"--engine vllm: vLLM is not installed; {INSTALL_HINT}")
 
 
 def eval_command(args: argparse.Namespace) -> int:
     """`medsft eval`: every input (tasks, data rows, output file, model spec) is checked before a model loads;
     a problem is one line `medsft: ...` and exit code 2. Prints lm-eval's table, the per-discipline table and
     the baselines; writes one JSON (a task's result, or `{"tasks": {...}}` for several)."""
-    from medsft import DISCLAIMER
     from medsft.data import DataError
     from medsft.evaluate.compare import compare_results, evaluate_one, normalize_mode
     from medsft.evaluate.report import baseline_lines, discipline_rows, discipline_table, lm_eval_table
@@ -197,49 +191,41 @@ def eval_command(args: argparse.Namespace) -> int:
 
     try:
         if not args.task:
-            raise EvalInputError("--task is required (a task, a comma-separated list, or the suite name 'suite')")
+            raise ValueError("--task is required (a task, a comma-separated list, or the suite name 'suite')")
         if args.out is None:
-            raise EvalInputError("--out is required (the result JSON file)")
+            raise ValueError("--out is required (the result JSON file)")
         if args.out.exists() and not args.overwrite:
-            raise EvalInputError(f"--out {args.out} already exists; pass --overwrite to replace it")
+            raise ValueError(f"--out {args.out} already exists; pass --overwrite to replace it")
         if args.out.exists() and not args.out.is_file():
-            raise EvalInputError(f"--out {args.out} is not a file")
+            raise ValueError(f"--out {args.out} is not a file")
         try:
             mode = normalize_mode(args.mode)
         except ValueError as err:
-            raise EvalInputError(f"--mode: {err}") from None
+            raise ValueError(f"--mode: {err}") from None
         if args.view not in ("raw", "chat"):
-            raise EvalInputError(f"--view: unknown view '{args.view}'; choose raw or chat")
-        limit = positive_int("--limit", args.limit)
-        batch_size = positive_int("--batch-size", args.batch_size)
-        max_new_tokens = positive_int("--max-new-tokens", args.max_new_tokens)
-        if not args.num_fewshot.isdigit():
-            raise EvalInputError(f"--num-fewshot: expected 0 or a positive integer, got {args.num_fewshot!r}")
-        num_fewshot = int(args.num_fewshot)
-        try:
-            seed = int(args.seed)
-        except ValueError:
-            raise EvalInputError(f"--seed: expected an integer, got {args.seed!r}") from None
+            raise ValueError(f"--view: unknown view '{args.view}'; choose raw or chat")
+        limit = integer("--limit", args.limit)
+        batch_size = integer("--batch-size", args.batch_size)
+        max_new_tokens = integer("--max-new-tokens", args.max_new_tokens)
+        num_fewshot = integer("--num-fewshot", args.num_fewshot, minimum=0)
+        seed = integer("--seed", args.seed, minimum=None)
         tasks = expand_tasks(name.strip() for name in args.task.split(",") if name.strip())
         if args.data is not None and len(tasks) > 1:
-            raise EvalInputError("--data names one file: give one --task with it")
+            raise ValueError("--data names one file: give one --task with it")
         for task in tasks:
             spec = get_task(task)
             if num_fewshot and spec.multiple_choice and (spec.fewshot is None or num_fewshot > MAX_FEWSHOT):
-                raise EvalInputError(
+                raise ValueError(
                     f"--num-fewshot {num_fewshot}: {task} has "
                     + (f"{MAX_FEWSHOT} few-shot rows" if spec.fewshot else "no few-shot split (zero-shot only)")
                 )
         items = {task: load_items(task, limit, seed, path=args.data, split=args.split) for task in tasks}
         data = {task: describe_data(task, args.data, args.split, seed, len(items[task])) for task in tasks}
-        check_model_spec(args.model)
-        check_engine(args.engine, args.model)
+        check_model(args.model, args.engine)
     except DataError as err:
-        print(f"medsft: DataError: {err}", file=sys.stderr)
-        return 2
+        return fail(f"DataError: {err}")
     except ValueError as err:
-        print(f"medsft: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
 
     logging.basicConfig(level=logging.INFO, format="medsft: %(message)s")
     if args.model.endswith(".gguf"):
@@ -259,7 +245,7 @@ def eval_command(args: argparse.Namespace) -> int:
             interval, method = Interval(result.metrics["acc"], *result.metrics["acc_ci"]), "percentile bootstrap, 95%"
         else:
             interval, method = wilson_interval(result.outcomes()), "Wilson score interval, 95%"
-        output = {
+        outputs[task] = {
             "task": result.task,
             "model": result.model,
             "mode": result.mode,
@@ -270,17 +256,15 @@ def eval_command(args: argparse.Namespace) -> int:
             "data": data[task],
             "baselines": compare_results([result], seed).baselines,
             **{k: v for k, v in result.to_dict().items() if k not in ("task", "model", "n", "mode")},
+            "model_spec": {"spec": args.model, "scorer": type(scorer).__name__},
         }
-        output["model_spec"] = {"spec": args.model, "scorer": type(scorer).__name__}
         if result.mode != "loglikelihood":
-            output.setdefault("disclaimer", DISCLAIMER)  # the file holds generated text
-        outputs[task] = output
+            outputs[task].setdefault("disclaimer", DISCLAIMER)  # the file holds generated text
     summary = outputs[tasks[0]] if len(tasks) == 1 else {"tasks": outputs, "model": results[0].model}
     try:
         write_json(args.out, summary, overwrite=args.overwrite)
     except FileExistsError as err:
-        print(f"medsft: FileExistsError: {err}", file=sys.stderr)
-        return 2
+        return fail(f"FileExistsError: {err}")
     if any(result.mode != "dialogue" for result in results):
         print(lm_eval_table(results))
     if discipline_rows(results):
@@ -327,53 +311,41 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export of this run")
 
 
-def export_inputs(args: argparse.Namespace) -> tuple[Path, list[str] | None]:
-    """The adapter to export (this run's or the run it was started from) and the quantizations; ValueError with
-    one line naming what is missing, before anything loads."""
-    from medsft.export import check_quantizations
-    from medsft.runs import check_run_folder, find_artifact
-
-    run_dir = check_run_folder(args.run_dir)
-    adapter = find_artifact(run_dir, "adapter")
-    if adapter is None or not (adapter / "adapter_config.json").is_file():
-        raise ValueError(f"{run_dir} has no trained adapter (adapter/adapter_config.json); train first: medsft run")
-    quants = check_quantizations(args.quant.split(",")) if args.quant else None
-    if args.push and not os.environ.get("HF_TOKEN"):
-        raise ValueError("--push needs a Hugging Face token in the HF_TOKEN environment variable")
-    return adapter, quants
-
-
 def export_command(args: argparse.Namespace) -> int:
     """`medsft export`: input errors exit 2 before any model loads; a file that fails its check exits 1 (it is
     kept as *.rejected.gguf, or deleted with --strict) unless --allow-failed."""
-    from medsft.export import ExportError, VerificationError, export_run, push_to_hub
+    from medsft.export import ExportError, VerificationError, check_quantizations, export_run, push_to_hub
     from medsft.export.llamacpp_toolchain import ToolchainError
+    from medsft.runs import check_run_folder, find_artifact
 
-    try:
-        adapter, quants = export_inputs(args)
+    try:  # the adapter to export: this run's, or that of the run it was started from
+        adapter = find_artifact(check_run_folder(args.run_dir), "adapter")
+        if adapter is None or not (adapter / "adapter_config.json").is_file():
+            raise ValueError(
+                f"{args.run_dir} has no trained adapter (adapter/adapter_config.json); train first: medsft run"
+            )
+        quants = check_quantizations(args.quant.split(",")) if args.quant else None
+        if args.push and not os.environ.get("HF_TOKEN"):
+            raise ValueError("--push needs a Hugging Face token in the HF_TOKEN environment variable")
     except ValueError as err:  # ExportError from check_quantizations is a RuntimeError: caught below
-        error_line(err)
-        return 2
+        return fail(err)
     except ExportError as err:
-        error_line(f"--quant: {err}")
-        return 2
+        return fail(f"--quant: {err}")
     logging.basicConfig(level=logging.INFO, format="medsft: %(message)s")
     try:
         result = export_run(args.run_dir, quants, adapter_dir=adapter, overwrite=args.overwrite, strict=args.strict)
     except FileExistsError as err:
-        error_line(f"{str(err).split(';')[0]}; pass --overwrite to replace the earlier export")
-        return 2
+        return fail(f"{str(err).split(';')[0]}; pass --overwrite to replace the earlier export")
     except (VerificationError, ExportError, ToolchainError) as err:
-        error_line(f"export failed: {err}")
-        return 1
+        return fail(f"export failed: {err}", 1)
     print("\n".join(export_summary(result.files)))
     print(f"model card: {result.model_card}")
     if result.failed and not args.allow_failed:
-        error_line(
+        return fail(
             f"{', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
-            "or pass --allow-failed to accept this export"
+            "or pass --allow-failed to accept this export",
+            1,
         )
-        return 1
     if args.push:
         print(f"uploaded: {push_to_hub(args.run_dir, args.push)}")
     return 0
@@ -406,68 +378,22 @@ def add_gguf_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens (default 4096)")
 
 
-def gguf_argument(args: argparse.Namespace) -> Path | None:
-    """The GGUF that `medsft chat` / `medsft serve` were pointed at; None after printing why there is none."""
-    from medsft.export.chat import resolve_gguf
-
-    try:
-        return resolve_gguf(args.run_dir, args.gguf, args.quant)
-    except ValueError as err:
-        error_line(err)
-        return None
-
-
-def chat_command(args: argparse.Namespace) -> int:
-    from medsft.export.chat import run_chat
-
-    gguf = gguf_argument(args)
-    if gguf is None:
-        return 2
-    return run_chat(gguf, args.prompt, args.system, args.max_tokens, args.temperature, args.n_ctx)
-
-
-def serve_command(args: argparse.Namespace) -> int:
-    from medsft.export.server import serve
-    from medsft.export.server_checks import Limits
-
-    try:
-        limits = Limits(args.max_tokens, args.default_max_tokens or min(Limits.default_max_tokens, args.max_tokens),
-                        args.time_limit, args.queue_wait)  # fmt: skip
-    except ValueError as err:
-        error_line(err)
-        return 2
-    gguf = gguf_argument(args)
-    return 2 if gguf is None else serve(gguf, args.host, args.port, args.n_ctx, limits)
-
-
-def add_ship_commands(commands: Any) -> dict[str, argparse.ArgumentParser]:
-    """export, chat and serve: the same code the export and chat notebooks call."""
-    export = one_line_errors(commands.add_parser(
-        "export", help="merged model + checked GGUF files + model card", description=EXPORT_HELP
-    ))  # fmt: skip
-    add_export_arguments(export)
-    chat = one_line_errors(commands.add_parser(
-        "chat", help="chat offline with a GGUF (the run's Q8_0 by default)", description=CHAT_HELP
-    ))  # fmt: skip
+def add_chat_arguments(chat: argparse.ArgumentParser) -> None:
     add_gguf_arguments(chat)
     chat.add_argument("--prompt", help="ask one question and exit (default: interactive)")
     chat.add_argument("--system", help="a system message")
     chat.add_argument("--max-tokens", type=int, default=768, help="reply length cap (default 768)")
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    serve = one_line_errors(commands.add_parser(
-        "serve", help="OpenAI-compatible server on a GGUF (127.0.0.1)", description=SERVE_HELP
-    ))  # fmt: skip
+
+
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    """The server's address, and the bounds on one request: the server has one model context, so they also bound
+    every other's wait."""
+    from medsft.export.server_checks import Limits
+
     add_gguf_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    add_limit_arguments(serve)
-    return {"export": export, "chat": chat, "serve": serve}
-
-
-def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
-    """The bounds on one request: the server has one model context, so they also bound every other's wait."""
-    from medsft.export.server_checks import Limits
-
     serve.add_argument(
         "--max-tokens",
         type=int,
@@ -499,10 +425,34 @@ def add_limit_arguments(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def chat_command(args: argparse.Namespace) -> int:
+    from medsft.export.chat import resolve_gguf, run_chat
+
+    try:
+        gguf = resolve_gguf(args.run_dir, args.gguf, args.quant)
+    except ValueError as err:
+        return fail(err)
+    return run_chat(gguf, args.prompt, args.system, args.max_tokens, args.temperature, args.n_ctx)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from medsft.export.chat import resolve_gguf
+    from medsft.export.server import serve
+    from medsft.export.server_checks import Limits
+
+    default_max_tokens = args.default_max_tokens or min(Limits.default_max_tokens, args.max_tokens)
+    try:
+        limits = Limits(args.max_tokens, default_max_tokens, args.time_limit, args.queue_wait)
+        gguf = resolve_gguf(args.run_dir, args.gguf, args.quant)
+    except ValueError as err:
+        return fail(err)
+    return serve(gguf, args.host, args.port, args.n_ctx, limits)
+
+
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Argument errors as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
 
-    def error(message: str) -> typing.NoReturn:
+    def error(message: str) -> NoReturn:
         error_line(message)
         sys.exit(2)
 
@@ -528,43 +478,17 @@ def smoke(config: RunConfig) -> None:
     print(f"Q: {SMOKE_QUESTION}\nA: {reply.strip()}\n\n{DISCLAIMER}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="medsft", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"medsft {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("smoke", "load the model and answer one question"),
-        ("config", "print the resolved config"),
-        ("train", "LoRA SFT with response-only loss"),
-    ):
-        add_config_arguments(commands.add_parser(name, help=help_text))
-    run = commands.add_parser("run", help="execute the stage notebooks into outputs/<run-id>/")
-    add_config_arguments(run)
-    add_run_arguments(run)
-    sweep = commands.add_parser("sweep", help="run the pipeline over a grid and summarize")
-    sweep.add_argument("grid", type=Path, help="sweep YAML: name, recipe, stages, base, grid")
-    add_output_arguments(sweep)
-    evaluate = one_line_errors(commands.add_parser("eval", help="evaluate one model on one task into a JSON file"))
-    add_eval_arguments(evaluate)
-    one_line = {"eval": evaluate, **add_ship_commands(commands)}
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        one_line.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command in ("run", "sweep"):
-        return run_command(args)
-    handlers = {"eval": eval_command, "export": export_command, "chat": chat_command, "serve": serve_command}
-    if args.command in handlers:
-        return handlers[args.command](args)
+def config_command(args: argparse.Namespace) -> int:
+    """`medsft config`, `smoke` and `train` on the resolved config; a wrong input exits 2."""
     try:
-        config = config_from_args(args)
+        config = load_config(args.recipe, overrides_from_args(args))
     except ConfigError as err:
-        print(f"medsft: config error: {err}", file=sys.stderr)
-        return 2
+        return fail(f"config error: {err}")
     if args.command == "config":
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     elif args.command == "smoke":
         smoke(config)
-    elif args.command == "train":
+    else:
         from medsft.data import DataError
         from medsft.train.distributed import is_main_process
         from medsft.train.labels import LabelError
@@ -572,12 +496,42 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             result = train(config)
-            if is_main_process():  # under `accelerate launch` every process returns the same result
-                print(json.dumps(result.to_dict(), indent=2))
         except (DataError, LabelError, ConfigError, FileExistsError) as err:  # the user's input, not a bug
-            print(f"medsft: {type(err).__name__}: {err}", file=sys.stderr)
-            return 2
+            return fail(f"{type(err).__name__}: {err}")
+        if is_main_process():  # under `accelerate launch` every process returns the same result
+            print(json.dumps(result.to_dict(), indent=2))
     return 0
+
+
+# name: (one-line help, what adds its arguments, its handler, argument errors as one line `medsft: ...`)
+COMMANDS = {
+    "smoke": ("load the model and answer one question", add_config_arguments, config_command, False),
+    "config": ("print the resolved config", add_config_arguments, config_command, False),
+    "train": ("LoRA SFT with response-only loss", add_config_arguments, config_command, False),
+    "run": ("execute the stage notebooks into outputs/<run-id>/", add_run_arguments, run_command, False),
+    "sweep": ("run the pipeline over a grid and summarize", add_sweep_arguments, run_command, False),
+    "eval": ("evaluate one model on one task into a JSON file", add_eval_arguments, eval_command, True),
+    "export": ("merged model + checked GGUF files + model card", add_export_arguments, export_command, True),
+    "chat": ("chat offline with a GGUF (the run's Q8_0 by default)", add_chat_arguments, chat_command, True),
+    "serve": ("OpenAI-compatible server on a GGUF (127.0.0.1)", add_serve_arguments, serve_command, True),
+}
+DESCRIPTIONS = {"export": EXPORT_HELP, "chat": CHAT_HELP, "serve": SERVE_HELP}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medsft", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"medsft {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    one_line_parsers = {}
+    for name, (help_text, add_arguments, _, one_line) in COMMANDS.items():
+        subparser = commands.add_parser(name, help=help_text, description=DESCRIPTIONS.get(name))
+        add_arguments(subparser)
+        if one_line:
+            one_line_parsers[name] = one_line_errors(subparser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        one_line_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    return COMMANDS[args.command][2](args)
 
 
 if __name__ == "__main__":

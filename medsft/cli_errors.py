@@ -1,9 +1,7 @@
-"""Error lines for `medsft chat`, `serve` and `export`: `medsft: <message>`, every line ending with a newline.
+"""Error lines of the `medsft` commands: `medsft: <message>`, every line ending with a newline.
 
-llama.cpp's and the converter's messages can carry carriage returns, blank lines or no final line break of their
-own, and C code writes to the same terminal. Each message is therefore cut into clean lines, each ending with a
-newline, and stdout is flushed first, so the lines come after what the command printed and the shell prompt after
-the lines.
+llama.cpp's and the converter's messages can carry carriage returns, blank lines or no final line break, and C
+code writes to the same terminal: so each message is cut into clean lines, and stdout is flushed first.
 """
 
 from __future__ import annotations
@@ -11,14 +9,10 @@ from __future__ import annotations
 import sys
 
 
-def clean_lines(text: object) -> list[str]:
-    """The text's non-empty lines, with carriage returns taken as line breaks and trailing spaces dropped."""
-    lines = str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return [line.rstrip() for line in lines if line.strip()]
-
-
 def error_line(message: object) -> None:
-    lines = clean_lines(message) or ["error"]
+    """`medsft: ` and the message's non-empty lines on stderr (a carriage return is a line break)."""
+    lines = str(message).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = [line.rstrip() for line in lines if line.strip()] or ["error"]
     sys.stdout.flush()
     sys.stderr.write("".join(f"{'medsft: ' if i == 0 else ''}{line}\n" for i, line in enumerate(lines)))
     sys.stderr.flush()

@@ -1,14 +1,7 @@
-"""`medsft run`: the stage notebooks in order, through papermill, for one resolved config.
+"""`medsft run`: the stage notebooks in order, through papermill, into one run folder (docs/pipeline.md).
 
-Config flows one way. The runner resolves the `RunConfig` once (a bad name or type is a `ConfigError` before
-any notebook starts), creates `outputs/<run-id>/` with `config.yaml` and `manifest.json` (`medsft.runs.Run`),
-and executes each stage's notebook into that folder with a single parameter, `run_dir`; a notebook opens the
-`Run` there (`open_notebook_run`). Opened by hand in Jupyter or Colab with `run_dir = ""`, a notebook resolves its own
-`recipe` + `params` defaults and starts a fresh run folder instead.
-
-A run never writes into another run's folder. To reuse an earlier run's artifacts (its data, adapter, ...),
-start a new run from it: `medsft run --from-run outputs/<id> --stages evaluate`; `find_artifact` looks in the
-run's folder first, then in the run it came from.
+A notebook gets one parameter, `run_dir`; opened by hand (`run_dir = ""`) it starts its own run folder. A run
+never writes into another run's folder: `--from-run` starts a new one that reuses the earlier run's artifacts.
 """
 
 from __future__ import annotations
@@ -55,7 +48,11 @@ REUSE_OVERRIDES = (
 
 
 class StageError(RuntimeError):
-    """A stage's notebook failed; the message names the stage, the cell and its error, and the partial render."""
+    """A notebook failed; the message names the stage, the cell and its error, and the partial render."""
+
+    def __init__(self, what: str, notebook: Path, error: Mapping[str, Any]) -> None:
+        where = f"{error['where']}: {error['ename']}: {error['evalue']}"
+        super().__init__(f"{what} failed in {where}\npartial notebook: {notebook}")
 
 
 def parse_stages(stages: str | Iterable[str] | None) -> list[str]:
@@ -190,17 +187,16 @@ def run_pipeline(
     progress: bool = True,
     log_output: bool = False,
 ) -> Path:
-    """Create the run folder and execute the chosen stages' notebooks into it; returns the folder.
-
-    A stage whose notebook does not exist yet is skipped with a warning. A failing notebook stops the run:
-    the manifest says `status: failed` with the cell's error, the partial render stays, and `StageError` is
-    raised. On success the manifest says `status: complete` and `results.json` holds the headline numbers.
-    """
+    """Create the run folder and execute the chosen stages' notebooks into it (a missing notebook is skipped with
+    a warning; a failing one stops the run with `StageError`, its manifest `status: failed`); returns the folder."""
     from medsft.run_summary import run_results
 
     names = parse_stages(stages)
-    if "evaluate" in names:
-        check_eval_engine(config)  # before the run folder exists and hours of training start
+    if "evaluate" in names and config.eval_engine == "vllm":
+        from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
+
+        if not vllm_available():  # before the run folder exists and hours of training start
+            raise ConfigError(f"eval_engine: vllm is not installed; {INSTALL_HINT}")
     run = Run.create(config, from_run=from_run, status="running", stages=names)
     timings: dict[str, float] = {}
     skipped = []
@@ -220,10 +216,7 @@ def run_pipeline(
             timings[Path(filename).stem] = round(time.perf_counter() - started, 1)
             error = {"stage": stage, "notebook": str(run.run_dir / filename), **describe_error(err)}
             run.update_manifest(status="failed", error=error, timings={"notebooks": timings})
-            raise StageError(
-                f"stage {stage} failed in {error['where']}: {error['ename']}: {error['evalue']}\n"
-                f"partial notebook: {run.run_dir / filename}"
-            ) from err
+            raise StageError(f"stage {stage}", run.run_dir / filename, error) from err
         timings[Path(filename).stem] = round(time.perf_counter() - started, 1)
         run.update_manifest(timings={"notebooks": timings})
     finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -232,23 +225,11 @@ def run_pipeline(
     return run.run_dir
 
 
-def check_eval_engine(config: RunConfig) -> None:
-    """A ConfigError when the evaluation engine the config names is not installed here."""
-    from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
-
-    if config.eval_engine == "vllm" and not vllm_available():
-        raise ConfigError(f"eval_engine: vllm is not installed; {INSTALL_HINT}")
-
-
 def describe_error(err: BaseException) -> dict[str, Any]:
     """ename/evalue and the cell of a notebook error (papermill's), or the exception itself otherwise."""
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(err, PapermillExecutionError):
-        return {
-            "where": f"cell {err.exec_count}",
-            "cell_index": err.cell_index,
-            "ename": err.ename,
-            "evalue": err.evalue,
-        }
+        where = f"cell {err.exec_count}"
+        return {"where": where, "cell_index": err.cell_index, "ename": err.ename, "evalue": err.evalue}
     return {"where": "the runner", "ename": type(err).__name__, "evalue": str(err)}

@@ -1,7 +1,5 @@
-"""Every figure medsft draws, in one place. Each function takes plain records (a run's `train_log.jsonl`,
-`TaskResult`s or their JSON dicts, run summaries, token counts) and returns a matplotlib Figure or Axes; none
-calls `plt.show()`, so notebooks display them and scripts save them.
-"""
+"""Every figure medsft draws, from plain records (train logs, `TaskResult`s or their JSON dicts, run summaries,
+token counts); none calls `plt.show()`, so notebooks display them and scripts save them."""
 
 from __future__ import annotations
 

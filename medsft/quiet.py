@@ -1,13 +1,7 @@
 """What medsft's output leaves out: a library deprecation warning it cannot fix, and half-drawn progress bars.
 
-`filter_known_warnings` runs when `medsft` is imported, so the CLI and every notebook kernel go through it. It
-ignores exactly the warnings listed in `KNOWN_WARNINGS` (category and message), nothing else.
-
-A notebook executed by papermill (`medsft run`, `medsft sweep`) is saved, not watched: a progress widget is stored
-as its first frame (`Loading weights: 0%| | 0/236`), and a text bar as every frame it drew. `rendered_environment`
-marks the kernel's environment for such a run: the Hugging Face libraries' own bars (weight loading, shard
-writing, dataset maps) are off, and `medsft`'s long steps keep one text bar, which papermill's stream coalescing
-(`coalesce_streams`) reduces to its last frame in the saved notebook. Opened by hand in Jupyter, nothing changes.
+A notebook executed by papermill is saved, not watched: a progress widget is stored as its first frame
+(`Loading weights: 0%| | 0/236`), a text bar as every frame it drew. Opened by hand in Jupyter, nothing changes.
 """
 
 from __future__ import annotations
@@ -40,27 +34,21 @@ def filter_known_warnings() -> None:
 
 @contextmanager
 def rendered_environment() -> Iterator[None]:
-    """Within the block, kernels started (papermill's) inherit `RENDERED_ENVIRONMENT`; variables the user set win."""
-    saved = {name: os.environ.get(name) for name in RENDERED_ENVIRONMENT}
-    for name, value in RENDERED_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    """Within the block, kernels started (papermill's) inherit `RENDERED_ENVIRONMENT`; variables the user set win:
+    the Hugging Face libraries' own bars are off, and medsft's long steps keep one text bar."""
+    added = {name: value for name, value in RENDERED_ENVIRONMENT.items() if name not in os.environ}
+    os.environ.update(added)
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def use_text_progress_bars() -> None:
-    """In a rendered notebook's kernel, `tqdm.auto` draws text (to stderr) instead of a widget.
-
-    A widget is saved as its first frame; text frames are collapsed to the last one when papermill coalesces the
-    cell's streams. `tqdm.auto` is looked up when a bar starts (`from tqdm.auto import tqdm` inside the function),
-    so replacing the module's names is enough.
-    """
+    """In a rendered notebook's kernel, `tqdm.auto` draws text (to stderr) instead of a widget: papermill's
+    `coalesce_streams` keeps a text bar's last frame. `tqdm.auto` is looked up when a bar starts (`from tqdm.auto
+    import tqdm` inside the function), so replacing the module's names is enough."""
     if os.environ.get(RENDERED) != "1":
         return
     import tqdm.auto

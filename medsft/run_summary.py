@@ -1,11 +1,5 @@
-"""A run's headline numbers from its JSON files, and the comparison of many runs (the sweep summary).
-
-`run_results(run)` reads only what the stages wrote (config.yaml, manifest.json, data_report.json,
-train_results.json, eval_results.json, and export.json when the export stage ran), through the `Run` that owns
-the folder, and never scrapes notebook text; the runner saves it as `results.json`. `summary_frame` puts many
-runs in one table, and the plots compare accuracy (with 95% intervals), training time, throughput and GGUF size
-across them.
-"""
+"""A run's headline numbers (`results.json`) from the JSON files its stages wrote, never from notebook text, and
+the comparison of many runs (the sweep summary)."""
 
 from __future__ import annotations
 

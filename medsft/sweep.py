@@ -1,17 +1,6 @@
-"""`medsft sweep grid.yaml`: the pipeline for every combination of a grid, then one summary notebook.
-
-```yaml
-name: lora-rank                  # the sweep folder, outputs/<name>/ (default: the file's name)
-recipe: gemma3-270m/pipeline-cpu # optional, as `medsft run -r`
-stages: data,train,evaluate      # optional, as `medsft run --stages`
-base: {max_steps: 30}            # overrides shared by every run
-grid: {lora_r: [8, 16], learning_rate: [1e-4, 2e-4]}
-```
-
-Each combination's run id is derived from its values (`lora_r-8_learning_rate-0.0001`), so rerunning the
-sweep finds the same folders: complete runs (`status: complete` in the manifest) are skipped, and a folder
-left by a failed run is reported, never overwritten. Every combination's config is validated before the
-first notebook starts. `notebooks/10_summary.ipynb` then renders into the sweep folder.
+"""`medsft sweep grid.yaml` (keys `name`, `recipe`, `stages`, `base`, `grid`: docs/scale-out.md#sweeps): the pipeline
+for every combination of a grid, then `notebooks/10_summary.ipynb`. A combination's run id comes from its values,
+so a rerun finds the same folders: complete runs are skipped, a failed run's folder is reported, never overwritten.
 """
 
 from __future__ import annotations
@@ -28,15 +17,7 @@ import yaml
 
 from medsft import pipeline
 from medsft.config import ConfigError, RunConfig, load_config
-from medsft.pipeline import (
-    DEFAULT_RECIPE,
-    StageError,
-    describe_error,
-    display_path,
-    execute,
-    parse_stages,
-    run_pipeline,
-)
+from medsft.pipeline import StageError, describe_error, display_path, execute, parse_stages, run_pipeline
 from medsft.runs import write_json
 
 log = logging.getLogger("medsft")
@@ -64,14 +45,8 @@ def read_sweep(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'grid' must map config fields to non-empty lists, e.g. {{lora_r: [8, 16]}}")
     if not isinstance(spec.get("base", {}), dict):
         raise ConfigError(f"{path}: 'base' must be a mapping of config overrides")
-    return {"name": spec.get("name") or path.stem, "recipe": spec.get("recipe", DEFAULT_RECIPE),
+    return {"name": spec.get("name") or path.stem, "recipe": spec.get("recipe", pipeline.DEFAULT_RECIPE),
             "stages": parse_stages(spec.get("stages")), "base": spec.get("base") or {}, "grid": grid}  # fmt: skip
-
-
-def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in the order the file lists them."""
-    keys = list(grid)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def combination_id(combination: dict[str, Any]) -> str:
@@ -105,15 +80,13 @@ def run_sweep(
     base_dir = Path(output_dir or load_config(spec["recipe"], spec["base"]).output_dir)
     sweep_dir = base_dir / spec["name"]
     planned: list[tuple[dict[str, Any], RunConfig]] = []
-    for combination in combinations(spec["grid"]):  # all validated before any notebook runs
+    for values in itertools.product(*spec["grid"].values()):  # in the file's order, all validated before any run
+        combination = dict(zip(spec["grid"], values, strict=True))
         overrides = {**spec["base"], **combination, "output_dir": str(sweep_dir), "run_id": combination_id(combination)}
         planned.append((combination, load_config(spec["recipe"], overrides)))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(
-        sweep_dir / "sweep.json",
-        {**spec, "runs": [{"run_id": c.run_id, "values": combo} for combo, c in planned]},
-        overwrite=True,
-    )
+    runs = [{"run_id": config.run_id, "values": combination} for combination, config in planned]
+    write_json(sweep_dir / "sweep.json", {**spec, "runs": runs}, overwrite=True)
     problems = []
     for combination, config in planned:
         run_dir = sweep_dir / str(config.run_id)
@@ -133,11 +106,7 @@ def run_sweep(
         parameters = {"sweep_dir": display_path(sweep_dir)}
         execute(notebooks_dir / SUMMARY_NOTEBOOK, sweep_dir / SUMMARY_NOTEBOOK, parameters, progress, log_output)
     except Exception as err:
-        error = describe_error(err)
-        raise StageError(
-            f"the sweep summary failed in {error['where']}: {error['ename']}: {error['evalue']}\n"
-            f"partial notebook: {sweep_dir / SUMMARY_NOTEBOOK}"
-        ) from err
+        raise StageError("the sweep summary", sweep_dir / SUMMARY_NOTEBOOK, describe_error(err)) from err
     if problems:
         raise SweepError(f"{len(problems)} run(s) of {spec['name']} did not complete:\n" + "\n".join(problems))
     return sweep_dir
