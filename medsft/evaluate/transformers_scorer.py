@@ -1,8 +1,5 @@
 """The scorer seam: a model behind two calls, log-likelihood of continuations and chat generation.
 
-Task code talks only to a `Scorer` (`HFScorer` here, `LlamaCppScorer` for GGUF files, `VLLMScorer`), so
-quantization loss is measured with the same prompts, splits and metrics.
-
 `HFScorer` is built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs
 once (one-token choices such as ` A`..` D` are all read at its last position; choices that share all but their
 last token, the chat view's `\n` + ` A`..` D`, likewise; longer ones reuse its KV cache); the LM head (168M of
@@ -201,24 +198,22 @@ class HFScorer:
             for i in sorted(set(range(len(requests))) - set(single) - set(shared)):
                 results[i] = self._score_with_cache(requests[i])
                 progress.update(1)
-            shared.sort(key=lambda i: -len(requests[i].context))
-            for start in range(0, len(shared), self.batch_size):
-                chunk = shared[start : start + self.batch_size]
-                rows = self._positions_logprobs([[*requests[i].context, *requests[i].continuations[0][:-1]]
-                                                 for i in chunk], 2)  # fmt: skip
-                for i, row in zip(chunk, rows, strict=True):
-                    prefix = requests[i].continuations[0][:-1]
-                    common = sum(float(row[j, token]) for j, token in enumerate(prefix))
-                    results[i] = [common + float(row[len(prefix), c[-1]]) for c in requests[i].continuations]
-                progress.update(len(chunk))
-            # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
-            single.sort(key=lambda i: -len(requests[i].context))
-            for start in range(0, len(single), self.batch_size):
-                chunk = single[start : start + self.batch_size]
-                rows = self._last_position_logprobs([requests[i].context for i in chunk])
-                for i, row in zip(chunk, rows, strict=True):
-                    results[i] = [float(row[c[0]]) for c in requests[i].continuations]
-                progress.update(len(chunk))
+            for batched in (shared, single):
+                # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
+                batched.sort(key=lambda i: -len(requests[i].context))
+                for start in range(0, len(batched), self.batch_size):
+                    chunk = batched[start : start + self.batch_size]
+                    # each row: the context, then every token of a continuation but its last (the shared prefix)
+                    sequences = [[*requests[i].context, *requests[i].continuations[0][:-1]] for i in chunk]
+                    if batched is shared:
+                        rows = self._positions_logprobs(sequences, 2)
+                    else:
+                        rows = self._last_position_logprobs(sequences)[:, None]
+                    for i, row in zip(chunk, rows, strict=True):
+                        prefix = requests[i].continuations[0][:-1]
+                        common = sum(float(row[j, token]) for j, token in enumerate(prefix))
+                        results[i] = [common + float(row[len(prefix), c[-1]]) for c in requests[i].continuations]
+                    progress.update(len(chunk))
         return [results[i] for i in range(len(requests))]
 
     def _last_position_logprobs(self, contexts: list[list[int]]) -> Any:
@@ -361,17 +356,12 @@ def greedy_generate(
     return outputs
 
 
-@contextlib.contextmanager
-def compile_free(enabled: bool = True) -> Iterator[None]:
+def compile_free(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
     """Run every `torch.compile`d region as eager code (`set_stance("force_eager")`) for the duration: see the
     module docstring for why; on a plain CPU model nothing is compiled, so this changes nothing there."""
     import torch
 
-    if not enabled:
-        yield
-        return
-    with torch.compiler.set_stance("force_eager"):
-        yield
+    return torch.compiler.set_stance("force_eager") if enabled else contextlib.nullcontext()
 
 
 @functools.cache
