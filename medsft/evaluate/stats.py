@@ -1,15 +1,6 @@
-"""Confidence intervals for accuracy and for the difference between two models on the same questions.
-
-A few hundred questions give wide intervals (±4 points at n=500), so a base-vs-tuned gain is only worth
-reporting with its interval. Everything is seeded: the same outcomes and seed give the same interval.
-
-- `wilson_interval`: the Wilson score interval of an accuracy (0/1 outcomes). Used for every single accuracy:
-  unlike a bootstrap it is not degenerate at 0/n or n/n (0 of 8 correct gives [0, 0.32], not [0, 0]).
-- `bootstrap_ci`: percentile bootstrap of the mean of per-item scores that are not 0/1 (ROUGE, key points).
-- `paired_bootstrap`: the difference of means with both models resampled on the *same* question indices,
-  which is much tighter than two independent intervals because question difficulty cancels.
-- `mcnemar_exact`: the exact two-sided McNemar test on the discordant pairs (binomial, p = 1/2).
-"""
+"""Confidence intervals for accuracy and for the difference between two models on the same questions: a few
+hundred questions give wide intervals (±4 points at n=500), so a gain is only worth reporting with its interval.
+Everything is seeded: the same outcomes and seed give the same interval."""
 
 from __future__ import annotations
 
@@ -56,7 +47,8 @@ def wilson_bounds(successes: int, n: int, level: float = LEVEL) -> tuple[float, 
 
 
 def wilson_interval(outcomes: Sequence[float | bool], level: float = LEVEL) -> Interval:
-    """Accuracy of 0/1 `outcomes` with its Wilson 95% interval (deterministic: no seed)."""
+    """Accuracy of 0/1 `outcomes` with its Wilson 95% interval (no seed). Used for every single accuracy: unlike a
+    bootstrap it is not degenerate at 0/n or n/n (0 of 8 correct gives [0, 0.32], not [0, 0])."""
     (values,) = _arrays(outcomes)
     if not np.isin(values, (0.0, 1.0)).all():
         raise ValueError("wilson_interval needs 0/1 outcomes; use bootstrap_ci for other per-item scores")
@@ -97,7 +89,7 @@ def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
 def bootstrap_ci(
     outcomes: Sequence[float | bool], n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL
 ) -> Interval:
-    """Mean of `outcomes` with a seeded percentile-bootstrap interval (all correct gives [1, 1])."""
+    """Mean of per-item scores that are not 0/1 (ROUGE, key points) with a seeded percentile-bootstrap interval."""
     (values,) = _arrays(outcomes)
     (means,) = _resampled_means([values], n_boot, seed)
     return Interval(float(values.mean()), *_percentiles(means, level))
@@ -105,14 +97,15 @@ def bootstrap_ci(
 
 def paired_bootstrap(first: Sequence[float | bool], second: Sequence[float | bool], n_boot: int = N_BOOT, seed: int = 0,
                      level: float = LEVEL) -> Interval:  # fmt: skip
-    """`mean(second) - mean(first)` with an interval from resampling question indices jointly."""
+    """`mean(second) - mean(first)` with both resampled on the same question indices: much tighter than two
+    independent intervals, since question difficulty cancels."""
     a, b = _arrays(first, second)
     means_a, means_b = _resampled_means([a, b], n_boot, seed)
     return Interval(float(b.mean() - a.mean()), *_percentiles(means_b - means_a, level))
 
 
 def mcnemar_exact(first: Sequence[bool], second: Sequence[bool]) -> McNemar:
-    """Exact McNemar test: under no difference each discordant question is a fair coin flip."""
+    """Exact two-sided McNemar test: under no difference each discordant question is a fair coin flip."""
     a, b = (array.astype(bool) for array in _arrays(first, second))
     only_first, only_second = int(np.sum(a & ~b)), int(np.sum(~a & b))
     n = only_first + only_second
