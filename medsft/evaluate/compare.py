@@ -1,11 +1,5 @@
-"""Base vs tuned (vs GGUF...) on the identical question list: accuracy, intervals, paired differences.
-
-`compare` evaluates each model on the same items, writes one `eval_<task>_<model>.json` per model and a
-`compare_<task>.json`: each model's accuracy with its Wilson 95% interval and, against the first (the
-baseline), the difference in accuracy with a paired-bootstrap 95% interval and the exact McNemar p-value,
-plus a per-subject (or per-domain) table where the data has one. `compare_results` does the same from
-results already on disk.
-"""
+"""Base vs tuned (vs GGUF...) on the identical question list: accuracy with Wilson intervals, paired differences
+(bootstrap interval, exact McNemar) against the first model, and per-subject (or per-domain) tables."""
 
 from __future__ import annotations
 

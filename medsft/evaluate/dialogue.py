@@ -1,18 +1,6 @@
-"""The `dialogue` task: replies to the 500 held-out ChatDoctor dialogues, scored against the doctor's reply.
-
-Each model answers each held-out patient turn (`medsft.data.dialogue_split`) through its chat template,
-greedy, up to `max_new_tokens`. Two scores per reply:
-
-- ROUGE-1, ROUGE-2 and ROUGE-L F-measures against the reference (per reply, no stemming: the hub metric's
-  defaults), through `evaluate` from the metric module the package carries (`metrics/rouge/rouge.py`), since
-  `evaluate.load("rouge")` would download it from the hub, which medsft never reaches at run time;
-- the key-point hit rate: the share of the reference's key points (the condition it names, the tests and
-  treatments it recommends; `medsft.evaluate.keypoints`) that the reply contains.
-
-Means come with seeded percentile-bootstrap 95% intervals, and a second model's difference to the first with
-a paired bootstrap on the same dialogues (`medsft.evaluate.stats`). The key-point hit rate is the task's
-headline number, so it also fills `acc` / `acc_ci`, which the run summary, plots and model card read.
-"""
+"""The `dialogue` task: replies to the 500 held-out ChatDoctor dialogues (`medsft.data.dialogue_split`), scored
+against the doctor's reply by ROUGE-1/2/L and by the key-point hit rate (`medsft.evaluate.keypoints`), the headline
+number, which also fills `acc` / `acc_ci` for the run summary, plots and model card (docs/dialogue.md)."""
 
 from __future__ import annotations
 
@@ -36,14 +24,15 @@ METRICS = (*ROUGE_TYPES, "key_point_hit_rate")
 
 @functools.cache
 def load_rouge() -> Any:
-    """The ROUGE `evaluate.EvaluationModule`, from the carried metric folder (copied into `HF_MODULES_CACHE`)."""
+    """The ROUGE `evaluate.EvaluationModule`, from the carried metric folder (copied into `HF_MODULES_CACHE`):
+    `evaluate.load("rouge")` would download it from the hub, which medsft never reaches at run time."""
     import evaluate
 
     return evaluate.load(str(ROUGE_DIR))
 
 
 def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
-    """ROUGE-1/2/L F-measure of each prediction against its reference."""
+    """ROUGE-1/2/L F-measure of each prediction against its reference (per reply, no stemming: the hub's defaults)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not predictions:
@@ -91,7 +80,8 @@ def mean_interval(values: Sequence[float | None], seed: int) -> tuple[float | No
 
 
 def summarize_dialogue(records: Sequence[Row], seed: int = 0) -> dict[str, Any]:
-    """Overall and per condition group: each metric's mean and interval, and the reply length in words."""
+    """Overall and per condition group: each metric's mean with its seeded bootstrap 95% interval, and the reply
+    length in words."""
 
     def block(rows: Sequence[Row]) -> Row:
         out: Row = {"n": len(rows)}

@@ -1,10 +1,6 @@
-"""Multiple-choice tasks scored by log-likelihood, with lm-eval's prompts, token split, acc and acc_norm.
-
-The prediction is the choice with the highest summed log-probability (`acc`); `acc_norm` divides each by the
-choice's length in characters first. Both take the first maximum on ties, like numpy's argmax in lm-eval.
-Two views of the same items: `raw` (lm-eval's default, the plain prompt) and `chat` (lm-eval's
-`--apply_chat_template`: the prompt rendered through the model's chat template, the bare choice after it).
-"""
+"""Multiple-choice tasks scored by log-likelihood, with lm-eval's prompts, token split, acc and acc_norm, in two
+views of the same items: `raw` (lm-eval's default, the plain prompt) and `chat` (lm-eval's `--apply_chat_template`:
+the prompt rendered through the model's chat template, the bare choice after it)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""The synthetic clinical tasks (triage, drug interactions, lab interpretation): format and label accuracy.
-
-Every synthetic case has a label computed from the fact tables (`medsft.data.synthetic`), so a reply is
-scored without a judge: is the format the one trained (`<think>` with five numbered steps, then a final
-answer stating the domain's label line), and does each stated label (risk level, severity, flags, ...)
-equal the computed one. A label the reply does not state counts as wrong and is also counted as missing.
-
-Two tasks share this code: `synthetic` (the in-distribution test set) and `synthetic_ood` (held-out clusters,
-lab tests, drug pairs and phrasings; see `medsft.data.synthetic`), each with its own result files.
-"""
+"""The synthetic clinical tasks (`synthetic`, and `synthetic_ood` on held-out clusters, lab tests, drug pairs and
+phrasings): every case's label is computed from the fact tables (`medsft.data.synthetic`), so a reply is scored
+without a judge, on its format and on each label it states (one it does not state is wrong, and counted missing)."""
 
 from __future__ import annotations
 
