@@ -107,12 +107,12 @@ def scored(items: Sequence[DialogueItem], replies: Sequence[str], seed: int) -> 
 
 
 def evaluate_dialogue(scorer: Scorer, items: Sequence[DialogueItem], max_new_tokens: int = 128,
-                      do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
-                      model_spec: dict[str, Any] | None = None) -> TaskResult:  # fmt: skip
+                      do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95,
+                      seed: int = 0) -> TaskResult:  # fmt: skip
     """Generate a reply per held-out dialogue (greedy unless `do_sample`) and score it."""
     generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
     return generated_result(scorer, "dialogue", "dialogue", [item.messages() for item in items], generation,
-                            lambda replies: scored(items, replies, seed), model_spec)  # fmt: skip
+                            lambda replies: scored(items, replies, seed))  # fmt: skip
 
 
 def rescore(result: TaskResult, items: Sequence[DialogueItem]) -> TaskResult:

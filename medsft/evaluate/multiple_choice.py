@@ -72,8 +72,7 @@ def score_items(
 
 
 def evaluate_multiple_choice(scorer: Scorer, task: str, items: Sequence[MultipleChoiceItem], seed: int = 0,
-                             model_spec: dict[str, Any] | None = None, num_fewshot: int = 0,
-                             view: str = "raw") -> TaskResult:  # fmt: skip
+                             num_fewshot: int = 0, view: str = "raw") -> TaskResult:  # fmt: skip
     """Score every item, then acc and acc_norm with Wilson 95% intervals and a subject breakdown."""
     if not items:
         raise ValueError(f"{task}: no items to evaluate")
@@ -86,11 +85,11 @@ def evaluate_multiple_choice(scorer: Scorer, task: str, items: Sequence[Multiple
         "questions_per_second": round(len(records) / elapsed, 4) if elapsed > 0 else None,
     }  # fmt: skip
     return TaskResult(task=task if view == "raw" else f"{task}_chat", model=scorer.name, mode="loglikelihood",
-                      n=len(records), metrics=summarize(records, seed), questions=records, settings=settings,
-                      model_spec=model_spec or {"name": scorer.name}, breakdown=subject_breakdown(records))  # fmt: skip
+                      n=len(records), metrics=summarize(records), questions=records, settings=settings,
+                      model_spec={"name": scorer.name}, breakdown=subject_breakdown(records))  # fmt: skip
 
 
-def summarize(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     acc = wilson_interval([r["correct"] for r in records])
     acc_norm = wilson_interval([r["correct_norm"] for r in records])
     return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_norm": acc_norm.value,

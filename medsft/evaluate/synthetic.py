@@ -62,7 +62,7 @@ def _rate(values: list[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+def summarize_synthetic(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Overall and per-domain: primary-label accuracy (with CI), each label's accuracy, format compliance,
     and accuracy per case severity (a model that misses HIGH-risk cases is worse than its mean suggests)."""
 
@@ -88,7 +88,7 @@ def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[st
 
 def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: int = 384, do_sample: bool = False,
                        temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
-                       model_spec: dict[str, Any] | None = None, task: str = "synthetic") -> TaskResult:  # fmt: skip
+                       task: str = "synthetic") -> TaskResult:  # fmt: skip
     """Generate a reply per case and score format and labels per domain (`correct` = the primary label); `task`
     names the case set (`synthetic` or `synthetic_ood`) in the result and its file name."""
     generated = [name for name, spec in TASKS.items() if not spec.multiple_choice]
@@ -97,8 +97,8 @@ def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: in
 
     def score(replies: list[str]) -> Scored:
         records = score_synthetic_replies(cases, replies)
-        summary = summarize_synthetic(records, seed)
+        summary = summarize_synthetic(records)
         return records, summary["overall"], summary["domains"]
 
     generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
-    return generated_result(scorer, task, "synthetic", [case_messages(c) for c in cases], generation, score, model_spec)
+    return generated_result(scorer, task, "synthetic", [case_messages(c) for c in cases], generation, score)

@@ -104,9 +104,10 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text))
 
 
-def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
-                     generation: GenerationSettings, score: Callable[[list[str]], Scored],
-                     model_spec: dict[str, Any] | None, **settings: Any) -> TaskResult:  # fmt: skip
+def generated_result(
+    scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages], generation: GenerationSettings,
+    score: Callable[[list[str]], Scored], **settings: Any
+) -> TaskResult:
     """The scorer's reply to each conversation, scored by `score`, as a result that records the generation
     settings and the seconds the generation took (the shared path of every generated task)."""
     if not conversations:
@@ -117,7 +118,7 @@ def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequen
     records, metrics, breakdown = score(replies)
     return TaskResult(task=task, model=scorer.name, mode=mode, n=len(records), metrics=metrics, questions=records,
                       settings={**generation.record(), "seconds": seconds, **settings},
-                      model_spec=model_spec or {"name": scorer.name}, breakdown=breakdown,
+                      model_spec={"name": scorer.name}, breakdown=breakdown,
                       disclaimer=DISCLAIMER)  # fmt: skip
 
 
