@@ -19,7 +19,7 @@ from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
 from medsft.evaluate.report import base_task, baselines
 from medsft.evaluate.results import TaskResult, group_breakdown, slug, write_result
-from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
+from medsft.evaluate.stats import accuracy, mcnemar_exact, paired_bootstrap
 from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.transformers_scorer import GENERATE_BATCH_SIZE, HFScorer, Scorer
 from medsft.tasks import get_task
@@ -185,8 +185,8 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
         return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
     table = []
     for r in results:
-        interval = wilson_interval(r.outcomes())  # recomputed, so result files written before Wilson agree
-        row = {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": [interval.low, interval.high]}
+        # the interval recomputed, so result files written before Wilson agree
+        row = {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": accuracy(r.outcomes())["acc_ci"]}
         if "unparseable" in r.metrics:
             row["unparseable"] = r.metrics["unparseable"]
         table.append(row)

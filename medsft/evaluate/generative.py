@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsft.evaluate.multiple_choice import subject_breakdown
 from medsft.evaluate.results import Scored, TaskResult
-from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.stats import accuracy
 from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS, get_task
 
@@ -43,8 +43,7 @@ def score_replies(task: str, items: Sequence[MultipleChoiceItem], replies: Seque
 def summarize_replies(records: list[dict[str, Any]]) -> dict[str, Any]:
     """acc over all questions (unparseable = not correct), shown with the unparseable share and acc_parsed."""
     parsed = [r for r in records if r["parsed"]]
-    acc = wilson_interval([r["correct"] for r in records])
-    return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "unparseable": 1 - len(parsed) / len(records),
+    return {**accuracy([r["correct"] for r in records]), "unparseable": 1 - len(parsed) / len(records),
             "n_unparseable": len(records) - len(parsed),
             "acc_parsed": sum(r["correct"] for r in parsed) / len(parsed) if parsed else None}  # fmt: skip
 

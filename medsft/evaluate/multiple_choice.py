@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsft.config import EVAL_VIEWS
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.stats import accuracy
 from medsft.evaluate.transformers_scorer import ChoiceRequest, Scorer, encode_pair
 from medsft.tasks import Task, get_task
 
@@ -90,20 +90,14 @@ def evaluate_multiple_choice(scorer: Scorer, task: str, items: Sequence[Multiple
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    acc = wilson_interval([r["correct"] for r in records])
-    acc_norm = wilson_interval([r["correct_norm"] for r in records])
-    return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_norm": acc_norm.value,
-            "acc_norm_ci": [acc_norm.low, acc_norm.high]}  # fmt: skip
+    norm = accuracy([r["correct_norm"] for r in records])
+    return {**accuracy([r["correct"] for r in records]), "acc_norm": norm["acc"], "acc_norm_ci": norm["acc_ci"]}
 
 
-def subject_breakdown(records: list[dict[str, Any]], key: str = "subject") -> dict[str, Any]:
+def subject_breakdown(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy, n and the Wilson 95% interval per subject (or discipline), when the items carry one."""
     groups: dict[str, list[bool]] = {}
     for record in records:
-        if record.get(key):
-            groups.setdefault(str(record[key]), []).append(bool(record["correct"]))
-    out = {}
-    for name, values in sorted(groups.items()):
-        interval = wilson_interval(values)
-        out[name] = {"n": len(values), "acc": interval.value, "acc_ci": [interval.low, interval.high]}
-    return out
+        if record.get("subject"):
+            groups.setdefault(str(record["subject"]), []).append(bool(record["correct"]))
+    return {name: {"n": len(values), **accuracy(values)} for name, values in sorted(groups.items())}

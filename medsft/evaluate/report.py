@@ -10,7 +10,7 @@ from typing import Any
 
 from medsft.data.records import LETTERS
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.stats import paired_bootstrap, wilson_interval
+from medsft.evaluate.stats import accuracy, paired_bootstrap, wilson_interval
 from medsft.tasks import TASKS
 
 PUBMEDQA_WORDS = ("yes", "no", "maybe")
@@ -76,9 +76,7 @@ def discipline_rows(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
             continue
         groups = result.breakdown if base_task(result.task) == "medmcqa" else {}
         if not groups:  # an MMLU task is one subject
-            interval = wilson_interval(result.outcomes())
-            groups = {base_task(result.task).removeprefix("mmlu_"): {
-                "n": result.n, "acc": interval.value, "acc_ci": [interval.low, interval.high]}}  # fmt: skip
+            groups = {base_task(result.task).removeprefix("mmlu_"): {"n": result.n, **accuracy(result.outcomes())}}
         for subject, stats in groups.items():
             low, high = stats.get("acc_ci") or [float("nan")] * 2
             rows.append({"task": result.task, "model": result.model, "subject": subject, "n": stats["n"],
@@ -140,13 +138,12 @@ def baselines(results: Sequence[TaskResult], seed: int = 0) -> dict[str, Any]:
     golds = [q["gold"] for q in base.questions]
     best = max(range(len(labels)), key=lambda i: (sum(gold == i for gold in golds), -i))
     constant = [gold == best for gold in golds]
-    interval = wilson_interval(constant)
     vs_constant = []
     for result in results:
         diff = paired_bootstrap(constant, result.outcomes(), seed=seed)
         vs_constant.append({"model": result.model, "diff": diff.value, "diff_ci": [diff.low, diff.high]})
     return {
-        "constant": {"answer": labels[best], "acc": interval.value, "acc_ci": [interval.low, interval.high]},
+        "constant": {"answer": labels[best], **accuracy(constant)},
         "distribution": {
             "gold": distribution(golds, labels),
             **{r.model: distribution([q.get("pred") for q in r.questions], labels) for r in results},

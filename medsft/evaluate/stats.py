@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,12 @@ def wilson_interval(outcomes: Sequence[float | bool]) -> Interval:
         raise ValueError("wilson_interval needs 0/1 outcomes; use bootstrap_ci for other per-item scores")
     successes = int(values.sum())
     return Interval(successes / values.size, *wilson_bounds(successes, values.size))
+
+
+def accuracy(outcomes: Sequence[float | bool]) -> dict[str, Any]:
+    """`acc` and its Wilson 95% interval `acc_ci`, as result metrics and breakdown blocks hold them."""
+    interval = wilson_interval(outcomes)
+    return {"acc": interval.value, "acc_ci": [interval.low, interval.high]}
 
 
 def _arrays(*sequences: Sequence[float | bool]) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ from typing import Any
 from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synthetic_answer
 from medsft.data.synthetic import STEPS
 from medsft.evaluate.results import Scored, TaskResult
-from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.stats import accuracy
 from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS
 
@@ -68,13 +68,12 @@ def summarize_synthetic(records: list[dict[str, Any]]) -> dict[str, Any]:
 
     def block(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # Wilson: sound at the small per-domain counts and at 0% or 100%, where a bootstrap collapses to a point
-        acc = wilson_interval([r["correct"] for r in rows])
         by_severity: dict[str, list[bool]] = {}
         for r in rows:
             by_severity.setdefault(str(r["severity"]), []).append(r["correct"])
         label_names = sorted({k for r in rows for k in r["labels"]})
         return {
-            "n": len(rows), "acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_ci_method": "wilson",
+            "n": len(rows), **accuracy([r["correct"] for r in rows]), "acc_ci_method": "wilson",
             "unparseable": sum(not r["parsed"] for r in rows) / len(rows),
             "format_compliance": _rate([r["compliant"] for r in rows]),
             "format": {k: _rate([r["format"][k] for r in rows]) for k in ("think", "steps", "final_answer")},

@@ -1,19 +1,6 @@
-"""The scorer seam: a model behind two calls, log-likelihood of continuations and chat generation.
-
-`HFScorer` is built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs
-once (one-token choices such as ` A`..` D` are all read at its last position; choices that share all but their
-last token, the chat view's `\n` + ` A`..` D`, likewise; longer ones reuse its KV cache); the LM head (168M of
-the 270M model's 268M parameters, vocab 262,144) and the last layer's position-wise parts run only at the
-positions scored (`logits_to_keep`, `last_layer_only_at`); prompts are batched longest first and right-padded
-without an attention mask, exactly like lm-eval's batches, since under causal attention no position sees the
-padding after it.
-
-Scoring forwards run with `torch.compile` switched off (`compile_free`): a model that Unsloth loaded carries
-compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
-Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh: minutes before
-the first question is scored (docs/gpu.md). The per-row `logits_to_keep` is understood by newer transformers
-(5.23) only; older ones (the GPU pin, 5.17) get the distinct positions as a 1-D tensor (`logits_at`).
-"""
+"""The scorer seam (`Scorer`: log-likelihood of continuations, chat generation) and `HFScorer`, a transformers
+model built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs once, and the
+LM head (168M of the 270M model's 268M parameters, vocab 262,144) only at the positions scored."""
 
 from __future__ import annotations
 
@@ -104,10 +91,9 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text))
 
 
-def generated_result(
-    scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages], generation: GenerationSettings,
-    score: Callable[[list[str]], Scored], **settings: Any
-) -> TaskResult:
+def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
+                     generation: GenerationSettings, score: Callable[[list[str]], Scored],
+                     **settings: Any) -> TaskResult:  # fmt: skip
     """The scorer's reply to each conversation, scored by `score`, as a result that records the generation
     settings and the seconds the generation took (the shared path of every generated task)."""
     if not conversations:
@@ -132,7 +118,8 @@ def chat_prompt_ids(tokenizer: Any, conversations: Sequence[Messages]) -> list[l
 
 
 def right_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> Any:
-    """A (rows, longest) long tensor of the sequences, right-padded with `pad_id`."""
+    """A (rows, longest) long tensor of the sequences, right-padded with `pad_id` and used without an attention
+    mask, exactly like lm-eval's batches: under causal attention no position sees the padding after it."""
     import torch
 
     ids = torch.full((len(sequences), max(len(s) for s in sequences)), pad_id, dtype=torch.long)
@@ -154,7 +141,6 @@ class HFScorer:
         self.fast_greedy = fast_greedy  # greedy replies through `greedy_generate`; False: transformers' generate
         self.generate_batch_size = generate_batch_size  # rows per `greedy_generate` batch
         self.progress = progress  # a bar of its own (off inside training, whose bar already shows the progress)
-        # Right padding never reaches a real position under causal attention; any id works, pad is clearest.
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eager = eager  # scoring forwards with torch.compile off (`compile_free`); False: as the model is
         self.on_batch = on_batch  # called after each batched forward with its rows, width and seconds
@@ -358,8 +344,10 @@ def greedy_generate(
 
 
 def compile_free(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
-    """Run every `torch.compile`d region as eager code (`set_stance("force_eager")`) for the duration: see the
-    module docstring for why; on a plain CPU model nothing is compiled, so this changes nothing there."""
+    """Run every `torch.compile`d region as eager code for the duration. A model that Unsloth loaded carries
+    compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
+    Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh: minutes before
+    the first question is scored (docs/gpu.md). A plain CPU model has nothing compiled."""
     import torch
 
     return torch.compiler.set_stance("force_eager") if enabled else contextlib.nullcontext()
