@@ -96,7 +96,7 @@ class ResultCache:
         cache = data.pop("cache", {})
         if cache.get("key") != key:
             return None
-        result = TaskResult.from_dict(data)
+        result = TaskResult(**data)
         result.settings = {**result.settings, "cached": True, "cached_from": str(path), "cache_key": cache["key"],
                            "seconds_when_computed": result.settings.get("seconds"),
                            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip

@@ -84,13 +84,13 @@ def compare(models: Sequence[ModelLike], task: str, items: Sequence[Any] | None 
 
 def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]], mode: str, seed: int,
                     run_dir: str | Path | None, overwrite: bool, batch_size: int, config: RunConfig | None = None,
-                    use_cache: bool = True, views: Sequence[str] | Mapping[str, int | None] = ("raw",),
+                    views: Sequence[str] | Mapping[str, int | None] = ("raw",),
                     **generation: Any) -> dict[str, list[TaskResult]]:  # fmt: skip
     """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
 
     Results are keyed by result name: the task, and `<task>_chat` for the chat view of a multiple-choice task
-    scored by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all). With
-    `use_cache`, a model of stable identity reuses its earlier result (`medsft.evaluate.cache`) unloaded."""
+    scored by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all). A model
+    of stable identity reuses its earlier result (`medsft.evaluate.cache`) unloaded."""
     if not models:
         raise ValueError("need at least one model to evaluate")
     limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
@@ -101,7 +101,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
         settings = scorer_settings(engine, batch_size)
-        cache = result_cache(model, settings, mode, seed, config, generation) if use_cache else None
+        cache = result_cache(model, settings, mode, seed, config, generation)
         scorer = None if isinstance(model, str) else model
         for task, view in runs:
             task_items, name = view_items(items[task], limits.get(view)), view_name(task, view)

@@ -56,8 +56,6 @@ def key_points(items: Sequence[DialogueItem]) -> list[keypoints.KeyPoints]:
 
 def score_dialogue_replies(items: Sequence[DialogueItem], replies: Sequence[str]) -> list[Row]:
     """Per dialogue: ROUGE-1/2/L, the key points with which the reply contains, the hit rate, the reply."""
-    if len(items) != len(replies):
-        raise ValueError(f"{len(replies)} replies for {len(items)} dialogues")
     rouge = rouge_scores(list(replies), [item.reference for item in items])
     records = []
     for i, (item, reply, points) in enumerate(zip(items, replies, key_points(items), strict=True)):

@@ -42,10 +42,6 @@ class TaskResult:
             del data["disclaimer"]
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
-        return cls(**data)
-
 
 Scored = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # records, metrics, breakdown
 
@@ -73,4 +69,4 @@ def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = Fals
 
 
 def read_result(path: str | Path) -> TaskResult:
-    return TaskResult.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    return TaskResult(**json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,10 +1,7 @@
-"""A vLLM engine behind the `Scorer` calls: full test sets on a GPU serving engine, with the same prompts.
-
-Optional (`pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins torch 2.14.0, inside Unsloth's <2.15). It is
-fed `HFScorer`'s token ids and its replies are decoded by medsft's tokenizer, so only the engine differs. A LoRA
-adapter is served on its base model, not merged; weights load in 16-bit (vLLM 0.33 has no bitsandbytes loader).
-`scripts/check_vllm_api.py` checks every argument built here.
-"""
+"""A vLLM engine behind the `Scorer` calls (optional: `pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins
+torch 2.14.0, inside Unsloth's <2.15): fed `HFScorer`'s token ids, decoded by medsft's tokenizer, so only the engine
+differs. A LoRA adapter is served on its base model, not merged; weights load in 16-bit (vLLM 0.33 has no
+bitsandbytes loader). `scripts/check_vllm_api.py` checks every argument built here."""
 
 from __future__ import annotations
 
