@@ -121,8 +121,7 @@ def item_pieces(reference: str) -> list[str]:
             continue
         for piece in ITEM_SPLIT.split(sentence):
             piece = " ".join(FILLER.sub("", piece.strip()).strip(" '\"").lower().split())
-            tokens = words(piece)
-            if 1 <= len(piece.split()) <= MAX_PHRASE_WORDS and len(piece) >= 3 and not PROSE & set(tokens):
+            if 1 <= len(piece.split()) <= MAX_PHRASE_WORDS and len(piece) >= 3 and not PROSE & set(words(piece)):
                 pieces.append(piece)
     return pieces
 
@@ -172,11 +171,8 @@ def hits(reply: str, points: KeyPoints) -> list[bool]:
 def condition_group(condition: str | None) -> str:
     if not condition:
         return "no condition named"
-    lowered = condition.lower()
-    for group, keys in GROUPS.items():
-        if any(key in lowered for key in keys):
-            return group
-    return "other"
+    lowered = condition.lower()  # first matching group, else `other`
+    return next((group for group, keys in GROUPS.items() if any(key in lowered for key in keys)), "other")
 
 
 def key_points_for(references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()) -> list[KeyPoints]:

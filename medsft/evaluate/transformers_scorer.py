@@ -310,12 +310,10 @@ def greedy_generate(
     outputs: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i], dtype=torch.long)
-            mask[row, width - len(prompts[i]) :] = 1
+        # Left padding (the prompts end together): the reversed prompts right-padded, flipped back.
+        ids = right_padded([list(prompts[i])[::-1] for i in chunk], pad_id).flip(-1)
+        lengths = torch.tensor([len(prompts[i]) for i in chunk])
+        mask = (torch.arange(ids.shape[1]) >= ids.shape[1] - lengths[:, None]).long()
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         rows = torch.tensor(chunk)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)

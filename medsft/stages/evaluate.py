@@ -50,7 +50,7 @@ def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_si
     summary = {
         "models": {role: model_name(spec) for role, spec in models.items()},
         "specs": models,
-        "data": eval_data(config, {task: len(task_items) for task, task_items in items.items()}),
+        "data": eval_data(config, items),
         "settings": {
             "limits": limits,
             "mode": config.eval_mode,
@@ -68,9 +68,9 @@ def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_si
     return comparisons
 
 
-def eval_data(config: RunConfig, counts: dict[str, int]) -> dict[str, Any]:
+def eval_data(config: RunConfig, items: dict[str, list[Any]]) -> dict[str, Any]:
     """Where each task's items come from: the file and split with its sha256, or the generator and seed."""
-    return {task: describe_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
+    return {task: describe_data(task, seed=config.seed, n=len(items[task])) for task in config.eval_tasks}
 
 
 def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None) -> Any:
@@ -79,12 +79,10 @@ def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None
 
     items = items if items is not None else run_items(config)
     rows = []
-    for task, data in eval_data(config, {task: len(task_items) for task, task_items in items.items()}).items():
+    for task, data in eval_data(config, items).items():
         files = data.get("files", [])
-        if files:
-            source = f"{data['source']} ({', '.join(Path(f['path']).name for f in files)})"
-        else:
-            source = f"{data['generator']} (seed {data['seed']})"
+        names = ", ".join(Path(f["path"]).name for f in files)
+        source = f"{data['source']} ({names})" if files else f"{data['generator']} (seed {data['seed']})"
         rows.append({
             "task": task, "split": data.get("split", "generated"), "source": source, "items": data["items"],
             "sha256": ", ".join(f["sha256"][:12] for f in files),
