@@ -124,12 +124,11 @@ def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> tuple[list
     """The parts of a `Comparison` (`compare_results` assembles it): each model's means with intervals, each
     later model minus the first on the same dialogues, and the per-group breakdown."""
     base = results[0]
-    table = []
-    for result in results:
-        row = {"model": result.model, "n": result.n, "metric": "key-point hit rate"}
-        row.update({key: result.metrics[key] for key in ("acc", "acc_ci", "reply_words", "condition_hit_rate")})
-        row.update({key: result.metrics[key] for name in METRICS for key in (name, f"{name}_ci")})
-        table.append(row)
+    keys = ("acc", "acc_ci", "reply_words", "condition_hit_rate", *(k for m in METRICS for k in (m, f"{m}_ci")))
+    table = [
+        {"model": r.model, "n": r.n, "metric": "key-point hit rate", **{key: r.metrics[key] for key in keys}}
+        for r in results
+    ]
     pairs = []
     for result in results[1:]:
         pair: Row = {"baseline": base.model, "model": result.model}
