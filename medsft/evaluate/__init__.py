@@ -9,9 +9,7 @@ result = evaluate_multiple_choice(scorer, "medqa", load_items("medqa", limit=50)
 comparison = compare(["embedded", "outputs/run-1/adapter"], "medqa", limit=50, run_dir="outputs/run-1")
 ```
 
-What each task *is* lives in `medsft.tasks`, one module per benchmark; the modules here have one concern each
-(scorers, task kinds, statistics, result files, tables, cache, comparison, lm-eval parity). Nothing heavy is
-imported until a model is loaded.
+What each task *is* lives in `medsft.tasks`; nothing heavy is imported here until a model is loaded.
 """
 
 from medsft.evaluate.compare import compare

@@ -1,12 +1,6 @@
-"""A cache of evaluation results for models that never change: the base model scores the same every run.
-
-A result is stored under `<MEDSFT_CACHE or ~/.cache/medsft>/eval/` and reused only when everything it depends
-on is equal (`result_cache`: identity, task, mode, seed, a hash of the exact items, generation settings, scorer
-and `SCORER_VERSION`, loading knobs, package versions, GPU or not), so a stale result is never returned. Only
-stable identities are cached: the embedded model, a hub id, or a checkpoint folder (by a hash of its contents);
-a run's own adapter and a ready-made scorer object never are. A cached result says so (`settings.cached`,
-`cached_from`, and `seconds_when_computed` beside `seconds`, the time to read it).
-"""
+"""A cache of evaluation results for models that never change (the base model scores the same every run), under
+`<MEDSFT_CACHE or ~/.cache/medsft>/eval/`: a result is reused only when everything it depends on is equal
+(`result_cache`), so a stale result is never returned."""
 
 from __future__ import annotations
 
@@ -35,7 +29,8 @@ PACKAGES = ("medsft", "torch", "transformers", "peft")
 
 
 def model_identity(spec: str) -> str | None:
-    """A stable identity for a model spec, or None when it must not be cached (an adapter, a missing folder)."""
+    """A stable identity for a model spec (the embedded model, a hub id, a checkpoint folder by a hash of its
+    contents), or None when it must not be cached (a run's own adapter, a missing folder)."""
     from medsft.config import EMBEDDED_MODEL
     from medsft.models import EMBEDDED_NAME
 
@@ -101,7 +96,7 @@ class ResultCache:
         cache = data.pop("cache", {})
         if cache.get("key") != key:
             return None
-        result = TaskResult.from_dict(data)
+        result = TaskResult(**data)
         result.settings = {**result.settings, "cached": True, "cached_from": str(path), "cache_key": cache["key"],
                            "seconds_when_computed": result.settings.get("seconds"),
                            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip

@@ -1,11 +1,5 @@
-"""Base vs tuned (vs GGUF...) on the identical question list: accuracy, intervals, paired differences.
-
-`compare` evaluates each model on the same items, writes one `eval_<task>_<model>.json` per model and a
-`compare_<task>.json`: each model's accuracy with its Wilson 95% interval and, against the first (the
-baseline), the difference in accuracy with a paired-bootstrap 95% interval and the exact McNemar p-value,
-plus a per-subject (or per-domain) table where the data has one. `compare_results` does the same from
-results already on disk.
-"""
+"""Base vs tuned (vs GGUF...) on the identical question list: accuracy with Wilson intervals, paired differences
+(bootstrap interval, exact McNemar) against the first model, and per-subject (or per-domain) tables."""
 
 from __future__ import annotations
 
@@ -25,7 +19,7 @@ from medsft.evaluate.generative import evaluate_generative
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice
 from medsft.evaluate.report import base_task, baselines
 from medsft.evaluate.results import TaskResult, group_breakdown, slug, write_result
-from medsft.evaluate.stats import mcnemar_exact, paired_bootstrap, wilson_interval
+from medsft.evaluate.stats import accuracy, mcnemar_exact, paired_bootstrap
 from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.transformers_scorer import GENERATE_BATCH_SIZE, HFScorer, Scorer
 from medsft.tasks import get_task
@@ -90,13 +84,13 @@ def compare(models: Sequence[ModelLike], task: str, items: Sequence[Any] | None 
 
 def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]], mode: str, seed: int,
                     run_dir: str | Path | None, overwrite: bool, batch_size: int, config: RunConfig | None = None,
-                    use_cache: bool = True, views: Sequence[str] | Mapping[str, int | None] = ("raw",),
+                    views: Sequence[str] | Mapping[str, int | None] = ("raw",),
                     **generation: Any) -> dict[str, list[TaskResult]]:  # fmt: skip
     """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
 
     Results are keyed by result name: the task, and `<task>_chat` for the chat view of a multiple-choice task
-    scored by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all). With
-    `use_cache`, a model of stable identity reuses its earlier result (`medsft.evaluate.cache`) unloaded."""
+    scored by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all). A model
+    of stable identity reuses its earlier result (`medsft.evaluate.cache`) unloaded."""
     if not models:
         raise ValueError("need at least one model to evaluate")
     limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
@@ -107,7 +101,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
         settings = scorer_settings(engine, batch_size)
-        cache = result_cache(model, settings, mode, seed, config, generation) if use_cache else None
+        cache = result_cache(model, settings, mode, seed, config, generation)
         scorer = None if isinstance(model, str) else model
         for task, view in runs:
             task_items, name = view_items(items[task], limits.get(view)), view_name(task, view)
@@ -191,8 +185,8 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
         return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
     table = []
     for r in results:
-        interval = wilson_interval(r.outcomes())  # recomputed, so result files written before Wilson agree
-        row = {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": [interval.low, interval.high]}
+        # the interval recomputed, so result files written before Wilson agree
+        row = {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": accuracy(r.outcomes())["acc_ci"]}
         if "unparseable" in r.metrics:
             row["unparseable"] = r.metrics["unparseable"]
         table.append(row)

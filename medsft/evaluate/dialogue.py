@@ -1,18 +1,6 @@
-"""The `dialogue` task: replies to the 500 held-out ChatDoctor dialogues, scored against the doctor's reply.
-
-Each model answers each held-out patient turn (`medsft.data.dialogue_split`) through its chat template,
-greedy, up to `max_new_tokens`. Two scores per reply:
-
-- ROUGE-1, ROUGE-2 and ROUGE-L F-measures against the reference (per reply, no stemming: the hub metric's
-  defaults), through `evaluate` from the metric module the package carries (`metrics/rouge/rouge.py`), since
-  `evaluate.load("rouge")` would download it from the hub, which medsft never reaches at run time;
-- the key-point hit rate: the share of the reference's key points (the condition it names, the tests and
-  treatments it recommends; `medsft.evaluate.keypoints`) that the reply contains.
-
-Means come with seeded percentile-bootstrap 95% intervals, and a second model's difference to the first with
-a paired bootstrap on the same dialogues (`medsft.evaluate.stats`). The key-point hit rate is the task's
-headline number, so it also fills `acc` / `acc_ci`, which the run summary, plots and model card read.
-"""
+"""The `dialogue` task: replies to the 500 held-out ChatDoctor dialogues (`medsft.data.dialogue_split`), scored
+against the doctor's reply by ROUGE-1/2/L and by the key-point hit rate (`medsft.evaluate.keypoints`), the headline
+number, which also fills `acc` / `acc_ci` for the run summary, plots and model card (docs/dialogue.md)."""
 
 from __future__ import annotations
 
@@ -36,14 +24,15 @@ METRICS = (*ROUGE_TYPES, "key_point_hit_rate")
 
 @functools.cache
 def load_rouge() -> Any:
-    """The ROUGE `evaluate.EvaluationModule`, from the carried metric folder (copied into `HF_MODULES_CACHE`)."""
+    """The ROUGE `evaluate.EvaluationModule`, from the carried metric folder (copied into `HF_MODULES_CACHE`):
+    `evaluate.load("rouge")` would download it from the hub, which medsft never reaches at run time."""
     import evaluate
 
     return evaluate.load(str(ROUGE_DIR))
 
 
 def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
-    """ROUGE-1/2/L F-measure of each prediction against its reference."""
+    """ROUGE-1/2/L F-measure of each prediction against its reference (per reply, no stemming: the hub's defaults)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not predictions:
@@ -67,8 +56,6 @@ def key_points(items: Sequence[DialogueItem]) -> list[keypoints.KeyPoints]:
 
 def score_dialogue_replies(items: Sequence[DialogueItem], replies: Sequence[str]) -> list[Row]:
     """Per dialogue: ROUGE-1/2/L, the key points with which the reply contains, the hit rate, the reply."""
-    if len(items) != len(replies):
-        raise ValueError(f"{len(replies)} replies for {len(items)} dialogues")
     rouge = rouge_scores(list(replies), [item.reference for item in items])
     records = []
     for i, (item, reply, points) in enumerate(zip(items, replies, key_points(items), strict=True)):
@@ -91,7 +78,8 @@ def mean_interval(values: Sequence[float | None], seed: int) -> tuple[float | No
 
 
 def summarize_dialogue(records: Sequence[Row], seed: int = 0) -> dict[str, Any]:
-    """Overall and per condition group: each metric's mean and interval, and the reply length in words."""
+    """Overall and per condition group: each metric's mean with its seeded bootstrap 95% interval, and the reply
+    length in words."""
 
     def block(rows: Sequence[Row]) -> Row:
         out: Row = {"n": len(rows)}
@@ -117,12 +105,12 @@ def scored(items: Sequence[DialogueItem], replies: Sequence[str], seed: int) -> 
 
 
 def evaluate_dialogue(scorer: Scorer, items: Sequence[DialogueItem], max_new_tokens: int = 128,
-                      do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
-                      model_spec: dict[str, Any] | None = None) -> TaskResult:  # fmt: skip
+                      do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95,
+                      seed: int = 0) -> TaskResult:  # fmt: skip
     """Generate a reply per held-out dialogue (greedy unless `do_sample`) and score it."""
     generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
     return generated_result(scorer, "dialogue", "dialogue", [item.messages() for item in items], generation,
-                            lambda replies: scored(items, replies, seed), model_spec)  # fmt: skip
+                            lambda replies: scored(items, replies, seed))  # fmt: skip
 
 
 def rescore(result: TaskResult, items: Sequence[DialogueItem]) -> TaskResult:
@@ -136,12 +124,11 @@ def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> tuple[list
     """The parts of a `Comparison` (`compare_results` assembles it): each model's means with intervals, each
     later model minus the first on the same dialogues, and the per-group breakdown."""
     base = results[0]
-    table = []
-    for result in results:
-        row = {"model": result.model, "n": result.n, "metric": "key-point hit rate"}
-        row.update({key: result.metrics[key] for key in ("acc", "acc_ci", "reply_words", "condition_hit_rate")})
-        row.update({key: result.metrics[key] for name in METRICS for key in (name, f"{name}_ci")})
-        table.append(row)
+    keys = ("acc", "acc_ci", "reply_words", "condition_hit_rate", *(k for m in METRICS for k in (m, f"{m}_ci")))
+    table = [
+        {"model": r.model, "n": r.n, "metric": "key-point hit rate", **{key: r.metrics[key] for key in keys}}
+        for r in results
+    ]
     pairs = []
     for result in results[1:]:
         pair: Row = {"baseline": base.model, "model": result.model}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsft.evaluate.multiple_choice import subject_breakdown
 from medsft.evaluate.results import Scored, TaskResult
-from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.stats import accuracy
 from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS, get_task
 
@@ -40,28 +40,26 @@ def score_replies(task: str, items: Sequence[MultipleChoiceItem], replies: Seque
     return records
 
 
-def summarize_replies(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+def summarize_replies(records: list[dict[str, Any]]) -> dict[str, Any]:
     """acc over all questions (unparseable = not correct), shown with the unparseable share and acc_parsed."""
     parsed = [r for r in records if r["parsed"]]
-    acc = wilson_interval([r["correct"] for r in records])
-    return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "unparseable": 1 - len(parsed) / len(records),
+    return {**accuracy([r["correct"] for r in records]), "unparseable": 1 - len(parsed) / len(records),
             "n_unparseable": len(records) - len(parsed),
             "acc_parsed": sum(r["correct"] for r in parsed) / len(parsed) if parsed else None}  # fmt: skip
 
 
 def evaluate_generative(scorer: Scorer, task: str, items: Sequence[MultipleChoiceItem], max_new_tokens: int = 512,
                         do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
-                        instruction: str | None = None,
-                        model_spec: dict[str, Any] | None = None) -> TaskResult:  # fmt: skip
+                        instruction: str | None = None) -> TaskResult:  # fmt: skip
     """Generate a reasoned answer per item and score the extracted choice: `acc` counts an unparseable reply as
     wrong and is shown next to `unparseable`; `acc_parsed` is the accuracy over the replies that gave one."""
 
     def score(replies: list[str]) -> Scored:
         records = score_replies(task, items, replies)
-        return records, summarize_replies(records, seed), subject_breakdown(records)
+        return records, summarize_replies(records), subject_breakdown(records)
 
     conversations = [cot_messages(task, item, instruction) for item in items]
     generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
     # `<task>_cot`: its own file name, since a log-likelihood result for the same task sits beside it
-    return generated_result(scorer, f"{task}_cot", "generate", conversations, generation, score, model_spec,
+    return generated_result(scorer, f"{task}_cot", "generate", conversations, generation, score,
                             instruction=instruction or get_task(task).cot_instruction)  # fmt: skip

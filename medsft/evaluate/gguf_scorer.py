@@ -1,11 +1,6 @@
-"""A GGUF file behind the `Scorer` calls, through llama-cpp-python: the same task code as `HFScorer`, so the
-accuracy a quantization costs is measured on the same prompts, items and metrics.
-
-`tokenize` mirrors `hf_tokenize`. `loglikelihood` keeps llama.cpp's KV cache: the next evaluation reuses the
-longest common prefix (the shared question), so each choice costs only its own tokens, and only the last
-position's logits are read (`logits_all=False`: no context x 262k-vocabulary array is stored). `generate` is
-`create_chat_completion`, i.e. the chat template embedded in the GGUF, the path a user's chat takes.
-"""
+"""A GGUF file behind the `Scorer` calls (llama-cpp-python), so a quantization's cost is measured by the same
+task code. Scoring reuses llama.cpp's KV cache for the longest common prefix and keeps only the last position's
+logits (`logits_all=False`); replies come from `create_chat_completion`, the GGUF's own chat template."""
 
 from __future__ import annotations
 
@@ -78,12 +73,8 @@ class LlamaCppScorer:
         llm = self.llm
         if len(tokens) > llm.n_ctx():
             raise ValueError(f"{len(tokens)} tokens do not fit the context of {llm.n_ctx()}; raise n_ctx")
-        cached = llm.input_ids[: llm.n_tokens]
-        common = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
-                break
-            common += 1
+        same = [a == b for a, b in zip(llm.input_ids[: llm.n_tokens], tokens, strict=False)]
+        common = same.index(False) if False in same else len(same)
         # At least the last token is evaluated again: only the last evaluated position's logits are kept.
         llm.n_tokens = min(common, len(tokens) - 1)
         llm.eval(list(tokens[llm.n_tokens :]))

@@ -1,10 +1,6 @@
-"""Run lm-evaluation-harness itself on medsft's items, for parity checks (the benchmark, integration tests).
-
-lm-eval reads the items from a local JSONL written in its task's own layout, through its own task YAML
-(`include:`d unchanged, so its prompt functions, description, choices and few-shot sampler are the ones used),
-with only the data set pointed at the local files (MMLU's few-shot rows: the carried dev file). Needs `lm-eval`
-installed; never used by evaluation itself.
-"""
+"""Run lm-evaluation-harness itself on medsft's items, for parity checks (the benchmark, integration tests): its own
+task YAML (`include:`d unchanged) with only the data set pointed at local JSONL files. Needs `lm-eval` installed;
+never used by evaluation itself."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Key points of a ChatDoctor reference reply, and which of them a model's reply contains (docs/dialogue.md).
-
-The replies were generated from a disease table (condition → tests → medications), so a rule recovers what a
-reader would check: (1) the condition, the first short phrase after a diagnostic cue (`CONDITION_CUE`), and
-(2) the tests and treatments, the enumeration items that at least `MIN_ITEM_REFERENCES` references of the file
-share (the table's entries), less those that as many patient messages say. A reply contains a key point when
-every content word of it (`key_words`: stemmed, stop words and bracketed aliases left out) occurs in the reply.
-Condition groups (`GROUPS`) are assigned by keywords in the condition name, first match wins, else `other`.
-"""
+"""Key points of a ChatDoctor reference reply (the condition it names: rule 1; the tests and treatments of the
+disease table it was generated from: rule 2), and which of them a model's reply contains; docs/dialogue.md."""
 
 from __future__ import annotations
 
@@ -128,8 +121,7 @@ def item_pieces(reference: str) -> list[str]:
             continue
         for piece in ITEM_SPLIT.split(sentence):
             piece = " ".join(FILLER.sub("", piece.strip()).strip(" '\"").lower().split())
-            tokens = words(piece)
-            if 1 <= len(piece.split()) <= MAX_PHRASE_WORDS and len(piece) >= 3 and not PROSE & set(tokens):
+            if 1 <= len(piece.split()) <= MAX_PHRASE_WORDS and len(piece) >= 3 and not PROSE & set(words(piece)):
                 pieces.append(piece)
     return pieces
 
@@ -179,11 +171,8 @@ def hits(reply: str, points: KeyPoints) -> list[bool]:
 def condition_group(condition: str | None) -> str:
     if not condition:
         return "no condition named"
-    lowered = condition.lower()
-    for group, keys in GROUPS.items():
-        if any(key in lowered for key in keys):
-            return group
-    return "other"
+    lowered = condition.lower()  # first matching group, else `other`
+    return next((group for group, keys in GROUPS.items() if any(key in lowered for key in keys)), "other")
 
 
 def key_points_for(references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()) -> list[KeyPoints]:

@@ -1,10 +1,6 @@
-"""Multiple-choice tasks scored by log-likelihood, with lm-eval's prompts, token split, acc and acc_norm.
-
-The prediction is the choice with the highest summed log-probability (`acc`); `acc_norm` divides each by the
-choice's length in characters first. Both take the first maximum on ties, like numpy's argmax in lm-eval.
-Two views of the same items: `raw` (lm-eval's default, the plain prompt) and `chat` (lm-eval's
-`--apply_chat_template`: the prompt rendered through the model's chat template, the bare choice after it).
-"""
+"""Multiple-choice tasks scored by log-likelihood, with lm-eval's prompts, token split, acc and acc_norm, in two
+views of the same items: `raw` (lm-eval's default, the plain prompt) and `chat` (lm-eval's `--apply_chat_template`:
+the prompt rendered through the model's chat template, the bare choice after it)."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsft.config import EVAL_VIEWS
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.stats import accuracy
 from medsft.evaluate.transformers_scorer import ChoiceRequest, Scorer, encode_pair
 from medsft.tasks import Task, get_task
 
@@ -76,8 +72,7 @@ def score_items(
 
 
 def evaluate_multiple_choice(scorer: Scorer, task: str, items: Sequence[MultipleChoiceItem], seed: int = 0,
-                             model_spec: dict[str, Any] | None = None, num_fewshot: int = 0,
-                             view: str = "raw") -> TaskResult:  # fmt: skip
+                             num_fewshot: int = 0, view: str = "raw") -> TaskResult:  # fmt: skip
     """Score every item, then acc and acc_norm with Wilson 95% intervals and a subject breakdown."""
     if not items:
         raise ValueError(f"{task}: no items to evaluate")
@@ -90,25 +85,19 @@ def evaluate_multiple_choice(scorer: Scorer, task: str, items: Sequence[Multiple
         "questions_per_second": round(len(records) / elapsed, 4) if elapsed > 0 else None,
     }  # fmt: skip
     return TaskResult(task=task if view == "raw" else f"{task}_chat", model=scorer.name, mode="loglikelihood",
-                      n=len(records), metrics=summarize(records, seed), questions=records, settings=settings,
-                      model_spec=model_spec or {"name": scorer.name}, breakdown=subject_breakdown(records))  # fmt: skip
+                      n=len(records), metrics=summarize(records), questions=records, settings=settings,
+                      model_spec={"name": scorer.name}, breakdown=subject_breakdown(records))  # fmt: skip
 
 
-def summarize(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    acc = wilson_interval([r["correct"] for r in records])
-    acc_norm = wilson_interval([r["correct_norm"] for r in records])
-    return {"acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_norm": acc_norm.value,
-            "acc_norm_ci": [acc_norm.low, acc_norm.high]}  # fmt: skip
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    norm = accuracy([r["correct_norm"] for r in records])
+    return {**accuracy([r["correct"] for r in records]), "acc_norm": norm["acc"], "acc_norm_ci": norm["acc_ci"]}
 
 
-def subject_breakdown(records: list[dict[str, Any]], key: str = "subject") -> dict[str, Any]:
+def subject_breakdown(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy, n and the Wilson 95% interval per subject (or discipline), when the items carry one."""
     groups: dict[str, list[bool]] = {}
     for record in records:
-        if record.get(key):
-            groups.setdefault(str(record[key]), []).append(bool(record["correct"]))
-    out = {}
-    for name, values in sorted(groups.items()):
-        interval = wilson_interval(values)
-        out[name] = {"n": len(values), "acc": interval.value, "acc_ci": [interval.low, interval.high]}
-    return out
+        if record.get("subject"):
+            groups.setdefault(str(record["subject"]), []).append(bool(record["correct"]))
+    return {name: {"n": len(values), **accuracy(values)} for name, values in sorted(groups.items())}

@@ -1,15 +1,5 @@
-"""The tables every evaluation view prints (`medsft eval`, notebook 03, the model card), from results.
-
-- `lm_eval_table`: lm-eval's own layout (Tasks | Version | Filter | n-shot | Metric | | Value | | Stderr),
-  plus n and the Wilson 95% interval. Stderr is lm-eval's `mean_stderr` (sample standard deviation / sqrt n).
-- `discipline_table`: accuracy per subject (MedMCQA's 21 files, MMLU's six subjects as tasks), with n and
-  the interval.
-- `baselines`, `baseline_lines`: what a multiple-choice score has to beat. A model that always answers "yes" on
-  PubMedQA scores 0.552; one that always answers "A" on MedQA 0.277. So an accuracy is read next to the best
-  constant answer's accuracy on the same items, the model's answer distribution beside the gold one, and the
-  paired difference to that constant answer: "tuned beats base" and "tuned beats the prior" are separate
-  lines, and only the second says the task was learned.
-"""
+"""The tables every evaluation view prints (`medsft eval`, notebook 03, the model card), from results, and the
+baselines a multiple-choice score is read against."""
 
 from __future__ import annotations
 
@@ -20,7 +10,7 @@ from typing import Any
 
 from medsft.data.records import LETTERS
 from medsft.evaluate.results import TaskResult
-from medsft.evaluate.stats import paired_bootstrap, wilson_interval
+from medsft.evaluate.stats import accuracy, paired_bootstrap, wilson_interval
 from medsft.tasks import TASKS
 
 PUBMEDQA_WORDS = ("yes", "no", "maybe")
@@ -33,6 +23,15 @@ def mean_stderr(outcomes: Sequence[bool]) -> float:
         return float("nan")
     mean = sum(outcomes) / n
     return math.sqrt(sum((x - mean) ** 2 for x in outcomes) / (n - 1)) / math.sqrt(n)
+
+
+def ci_text(ci: Sequence[float], sign: str = "") -> str:
+    """`[low, high]` with three decimals; `sign="+"` signs them (a difference's interval)."""
+    return f"[{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
+
+
+def diff_text(pair: dict[str, Any]) -> str:
+    return f"{pair['diff']:+.3f} {ci_text(pair['diff_ci'], '+')}"
 
 
 def base_task(name: str) -> str:
@@ -63,7 +62,7 @@ def lm_eval_table(results: Sequence[TaskResult]) -> str:
     header = "|Tasks|Model|Version|Filter|n-shot|Metric| |Value| |Stderr|n|95% CI|"
     lines = [header, "|---|---|---:|---|---:|---|---|---:|---|---:|---:|---|"]
     lines += [f"|{row['task']}|{row['model']}|{row['version']}|none|{row['n_shot']}|{row['metric']}|↑|"
-              f"{row['value']:.4f}|±|{row['stderr']:.4f}|{row['n']}|[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|"
+              f"{row['value']:.4f}|±|{row['stderr']:.4f}|{row['n']}|{ci_text(row['ci'])}|"
               for result in results for row in lm_eval_rows(result)]  # fmt: skip
     return "\n".join(lines)
 
@@ -77,9 +76,7 @@ def discipline_rows(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
             continue
         groups = result.breakdown if base_task(result.task) == "medmcqa" else {}
         if not groups:  # an MMLU task is one subject
-            interval = wilson_interval(result.outcomes())
-            groups = {base_task(result.task).removeprefix("mmlu_"): {
-                "n": result.n, "acc": interval.value, "acc_ci": [interval.low, interval.high]}}  # fmt: skip
+            groups = {base_task(result.task).removeprefix("mmlu_"): {"n": result.n, **accuracy(result.outcomes())}}
         for subject, stats in groups.items():
             low, high = stats.get("acc_ci") or [float("nan")] * 2
             rows.append({"task": result.task, "model": result.model, "subject": subject, "n": stats["n"],
@@ -89,8 +86,8 @@ def discipline_rows(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
 
 def discipline_table(results: Sequence[TaskResult]) -> str:
     lines = ["|Task|Subject|Model|n|acc|95% CI|", "|---|---|---|---:|---:|---|"]
-    lines += [f"|{row['task']}|{row['subject']}|{row['model']}|{row['n']}|{row['acc']:.3f}|"
-              f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]|" for row in discipline_rows(results)]  # fmt: skip
+    rows = discipline_rows(results)
+    lines += [f"|{r['task']}|{r['subject']}|{r['model']}|{r['n']}|{r['acc']:.3f}|{ci_text(r['ci'])}|" for r in rows]
     return "\n".join(lines)
 
 
@@ -101,19 +98,21 @@ def baseline_lines(comparison: Any) -> list[str]:
     if not found:
         return []
     constant = found["constant"]
-    ci = constant["acc_ci"]
-    lines = [f"{comparison.task}: best constant answer '{constant['answer']}' scores {constant['acc']:.3f} "
-             f"[{ci[0]:.3f}, {ci[1]:.3f}]"]  # fmt: skip
+    answer, acc = constant["answer"], f"{constant['acc']:.3f} {ci_text(constant['acc_ci'])}"
+    lines = [f"{comparison.task}: best constant answer '{answer}' scores {acc}"]
     for who, counts in found["distribution"].items():
-        lines.append(f"  answers {who}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        lines.append(f"  answers {who}: {counts_text(counts)}")
     for pair in comparison.pairs:
-        d, c = pair["diff"], pair["diff_ci"]
-        lines.append(f"  {pair['model']} vs base {pair['baseline']}: {d:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]")
+        lines.append(f"  {pair['model']} vs base {pair['baseline']}: {diff_text(pair)}")
     for row in found["vs_constant"]:
-        model, d, c = row["model"], row["diff"], row["diff_ci"]
-        verdict = "beats the prior" if c[0] > 0 else "below the prior" if c[1] < 0 else "within the prior's noise"
-        lines.append(f"  {model} vs always '{constant['answer']}': {d:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}] ({verdict})")
+        low, high = row["diff_ci"]
+        verdict = "beats the prior" if low > 0 else "below the prior" if high < 0 else "within the prior's noise"
+        lines.append(f"  {row['model']} vs always '{answer}': {diff_text(row)} ({verdict})")
     return lines
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 def distribution(values: Sequence[int | None], labels: Sequence[str]) -> dict[str, int]:
@@ -126,8 +125,9 @@ def distribution(values: Sequence[int | None], labels: Sequence[str]) -> dict[st
 
 
 def baselines(results: Sequence[TaskResult], seed: int = 0) -> dict[str, Any]:
-    """The best constant answer (first on ties) with its accuracy and Wilson interval, every model's answer
-    distribution beside gold's, and each model's paired difference to the constant answer (bootstrap 95%)."""
+    """The best constant answer (first on ties; always "yes" scores 0.552 on PubMedQA) with its accuracy and Wilson
+    interval, every model's answer distribution beside gold's, and each model's paired difference to the constant
+    answer (bootstrap 95%): unlike "beats base", only "beats the prior" says the task was learned."""
     base = results[0]
     if not all(r.questions and all(isinstance(q.get("gold"), int) for q in r.questions) for r in results):
         return {}  # not multiple choice
@@ -138,13 +138,12 @@ def baselines(results: Sequence[TaskResult], seed: int = 0) -> dict[str, Any]:
     golds = [q["gold"] for q in base.questions]
     best = max(range(len(labels)), key=lambda i: (sum(gold == i for gold in golds), -i))
     constant = [gold == best for gold in golds]
-    interval = wilson_interval(constant)
     vs_constant = []
     for result in results:
         diff = paired_bootstrap(constant, result.outcomes(), seed=seed)
         vs_constant.append({"model": result.model, "diff": diff.value, "diff_ci": [diff.low, diff.high]})
     return {
-        "constant": {"answer": labels[best], "acc": interval.value, "acc_ci": [interval.low, interval.high]},
+        "constant": {"answer": labels[best], **accuracy(constant)},
         "distribution": {
             "gold": distribution(golds, labels),
             **{r.model: distribution([q.get("pred") for q in r.questions], labels) for r in results},

@@ -1,10 +1,5 @@
-"""One model on one task: the numbers, the settings and every per-question prediction, as JSON.
-
-A result file holds the question ids and per-question predictions and scores, so any number in it (or a
-new one, such as a paired difference against a later model) can be recomputed from the file alone.
-Files are `eval_<task>_<model>.json` in the run folder, written atomically (`runs.write_json`); an existing
-result is never replaced (FileExistsError) unless `overwrite=True` is passed.
-"""
+"""One model on one task as JSON (`eval_<task>_<model>.json`): the numbers, the settings and every per-question
+prediction, so any number in it (or a new one, such as a paired difference) can be recomputed from the file alone."""
 
 from __future__ import annotations
 
@@ -47,10 +42,6 @@ class TaskResult:
             del data["disclaimer"]
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
-        return cls(**data)
-
 
 Scored = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # records, metrics, breakdown
 
@@ -78,4 +69,4 @@ def write_result(result: TaskResult, run_dir: str | Path, overwrite: bool = Fals
 
 
 def read_result(path: str | Path) -> TaskResult:
-    return TaskResult.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    return TaskResult(**json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,15 +1,6 @@
-"""Confidence intervals for accuracy and for the difference between two models on the same questions.
-
-A few hundred questions give wide intervals (±4 points at n=500), so a base-vs-tuned gain is only worth
-reporting with its interval. Everything is seeded: the same outcomes and seed give the same interval.
-
-- `wilson_interval`: the Wilson score interval of an accuracy (0/1 outcomes). Used for every single accuracy:
-  unlike a bootstrap it is not degenerate at 0/n or n/n (0 of 8 correct gives [0, 0.32], not [0, 0]).
-- `bootstrap_ci`: percentile bootstrap of the mean of per-item scores that are not 0/1 (ROUGE, key points).
-- `paired_bootstrap`: the difference of means with both models resampled on the *same* question indices,
-  which is much tighter than two independent intervals because question difficulty cancels.
-- `mcnemar_exact`: the exact two-sided McNemar test on the discordant pairs (binomial, p = 1/2).
-"""
+"""Confidence intervals for accuracy and for the difference between two models on the same questions: a few
+hundred questions give wide intervals (±4 points at n=500), so a gain is only worth reporting with its interval.
+Everything is seeded: the same outcomes and seed give the same interval."""
 
 from __future__ import annotations
 
@@ -17,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +34,11 @@ class McNemar:
     p_value: float
 
 
-def wilson_bounds(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+def wilson_bounds(successes: int, n: int) -> tuple[float, float]:
     """The Wilson score interval for `successes` of `n` (Wilson, 1927), clipped to [0, 1]."""
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
-    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    z = NormalDist().inv_cdf(1 - (1 - LEVEL) / 2)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
@@ -55,13 +47,20 @@ def wilson_bounds(successes: int, n: int, level: float = LEVEL) -> tuple[float, 
     return low, high
 
 
-def wilson_interval(outcomes: Sequence[float | bool], level: float = LEVEL) -> Interval:
-    """Accuracy of 0/1 `outcomes` with its Wilson 95% interval (deterministic: no seed)."""
+def wilson_interval(outcomes: Sequence[float | bool]) -> Interval:
+    """Accuracy of 0/1 `outcomes` with its Wilson 95% interval (no seed). Used for every single accuracy: unlike a
+    bootstrap it is not degenerate at 0/n or n/n (0 of 8 correct gives [0, 0.32], not [0, 0])."""
     (values,) = _arrays(outcomes)
     if not np.isin(values, (0.0, 1.0)).all():
         raise ValueError("wilson_interval needs 0/1 outcomes; use bootstrap_ci for other per-item scores")
     successes = int(values.sum())
-    return Interval(successes / values.size, *wilson_bounds(successes, values.size, level))
+    return Interval(successes / values.size, *wilson_bounds(successes, values.size))
+
+
+def accuracy(outcomes: Sequence[float | bool]) -> dict[str, Any]:
+    """`acc` and its Wilson 95% interval `acc_ci`, as result metrics and breakdown blocks hold them."""
+    interval = wilson_interval(outcomes)
+    return {"acc": interval.value, "acc_ci": [interval.low, interval.high]}
 
 
 def _arrays(*sequences: Sequence[float | bool]) -> list[np.ndarray]:
@@ -75,44 +74,42 @@ def _arrays(*sequences: Sequence[float | bool]) -> list[np.ndarray]:
     return arrays
 
 
-def _resampled_means(arrays: Sequence[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
-    """Means of each array over the same `n_boot` resamples of indices (drawn in chunks to bound memory)."""
+def _resampled_means(arrays: Sequence[np.ndarray], seed: int) -> list[np.ndarray]:
+    """Means of each array over the same `N_BOOT` resamples of indices (drawn in chunks to bound memory)."""
     rng = np.random.default_rng(seed)
     size = arrays[0].size
     means: list[list[np.ndarray]] = [[] for _ in arrays]
     chunk = max(1, 4_000_000 // size)
-    for start in range(0, n_boot, chunk):
-        indices = rng.integers(0, size, size=(min(chunk, n_boot - start), size))
+    for start in range(0, N_BOOT, chunk):
+        indices = rng.integers(0, size, size=(min(chunk, N_BOOT - start), size))
         for out, array in zip(means, arrays, strict=True):
             out.append(array[indices].mean(axis=1))
     return [np.concatenate(parts) for parts in means]
 
 
-def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
-    tail = (1 - level) / 2 * 100
+def _percentiles(samples: np.ndarray) -> tuple[float, float]:
+    tail = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
 
 
-def bootstrap_ci(
-    outcomes: Sequence[float | bool], n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL
-) -> Interval:
-    """Mean of `outcomes` with a seeded percentile-bootstrap interval (all correct gives [1, 1])."""
+def bootstrap_ci(outcomes: Sequence[float | bool], seed: int = 0) -> Interval:
+    """Mean of per-item scores that are not 0/1 (ROUGE, key points) with a seeded percentile-bootstrap interval."""
     (values,) = _arrays(outcomes)
-    (means,) = _resampled_means([values], n_boot, seed)
-    return Interval(float(values.mean()), *_percentiles(means, level))
+    (means,) = _resampled_means([values], seed)
+    return Interval(float(values.mean()), *_percentiles(means))
 
 
-def paired_bootstrap(first: Sequence[float | bool], second: Sequence[float | bool], n_boot: int = N_BOOT, seed: int = 0,
-                     level: float = LEVEL) -> Interval:  # fmt: skip
-    """`mean(second) - mean(first)` with an interval from resampling question indices jointly."""
+def paired_bootstrap(first: Sequence[float | bool], second: Sequence[float | bool], seed: int = 0) -> Interval:
+    """`mean(second) - mean(first)` with both resampled on the same question indices: much tighter than two
+    independent intervals, since question difficulty cancels."""
     a, b = _arrays(first, second)
-    means_a, means_b = _resampled_means([a, b], n_boot, seed)
-    return Interval(float(b.mean() - a.mean()), *_percentiles(means_b - means_a, level))
+    means_a, means_b = _resampled_means([a, b], seed)
+    return Interval(float(b.mean() - a.mean()), *_percentiles(means_b - means_a))
 
 
 def mcnemar_exact(first: Sequence[bool], second: Sequence[bool]) -> McNemar:
-    """Exact McNemar test: under no difference each discordant question is a fair coin flip."""
+    """Exact two-sided McNemar test: under no difference each discordant question is a fair coin flip."""
     a, b = (array.astype(bool) for array in _arrays(first, second))
     only_first, only_second = int(np.sum(a & ~b)), int(np.sum(~a & b))
     n = only_first + only_second

@@ -1,13 +1,6 @@
-"""The synthetic clinical tasks (triage, drug interactions, lab interpretation): format and label accuracy.
-
-Every synthetic case has a label computed from the fact tables (`medsft.data.synthetic`), so a reply is
-scored without a judge: is the format the one trained (`<think>` with five numbered steps, then a final
-answer stating the domain's label line), and does each stated label (risk level, severity, flags, ...)
-equal the computed one. A label the reply does not state counts as wrong and is also counted as missing.
-
-Two tasks share this code: `synthetic` (the in-distribution test set) and `synthetic_ood` (held-out clusters,
-lab tests, drug pairs and phrasings; see `medsft.data.synthetic`), each with its own result files.
-"""
+"""The synthetic clinical tasks (`synthetic`, and `synthetic_ood` on held-out clusters, lab tests, drug pairs and
+phrasings): every case's label is computed from the fact tables (`medsft.data.synthetic`), so a reply is scored
+without a judge, on its format and on each label it states (one it does not state is wrong, and counted missing)."""
 
 from __future__ import annotations
 
@@ -18,7 +11,7 @@ from typing import Any
 from medsft.data import PRIMARY_LABEL, SyntheticCase, expected_label, parse_synthetic_answer
 from medsft.data.synthetic import STEPS
 from medsft.evaluate.results import Scored, TaskResult
-from medsft.evaluate.stats import wilson_interval
+from medsft.evaluate.stats import accuracy
 from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS
 
@@ -69,19 +62,18 @@ def _rate(values: list[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+def summarize_synthetic(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Overall and per-domain: primary-label accuracy (with CI), each label's accuracy, format compliance,
     and accuracy per case severity (a model that misses HIGH-risk cases is worse than its mean suggests)."""
 
     def block(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # Wilson: sound at the small per-domain counts and at 0% or 100%, where a bootstrap collapses to a point
-        acc = wilson_interval([r["correct"] for r in rows])
         by_severity: dict[str, list[bool]] = {}
         for r in rows:
             by_severity.setdefault(str(r["severity"]), []).append(r["correct"])
         label_names = sorted({k for r in rows for k in r["labels"]})
         return {
-            "n": len(rows), "acc": acc.value, "acc_ci": [acc.low, acc.high], "acc_ci_method": "wilson",
+            "n": len(rows), **accuracy([r["correct"] for r in rows]), "acc_ci_method": "wilson",
             "unparseable": sum(not r["parsed"] for r in rows) / len(rows),
             "format_compliance": _rate([r["compliant"] for r in rows]),
             "format": {k: _rate([r["format"][k] for r in rows]) for k in ("think", "steps", "final_answer")},
@@ -95,7 +87,7 @@ def summarize_synthetic(records: list[dict[str, Any]], seed: int = 0) -> dict[st
 
 def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: int = 384, do_sample: bool = False,
                        temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
-                       model_spec: dict[str, Any] | None = None, task: str = "synthetic") -> TaskResult:  # fmt: skip
+                       task: str = "synthetic") -> TaskResult:  # fmt: skip
     """Generate a reply per case and score format and labels per domain (`correct` = the primary label); `task`
     names the case set (`synthetic` or `synthetic_ood`) in the result and its file name."""
     generated = [name for name, spec in TASKS.items() if not spec.multiple_choice]
@@ -104,8 +96,8 @@ def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: in
 
     def score(replies: list[str]) -> Scored:
         records = score_synthetic_replies(cases, replies)
-        summary = summarize_synthetic(records, seed)
+        summary = summarize_synthetic(records)
         return records, summary["overall"], summary["domains"]
 
     generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
-    return generated_result(scorer, task, "synthetic", [case_messages(c) for c in cases], generation, score, model_spec)
+    return generated_result(scorer, task, "synthetic", [case_messages(c) for c in cases], generation, score)

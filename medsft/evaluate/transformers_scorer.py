@@ -1,22 +1,6 @@
-"""The scorer seam: a model behind two calls, log-likelihood of continuations and chat generation.
-
-Task code talks only to a `Scorer` (`HFScorer` here, `LlamaCppScorer` for GGUF files, `VLLMScorer`), so
-quantization loss is measured with the same prompts, splits and metrics.
-
-`HFScorer` is built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs
-once (one-token choices such as ` A`..` D` are all read at its last position; choices that share all but their
-last token, the chat view's `\n` + ` A`..` D`, likewise; longer ones reuse its KV cache); the LM head (168M of
-the 270M model's 268M parameters, vocab 262,144) and the last layer's position-wise parts run only at the
-positions scored (`logits_to_keep`, `last_layer_only_at`); prompts are batched longest first and right-padded
-without an attention mask, exactly like lm-eval's batches, since under causal attention no position sees the
-padding after it.
-
-Scoring forwards run with `torch.compile` switched off (`compile_free`): a model that Unsloth loaded carries
-compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
-Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh: minutes before
-the first question is scored (docs/gpu.md). The per-row `logits_to_keep` is understood by newer transformers
-(5.23) only; older ones (the GPU pin, 5.17) get the distinct positions as a 1-D tensor (`logits_at`).
-"""
+"""The scorer seam (`Scorer`: log-likelihood of continuations, chat generation) and `HFScorer`, a transformers
+model built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs once, and the
+LM head (168M of the 270M model's 268M parameters, vocab 262,144) only at the positions scored."""
 
 from __future__ import annotations
 
@@ -109,7 +93,7 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
 
 def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
                      generation: GenerationSettings, score: Callable[[list[str]], Scored],
-                     model_spec: dict[str, Any] | None, **settings: Any) -> TaskResult:  # fmt: skip
+                     **settings: Any) -> TaskResult:  # fmt: skip
     """The scorer's reply to each conversation, scored by `score`, as a result that records the generation
     settings and the seconds the generation took (the shared path of every generated task)."""
     if not conversations:
@@ -120,7 +104,7 @@ def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequen
     records, metrics, breakdown = score(replies)
     return TaskResult(task=task, model=scorer.name, mode=mode, n=len(records), metrics=metrics, questions=records,
                       settings={**generation.record(), "seconds": seconds, **settings},
-                      model_spec=model_spec or {"name": scorer.name}, breakdown=breakdown,
+                      model_spec={"name": scorer.name}, breakdown=breakdown,
                       disclaimer=DISCLAIMER)  # fmt: skip
 
 
@@ -134,7 +118,8 @@ def chat_prompt_ids(tokenizer: Any, conversations: Sequence[Messages]) -> list[l
 
 
 def right_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> Any:
-    """A (rows, longest) long tensor of the sequences, right-padded with `pad_id`."""
+    """A (rows, longest) long tensor of the sequences, right-padded with `pad_id` and used without an attention
+    mask, exactly like lm-eval's batches: under causal attention no position sees the padding after it."""
     import torch
 
     ids = torch.full((len(sequences), max(len(s) for s in sequences)), pad_id, dtype=torch.long)
@@ -156,7 +141,6 @@ class HFScorer:
         self.fast_greedy = fast_greedy  # greedy replies through `greedy_generate`; False: transformers' generate
         self.generate_batch_size = generate_batch_size  # rows per `greedy_generate` batch
         self.progress = progress  # a bar of its own (off inside training, whose bar already shows the progress)
-        # Right padding never reaches a real position under causal attention; any id works, pad is clearest.
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eager = eager  # scoring forwards with torch.compile off (`compile_free`); False: as the model is
         self.on_batch = on_batch  # called after each batched forward with its rows, width and seconds
@@ -201,24 +185,22 @@ class HFScorer:
             for i in sorted(set(range(len(requests))) - set(single) - set(shared)):
                 results[i] = self._score_with_cache(requests[i])
                 progress.update(1)
-            shared.sort(key=lambda i: -len(requests[i].context))
-            for start in range(0, len(shared), self.batch_size):
-                chunk = shared[start : start + self.batch_size]
-                rows = self._positions_logprobs([[*requests[i].context, *requests[i].continuations[0][:-1]]
-                                                 for i in chunk], 2)  # fmt: skip
-                for i, row in zip(chunk, rows, strict=True):
-                    prefix = requests[i].continuations[0][:-1]
-                    common = sum(float(row[j, token]) for j, token in enumerate(prefix))
-                    results[i] = [common + float(row[len(prefix), c[-1]]) for c in requests[i].continuations]
-                progress.update(len(chunk))
-            # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
-            single.sort(key=lambda i: -len(requests[i].context))
-            for start in range(0, len(single), self.batch_size):
-                chunk = single[start : start + self.batch_size]
-                rows = self._last_position_logprobs([requests[i].context for i in chunk])
-                for i, row in zip(chunk, rows, strict=True):
-                    results[i] = [float(row[c[0]]) for c in requests[i].continuations]
-                progress.update(len(chunk))
+            for batched in (shared, single):
+                # Longest first, as lm-eval does: rows of a batch have similar lengths, so little padding is computed.
+                batched.sort(key=lambda i: -len(requests[i].context))
+                for start in range(0, len(batched), self.batch_size):
+                    chunk = batched[start : start + self.batch_size]
+                    # each row: the context, then every token of a continuation but its last (the shared prefix)
+                    sequences = [[*requests[i].context, *requests[i].continuations[0][:-1]] for i in chunk]
+                    if batched is shared:
+                        rows = self._positions_logprobs(sequences, 2)
+                    else:
+                        rows = self._last_position_logprobs(sequences)[:, None]
+                    for i, row in zip(chunk, rows, strict=True):
+                        prefix = requests[i].continuations[0][:-1]
+                        common = sum(float(row[j, token]) for j, token in enumerate(prefix))
+                        results[i] = [common + float(row[len(prefix), c[-1]]) for c in requests[i].continuations]
+                    progress.update(len(chunk))
         return [results[i] for i in range(len(requests))]
 
     def _last_position_logprobs(self, contexts: list[list[int]]) -> Any:
@@ -328,12 +310,10 @@ def greedy_generate(
     outputs: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i], dtype=torch.long)
-            mask[row, width - len(prompts[i]) :] = 1
+        # Left padding (the prompts end together): the reversed prompts right-padded, flipped back.
+        ids = right_padded([list(prompts[i])[::-1] for i in chunk], pad_id).flip(-1)
+        lengths = torch.tensor([len(prompts[i]) for i in chunk])
+        mask = (torch.arange(ids.shape[1]) >= ids.shape[1] - lengths[:, None]).long()
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         rows = torch.tensor(chunk)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
@@ -361,17 +341,14 @@ def greedy_generate(
     return outputs
 
 
-@contextlib.contextmanager
-def compile_free(enabled: bool = True) -> Iterator[None]:
-    """Run every `torch.compile`d region as eager code (`set_stance("force_eager")`) for the duration: see the
-    module docstring for why; on a plain CPU model nothing is compiled, so this changes nothing there."""
+def compile_free(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
+    """Run every `torch.compile`d region as eager code for the duration. A model that Unsloth loaded carries
+    compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
+    Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh: minutes before
+    the first question is scored (docs/gpu.md). A plain CPU model has nothing compiled."""
     import torch
 
-    if not enabled:
-        yield
-        return
-    with torch.compiler.set_stance("force_eager"):
-        yield
+    return torch.compiler.set_stance("force_eager") if enabled else contextlib.nullcontext()
 
 
 @functools.cache

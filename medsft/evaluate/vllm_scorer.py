@@ -1,13 +1,7 @@
-"""A vLLM engine behind the `Scorer` calls: full test sets on a GPU serving engine, with the same prompts.
-
-Optional (`pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins torch 2.14.0, inside Unsloth's <2.15).
-It feeds the token ids `HFScorer` feeds (`chat_prompt_ids`, and the `ChoiceRequest`s of `build_requests`), and
-decodes replies with medsft's tokenizer, so only the engine differs. `loglikelihood` does what lm-eval's vLLM
-backend does: context + continuation is the prompt, with `prompt_logprobs=1` and one generated token (vLLM needs
-one), and the continuation's prompt log-probabilities (log-softmax of the raw logits, whatever the token's rank)
-are summed. A LoRA adapter is served on its base model (`enable_lora`, a `LoRARequest`), not merged. Weights load
-in 16-bit: vLLM 0.33 has no bitsandbytes loader. `scripts/check_vllm_api.py` checks every argument built here.
-"""
+"""A vLLM engine behind the `Scorer` calls (optional: `pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins
+torch 2.14.0, inside Unsloth's <2.15): fed `HFScorer`'s token ids, decoded by medsft's tokenizer, so only the engine
+differs. A LoRA adapter is served on its base model, not merged; weights load in 16-bit (vLLM 0.33 has no
+bitsandbytes loader). `scripts/check_vllm_api.py` checks every argument built here."""
 
 from __future__ import annotations
 
@@ -124,6 +118,8 @@ class VLLMScorer:
         return hf_tokenize(self.tokenizer, text)
 
     def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
+        """As lm-eval's vLLM backend: context + continuation is the prompt, with `prompt_logprobs=1` (log-softmax of
+        the raw logits, whatever the token's rank), and the continuation's prompt log-probabilities are summed."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
+from medsft.evaluate.compare import evaluate_models, finish
+from medsft.evaluate.report import ci_text, counts_text, diff_text, discipline_rows, lm_eval_rows
+from medsft.evaluate.synthetic import case_id, case_messages
+from medsft.evaluate.transformers_scorer import model_name
 from medsft.runs import Run, write_json
 from medsft.tasks import describe_data, get_task, item_limit, load_items, run_items
 
@@ -31,9 +35,6 @@ def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_si
 
     Items come from `medsft.tasks.run_items` (as `medsft eval` and decontamination read them); multiple choice is scored
     in `config.eval_mode` (log-likelihood or generation)."""
-    from medsft.evaluate.compare import evaluate_models, finish
-    from medsft.evaluate.transformers_scorer import model_name
-
     config = run.config
     limits = {task: item_limit(config, task) for task in config.eval_tasks}
     items = items if items is not None else run_items(config)
@@ -49,7 +50,7 @@ def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_si
     summary = {
         "models": {role: model_name(spec) for role, spec in models.items()},
         "specs": models,
-        "data": eval_data(config, {task: len(task_items) for task, task_items in items.items()}),
+        "data": eval_data(config, items),
         "settings": {
             "limits": limits,
             "mode": config.eval_mode,
@@ -67,9 +68,9 @@ def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_si
     return comparisons
 
 
-def eval_data(config: RunConfig, counts: dict[str, int]) -> dict[str, Any]:
+def eval_data(config: RunConfig, items: dict[str, list[Any]]) -> dict[str, Any]:
     """Where each task's items come from: the file and split with its sha256, or the generator and seed."""
-    return {task: describe_data(task, seed=config.seed, n=counts[task]) for task in config.eval_tasks}
+    return {task: describe_data(task, seed=config.seed, n=len(items[task])) for task in config.eval_tasks}
 
 
 def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None) -> Any:
@@ -78,12 +79,10 @@ def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None
 
     items = items if items is not None else run_items(config)
     rows = []
-    for task, data in eval_data(config, {task: len(task_items) for task, task_items in items.items()}).items():
+    for task, data in eval_data(config, items).items():
         files = data.get("files", [])
-        if files:
-            source = f"{data['source']} ({', '.join(Path(f['path']).name for f in files)})"
-        else:
-            source = f"{data['generator']} (seed {data['seed']})"
+        names = ", ".join(Path(f["path"]).name for f in files)
+        source = f"{data['source']} ({names})" if files else f"{data['generator']} (seed {data['seed']})"
         rows.append({
             "task": task, "split": data.get("split", "generated"), "source": source, "items": data["items"],
             "sha256": ", ".join(f["sha256"][:12] for f in files),
@@ -128,12 +127,8 @@ def leaderboard_frame(comparisons: dict[str, Any]) -> Any:
     """lm-eval's table (task, version, n-shot, metric, value, stderr) plus n and the 95% interval, every model."""
     import pandas as pd
 
-    from medsft.evaluate.report import lm_eval_rows
-
     rows = [row for c in comparisons.values() for result in c.results for row in lm_eval_rows(result)]
-    for row in rows:
-        row["ci"] = f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**row, "ci": ci_text(row["ci"])} for row in rows])
 
 
 def baseline_frame(comparisons: dict[str, Any]) -> Any:
@@ -157,11 +152,8 @@ def baseline_frame(comparisons: dict[str, Any]) -> Any:
             rows.append({
                 "task": task, "model": model, "acc": row["acc"],
                 "constant answer": constant["answer"], "constant acc": constant["acc"],
-                "vs base": None if base is None else f"{base['diff']:+.3f} [{base['diff_ci'][0]:+.3f}, "
-                f"{base['diff_ci'][1]:+.3f}]",
-                "vs constant": f"{prior['diff']:+.3f} [{prior['diff_ci'][0]:+.3f}, {prior['diff_ci'][1]:+.3f}]",
-                "answers": ", ".join(f"{k} {v}" for k, v in found["distribution"][model].items()),
-                "gold": ", ".join(f"{k} {v}" for k, v in gold.items()),
+                "vs base": None if base is None else diff_text(base), "vs constant": diff_text(prior),
+                "answers": counts_text(found["distribution"][model]), "gold": counts_text(gold),
             })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -170,35 +162,27 @@ def discipline_frame(comparisons: dict[str, Any]) -> Any:
     """MedMCQA by subject and each MMLU subject: n, accuracy and its Wilson 95% interval per model."""
     import pandas as pd
 
-    from medsft.evaluate.report import discipline_rows
-
     rows = discipline_rows([result for c in comparisons.values() for result in c.results])
-    for row in rows:
-        row["ci"] = f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([{**row, "ci": ci_text(row["ci"])} for row in rows])
     if frame.empty:
         return frame
     return frame.pivot_table(index=["task", "subject", "n"], columns="model", values=["acc", "ci"], aggfunc="first")
 
 
 def breakdown_frame(comparison: Any) -> Any:
-    """Accuracy per subject or domain (rows) for each model (columns), with the item count, its 95% interval
-    where the result has one (the synthetic tasks: Wilson), and each model's
-    format compliance where the task measures it (the synthetic tasks: `<think>`, five steps, final answer)."""
+    """Accuracy per subject or domain (rows) for each model (columns), with the item count, and each model's 95%
+    interval and format compliance (`<think>`, five steps, final answer) where its result has them (synthetic)."""
     import pandas as pd
 
     rows = []
     for group, by_model in sorted(comparison.breakdown.items()):
         row = {"group": group, "n": next(iter(by_model.values()))["n"]}
         row.update({model: stats["acc"] for model, stats in by_model.items()})
-        for result in comparison.results:
-            interval = result.breakdown.get(group, {}).get("acc_ci")
-            if interval is not None:
-                row[f"{result.model} 95% CI"] = f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-        for result in comparison.results:
-            compliance = result.breakdown.get(group, {}).get("format_compliance")
-            if compliance is not None:
-                row[f"{result.model} format"] = compliance
+        blocks = {result.model: result.breakdown.get(group, {}) for result in comparison.results}
+        row.update({f"{m} 95% CI": ci_text(b["acc_ci"]) for m, b in blocks.items() if b.get("acc_ci") is not None})
+        row.update(
+            {f"{m} format": b["format_compliance"] for m, b in blocks.items() if b.get("format_compliance") is not None}
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -206,8 +190,6 @@ def breakdown_frame(comparison: Any) -> Any:
 def side_by_side(comparison: Any, config: RunConfig, n: int = 3) -> Any:
     """The first `n` generative items: prompt, expected labels and each model's reply, one column per model."""
     import pandas as pd
-
-    from medsft.evaluate.synthetic import case_id, case_messages
 
     prompts = {case_id(c): case_messages(c)[-1]["content"] for c in load_items(comparison.task, n, config.seed)}
     rows = []

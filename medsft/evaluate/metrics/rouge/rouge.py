@@ -1,11 +1,6 @@
-"""ROUGE as an `evaluate` metric module carried in medsft, so `evaluate.load(<this folder>)` works offline.
-
-`evaluate.load("rouge")` fetches the metric script from the Hugging Face hub at run time, which these machines
-cannot reach. This module is medsft's own script with the same interface and computation: Google Research's
-`rouge_score` package (Apache-2.0) scores each prediction against its reference and the F-measure is returned,
-per item (`use_aggregator=False`) or as the mean (`use_aggregator=True`: the plain mean here, where the hub
-script reports the median of a bootstrap; medsft computes its own seeded intervals in `medsft.evaluate.stats`).
-"""
+"""ROUGE as an `evaluate` metric module carried in medsft, so `evaluate.load(<this folder>)` works offline (the hub's
+script cannot be fetched at run time): the same interface, scored by Google Research's `rouge_score` (Apache-2.0);
+aggregated, it returns the plain mean, not the hub script's bootstrap median."""
 
 import datasets
 import evaluate
@@ -40,7 +35,6 @@ Returns:
 DEFAULT_TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Rouge(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
