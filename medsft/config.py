@@ -114,6 +114,10 @@ class RunConfig:
     datasets: list[DataSource] = field(default_factory=lambda: [DataSource(name="synthetic", count=256)])
     train_rows: int | None = None
     validation_fraction: float = 0.1
+    # K-fold cross-validation on the training pool: with validation_fraction 1/K, fold k (0..K-1) holds out the
+    # k-th of K disjoint per-source folds of one fixed shuffle (data_seed), so runs over k = 0..K-1 score every
+    # pool row once (sweeps/pubmedqa-cv.yaml). None: one seeded draw of validation_fraction of the rows.
+    validation_fold: int | None = None
     data_seed: int = 0
     decontaminate: bool = True
     add_disclaimer: bool = False
@@ -371,6 +375,12 @@ def validate(config: RunConfig) -> None:
     for name in ("lora_dropout", "warmup_ratio", "validation_fraction"):
         if not 0 <= getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be in [0, 1), got {getattr(config, name)}")
+    if config.validation_fold is not None:
+        folds = round(1 / config.validation_fraction) if config.validation_fraction else 0
+        if folds < 2 or abs(folds * config.validation_fraction - 1) > 1e-6:
+            raise ConfigError(f"validation_fold: needs validation_fraction = 1/K, got {config.validation_fraction}")
+        if not 0 <= config.validation_fold < folds:
+            raise ConfigError(f"validation_fold: must be in 0..{folds - 1} (K = {folds}), got {config.validation_fold}")
     if not 0 <= config.export_min_token_agreement <= 1:
         raise ConfigError(f"export_min_token_agreement: must be in [0, 1], got {config.export_min_token_agreement}")
     if config.max_steps == 0 or config.max_steps < -1:

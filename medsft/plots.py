@@ -143,3 +143,28 @@ def plot_run_costs(frame: Any) -> Any:
         axes[-1].set_title("GGUF file size (MiB)")
     fig.tight_layout()
     return fig
+
+
+def plot_cross_validation(frame: Any, ax: Any = None) -> Any:
+    """Mean validation accuracy over the folds per step (whiskers: sd), one line per candidate setting, with the
+    constant answer's accuracy on the same rows as a dashed line: `run_summary.cross_validation_frame`."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    for label, group in frame.groupby("group", sort=False):
+        ax.errorbar(
+            group["step"],
+            group["val_acc_mean"],
+            yerr=group["val_acc_sd"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=label or "mean over folds",
+        )
+    constant = frame["constant_acc_mean"].dropna()
+    if len(constant):
+        ax.axhline(constant.mean(), color="#999999", linestyle="--", label="constant answer (same rows)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(fontsize=8)
+    return ax

@@ -4,10 +4,13 @@ the comparison of many runs (the sweep summary)."""
 from __future__ import annotations
 
 import json
+import statistics
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medsft.config import selection_task
 from medsft.runs import Run, read_json, write_json, write_text_atomic
 
 
@@ -22,6 +25,9 @@ def run_results(run: Run | str | Path) -> dict[str, Any]:
     if data:
         out["data"] = {k: data[k] for k in ("train_rows", "validation_rows", "removed", "tokens", "train_sha256")}
     train = run.read_json("train_results.json")
+    task = selection_task(run.values.get("select_checkpoint_by", "eval_loss"))
+    if train and task:
+        out["validation_constant"] = validation_constant(run.run_dir / "data", task)
     if train:
         evals = train.get("eval_losses") or []
         out["train"] = {
@@ -55,8 +61,127 @@ def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
         for pair in comparison["pairs"]:
             if roles.get(pair["model"]) == "tuned":
                 entry["diff"], entry["diff_ci"], entry["mcnemar_p"] = pair["diff"], pair["diff_ci"], pair["mcnemar_p"]
+        baselines = comparison.get("baselines") or {}
+        if baselines.get("constant"):  # the best constant answer (always-"yes", the most frequent letter)
+            entry["constant"] = {key: baselines["constant"][key] for key in ("answer", "acc")}
+        for pair in baselines.get("vs_constant", []):
+            if roles.get(pair["model"]) == "tuned":
+                entry["vs_constant"], entry["vs_constant_ci"] = pair["diff"], pair["diff_ci"]
         tasks[task] = entry
     return tasks
+
+
+def validation_constant(data_dir: Path, task: str) -> dict[str, Any] | None:
+    """The constant answer a run's training rows of `task` make most frequent, and its accuracy on the run's
+    validation rows of `task`: the bar a checkpoint's validation accuracy has to clear to show learning."""
+    answers = {}
+    for split in ("train", "validation"):
+        path = data_dir / f"{split}.jsonl"
+        if not path.is_file():
+            return None
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        answers[split] = [(row.get("meta") or {}).get("answer") for row in rows if row.get("source") == task]
+    if not answers["train"] or not answers["validation"]:
+        return None
+    constant = Counter(answers["train"]).most_common(1)[0][0]
+    hits = sum(answer == constant for answer in answers["validation"])
+    return {"answer": constant, "n": len(answers["validation"]), "acc": hits / len(answers["validation"])}
+
+
+def replicate_groups(runs: Sequence[dict[str, Any]], over: str) -> dict[str, list[dict[str, Any]]]:
+    """Runs that differ only in `over` (a recipe's training seeds, a cross-validation's folds), grouped by the
+    other config fields that vary between the runs (as JSON text; "" when nothing else varies)."""
+    keys = sorted({k for run in runs for k in run["config"]} - {"run_id", over})
+    varied = [k for k in keys if len({json.dumps(run["config"].get(k), sort_keys=True) for run in runs}) > 1]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        label = json.dumps({k: run["config"].get(k) for k in varied}, sort_keys=True) if varied else ""
+        groups.setdefault(label, []).append(run)
+    return groups
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
+    """Per group of runs differing only in `over` and per task: tuned accuracy, its gain over base and over the
+    best constant answer, each as mean ± sd over the runs, with every run's value and paired 95% interval (the
+    way Meditron and BioMistral report seeds)."""
+    import pandas as pd
+
+    rows = []
+    for label, group in replicate_groups(runs, over).items():
+        tasks = sorted({task for run in group for task in run.get("evaluate", {})})
+        for task in tasks:
+            entries = [
+                (run["config"].get(over), run["evaluate"][task]) for run in group if task in run.get("evaluate", {})
+            ]
+            row: dict[str, Any] = {"group": label, "task": task, "runs": len(entries), over: [v for v, _ in entries]}
+            for name, value, interval in (
+                ("tuned", "tuned.acc", "tuned.acc_ci"),
+                ("vs_base", "diff", "diff_ci"),
+                ("vs_constant", "vs_constant", "vs_constant_ci"),
+            ):
+                found = [(nested(e, value), nested(e, interval)) for _, e in entries if nested(e, value) is not None]
+                if not found:
+                    continue
+                mean, sd = mean_sd([v for v, _ in found])
+                row[f"{name}_mean"], row[f"{name}_sd"] = mean, sd
+                row[f"{name}_per_run"] = [round(v, 4) for v, _ in found]
+                row[f"{name}_ci_per_run"] = [[round(x, 4) for x in ci] if ci else None for _, ci in found]
+            constants = {nested(e, "constant.acc") for _, e in entries} - {None}
+            row["constant_acc"] = constants.pop() if len(constants) == 1 else None  # same split, same constant
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cross_validation_frame(runs: Sequence[dict[str, Any]], over: str = "validation_fold") -> Any:
+    """Per group of runs differing only in `over` (the folds) and per evaluated step: the validation accuracy
+    by which checkpoints are chosen, as mean ± sd over the folds, beside the constant answer's on the same rows."""
+    import pandas as pd
+
+    rows = []
+    for label, group in replicate_groups(runs, over).items():
+        by_step: dict[int, list[float]] = {}
+        for run in group:
+            for point in run.get("train", {}).get("validation_accuracy", []):
+                accuracy = next(v for k, v in point.items() if k != "step")
+                by_step.setdefault(int(point["step"]), []).append(accuracy)
+        constants = [run["validation_constant"]["acc"] for run in group if run.get("validation_constant")]
+        for step, values in sorted(by_step.items()):
+            mean, sd = mean_sd(values)
+            rows.append(
+                {
+                    "group": label,
+                    "step": step,
+                    "folds": len(values),
+                    "val_acc_mean": mean,
+                    "val_acc_sd": sd,
+                    "val_acc_per_fold": [round(v, 4) for v in values],
+                    "constant_acc_mean": statistics.fmean(constants) if constants else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def replicate_tables(folder: str | Path, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`seeds` (`seed_frame`) when the sweep's grid varies the training `seed`, `folds` (`cross_validation_frame`)
+    when it varies `validation_fold`; none for other folders."""
+    grid = (read_json(Path(folder) / "sweep.json") or {}).get("grid", {})
+    tables = {}
+    if "seed" in grid:
+        tables["seeds"] = seed_frame(runs)
+    if "validation_fold" in grid:
+        tables["folds"] = cross_validation_frame(runs)
+    return tables
+
+
+def nested(entry: dict[str, Any], dotted: str) -> Any:
+    for key in dotted.split("."):
+        entry = entry.get(key) if isinstance(entry, dict) else None
+    return entry
 
 
 def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Any:
@@ -97,7 +222,10 @@ def summarize(folder: str | Path) -> tuple[list[dict[str, Any]], Any]:
     runs = [run_results(run) for run in folders]
     sweep = read_json(folder / "sweep.json")
     frame = summary_frame(runs, list(sweep["grid"]) if sweep else None)
-    table = json.loads(frame.to_json(orient="records"))
-    write_json(folder / "summary.json", {"runs": runs, "table": table}, overwrite=True)  # redrawn on every call
+    tables = {
+        name: json.loads(table.to_json(orient="records")) for name, table in replicate_tables(folder, runs).items()
+    }
+    summary = {"runs": runs, "table": json.loads(frame.to_json(orient="records")), **tables}
+    write_json(folder / "summary.json", summary, overwrite=True)  # redrawn on every call
     write_text_atomic(folder / "summary.csv", frame.to_csv(index=False))
     return runs, frame

@@ -135,3 +135,16 @@ def test_a_data_style_must_be_one_the_source_offers():
         build_config({"datasets": [{"name": "pubmedqa", "style": "essay"}]})
     with pytest.raises(ConfigError, match=r"datasets\[0\]\.style: source 'medqa' has no styles"):
         build_config({"datasets": [{"name": "medqa", "style": "answer"}]})
+
+
+@pytest.mark.parametrize(
+    ("fraction", "fold", "message"),
+    [(0.1, None, None), (0.2, 4, None), (0.2, 5, "must be in 0..4"), (0.3, 0, "1/K"), (0.0, 0, "1/K")],
+)
+def test_validation_fold_needs_a_fraction_of_one_over_k_and_a_fold_below_k(fraction, fold, message):
+    kwargs = {"validation_fraction": fraction, "validation_fold": fold}
+    if message is None:
+        assert build_config(kwargs).validation_fold == fold
+    else:
+        with pytest.raises(ConfigError, match=message):
+            build_config(kwargs)

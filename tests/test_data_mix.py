@@ -213,3 +213,14 @@ def test_skip_mode_reports_skipped_rows(gemma_tokenizer, tmp_path):
     splits, report = build_training_data(config, gemma_tokenizer, on_error="skip")
     assert len(splits["train"]) == 7 and report.sources[0].skipped == 1
     assert report.skipped == ["medqa.jsonl row 4, field 'answer_idx': 'Q' is not one of the options A, B, C, D"]
+
+
+def test_validation_folds_are_disjoint_cover_every_row_and_keep_the_source_mix():
+    rows = [{"id": f"a{i}", "source": "a"} for i in range(23)] + [{"id": f"b{i}", "source": "b"} for i in range(7)]
+    folds = [split_train_validation(rows, 0.2, seed=5, fold=k) for k in range(5)]
+    held = [[row["id"] for row in validation] for _, validation in folds]
+    assert sorted(sum(held, [])) == sorted(row["id"] for row in rows)  # each row validates exactly once
+    for (train, validation), ids in zip(folds, held, strict=True):
+        assert {row["id"] for row in train}.isdisjoint(ids) and len(train) + len(ids) == len(rows)
+        assert 4 <= sum(i.startswith("a") for i in ids) <= 5 and 1 <= sum(i.startswith("b") for i in ids) <= 2
+    assert held != [[row["id"] for row in split_train_validation(rows, 0.2, seed=6, fold=k)[1]] for k in range(5)]

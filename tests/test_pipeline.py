@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import nbformat
@@ -19,7 +20,7 @@ from medsft.pipeline import (
     parse_stages,
     run_pipeline,
 )
-from medsft.run_summary import run_results, summary_frame
+from medsft.run_summary import cross_validation_frame, run_results, seed_frame, summary_frame
 from medsft.runs import Run, check_no_training, find_artifact
 
 
@@ -260,3 +261,44 @@ def test_notebooks_opened_by_hand_chain_through_the_latest_run_of_the_same_confi
     assert not (trained.run_dir / "export.json").exists() and export.run_dir not in (trained.run_dir, other.run_dir)
     chat = open_notebook_run("", "gemma3-270m/pipeline-cpu", params, stage="chat")
     assert chat.find_artifact("gguf") is None  # nothing exported yet: a fresh run, which says so when it looks
+
+
+def test_seed_table_gives_mean_sd_and_each_seeds_paired_interval_per_setting(tmp_path):
+    runs = []
+    for seed, lora_r, acc in ((1, 8, 0.5), (2, 8, 0.75), (3, 8, 1.0), (1, 16, 0.25)):
+        run_dir = write_run(tmp_path, f"r{lora_r}s{seed}", lora_r, acc, export=False)
+        values = yaml.safe_load((run_dir / "config.yaml").read_text()) | {"seed": seed}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+        runs.append(run_results(run_dir))
+    frame = seed_frame(runs).set_index("group")
+    eight = frame.loc['{"lora_r": 8}']
+    assert eight["runs"] == 3 and eight["seed"] == [1, 2, 3] and eight["tuned_per_run"] == [0.5, 0.75, 1.0]
+    assert eight["tuned_mean"] == pytest.approx(0.75) and eight["tuned_sd"] == pytest.approx(0.25)
+    assert eight["vs_base_mean"] == pytest.approx(0.5) and eight["vs_base_ci_per_run"] == [[-0.5, 0.5]] * 3
+    sixteen = frame.loc['{"lora_r": 16}']
+    assert sixteen["runs"] == 1 and math.isnan(sixteen["tuned_sd"])  # one seed: no spread to report
+
+
+def test_cross_validation_table_averages_validation_accuracy_over_folds_beside_the_constant(tmp_path):
+    runs = []
+    for fold, accuracies in enumerate(([0.4, 0.6], [0.5, 0.7])):
+        config = {"output_dir": str(tmp_path), "run_id": f"f{fold}", "validation_fraction": 0.5,
+                  "validation_fold": fold, "select_checkpoint_by": "pubmedqa_accuracy",
+                  "datasets": [{"name": "pubmedqa"}]}  # fmt: skip
+        run = Run.create(build_config(config))
+        (run.run_dir / "data").mkdir()
+        answers = {"train": ["yes", "yes", "no"], "validation": ["yes", "no"] if fold else ["no", "no"]}
+        for split, labels in answers.items():
+            rows = [{"source": "pubmedqa", "meta": {"answer": label}} for label in labels]
+            rows.append({"source": "synthetic", "meta": {"answer": "no"}})  # another source's rows do not count
+            (run.run_dir / "data" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        points = [{"step": step, "eval_pubmedqa_accuracy": a} for step, a in zip((0, 10), accuracies, strict=True)]
+        (run.run_dir / "train_results.json").write_text(json.dumps({
+            "global_step": 10, "train_loss": 1.0, "eval_losses": [], "tokens_per_second": 1.0, "runtime_seconds": 1.0,
+            "peak_memory_gib": 1.0, "trained_tokens": 1, "validation_accuracy": points}))  # fmt: skip
+        runs.append(run_results(run.run_dir))
+    assert runs[1]["validation_constant"] == {"answer": "yes", "n": 2, "acc": 0.5}
+    frame = cross_validation_frame(runs)
+    assert list(frame["step"]) == [0, 10] and list(frame["val_acc_mean"]) == pytest.approx([0.45, 0.65])
+    assert list(frame["val_acc_per_fold"]) == [[0.4, 0.5], [0.6, 0.7]]
+    assert frame["constant_acc_mean"].iloc[0] == pytest.approx(0.25)  # always "yes": 0/2 and 1/2 of the folds

@@ -120,7 +120,9 @@ def build_training_data(
     mixed, allocations = mix_sources(
         list(zip(config.datasets, clean_pools, strict=True)), config.train_rows, config.data_seed
     )
-    train, validation = split_train_validation(mixed, config.validation_fraction, config.data_seed)
+    train, validation = split_train_validation(
+        mixed, config.validation_fraction, config.data_seed, config.validation_fold
+    )
     if not train:
         left = "; ".join(
             f"{source.origin}: {len(pool)} loaded, {allocation.available} left"

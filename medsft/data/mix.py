@@ -93,12 +93,13 @@ def mix_sources(
 
 
 def split_train_validation(
-    rows: Sequence[Example], fraction: float, seed: int = 0
+    rows: Sequence[Example], fraction: float, seed: int = 0, fold: int | None = None
 ) -> tuple[list[Example], list[Example]]:
     """Hold out `fraction` of the rows for validation, stratified by source so validation mirrors the mix.
 
-    At least one row is held out when `fraction` > 0 and there are two or more rows. Both parts keep the
-    order of `rows`.
+    At least one row is held out when `fraction` > 0 and there are two or more rows. With `fold` k and
+    `fraction` 1/K, the held-out rows of each source are those at positions k, k+K, k+2K, ... of one seeded
+    shuffle, so folds 0..K-1 are disjoint and cover every row (K-fold cross-validation). Both parts keep the order of `rows`.
     """
     if not 0 <= fraction < 1:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
@@ -113,7 +114,13 @@ def split_train_validation(
     quotas = largest_remainder(wanted, [len(groups[name]) for name in names])
     held_out: set[int] = set()
     for name, quota in zip(names, quotas, strict=True):
-        held_out.update(random.Random(f"medsft-split:{seed}:{name}").sample(groups[name], quota))
+        draw = random.Random(f"medsft-split:{seed}:{name}")
+        if fold is None:
+            held_out.update(draw.sample(groups[name], quota))
+        else:
+            order = list(groups[name])
+            draw.shuffle(order)
+            held_out.update(order[fold :: round(1 / fraction)])
     train = [row for i, row in enumerate(rows) if i not in held_out]
     validation = [row for i, row in enumerate(rows) if i in held_out]
     return train, validation
