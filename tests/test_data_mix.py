@@ -220,7 +220,7 @@ def test_validation_folds_are_disjoint_cover_every_row_and_keep_the_source_mix()
     folds = [split_train_validation(rows, 0.2, seed=5, fold=k) for k in range(5)]
     held = [[row["id"] for row in validation] for _, validation in folds]
     assert sorted(sum(held, [])) == sorted(row["id"] for row in rows)  # each row validates exactly once
-    for (train, validation), ids in zip(folds, held, strict=True):
+    for (train, _), ids in zip(folds, held, strict=True):
         assert {row["id"] for row in train}.isdisjoint(ids) and len(train) + len(ids) == len(rows)
         assert 4 <= sum(i.startswith("a") for i in ids) <= 5 and 1 <= sum(i.startswith("b") for i in ids) <= 2
     assert held != [[row["id"] for row in split_train_validation(rows, 0.2, seed=6, fold=k)[1]] for k in range(5)]

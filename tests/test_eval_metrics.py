@@ -8,9 +8,11 @@ import pytest
 matplotlib.use("Agg")  # no display in tests
 
 from medsft.data import synthetic_eval_cases  # noqa: E402
+from medsft.evaluate.compare import compare_results  # noqa: E402
 from medsft.evaluate.results import TaskResult  # noqa: E402
 from medsft.evaluate.synthetic import format_compliance, score_synthetic_replies, summarize_synthetic  # noqa: E402
 from medsft.plots import accuracy_bars  # noqa: E402
+from medsft.stages.evaluate import label_frame  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +81,19 @@ def test_accuracy_bars_draw_one_bar_per_model_and_task_with_whiskers():
     bar_groups = [c for c in axes.containers if isinstance(c, BarContainer)]
     assert len(bar_groups) == 2  # one group per model, each with CI whiskers
     assert all(group.errorbar is not None for group in bar_groups)
+
+
+def test_each_label_stands_beside_its_constant_answer_per_domain():
+    cases = synthetic_eval_cases(30, seed=1)
+    records = score_synthetic_replies(cases, [case.completion for case in cases])
+    triage = summarize_synthetic(records)["domains"]["triage"]
+    risks = [str(case.expected["risk"]).lower() for case in cases if case.domain == "triage"]
+    constant = triage["label_constant"]["risk"]
+    assert constant["acc"] == risks.count(constant["answer"]) / len(risks) == max(map(risks.count, risks)) / len(risks)
+    assert set(triage["label_constant"]) == set(triage["label_accuracy"]) == {"risk", "diagnosis"}
+    summary = summarize_synthetic(records)
+    result = TaskResult(task="synthetic", model="m", mode="synthetic", n=len(records), metrics=summary["overall"],
+                        questions=records, breakdown=summary["domains"])  # fmt: skip
+    frame = label_frame(compare_results([result]))
+    row = frame[(frame["domain"] == "triage") & (frame["label"] == "risk")].iloc[0]
+    assert row["m"] == 1.0 and row["constant acc"] == triage["label_constant"]["risk"]["acc"] < 1.0

@@ -99,7 +99,8 @@ def split_train_validation(
 
     At least one row is held out when `fraction` > 0 and there are two or more rows. With `fold` k and
     `fraction` 1/K, the held-out rows of each source are those at positions k, k+K, k+2K, ... of one seeded
-    shuffle, so folds 0..K-1 are disjoint and cover every row (K-fold cross-validation). Both parts keep the order of `rows`.
+    shuffle, so folds 0..K-1 are disjoint and cover every row (K-fold cross-validation). Both parts keep the
+    order of `rows`.
     """
     if not 0 <= fraction < 1:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")

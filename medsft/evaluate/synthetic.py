@@ -5,6 +5,7 @@ without a judge, on its format and on each label it states (one it does not stat
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,6 +63,13 @@ def _rate(values: list[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def label_constant(golds: Sequence[Any]) -> dict[str, Any]:
+    """The most frequent gold value of one label and the share of cases it matches: the accuracy of always
+    stating it, the bar that label's accuracy has to clear (as always-"yes" is PubMedQA's)."""
+    value, count = Counter(str(gold).lower() for gold in golds).most_common(1)[0]
+    return {"answer": value, "acc": count / len(golds)}
+
+
 def summarize_synthetic(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Overall and per-domain: primary-label accuracy (with CI), each label's accuracy, format compliance,
     and accuracy per case severity (a model that misses HIGH-risk cases is worse than its mean suggests)."""
@@ -78,6 +86,7 @@ def summarize_synthetic(records: list[dict[str, Any]]) -> dict[str, Any]:
             "format_compliance": _rate([r["compliant"] for r in rows]),
             "format": {k: _rate([r["format"][k] for r in rows]) for k in ("think", "steps", "final_answer")},
             "label_accuracy": {k: _rate([r["labels"][k] for r in rows if k in r["labels"]]) for k in label_names},
+            "label_constant": {k: label_constant([r["gold"][k] for r in rows if k in r["gold"]]) for k in label_names},
             "by_severity": {k: {"n": len(v), "acc": _rate(v)} for k, v in sorted(by_severity.items())},
         }  # fmt: skip
 

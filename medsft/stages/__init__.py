@@ -18,6 +18,7 @@ from medsft.stages.evaluate import (
     eval_data_frame,
     eval_models,
     evaluate_stage,
+    label_frame,
     leaderboard_frame,
     scored_example,
     show_text_table,
@@ -40,7 +41,7 @@ from medsft.stages.train import (
 __all__ = [
     "RECIPE_FIELDS", "SPLITS", "accuracy_frame", "accuracy_results", "chat_stage", "check_frame",
     "size_frame", "breakdown_frame", "eval_data", "eval_data_frame", "baseline_frame", "discipline_frame",
-    "leaderboard_frame",
+    "leaderboard_frame", "label_frame",
     "eval_models", "evaluate_stage", "labelled_html", "load_data", "load_tokenizer_for", "prepare_data",
     "recipe_frame", "scored_example", "show_text_table", "side_by_side",
     "model_frame", "template_text", "evaluations_frame", "trained_text", "lora_frame", "trainer_frame",

@@ -187,6 +187,23 @@ def breakdown_frame(comparison: Any) -> Any:
     return pd.DataFrame(rows)
 
 
+def label_frame(comparison: Any) -> Any:
+    """Per domain and label of a synthetic task: each model's label accuracy beside the constant answer's (the
+    label's most frequent gold value, stated every time) on the same cases."""
+    import pandas as pd
+
+    rows = []
+    for domain in sorted(comparison.breakdown):
+        blocks = {result.model: result.breakdown[domain] for result in comparison.results}
+        first = next(iter(blocks.values()))
+        for label, constant in first.get("label_constant", {}).items():
+            row = {"domain": domain, "label": label, "n": first["n"]}
+            row.update({model: block["label_accuracy"].get(label) for model, block in blocks.items()})
+            row.update({"constant answer": constant["answer"], "constant acc": constant["acc"]})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def side_by_side(comparison: Any, config: RunConfig, n: int = 3) -> Any:
     """The first `n` generative items: prompt, expected labels and each model's reply, one column per model."""
     import pandas as pd
