@@ -1,24 +1,15 @@
 """`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU.
 
-The steps, in the order of Unsloth's notebooks (the train notebook spells each call out in its own cell):
-
-1. `start`: check the launch and the data, claim the run folder, pick the backend;
-2. `FastLanguageModel.from_pretrained(**backend.load_arguments(config))`, then the chat template;
-3. `training_rows`: the conversations tokenised with response-only labels (`medsft.train.labels`);
-4. `FastLanguageModel.get_peft_model(model, **backend.lora_arguments(model, config))`;
-5. `make_trainer`: `SFTTrainer(model, args=SFTConfig(**sft_arguments(...)), ...)`, on a CPU with
-   `use_cpu_step(trainer)` (`medsft.train.cpu_step`), and medsft's callbacks (`medsft.train.callbacks`);
-6. `trainer.train(resume_from_checkpoint=resume_checkpoint(...))`;
-7. `finish`: the adapter, `train_results.json`, the loss plot.
-
-Each step takes what it needs and returns what it makes; `Start` is the one record step 1 hands on.
-On CUDA with Unsloth the model comes from Unsloth's `FastLanguageModel` (4-bit, its gradient checkpointing) and
-the step is Unsloth's own; both paths train on identical labels.
+The steps, in the order of Unsloth's notebooks (the train notebook calls each in its own cell): `start`, the
+backend's `from_pretrained` and chat template, `training_rows`, `get_peft_model`, `make_trainer`,
+`trainer.train(resume_from_checkpoint=resume_checkpoint(...))`, `finish`. Unsloth (CUDA) and the transformers
+stand-in (with the CPU step, `medsft.train.cpu_step`) train on identical labels.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -97,8 +88,6 @@ def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str,
 
 def truncate_log(path: Path, after_step: int) -> None:
     """Drop log lines a killed run wrote past its last checkpoint; the resumed run writes them again."""
-    import json
-
     if path.is_file():
         kept = [
             line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= after_step
@@ -145,8 +134,7 @@ def no_activation_checkpointing() -> dict[str, bool]:
 
 
 def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> dict[str, Any]:
-    """`SFTConfig`'s keyword arguments from the config: the recipe's names on the left of each line are the
-    library's own, or map one to one (batch_size -> per_device_train_batch_size, warmup_ratio -> warmup_steps)."""
+    """`SFTConfig`'s keyword arguments from the config (recipe names map one to one: `RECIPE_TO_LIBRARY`)."""
     bf16 = has_cuda and torch.cuda.is_bf16_supported()
     return dict(
         output_dir=str(run_dir / "checkpoints"),
@@ -215,15 +203,6 @@ def batch_layout(trainer: SFTTrainer) -> dict[str, Any]:
     return layout
 
 
-def save_trained_adapter(trainer: SFTTrainer, backend: Backend, tokenizer: Any, path: Path, overwrite: bool) -> Path:
-    """The main process writes the adapter; under FSDP every process holds a shard, so all of them first take part
-    in gathering the full weights."""
-    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
-    if distributed.is_main_process():
-        backend.save_adapter(trainer.model, tokenizer, path, overwrite=overwrite, state_dict=state_dict)
-    return path
-
-
 def write_results(run: Run, result: RunResult, backend: Backend) -> None:
     """train_results.json, the loss plot and the manifest's timings (main process only). A resumed run rewrites
     them; a fresh one never finds them (`check_no_training`)."""
@@ -236,26 +215,9 @@ def write_results(run: Run, result: RunResult, backend: Backend) -> None:
     run.update_manifest(timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
 
 
-def check_launch(config: RunConfig) -> None:
-    """What medsft cannot train as launched, said before any model loads (on every process alike)."""
-    if distributed.fsdp_requested() and config.load_in_4bit and torch.cuda.is_available():
-        raise ConfigError(
-            "load_in_4bit: FSDP shards 16-bit weights here (medsft does not set up sharded 4-bit storage); pass "
-            "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
-        )
-
-
-def claim_or_check(config: RunConfig, run_dir: Path | None) -> Path:
-    """A new run folder for this run, or the opened one it was given, checked (main process; path sent to all)."""
-    return distributed.on_main(
-        lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
-    )
-
-
 @dataclass(frozen=True)
 class Start:
-    """What step 1 settles before any model loads, and every later step reads: the config, the run folder, the
-    backend, the splits (or None: `training_rows` builds them) and the source rows already checked."""
+    """What step 1 settles before any model loads: the splits are None when `training_rows` builds them."""
 
     config: RunConfig
     run_dir: Path
@@ -266,7 +228,6 @@ class Start:
 
     @property
     def run(self) -> Run:
-        """The run folder's owner (the config already resolved; nothing is read again)."""
         return Run(self.config, self.run_dir)
 
     @property
@@ -283,28 +244,32 @@ class TrainingRows(NamedTuple):
 
 
 def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> Start:
-    """Step 1: check the launch and (when the data is built here) every source row, before any model loads; claim
-    the run folder (or check the one the pipeline opened) and pick the backend.
-
-    `run_dir` is a folder the pipeline runner already opened for this run (its config.yaml inside); training
-    writes into it unless it already holds a training's outputs and `resume` is off."""
+    """Step 1, before any model loads (on every process alike): check the launch and (when the data is built
+    here) every source row; claim a new run folder, or check `run_dir`, one the pipeline runner opened (training
+    writes into it unless it holds a training's outputs and `resume` is off); pick the backend."""
     started = time.perf_counter()
-    check_launch(config)
+    if distributed.fsdp_requested() and config.load_in_4bit and torch.cuda.is_available():
+        raise ConfigError(
+            "load_in_4bit: FSDP shards 16-bit weights here (medsft does not set up sharded 4-bit storage); pass "
+            "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
+        )
     sources = None
     if data is None:
         from medsft.data.build import validate_sources
 
         sources = validate_sources(config)  # bad rows fail here, before any model loads
-    run_dir = claim_or_check(config, run_dir)
+    # The main process claims or checks the folder, and sends the path to all.
+    run_dir = distributed.on_main(
+        lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
+    )
     # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
     backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)
     return Start(config, run_dir, backend, data=data, sources=sources, started=started)
 
 
 def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
-    """Step 3: input ids and response-only labels for every train and validation conversation (the data is
-    built here first when the data stage did not run); the rows' hashes go into the manifest. The run folder
-    appears here, once the model has loaded, so a failed load leaves nothing behind."""
+    """Step 3: input ids and response-only labels of every conversation (the data is built here when the data
+    stage did not run). The run folder appears here, once the model has loaded: a failed load leaves nothing."""
     config, main = begun.config, distributed.is_main_process()
     if main:
         open_run_dir(begun.run_dir, config)
@@ -345,9 +310,7 @@ def checkpoint_task(begun: Start, rows: TrainingRows, arguments: dict[str, Any])
 
 
 def make_trainer(begun: Start, model: Any, tokenizer: Any, rows: TrainingRows) -> SFTTrainer:
-    """Step 5, as the train notebook's trainer cell writes it: TRL's SFTTrainer on the tokenised rows with
-    medsft's collator (labels passed through untouched), the CPU step on the transformers backend, and medsft's
-    logging and checkpoint choice."""
+    """Step 5, as the train notebook's trainer cell writes it."""
     arguments = trainer_arguments(begun, rows)
     trainer = SFTTrainer(
         model=model,
@@ -378,11 +341,14 @@ def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
 
 
 def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows, output: Any) -> RunResult:
-    """Step 7: save the adapter (the best checkpoint's weights: `model.save_pretrained` and
-    `tokenizer.save_pretrained` into `adapter/`), then train_results.json, the loss plot and the manifest's
-    timings."""
-    config, run_dir = begun.config, begun.run_dir
-    adapter_dir = save_trained_adapter(trainer, begun.backend, tokenizer, run_dir / "adapter", overwrite=config.resume)
+    """Step 7: the adapter (the best checkpoint's weights) into `adapter/`, then train_results.json, the loss plot
+    and the manifest's timings."""
+    config, run_dir, backend = begun.config, begun.run_dir, begun.backend
+    adapter_dir = run_dir / "adapter"
+    # The main process writes the adapter; under FSDP every process holds a shard, so all first gather the weights.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if distributed.is_main_process():
+        backend.save_adapter(trainer.model, tokenizer, adapter_dir, overwrite=config.resume, state_dict=state_dict)
     history = trainer.state.log_history
     measure = selection_metric(config)  # eval_loss, or e.g. eval_pubmedqa_accuracy logged at each evaluation
     layout = batch_layout(trainer)
@@ -406,18 +372,14 @@ def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows
     )
     if distributed.is_main_process():
         begun.run.update_manifest(distributed=layout)
-        write_results(begun.run, result, begun.backend)
+        write_results(begun.run, result, backend)
     distributed.wait_for_everyone()  # no process returns before the run folder is complete
     return result
 
 
 def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
-    """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/: the seven
-    steps above, in order (`start` says what `data` and `run_dir` are).
-
-    Under `accelerate launch` every process runs this function on the same rows; only the main process writes
-    the run folder (`medsft.train.distributed`), and the trainer splits each batch between the processes.
-    """
+    """The seven steps above, in order, writing everything under outputs/<run-id>/. Under `accelerate launch` every
+    process runs this on the same rows; only the main process writes the run folder (`medsft.train.distributed`)."""
     begun = start(config, data, run_dir)
     model, tokenizer = begun.backend.load(config)
     rows = training_rows(begun, tokenizer)
