@@ -1,11 +1,6 @@
-"""The CPU step: TRL's SFTTrainer made fast where there is no GPU, switched on by one visible call in the trainer
-cell, `trainer = use_cpu_step(trainer)` (as Unsloth's `train_on_responses_only(trainer, ...)` changes a trainer).
-
-- Packed rows (`pack_examples`): each micro-batch becomes one padding-free row with restarting position ids.
-- Packed attention (`attention`): attention stays within each conversation of the row.
-- The LM head only where a label is trained, fused with the cross-entropy (`loss`).
-
-The loss is the same number as the model's own full-logit loss and its gradients agree to 1e-5
+"""The CPU step: TRL's SFTTrainer made fast where there is no GPU, by one visible call in the trainer cell,
+`trainer = use_cpu_step(trainer)`: packed rows, packed attention (`attention`), the LM head only where a label is
+trained, fused with the cross-entropy (`loss`). The loss equals the model's own and its gradients agree to 1e-5
 (tests/test_train_step.py), also under 2-process DDP (tests/test_train_ddp.py).
 """
 
@@ -92,4 +87,3 @@ def summed_over_processes(trainer: Any, *counts: int) -> list[int]:
         return list(counts)
     summed = trainer.accelerator.reduce(torch.tensor(counts, device=trainer.args.device), reduction="sum")
     return [int(value) for value in summed.tolist()]
-
