@@ -74,14 +74,3 @@ def check_same_everywhere(value: str, what: str) -> None:
     values = gather_object([value])
     if len(set(values)) > 1:
         raise RuntimeError(f"processes disagree on {what}: {sorted(set(values))}; every process must build the same")
-
-
-def describe(per_device_batch: int, accumulation: int, processes: int, kind: str) -> dict[str, Any]:
-    """World size, accelerate's kind of distribution and the batch one optimizer step sees, for the manifest."""
-    return {
-        "world_size": processes,
-        "distributed_type": kind,
-        "per_device_batch_size": per_device_batch,
-        "gradient_accumulation_steps": accumulation,
-        "effective_batch_size": per_device_batch * accumulation * processes,
-    }

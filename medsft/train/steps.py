@@ -117,13 +117,6 @@ def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig
     return tokenized
 
 
-def resolve_optimizer(config: RunConfig, has_cuda: bool) -> str:
-    if "8bit" in config.optimizer and not has_cuda:
-        log.warning("optimizer=%s needs bitsandbytes on CUDA; using adamw_torch on CPU", config.optimizer)
-        return "adamw_torch"
-    return config.optimizer
-
-
 def no_activation_checkpointing() -> dict[str, bool]:
     """Checkpointing off, under the name the installed transformers knows: `activation_checkpointing` (5.2x,
     where the old name warns) or `gradient_checkpointing` (5.17, the GPU set-up's pin). TRL turns it on by default."""
@@ -136,6 +129,10 @@ def no_activation_checkpointing() -> dict[str, bool]:
 def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> dict[str, Any]:
     """`SFTConfig`'s keyword arguments from the config (recipe names map one to one: `RECIPE_TO_LIBRARY`)."""
     bf16 = has_cuda and torch.cuda.is_bf16_supported()
+    optimizer = config.optimizer
+    if "8bit" in optimizer and not has_cuda:
+        log.warning("optimizer=%s needs bitsandbytes on CUDA; using adamw_torch on CPU", optimizer)
+        optimizer = "adamw_torch"
     return dict(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -148,7 +145,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         max_grad_norm=config.max_grad_norm,
         num_train_epochs=config.num_epochs,
         max_steps=steps,
-        optim=resolve_optimizer(config, has_cuda),
+        optim=optimizer,
         seed=config.seed,
         data_seed=config.data_seed,
         logging_steps=config.logging_steps,
@@ -188,17 +185,20 @@ def uses_cpu_step(backend: Backend) -> bool:
 
 
 def batch_layout(trainer: SFTTrainer) -> dict[str, Any]:
-    """Processes, the trainer's kind of distribution (DDP, FSDP) and the effective batch, logged once."""
+    """Processes, the trainer's kind of distribution (DDP, FSDP) and the effective batch (for the manifest), logged."""
     args = trainer.args
-    kind = trainer.accelerator.distributed_type.value
-    layout = distributed.describe(
-        args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, kind
-    )
+    batch, accumulation, processes = args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size
+    layout = {
+        "world_size": processes,
+        "distributed_type": trainer.accelerator.distributed_type.value,
+        "per_device_batch_size": batch,
+        "gradient_accumulation_steps": accumulation,
+        "effective_batch_size": batch * accumulation * processes,
+    }
     log.info(
-        "effective batch: %d per device x %d accumulation steps x %d processes (%s) = %d conversations per step",
-        *(layout[key] for key in ("per_device_batch_size", "gradient_accumulation_steps", "world_size")),
-        kind,
-        layout["effective_batch_size"],
+        "effective batch: %(per_device_batch_size)d per device x %(gradient_accumulation_steps)d accumulation steps x "
+        "%(world_size)d processes (%(distributed_type)s) = %(effective_batch_size)d conversations per step",
+        layout,
     )
     return layout
 

@@ -1,14 +1,10 @@
 """Causal attention over packed rows, one conversation at a time.
 
-A packed row holds several conversations back to back. The linear layers then see one large matrix (efficient
-GEMMs, no padding), but attention must not cross conversations. transformers' SDPA path expresses that with a
-dense block-diagonal mask over the whole row, which computes (and masks) every cross-conversation score and
-rules out SDPA's fused causal kernel. This attention function instead slices each conversation out of the row
-and attends within it only: with two plain matmuls when its score matrix is small (faster than SDPA's CPU
-flash kernel at these sizes), else with SDPA and `is_causal=True`.
-
-It is registered with transformers' `AttentionInterface`; the segment boundaries come from `packed_segments`,
-which the loss sets from the row's position ids (they restart at 0 for each conversation).
+transformers' SDPA path keeps a packed row's conversations apart with a dense block-diagonal mask, which computes
+(and masks) every cross-conversation score and rules out SDPA's fused causal kernel. This attention function
+(registered with `AttentionInterface`) slices each conversation out of the row, with bounds from `packed_segments`
+(position ids restart at 0 per conversation), and attends within it: with two plain matmuls when its score matrix
+is small (faster than SDPA's CPU flash kernel at these sizes), else with SDPA and `is_causal=True`.
 """
 
 from __future__ import annotations
