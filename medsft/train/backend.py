@@ -7,6 +7,7 @@ notebook imported transformers earlier), and nothing in `medsft` imports transfo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -15,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -236,25 +238,20 @@ class TransformersBackend(Backend):
         return tokenizer
 
 
-class staged_folder:  # noqa: N801 - used as a context manager like tempfile's helpers
+@contextlib.contextmanager
+def staged_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Write into a temporary sibling, renamed into place only if the block succeeds: nothing half-written ever
     sits under the final name, and an existing folder is never silently replaced."""
-
-    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
-        self.path = Path(path)
-        self.overwrite = overwrite
-
-    def __enter__(self) -> Path:
-        if self.path.exists() and any(self.path.iterdir()) and not self.overwrite:
-            raise FileExistsError(f"{self.path} already exists and is not empty; pass overwrite=True to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.tmp.rename(self.path)
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} already exists and is not empty; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)

@@ -86,15 +86,6 @@ def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str,
     return {"input_ids": as_tensor(ids), "labels": as_tensor(labels), "attention_mask": as_tensor(mask)}
 
 
-def truncate_log(path: Path, after_step: int) -> None:
-    """Drop log lines a killed run wrote past its last checkpoint; the resumed run writes them again."""
-    if path.is_file():
-        kept = [
-            line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= after_step
-        ]
-        write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
 def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig, split: str) -> list[dict]:
     """input_ids/labels for each conversation; rows left with nothing to learn are dropped and counted."""
     tokenized, empty = [], 0
@@ -332,10 +323,13 @@ def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
     checkpoint = None
     if begun.config.resume and (begun.run_dir / "checkpoints").is_dir():
         checkpoint = get_last_checkpoint(trainer.args.output_dir)
+    log_path, main = begun.run_dir / "train_log.jsonl", distributed.is_main_process()
     if checkpoint:
         log.info("resuming from %s", checkpoint)
-        if distributed.is_main_process():
-            truncate_log(begun.run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
+    if checkpoint and main and log_path.is_file():  # lines past the checkpoint: the resumed run writes them again
+        step = int(checkpoint.rsplit("-", 1)[-1])
+        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+        write_text_atomic(log_path, "".join(line + "\n" for line in kept))
     distributed.wait_for_everyone()
     return checkpoint
 

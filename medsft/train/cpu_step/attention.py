@@ -97,16 +97,11 @@ def packed_causal_attention(
         length = end - start
         window = sliding_window if sliding_window is not None and length > sliding_window else None
         if softcap is not None or query.shape[1] * length * length <= MATMUL_ATTENTION_MAX_SCORES:
-            allowed = allowed_positions(length, window, query.device)
-            out = matmul_attention(q, k, v, allowed, scale, dropout, softcap)
-        elif window is not None:
-            allowed = allowed_positions(length, window, query.device)
+            out = matmul_attention(q, k, v, allowed_positions(length, window, query.device), scale, dropout, softcap)
+        else:  # a sliding window needs its mask; plain causal attention gets SDPA's fused causal kernel
+            mask = allowed_positions(length, window, query.device) if window is not None else None
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale, enable_gqa=True
-            )
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=dropout, scale=scale, enable_gqa=True
+                q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout, scale=scale, enable_gqa=True
             )
         outputs.append(out)
     attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
