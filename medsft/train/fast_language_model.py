@@ -49,7 +49,12 @@ class FastLanguageModel:
         base_location = resolve_model(adapter["base_model_name_or_path"]).location if adapter else source.location
         tokenizer = load_tokenizer(source.location if adapter else base_location)
         has_cuda = torch.cuda.is_available()
-        torch_dtype = resolve_dtype(str(dtype).removeprefix("torch.") if dtype is not None else "auto", has_cuda)
+        if dtype is not None and dtype != "auto":
+            torch_dtype = getattr(torch, str(dtype).removeprefix("torch."))
+        elif has_cuda:
+            torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            torch_dtype = torch.float32  # bf16 matmul is ~100x slower than fp32 on AVX2 CPUs without AMX
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if load_in_4bit:
             kwargs |= four_bit_arguments(torch_dtype, has_cuda)
@@ -215,16 +220,6 @@ def language_model_only(module_names: list[str]) -> str:
     """A peft `target_modules` regex (matched against whole module paths) for these names inside the language
     model alone, e.g. `model.language_model.layers.3.self_attn.q_proj` but not `model.vision_tower...q_proj`."""
     return r".*\blanguage_model\..*\.(" + "|".join(re.escape(name) for name in module_names) + r")"
-
-
-def resolve_dtype(name: str, has_cuda: bool) -> Any:
-    import torch
-
-    if name != "auto":
-        return getattr(torch, name)
-    if not has_cuda:
-        return torch.float32  # bf16 matmul is ~100x slower than fp32 on AVX2 CPUs without AMX
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def load_tokenizer(location: str, chat_template: str | None = None) -> Any:

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -108,15 +108,6 @@ def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig
     return tokenized
 
 
-def no_activation_checkpointing() -> dict[str, bool]:
-    """Checkpointing off, under the name the installed transformers knows: `activation_checkpointing` (5.2x,
-    where the old name warns) or `gradient_checkpointing` (5.17, the GPU set-up's pin). TRL turns it on by default."""
-    import dataclasses
-
-    names = {field.name for field in dataclasses.fields(SFTConfig)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
-
-
 def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> dict[str, Any]:
     """`SFTConfig`'s keyword arguments from the config (recipe names map one to one: `RECIPE_TO_LIBRARY`)."""
     bf16 = has_cuda and torch.cuda.is_bf16_supported()
@@ -124,6 +115,10 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
     if "8bit" in optimizer and not has_cuda:
         log.warning("optimizer=%s needs bitsandbytes on CUDA; using adamw_torch on CPU", optimizer)
         optimizer = "adamw_torch"
+    # Checkpointing is off (TRL turns it on by default), under the name the installed transformers knows:
+    # `activation_checkpointing` (5.2x, where the old name warns) or `gradient_checkpointing` (5.17, the GPU pin).
+    names = {option.name for option in fields(SFTConfig)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return dict(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -152,7 +147,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         use_cpu=not has_cuda,
         bf16=bf16,
         fp16=has_cuda and not bf16,
-        **no_activation_checkpointing(),  # Unsloth applies its own; on CPU memory is not the limit
+        **{checkpointing: False},  # Unsloth applies its own; on CPU memory is not the limit
         max_length=config.max_seq_length,
         report_to=[],
         remove_unused_columns=False,
