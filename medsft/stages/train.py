@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -81,19 +82,9 @@ def trained_text(tokenizer: Any, messages: list[dict[str, str]], config: RunConf
     from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
 
     row = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
-    pieces, kept = [], []
-    for token, label in zip(row["input_ids"], row["labels"], strict=True):
-        if label == IGNORE_INDEX:
-            if kept:
-                pieces.append(tokenizer.decode(kept))
-                kept = []
-            if not pieces or pieces[-1] != " ":
-                pieces.append(" ")
-        else:
-            kept.append(token)
-    if kept:
-        pieces.append(tokenizer.decode(kept))
-    return "".join(pieces)
+    pairs = zip(row["input_ids"], row["labels"], strict=True)
+    runs = itertools.groupby(pairs, key=lambda pair: pair[1] == IGNORE_INDEX)
+    return "".join(" " if masked else tokenizer.decode([token for token, _ in run]) for masked, run in runs)
 
 
 def lora_frame(model: Any) -> Any:
