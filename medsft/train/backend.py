@@ -34,7 +34,6 @@ class BackendError(RuntimeError):
 
 
 def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
-    """Whether Unsloth can run here, and the reason in words."""
     if not has_cuda:
         return False, "no CUDA device (Unsloth cannot load a model without an accelerator)"
     processes = distributed.launched_processes()

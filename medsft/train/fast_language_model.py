@@ -194,7 +194,7 @@ MULTIMODAL_NAME_HINTS = ("gemma-3-4b", "gemma-3-12b", "gemma-3-27b", "gemma-3n",
 
 
 def is_multimodal(config: Any) -> bool:
-    """Whether a model config (object or dict) describes a checkpoint with a vision or audio tower."""
+    """Whether a model config (object or dict) has a vision or audio tower."""
     get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
     return get("vision_config") is not None or get("audio_config") is not None
 
@@ -245,7 +245,6 @@ def read_adapter_config(source: ModelSource) -> dict[str, Any] | None:
 
 
 def is_quantized(model: Any) -> bool:
-    """Whether any layer holds bitsandbytes-quantized weights (4-bit or 8-bit)."""
     return any(type(module).__name__ in ("Linear4bit", "Linear8bitLt") for module in model.modules())
 
 

@@ -70,11 +70,8 @@ class RunResult:
 
 
 def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch; the labels medsft built are passed through untouched (padding is -100).
-
-    The GPU path uses this instead of TRL's default collator, which rebuilds labels from its own masks: with
-    an explicit collator the response-only labels reach the loss whatever the installed TRL/Unsloth does.
-    """
+    """Right-pad a micro-batch, medsft's labels untouched: TRL's default collator rebuilds labels from its own
+    masks, so with this one the response-only labels reach the loss whatever the installed TRL/Unsloth does."""
     longest = max(len(example["input_ids"]) for example in examples)
     ids, labels, mask = [], [], []
     for example in examples:

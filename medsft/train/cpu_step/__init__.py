@@ -18,10 +18,8 @@ from medsft.train.labels import IGNORE_INDEX
 
 
 def pack_examples(examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-    """Concatenate a micro-batch into one row with restarting position ids: no padding is ever computed.
-
-    Each conversation's first label is masked so no token is trained to follow the previous conversation.
-    """
+    """A micro-batch as one row with restarting position ids (no padding is ever computed). Each conversation's
+    first label is masked so no token is trained to follow the previous conversation."""
     input_ids, labels, positions = [], [], []
     for example in examples:
         ids = list(example["input_ids"])
@@ -33,9 +31,7 @@ def pack_examples(examples: list[dict[str, list[int]]]) -> dict[str, torch.Tenso
 
 
 def use_cpu_step(trainer: Any) -> Any:
-    """This SFTTrainer with the CPU step: packed rows, packed attention while it trains, the sparse fused loss.
-
-    The trainer keeps its class, arguments and callbacks; `trainer.cpu_step` says the step is on."""
+    """This SFTTrainer (same class, arguments and callbacks) with the CPU step; `trainer.cpu_step` says it is on."""
     trainer.data_collator = pack_examples
     trainer.compute_loss = types.MethodType(sparse_compute_loss, trainer)
     # The sparse loss divides by `num_items_in_batch`; this makes the trainer always count it, over every
