@@ -115,10 +115,6 @@ def unsloth_loader(location: str) -> Any:
     return FastModel if multimodal else FastLanguageModel
 
 
-# What peft's "all-linear" selects on Gemma 3/4 and Llama 3 decoders (tests/test_backend.py resolves it on each).
-DECODER_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
 @dataclass
 class Backend:
     """Load a model, add LoRA, save the adapter, save merged 16-bit: the calls Unsloth users know.
