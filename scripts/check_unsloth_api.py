@@ -46,6 +46,8 @@ KNOWN_HUB_CONFIGS = {
     "unsloth/Llama-3.2-1B-Instruct": ("llama", "LlamaForCausalLM", False),
 }
 
+# What peft's "all-linear" selects on Gemma 3/4 and Llama 3 decoders (tests/test_backend.py resolves it on each).
+DECODER_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 Result = tuple[bool | None, str]  # (True ok | False FAIL | None note, what was compared)
 Check = Callable[[], Result]
 
@@ -282,7 +284,6 @@ def check_lora_targets() -> Result:
     from unsloth.models.vision import FastBaseModel
 
     from medsft.config import LORA_TARGETS
-    from medsft.train.backend import DECODER_LINEAR_LAYERS
 
     source = inspect.getsource(FastLlamaModel.get_peft_model)
     block = re.search(r"accepted_modules = frozenset\(\s*\((.*?)\)", source, re.S)

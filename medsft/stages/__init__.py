@@ -1,10 +1,5 @@
-"""The pipeline's stages, one module each, in the order the notebooks run them:
-data -> train -> evaluate -> export -> chat.
-
-Each module holds a stage's steps (what its notebook calls, one cell at a time) and the tables it shows. Every
-stage writes its results as JSON into the run folder (`data_report.json`, `train_results.json`,
-`eval_results.json`, `export.json`, `chat.json`), which `medsft.run_summary` reads back for the run's `results.json`.
-"""
+"""The pipeline's stages, in the order the notebooks run them (data -> train -> evaluate -> export -> chat): each
+module holds the steps its notebook calls and the tables it shows."""
 
 from medsft.stages.chat import chat_stage
 from medsft.stages.common import SPLITS, load_data, load_tokenizer_for

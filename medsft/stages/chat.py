@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from medsft import DISCLAIMER
 from medsft.export.chat import GgufChat, collect, find_gguf, print_reply
+from medsft.runs import write_json
 
 
 def chat_stage(
     run_dir: str | Path, questions: list[str], quantization: str = "q8_0", max_tokens: int = 512
 ) -> dict[str, Any]:
     """Ask each question in one conversation, streaming the replies, and record them in `chat.json`."""
-    import time
-
-    from medsft.runs import write_json
-
     path = find_gguf(run_dir, quantization)
     chat = GgufChat(path, max_tokens=max_tokens)
     turns = []

@@ -1,6 +1,5 @@
 """03 evaluate, the `dialogue` task: the tables and examples the notebook shows for the held-out ChatDoctor
-dialogues (ROUGE and key-point hit rate per model, per condition group, the key-point rule on examples,
-replies side by side with the references)."""
+dialogues."""
 
 from __future__ import annotations
 
@@ -43,8 +42,8 @@ def dialogue_groups_frame(comparison: Any) -> Any:
     for group in groups:
         blocks = {result.model: result.breakdown.get(group) for result in comparison.results}
         first = next(block for block in blocks.values() if block)
-        row: dict[str, Any] = {"condition group": group, "dialogues": first["n"],
-                               "with key points": first["key_point_dialogues"]}  # fmt: skip
+        row: dict[str, Any] = {"condition group": group, "dialogues": first["n"]}
+        row["with key points"] = first["key_point_dialogues"]
         for model, block in blocks.items():
             row[model] = interval_text(block["key_point_hit_rate"], block["key_point_hit_rate_ci"]) if block else "–"
         rows.append(row)
@@ -78,12 +77,12 @@ def dialogue_side_by_side(comparison: Any, n: int = 3) -> Any:
     patients = {item.id: item.patient for item in load_dialogue_eval()}
     rows = []
     for i, first in enumerate(comparison.results[0].questions[:n]):
-        row = {"patient": patients.get(first["id"], first["id"]), "reference": first["reference"],
-               "key points": "\n".join(first["key_points"]) or "–"}  # fmt: skip
+        row = {"patient": patients.get(first["id"], first["id"]), "reference": first["reference"]}
+        row["key points"] = "\n".join(first["key_points"]) or "–"
         for result in comparison.results:
             record = result.questions[i]
-            marks = " ".join(("✓ " if hit else "✗ ") + point for point, hit in zip(record["key_points"],
-                                                                                   record["hits"], strict=True))
+            hits = zip(record["key_points"], record["hits"], strict=True)
+            marks = " ".join(("✓ " if hit else "✗ ") + point for point, hit in hits)
             row[result.model] = f"{record['output']}\n\n[{marks}] ROUGE-L {record['rougeL']:.2f}"
         rows.append(row)
     return pd.DataFrame(rows)

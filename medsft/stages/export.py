@@ -1,8 +1,5 @@
-"""04 export: merge the adapter, write and check the GGUF files and the model card, and the tables shown.
-
-Sizes and measured RAM, and what each GGUF's checks found. A file that failed its check is shown as FAILED with
-its reasons, never like a good file.
-"""
+"""04 export: the tables the notebook shows (sizes, measured RAM, each GGUF's checks). A file that failed its
+check is shown as FAILED with its reasons, never like a good file."""
 
 from __future__ import annotations
 

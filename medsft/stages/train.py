@@ -1,11 +1,8 @@
-"""02 train: the steps of a LoRA fine-tune (`medsft.train.steps`, one notebook cell each) and what each one shows.
-
-start -> load_model -> tokenize_rows -> add_lora -> make_trainer -> fit -> finish, the order of Unsloth's own
-notebooks; `medsft.train.steps.train` runs them all in one call (what `medsft train` does).
-"""
+"""02 train: what each step of a LoRA fine-tune (`medsft.train.steps`, one notebook cell each) shows."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -58,8 +55,6 @@ def run_data(run: Run) -> Any | None:
 
 def model_frame(begun: Any, model: Any) -> Any:
     """Which backend loaded the model, why, and how: class, dtype, device, 4-bit, parameter count."""
-    import pandas as pd
-
     parameter = next(model.parameters())
     rows = {
         "backend": f"{begun.backend.name} ({begun.backend.reason})",
@@ -71,7 +66,7 @@ def model_frame(begun: Any, model: Any) -> Any:
         "parameters": f"{sum(p.numel() for p in model.parameters()):,}",
         "chat template": begun.config.chat_template or "the tokenizer's own",
     }
-    return pd.DataFrame({"": list(rows), "value": list(rows.values())}).set_index("")
+    return settings_frame(rows)
 
 
 def template_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
@@ -87,25 +82,13 @@ def trained_text(tokenizer: Any, messages: list[dict[str, str]], config: RunConf
     from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
 
     row = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
-    pieces, kept = [], []
-    for token, label in zip(row["input_ids"], row["labels"], strict=True):
-        if label == IGNORE_INDEX:
-            if kept:
-                pieces.append(tokenizer.decode(kept))
-                kept = []
-            if not pieces or pieces[-1] != " ":
-                pieces.append(" ")
-        else:
-            kept.append(token)
-    if kept:
-        pieces.append(tokenizer.decode(kept))
-    return "".join(pieces)
+    pairs = zip(row["input_ids"], row["labels"], strict=True)
+    runs = itertools.groupby(pairs, key=lambda pair: pair[1] == IGNORE_INDEX)
+    return "".join(" " if masked else tokenizer.decode([token for token, _ in run]) for masked, run in runs)
 
 
 def lora_frame(model: Any) -> Any:
     """The LoRA settings PEFT applied (r, alpha, dropout, target modules) and how much of the model trains."""
-    import pandas as pd
-
     lora = model.peft_config["default"]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -116,7 +99,7 @@ def lora_frame(model: Any) -> Any:
         "target_modules": ", ".join(sorted(lora.target_modules)) if lora.target_modules else "—",
         "trainable parameters": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",
     }
-    return pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]}).set_index("")
+    return settings_frame(rows)
 
 
 def arguments_frame(arguments: dict[str, Any], config: RunConfig | None = None) -> Any:
@@ -137,8 +120,6 @@ def arguments_frame(arguments: dict[str, Any], config: RunConfig | None = None) 
 
 def trainer_frame(trainer: Any, rows: Any) -> Any:
     """The trainer's settings that decide what a step is: batch, schedule, evaluation, checkpoints, the step."""
-    import pandas as pd
-
     from medsft.train.steps import batch_layout
 
     args = trainer.args
@@ -159,6 +140,12 @@ def trainer_frame(trainer: Any, rows: Any) -> Any:
         else "padded batches, the model's own loss",
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
     }  # fmt: skip
+    return settings_frame(values)
+
+
+def settings_frame(values: dict[str, Any]) -> Any:
+    import pandas as pd
+
     return pd.DataFrame({"": list(values), "value": [str(v) for v in values.values()]}).set_index("")
 
 

@@ -1,18 +1,13 @@
-"""One interface shaped like Unsloth's FastLanguageModel, with two real implementations.
+"""One interface shaped like Unsloth's FastLanguageModel, two implementations: `UnslothBackend` (CUDA, unsloth
+importable, one process) and `TransformersBackend` (transformers + peft: CPUs, CI, the tests, multi-process runs).
 
-- `UnslothBackend`: Unsloth's `FastLanguageModel`, or `FastModel` for multimodal checkpoints as Unsloth's own
-  notebooks do (4-bit QLoRA, its gradient checkpointing, its merged and GGUF savers). Chosen when CUDA is
-  available, `unsloth` imports and training runs as one process (not several under `accelerate launch`).
-- `TransformersBackend`: transformers + peft with the same calls. Chosen otherwise (CPU laptops, CI), and
-  what the tests and the CPU demo run.
-
-`select_backend` logs which one it chose and why. Unsloth patches transformers, trl and peft when it is
-imported, so it must be imported before them: `select_backend` imports it first (and warns when a notebook
-imported transformers earlier), and nothing in `medsft` imports transformers at package import time.
+Unsloth patches transformers, trl and peft when imported, so `select_backend` imports it first (warning when a
+notebook imported transformers earlier), and nothing in `medsft` imports transformers at package import time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -21,19 +16,15 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from medsft.config import RunConfig
 from medsft.models import resolve_model
 from medsft.train import distributed
-from medsft.train.fast_language_model import (
-    MULTIMODAL_NAME_HINTS,
-    is_multimodal,
-    lora_target_modules,
-    with_savers,
-)
+from medsft.train.fast_language_model import MULTIMODAL_NAME_HINTS, is_multimodal, lora_target_modules, with_savers
 
 log = logging.getLogger("medsft")
 
@@ -42,14 +33,7 @@ class BackendError(RuntimeError):
     """The asked-for backend cannot run here; the message says why and what to do."""
 
 
-def cuda_available() -> bool:
-    import torch  # torch may be imported before unsloth; only transformers/trl/peft may not
-
-    return torch.cuda.is_available()
-
-
 def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
-    """Whether Unsloth can run here, and the reason in words."""
     if not has_cuda:
         return False, "no CUDA device (Unsloth cannot load a model without an accelerator)"
     processes = distributed.launched_processes()
@@ -85,7 +69,9 @@ def point_unsloth_at_toolchain() -> None:
 @functools.cache
 def import_unsloth_if_usable() -> tuple[bool, str]:
     """Import Unsloth now if this machine can use it: call before importing transformers, TRL or peft."""
-    return unsloth_status(cuda_available())
+    import torch  # torch may be imported before unsloth; only transformers/trl/peft may not
+
+    return unsloth_status(torch.cuda.is_available())
 
 
 def select_backend(preference: str = "auto") -> Backend:
@@ -129,32 +115,56 @@ def unsloth_loader(location: str) -> Any:
     return FastModel if multimodal else FastLanguageModel
 
 
-# What peft's "all-linear" selects on Gemma 3/4 and Llama 3 decoders (tests/test_backend.py resolves it on each).
-DECODER_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
 @dataclass
 class Backend:
-    """Load a model, add LoRA, save the adapter, save merged 16-bit — the calls Unsloth users know.
+    """Load a model, add LoRA, save the adapter, save merged 16-bit: the calls Unsloth users know.
 
-    `FastLanguageModel` is the class whose `from_pretrained` and `get_peft_model` the train notebook calls, and
-    `load_arguments` / `lora_arguments` are those calls' keyword arguments, taken from the config: the notebook
-    shows them, then makes the call. `load` and `add_lora` are the same two calls in one line each."""
+    `FastLanguageModel` is the class whose `from_pretrained` and `get_peft_model` the train notebook calls, with
+    `load_arguments` / `lora_arguments` (taken from the config) as their keyword arguments."""
 
     reason: str
     name: str = "base"
+    # get_peft_model's `use_gradient_checkpointing`: on a CPU memory is not the limit; recomputing costs a third more
+    gradient_checkpointing: ClassVar[bool | str] = False
 
     def fast_language_model(self, model_name: str) -> Any:
         raise NotImplementedError
 
-    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
-        raise NotImplementedError
-
     def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
         raise NotImplementedError
+
+    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
+        import torch
+
+        return {
+            "model_name": resolve_model(config.model).location,
+            "max_seq_length": config.max_seq_length,
+            "load_in_4bit": config.load_in_4bit,
+            # None: the library picks (bf16 or fp16 on CUDA, fp32 on a CPU)
+            "dtype": None if config.dtype == "auto" else getattr(torch, config.dtype),
+            "token": os.environ.get("HF_TOKEN"),
+        }
+
+    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "r": config.lora_r,
+            "lora_alpha": config.lora_alpha,
+            "lora_dropout": config.lora_dropout,
+            "target_modules": lora_target_modules(model, config.lora_target_modules),
+            "bias": "none",
+            "use_gradient_checkpointing": self.gradient_checkpointing,
+            "random_state": config.seed,
+        }
+        if self.name == "unsloth" and is_multimodal(model.config):
+            # As Unsloth's Gemma 3 (4B+) / Gemma 4 notebooks: LoRA on the language model only (the stand-in's
+            # get_peft_model scopes its targets to the language model itself).
+            arguments |= {
+                "finetune_vision_layers": False,
+                "finetune_language_layers": True,
+                "finetune_attention_modules": True,
+                "finetune_mlp_modules": True,
+            }
+        return arguments
 
     def load(self, config: RunConfig) -> tuple[Any, Any]:
         arguments = self.load_arguments(config)
@@ -174,8 +184,7 @@ class Backend:
         return Path(path)
 
     def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
-        """`model.save_pretrained_merged(folder, tokenizer, save_method="merged_16bit")` into a staged folder:
-        Unsloth's method, or the stand-in's (`medsft.train.fast_language_model.with_savers`)."""
+        """`model.save_pretrained_merged(folder, tokenizer, save_method="merged_16bit")` into a staged folder."""
         if not hasattr(model, "save_pretrained_merged"):  # a model built outside FastLanguageModel
             with_savers(model)
         with staged_folder(path, overwrite) as tmp:
@@ -186,20 +195,10 @@ class Backend:
 @dataclass
 class UnslothBackend(Backend):
     name: str = "unsloth"
+    gradient_checkpointing: ClassVar[bool | str] = "unsloth"  # Unsloth's offloaded checkpointing: less VRAM, same speed
 
     def fast_language_model(self, model_name: str) -> Any:
         return unsloth_loader(model_name)  # FastModel for multimodal checkpoints, as Unsloth's notebooks do
-
-    def load_arguments(self, config: RunConfig) -> dict[str, Any]:
-        import torch
-
-        return {
-            "model_name": resolve_model(config.model).location,
-            "max_seq_length": config.max_seq_length,
-            "load_in_4bit": config.load_in_4bit,
-            "dtype": None if config.dtype == "auto" else getattr(torch, config.dtype),  # None: Unsloth picks bf16/fp16
-            "token": os.environ.get("HF_TOKEN"),
-        }
 
     def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
         # FastModel returns the multimodal checkpoint's processor; text-only training needs its tokenizer
@@ -211,25 +210,6 @@ class UnslothBackend(Backend):
 
         return get_chat_template(tokenizer, chat_template=chat_template)
 
-    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
-        arguments: dict[str, Any] = {
-            "r": config.lora_r,
-            "lora_alpha": config.lora_alpha,
-            "lora_dropout": config.lora_dropout,
-            "target_modules": lora_target_modules(model, config.lora_target_modules),
-            "bias": "none",
-            "use_gradient_checkpointing": "unsloth",  # Unsloth's offloaded checkpointing: less VRAM, same speed
-            "random_state": config.seed,
-        }
-        if is_multimodal(model.config):
-            # As Unsloth's Gemma 3 (4B+) / Gemma 4 notebooks: LoRA on the language model only.
-            arguments |= {
-                "finetune_vision_layers": False,
-                "finetune_language_layers": True,
-                "finetune_attention_modules": True,
-                "finetune_mlp_modules": True,
-            }
-        return arguments
 
 @dataclass
 class TransformersBackend(Backend):
@@ -241,13 +221,7 @@ class TransformersBackend(Backend):
         return FastLanguageModel
 
     def load_arguments(self, config: RunConfig) -> dict[str, Any]:
-        arguments: dict[str, Any] = {
-            "model_name": resolve_model(config.model).location,
-            "max_seq_length": config.max_seq_length,
-            "load_in_4bit": config.load_in_4bit,
-            "dtype": None if config.dtype == "auto" else config.dtype,  # None: fp32 on a CPU, bf16/fp16 on CUDA
-            "token": os.environ.get("HF_TOKEN"),
-        }
+        arguments = super().load_arguments(config)
         if config.dry_run:  # checks a recipe on any machine: the architecture and tokenizer, random weights
             arguments |= {"random_weights": True, "random_state": config.seed}
         return arguments
@@ -258,39 +232,21 @@ class TransformersBackend(Backend):
         apply_chat_template_name(tokenizer, chat_template)
         return tokenizer
 
-    def lora_arguments(self, model: Any, config: RunConfig) -> dict[str, Any]:
-        return {
-            "r": config.lora_r,
-            "lora_alpha": config.lora_alpha,
-            "lora_dropout": config.lora_dropout,
-            "target_modules": lora_target_modules(model, config.lora_target_modules),
-            "bias": "none",
-            "use_gradient_checkpointing": False,  # on a CPU memory is not the limit; recomputing costs a third more
-            "random_state": config.seed,
-        }
 
-
-class staged_folder:  # noqa: N801 - used as a context manager like tempfile's helpers
-    """Write into a temporary sibling and rename into place only if the block succeeds.
-
-    Nothing half-written ever sits under the final name, and an existing folder is never silently replaced.
-    """
-
-    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
-        self.path = Path(path)
-        self.overwrite = overwrite
-
-    def __enter__(self) -> Path:
-        if self.path.exists() and any(self.path.iterdir()) and not self.overwrite:
-            raise FileExistsError(f"{self.path} already exists and is not empty; pass overwrite=True to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.tmp.rename(self.path)
+@contextlib.contextmanager
+def staged_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Write into a temporary sibling, renamed into place only if the block succeeds: nothing half-written ever
+    sits under the final name, and an existing folder is never silently replaced."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} already exists and is not empty; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)

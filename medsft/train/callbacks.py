@@ -1,12 +1,4 @@
-"""What medsft adds to TRL's SFTTrainer, as callbacks (`add_run_callbacks(trainer, ...)` in the trainer cell):
-
-- `Throughput`: real (non-padding) tokens of all processes over the wall time of optimizer steps only;
-- `JsonlLog`: one JSON line per logging event in the run's `train_log.jsonl`;
-- `ValidationAccuracy`: a benchmark's accuracy on the run's own validation rows at each evaluation, when that
-  picks the checkpoint (`select_checkpoint_by`), joined to the metrics the trainer compares;
-- `UntrainedBaselineNotKept`: the evaluation at step 0 is the untrained baseline in the log, not a candidate;
-- transformers' `EarlyStoppingCallback` when `early_stopping_patience` is set.
-"""
+"""What medsft adds to TRL's SFTTrainer, as callbacks: `add_run_callbacks(trainer, ...)` in the trainer cell."""
 
 from __future__ import annotations
 

@@ -1,16 +1,12 @@
-"""Benchmark accuracy on the run's own validation rows, measured while training, to choose the checkpoint.
-
-The official test splits are never looked at while a setting is chosen. Which checkpoint becomes the adapter
-is a setting, so a run can pick it by validation *accuracy* on the held-out training rows of a benchmark
-(`select_checkpoint_by: pubmedqa_accuracy`) instead of by validation loss: the loss of a 270M model is dominated
-by long synthetic answers and says little about one yes/no/maybe word. The rows are scored exactly as the
-evaluation stage scores the test split (lm-eval's prompt and continuations, `medsft.evaluate`).
+"""Benchmark accuracy on the run's own validation rows, measured while training, to choose the checkpoint
+(`select_checkpoint_by: pubmedqa_accuracy`): the loss of a 270M model is dominated by long synthetic answers and
+says little about one yes/no/maybe word, and the official test splits are never looked at while a setting is
+chosen. The rows are scored exactly as the evaluation stage scores the test split (`medsft.evaluate`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,22 +22,9 @@ def metric_name(task: str) -> str:
 
 
 def validation_items(rows: Sequence[dict[str, Any]], task: str) -> list[MultipleChoiceItem]:
-    """The multiple-choice items behind the validation rows of one source (rows of other sources are skipped).
-
-    Benchmark loaders keep each example's item in `meta["item"]` (`medsft.data.loaders`)."""
+    """The multiple-choice items (`meta["item"]`, `medsft.data.loaders`) behind one source's validation rows."""
     kept = [(row.get("meta") or {}).get("item") for row in rows if row.get("source") == task]
     return [MultipleChoiceItem(**item) for item in kept if item]
-
-
-@contextlib.contextmanager
-def scoring_mode(model: Any) -> Iterator[Any]:
-    """Eval mode, no gradients and the model's own attention (not the packed training one), then back."""
-    was_training = model.training
-    try:
-        with own_attention(model), torch.no_grad():
-            yield model.eval()
-    finally:
-        model.train(was_training)
 
 
 def accuracy(model: Any, tokenizer: Any, task: str, items: Sequence[MultipleChoiceItem], batch_size: int) -> float:
@@ -49,7 +32,11 @@ def accuracy(model: Any, tokenizer: Any, task: str, items: Sequence[MultipleChoi
     from medsft.evaluate.multiple_choice import score_items
     from medsft.evaluate.transformers_scorer import HFScorer
 
-    with scoring_mode(model) as scoring:
-        scorer = HFScorer(scoring, tokenizer, name="validation", batch_size=batch_size, progress=False)
-        records = score_items(scorer, task, items)
+    was_training = model.training
+    try:  # eval mode, no gradients and the model's own attention (not the packed training one), then back
+        with own_attention(model), torch.no_grad():
+            scorer = HFScorer(model.eval(), tokenizer, name="validation", batch_size=batch_size, progress=False)
+            records = score_items(scorer, task, items)
+    finally:
+        model.train(was_training)
     return sum(bool(r["correct"]) for r in records) / len(records)

@@ -1,11 +1,7 @@
-"""Training as several processes under `accelerate launch` (DDP, FSDP): every process trains, one writes.
-
-Each process runs `train()` in full: same config, same seed, so the same rows; the trainer's sampler hands each
-process its share of every batch. Only the main process (global rank 0) writes the run folder. It also claims the
-folder and sends the path to the others, so a name built from the clock cannot differ between processes, and an
-error in claiming it stops every process instead of leaving the others waiting.
-
-Run directly (a notebook, `medsft train`), there is one process and none of this talks to torch.distributed.
+"""Training as several processes under `accelerate launch` (DDP, FSDP): every process runs `train()` in full on
+the same rows (same config, same seed), the trainer's sampler hands each its share of every batch, and only the
+main process (global rank 0) writes the run folder. Run directly there is one process and none of this talks to
+torch.distributed.
 """
 
 from __future__ import annotations
@@ -18,10 +14,8 @@ T = TypeVar("T")
 
 
 def launched_processes() -> int:
-    """How many processes the launcher started (torchrun sets WORLD_SIZE); 1 when run directly.
-
-    Read from the environment so it can be asked before anything is initialised or imported (Unsloth's import
-    decision happens before torch.distributed is set up)."""
+    """How many processes the launcher started (torchrun sets WORLD_SIZE), read from the environment so it can be
+    asked before anything is set up (Unsloth's import decision comes before torch.distributed)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -33,10 +27,6 @@ def state() -> Any:
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-def world_size() -> int:
-    return state().num_processes if launched_processes() > 1 else 1
 
 
 def is_main_process() -> bool:
@@ -55,10 +45,8 @@ def fsdp_requested() -> bool:
 
 
 def on_main(make: Callable[[], T]) -> T:
-    """`make()` on the main process only, its result handed to every process.
-
-    An exception there is re-raised on every process (each would otherwise wait for a result that never comes).
-    """
+    """`make()` on the main process only, its result handed to every process: a name built from the clock cannot
+    differ between processes, and an exception is re-raised on every process (else they wait forever)."""
     if launched_processes() == 1:
         return make()
     from accelerate.utils import broadcast_object_list
@@ -77,11 +65,8 @@ def on_main(make: Callable[[], T]) -> T:
 
 
 def check_same_everywhere(value: str, what: str) -> None:
-    """Raise on every process if `value` differs between processes.
-
-    Data-parallel training shards row indices, not rows: a process that built other rows (a different shuffle)
-    would silently train on data the manifest does not describe.
-    """
+    """Raise on every process if `value` differs between processes: data-parallel training shards row indices, not
+    rows, so a process that built other rows would silently train on data the manifest does not describe."""
     if launched_processes() == 1:
         return
     from accelerate.utils import gather_object
@@ -89,14 +74,3 @@ def check_same_everywhere(value: str, what: str) -> None:
     values = gather_object([value])
     if len(set(values)) > 1:
         raise RuntimeError(f"processes disagree on {what}: {sorted(set(values))}; every process must build the same")
-
-
-def describe(per_device_batch: int, accumulation: int, processes: int, kind: str) -> dict[str, Any]:
-    """World size, accelerate's kind of distribution and the batch one optimizer step sees, for the manifest."""
-    return {
-        "world_size": processes,
-        "distributed_type": kind,
-        "per_device_batch_size": per_device_batch,
-        "gradient_accumulation_steps": accumulation,
-        "effective_batch_size": per_device_batch * accumulation * processes,
-    }

@@ -1,21 +1,6 @@
-"""`FastLanguageModel` for machines Unsloth cannot run on: transformers + peft behind Unsloth's calls, with
-Unsloth's argument names, so a notebook cell reads the same on a CPU as on a GPU.
-
-```python
-model, tokenizer = FastLanguageModel.from_pretrained(model_name=..., max_seq_length=..., load_in_4bit=..., dtype=None)
-model = FastLanguageModel.get_peft_model(model, r=..., lora_alpha=..., lora_dropout=..., target_modules=...,
-                                         bias="none", use_gradient_checkpointing=False, random_state=...)
-```
-
-model.save_pretrained_merged(folder, tokenizer, save_method="merged_16bit")
-model.save_pretrained_gguf(folder, tokenizer, quantization_method=["q8_0", "q4_k_m"])
-```
-
-`model_name` is a hub id, a local folder or a LoRA adapter folder (its base is loaded and the adapter put on it).
-As Unsloth does, the loaded model carries `save_pretrained_merged` (LoRA folded into a 16-bit copy) and
-`save_pretrained_gguf` (that merge, then llama.cpp's converter and quantizer from the offline toolchain).
-4-bit loading needs CUDA and bitsandbytes; elsewhere the model loads in 16/32-bit with a warning. On a multimodal
-checkpoint LoRA adapts the language model only, as Unsloth's FastModel does with finetune_vision_layers=False.
+"""`FastLanguageModel` where Unsloth cannot run: transformers + peft behind Unsloth's calls and argument names, so a
+notebook cell reads the same on a CPU as on a GPU. As with Unsloth, the loaded model carries `save_pretrained_merged`
+and `save_pretrained_gguf`.
 """
 
 from __future__ import annotations
@@ -49,8 +34,10 @@ class FastLanguageModel:
         random_weights: bool = False,
         random_state: int = 3407,
     ) -> tuple[Any, Any]:
-        """The model and its tokenizer (right padding for training, a pad token); `random_weights`: a tiny random
-        model of the same architecture and tokenizer (a dry run checks a recipe without the weights)."""
+        """The model and its tokenizer (right padding, a pad token). `model_name`: a hub id, a local folder or a LoRA
+        adapter folder (its base loads, the adapter on it). `random_weights`: a tiny random model of the same
+        architecture and tokenizer (a dry run checks a recipe without the weights). 4-bit needs CUDA and
+        bitsandbytes; elsewhere the model loads in 16/32-bit with a warning."""
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -62,7 +49,12 @@ class FastLanguageModel:
         base_location = resolve_model(adapter["base_model_name_or_path"]).location if adapter else source.location
         tokenizer = load_tokenizer(source.location if adapter else base_location)
         has_cuda = torch.cuda.is_available()
-        torch_dtype = resolve_dtype(str(dtype).removeprefix("torch.") if dtype is not None else "auto", has_cuda)
+        if dtype is not None and dtype != "auto":
+            torch_dtype = getattr(torch, str(dtype).removeprefix("torch."))
+        elif has_cuda:
+            torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            torch_dtype = torch.float32  # bf16 matmul is ~100x slower than fp32 on AVX2 CPUs without AMX
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if load_in_4bit:
             kwargs |= four_bit_arguments(torch_dtype, has_cuda)
@@ -123,11 +115,18 @@ def save_pretrained_merged(
     away, and a quantized model cannot be cast to bf16. Its base is reloaded in 16-bit instead and the adapter
     merged into that, as QLoRA merges are done.
     """
+    import copy
+
     import torch
+    from peft import PeftModel
 
     if save_method != "merged_16bit":
         raise ValueError(f"save_method={save_method!r}: the CPU stand-in saves merged_16bit only")
-    merged = merged_16bit_reload(model) if is_quantized(model) else merged_copy(model)
+    if is_quantized(model):
+        merged = merged_16bit_reload(model)
+    else:  # LoRA folded into a copy (costs one model of RAM)
+        merged = copy.deepcopy(model)
+        merged = merged.merge_and_unload() if isinstance(merged, PeftModel) else merged
     merged.to(torch.bfloat16).save_pretrained(str(save_directory))
     tokenizer.save_pretrained(str(save_directory))
 
@@ -195,7 +194,7 @@ MULTIMODAL_NAME_HINTS = ("gemma-3-4b", "gemma-3-12b", "gemma-3-27b", "gemma-3n",
 
 
 def is_multimodal(config: Any) -> bool:
-    """Whether a model config (object or dict) describes a checkpoint with a vision or audio tower."""
+    """Whether a model config (object or dict) has a vision or audio tower."""
     get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
     return get("vision_config") is not None or get("audio_config") is not None
 
@@ -223,16 +222,6 @@ def language_model_only(module_names: list[str]) -> str:
     return r".*\blanguage_model\..*\.(" + "|".join(re.escape(name) for name in module_names) + r")"
 
 
-def resolve_dtype(name: str, has_cuda: bool) -> Any:
-    import torch
-
-    if name != "auto":
-        return getattr(torch, name)
-    if not has_cuda:
-        return torch.float32  # bf16 matmul is ~100x slower than fp32 on AVX2 CPUs without AMX
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def load_tokenizer(location: str, chat_template: str | None = None) -> Any:
     """The model's tokenizer with a chat template, right padding for training and `<end_of_turn>`-style eos."""
     from transformers import AutoTokenizer
@@ -255,18 +244,7 @@ def read_adapter_config(source: ModelSource) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if source.kind == "local" and path.is_file() else None
 
 
-def merged_copy(model: Any) -> Any:
-    """A plain transformers model with the LoRA folded in, built from a copy (costs one model of RAM)."""
-    import copy
-
-    from peft import PeftModel
-
-    duplicate = copy.deepcopy(model)
-    return duplicate.merge_and_unload() if isinstance(duplicate, PeftModel) else duplicate
-
-
 def is_quantized(model: Any) -> bool:
-    """Whether any layer holds bitsandbytes-quantized weights (4-bit or 8-bit)."""
     return any(type(module).__name__ in ("Linear4bit", "Linear8bitLt") for module in model.modules())
 
 

@@ -76,5 +76,3 @@ def tokenize_conversation(
 
 def count_trained_tokens(labels: list[int]) -> int:
     return sum(1 for label in labels if label != IGNORE_INDEX)
-
-

@@ -1,27 +1,18 @@
 """`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU.
 
-The steps, in the order of Unsloth's notebooks (the train notebook spells each call out in its own cell):
-
-1. `start`: check the launch and the data, claim the run folder, pick the backend;
-2. `FastLanguageModel.from_pretrained(**backend.load_arguments(config))`, then the chat template;
-3. `training_rows`: the conversations tokenised with response-only labels (`medsft.train.labels`);
-4. `FastLanguageModel.get_peft_model(model, **backend.lora_arguments(model, config))`;
-5. `make_trainer`: `SFTTrainer(model, args=SFTConfig(**sft_arguments(...)), ...)`, on a CPU with
-   `use_cpu_step(trainer)` (`medsft.train.cpu_step`), and medsft's callbacks (`medsft.train.callbacks`);
-6. `trainer.train(resume_from_checkpoint=resume_checkpoint(...))`;
-7. `finish`: the adapter, `train_results.json`, the loss plot.
-
-Each step takes what it needs and returns what it makes; `Start` is the one record step 1 hands on.
-On CUDA with Unsloth the model comes from Unsloth's `FastLanguageModel` (4-bit, its gradient checkpointing) and
-the step is Unsloth's own; both paths train on identical labels.
+The steps, in the order of Unsloth's notebooks (the train notebook calls each in its own cell): `start`, the
+backend's `from_pretrained` and chat template, `training_rows`, `get_peft_model`, `make_trainer`,
+`trainer.train(resume_from_checkpoint=resume_checkpoint(...))`, `finish`. Unsloth (CUDA) and the transformers
+stand-in (with the CPU step, `medsft.train.cpu_step`) train on identical labels.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -79,11 +70,8 @@ class RunResult:
 
 
 def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch; the labels medsft built are passed through untouched (padding is -100).
-
-    The GPU path uses this instead of TRL's default collator, which rebuilds labels from its own masks: with
-    an explicit collator the response-only labels reach the loss whatever the installed TRL/Unsloth does.
-    """
+    """Right-pad a micro-batch, medsft's labels untouched: TRL's default collator rebuilds labels from its own
+    masks, so with this one the response-only labels reach the loss whatever the installed TRL/Unsloth does."""
     longest = max(len(example["input_ids"]) for example in examples)
     ids, labels, mask = [], [], []
     for example in examples:
@@ -93,17 +81,6 @@ def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str,
         mask.append([1] * len(example["input_ids"]) + [0] * gap)
     as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long)  # noqa: E731
     return {"input_ids": as_tensor(ids), "labels": as_tensor(labels), "attention_mask": as_tensor(mask)}
-
-
-def truncate_log(path: Path, after_step: int) -> None:
-    """Drop log lines a killed run wrote past its last checkpoint; the resumed run writes them again."""
-    import json
-
-    if path.is_file():
-        kept = [
-            line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= after_step
-        ]
-        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig, split: str) -> list[dict]:
@@ -128,26 +105,17 @@ def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig
     return tokenized
 
 
-def resolve_optimizer(config: RunConfig, has_cuda: bool) -> str:
-    if "8bit" in config.optimizer and not has_cuda:
-        log.warning("optimizer=%s needs bitsandbytes on CUDA; using adamw_torch on CPU", config.optimizer)
-        return "adamw_torch"
-    return config.optimizer
-
-
-def no_activation_checkpointing() -> dict[str, bool]:
-    """Checkpointing off, under the name the installed transformers knows: `activation_checkpointing` (5.2x,
-    where the old name warns) or `gradient_checkpointing` (5.17, the GPU set-up's pin). TRL turns it on by default."""
-    import dataclasses
-
-    names = {field.name for field in dataclasses.fields(SFTConfig)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
-
-
 def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> dict[str, Any]:
-    """`SFTConfig`'s keyword arguments from the config: the recipe's names on the left of each line are the
-    library's own, or map one to one (batch_size -> per_device_train_batch_size, warmup_ratio -> warmup_steps)."""
+    """`SFTConfig`'s keyword arguments from the config (recipe names map one to one: `RECIPE_TO_LIBRARY`)."""
     bf16 = has_cuda and torch.cuda.is_bf16_supported()
+    optimizer = config.optimizer
+    if "8bit" in optimizer and not has_cuda:
+        log.warning("optimizer=%s needs bitsandbytes on CUDA; using adamw_torch on CPU", optimizer)
+        optimizer = "adamw_torch"
+    # Checkpointing is off (TRL turns it on by default), under the name the installed transformers knows:
+    # `activation_checkpointing` (5.2x, where the old name warns) or `gradient_checkpointing` (5.17, the GPU pin).
+    names = {option.name for option in fields(SFTConfig)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return dict(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -160,7 +128,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         max_grad_norm=config.max_grad_norm,
         num_train_epochs=config.num_epochs,
         max_steps=steps,
-        optim=resolve_optimizer(config, has_cuda),
+        optim=optimizer,
         seed=config.seed,
         data_seed=config.data_seed,
         logging_steps=config.logging_steps,
@@ -176,7 +144,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         use_cpu=not has_cuda,
         bf16=bf16,
         fp16=has_cuda and not bf16,
-        **no_activation_checkpointing(),  # Unsloth applies its own; on CPU memory is not the limit
+        **{checkpointing: False},  # Unsloth applies its own; on CPU memory is not the limit
         max_length=config.max_seq_length,
         report_to=[],
         remove_unused_columns=False,
@@ -200,28 +168,22 @@ def uses_cpu_step(backend: Backend) -> bool:
 
 
 def batch_layout(trainer: SFTTrainer) -> dict[str, Any]:
-    """Processes, the trainer's kind of distribution (DDP, FSDP) and the effective batch, logged once."""
+    """Processes, the trainer's kind of distribution (DDP, FSDP) and the effective batch (for the manifest), logged."""
     args = trainer.args
-    kind = trainer.accelerator.distributed_type.value
-    layout = distributed.describe(
-        args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, kind
-    )
+    batch, accumulation, processes = args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size
+    layout = {
+        "world_size": processes,
+        "distributed_type": trainer.accelerator.distributed_type.value,
+        "per_device_batch_size": batch,
+        "gradient_accumulation_steps": accumulation,
+        "effective_batch_size": batch * accumulation * processes,
+    }
     log.info(
-        "effective batch: %d per device x %d accumulation steps x %d processes (%s) = %d conversations per step",
-        *(layout[key] for key in ("per_device_batch_size", "gradient_accumulation_steps", "world_size")),
-        kind,
-        layout["effective_batch_size"],
+        "effective batch: %(per_device_batch_size)d per device x %(gradient_accumulation_steps)d accumulation steps x "
+        "%(world_size)d processes (%(distributed_type)s) = %(effective_batch_size)d conversations per step",
+        layout,
     )
     return layout
-
-
-def save_trained_adapter(trainer: SFTTrainer, backend: Backend, tokenizer: Any, path: Path, overwrite: bool) -> Path:
-    """The main process writes the adapter; under FSDP every process holds a shard, so all of them first take part
-    in gathering the full weights."""
-    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
-    if distributed.is_main_process():
-        backend.save_adapter(trainer.model, tokenizer, path, overwrite=overwrite, state_dict=state_dict)
-    return path
 
 
 def write_results(run: Run, result: RunResult, backend: Backend) -> None:
@@ -236,26 +198,9 @@ def write_results(run: Run, result: RunResult, backend: Backend) -> None:
     run.update_manifest(timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
 
 
-def check_launch(config: RunConfig) -> None:
-    """What medsft cannot train as launched, said before any model loads (on every process alike)."""
-    if distributed.fsdp_requested() and config.load_in_4bit and torch.cuda.is_available():
-        raise ConfigError(
-            "load_in_4bit: FSDP shards 16-bit weights here (medsft does not set up sharded 4-bit storage); pass "
-            "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
-        )
-
-
-def claim_or_check(config: RunConfig, run_dir: Path | None) -> Path:
-    """A new run folder for this run, or the opened one it was given, checked (main process; path sent to all)."""
-    return distributed.on_main(
-        lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
-    )
-
-
 @dataclass(frozen=True)
 class Start:
-    """What step 1 settles before any model loads, and every later step reads: the config, the run folder, the
-    backend, the splits (or None: `training_rows` builds them) and the source rows already checked."""
+    """What step 1 settles before any model loads: the splits are None when `training_rows` builds them."""
 
     config: RunConfig
     run_dir: Path
@@ -266,7 +211,6 @@ class Start:
 
     @property
     def run(self) -> Run:
-        """The run folder's owner (the config already resolved; nothing is read again)."""
         return Run(self.config, self.run_dir)
 
     @property
@@ -283,28 +227,32 @@ class TrainingRows(NamedTuple):
 
 
 def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> Start:
-    """Step 1: check the launch and (when the data is built here) every source row, before any model loads; claim
-    the run folder (or check the one the pipeline opened) and pick the backend.
-
-    `run_dir` is a folder the pipeline runner already opened for this run (its config.yaml inside); training
-    writes into it unless it already holds a training's outputs and `resume` is off."""
+    """Step 1, before any model loads (on every process alike): check the launch and (when the data is built
+    here) every source row; claim a new run folder, or check `run_dir`, one the pipeline runner opened (training
+    writes into it unless it holds a training's outputs and `resume` is off); pick the backend."""
     started = time.perf_counter()
-    check_launch(config)
+    if distributed.fsdp_requested() and config.load_in_4bit and torch.cuda.is_available():
+        raise ConfigError(
+            "load_in_4bit: FSDP shards 16-bit weights here (medsft does not set up sharded 4-bit storage); pass "
+            "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
+        )
     sources = None
     if data is None:
         from medsft.data.build import validate_sources
 
         sources = validate_sources(config)  # bad rows fail here, before any model loads
-    run_dir = claim_or_check(config, run_dir)
+    # The main process claims or checks the folder, and sends the path to all.
+    run_dir = distributed.on_main(
+        lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
+    )
     # A dry run checks a recipe on any machine: the tiny model is built in memory, which only transformers loads.
     backend = TransformersBackend("dry run: tiny random model") if config.dry_run else select_backend(config.backend)
     return Start(config, run_dir, backend, data=data, sources=sources, started=started)
 
 
 def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
-    """Step 3: input ids and response-only labels for every train and validation conversation (the data is
-    built here first when the data stage did not run); the rows' hashes go into the manifest. The run folder
-    appears here, once the model has loaded, so a failed load leaves nothing behind."""
+    """Step 3: input ids and response-only labels of every conversation (the data is built here when the data
+    stage did not run). The run folder appears here, once the model has loaded: a failed load leaves nothing."""
     config, main = begun.config, distributed.is_main_process()
     if main:
         open_run_dir(begun.run_dir, config)
@@ -345,9 +293,7 @@ def checkpoint_task(begun: Start, rows: TrainingRows, arguments: dict[str, Any])
 
 
 def make_trainer(begun: Start, model: Any, tokenizer: Any, rows: TrainingRows) -> SFTTrainer:
-    """Step 5, as the train notebook's trainer cell writes it: TRL's SFTTrainer on the tokenised rows with
-    medsft's collator (labels passed through untouched), the CPU step on the transformers backend, and medsft's
-    logging and checkpoint choice."""
+    """Step 5, as the train notebook's trainer cell writes it."""
     arguments = trainer_arguments(begun, rows)
     trainer = SFTTrainer(
         model=model,
@@ -369,20 +315,26 @@ def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
     checkpoint = None
     if begun.config.resume and (begun.run_dir / "checkpoints").is_dir():
         checkpoint = get_last_checkpoint(trainer.args.output_dir)
+    log_path, main = begun.run_dir / "train_log.jsonl", distributed.is_main_process()
     if checkpoint:
         log.info("resuming from %s", checkpoint)
-        if distributed.is_main_process():
-            truncate_log(begun.run_dir / "train_log.jsonl", after_step=int(checkpoint.rsplit("-", 1)[-1]))
+    if checkpoint and main and log_path.is_file():  # lines past the checkpoint: the resumed run writes them again
+        step = int(checkpoint.rsplit("-", 1)[-1])
+        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+        write_text_atomic(log_path, "".join(line + "\n" for line in kept))
     distributed.wait_for_everyone()
     return checkpoint
 
 
 def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows, output: Any) -> RunResult:
-    """Step 7: save the adapter (the best checkpoint's weights: `model.save_pretrained` and
-    `tokenizer.save_pretrained` into `adapter/`), then train_results.json, the loss plot and the manifest's
-    timings."""
-    config, run_dir = begun.config, begun.run_dir
-    adapter_dir = save_trained_adapter(trainer, begun.backend, tokenizer, run_dir / "adapter", overwrite=config.resume)
+    """Step 7: the adapter (the best checkpoint's weights) into `adapter/`, then train_results.json, the loss plot
+    and the manifest's timings."""
+    config, run_dir, backend = begun.config, begun.run_dir, begun.backend
+    adapter_dir = run_dir / "adapter"
+    # The main process writes the adapter; under FSDP every process holds a shard, so all first gather the weights.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if distributed.is_main_process():
+        backend.save_adapter(trainer.model, tokenizer, adapter_dir, overwrite=config.resume, state_dict=state_dict)
     history = trainer.state.log_history
     measure = selection_metric(config)  # eval_loss, or e.g. eval_pubmedqa_accuracy logged at each evaluation
     layout = batch_layout(trainer)
@@ -406,18 +358,14 @@ def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows
     )
     if distributed.is_main_process():
         begun.run.update_manifest(distributed=layout)
-        write_results(begun.run, result, begun.backend)
+        write_results(begun.run, result, backend)
     distributed.wait_for_everyone()  # no process returns before the run folder is complete
     return result
 
 
 def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
-    """Train LoRA adapters on the configured data mix and write everything under outputs/<run-id>/: the seven
-    steps above, in order (`start` says what `data` and `run_dir` are).
-
-    Under `accelerate launch` every process runs this function on the same rows; only the main process writes
-    the run folder (`medsft.train.distributed`), and the trainer splits each batch between the processes.
-    """
+    """The seven steps above, in order, writing everything under outputs/<run-id>/. Under `accelerate launch` every
+    process runs this on the same rows; only the main process writes the run folder (`medsft.train.distributed`)."""
     begun = start(config, data, run_dir)
     model, tokenizer = begun.backend.load(config)
     rows = training_rows(begun, tokenizer)

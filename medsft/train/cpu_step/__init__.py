@@ -1,11 +1,6 @@
-"""The CPU step: TRL's SFTTrainer made fast where there is no GPU, switched on by one visible call in the trainer
-cell, `trainer = use_cpu_step(trainer)` (as Unsloth's `train_on_responses_only(trainer, ...)` changes a trainer).
-
-- Packed rows (`pack_examples`): each micro-batch becomes one padding-free row with restarting position ids.
-- Packed attention (`attention`): attention stays within each conversation of the row.
-- The LM head only where a label is trained, fused with the cross-entropy (`loss`).
-
-The loss is the same number as the model's own full-logit loss and its gradients agree to 1e-5
+"""The CPU step: TRL's SFTTrainer made fast where there is no GPU, by one visible call in the trainer cell,
+`trainer = use_cpu_step(trainer)`: packed rows, packed attention (`attention`), the LM head only where a label is
+trained, fused with the cross-entropy (`loss`). The loss equals the model's own and its gradients agree to 1e-5
 (tests/test_train_step.py), also under 2-process DDP (tests/test_train_ddp.py).
 """
 
@@ -23,10 +18,8 @@ from medsft.train.labels import IGNORE_INDEX
 
 
 def pack_examples(examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-    """Concatenate a micro-batch into one row with restarting position ids: no padding is ever computed.
-
-    Each conversation's first label is masked so no token is trained to follow the previous conversation.
-    """
+    """A micro-batch as one row with restarting position ids (no padding is ever computed). Each conversation's
+    first label is masked so no token is trained to follow the previous conversation."""
     input_ids, labels, positions = [], [], []
     for example in examples:
         ids = list(example["input_ids"])
@@ -38,9 +31,7 @@ def pack_examples(examples: list[dict[str, list[int]]]) -> dict[str, torch.Tenso
 
 
 def use_cpu_step(trainer: Any) -> Any:
-    """This SFTTrainer with the CPU step: packed rows, packed attention while it trains, the sparse fused loss.
-
-    The trainer keeps its class, arguments and callbacks; `trainer.cpu_step` says the step is on."""
+    """This SFTTrainer (same class, arguments and callbacks) with the CPU step; `trainer.cpu_step` says it is on."""
     trainer.data_collator = pack_examples
     trainer.compute_loss = types.MethodType(sparse_compute_loss, trainer)
     # The sparse loss divides by `num_items_in_batch`; this makes the trainer always count it, over every
@@ -92,4 +83,3 @@ def summed_over_processes(trainer: Any, *counts: int) -> list[int]:
         return list(counts)
     summed = trainer.accelerator.reduce(torch.tensor(counts, device=trainer.args.device), reduction="sum")
     return [int(value) for value in summed.tolist()]
-

@@ -1,14 +1,10 @@
 """Causal attention over packed rows, one conversation at a time.
 
-A packed row holds several conversations back to back. The linear layers then see one large matrix (efficient
-GEMMs, no padding), but attention must not cross conversations. transformers' SDPA path expresses that with a
-dense block-diagonal mask over the whole row, which computes (and masks) every cross-conversation score and
-rules out SDPA's fused causal kernel. This attention function instead slices each conversation out of the row
-and attends within it only: with two plain matmuls when its score matrix is small (faster than SDPA's CPU
-flash kernel at these sizes), else with SDPA and `is_causal=True`.
-
-It is registered with transformers' `AttentionInterface`; the segment boundaries come from `packed_segments`,
-which the loss sets from the row's position ids (they restart at 0 for each conversation).
+transformers' SDPA path keeps a packed row's conversations apart with a dense block-diagonal mask, which computes
+(and masks) every cross-conversation score and rules out SDPA's fused causal kernel. This attention function
+(registered with `AttentionInterface`) slices each conversation out of the row, with bounds from `packed_segments`
+(position ids restart at 0 per conversation), and attends within it: with two plain matmuls when its score matrix
+is small (faster than SDPA's CPU flash kernel at these sizes), else with SDPA and `is_causal=True`.
 """
 
 from __future__ import annotations
@@ -101,16 +97,11 @@ def packed_causal_attention(
         length = end - start
         window = sliding_window if sliding_window is not None and length > sliding_window else None
         if softcap is not None or query.shape[1] * length * length <= MATMUL_ATTENTION_MAX_SCORES:
-            allowed = allowed_positions(length, window, query.device)
-            out = matmul_attention(q, k, v, allowed, scale, dropout, softcap)
-        elif window is not None:
-            allowed = allowed_positions(length, window, query.device)
+            out = matmul_attention(q, k, v, allowed_positions(length, window, query.device), scale, dropout, softcap)
+        else:  # a sliding window needs its mask; plain causal attention gets SDPA's fused causal kernel
+            mask = allowed_positions(length, window, query.device) if window is not None else None
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale, enable_gqa=True
-            )
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=dropout, scale=scale, enable_gqa=True
+                q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout, scale=scale, enable_gqa=True
             )
         outputs.append(out)
     attended = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)

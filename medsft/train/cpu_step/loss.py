@@ -1,17 +1,11 @@
 """Causal-LM loss with the LM head applied only where a label is trained, fused with the cross-entropy.
 
-Gemma 3's vocabulary has 262,144 tokens: its LM head is 168M of the 270M model's parameters. Computing logits at
-every position (prompt and padding included), as the default step does, spends most of a CPU step on outputs the
-loss then throws away. Here the backbone runs once, the hidden states at positions whose next token is labelled
-are gathered, and only those rows go through the head.
-
-The head and the cross-entropy are fused, chunk by chunk (and within a chunk, block by block of the vocabulary,
-see `FusedLinearCrossEntropy`): for a frozen head the gradient of the loss with respect
-to the hidden states is (softmax - onehot) @ W, known as soon as the forward has the logits. So each chunk's
-logits are made, turned into that gradient in place and dropped; nothing of vocabulary width is kept for the
-backward pass, which only scales the stored (tokens x hidden) gradient. The loss is the same number as the
-model's own: the mean negative log-likelihood over labelled tokens (or the sum over `num_items_in_batch` under
-gradient accumulation, as transformers' Trainer does).
+Gemma 3's LM head is 168M of the 270M model's parameters (a 262,144-token vocabulary): logits at every position,
+as the default step makes them, spend most of a CPU step on outputs the loss throws away. Here only the hidden
+states whose next token is labelled go through the head, and for a frozen head the gradient with respect to them,
+(softmax - onehot) @ W, is made in the forward pass chunk by chunk (`FusedLinearCrossEntropy`): nothing of
+vocabulary width is kept for the backward. The loss is the model's own: the mean negative log-likelihood over
+labelled tokens (or the sum over `num_items_in_batch` under gradient accumulation, as transformers' Trainer does).
 """
 
 from __future__ import annotations
