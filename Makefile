@@ -8,6 +8,8 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 # Many idle OpenMP threads spin on a shared 2-core CPU and slow every step; passive waiting avoids it.
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
+# Offline runs: huggingface_hub's telemetry thread only tries the network (it once crashed a test process doing so).
+export HF_HUB_DISABLE_TELEMETRY ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup pipeline sweep smoke test lint
