@@ -1,6 +1,10 @@
-"""Print README's results tables for one run folder, from its JSON files only (never from notebook text).
+"""Print README's results tables for one run folder, or for a sweep over training seeds, from JSON files only
+(never from notebook text).
 
     .venv/bin/python scripts/results_table.py outputs/<run-id>
+    .venv/bin/python scripts/results_table.py outputs/seeds-default     # mean ± sd over the seeds
+
+A seed sweep's table comes from its `summary.json` (`seeds`: `medsft.run_summary.seed_frame`).
 
 `results.json` gives each task's base and tuned accuracy with n, Wilson 95% intervals and the paired
 difference (bootstrap interval, McNemar p); `eval_results.json` the best constant answer on the same items and
@@ -106,6 +110,36 @@ def tables(run: Path) -> str:
     return "\n".join(lines)
 
 
+def seed_table(folder: Path) -> str:
+    """Per setting and task: tuned accuracy and its paired gains over base and over the best constant answer as
+    mean ± sd over the seeds, then each seed's tuned accuracy and gain over the constant with its 95% interval."""
+    lines = [
+        "| task | seeds | tuned, mean ± sd | tuned − base, mean ± sd | best constant | tuned − constant, mean ± sd "
+        "| per seed: tuned, tuned − constant [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in read(folder / "summary.json")["seeds"]:
+        per_seed = "; ".join(
+            f"{seed}: {tuned:.3f}, {gain:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+            for seed, tuned, gain, ci in zip(row["seed"], row["tuned_per_run"], row.get("vs_constant_per_run") or [],
+                                             row.get("vs_constant_ci_per_run") or [], strict=False)
+        )  # fmt: skip
+        constant = f"{row['constant_acc']:.3f}" if row.get("constant_acc") is not None else "—"
+        group = f" ({row['group']})" if row["group"] else ""
+        lines.append(f"| {row['task']}{group} | {row['runs']} | {mean_sd_text(row, 'tuned')} | "
+                     f"{mean_sd_text(row, 'vs_base', signed=True)} | {constant} | "
+                     f"{mean_sd_text(row, 'vs_constant', signed=True)} | {per_seed or '—'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def mean_sd_text(row: dict[str, Any], name: str, signed: bool = False) -> str:
+    mean, sd = row.get(f"{name}_mean"), row.get(f"{name}_sd")
+    if mean is None:
+        return "—"
+    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return f"{text} ± {sd:.3f}" if sd is not None else text
+
+
 def reference_table(evaluation: dict[str, Any]) -> str:
     """The nine tasks (raw view, the leaderboard's number) for this run's base and tuned model beside the cited rows."""
     tasks = [task for task in SUITE if task in evaluation]
@@ -141,4 +175,6 @@ def acc_text(row: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    print(tables(Path(sys.argv[1])))
+    folder = Path(sys.argv[1])
+    summary = folder / "summary.json"
+    print(seed_table(folder) if summary.is_file() and "seeds" in read(summary) else tables(folder))
