@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medsft.evaluate.report import ci_text, diff_text
+
 # (task, what, threshold): the default pipeline's goals, fixed before any run.
 GOALS = (
     ("pubmedqa", "tuned accuracy", 0.62),
@@ -67,7 +69,7 @@ def tables(run: Path) -> str:
         cells = [task, str(base["n"]), acc_text(base)]
         if tuned:
             low, high = entry["diff_ci"]
-            cells += [acc_text(tuned), f"{entry['diff']:+.3f} [{low:+.3f}, {high:+.3f}]", f"{entry['mcnemar_p']:.2g}"]
+            cells += [acc_text(tuned), diff_text(entry), f"{entry['mcnemar_p']:.2g}"]
             measured[(task, "tuned accuracy")] = tuned["acc"]
             measured[(task, "lower end of the gain's 95% interval")] = low
         else:
@@ -120,7 +122,7 @@ def seed_table(folder: Path) -> str:
     ]
     for row in read(folder / "summary.json")["seeds"]:
         per_seed = "; ".join(
-            f"{seed}: {tuned:.3f}, {gain:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+            f"{seed}: {tuned:.3f}, {gain:+.3f} {ci_text(ci, '+')}"
             for seed, tuned, gain, ci in zip(row["seed"], row["tuned_per_run"], row.get("vs_constant_per_run") or [],
                                              row.get("vs_constant_ci_per_run") or [], strict=False)
         )  # fmt: skip
@@ -160,16 +162,12 @@ def prior_cells(prior: dict[str, Any], tuned: str | None) -> list[str]:
         return ["—", "—"]
     constant = prior["constant"]
     rows = [row for row in prior["vs_constant"] if row["model"] == tuned]
-    gain = "—"
-    if rows:
-        low, high = rows[0]["diff_ci"]
-        gain = f"{rows[0]['diff']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    gain = diff_text(rows[0]) if rows else "—"
     return [f"'{constant['answer']}' {constant['acc']:.3f}", gain]
 
 
 def acc_text(row: dict[str, Any]) -> str:
-    low, high = row["acc_ci"]
-    return f"{row['acc']:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{row['acc']:.3f} {ci_text(row['acc_ci'])}"
 
 
 if __name__ == "__main__":
