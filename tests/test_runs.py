@@ -15,6 +15,7 @@ from medsft.runs import (
     make_run_id,
     open_run_dir,
     read_json,
+    read_jsonl,
     sha256_rows,
     update_manifest,
     write_json,
@@ -119,3 +120,17 @@ def test_json_records_are_never_replaced_unless_asked(tmp_path: Path):
         write_json(run.path("results.json"), {})
     write_json(run.path("results.json"), {"acc": 1.0}, overwrite=True)
     assert run.read_json("results.json") == {"acc": 1.0}
+
+
+def test_saved_splits_keep_unicode_line_separators_inside_strings(tmp_path: Path):
+    """PubMedQA's long answers hold U+2029: `str.splitlines()` cut a saved split there (issue 23's CV runs)."""
+    from medsft.stages.common import load_data
+
+    rows = {"train": [{"text": "a\u2029b\u2028c\x85d"}], "validation": [{"text": "e\u2029f"}]}
+    (tmp_path / "data").mkdir()
+    for split, split_rows in rows.items():
+        path = tmp_path / "data" / f"{split}.jsonl"
+        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in split_rows), encoding="utf-8")
+        assert read_jsonl(path) == split_rows
+    data = load_data(tmp_path)
+    assert data["train"]["text"] == ["a\u2029b\u2028c\x85d"] and data["validation"]["text"] == ["e\u2029f"]

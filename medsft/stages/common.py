@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.runs import find_artifact
+from medsft.runs import find_artifact, read_jsonl
 
 SPLITS = ("train", "validation")
 
@@ -27,10 +26,7 @@ def load_data(run_dir: str | Path) -> Any | None:
         return None
     from datasets import Dataset, DatasetDict
 
-    def read(split: str) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
-
-    rows = {split: read(split) for split in SPLITS}
+    rows = {split: read_jsonl(folder / f"{split}.jsonl") for split in SPLITS}
     # One table for both splits, as the data stage built it, so an empty validation split keeps the schema.
     full = Dataset.from_list(rows["train"] + rows["validation"])
     n = len(rows["train"])

@@ -73,7 +73,7 @@ def lm_eval_row(item: MultipleChoiceItem) -> Row:
 
 def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
     """The carried rows behind `items`, split with a plain string split (not the loader's pattern)."""
-    by_file = {f.stem: f.read_text(encoding="utf-8").splitlines() for f in subject_files(path)}
+    by_file = {f.stem: f.read_text(encoding="utf-8").split("\n") for f in subject_files(path)}
     rows = []
     for item in items:
         _, subject, number = item.id.split(":")

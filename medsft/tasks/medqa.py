@@ -5,12 +5,12 @@ The question and options are kept verbatim (row 243 starts with a space, and lm-
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from medsft.data.loaders import convert_rows, format_options, open_rows, parse_medqa, resolve_file, row_tag
 from medsft.data.records import DataError, MultipleChoiceItem, OnError
+from medsft.runs import read_jsonl
 from medsft.tasks.base import Row, letters_task
 
 SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
@@ -56,8 +56,7 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
     """The file's own first rows behind `items` (read without medsft's parser), in lm-eval's layout."""
     local = resolve_file(path, SOURCES["test"])
     assert local is not None, "parity needs a local file"
-    lines = [line for line in local.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [raw_lm_eval_row(json.loads(line)) for line in lines[: len(items)]]
+    return [raw_lm_eval_row(row) for row in read_jsonl(local)[: len(items)]]
 
 
 def files(path: str | None, split: str) -> list[Path]:
