@@ -19,43 +19,22 @@ from medsft import DISCLAIMER
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
-class ThinkSplitter:
-    """Split streamed text into ("think", text) and ("answer", text) parts, even when a tag is cut across
-    chunks: text that could still be the start of a tag is held back until the next chunk decides."""
-
-    def __init__(self) -> None:
-        self.section = "answer"
-        self.pending = ""
-
-    def feed(self, chunk: str) -> list[tuple[str, str]]:
-        self.pending += chunk
-        parts: list[tuple[str, str]] = []
-        while True:
-            tag = THINK_OPEN if self.section == "answer" else THINK_CLOSE
-            at = self.pending.find(tag)
-            if at >= 0:
-                if self.pending[:at]:
-                    parts.append((self.section, self.pending[:at]))
-                self.pending = self.pending[at + len(tag) :]
-                self.section = "think" if tag == THINK_OPEN else "answer"
-                continue
-            keep = next((n for n in range(len(tag) - 1, 0, -1) if self.pending.endswith(tag[:n])), 0)
-            ready = self.pending[: len(self.pending) - keep]
-            if ready:
-                parts.append((self.section, ready))
-            self.pending = self.pending[len(ready) :]
-            return parts
-
-    def flush(self) -> list[tuple[str, str]]:
-        rest, self.pending = self.pending, ""
-        return [(self.section, rest)] if rest else []
-
-
 def split_stream(chunks: Iterable[str]) -> Iterator[tuple[str, str]]:
-    splitter = ThinkSplitter()
+    """Streamed text as ("think", text) and ("answer", text) parts, even when a tag is cut across chunks: text
+    that could still be the start of a tag is held back until the next chunk decides."""
+    section, pending = "answer", ""
     for chunk in chunks:
-        yield from splitter.feed(chunk)
-    yield from splitter.flush()
+        pending += chunk
+        while (at := pending.find(tag := THINK_OPEN if section == "answer" else THINK_CLOSE)) >= 0:
+            if pending[:at]:
+                yield section, pending[:at]
+            pending, section = pending[at + len(tag) :], "think" if tag == THINK_OPEN else "answer"
+        keep = next((n for n in range(len(tag) - 1, 0, -1) if pending.endswith(tag[:n])), 0)
+        if ready := pending[: len(pending) - keep]:
+            yield section, ready
+        pending = pending[len(ready) :]
+    if pending:
+        yield section, pending
 
 
 @dataclass
