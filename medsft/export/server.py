@@ -10,7 +10,7 @@ import math
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,12 +169,12 @@ class Deadline:
         return self.fired >= 2
 
 
+@dataclass
 class Clock:
     """The deadline of the reply being generated now (the server generates one at a time), shared between the
     model, which makes one per reply, and the request guard, which notes a cut in the reply it sends."""
 
-    def __init__(self) -> None:
-        self.latest: Deadline | None = None
+    latest: Deadline | None = None
 
     def cut(self) -> Deadline | None:
         return self.latest if self.latest is not None and self.latest.cut else None
@@ -257,22 +257,18 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the already-read body over once, then the client's own messages (disconnects)."""
+def with_body(scope: Scope, body: bytes, receive: Receive) -> tuple[Scope, Receive]:
+    """The scope labelled for a re-encoded JSON body (FastAPI parses a body only when it is labelled JSON, and
+    answers any other label with a 500 carrying pydantic's dump), and a `receive` that hands the body over once,
+    then the client's own messages (disconnects)."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def again() -> Message:
         return pending.pop() if pending else await receive()
 
-    return again
-
-
-def with_body(scope: Scope, body: bytes) -> Scope:
-    """The scope with headers for a re-encoded JSON body: FastAPI parses a body only when it is labelled JSON,
-    and answers any other label with a 500 carrying pydantic's dump."""
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
-    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    return {**scope, "headers": headers}
+    return {**scope, "headers": headers}, again
 
 
 class Gate:
@@ -324,10 +320,10 @@ class RequestGuard:
             body = await anyio.to_thread.run_sync(self.checked, scope, body, limiter=self.checking)
         except BadRequest as error:
             return await send_error(send, error)
-        scope = with_body(scope, body)
+        scope, receive = with_body(scope, body, receive)
         if route_of(scope["path"]) not in GENERATION:
-            return await self.app(scope, replay(body, receive), send)
-        await self.generate(scope, replay(body, receive), send)
+            return await self.app(scope, receive, send)
+        await self.generate(scope, receive, send)
 
     def checked(self, scope: Scope, body: bytes) -> bytes:
         """The body to pass on (re-encoded JSON); BadRequest for anything the server would mishandle."""
@@ -458,7 +454,9 @@ def rewriting_json(send: Send, rewrite: Callable[[dict[str, Any], int], dict[str
 
     async def rewritten(message: Message) -> None:
         nonlocal held
-        if message["type"] == "http.response.start" and is_json(message.get("headers", [])) and holds(message):
+        headers = message.get("headers", [])
+        json_reply = any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers)
+        if message["type"] == "http.response.start" and json_reply and holds(message):
             held = message
             return
         if held is None or message["type"] != "http.response.body":
@@ -476,10 +474,6 @@ def rewriting_json(send: Send, rewrite: Callable[[dict[str, Any], int], dict[str
         await send({"type": "http.response.body", "body": body})
 
     return rewritten
-
-
-def is_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers)
 
 
 def with_disclaimer(data: dict[str, Any], status: int = 200) -> dict[str, Any]:
