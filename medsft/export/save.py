@@ -243,8 +243,7 @@ def record_verdict(item: dict[str, Any], place: Path | None) -> None:
 
 def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[str, ...] | list[str] | None,
                 eval_limit: int | None) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Verify each GGUF against the merged 16-bit checkpoint, measure what quantization changed, and judge
-    whether it passed (`passed`, `reasons` in each record)."""
+    """Each GGUF's checks against the merged 16-bit checkpoint and its verdict (`passed`, `reasons`)."""
     from medsft.evaluate import HFScorer, compare
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
     from medsft.export.verify import end_of_turn_ids, judge, reference_first_tokens, verify_gguf

@@ -220,8 +220,7 @@ def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]
 
 
 def noted_event(body: bytes, deadline: Deadline | None) -> bytes:
-    """A server-sent event (`data: {...}`; sse-starlette sends one per message) with the note if it ends a cut
-    reply; any other event as it is."""
+    """A server-sent event (`data: {...}`, one per message) with the note if it ends a cut reply, else as it is."""
     prefix = b"data: "
     if deadline is None or not body.startswith(prefix + b"{"):
         return body
