@@ -267,7 +267,7 @@ def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[s
         scorers.append(scorer)
     for task in eval_tasks or ():
         limits = [n for n in (config.export_check_items, item_limit(config, task)) if n is not None]
-        limit = eval_limit or (min(limits) if limits else None)
+        limit = eval_limit or min(limits, default=None)
         comparison = compare(
             [reference, *scorers], task, items=load_items(task, limit, config.seed), seed=config.seed,
             run_dir=plan.run.path("export"), overwrite=True, max_new_tokens=config.eval_max_new_tokens,
