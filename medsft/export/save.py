@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from medsft.export.card import base_model_id, card_text
 from medsft.export.gguf import LLAMA_CPP_TYPES, ExportError, check_quantizations, partial_name, rejected_name
 from medsft.export.llamacpp_toolchain import check_disk, find_toolchain
 from medsft.export.sizes import folder_mib, size_row
+from medsft.export.verify import end_of_turn_ids, judge, reference_first_tokens, verify_gguf
 from medsft.runs import Run, check_run_folder, write_json, write_text_atomic
 
 log = logging.getLogger("medsft")
@@ -118,8 +120,6 @@ def prepare_folders(plan: ExportPlan, model: Any) -> None:
 def gguf_staging(gguf_dir: Path) -> Iterator[Path]:
     """A temporary folder for `save_pretrained_gguf` inside `gguf/` (Unsloth 2026.10 also writes into
     `<folder>_gguf/` beside it); both are removed afterwards, whatever happened."""
-    import tempfile
-
     gguf_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gguf-", dir=gguf_dir) as tmp:
         try:
@@ -246,7 +246,6 @@ def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[s
     """Each GGUF's checks against the merged 16-bit checkpoint and its verdict (`passed`, `reasons`)."""
     from medsft.evaluate import HFScorer, compare
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
-    from medsft.export.verify import end_of_turn_ids, judge, reference_first_tokens, verify_gguf
     from medsft.tasks import item_limit, load_items
 
     # The reference is the 16-bit merge whatever the training precision (a 4-bit reference would hide what

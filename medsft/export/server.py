@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from medsft import DISCLAIMER
 from medsft.cli_errors import error_line
 from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, route_of
@@ -275,13 +277,9 @@ class Gate:
     queues requests on its own lock without any bound; here a request that cannot start in time is refused."""
 
     def __init__(self) -> None:
-        import anyio
-
         self.lock = anyio.Lock()
 
     async def enter(self, wait_s: float) -> bool:
-        import anyio
-
         with contextlib.suppress(anyio.WouldBlock):
             self.lock.acquire_nowait()  # a free model is taken even with a wait of 0
             return True
@@ -297,16 +295,12 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, clock: Clock,
                  grace_s: float = HOLD_GRACE_S) -> None:  # fmt: skip
-        import anyio
-
         self.app, self.vocabulary, self.n_ctx, self.limits, self.clock, self.grace_s = (
             app, vocabulary, n_ctx, limits, clock, grace_s
         )  # fmt: skip
         self.gate, self.checking = Gate(), anyio.CapacityLimiter(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        import anyio
-
         # not a POST to a checked route: passed on (an unknown route is FastAPI's 404 or 405, whatever the body)
         if scope["type"] != "http" or scope["method"] != "POST" or route_of(scope["path"]) is None:
             return await self.app(scope, receive, send)
@@ -363,8 +357,6 @@ class RequestGuard:
     async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Wait for the model (at most the queue wait), then hold it at most the time limit plus a grace for the
         prompt and the reply's transfer; past that (a client that stopped reading a stream) the reply is cut."""
-        import anyio
-
         if not await self.gate.enter(self.limits.queue_wait_s):
             busy = BadRequest(
                 f"the server is busy: no turn at the model within {self.limits.queue_wait_s:g} s (medsft serve "
