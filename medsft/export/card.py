@@ -72,18 +72,12 @@ def evaluation_rows(run_dir: Path) -> tuple[list[str], list[str]]:
             rows.append(
                 f"| {data['task']} | {row['model']} | {row['n']} | {fmt(row['acc'])} | [{fmt(low)}, {fmt(high)}] |"
             )
-        for pair in data.get("pairs", []):
+        differences = [(p, p["baseline"], f" (McNemar p={p['mcnemar_p']:.3g})") for p in data.get("pairs", [])]
+        differences += [(p, f"always '{constant['answer']}'", "") for p in baselines.get("vs_constant", [])]
+        for pair, baseline, test in differences:
             low, high = pair["diff_ci"]
-            rows.append(
-                f"| {data['task']} | {pair['model']} − {pair['baseline']} | | {pair['diff']:+.3f} | "
-                f"[{low:+.3f}, {high:+.3f}] (McNemar p={pair['mcnemar_p']:.3g}) |"
-            )
-        for pair in baselines.get("vs_constant", []):
-            low, high = pair["diff_ci"]
-            rows.append(
-                f"| {data['task']} | {pair['model']} − always '{constant['answer']}' | | {pair['diff']:+.3f} | "
-                f"[{low:+.3f}, {high:+.3f}] |"
-            )
+            interval = f"[{low:+.3f}, {high:+.3f}]{test}"
+            rows.append(f"| {data['task']} | {pair['model']} − {baseline} | | {pair['diff']:+.3f} | {interval} |")
     return rows, distributions
 
 
@@ -130,7 +124,6 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mappi
     base = base_model_id(config.get("model", "unknown"))
     # The data stage's report holds the sources, counts and removals (the manifest keeps only hashes).
     data = read_json(run_dir / "data_report.json") or manifest.get("data", {})
-    sources = data.get("sources", [])
     evaluations, distributions = evaluation_rows(run_dir)
     hardware = manifest.get("hardware", {})
     tags = ["medical", "clinical-reasoning", "lora", "gguf", "medsft", "research-only"]
@@ -173,7 +166,7 @@ def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mappi
         *[
             f"| {s.get('name')} | {s.get('origin')} | {s.get('loaded')} | {removed_text(s.get('removed'))} | "
             f"{s.get('train')} | {s.get('validation')} |"
-            for s in sources
+            for s in data.get("sources", [])
         ],
         "",
         f"Removed before training: {removed_text(data.get('removed'))}; rows overlapping an evaluated test set, "

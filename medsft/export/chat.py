@@ -15,47 +15,30 @@ from pathlib import Path
 from typing import Any
 
 from medsft import DISCLAIMER
+from medsft.cli_errors import error_line
+from medsft.export.gguf import LLAMA_CPP_TYPES, REJECTED_SUFFIX
+from medsft.export.llamacpp_toolchain import ToolchainError
+from medsft.runs import check_run_folder, find_artifact
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
-class ThinkSplitter:
-    """Split streamed text into ("think", text) and ("answer", text) parts, even when a tag is cut across
-    chunks: text that could still be the start of a tag is held back until the next chunk decides."""
-
-    def __init__(self) -> None:
-        self.section = "answer"
-        self.pending = ""
-
-    def feed(self, chunk: str) -> list[tuple[str, str]]:
-        self.pending += chunk
-        parts: list[tuple[str, str]] = []
-        while True:
-            tag = THINK_OPEN if self.section == "answer" else THINK_CLOSE
-            at = self.pending.find(tag)
-            if at >= 0:
-                if self.pending[:at]:
-                    parts.append((self.section, self.pending[:at]))
-                self.pending = self.pending[at + len(tag) :]
-                self.section = "think" if tag == THINK_OPEN else "answer"
-                continue
-            keep = next((n for n in range(len(tag) - 1, 0, -1) if self.pending.endswith(tag[:n])), 0)
-            ready = self.pending[: len(self.pending) - keep]
-            if ready:
-                parts.append((self.section, ready))
-            self.pending = self.pending[len(ready) :]
-            return parts
-
-    def flush(self) -> list[tuple[str, str]]:
-        rest, self.pending = self.pending, ""
-        return [(self.section, rest)] if rest else []
-
-
 def split_stream(chunks: Iterable[str]) -> Iterator[tuple[str, str]]:
-    splitter = ThinkSplitter()
+    """Streamed text as ("think", text) and ("answer", text) parts, even when a tag is cut across chunks: text
+    that could still be the start of a tag is held back until the next chunk decides."""
+    section, pending = "answer", ""
     for chunk in chunks:
-        yield from splitter.feed(chunk)
-    yield from splitter.flush()
+        pending += chunk
+        while (at := pending.find(tag := THINK_OPEN if section == "answer" else THINK_CLOSE)) >= 0:
+            if pending[:at]:
+                yield section, pending[:at]
+            pending, section = pending[at + len(tag) :], "think" if tag == THINK_OPEN else "answer"
+        keep = next((n for n in range(len(tag) - 1, 0, -1) if pending.endswith(tag[:n])), 0)
+        if ready := pending[: len(pending) - keep]:
+            yield section, ready
+        pending = pending[len(ready) :]
+    if pending:
+        yield section, pending
 
 
 @dataclass
@@ -130,9 +113,6 @@ def collect(stream: Iterable[tuple[str, str]], parts: dict[str, str]) -> Iterato
 def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
     """The run's GGUF of that quantization (in this run or the one it was started from), else its first GGUF.
     Files that failed their export check (`*.rejected.gguf`) are never chosen."""
-    from medsft.export.gguf import LLAMA_CPP_TYPES, REJECTED_SUFFIX
-    from medsft.runs import find_artifact
-
     folder = find_artifact(run_dir, "gguf")
     every = sorted(folder.glob("*.gguf")) if folder else []
     files = [f for f in every if not f.name.endswith(REJECTED_SUFFIX)]
@@ -149,9 +129,6 @@ def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
 def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q8_0") -> Path:
     """The GGUF `medsft chat` / `medsft serve` use: `--gguf FILE`, or the run's file of that quantization.
     Raises ValueError with one line saying what is missing and what to run."""
-    from medsft.export.gguf import REJECTED_SUFFIX
-    from medsft.runs import check_run_folder, find_artifact
-
     if (run_dir is None) == (gguf is None):
         raise ValueError("give a RUN_DIR or --gguf FILE (exactly one)")
     if gguf is not None:
@@ -173,9 +150,6 @@ def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q
 def run_chat(gguf: Path, prompt: str | None = None, system: str | None = None, max_tokens: int = 768,
              temperature: float = 0.0, n_ctx: int = 4096) -> int:  # fmt: skip
     """One question (`prompt`) or an interactive session with a GGUF; 2 when the file cannot be loaded."""
-    from medsft.cli_errors import error_line
-    from medsft.export.llamacpp_toolchain import ToolchainError
-
     try:
         chat = GgufChat(gguf, system=system, n_ctx=n_ctx, max_tokens=max_tokens, temperature=temperature)
     except (ToolchainError, ValueError) as err:
@@ -208,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    from medsft.cli_errors import error_line
-
     if not args.gguf.is_file():
         error_line(f"GGUF file not found: {args.gguf} (export one with: medsft export RUN_DIR)")
         return 2

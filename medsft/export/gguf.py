@@ -59,18 +59,18 @@ def run_tool(command: list[str], step: str, target: Path) -> None:
         raise ExportError(f"{step} failed for {target} (exit {done.returncode}):\n{tail}")
 
 
-def convert(toolchain: Toolchain, checkpoint: Path, out: Path, outtype: str = "f16") -> Path:
-    """llama.cpp's `convert_hf_to_gguf.py` (its vendored gguf-py, not PyPI's) on a merged HF folder."""
+def convert(toolchain: Toolchain, checkpoint: Path, out: Path) -> Path:
+    """llama.cpp's `convert_hf_to_gguf.py` (its vendored gguf-py, not PyPI's) on a merged HF folder, to F16."""
     if not (checkpoint / "config.json").is_file():
         raise ExportError(f"{checkpoint} is not a Hugging Face checkpoint (no config.json); export the merged model")
-    log.info("converting %s to %s GGUF", checkpoint, outtype.upper())
-    command = [sys.executable, str(toolchain.converter), str(checkpoint), "--outfile", str(out), "--outtype", outtype]
+    log.info("converting %s to F16 GGUF", checkpoint)
+    command = [sys.executable, str(toolchain.converter), str(checkpoint), "--outfile", str(out), "--outtype", "f16"]
     run_tool(command, "convert_hf_to_gguf.py", out)
     return out
 
 
-def quantize(toolchain: Toolchain, source: Path, out: Path, name: str, threads: int = 0) -> Path:
+def quantize(toolchain: Toolchain, source: Path, out: Path, name: str) -> Path:
     log.info("quantizing %s to %s", source.name, LLAMA_CPP_TYPES[name])
     command = [sys.executable, str(toolchain.quantize_tool), str(source), str(out), LLAMA_CPP_TYPES[name]]
-    run_tool(command + ([str(threads)] if threads else []), "llama-quantize", out)
+    run_tool(command, "llama-quantize", out)
     return out

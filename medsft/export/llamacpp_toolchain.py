@@ -24,13 +24,10 @@ from medsft.models import cache_dir
 log = logging.getLogger("medsft")
 
 VERSION = "0.3.36"
-# Portable: runs on any x86-64 (the cache may move between machines); no multimodal library. Without OpenMP: with
-# it, ggml's barrier after every operation of a token's graph (~450 per token for Gemma 3 270M) is an OpenMP barrier,
-# which obeys OMP_WAIT_POLICY; medsft sets that to PASSIVE for torch (Makefile, tests, notebooks run from them), so
-# each barrier put a thread to sleep and woke it again, and 2 threads generated Q8_0 at 36-39 tok/s instead of
-# 59-64 (same run, bench/README). ggml's own thread pool waits at its barriers by spinning, whatever the environment
-# says, and leaves torch's OpenMP threads alone. (A native AVX-512 build measured within 2%: not worth giving up
-# portability.)
+# Portable: any x86-64 (the cache may move between machines; a native AVX-512 build measured within 2%); no
+# multimodal library. No OpenMP: ggml's ~450 barriers per token (Gemma 3 270M) would obey the OMP_WAIT_POLICY=PASSIVE
+# medsft sets for torch, each one a sleep and a wake-up: 2 threads made Q8_0 at 36-39 tok/s instead of 59-64
+# (bench/README). ggml's own thread pool spins at its barriers whatever the environment says.
 CMAKE_ARGS = "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DGGML_OPENMP=OFF"
 TOOLCHAIN_ENV = "MEDSFT_LLAMA_CPP"
 QUANTIZE_TOOL = "llama-quantize"
@@ -95,10 +92,6 @@ SETUP_HINT = "run `python -m medsft.export.llamacpp_toolchain setup` once (it ne
 
 def toolchain_root() -> Path:
     return Path(os.environ.get(TOOLCHAIN_ENV) or cache_dir() / "llama.cpp" / VERSION)
-
-
-def sdist_path() -> Path:
-    return cache_dir() / "sdist" / f"llama_cpp_python-{VERSION}.tar.gz"
 
 
 def build_key() -> str:
@@ -182,7 +175,7 @@ def find_toolchain() -> Toolchain:
     return chain
 
 
-def write_quantize_tool(root: Path) -> Path:
+def write_quantize_tool(root: Path) -> None:
     """(Re)write `llama-quantize` for the current interpreter; cheap, and keeps the shebang valid."""
     text = QUANTIZE_SCRIPT.format(python=sys.executable, ftypes=FTYPES)
     path = root / QUANTIZE_TOOL
@@ -191,7 +184,6 @@ def write_quantize_tool(root: Path) -> Path:
         tmp.write_text(text, encoding="utf-8")
         tmp.chmod(0o755)
         tmp.replace(path)
-    return path
 
 
 def pip(*args: str, env: dict[str, str] | None = None) -> None:
@@ -201,7 +193,7 @@ def pip(*args: str, env: dict[str, str] | None = None) -> None:
 
 
 def fetch_sdist() -> Path:
-    path = sdist_path()
+    path = cache_dir() / "sdist" / f"llama_cpp_python-{VERSION}.tar.gz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
@@ -237,12 +229,9 @@ def unpack_tree(sdist: Path, root: Path) -> None:
             if member.name.startswith(prefix) and member.name != prefix and (member.isfile() or member.isdir()):
                 member.name = member.name[len(prefix) :]
                 members.append(member)
-        archive.extractall(tmp, members=members, filter="data")
         staged = Path(tmp) / "tree"
         staged.mkdir()
-        for entry in Path(tmp).iterdir():
-            if entry != staged:
-                entry.rename(staged / entry.name)
+        archive.extractall(staged, members=members, filter="data")
         staged.rename(root)
 
 

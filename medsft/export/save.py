@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
+from medsft.export.card import base_model_id, card_text
 from medsft.export.gguf import LLAMA_CPP_TYPES, ExportError, check_quantizations, partial_name, rejected_name
 from medsft.export.llamacpp_toolchain import check_disk, find_toolchain
 from medsft.export.sizes import folder_mib, size_row
+from medsft.export.verify import end_of_turn_ids, judge, reference_first_tokens, verify_gguf
 from medsft.runs import Run, check_run_folder, write_json, write_text_atomic
 
 log = logging.getLogger("medsft")
@@ -77,8 +80,6 @@ def plan_export(run_dir: str | Path, quantizations: list[str] | None = None, con
                 adapter_dir: str | Path | None = None, overwrite: bool = False) -> ExportPlan:  # fmt: skip
     """The checks that need nothing heavy, first (quantization names, toolchain, adapter, existing files), so
     a mistake costs seconds, not a merge."""
-    from medsft.export.card import base_model_id
-
     run_dir = Path(run_dir)
     try:
         check_run_folder(run_dir)
@@ -119,8 +120,6 @@ def prepare_folders(plan: ExportPlan, model: Any) -> None:
 def gguf_staging(gguf_dir: Path) -> Iterator[Path]:
     """A temporary folder for `save_pretrained_gguf` inside `gguf/` (Unsloth 2026.10 also writes into
     `<folder>_gguf/` beside it); both are removed afterwards, whatever happened."""
-    import tempfile
-
     gguf_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gguf-", dir=gguf_dir) as tmp:
         try:
@@ -158,14 +157,13 @@ def save_ggufs(model: Any, tokenizer: Any, quants: list[str], finals: dict[str, 
 
 def check_export(plan: ExportPlan, partials: dict[str, Path],
                  eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS, eval_limit: int | None = None,
-                 n_ctx: int = 4096, max_new_tokens: int | None = None, strict: bool = False,
-                 timings: dict[str, float] | None = None) -> ExportResult:  # fmt: skip
+                 strict: bool = False, timings: dict[str, float] | None = None) -> ExportResult:  # fmt: skip
     """Verify and score each GGUF against the merged 16-bit checkpoint, give each its place (final name, or
     `*.rejected.gguf`, or deleted with `strict`), then `export.json`, the manifest and the model card."""
     run, timings = plan.run, dict(timings or {})
     try:
         tick = time.perf_counter()
-        files = check_files(plan, partials, eval_tasks, eval_limit, n_ctx, max_new_tokens)
+        files = check_files(plan, partials, eval_tasks, eval_limit)
         timings["verify_seconds"] = round(time.perf_counter() - tick, 1)
     except BaseException:
         for path in partials.values():
@@ -180,28 +178,28 @@ def check_export(plan: ExportPlan, partials: dict[str, Path],
         size_table=[merged_row, *[files[q]["size"] for q in plan.quantizations]], timings=timings,
         failed=[q for q in plan.quantizations if not files[q]["passed"]],
     )  # fmt: skip
-    result.model_card = write_model_card(run, result)
+    text = card_text(run.run_dir, result.to_dict(), config=run.values)
+    result.model_card = run.write_text("model_card.md", text, overwrite=True)  # export.json was checked first
+    for folder in (result.merged_dir, run.path("gguf")):
+        write_text_atomic(folder / "README.md", text)
     write_json(run.path("export.json"), result.to_dict(), overwrite=plan.overwrite)
     passed = [Path(f["path"]).name for f in result.files if f["passed"]]
     run.update_manifest(export={"files": passed, "failed": result.failed, **result.timings})
     return result
 
 
-def export_run(run_dir: str | Path, quantizations: list[str] | None = None, config: RunConfig | None = None,
-               adapter_dir: str | Path | None = None,
+def export_run(run_dir: str | Path, quantizations: list[str] | None = None, adapter_dir: str | Path | None = None,
                eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS, eval_limit: int | None = None,
-               n_ctx: int = 4096, max_new_tokens: int | None = None, overwrite: bool = False,
-               strict: bool = False) -> ExportResult:  # fmt: skip
+               overwrite: bool = False, strict: bool = False) -> ExportResult:  # fmt: skip
     """Merge, convert, quantize, verify and score, writing `adapter/`, `merged/`, `gguf/`, `export/`, `export.json`
     and `model_card.md` into the run. `eval_tasks=None` skips the accuracy comparison (the other checks always
     run). Items per task: `eval_limit` if given, else the smaller of the config's `export_check_items` and its
-    evaluation count, with `eval_max_new_tokens` unless `max_new_tokens` is given. A file that fails its check is
-    kept as `*.rejected.gguf` (deleted with `strict`) and listed in `result.failed`; no exception is raised, so
-    the notebook can show why (`medsft export` exits non-zero)."""
+    evaluation count. A file that fails its check is kept as `*.rejected.gguf` (deleted with `strict`) and listed
+    in `result.failed`; no exception is raised, so the notebook can show why (`medsft export` exits non-zero)."""
     from medsft.train.backend import select_backend
 
     started = time.perf_counter()
-    plan = plan_export(run_dir, quantizations, config, adapter_dir, overwrite)
+    plan = plan_export(run_dir, quantizations, adapter_dir=adapter_dir, overwrite=overwrite)
     backend = select_backend(plan.config.backend)
     tick = time.perf_counter()
     model, tokenizer = backend.load(plan.adapter_config)
@@ -213,7 +211,7 @@ def export_run(run_dir: str | Path, quantizations: list[str] | None = None, conf
     del model
     gc.collect()
     timings["gguf_seconds"] = round(time.perf_counter() - tick, 1)
-    result = check_export(plan, partials, eval_tasks, eval_limit, n_ctx, max_new_tokens, strict, timings)
+    result = check_export(plan, partials, eval_tasks, eval_limit, strict, timings)
     result.timings["total_seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -244,13 +242,10 @@ def record_verdict(item: dict[str, Any], place: Path | None) -> None:
 
 
 def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[str, ...] | list[str] | None,
-                eval_limit: int | None, n_ctx: int,
-                max_new_tokens: int | None) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Verify each GGUF against the merged 16-bit checkpoint, measure what quantization changed, and judge
-    whether it passed (`passed`, `reasons` in each record)."""
+                eval_limit: int | None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Each GGUF's checks against the merged 16-bit checkpoint and its verdict (`passed`, `reasons`)."""
     from medsft.evaluate import HFScorer, compare
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
-    from medsft.export.verify import end_of_turn_ids, judge, reference_first_tokens, verify_gguf
     from medsft.tasks import item_limit, load_items
 
     # The reference is the 16-bit merge whatever the training precision (a 4-bit reference would hide what
@@ -263,21 +258,18 @@ def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[s
     files: dict[str, dict[str, Any]] = {}
     scorers = []
     for quant, path in partials.items():
-        scorer = LlamaCppScorer(path, name=f"gguf-{quant}", n_ctx=n_ctx)
+        scorer = LlamaCppScorer(path, name=f"gguf-{quant}")
         check = verify_gguf(scorer, reference.tokenizer, stops, prompt_ids, first_tokens)
-        agreed = check.agreeing_prefix
-        log.info(
-            "%s: template ok, stops ok, first %d/%d greedy tokens agree with 16-bit", quant, agreed, len(first_tokens)
-        )
+        agreed, compared = check.agreeing_prefix, len(first_tokens)
+        log.info("%s: template ok, stops ok, first %d/%d greedy tokens agree with 16-bit", quant, agreed, compared)
         files[quant] = {"quantization": quant, "path": str(path), "verification": check.to_dict(), "accuracy": {}}
         scorers.append(scorer)
     for task in eval_tasks or ():
         limits = [n for n in (config.export_check_items, item_limit(config, task)) if n is not None]
-        limit = eval_limit or (min(limits) if limits else None)
+        limit = eval_limit or min(limits, default=None)
         comparison = compare(
             [reference, *scorers], task, items=load_items(task, limit, config.seed), seed=config.seed,
-            run_dir=plan.run.path("export"), overwrite=True,
-            max_new_tokens=max_new_tokens or config.eval_max_new_tokens,
+            run_dir=plan.run.path("export"), overwrite=True, max_new_tokens=config.eval_max_new_tokens,
         )  # fmt: skip
         reference_acc = comparison.table[0]["acc"]
         for quant, pair, row in zip(partials, comparison.pairs, comparison.table[1:], strict=True):
@@ -290,17 +282,7 @@ def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[s
     for scorer in scorers:
         scorer.close()
     for quant, path in partials.items():
-        files[quant]["size"] = size_row(quant, path, n_ctx)
+        files[quant]["size"] = size_row(quant, path)
         verdict = judge(files[quant], config.export_min_token_agreement)
         files[quant].update(passed=verdict.passed, reasons=verdict.reasons)
     return files
-
-
-def write_model_card(run: Run, result: ExportResult) -> Path:
-    from medsft.export.card import card_text
-
-    text = card_text(run.run_dir, result.to_dict(), config=run.values)
-    path = run.write_text("model_card.md", text, overwrite=True)  # export.json's overwrite check came first
-    for folder in (result.merged_dir, run.path("gguf")):
-        write_text_atomic(folder / "README.md", text)
-    return path

@@ -10,9 +10,11 @@ import math
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from medsft import DISCLAIMER
 from medsft.cli_errors import error_line
@@ -169,12 +171,12 @@ class Deadline:
         return self.fired >= 2
 
 
+@dataclass
 class Clock:
     """The deadline of the reply being generated now (the server generates one at a time), shared between the
     model, which makes one per reply, and the request guard, which notes a cut in the reply it sends."""
 
-    def __init__(self) -> None:
-        self.latest: Deadline | None = None
+    latest: Deadline | None = None
 
     def cut(self) -> Deadline | None:
         return self.latest if self.latest is not None and self.latest.cut else None
@@ -220,8 +222,7 @@ def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]
 
 
 def noted_event(body: bytes, deadline: Deadline | None) -> bytes:
-    """A server-sent event (`data: {...}`; sse-starlette sends one per message) with the note if it ends a cut
-    reply; any other event as it is."""
+    """A server-sent event (`data: {...}`, one per message) with the note if it ends a cut reply, else as it is."""
     prefix = b"data: "
     if deadline is None or not body.startswith(prefix + b"{"):
         return body
@@ -257,22 +258,18 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the already-read body over once, then the client's own messages (disconnects)."""
+def with_body(scope: Scope, body: bytes, receive: Receive) -> tuple[Scope, Receive]:
+    """The scope labelled for a re-encoded JSON body (FastAPI parses a body only when it is labelled JSON, and
+    answers any other label with a 500 carrying pydantic's dump), and a `receive` that hands the body over once,
+    then the client's own messages (disconnects)."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def again() -> Message:
         return pending.pop() if pending else await receive()
 
-    return again
-
-
-def with_body(scope: Scope, body: bytes) -> Scope:
-    """The scope with headers for a re-encoded JSON body: FastAPI parses a body only when it is labelled JSON,
-    and answers any other label with a 500 carrying pydantic's dump."""
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
-    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    return {**scope, "headers": headers}
+    return {**scope, "headers": headers}, again
 
 
 class Gate:
@@ -280,13 +277,9 @@ class Gate:
     queues requests on its own lock without any bound; here a request that cannot start in time is refused."""
 
     def __init__(self) -> None:
-        import anyio
-
         self.lock = anyio.Lock()
 
     async def enter(self, wait_s: float) -> bool:
-        import anyio
-
         with contextlib.suppress(anyio.WouldBlock):
             self.lock.acquire_nowait()  # a free model is taken even with a wait of 0
             return True
@@ -302,16 +295,12 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, clock: Clock,
                  grace_s: float = HOLD_GRACE_S) -> None:  # fmt: skip
-        import anyio
-
         self.app, self.vocabulary, self.n_ctx, self.limits, self.clock, self.grace_s = (
             app, vocabulary, n_ctx, limits, clock, grace_s
         )  # fmt: skip
         self.gate, self.checking = Gate(), anyio.CapacityLimiter(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        import anyio
-
         # not a POST to a checked route: passed on (an unknown route is FastAPI's 404 or 405, whatever the body)
         if scope["type"] != "http" or scope["method"] != "POST" or route_of(scope["path"]) is None:
             return await self.app(scope, receive, send)
@@ -324,10 +313,10 @@ class RequestGuard:
             body = await anyio.to_thread.run_sync(self.checked, scope, body, limiter=self.checking)
         except BadRequest as error:
             return await send_error(send, error)
-        scope = with_body(scope, body)
+        scope, receive = with_body(scope, body, receive)
         if route_of(scope["path"]) not in GENERATION:
-            return await self.app(scope, replay(body, receive), send)
-        await self.generate(scope, replay(body, receive), send)
+            return await self.app(scope, receive, send)
+        await self.generate(scope, receive, send)
 
     def checked(self, scope: Scope, body: bytes) -> bytes:
         """The body to pass on (re-encoded JSON); BadRequest for anything the server would mishandle."""
@@ -368,8 +357,6 @@ class RequestGuard:
     async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Wait for the model (at most the queue wait), then hold it at most the time limit plus a grace for the
         prompt and the reply's transfer; past that (a client that stopped reading a stream) the reply is cut."""
-        import anyio
-
         if not await self.gate.enter(self.limits.queue_wait_s):
             busy = BadRequest(
                 f"the server is busy: no turn at the model within {self.limits.queue_wait_s:g} s (medsft serve "
@@ -458,7 +445,9 @@ def rewriting_json(send: Send, rewrite: Callable[[dict[str, Any], int], dict[str
 
     async def rewritten(message: Message) -> None:
         nonlocal held
-        if message["type"] == "http.response.start" and is_json(message.get("headers", [])) and holds(message):
+        headers = message.get("headers", [])
+        json_reply = any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers)
+        if message["type"] == "http.response.start" and json_reply and holds(message):
             held = message
             return
         if held is None or message["type"] != "http.response.body":
@@ -476,10 +465,6 @@ def rewriting_json(send: Send, rewrite: Callable[[dict[str, Any], int], dict[str
         await send({"type": "http.response.body", "body": body})
 
     return rewritten
-
-
-def is_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in headers)
 
 
 def with_disclaimer(data: dict[str, Any], status: int = 200) -> dict[str, Any]:

@@ -66,17 +66,19 @@ class Number:
         return kind
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else int | float):
             return False
-        if self.integer and not isinstance(value, int):
-            return False
-        if not math.isfinite(value):
-            return False
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        inside = (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        return math.isfinite(value) and inside
 
 
 def plain(bound: float) -> str:
     return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+# `n` and `best_of`: llama-cpp-python ignores them and always makes one reply, so only 1 is honest.
+ONE = Number(1, 1, integer=True)
+ONE_REPLY = "1 (the server makes one reply per request)"
 
 
 # Ranges are OpenAI's where it has the field, else llama-cpp-python's own (its request types).
@@ -117,27 +119,22 @@ def first_non_finite(value: Any, path: str = "") -> str | None:
     return None
 
 
+def check_number(data: Mapping[str, Any], name: str, spec: Number, expected: str | None = None) -> None:
+    if name in data and not spec.accepts(data[name]):
+        raise refuse(name, expected or spec.describe(), data[name])
+
+
 def check_common(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:
     """The fields chat and text completions share."""
     for name, spec in SAMPLING.items():
-        if name in data and not spec.accepts(data[name]):
-            raise refuse(name, spec.describe(), data[name])
+        check_number(data, name, spec)
     cap = Number(1, limits.max_tokens, integer=True)
-    if "max_tokens" in data and not cap.accepts(data["max_tokens"]):
-        raise refuse("max_tokens", f"{cap.describe()} (this server's --max-tokens)", data["max_tokens"])
-    floor = Number(0, limits.max_tokens, integer=True)
-    if "min_tokens" in data and not floor.accepts(data["min_tokens"]):
-        raise refuse("min_tokens", floor.describe(), data["min_tokens"])
-    check_one(data, "n")
+    check_number(data, "max_tokens", cap, f"{cap.describe()} (this server's --max-tokens)")
+    check_number(data, "min_tokens", Number(0, limits.max_tokens, integer=True))
+    check_number(data, "n", ONE, ONE_REPLY)
     check_kinds(data, {"stream": bool, "model": str, "user": str})
     check_stop(data)
     check_logit_bias(data, vocab_size)
-
-
-def check_one(data: Mapping[str, Any], name: str) -> None:
-    """`n` and `best_of`: llama-cpp-python ignores them and always makes one reply, so only 1 is honest."""
-    if name in data and not Number(1, 1, integer=True).accepts(data[name]):
-        raise refuse(name, "1 (the server makes one reply per request)", data[name])
 
 
 def check_kinds(data: Mapping[str, Any], kinds: dict[str, type]) -> None:
@@ -186,14 +183,12 @@ def check_messages(data: Mapping[str, Any]) -> None:
         if message.get("role") not in ROLES:
             raise refuse(f"{where}.role", f"one of {', '.join(ROLES)}", message.get("role"))
         content = message.get("content")
-        if not (isinstance(content, str) or is_text_parts(content)):
+        parts = isinstance(content, list) and all(
+            isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            for part in content
+        )
+        if not (isinstance(content, str) or parts):
             raise refuse(f"{where}.content", 'a string or a list of {"type": "text", "text": "..."} parts', content)
-
-
-def is_text_parts(content: Any) -> bool:
-    return isinstance(content, list) and all(
-        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content
-    )
 
 
 def check_chat(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:
@@ -202,9 +197,7 @@ def check_chat(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None
     check_common(data, limits, vocab_size)
     if data.get("logprobs", False) is not False:
         raise refuse("logprobs", "false (this server keeps no per-token log-probabilities)", data["logprobs"])
-    top = Number(0, 20, integer=True)
-    if "top_logprobs" in data and not top.accepts(data["top_logprobs"]):
-        raise refuse("top_logprobs", top.describe(), data["top_logprobs"])
+    check_number(data, "top_logprobs", Number(0, 20, integer=True))
 
 
 def check_completion(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:
@@ -217,7 +210,7 @@ def check_completion(data: Mapping[str, Any], limits: Limits, vocab_size: int) -
     check_kinds(data, {"suffix": str, "echo": bool})
     if "logprobs" in data:
         raise refuse("logprobs", "null (this server keeps no per-token log-probabilities)", data["logprobs"])
-    check_one(data, "best_of")
+    check_number(data, "best_of", ONE, ONE_REPLY)
 
 
 def check_tokenize(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:

@@ -23,25 +23,17 @@ print(json.dumps({"peak_rss_kib": int(hwm.split()[1])}))
 """
 
 
-def measure_ram(path: Path, n_ctx: int = 4096) -> float:
-    """Peak RSS in GiB of a process chatting with the GGUF at context `n_ctx`."""
+def size_row(quantization: str, path: Path, n_ctx: int = 4096) -> dict[str, Any]:
+    """The file's size, and the peak RSS in GiB of a process chatting with it at context `n_ctx`."""
+    file_mib = round(path.stat().st_size / MIB, 1)
     done = subprocess.run(
         [sys.executable, "-c", PROBE_SCRIPT, str(path), str(n_ctx)], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"could not load {path} with llama.cpp to measure its memory: {done.stderr[-800:]}")
     peak_kib = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_kib"]
-    return round(peak_kib * 1024 / GIB, 3)
-
-
-def size_row(quantization: str, path: Path, n_ctx: int = 4096) -> dict[str, Any]:
-    return {
-        "quantization": quantization,
-        "file": path.name,
-        "file_mib": round(path.stat().st_size / MIB, 1),
-        "ram_gib": measure_ram(path, n_ctx),
-        "n_ctx": n_ctx,
-    }
+    ram_gib = round(peak_kib * 1024 / GIB, 3)
+    return {"quantization": quantization, "file": path.name, "file_mib": file_mib, "ram_gib": ram_gib, "n_ctx": n_ctx}
 
 
 def folder_mib(folder: Path) -> float:

@@ -20,6 +20,7 @@ FIRST_TOKENS_PROMPT = [
      "What is the most likely diagnosis and the first step?"}
 ]  # fmt: skip
 FIRST_TOKENS = 16
+LOSS_SIGNIFICANCE = 0.05  # the exact McNemar test's, on the paired questions, before an accuracy loss fails a file
 
 
 class VerificationError(ExportError):
@@ -138,28 +139,15 @@ def judge(item: dict[str, Any], min_token_agreement: float) -> Verdict:
             f"{min_token_agreement:g} (export_min_token_agreement)"
         )
     for task, acc in item.get("accuracy", {}).items():
-        if below_goal(acc):
-            low, high = acc.get("diff_ci") or (acc["diff"], acc["diff"])
+        # A loss fails a file when it is beyond the goal, with the whole 95% interval beyond it and the exact McNemar
+        # test significant: a small sample's noise alone does not, a real loss does. McNemar matters at an export
+        # check's sizes: a near-chance model's MedQA choices sit at near-ties that Q8_0 rounding flips; 4 flips of
+        # 32, all one way, give an interval of [-0.25, -0.03] (beyond a 0.5-point goal), yet p = 0.125.
+        low, high = acc.get("diff_ci") or (acc["diff"], acc["diff"])
+        limit = -acc["goal"] - 1e-9
+        if acc["diff"] < limit and high < limit and acc.get("mcnemar_p", 0.0) < LOSS_SIGNIFICANCE:
             reasons.append(
                 f"{task}: accuracy {acc['acc']:.3f} vs 16-bit {acc['reference_acc']:.3f} (n={acc['n']}), "
                 f"diff {acc['diff']:+.3f} [{low:+.3f}, {high:+.3f}] is beyond the goal -{acc['goal']:g}"
             )
     return Verdict(passed=not reasons, reasons=reasons)
-
-
-# Significance the accuracy loss must reach before it fails a file (exact McNemar test on the paired questions).
-LOSS_SIGNIFICANCE = 0.05
-
-
-def below_goal(acc: dict[str, Any]) -> bool:
-    """Worse than 16-bit by more than the goal, with the whole 95% interval beyond it and the exact McNemar test
-    significant: a small sample's noise alone does not fail a file, a real loss does.
-
-    The McNemar condition matters at the sizes an export check uses. A near-chance model's MedQA choices sit at
-    near-ties, so Q8_0 rounding flips a few of them; 4 flips out of 32 questions, all one way, give a bootstrap
-    interval of [-0.25, -0.03] (beyond a 0.5-point goal), yet p = 0.125: no evidence the file is worse.
-    """
-    limit = -acc["goal"] - 1e-9
-    high = acc["diff_ci"][1] if acc.get("diff_ci") else acc["diff"]
-    significant = acc.get("mcnemar_p", 0.0) < LOSS_SIGNIFICANCE
-    return acc["diff"] < limit and high < limit and significant
