@@ -170,12 +170,8 @@ def replicate_tables(folder: str | Path, runs: Sequence[dict[str, Any]]) -> dict
     """`seeds` (`seed_frame`) when the sweep's grid varies the training `seed`, `folds` (`cross_validation_frame`)
     when it varies `validation_fold`; none for other folders."""
     grid = (read_json(Path(folder) / "sweep.json") or {}).get("grid", {})
-    tables = {}
-    if "seed" in grid:
-        tables["seeds"] = seed_frame(runs)
-    if "validation_fold" in grid:
-        tables["folds"] = cross_validation_frame(runs)
-    return tables
+    frames = {"seeds": ("seed", seed_frame), "folds": ("validation_fold", cross_validation_frame)}
+    return {name: make(runs) for name, (over, make) in frames.items() if over in grid}
 
 
 def nested(entry: dict[str, Any], dotted: str) -> Any:
@@ -222,10 +218,8 @@ def summarize(folder: str | Path) -> tuple[list[dict[str, Any]], Any]:
     runs = [run_results(run) for run in folders]
     sweep = read_json(folder / "sweep.json")
     frame = summary_frame(runs, list(sweep["grid"]) if sweep else None)
-    tables = {
-        name: json.loads(table.to_json(orient="records")) for name, table in replicate_tables(folder, runs).items()
-    }
-    summary = {"runs": runs, "table": json.loads(frame.to_json(orient="records")), **tables}
+    tables = {"table": frame, **replicate_tables(folder, runs)}
+    summary = {"runs": runs, **{name: json.loads(table.to_json(orient="records")) for name, table in tables.items()}}
     write_json(folder / "summary.json", summary, overwrite=True)  # redrawn on every call
     write_text_atomic(folder / "summary.csv", frame.to_csv(index=False))
     return runs, frame

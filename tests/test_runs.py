@@ -57,8 +57,8 @@ def test_data_hash_changes_when_any_row_changes():
 def test_a_generated_run_id_gets_a_suffix_and_a_given_one_that_exists_is_an_error(tmp_path: Path):
     config = build_config({"output_dir": str(tmp_path), "lora_r": 4})
     first, second = Run.create(config), Run.create(config)  # the same config twice in one second
-    assert second.run_dir != first.run_dir and second.run_id.startswith(first.run_id)
-    assert second.config.run_id == second.run_id  # the folder's config names its own id
+    assert second.run_dir != first.run_dir and second.run_dir.name.startswith(first.run_dir.name)
+    assert second.config.run_id == second.run_dir.name  # the folder's config names its own id
     given = build_config({"output_dir": str(tmp_path), "run_id": "mine"})
     Run.create(given)
     with pytest.raises(FileExistsError, match="never writes into another run's folder"):
