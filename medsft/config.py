@@ -175,10 +175,9 @@ def load_config(
         path = resolve_recipe(recipe)
         for key, value in read_recipe(path).items():
             values[key], sources[key] = value, str(path)
-    env = os.environ if environ is None else environ
-    for key, value in env.items():
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in FIELD_NAMES:
-            name = key[len(ENV_PREFIX) :].lower()
+    for key, value in (os.environ if environ is None else environ).items():
+        name = key.removeprefix(ENV_PREFIX).lower()
+        if key.startswith(ENV_PREFIX) and name in FIELD_NAMES:
             values[name], sources[name] = parse_env_value(value), f"environment {key}"
     for key, value in (overrides or {}).items():
         values[key], sources[key] = value, "overrides"

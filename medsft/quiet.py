@@ -27,7 +27,6 @@ RENDERED_ENVIRONMENT = {
 
 
 def filter_known_warnings() -> None:
-    """Ignore the warnings in `KNOWN_WARNINGS`, each by its category and the start of its message."""
     for category, message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(message), category=category)
 

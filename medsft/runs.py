@@ -1,6 +1,5 @@
-"""Run folders (`outputs/<run-id>/`: the resolved config, `manifest.json` with versions, git commit, data hashes,
-hardware and timings, the stage results) and their one JSON writer, which never replaces a file unless asked.
-"""
+"""Run folders (`outputs/<run-id>/`: config, manifest, stage results) and the one JSON writer, which never replaces
+a file unless asked."""
 
 from __future__ import annotations
 
@@ -103,7 +102,21 @@ class Run:
         return read_json(self.path(MANIFEST_FILE)) or {}
 
     def update_manifest(self, **sections: Any) -> dict[str, Any]:
-        return update_manifest(self.run_dir, **sections)
+        """Merge `sections` into `manifest.json` (created with versions, git and hardware on first call)."""
+        manifest = self.manifest() or {
+            "run_id": self.run_dir.name,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "packages": package_versions(),
+            "git": git_state(),
+            "hardware": hardware(),
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+                manifest[key].update(value)
+            else:
+                manifest[key] = value
+        write_json(self.path(MANIFEST_FILE), manifest, overwrite=True)  # rewritten on purpose by every stage
+        return manifest
 
     def read_json(self, name: str) -> Any | None:
         return read_json(self.path(name))
@@ -207,25 +220,6 @@ def write_json(path: Path, data: Any, overwrite: bool = False, strict: bool = Fa
 
 def read_json(path: Path) -> Any | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:
-    """Merge `sections` into `manifest.json` (created with versions, git and hardware on first call)."""
-    path = run_dir / MANIFEST_FILE
-    manifest = read_json(path) or {
-        "run_id": run_dir.name,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "packages": package_versions(),
-        "git": git_state(),
-        "hardware": hardware(),
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(manifest.get(key), dict):
-            manifest[key].update(value)
-        else:
-            manifest[key] = value
-    write_json(path, manifest, overwrite=True)  # rewritten on purpose by every stage
-    return manifest
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:

@@ -77,8 +77,7 @@ def run_sweep(
     """Run every combination not yet complete, render the summary into the sweep folder, return the folder."""
     spec = read_sweep(path)
     notebooks_dir = notebooks_dir or pipeline.NOTEBOOKS_DIR
-    base_dir = Path(output_dir or load_config(spec["recipe"], spec["base"]).output_dir)
-    sweep_dir = base_dir / spec["name"]
+    sweep_dir = Path(output_dir or load_config(spec["recipe"], spec["base"]).output_dir) / spec["name"]
     planned: list[tuple[dict[str, Any], RunConfig]] = []
     for values in itertools.product(*spec["grid"].values()):  # in the file's order, all validated before any run
         combination = dict(zip(spec["grid"], values, strict=True))

@@ -16,7 +16,6 @@ from medsft.runs import (
     open_run_dir,
     read_json,
     sha256_rows,
-    update_manifest,
     write_json,
 )
 
@@ -37,8 +36,9 @@ def test_a_run_never_reuses_another_runs_folder(tmp_path: Path):
 
 
 def test_manifest_records_versions_git_hardware_and_merges_sections(tmp_path: Path):
-    update_manifest(tmp_path, timings={"data_seconds": 1.5})
-    manifest = update_manifest(tmp_path, timings={"train_seconds": 9.0}, data={"rows": 3})
+    run = Run(build_config({}), tmp_path)
+    run.update_manifest(timings={"data_seconds": 1.5})
+    manifest = run.update_manifest(timings={"train_seconds": 9.0}, data={"rows": 3})
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk == manifest
     assert manifest["packages"]["torch"] and manifest["packages"]["transformers"]
