@@ -59,15 +59,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """`-f params.yaml` first, then each `-p key value` (read as YAML), later ones winning."""
-    overrides: dict[str, Any] = {}
-    if args.params_file:
-        data = yaml.safe_load(args.params_file.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{args.params_file}: expected a mapping of field: value")
-        overrides.update(data)
-    for key, value in args.param:
-        overrides[key] = parse_env_value(value)
-    return overrides
+    data = (yaml.safe_load(args.params_file.read_text(encoding="utf-8")) or {}) if args.params_file else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{args.params_file}: expected a mapping of field: value")
+    return {**data, **{key: parse_env_value(value) for key, value in args.param}}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,7 +174,7 @@ def check_model(spec: str | None, engine: str) -> None:
 def eval_command(args: argparse.Namespace) -> int:
     """`medsft eval`: every input is checked before a model loads; one JSON (`{"tasks": {...}}` for several)."""
     from medsft.data import DataError
-    from medsft.evaluate.compare import compare_results, evaluate_one, normalize_mode
+    from medsft.evaluate.compare import compare_results, evaluate_one, load_scorer, normalize_mode
     from medsft.evaluate.report import baseline_lines, discipline_rows, discipline_table, lm_eval_table
     from medsft.evaluate.stats import Interval, wilson_interval
     from medsft.runs import write_json
@@ -230,8 +225,6 @@ def eval_command(args: argparse.Namespace) -> int:
 
         scorer = LlamaCppScorer(Path(args.model).expanduser())
     else:
-        from medsft.evaluate.compare import load_scorer
-
         scorer = load_scorer(args.model, args.engine, batch_size)
     outputs, results = {}, []
     for task in tasks:

@@ -1,8 +1,4 @@
-"""`medsft run`: the stage notebooks in order, through papermill, into one run folder (docs/pipeline.md).
-
-A notebook gets one parameter, `run_dir`; opened by hand (`run_dir = ""`) it starts its own run folder. A run
-never writes into another run's folder: `--from-run` starts a new one that reuses the earlier run's artifacts.
-"""
+"""`medsft run`: the stage notebooks in order, through papermill, into one new run folder (docs/pipeline.md)."""
 
 from __future__ import annotations
 

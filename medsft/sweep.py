@@ -1,7 +1,5 @@
-"""`medsft sweep grid.yaml` (keys `name`, `recipe`, `stages`, `base`, `grid`: docs/scale-out.md#sweeps): the pipeline
-for every combination of a grid, then `notebooks/10_summary.ipynb`. A combination's run id comes from its values,
-so a rerun finds the same folders: complete runs are skipped, a failed run's folder is reported, never overwritten.
-"""
+"""`medsft sweep grid.yaml` (docs/scale-out.md#sweeps): the pipeline for every combination of a grid, then
+`notebooks/10_summary.ipynb`. Run ids come from the values, so a rerun skips complete runs and overwrites none."""
 
 from __future__ import annotations
 

@@ -64,8 +64,7 @@ def chat_token_lengths(tokenizer: Any, conversations: list[list[dict[str, str]]]
     apply_chat_template_name(tokenizer, None)
     lengths: list[int] = []
     for start in range(0, len(conversations), batch_size):
-        batch = conversations[start : start + batch_size]
-        texts = tokenizer.apply_chat_template(batch, tokenize=False)
+        texts = tokenizer.apply_chat_template(conversations[start : start + batch_size], tokenize=False)
         for ids in encode_rendered(tokenizer, texts):
             check_one_bos(tokenizer, ids)
             lengths.append(len(ids))
