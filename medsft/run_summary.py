@@ -113,8 +113,7 @@ def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
 
     rows = []
     for label, group in replicate_groups(runs, over).items():
-        tasks = sorted({task for run in group for task in run.get("evaluate", {})})
-        for task in tasks:
+        for task in sorted({task for run in group for task in run.get("evaluate", {})}):
             entries = [
                 (run["config"].get(over), run["evaluate"][task]) for run in group if task in run.get("evaluate", {})
             ]
@@ -127,8 +126,7 @@ def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
                 found = [(nested(e, value), nested(e, interval)) for _, e in entries if nested(e, value) is not None]
                 if not found:
                     continue
-                mean, sd = mean_sd([v for v, _ in found])
-                row[f"{name}_mean"], row[f"{name}_sd"] = mean, sd
+                row[f"{name}_mean"], row[f"{name}_sd"] = mean_sd([v for v, _ in found])
                 row[f"{name}_per_run"] = [round(v, 4) for v, _ in found]
                 row[f"{name}_ci_per_run"] = [[round(x, 4) for x in ci] if ci else None for _, ci in found]
             constants = {nested(e, "constant.acc") for _, e in entries} - {None}
