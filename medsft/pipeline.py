@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import ConfigError, RunConfig, build_config, load_config
+from medsft.run_summary import run_results
 from medsft.runs import Run, find_artifact, write_json
 
 log = logging.getLogger("medsft")
@@ -172,8 +173,6 @@ def run_pipeline(
 ) -> Path:
     """Execute the chosen stages' notebooks into a new run folder (a missing one is skipped; a failing one stops the
     run with `StageError`, its manifest `status: failed`); returns the folder."""
-    from medsft.run_summary import run_results
-
     names = parse_stages(stages)
     if "evaluate" in names and config.eval_engine == "vllm":
         from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
