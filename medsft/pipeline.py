@@ -171,8 +171,7 @@ def run_pipeline(
     progress: bool = True,
     log_output: bool = False,
 ) -> Path:
-    """Execute the chosen stages' notebooks into a new run folder (a missing one is skipped; a failing one stops the
-    run with `StageError`, its manifest `status: failed`); returns the folder."""
+    """The chosen stages' notebooks into a new run folder (one missing is skipped, one failing a `StageError`)."""
     names = parse_stages(stages)
     if "evaluate" in names and config.eval_engine == "vllm":
         from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available

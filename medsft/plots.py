@@ -32,8 +32,7 @@ def read_train_log(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_loss_curves(path: str | Path) -> Any:
-    """Train loss per step and eval loss per evaluation on one axis, and on a second axis at the right the
-    benchmark's validation accuracy when one chose the checkpoint; returns the matplotlib Figure."""
+    """Train and validation loss per step, and on a right axis the validation accuracy that chose the checkpoint."""
     import matplotlib.pyplot as plt
 
     records = read_train_log(path)
@@ -142,8 +141,7 @@ def plot_run_costs(frame: Any) -> Any:
 
 
 def plot_cross_validation(frame: Any) -> Any:
-    """Mean validation accuracy over the folds per step (whiskers: sd), one line per candidate setting, with the
-    constant answer's accuracy on the same rows as a dashed line: `run_summary.cross_validation_frame`."""
+    """`run_summary.cross_validation_frame` drawn: mean ± sd per step and setting, the constant answer dashed."""
     import matplotlib.pyplot as plt
 
     _, ax = plt.subplots(figsize=(7, 3.5))

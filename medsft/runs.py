@@ -53,8 +53,7 @@ class Run:
 
     @classmethod
     def create(cls, config: RunConfig, from_run: str | Path | None = None, **manifest: Any) -> Run:
-        """A new folder `<output_dir>/<run-id>/` with the config (its run id filled in) and the manifest, never
-        an existing one (`candidate_run_dirs`); `from_run` is a run whose artifacts `find_artifact` falls back to."""
+        """A new folder `<output_dir>/<run-id>/` with config and manifest; `from_run`: `find_artifact`'s fallback."""
         origin = check_run_folder(Path(from_run), FileNotFoundError, "--from-run ") if from_run else None
         for run_dir in candidate_run_dirs(config):
             try:
