@@ -59,15 +59,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """`-f params.yaml` first, then each `-p key value` (read as YAML), later ones winning."""
-    overrides: dict[str, Any] = {}
-    if args.params_file:
-        data = yaml.safe_load(args.params_file.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{args.params_file}: expected a mapping of field: value")
-        overrides.update(data)
-    for key, value in args.param:
-        overrides[key] = parse_env_value(value)
-    return overrides
+    data = (yaml.safe_load(args.params_file.read_text(encoding="utf-8")) or {}) if args.params_file else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{args.params_file}: expected a mapping of field: value")
+    return {**data, **{key: parse_env_value(value) for key, value in args.param}}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,8 +148,7 @@ def integer(name: str, text: str | None, minimum: int | None = 1) -> int | None:
 
 
 def check_model(spec: str | None, engine: str) -> None:
-    """Reject, without loading anything, a model that cannot be loaded (a missing .gguf or folder, a bad spec) and
-    an engine that is unknown, not installed, or cannot run the model (vLLM does not take a .gguf)."""
+    """Reject, without loading anything, a model that cannot load and an engine that cannot run it."""
     from medsft.config import EMBEDDED_MODEL, EVAL_ENGINES
     from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available
     from medsft.models import resolve_model
@@ -178,11 +172,9 @@ def check_model(spec: str | None, engine: str) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    """`medsft eval`: every input (tasks, data rows, output file, model spec) is checked before a model loads;
-    a problem is one line `medsft: ...` and exit code 2. Prints lm-eval's table, the per-discipline table and
-    the baselines; writes one JSON (a task's result, or `{"tasks": {...}}` for several)."""
+    """`medsft eval`: every input is checked before a model loads; one JSON (`{"tasks": {...}}` for several)."""
     from medsft.data import DataError
-    from medsft.evaluate.compare import compare_results, evaluate_one, normalize_mode
+    from medsft.evaluate.compare import compare_results, evaluate_one, load_scorer, normalize_mode
     from medsft.evaluate.report import baseline_lines, discipline_rows, discipline_table, lm_eval_table
     from medsft.evaluate.stats import Interval, wilson_interval
     from medsft.runs import write_json
@@ -233,8 +225,6 @@ def eval_command(args: argparse.Namespace) -> int:
 
         scorer = LlamaCppScorer(Path(args.model).expanduser())
     else:
-        from medsft.evaluate.compare import load_scorer
-
         scorer = load_scorer(args.model, args.engine, batch_size)
     outputs, results = {}, []
     for task in tasks:
@@ -312,8 +302,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """`medsft export`: input errors exit 2 before any model loads; a file that fails its check exits 1 (it is
-    kept as *.rejected.gguf, or deleted with --strict) unless --allow-failed."""
+    """`medsft export`: input errors exit 2 before any model loads; a file that fails its check exits 1."""
     from medsft.export import ExportError, VerificationError, check_quantizations, export_run, push_to_hub
     from medsft.export.llamacpp_toolchain import ToolchainError
     from medsft.runs import check_run_folder, find_artifact
@@ -371,7 +360,6 @@ def export_summary(files: list[dict[str, Any]]) -> list[str]:
 
 
 def add_gguf_arguments(parser: argparse.ArgumentParser) -> None:
-    """RUN_DIR or --gguf FILE, for chat and serve."""
     parser.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="a run folder with an exported GGUF")
     parser.add_argument("--gguf", type=Path, metavar="FILE", help="a GGUF file instead of RUN_DIR")
     parser.add_argument("--quant", default="q8_0", help="which of the run's GGUF files (default q8_0)")
@@ -387,8 +375,7 @@ def add_chat_arguments(chat: argparse.ArgumentParser) -> None:
 
 
 def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
-    """The server's address, and the bounds on one request: the server has one model context, so they also bound
-    every other's wait."""
+    """The address, and the bounds on one request (with one model context, they also bound every other's wait)."""
     from medsft.export.server_checks import Limits
 
     add_gguf_arguments(serve)
@@ -449,15 +436,10 @@ def serve_command(args: argparse.Namespace) -> int:
     return serve(gguf, args.host, args.port, args.n_ctx, limits)
 
 
-def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Argument errors as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
-
-    def error(message: str) -> NoReturn:
-        error_line(message)
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
-    return parser
+def one_line_error(message: str) -> NoReturn:
+    """An argument error as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
+    error_line(message)
+    sys.exit(2)
 
 
 def smoke(config: RunConfig) -> None:
@@ -522,15 +504,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medsft", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=f"medsft {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    one_line_parsers = {}
     for name, (help_text, add_arguments, _, one_line) in COMMANDS.items():
         subparser = commands.add_parser(name, help=help_text, description=DESCRIPTIONS.get(name))
         add_arguments(subparser)
         if one_line:
-            one_line_parsers[name] = one_line_errors(subparser)
+            subparser.error = one_line_error  # type: ignore[method-assign]
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        one_line_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        (one_line_error if COMMANDS[args.command][3] else parser.error)(f"unrecognized arguments: {' '.join(unknown)}")
     return COMMANDS[args.command][2](args)
 
 

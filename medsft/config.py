@@ -1,11 +1,9 @@
-"""One config object for a run: every knob, filled from (lowest to highest, field by field) the dataclass
-defaults (the embedded Gemma 3 270M on CPU), a YAML recipe, `MEDSFT_<FIELD>` environment variables and explicit
-overrides (papermill parameters, `medsft run -p key value`, keyword arguments); validated once by `load_config`,
-before any model or data is loaded, with a `ConfigError` naming the field, its source and what is allowed.
-"""
+"""RunConfig, every knob of a run: defaults < recipe < `MEDSFT_<FIELD>` environment < overrides, validated once by
+`load_config` before anything loads (docs/configuration.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -101,8 +99,7 @@ class RunConfig:
     train_on_reasoning: bool = True
     eval_every_steps: int = 20
     save_every_steps: int = 20
-    # The adapter is the checkpoint best by this measure on the validation rows: `eval_loss`, or a benchmark's
-    # accuracy on its own held-out training rows (`pubmedqa_accuracy`, `medqa_accuracy`; train.checkpoint_selection)
+    # What picks the adapter among the checkpoints on the validation rows (docs/training.md)
     select_checkpoint_by: str = "eval_loss"
     early_stopping_patience: int = 0
     early_stopping_threshold: float = 0.0
@@ -114,9 +111,7 @@ class RunConfig:
     datasets: list[DataSource] = field(default_factory=lambda: [DataSource(name="synthetic", count=256)])
     train_rows: int | None = None
     validation_fraction: float = 0.1
-    # K-fold cross-validation on the training pool: with validation_fraction 1/K, fold k (0..K-1) holds out the
-    # k-th of K disjoint per-source folds of one fixed shuffle (data_seed), so runs over k = 0..K-1 score every
-    # pool row once (sweeps/pubmedqa-cv.yaml). None: one seeded draw of validation_fraction of the rows.
+    # K-fold cross-validation with validation_fraction 1/K (docs/configuration.md); None: a seeded random share.
     validation_fold: int | None = None
     data_seed: int = 0
     decontaminate: bool = True
@@ -130,19 +125,13 @@ class RunConfig:
     # own item count (None: eval_limit) and reply length (a synthetic reference answer is ~170-200 tokens).
     eval_generate_limit: int | None = None
     eval_max_new_tokens: int = 384
-    # How MedQA/PubMedQA are scored: "loglikelihood" (lm-eval's choice log-likelihoods) or "generate" (a reasoned
-    # reply through the chat template, answer extracted). The synthetic tasks always generate.
+    # How multiple-choice tasks are scored (lm-eval's log-likelihoods, or a reply); the synthetic tasks always generate.
     eval_mode: str = "loglikelihood"
-    # How multiple-choice tasks are shown when scored by log-likelihood, each view a separate result for base and
-    # tuned: "raw" (lm-eval's default prompt, the leaderboard's comparable number) and "chat" (`<task>_chat`: the
-    # same items through the chat template, lm-eval's --apply_chat_template); a chat-trained model is read in both.
+    # The views of multiple-choice prompts and the chat view's items (docs/evaluation.md): chat prompts are ~1.5x
+    # longer, so scoring them all would add more than the raw view costs.
     eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
-    # Items per task in the chat view (one fixed draw spread over the split, `evaluate.compare.view_items`; each is
-    # also in the raw view, so the two pair; None: all): its prompts are ~1.5x longer (the template's turns), so
-    # scoring them all would add more than the raw view costs.
     eval_chat_limit: int | None = 200
-    # What runs the evaluated models: "transformers" (HFScorer, CPU or GPU) or "vllm" (VLLMScorer, a GPU serving
-    # engine for full test sets with the same prompts and extraction; `pip install -e '.[vllm]'`).
+    # "transformers" (HFScorer) or "vllm" (VLLMScorer, GPU only: `pip install -e '.[vllm]'`)
     eval_engine: str = "transformers"
 
     # Export
@@ -150,11 +139,8 @@ class RunConfig:
     # Items per task for the check that a GGUF scores like the 16-bit model (None: the evaluation's counts).
     # Its job is to catch a broken quantization, not to report accuracy, and it runs twice per file.
     export_check_items: int | None = 100
-    # A GGUF fails its check (kept as *.rejected.gguf, never under a good file's name) when fewer than this share
-    # of the 16-bit model's first 16 greedy tokens come out the same. Greedy paths fork at near-ties even when
-    # the weights barely change (committed 270M runs: Q8_0 kept 6 of 16 tokens and matched 16-bit accuracy
-    # exactly), while a broken quantization departs at once (Q4_K_M: 0 of 16, 12.5 points lower on the synthetic
-    # cases); 0.25 (4 tokens) separates the two with room on both sides.
+    # The share of the 16-bit model's first 16 greedy tokens a GGUF must keep (docs/export.md): a good Q8_0 kept
+    # 6 of 16 (greedy paths fork at near-ties), a broken Q4_K_M 0; 0.25 separates them with room on both sides.
     export_min_token_agreement: float = 0.25
 
     # Where results go
@@ -189,10 +175,9 @@ def load_config(
         path = resolve_recipe(recipe)
         for key, value in read_recipe(path).items():
             values[key], sources[key] = value, str(path)
-    env = os.environ if environ is None else environ
-    for key, value in env.items():
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in FIELD_NAMES:
-            name = key[len(ENV_PREFIX) :].lower()
+    for key, value in (os.environ if environ is None else environ).items():
+        name = key.removeprefix(ENV_PREFIX).lower()
+        if key.startswith(ENV_PREFIX) and name in FIELD_NAMES:
             values[name], sources[name] = parse_env_value(value), f"environment {key}"
     for key, value in (overrides or {}).items():
         values[key], sources[key] = value, "overrides"
@@ -270,23 +255,18 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return coerce(name, value, inner, source)
     if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
+        if isinstance(value, int) and value in (0, 1):  # bool is an int
             return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         fail("true or false")
     if hint in (int, float):
-        expected = "an integer" if hint is int else "a number"
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return hint(value)
-            except ValueError:
-                pass
         numeric = isinstance(value, int) or (isinstance(value, float) and (hint is float or value.is_integer()))
         if isinstance(value, bool) or not numeric:
-            fail(expected)
+            fail("an integer" if hint is int else "a number")
         return hint(value)
     if hint is str:
         if isinstance(value, str):

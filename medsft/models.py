@@ -62,9 +62,8 @@ def resolve_model(spec: str) -> ModelSource:
 
 
 def ensure_embedded_checkpoint() -> Path:
-    """The converted embedded checkpoint, converting it once if it is not cached yet: into a temporary folder
-    renamed into place under a file lock, so two processes starting at once convert it once and neither sees a
-    half-written checkpoint."""
+    """The converted embedded checkpoint, converted once into a temporary folder renamed into place under a file
+    lock, so two processes starting at once convert it once and neither sees a half-written checkpoint."""
     target = cache_dir() / "models" / EMBEDDED_NAME
     if (target / "config.json").is_file():
         return target

@@ -1,8 +1,4 @@
-"""`medsft run`: the stage notebooks in order, through papermill, into one run folder (docs/pipeline.md).
-
-A notebook gets one parameter, `run_dir`; opened by hand (`run_dir = ""`) it starts its own run folder. A run
-never writes into another run's folder: `--from-run` starts a new one that reuses the earlier run's artifacts.
-"""
+"""`medsft run`: the stage notebooks in order, through papermill, into one new run folder (docs/pipeline.md)."""
 
 from __future__ import annotations
 
@@ -15,19 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import ConfigError, RunConfig, build_config, load_config
+from medsft.run_summary import run_results
 from medsft.runs import Run, find_artifact, write_json
 
 log = logging.getLogger("medsft")
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
-STAGES = (
-    ("data", "01_data.ipynb"),
-    ("train", "02_train.ipynb"),
-    ("evaluate", "03_evaluate.ipynb"),
-    ("export", "04_export.ipynb"),
-    ("chat", "05_chat.ipynb"),
-)
+STAGE_NAMES = ("data", "train", "evaluate", "export", "chat")
+STAGES = tuple((name, f"{i:02}_{name}.ipynb") for i, name in enumerate(STAGE_NAMES, 1))
 DEFAULT_RECIPE = "gemma3-270m/pipeline-cpu"
 KERNEL = "python3"
 # A run made from another keeps its config: only fields that do not change what the earlier stages produced
@@ -58,11 +50,10 @@ class StageError(RuntimeError):
 def parse_stages(stages: str | Iterable[str] | None) -> list[str]:
     """Stage names in pipeline order from `data,train` or a list; None means every stage."""
     names = [s.strip() for s in stages.split(",")] if isinstance(stages, str) else list(stages or [])
-    valid = [name for name, _ in STAGES]
-    unknown = [name for name in names if name not in valid]
+    unknown = [name for name in names if name not in STAGE_NAMES]
     if unknown:
-        raise ConfigError(f"unknown stage '{unknown[0]}'; choose from {', '.join(valid)}")
-    return [name for name in valid if name in names] if names else valid
+        raise ConfigError(f"unknown stage '{unknown[0]}'; choose from {', '.join(STAGE_NAMES)}")
+    return [name for name in STAGE_NAMES if not names or name in names]
 
 
 # What a stage opened by hand needs from the stage before it: the data splits, the adapter, the GGUF files.
@@ -72,12 +63,8 @@ NEEDS = {"train": "data", "evaluate": "adapter", "export": "adapter", "chat": "g
 def open_notebook_run(
     run_dir: str = "", recipe: str = DEFAULT_RECIPE, params: Mapping[str, Any] | None = None, stage: str = ""
 ) -> Run:
-    """A notebook's config and folder: the runner's `run_dir`, or (empty) a fresh run from recipe + params.
-
-    Opened by hand, the notebooks of one recipe chain as they do under `medsft run`: a fresh run starts from the
-    latest run of the same config that holds what `stage` needs (`NEEDS`), so 04_export finds the adapter that
-    02_train made in its own folder. Nothing is written into the earlier folder.
-    """
+    """The runner's `run_dir`, or (empty) a fresh run from recipe + params that starts from the latest run of the
+    same config holding what `stage` needs (`NEEDS`): notebooks opened by hand chain as under `medsft run`."""
     if run_dir:
         return Run.open(run_dir)
     if Path.cwd().resolve() == NOTEBOOKS_DIR.resolve():
@@ -127,11 +114,8 @@ def config_from_run(from_run: str | Path, overrides: Mapping[str, Any]) -> RunCo
 
 
 def ensure_kernel() -> str:
-    """The kernel name papermill should use, checked to start this interpreter (the venv), not another Python.
-
-    jupyter_client launches a spec whose argv[0] is `python` with `sys.executable`; a user-level `python3`
-    spec pointing at another Python would otherwise win, so in that case one is installed into this prefix.
-    """
+    """The kernel name papermill should use, checked to start this interpreter (the venv): a user-level `python3`
+    spec pointing at another Python would otherwise win, so then one is installed into this prefix."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     def usable() -> bool:
@@ -187,10 +171,7 @@ def run_pipeline(
     progress: bool = True,
     log_output: bool = False,
 ) -> Path:
-    """Create the run folder and execute the chosen stages' notebooks into it (a missing notebook is skipped with
-    a warning; a failing one stops the run with `StageError`, its manifest `status: failed`); returns the folder."""
-    from medsft.run_summary import run_results
-
+    """The chosen stages' notebooks into a new run folder (one missing is skipped, one failing a `StageError`)."""
     names = parse_stages(stages)
     if "evaluate" in names and config.eval_engine == "vllm":
         from medsft.evaluate.vllm_scorer import INSTALL_HINT, vllm_available

@@ -10,15 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 
-def plot_token_lengths(
-    lengths: Sequence[int], max_seq_length: int | None = None, ax: Any = None, bins: int = 40
-) -> Any:
+def plot_token_lengths(lengths: Sequence[int], max_seq_length: int | None = None) -> Any:
     """Histogram of tokens per row, with max_seq_length marked."""
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
-    ax.hist(lengths, bins=bins, color="#4C72B0")
+    _, ax = plt.subplots(figsize=(7, 3.5))
+    ax.hist(lengths, bins=40, color="#4C72B0")
     if max_seq_length:
         ax.axvline(max_seq_length, color="#C44E52", linestyle="--", label=f"max_seq_length {max_seq_length}")
         ax.legend()
@@ -34,16 +31,14 @@ def read_train_log(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_loss_curves(path: str | Path, ax: Any = None) -> Any:
-    """Train loss per step and eval loss per evaluation on one axis, and on a second axis at the right the
-    benchmark's validation accuracy when one chose the checkpoint; returns the matplotlib Figure."""
+def plot_loss_curves(path: str | Path) -> Any:
+    """Train and validation loss per step, and on a right axis the validation accuracy that chose the checkpoint."""
     import matplotlib.pyplot as plt
 
     records = read_train_log(path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+    _, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss", linewidth=1.2)
     if evals:
@@ -145,13 +140,11 @@ def plot_run_costs(frame: Any) -> Any:
     return fig
 
 
-def plot_cross_validation(frame: Any, ax: Any = None) -> Any:
-    """Mean validation accuracy over the folds per step (whiskers: sd), one line per candidate setting, with the
-    constant answer's accuracy on the same rows as a dashed line: `run_summary.cross_validation_frame`."""
+def plot_cross_validation(frame: Any) -> Any:
+    """`run_summary.cross_validation_frame` drawn: mean ± sd per step and setting, the constant answer dashed."""
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
+    _, ax = plt.subplots(figsize=(7, 3.5))
     for label, group in frame.groupby("group", sort=False):
         ax.errorbar(
             group["step"],

@@ -27,7 +27,6 @@ RENDERED_ENVIRONMENT = {
 
 
 def filter_known_warnings() -> None:
-    """Ignore the warnings in `KNOWN_WARNINGS`, each by its category and the start of its message."""
     for category, message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(message), category=category)
 
@@ -46,9 +45,8 @@ def rendered_environment() -> Iterator[None]:
 
 
 def use_text_progress_bars() -> None:
-    """In a rendered notebook's kernel, `tqdm.auto` draws text (to stderr) instead of a widget: papermill's
-    `coalesce_streams` keeps a text bar's last frame. `tqdm.auto` is looked up when a bar starts (`from tqdm.auto
-    import tqdm` inside the function), so replacing the module's names is enough."""
+    """In a rendered notebook's kernel, `tqdm.auto` draws text instead of a widget (`coalesce_streams` keeps its last
+    frame); libraries look `tqdm.auto` up when a bar starts, so replacing the module's names is enough."""
     if os.environ.get(RENDERED) != "1":
         return
     import tqdm.auto

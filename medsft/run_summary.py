@@ -15,8 +15,7 @@ from medsft.runs import Run, read_json, read_jsonl, write_json, write_text_atomi
 
 
 def run_results(run: Run | str | Path) -> dict[str, Any]:
-    """One run's numbers: status, config (as written: an older medsft's run shows its own), per-notebook seconds,
-    data, training, accuracy per task, GGUF sizes."""
+    """One run's numbers from its stages' JSON files, with the config as the run wrote it (an older medsft's own)."""
     run = run if isinstance(run, Run) else Run.open(run)
     manifest = run.manifest()
     out: dict[str, Any] = {"run_id": run.run_dir.name, "status": manifest.get("status"), "config": run.values,
@@ -106,15 +105,13 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
-    """Per group of runs differing only in `over` and per task: tuned accuracy, its gain over base and over the
-    best constant answer, each as mean ± sd over the runs, with every run's value and paired 95% interval (the
-    way Meditron and BioMistral report seeds)."""
+    """Per group of runs differing only in `over` and per task: tuned accuracy and its gains over base and the best
+    constant answer, as mean ± sd with each run's value and paired 95% interval (as Meditron and BioMistral do)."""
     import pandas as pd
 
     rows = []
     for label, group in replicate_groups(runs, over).items():
-        tasks = sorted({task for run in group for task in run.get("evaluate", {})})
-        for task in tasks:
+        for task in sorted({task for run in group for task in run.get("evaluate", {})}):
             entries = [
                 (run["config"].get(over), run["evaluate"][task]) for run in group if task in run.get("evaluate", {})
             ]
@@ -127,8 +124,7 @@ def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
                 found = [(nested(e, value), nested(e, interval)) for _, e in entries if nested(e, value) is not None]
                 if not found:
                     continue
-                mean, sd = mean_sd([v for v, _ in found])
-                row[f"{name}_mean"], row[f"{name}_sd"] = mean, sd
+                row[f"{name}_mean"], row[f"{name}_sd"] = mean_sd([v for v, _ in found])
                 row[f"{name}_per_run"] = [round(v, 4) for v, _ in found]
                 row[f"{name}_ci_per_run"] = [[round(x, 4) for x in ci] if ci else None for _, ci in found]
             constants = {nested(e, "constant.acc") for _, e in entries} - {None}
@@ -167,15 +163,10 @@ def cross_validation_frame(runs: Sequence[dict[str, Any]], over: str = "validati
 
 
 def replicate_tables(folder: str | Path, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """`seeds` (`seed_frame`) when the sweep's grid varies the training `seed`, `folds` (`cross_validation_frame`)
-    when it varies `validation_fold`; none for other folders."""
+    """`seeds` (`seed_frame`) and `folds` (`cross_validation_frame`) when the sweep's grid varies their field."""
     grid = (read_json(Path(folder) / "sweep.json") or {}).get("grid", {})
-    tables = {}
-    if "seed" in grid:
-        tables["seeds"] = seed_frame(runs)
-    if "validation_fold" in grid:
-        tables["folds"] = cross_validation_frame(runs)
-    return tables
+    frames = {"seeds": ("seed", seed_frame), "folds": ("validation_fold", cross_validation_frame)}
+    return {name: make(runs) for name, (over, make) in frames.items() if over in grid}
 
 
 def nested(entry: dict[str, Any], dotted: str) -> Any:
@@ -185,8 +176,7 @@ def nested(entry: dict[str, Any], dotted: str) -> Any:
 
 
 def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Any:
-    """One row per run: the config `fields` (by default those whose values differ between runs, what a comparison
-    is about), status, training numbers, accuracy per task and GGUF sizes."""
+    """One row per run: the config `fields` (default: those that differ between runs), status, numbers, sizes."""
     import pandas as pd
 
     if fields is None:
@@ -215,17 +205,14 @@ def summary_frame(runs: Sequence[dict[str, Any]], fields: Sequence[str] | None =
 
 
 def summarize(folder: str | Path) -> tuple[list[dict[str, Any]], Any]:
-    """Every run under `folder` in one table (the sweep's grid fields, or whatever differs), saved beside them as
-    `summary.json` (each run's results and the table's columns) and `summary.csv`."""
+    """Every run under `folder` in one table, saved beside them as `summary.json` and `summary.csv`."""
     folder = Path(folder)
     folders = sorted(p for p in folder.iterdir() if Run.is_run_folder(p)) if folder.is_dir() else []
     runs = [run_results(run) for run in folders]
     sweep = read_json(folder / "sweep.json")
     frame = summary_frame(runs, list(sweep["grid"]) if sweep else None)
-    tables = {
-        name: json.loads(table.to_json(orient="records")) for name, table in replicate_tables(folder, runs).items()
-    }
-    summary = {"runs": runs, "table": json.loads(frame.to_json(orient="records")), **tables}
+    tables = {"table": frame, **replicate_tables(folder, runs)}
+    summary = {"runs": runs, **{name: json.loads(table.to_json(orient="records")) for name, table in tables.items()}}
     write_json(folder / "summary.json", summary, overwrite=True)  # redrawn on every call
     write_text_atomic(folder / "summary.csv", frame.to_csv(index=False))
     return runs, frame

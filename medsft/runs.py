@@ -1,9 +1,9 @@
-"""Run folders (`outputs/<run-id>/`: the resolved config, `manifest.json` with versions, git commit, data hashes,
-hardware and timings, the stage results) and their one JSON writer, which never replaces a file unless asked.
-"""
+"""Run folders (`outputs/<run-id>/`: config, manifest, stage results) and the one JSON writer, which never replaces
+a file unless asked."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -53,8 +53,7 @@ class Run:
 
     @classmethod
     def create(cls, config: RunConfig, from_run: str | Path | None = None, **manifest: Any) -> Run:
-        """A new folder `<output_dir>/<run-id>/` with the config (its run id filled in) and the manifest, never
-        an existing one (`candidate_run_dirs`); `from_run` is a run whose artifacts `find_artifact` falls back to."""
+        """A new folder `<output_dir>/<run-id>/` with config and manifest; `from_run`: `find_artifact`'s fallback."""
         origin = check_run_folder(Path(from_run), FileNotFoundError, "--from-run ") if from_run else None
         for run_dir in candidate_run_dirs(config):
             try:
@@ -92,10 +91,6 @@ class Run:
     def is_run_folder(path: str | Path) -> bool:
         return (Path(path) / CONFIG_FILE).is_file()
 
-    @property
-    def run_id(self) -> str:
-        return self.run_dir.name
-
     def path(self, name: str) -> Path:
         return self.run_dir / name
 
@@ -106,7 +101,21 @@ class Run:
         return read_json(self.path(MANIFEST_FILE)) or {}
 
     def update_manifest(self, **sections: Any) -> dict[str, Any]:
-        return update_manifest(self.run_dir, **sections)
+        """Merge `sections` into `manifest.json` (created with versions, git and hardware on first call)."""
+        manifest = self.manifest() or {
+            "run_id": self.run_dir.name,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "packages": package_versions(),
+            "git": git_state(),
+            "hardware": hardware(),
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+                manifest[key].update(value)
+            else:
+                manifest[key] = value
+        write_json(self.path(MANIFEST_FILE), manifest, overwrite=True)  # rewritten on purpose by every stage
+        return manifest
 
     def read_json(self, name: str) -> Any | None:
         return read_json(self.path(name))
@@ -129,16 +138,14 @@ def find_artifact(run_dir: str | Path, name: str) -> Path | None:
 
 
 def candidate_run_dirs(config: RunConfig) -> Iterator[Path]:
-    """The folders a run may take, in order: its given `run_id` only, or a generated id, then `-2` ... `-99` (the
-    same config started twice in one second)."""
+    """Its given `run_id` only, or a generated id, then `-2` ... `-99` (the same config started twice in a second)."""
     base_id = config.run_id or make_run_id(config)
     for attempt in range(1, MAX_SUFFIX + 1 if config.run_id is None else 2):
         yield Path(config.output_dir) / (base_id if attempt == 1 else f"{base_id}-{attempt}")
 
 
 def claim_run_dir(config: RunConfig) -> Path:
-    """The run's folder path by `Run.create`'s clash rule, an existing given `run_id` only when resuming (nothing is
-    created yet; `open_run_dir` creates it)."""
+    """The run's folder path by `Run.create`'s clash rule (an existing one only when resuming); nothing is created."""
     for run_dir in candidate_run_dirs(config):
         if not run_dir.exists():
             break
@@ -163,8 +170,7 @@ def check_no_training(run_dir: Path, config: RunConfig) -> Path:
 
 
 def open_run_dir(run_dir: Path, config: RunConfig) -> Path:
-    """Create the claimed folder (once the run is known to start) as `Run.make` does; an existing run folder
-    (resumed, or opened by the pipeline runner) is left as it is."""
+    """Create the claimed folder once the run is known to start; an existing run folder is left as it is."""
     if not run_dir.exists():
         Run.make(run_dir, config)
     return check_run_folder(run_dir, FileNotFoundError)
@@ -180,9 +186,8 @@ def check_run_folder(run_dir: Path, error: type[Exception] = ValueError, what: s
 
 
 def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
-    """Write via a temporary file in the same folder, so readers never see half a file. With `overwrite=False` the
-    finished file is linked into place, which fails if the name exists (no window for a race, unlike checking first
-    and renaming)."""
+    """Write via a temporary file in the same folder, so readers never see half a file. With `overwrite=False` it is
+    linked into place, which fails if the name exists (no race, unlike checking first and renaming)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
@@ -222,32 +227,11 @@ def read_jsonl(path: Path) -> list[Any]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
-def update_manifest(run_dir: Path, **sections: Any) -> dict[str, Any]:
-    """Merge `sections` into `manifest.json` (created with versions, git and hardware on first call)."""
-    path = run_dir / MANIFEST_FILE
-    manifest = read_json(path) or {
-        "run_id": run_dir.name,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "packages": package_versions(),
-        "git": git_state(),
-        "hardware": hardware(),
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(manifest.get(key), dict):
-            manifest[key].update(value)
-        else:
-            manifest[key] = value
-    write_json(path, manifest, overwrite=True)  # rewritten on purpose by every stage
-    return manifest
-
-
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     versions = {}
     for name in names:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
     return versions
 
 

@@ -1,7 +1,5 @@
-"""`medsft sweep grid.yaml` (keys `name`, `recipe`, `stages`, `base`, `grid`: docs/scale-out.md#sweeps): the pipeline
-for every combination of a grid, then `notebooks/10_summary.ipynb`. A combination's run id comes from its values,
-so a rerun finds the same folders: complete runs are skipped, a failed run's folder is reported, never overwritten.
-"""
+"""`medsft sweep grid.yaml` (docs/scale-out.md#sweeps): the pipeline for every combination of a grid, then
+`notebooks/10_summary.ipynb`. Run ids come from the values, so a rerun skips complete runs and overwrites none."""
 
 from __future__ import annotations
 
@@ -77,8 +75,7 @@ def run_sweep(
     """Run every combination not yet complete, render the summary into the sweep folder, return the folder."""
     spec = read_sweep(path)
     notebooks_dir = notebooks_dir or pipeline.NOTEBOOKS_DIR
-    base_dir = Path(output_dir or load_config(spec["recipe"], spec["base"]).output_dir)
-    sweep_dir = base_dir / spec["name"]
+    sweep_dir = Path(output_dir or load_config(spec["recipe"], spec["base"]).output_dir) / spec["name"]
     planned: list[tuple[dict[str, Any], RunConfig]] = []
     for values in itertools.product(*spec["grid"].values()):  # in the file's order, all validated before any run
         combination = dict(zip(spec["grid"], values, strict=True))

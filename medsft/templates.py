@@ -24,13 +24,12 @@ def template_text(name: str) -> str:
     return (Path(trl.__file__).resolve().parent / "chat_templates" / TEMPLATE_FILES[key]).read_text(encoding="utf-8")
 
 
-def apply_chat_template_name(tokenizer: Any, name: str | None) -> Any:
+def apply_chat_template_name(tokenizer: Any, name: str | None) -> None:
     """Set `tokenizer.chat_template` from a name; None keeps the tokenizer's own (and requires one)."""
     if name is not None:
         tokenizer.chat_template = template_text(name)
     elif not getattr(tokenizer, "chat_template", None):
         raise ValueError("the tokenizer has no chat template; set chat_template to one of " + ", ".join(TEMPLATE_FILES))
-    return tokenizer
 
 
 def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
@@ -64,8 +63,7 @@ def chat_token_lengths(tokenizer: Any, conversations: list[list[dict[str, str]]]
     apply_chat_template_name(tokenizer, None)
     lengths: list[int] = []
     for start in range(0, len(conversations), batch_size):
-        batch = conversations[start : start + batch_size]
-        texts = tokenizer.apply_chat_template(batch, tokenize=False)
+        texts = tokenizer.apply_chat_template(conversations[start : start + batch_size], tokenize=False)
         for ids in encode_rendered(tokenizer, texts):
             check_one_bos(tokenizer, ids)
             lengths.append(len(ids))

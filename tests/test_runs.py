@@ -17,7 +17,6 @@ from medsft.runs import (
     read_json,
     read_jsonl,
     sha256_rows,
-    update_manifest,
     write_json,
 )
 
@@ -38,8 +37,9 @@ def test_a_run_never_reuses_another_runs_folder(tmp_path: Path):
 
 
 def test_manifest_records_versions_git_hardware_and_merges_sections(tmp_path: Path):
-    update_manifest(tmp_path, timings={"data_seconds": 1.5})
-    manifest = update_manifest(tmp_path, timings={"train_seconds": 9.0}, data={"rows": 3})
+    run = Run(build_config({}), tmp_path)
+    run.update_manifest(timings={"data_seconds": 1.5})
+    manifest = run.update_manifest(timings={"train_seconds": 9.0}, data={"rows": 3})
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk == manifest
     assert manifest["packages"]["torch"] and manifest["packages"]["transformers"]
@@ -58,8 +58,8 @@ def test_data_hash_changes_when_any_row_changes():
 def test_a_generated_run_id_gets_a_suffix_and_a_given_one_that_exists_is_an_error(tmp_path: Path):
     config = build_config({"output_dir": str(tmp_path), "lora_r": 4})
     first, second = Run.create(config), Run.create(config)  # the same config twice in one second
-    assert second.run_dir != first.run_dir and second.run_id.startswith(first.run_id)
-    assert second.config.run_id == second.run_id  # the folder's config names its own id
+    assert second.run_dir != first.run_dir and second.run_dir.name.startswith(first.run_dir.name)
+    assert second.config.run_id == second.run_dir.name  # the folder's config names its own id
     given = build_config({"output_dir": str(tmp_path), "run_id": "mine"})
     Run.create(given)
     with pytest.raises(FileExistsError, match="never writes into another run's folder"):
