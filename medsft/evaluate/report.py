@@ -92,8 +92,7 @@ def discipline_table(results: Sequence[TaskResult]) -> str:
 
 
 def baseline_lines(comparison: Any) -> list[str]:
-    """The prior next to the scores, one line each: the best constant answer, the answer distributions, then
-    per later model the paired difference vs the first (base) and vs the constant answer."""
+    """The prior next to the scores: the best constant answer, answer distributions, each model vs base and vs it."""
     found = comparison.baselines
     if not found:
         return []

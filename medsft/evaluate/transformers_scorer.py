@@ -216,8 +216,7 @@ class HFScorer:
         return rows
 
     def _positions_logprobs(self, sequences: list[list[int]], count: int) -> Any:
-        """Log-probabilities at the last `count` positions of each sequence (B, count, vocab): one batched
-        forward, the LM head only at those positions (per-row `logits_to_keep`)."""
+        """Log-probabilities (B, count, vocab) at each sequence's last `count` positions, the LM head only there."""
         import torch
 
         ids = padded(sequences, self.pad_id).to(self.device)
