@@ -99,8 +99,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
     results: dict[str, list[TaskResult]] = {view_name(task, view): [] for task, view in runs}
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
-        settings = scorer_settings(engine, batch_size)
-        cache = result_cache(model, settings, mode, seed, config, generation)
+        cache = result_cache(model, scorer_settings(engine, batch_size), mode, seed, config, generation)
         scorer = None if isinstance(model, str) else model
         for task, view in runs:
             task_items, name = view_items(items[task], limits.get(view)), view_name(task, view)

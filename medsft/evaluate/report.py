@@ -78,9 +78,8 @@ def discipline_rows(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
         if not groups:  # an MMLU task is one subject
             groups = {base_task(result.task).removeprefix("mmlu_"): {"n": result.n, **accuracy(result.outcomes())}}
         for subject, stats in groups.items():
-            low, high = stats.get("acc_ci") or [float("nan")] * 2
             rows.append({"task": result.task, "model": result.model, "subject": subject, "n": stats["n"],
-                         "acc": stats["acc"], "ci": [low, high]})  # fmt: skip
+                         "acc": stats["acc"], "ci": list(stats.get("acc_ci") or [float("nan")] * 2)})  # fmt: skip
     return rows
 
 

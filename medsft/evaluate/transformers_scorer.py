@@ -168,9 +168,12 @@ class HFScorer:
 
         results: dict[int, list[float]] = {}
         single = [i for i, r in enumerate(requests) if all(len(c) == 1 for c in r.continuations)]
-        # Shared prefix + one last token each, two tokens long (the chat view): batched where the installed
-        # transformers keeps several positions per row.
-        shared = [i for i, r in enumerate(requests) if self.per_row_logits and shared_then_one(r, 2)]
+        # Two tokens each, the first shared (the chat view): batched where transformers keeps several positions per row.
+        shared = [
+            i
+            for i, r in enumerate(requests)
+            if self.per_row_logits and all(len(c) == 2 and c[0] == r.continuations[0][0] for c in r.continuations)
+        ]
         # Progress in questions, with the time left; the longest batches come first, so the estimate is high.
         bar = {"total": len(requests), "desc": f"scoring ({self.name})", "unit": "q", "mininterval": 5}
         with tqdm(**bar, disable=not self.progress) as progress, compile_free(self.eager):
@@ -274,12 +277,6 @@ class HFScorer:
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return replies
-
-
-def shared_then_one(request: ChoiceRequest, length: int) -> bool:
-    """Whether every continuation is `length` tokens long and they differ only in the last one."""
-    conts = request.continuations
-    return all(len(c) == length for c in conts) and all(c[:-1] == conts[0][:-1] for c in conts)
 
 
 def greedy_generate(
