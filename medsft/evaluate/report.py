@@ -26,7 +26,6 @@ def mean_stderr(outcomes: Sequence[bool]) -> float:
 
 
 def ci_text(ci: Sequence[float], sign: str = "") -> str:
-    """`[low, high]` with three decimals; `sign="+"` signs them (a difference's interval)."""
     return f"[{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
 
 
