@@ -53,7 +53,7 @@ class Comparison:
 
 def normalize_mode(mode: str) -> str:
     """`loglikelihood` or `generate` (the old spelling `generative` is accepted)."""
-    mode = {"generative": "generate"}.get(mode, mode)  # the spelling used before `generate`
+    mode = {"generative": "generate"}.get(mode, mode)
     if mode not in EVAL_MODES:
         raise ValueError(f"unknown mode '{mode}'; choose one of {', '.join(EVAL_MODES)}")
     return mode
@@ -61,11 +61,12 @@ def normalize_mode(mode: str) -> str:
 
 def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, num_fewshot: int = 0,
                  view: str = "raw", **gen: Any) -> TaskResult:  # fmt: skip
-    """Run one scorer on one task in one mode (generated tasks always generate); multiple choice by log-likelihood
-    takes lm-eval's `num_fewshot` and the scoring `view` (raw prompt, or the chat template)."""
-    if get_task(task).kind == "dialogue":
+    """One scorer on one task in one mode (generated tasks always generate; `num_fewshot` and `view` are for
+    multiple choice by log-likelihood)."""
+    kind = get_task(task).kind
+    if kind == "dialogue":
         return evaluate_dialogue(scorer, items, seed=seed, **gen)
-    if get_task(task).kind == "generated":
+    if kind == "generated":
         return evaluate_synthetic(scorer, items, seed=seed, task=task, **gen)
     if normalize_mode(mode) == "generate":
         return evaluate_generative(scorer, task, items, seed=seed, **gen)
@@ -86,11 +87,9 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
                     run_dir: str | Path | None, overwrite: bool, batch_size: int, config: RunConfig | None = None,
                     views: Sequence[str] | Mapping[str, int | None] = ("raw",),
                     **generation: Any) -> dict[str, list[TaskResult]]:  # fmt: skip
-    """Each model once (loaded, evaluated on every task, released), so a spec is never loaded twice.
-
-    Results are keyed by result name: the task, and `<task>_chat` for the chat view of a multiple-choice task
-    scored by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all). A model
-    of stable identity reuses its earlier result (`medsft.evaluate.cache`) unloaded."""
+    """Each model loaded once, evaluated on every task, released; a model of stable identity reuses its earlier
+    result (`medsft.evaluate.cache`) unloaded. Keyed by result name: the task, and `<task>_chat` for the chat view of
+    multiple choice by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all)."""
     if not models:
         raise ValueError("need at least one model to evaluate")
     limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
@@ -100,8 +99,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
     results: dict[str, list[TaskResult]] = {view_name(task, view): [] for task, view in runs}
     engine = config.eval_engine if config is not None else "transformers"
     for model in models:
-        settings = scorer_settings(engine, batch_size)
-        cache = result_cache(model, settings, mode, seed, config, generation)
+        cache = result_cache(model, scorer_settings(engine, batch_size), mode, seed, config, generation)
         scorer = None if isinstance(model, str) else model
         for task, view in runs:
             task_items, name = view_items(items[task], limits.get(view)), view_name(task, view)

@@ -55,7 +55,7 @@ def key_points(items: Sequence[DialogueItem]) -> list[keypoints.KeyPoints]:
 
 
 def score_dialogue_replies(items: Sequence[DialogueItem], replies: Sequence[str]) -> list[Row]:
-    """Per dialogue: ROUGE-1/2/L, the key points with which the reply contains, the hit rate, the reply."""
+    """Per dialogue: ROUGE-1/2/L, the key points and which the reply contains, the hit rate, the reply."""
     rouge = rouge_scores(list(replies), [item.reference for item in items])
     records = []
     for i, (item, reply, points) in enumerate(zip(items, replies, key_points(items), strict=True)):
@@ -78,8 +78,7 @@ def mean_interval(values: Sequence[float | None], seed: int) -> tuple[float | No
 
 
 def summarize_dialogue(records: Sequence[Row], seed: int = 0) -> dict[str, Any]:
-    """Overall and per condition group: each metric's mean with its seeded bootstrap 95% interval, and the reply
-    length in words."""
+    """Overall and per condition group: each metric's mean with a seeded bootstrap 95% interval, reply words."""
 
     def block(rows: Sequence[Row]) -> Row:
         out: Row = {"n": len(rows)}
@@ -121,8 +120,7 @@ def rescore(result: TaskResult, items: Sequence[DialogueItem]) -> TaskResult:
 
 
 def compare_dialogue(results: Sequence[TaskResult], seed: int = 0) -> tuple[list[Row], list[Row], dict[str, Row]]:
-    """The parts of a `Comparison` (`compare_results` assembles it): each model's means with intervals, each
-    later model minus the first on the same dialogues, and the per-group breakdown."""
+    """A `Comparison`'s table, pairs (each later model minus the first, paired) and per-group breakdown."""
     base = results[0]
     keys = ("acc", "acc_ci", "reply_words", "condition_hit_rate", *(k for m in METRICS for k in (m, f"{m}_ci")))
     table = [

@@ -1,9 +1,6 @@
-"""Chain-of-thought evaluation for reasoning-tuned models: chat prompt, decode, extract the final answer.
-
-A reasoning model writes `<think>...</think>` and then its answer, so its choice is found by reading the
-text (`medsft.tasks.extraction`, the task's `extract`), not by scoring ` A`..` D`. An answer that fits no
-rule is *unparseable*: reported as its own share, and never guessed.
-"""
+"""Chain-of-thought evaluation: a reasoning model writes `<think>...</think>` and then its answer, so its choice is read
+from the text (the task's `extract`), not scored over ` A`..` D`; an answer that fits no rule is *unparseable*,
+reported as its own share and never guessed."""
 
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def cot_messages(task: str, item: MultipleChoiceItem, instruction: str | None = None) -> Messages:
-    """The user turn for chain-of-thought decoding: the question, the options and how to end the answer."""
+    """The user turn: the question, the options and how to end the answer."""
     spec = get_task(task)
     if spec.cot_prompt is None:
         with_cot = " or ".join(name for name, t in TASKS.items() if t.cot_prompt is not None)
@@ -30,8 +27,7 @@ def cot_messages(task: str, item: MultipleChoiceItem, instruction: str | None = 
 
 
 def score_replies(task: str, items: Sequence[MultipleChoiceItem], replies: Sequence[str]) -> list[dict[str, Any]]:
-    """Per-question records: the extracted choice (the index into `item.choices` the task's `extract` reads from
-    the reply; None when unparseable), whether it is right, the reply."""
+    """Per-question records: the extracted choice index (None when unparseable), whether it is right, the reply."""
     records = []
     for item, reply in zip(items, replies, strict=True):
         pred = get_task(task).extract(reply, item)

@@ -68,8 +68,7 @@ def write_local_task(
 def run_local_task(
     lm: Any, name: str, folder: str | Path, num_fewshot: int = 0, chat: bool = False
 ) -> list[dict[str, Any]]:
-    """lm-eval's per-question samples (in item order) for a task written by `write_local_task`, from its
-    `simple_evaluate`; `chat` is lm-eval's `--apply_chat_template`."""
+    """lm-eval's per-question samples, in item order, of a `write_local_task` task (`chat`: chat template)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 

@@ -57,18 +57,18 @@ LIST_CUE = re.compile(
     re.IGNORECASE,
 )
 # Words of prose, not of a test or drug name: a piece holding one is not an item.
-PROSE = {"you", "your", "we", "i", "it", "its", "this", "these", "that", "help", "helps", "symptoms", "symptom",
-         "condition", "diagnosis", "confirm", "determine", "check", "see", "based", "sounds", "cause", "causing",
-         "manage", "plan", "may", "might", "will", "can", "could", "should", "would", "need", "any", "order",
-         "make", "ensure", "rule", "issue", "issues", "problem", "possible", "likely", "suffering", "experiencing",
-         "treat", "relieve", "reduce", "improve", "prevent", "well", "yes", "no", "hello", "hi", "me", "my", "more",
-         "following", "first", "next", "seek", "ll", "ve", "s", "be", "is", "are", "also", "there", "what", "how",
-         "appropriate", "necessary", "course", "options", "option", "depending", "results", "further", "area",
-         "all", "important", "best", "right", "effective", "doctor", "treatment", "medication",
-         "medications", "tests", "test", "procedures", "those", "them", "they", "if", "one", "two",
-         "both", "than", "other", "such", "which", "who", "have", "has", "been", "get", "give", "but", "evaluate",
-         "patient", "okay", "moreover", "specifically", "meantime", "required", "needs", "performed", "done",
-         "however", "leading", "lead", "going", "getting", "affects", "history", "human", "usp", "am"}
+PROSE = set(
+    words(
+        "you your we i it its this these that help helps symptoms symptom condition diagnosis confirm determine "
+        "check see based sounds cause causing manage plan may might will can could should would need any order "
+        "make ensure rule issue issues problem possible likely suffering experiencing treat relieve reduce improve "
+        "prevent well yes no hello hi me my more following first next seek ll ve s be is are also there what how "
+        "appropriate necessary course options option depending results further area all important best right "
+        "effective doctor treatment medication medications tests test procedures those them they if one two both "
+        "than other such which who have has been get give but evaluate patient okay moreover specifically meantime "
+        "required needs performed done however leading lead going getting affects history human usp am"
+    )
+)
 STOP = {"a", "an", "the", "of", "and", "or", "to", "in", "on", "for", "your", "with", "s", "some", "other", "test",
         "tests", "exam", "examination", "procedure", "procedures", "measurement", "therapy", "topical", "product",
         "diagnosis", "diagnostic", "evaluation"}  # fmt: skip

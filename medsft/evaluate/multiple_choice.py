@@ -1,6 +1,5 @@
-"""Multiple-choice tasks scored by log-likelihood, with lm-eval's prompts, token split, acc and acc_norm, in two
-views of the same items: `raw` (lm-eval's default, the plain prompt) and `chat` (lm-eval's `--apply_chat_template`:
-the prompt rendered through the model's chat template, the bare choice after it)."""
+"""Multiple choice by log-likelihood with lm-eval's prompts, token split, acc and acc_norm, in two views: `raw` (the
+plain prompt) and `chat` (lm-eval's `--apply_chat_template`: the prompt through the chat template, then the choice)."""
 
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ def predictions(loglikelihoods: Sequence[float], choices: Sequence[str]) -> tupl
 def build_requests(
     scorer: Scorer, task: Task, items: Sequence[MultipleChoiceItem], num_fewshot: int = 0, view: str = "raw"
 ) -> list[ChoiceRequest]:
-    """Token requests for each item, split like lm-eval; the context tokens are shared by all choices. The chat
-    view renders the context with the model's chat template (the scorer must hold a transformers tokenizer)."""
+    """Token requests for each item, split like lm-eval; the chat view needs a scorer with a transformers tokenizer."""
     if view not in EVAL_VIEWS:
         raise ValueError(f"unknown scoring view '{view}'; choose one of {', '.join(EVAL_VIEWS)}")
     tokenizer = getattr(scorer, "tokenizer", None)

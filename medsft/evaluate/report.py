@@ -26,7 +26,6 @@ def mean_stderr(outcomes: Sequence[bool]) -> float:
 
 
 def ci_text(ci: Sequence[float], sign: str = "") -> str:
-    """`[low, high]` with three decimals; `sign="+"` signs them (a difference's interval)."""
     return f"[{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
 
 
@@ -78,9 +77,8 @@ def discipline_rows(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
         if not groups:  # an MMLU task is one subject
             groups = {base_task(result.task).removeprefix("mmlu_"): {"n": result.n, **accuracy(result.outcomes())}}
         for subject, stats in groups.items():
-            low, high = stats.get("acc_ci") or [float("nan")] * 2
             rows.append({"task": result.task, "model": result.model, "subject": subject, "n": stats["n"],
-                         "acc": stats["acc"], "ci": [low, high]})  # fmt: skip
+                         "acc": stats["acc"], "ci": list(stats.get("acc_ci") or [float("nan")] * 2)})  # fmt: skip
     return rows
 
 
@@ -92,8 +90,7 @@ def discipline_table(results: Sequence[TaskResult]) -> str:
 
 
 def baseline_lines(comparison: Any) -> list[str]:
-    """The prior next to the scores, one line each: the best constant answer, the answer distributions, then
-    per later model the paired difference vs the first (base) and vs the constant answer."""
+    """The prior next to the scores: the best constant answer, answer distributions, each model vs base and vs it."""
     found = comparison.baselines
     if not found:
         return []

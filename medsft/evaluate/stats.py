@@ -18,8 +18,6 @@ LEVEL = 0.95
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with its confidence interval."""
-
     value: float
     low: float
     high: float

@@ -97,8 +97,7 @@ def summarize_synthetic(records: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: int = 384, do_sample: bool = False,
                        temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
                        task: str = "synthetic") -> TaskResult:  # fmt: skip
-    """Generate a reply per case and score format and labels per domain (`correct` = the primary label); `task`
-    names the case set (`synthetic` or `synthetic_ood`) in the result and its file name."""
+    """Generate a reply per case and score format and labels per domain (`correct`: the primary label)."""
     generated = [name for name, spec in TASKS.items() if not spec.multiple_choice]
     if task not in generated:
         raise ValueError(f"unknown synthetic task '{task}'; choose from {', '.join(generated)}")

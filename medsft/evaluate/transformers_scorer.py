@@ -10,6 +10,7 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from medsft import DISCLAIMER
@@ -53,10 +54,8 @@ GREEDY = GenerationSettings()
 
 
 class Scorer(Protocol):
-    """What task code needs from a model (`HFScorer`, `LlamaCppScorer` for GGUF, `VLLMScorer`): `tokenize`, the ids
-    of a plain prompt with the special tokens the model adds by default (`<bos>`); `loglikelihood`, per request the
-    summed log-probability of each continuation given the context; `generate`, the assistant's reply to each
-    conversation, rendered with the model's chat template."""
+    """What task code needs from a model (`HFScorer`, `LlamaCppScorer`, `VLLMScorer`): a prompt's ids with the default
+    special tokens, each continuation's summed log-probability, the reply to each conversation (its chat template)."""
 
     name: str
 
@@ -68,10 +67,8 @@ class Scorer(Protocol):
 
 
 def encode_pair(tokenize: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Split context and continuation tokens as lm-eval's `TemplateLM._encode_pair` does: trailing spaces of the
-    context move into the continuation, and the continuation is what follows `len(encode(context))` in
-    `encode(context + continuation)` (encoding it alone can differ at the boundary: a merged token, a second `<bos>`).
-    """
+    """lm-eval's `TemplateLM._encode_pair`: the context's trailing spaces move into the continuation, whose tokens are
+    what follows the context's in `encode(context + continuation)` (alone, a boundary token or `<bos>` could differ)."""
     if not context:
         raise ValueError("context must not be empty (lm-eval substitutes a prefix token; medsft never needs one)")
     spaces = len(context) - len(context.rstrip())
@@ -94,8 +91,7 @@ def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
 def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
                      generation: GenerationSettings, score: Callable[[list[str]], Scored],
                      **settings: Any) -> TaskResult:  # fmt: skip
-    """The scorer's reply to each conversation, scored by `score`, as a result that records the generation
-    settings and the seconds the generation took (the shared path of every generated task)."""
+    """Every generated task's path: the replies, scored by `score`, with the generation settings and seconds."""
     if not conversations:
         raise ValueError(f"{task}: no {dict(dialogue='dialogues', synthetic='cases').get(mode, 'items')} to evaluate")
     started = time.perf_counter()
@@ -109,23 +105,20 @@ def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequen
 
 
 def chat_prompt_ids(tokenizer: Any, conversations: Sequence[Messages]) -> list[list[int]]:
-    """Each conversation through the chat template with a generation prompt, as ids; the rendered text holds
-    `<bos>`, so no special tokens are added. `HFScorer` and `VLLMScorer` both feed these, so prompts agree."""
+    """Each conversation's chat prompt as ids (the text holds `<bos>`); `HFScorer` and `VLLMScorer` both feed these."""
     from medsft.templates import render_chat
 
     prompts = [render_chat(tokenizer, list(m), add_generation_prompt=True) for m in conversations]
     return [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
 
 
-def right_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> Any:
-    """A (rows, longest) long tensor of the sequences, right-padded with `pad_id` and used without an attention
-    mask, exactly like lm-eval's batches: under causal attention no position sees the padding after it."""
+def padded(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> Any:
+    """The sequences padded into a long tensor; right-padded, they go without an attention mask, like lm-eval's
+    batches: under causal attention no position sees the padding after it."""
     import torch
 
-    ids = torch.full((len(sequences), max(len(s) for s in sequences)), pad_id, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence)
-    return ids
+    rows = [torch.tensor(list(s), dtype=torch.long) for s in sequences]
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_id, padding_side=side)
 
 
 class HFScorer:
@@ -150,8 +143,7 @@ class HFScorer:
     def from_spec(
         cls, spec: str, name: str | None = None, batch_size: int = 8, config: RunConfig | None = None
     ) -> HFScorer:
-        """Load a model spec (`embedded`, a folder, an adapter folder, a hub id) through the CPU/GPU backend, with
-        `config`'s loading knobs (backend, dtype, 4-bit, chat template)."""
+        """Load a model spec through the CPU/GPU backend with `config`'s loading knobs."""
         from medsft.config import build_config
         from medsft.train.backend import select_backend
 
@@ -176,9 +168,12 @@ class HFScorer:
 
         results: dict[int, list[float]] = {}
         single = [i for i, r in enumerate(requests) if all(len(c) == 1 for c in r.continuations)]
-        # Shared prefix + one last token each, two tokens long (the chat view): batched where the installed
-        # transformers keeps several positions per row.
-        shared = [i for i, r in enumerate(requests) if self.per_row_logits and shared_then_one(r, 2)]
+        # Two tokens each, the first shared (the chat view): batched where transformers keeps several positions per row.
+        shared = [
+            i
+            for i, r in enumerate(requests)
+            if self.per_row_logits and all(len(c) == 2 and c[0] == r.continuations[0][0] for c in r.continuations)
+        ]
         # Progress in questions, with the time left; the longest batches come first, so the estimate is high.
         bar = {"total": len(requests), "desc": f"scoring ({self.name})", "unit": "q", "mininterval": 5}
         with tqdm(**bar, disable=not self.progress) as progress, compile_free(self.eager):
@@ -208,7 +203,7 @@ class HFScorer:
         import torch
 
         started = time.perf_counter()
-        ids = right_padded(contexts, self.pad_id)
+        ids = padded(contexts, self.pad_id)
         width = ids.shape[1]
         positions = torch.tensor([len(c) - 1 for c in contexts], device=self.device)
         keep = positions_to_keep(positions, self.per_row_logits)
@@ -224,11 +219,10 @@ class HFScorer:
         return rows
 
     def _positions_logprobs(self, sequences: list[list[int]], count: int) -> Any:
-        """Log-probabilities at the last `count` positions of each sequence (B, count, vocab): one batched
-        forward, the LM head only at those positions (per-row `logits_to_keep`)."""
+        """Log-probabilities (B, count, vocab) at each sequence's last `count` positions, the LM head only there."""
         import torch
 
-        ids = right_padded(sequences, self.pad_id).to(self.device)
+        ids = padded(sequences, self.pad_id).to(self.device)
         keep = torch.tensor([[len(s) - count + j for j in range(count)] for s in sequences], device=self.device)
         with torch.inference_mode():
             logits = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
@@ -251,7 +245,7 @@ class HFScorer:
             cache = out.past_key_values
             cache.batch_repeat_interleave(len(longer))
             # Feed each continuation except its last token; right padding is invisible to earlier positions.
-            ids = right_padded([request.continuations[i][:-1] for i in longer], self.pad_id)
+            ids = padded([request.continuations[i][:-1] for i in longer], self.pad_id)
             logits = self.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(longer):
@@ -285,19 +279,11 @@ class HFScorer:
         return replies
 
 
-def shared_then_one(request: ChoiceRequest, length: int) -> bool:
-    """Whether every continuation is `length` tokens long and they differ only in the last one."""
-    conts = request.continuations
-    return all(len(c) == length for c in conts) and all(c[:-1] == conts[0][:-1] for c in conts)
-
-
 def greedy_generate(
     model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 32, pad_id: int = 0
 ) -> list[list[int]]:
-    """Greedy reply tokens (an end token included): `model.generate(do_sample=False)` on left-padded batches,
-    but batched longest first (little padding), and a row that produced an end token leaves the batch and its
-    KV cache at once instead of being computed as padding until its batch's longest reply ends. Deterministic.
-    """
+    """Greedy reply tokens (an end token included), as `model.generate(do_sample=False)` on left-padded batches, but
+    longest first (little padding), and a row that ends leaves the batch and its KV cache at once. Deterministic."""
     import torch
 
     # the token ids that end a reply, as `generate` reads them from the model's generation config
@@ -310,10 +296,8 @@ def greedy_generate(
     outputs: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        # Left padding (the prompts end together): the reversed prompts right-padded, flipped back.
-        ids = right_padded([list(prompts[i])[::-1] for i in chunk], pad_id).flip(-1)
-        lengths = torch.tensor([len(prompts[i]) for i in chunk])
-        mask = (torch.arange(ids.shape[1]) >= ids.shape[1] - lengths[:, None]).long()
+        ids = padded([prompts[i] for i in chunk], pad_id, side="left")  # the prompts end together
+        mask = padded([[1] * len(prompts[i]) for i in chunk], 0, side="left")
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         rows = torch.tensor(chunk)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
@@ -342,10 +326,9 @@ def greedy_generate(
 
 
 def compile_free(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
-    """Run every `torch.compile`d region as eager code for the duration. A model that Unsloth loaded carries
-    compiled regions whose guards (grad mode, shapes) fail at the first label-free forward after training, and
-    Unsloth raises dynamo's recompile limit to 1024, so each new batch shape could compile afresh: minutes before
-    the first question is scored (docs/gpu.md). A plain CPU model has nothing compiled."""
+    """Every `torch.compile`d region as eager code: an Unsloth model's compiled regions fail their guards (grad mode,
+    shapes) at the first label-free forward after training, and with Unsloth's recompile limit of 1024 each batch
+    shape could compile afresh, minutes before the first question is scored (docs/gpu.md)."""
     import torch
 
     return torch.compiler.set_stance("force_eager") if enabled else contextlib.nullcontext()
@@ -353,17 +336,16 @@ def compile_free(enabled: bool = True) -> contextlib.AbstractContextManager[Any]
 
 @functools.cache
 def per_row_logits_to_keep() -> bool:
-    """Whether the installed transformers keeps per-row positions given a 2-D `logits_to_keep` (5.23 does,
-    `modeling_utils.slice_logits_to_keep`). 5.17, the GPU pin, indexes `hidden[:, logits_to_keep]` as is,
-    so a (B, 1) tensor there gives (B, B, 1, vocab) logits, every row at every row's position."""
+    """Whether transformers keeps per-row positions given a 2-D `logits_to_keep` (5.23's `slice_logits_to_keep`); 5.17,
+    the GPU pin, indexes `hidden[:, logits_to_keep]`, so (B, 1) gives (B, B, 1, vocab): every row at every position."""
     from transformers import modeling_utils
 
     return hasattr(modeling_utils, "slice_logits_to_keep")
 
 
 def positions_to_keep(positions: Any, per_row: bool) -> Any:
-    """`logits_to_keep` for each row's own position: (B, 1) where transformers understands per-row positions,
-    else the distinct positions, sorted, as a 1-D tensor, which every version slices alike to (B, K, vocab)."""
+    """`logits_to_keep` for each row's own position: (B, 1) where per-row positions work, else the sorted distinct
+    positions (1-D), which every version slices alike to (B, K, vocab)."""
     import torch
 
     return positions[:, None] if per_row else torch.unique(positions, sorted=True)
@@ -396,12 +378,9 @@ POSITIONWISE = ("mlp", "self_attn.q_proj", "self_attn.o_proj")
 
 @contextlib.contextmanager
 def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
-    """Run the last decoder layer's position-wise parts only at `positions[b]` of each row b, zeros elsewhere.
-
-    The last layer's output feeds only the final norm and the LM head, which run at those positions alone, so
-    its values elsewhere are never used: skipping them saves ~5% of the 270M body. Its keys and values, which
-    every position needs, are still computed everywhere. A model without the usual layout just runs in full.
-    """
+    """Run the last decoder layer's position-wise parts only at `positions[b]` of each row b, zeros elsewhere: only the
+    LM head reads that layer's output, at those positions, so this saves ~5% of the 270M body (keys and values are
+    still computed everywhere). A model without the usual layout just runs in full."""
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
@@ -432,10 +411,8 @@ def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
 
 
 def model_name(spec: str) -> str:
-    """A short file-safe name for a model spec: `embedded`, the folder's name, or the hub id's last part; a run's
-    `adapter`, `merged` or `checkpoint-N` folder is named with its run, so runs never share a result file name."""
-    from pathlib import Path
-
+    """A file-safe name for a model spec (the folder's or hub id's last part); a run's `adapter`, `merged` or
+    `checkpoint-N` folder is named with its run, so runs never share a result file name."""
     path = Path(spec.rstrip("/"))
     name = path.name or spec
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent

@@ -73,8 +73,7 @@ def sampling_arguments(settings: GenerationSettings, row: int, stop_token_ids: S
 
 
 def continuation_logprob(prompt_logprobs: Sequence[dict[int, Any] | None], tokens: Sequence[int], start: int) -> float:
-    """The summed log-probability of `tokens[start:]` from vLLM's `prompt_logprobs` (per position, token id ->
-    `Logprob`; None at position 0)."""
+    """The summed log-probability of `tokens[start:]` from vLLM's `prompt_logprobs` (per position, id -> `Logprob`)."""
     if start < 1:
         raise ValueError("a continuation needs at least one context token before it")
     total = 0.0

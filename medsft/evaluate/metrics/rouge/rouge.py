@@ -16,21 +16,8 @@ _CITATION = """\
 }
 """
 
-_DESCRIPTION = """\
-ROUGE-N (n-gram overlap) and ROUGE-L (longest common subsequence) F-measures between predictions and references,
-computed with Google Research's `rouge_score` package. Case-insensitive; `use_stemmer` applies the Porter stemmer.
-"""
-
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions: list of generated texts.
-    references: list of reference texts, one per prediction.
-    rouge_types: names such as "rouge1", "rouge2", "rougeL", "rougeLsum" (default: those four).
-    use_stemmer: strip word suffixes with the Porter stemmer before matching.
-    use_aggregator: return the mean F-measure per type (True) or the list of per-item F-measures (False).
-Returns:
-    a dict from rouge type to a float (aggregated) or a list of floats (one per prediction).
-"""
+_KWARGS_DESCRIPTION = """predictions and references (one per prediction); rouge_types (default: rouge1, rouge2, rougeL,
+rougeLsum); use_stemmer (Porter); use_aggregator: the mean F-measure per type, else a list per item."""
 
 DEFAULT_TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
 
@@ -38,7 +25,7 @@ DEFAULT_TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
 class Rouge(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
-            description=_DESCRIPTION,
+            description="ROUGE-N and ROUGE-L F-measures (case-insensitive), by Google Research's `rouge_score`.",
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
@@ -51,8 +38,7 @@ class Rouge(evaluate.Metric):
     def _compute(self, predictions, references, rouge_types=None, use_aggregator=True, use_stemmer=False):
         types = list(rouge_types or DEFAULT_TYPES)
         scorer = rouge_scorer.RougeScorer(rouge_types=types, use_stemmer=use_stemmer)
-        pairs = zip(references, predictions, strict=True)
-        scores = [scorer.score(reference, prediction) for reference, prediction in pairs]
+        scores = [scorer.score(ref, pred) for ref, pred in zip(references, predictions, strict=True)]
         per_item = {name: [float(score[name].fmeasure) for score in scores] for name in types}
         if not use_aggregator:
             return per_item
