@@ -45,8 +45,6 @@ def words(text: str) -> list[str]:
     return WORD.findall(unicodedata.normalize("NFKC", text).lower())
 
 
-# PII ----------------------------------------------------------------------------------------------------
-
 MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 DATE = (
     rf"(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}"
@@ -65,12 +63,7 @@ ID_VALUE = r"[A-Z]{0,3}-?\d{4,}(?:[ -]\d{3,})*|\d{3}(?:[ -]\d{3,})+"
 
 def enough_digits(minimum: int, replacement: str) -> Callable[[re.Match[str]], str]:
     """A replacement that only fires when the match holds enough digits to be a phone number."""
-
-    def replace(match: re.Match[str]) -> str:
-        digits = sum(ch.isdigit() for ch in match.group(0))
-        return replacement if digits >= minimum else match.group(0)
-
-    return replace
+    return lambda match: replacement if sum(ch.isdigit() for ch in match.group(0)) >= minimum else match.group(0)
 
 
 # (kind, pattern, replacement). Order matters: emails and URLs hold digits that the phone patterns would
@@ -84,14 +77,7 @@ PII_PATTERNS: list[tuple[str, re.Pattern[str], Replacement]] = [
         re.compile(rf"\b(date of birth|birth ?date|d\.?o\.?b\.?|born(?: on)?)(\s*[:\-]?\s*){DATE}", re.IGNORECASE),
         r"\1\2[DOB]",
     ),
-    (
-        "id_number",
-        re.compile(
-            rf"\b({ID_LABELS})(\s*(?:#|:|no\.?)?\s*)({ID_VALUE})\b",
-            re.IGNORECASE,
-        ),
-        r"\1\2[ID]",
-    ),
+    ("id_number", re.compile(rf"\b({ID_LABELS})(\s*(?:#|:|no\.?)?\s*)({ID_VALUE})\b", re.IGNORECASE), r"\1\2[ID]"),
     ("id_number", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "[ID]"),  # US social security number
     (
         "phone",
@@ -170,21 +156,12 @@ def add_disclaimer(examples: Sequence[Example], disclaimer: str) -> list[Example
     return out
 
 
-# Duplicates ---------------------------------------------------------------------------------------------
-
-
-def exact_key(example: Example) -> str:
-    """Roles and contents with case and whitespace normalised: rows that differ only in those are one row."""
-    turns = [(m["role"], " ".join(m["content"].lower().split())) for m in example["messages"]]
-    return json.dumps(turns, ensure_ascii=False)
-
-
 def drop_exact_duplicates(examples: Sequence[Example]) -> tuple[list[Example], list[Removed]]:
-    """Keep the first of each group of identical conversations."""
+    """Keep the first of each group of conversations equal in roles and contents up to case and whitespace."""
     first: dict[str, str] = {}
     kept, removed = [], []
     for example in examples:
-        key = exact_key(example)
+        key = json.dumps([(m["role"], " ".join(m["content"].lower().split())) for m in example["messages"]])
         if key in first:
             removed.append(Removed(example["id"], example["source"], "exact_duplicate", f"same as {first[key]}"))
         else:
@@ -203,38 +180,24 @@ def shingle_set(text: str, size: int = SHINGLE_WORDS) -> np.ndarray:
     return np.unique(np.array([zlib.crc32(" ".join(g).encode()) for g in grams], dtype=np.uint64))
 
 
-def minhash_params(permutations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random (a, b) for the universal hashes h(x) = (a*x + b) mod p, p = 2**31 - 1.
-
-    With a, b and x all below p, a*x + b stays under 2**62, so uint64 arithmetic is exact and every h is a
-    proper random map; a larger p with small a would leave small x unwrapped and bias the minimum.
-    """
-    rng = np.random.default_rng(0)
-    a = rng.integers(1, int(MERSENNE_31), size=permutations, dtype=np.uint64)
-    b = rng.integers(0, int(MERSENNE_31), size=permutations, dtype=np.uint64)
-    return a, b
-
-
 def jaccard(first: np.ndarray, second: np.ndarray) -> float:
     shared = np.intersect1d(first, second, assume_unique=True).size
     return shared / (first.size + second.size - shared)
 
 
-def drop_near_duplicates(
-    examples: Sequence[Example],
-    threshold: float = NEAR_DUPLICATE_THRESHOLD,
-    permutations: int = MINHASH_PERMUTATIONS,
-    bands: int = MINHASH_BANDS,
-) -> tuple[list[Example], list[Removed]]:
-    """Drop rows whose user turns are near-copies (Jaccard >= threshold) of an earlier kept row.
+def drop_near_duplicates(examples: Sequence[Example]) -> tuple[list[Example], list[Removed]]:
+    """Drop rows whose user turns are near-copies (Jaccard >= NEAR_DUPLICATE_THRESHOLD) of an earlier kept row.
 
     MinHash + LSH banding finds candidate pairs in near-linear time (medical-o1 has ~20k rows, too many to
     compare pairwise); each candidate is then confirmed with the exact Jaccard of the two shingle sets.
     """
-    if permutations % bands:
-        raise ValueError(f"permutations ({permutations}) must be a multiple of bands ({bands})")
-    rows = permutations // bands
-    a, b = minhash_params(permutations)
+    rows = MINHASH_PERMUTATIONS // MINHASH_BANDS
+    # Universal hashes h(x) = (a*x + b) mod p, p = 2**31 - 1: with a, b and x all below p, a*x + b stays under
+    # 2**62, so uint64 arithmetic is exact and every h is a proper random map; a larger p with small a would
+    # leave small x unwrapped and bias the minimum.
+    rng = np.random.default_rng(0)
+    a = rng.integers(1, int(MERSENNE_31), size=MINHASH_PERMUTATIONS, dtype=np.uint64)
+    b = rng.integers(0, int(MERSENNE_31), size=MINHASH_PERMUTATIONS, dtype=np.uint64)
     buckets: dict[tuple[int, bytes], list[int]] = {}
     kept_shingles: list[np.ndarray] = []
     kept, removed = [], []
@@ -246,12 +209,12 @@ def drop_near_duplicates(
             continue
         values = shingles % MERSENNE_31
         signature = ((a[:, None] * values[None, :] + b[:, None]) % MERSENNE_31).min(axis=1)
-        keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
+        keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(MINHASH_BANDS)]
         candidates = sorted({index for key in keys for index in buckets.get(key, ())})
-        match = next((i for i in candidates if jaccard(shingles, kept_shingles[i]) >= threshold), None)
+        similar = ((i, jaccard(shingles, kept_shingles[i])) for i in candidates)
+        match = next(((i, share) for i, share in similar if share >= NEAR_DUPLICATE_THRESHOLD), None)
         if match is not None:
-            similarity = jaccard(shingles, kept_shingles[match])
-            reason = f"prompt {similarity:.0%} similar to {kept[match]['id']}"
+            reason = f"prompt {match[1]:.0%} similar to {kept[match[0]]['id']}"
             removed.append(Removed(example["id"], example["source"], "near_duplicate", reason))
             continue
         for key in keys:
@@ -259,9 +222,6 @@ def drop_near_duplicates(
         kept.append(example)
         kept_shingles.append(shingles)
     return kept, removed
-
-
-# Length -------------------------------------------------------------------------------------------------
 
 
 def filter_by_length(
