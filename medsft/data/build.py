@@ -41,14 +41,6 @@ def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[Loa
     return sources
 
 
-def held_out_description(sources: Sequence[LoadedSource]) -> dict[str, Any]:
-    """The held-out dialogue split, for the report, when a dialogue source was read (else empty)."""
-    if not any(source.name in DIALOGUE_SOURCES for source in sources):
-        return {}
-    excluded = {source.origin: len(source.held_out) for source in sources if source.name in DIALOGUE_SOURCES}
-    return {**dialogue_split().describe(), "training_rows_excluded": excluded}
-
-
 def unique_ids(pools: Sequence[list[Example]]) -> list[list[Example]]:
     """Suffix ids that repeat across sources (the same file listed twice), so every report line is traceable."""
     seen: set[str] = set()
@@ -76,12 +68,8 @@ def build_training_data(
 ) -> tuple[Any, DatasetReport]:
     """The training and validation splits (a `datasets.DatasetDict`) and the report of how they were made.
 
-    Order: PII scrubbing → optional disclaimer → exact then near duplicates (first occurrence kept, across
-    all sources) → decontamination against `config.eval_tasks` → length filter against `max_seq_length`
-    with the tokenizer's chat template → mixing by count/weight → validation split. Cleaning runs before
-    mixing so a source's `count` is met from clean rows. Pass `sources` from `validate_sources` to avoid
-    reading the data twice, and `eval_texts` to decontaminate against other evaluation data than what the
-    config's evaluation scores (`config_eval_texts`).
+    Cleaning runs before mixing so a source's `count` is met from clean rows. Pass `sources` from `validate_sources`
+    to read the data once, and `eval_texts` to decontaminate against other data than the config's evaluation scores.
     """
     from datasets import Dataset, DatasetDict
 
@@ -130,6 +118,8 @@ def build_training_data(
         )
         raise DataError("training data", f"no rows left after cleaning and mixing ({left}); check the sources")
 
+    excluded = {source.origin: len(source.held_out) for source in sources if source.name in DIALOGUE_SOURCES}
+    held_out = {**dialogue_split().describe(), "training_rows_excluded": excluded} if excluded else {}
     split_of = {row["id"]: "train" for row in train} | {row["id"]: "validation" for row in validation}
     reports = []
     for i, (source, allocation) in enumerate(zip(sources, allocations, strict=True)):
@@ -150,7 +140,7 @@ def build_training_data(
         )
     report = DatasetReport(
         sources=reports,
-        held_out=held_out_description(sources),
+        held_out=held_out,
         removed_rows=removed,
         skipped=[str(error) for source in sources for error in source.skipped],
         pii=dict(pii),

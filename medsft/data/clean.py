@@ -129,15 +129,11 @@ def scrub_pii(examples: Sequence[Example]) -> tuple[list[Example], Counter[str],
     totals: Counter[str] = Counter()
     changed = 0
     for example in examples:
-        messages = []
-        row_counts: Counter[str] = Counter()
-        for message in example["messages"]:
-            content, counts = scrub_text(message["content"])
-            row_counts += counts
-            messages.append({**message, "content": content})
-        if row_counts:
-            changed += 1
-            totals += row_counts
+        results = [scrub_text(message["content"]) for message in example["messages"]]
+        row_counts = sum((counts for _, counts in results), Counter())
+        changed += bool(row_counts)
+        totals += row_counts
+        messages = [{**m, "content": text} for m, (text, _) in zip(example["messages"], results, strict=True)]
         scrubbed.append({**example, "messages": messages})
     return scrubbed, totals, changed
 

@@ -22,7 +22,6 @@ from medsft.data.records import Example
 class Allocation:
     """What one source was asked for and what it gave."""
 
-    name: str
     available: int
     requested: int | None
     taken: int
@@ -86,7 +85,7 @@ def mix_sources(
         tagged = tagged[:train_rows]
     taken = [sum(1 for pool, _ in tagged if pool == i) for i in range(len(pools))]
     allocations = [
-        Allocation(spec.name, len(rows), spec.count if spec.weight is None else count, n)
+        Allocation(len(rows), spec.count if spec.weight is None else count, n)
         for (spec, rows), count, n in zip(pools, counts, taken, strict=True)
     ]
     return [row for _, row in tagged], allocations
@@ -123,5 +122,4 @@ def split_train_validation(
             draw.shuffle(order)
             held_out.update(order[fold :: round(1 / fraction)])
     train = [row for i, row in enumerate(rows) if i not in held_out]
-    validation = [row for i, row in enumerate(rows) if i in held_out]
-    return train, validation
+    return train, [row for i, row in enumerate(rows) if i in held_out]

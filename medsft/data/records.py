@@ -47,10 +47,6 @@ class MultipleChoiceItem:
     context: str | None = None
 
     @property
-    def letters(self) -> list[str]:
-        return list(LETTERS[: len(self.choices)])
-
-    @property
     def answer_letter(self) -> str:
         return LETTERS[self.answer]
 
@@ -71,21 +67,19 @@ class LoadedSource:
     held_out: list[Any] = field(default_factory=list)
 
 
+# JSON-flavoured type names, because users read these messages against their JSON files (bool before number).
+JSON_TYPES = {
+    "null": type(None),
+    "boolean": bool,
+    "number": (int, float),
+    "string": str,
+    "array": (list, tuple),
+    "object": dict,
+}
+
+
 def type_name(value: Any) -> str:
-    """JSON-flavoured type names, because users read these messages against their JSON files."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next((name for name, types in JSON_TYPES.items() if isinstance(value, types)), type(value).__name__)
 
 
 def require_object(raw: Any) -> dict[str, Any]:

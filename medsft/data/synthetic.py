@@ -101,17 +101,12 @@ def is_reserved_for_eval(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % EVAL_RESERVED_ONE_IN == 0
 
 
-def generate_cases(
-    n: int, seed: int = 0, domains: tuple[str, ...] = DOMAINS, *, for_eval: bool = False, ood: bool = False
-) -> list[SyntheticCase]:
+def generate_cases(n: int, seed: int = 0, *, for_eval: bool = False, ood: bool = False) -> list[SyntheticCase]:
     """`n` distinct cases, domains in rotation. A prefix of a longer run with the same seed is a shorter run.
 
     `for_eval` draws the reserved in-distribution test cases; `ood` draws from the held-out clusters, tests,
     pairs and phrasings only (which no other call ever emits, so no reservation is needed there).
     """
-    unknown = [d for d in domains if d not in BUILDERS]
-    if unknown:
-        raise ValueError(f"unknown synthetic domain '{unknown[0]}'; choose from {', '.join(DOMAINS)}")
     split = "ood" if ood else "eval" if for_eval else "train"
     rng = random.Random(f"medsft-synthetic:{split}:{seed}")
     cases: list[SyntheticCase] = []
@@ -121,7 +116,7 @@ def generate_cases(
         attempts += 1
         if attempts > 200 * (n + 10):
             raise RuntimeError(f"could not draw {n} distinct synthetic cases; the fact tables are too small")
-        domain = domains[len(cases) % len(domains)]
+        domain = DOMAINS[len(cases) % len(DOMAINS)]
         sample, build = BUILDERS[domain]
         inputs = sample(rng, ood)
         key = case_key(domain, inputs)
@@ -371,8 +366,9 @@ def draw_value(rng: random.Random, test: Mapping[str, Any], sex: str, status: st
 
 def critical_directions(test: Mapping[str, Any]) -> list[str]:
     limits = test["critical"] or (None, None)
-    directions = zip(("low", "high"), limits, strict=True)
-    return [d for d, limit in directions if limit is not None and d in test["directions"]]
+    return [
+        d for d, limit in zip(("low", "high"), limits, strict=True) if limit is not None and d in test["directions"]
+    ]
 
 
 def lab_panels(ood: bool) -> dict[str, list[str]]:
@@ -389,8 +385,7 @@ def critical_note(key: str) -> str:
     limits = facts("lab_tests")["tests"][key]["critical"]
     if key not in HELD_OUT["lab_tests"] or not limits:
         return ""
-    sides = zip(("below", "above"), limits, strict=True)
-    parts = [f"{side} {limit}" for side, limit in sides if limit is not None]
+    parts = [f"{side} {limit}" for side, limit in zip(("below", "above"), limits, strict=True) if limit is not None]
     return f" [critical {' or '.join(parts)}]"
 
 
@@ -480,10 +475,8 @@ def build_lab(inputs: dict[str, Any]) -> SyntheticCase:
     steps = (
         f"1. Context: {panel} for a {age}-year-old {sex}, read against adult reference ranges{note}.",
         f"2. Comparison: {compared}.",
-        "3. Critical limits: " + ("; ".join(criticals) if criticals else "no value crosses a critical limit") + ".",
-        "4. Interpretation: "
-        + (". ".join(meanings) if meanings else "all results are within their reference ranges")
-        + ".",
+        f"3. Critical limits: {'; '.join(criticals) or 'no value crosses a critical limit'}.",
+        f"4. Interpretation: {'. '.join(meanings) or 'all results are within their reference ranges'}.",
         step5,
     )
     advice = table["advice"][urgency]
