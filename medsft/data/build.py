@@ -19,7 +19,7 @@ from medsft.data.clean import (
     filter_by_length,
     scrub_pii,
 )
-from medsft.data.decontaminate import EvalText, decontaminate, indexed_items
+from medsft.data.decontaminate import decontaminate, indexed_items
 from medsft.data.dialogue_split import dialogue_split
 from medsft.data.loaders import DIALOGUE_SOURCES, load_source
 from medsft.data.mix import mix_sources, split_train_validation
@@ -64,12 +64,11 @@ def build_training_data(
     *,
     on_error: OnError = "raise",
     sources: list[LoadedSource] | None = None,
-    eval_texts: list[EvalText] | None = None,
 ) -> tuple[Any, DatasetReport]:
     """The training and validation splits (a `datasets.DatasetDict`) and the report of how they were made.
 
     Cleaning runs before mixing so a source's `count` is met from clean rows. Pass `sources` from `validate_sources`
-    to read the data once, and `eval_texts` to decontaminate against other data than the config's evaluation scores.
+    to read the data once.
     """
     from datasets import Dataset, DatasetDict
 
@@ -91,10 +90,9 @@ def build_training_data(
     removed += dropped
     rows, dropped = drop_near_duplicates(rows)
     removed += dropped
-    hits = []
+    hits, eval_texts = [], []
     if config.decontaminate:
-        if eval_texts is None:
-            eval_texts = config_eval_texts(config)
+        eval_texts = config_eval_texts(config)
         rows, dropped, hits = decontaminate(rows, eval_texts)
         removed += dropped
     lengths = chat_token_lengths(tokenizer, [row["messages"] for row in rows])
@@ -147,7 +145,7 @@ def build_training_data(
         pii_rows=pii_rows,
         contamination_hits=hits,
         eval_tasks=list(config.eval_tasks) if config.decontaminate else [],
-        eval_items=indexed_items(eval_texts) if config.decontaminate and eval_texts else {},
+        eval_items=indexed_items(eval_texts),
         token_lengths=[length_of[row["id"]] for row in [*train, *validation]],
         max_seq_length=config.max_seq_length,
         train_rows=len(train),

@@ -69,43 +69,36 @@ def enough_digits(minimum: int, replacement: str) -> Callable[[re.Match[str]], s
 # (kind, pattern, replacement). Order matters: emails and URLs hold digits that the phone patterns would
 # otherwise take. Labels (`MRN:`, `DOB:`, `Dr.`) are kept and only the value is replaced, so the text reads on.
 Replacement = str | Callable[[re.Match[str]], str]
-PII_PATTERNS: list[tuple[str, re.Pattern[str], Replacement]] = [
-    ("email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "[EMAIL]"),
-    ("url", re.compile(r"\b(?:https?://|www\.)[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]", re.IGNORECASE), "[URL]"),
+PII_RULES: list[tuple[str, str, Replacement]] = [
+    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b", "[EMAIL]"),
+    ("url", r"(?i)\b(?:https?://|www\.)[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]", "[URL]"),
     (
         "date_of_birth",
-        re.compile(rf"\b(date of birth|birth ?date|d\.?o\.?b\.?|born(?: on)?)(\s*[:\-]?\s*){DATE}", re.IGNORECASE),
+        rf"(?i)\b(date of birth|birth ?date|d\.?o\.?b\.?|born(?: on)?)(\s*[:\-]?\s*){DATE}",
         r"\1\2[DOB]",
     ),
-    ("id_number", re.compile(rf"\b({ID_LABELS})(\s*(?:#|:|no\.?)?\s*)({ID_VALUE})\b", re.IGNORECASE), r"\1\2[ID]"),
-    ("id_number", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "[ID]"),  # US social security number
+    ("id_number", rf"(?i)\b({ID_LABELS})(\s*(?:#|:|no\.?)?\s*)({ID_VALUE})\b", r"\1\2[ID]"),
+    ("id_number", r"\b\d{3}-\d{2}-\d{4}\b", "[ID]"),  # US social security number
     (
         "phone",
-        re.compile(
-            r"\b(my (?:phone |mobile |cell )?number is|phone|telephone|tel|mobile|fax|call|contact)"
-            r"(\.?\s*(?:number|no\.?)?\s*(?:on|at)?\s*[:#]?\s*)"
-            r"(\+?\(?\d[\d\s().-]{6,}\d)",
-            re.IGNORECASE,
-        ),
+        r"(?i)\b(my (?:phone |mobile |cell )?number is|phone|telephone|tel|mobile|fax|call|contact)"
+        r"(\.?\s*(?:number|no\.?)?\s*(?:on|at)?\s*[:#]?\s*)(\+?\(?\d[\d\s().-]{6,}\d)",
         r"\1\2[PHONE]",
     ),
-    ("phone", re.compile(r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?![\w-])"), enough_digits(8, "[PHONE]")),
-    ("phone", re.compile(r"(?<![\w/.-])(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w/-]|\.\d)"), "[PHONE]"),
+    ("phone", r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?![\w-])", enough_digits(8, "[PHONE]")),
+    ("phone", r"(?<![\w/.-])(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w/-]|\.\d)", "[PHONE]"),
     # National numbers with a trunk 0 (UK 07700 900123, 020 7946 0958): 10 or more digits.
-    ("phone", re.compile(r"(?<![\w.])0\d{2,4}[\s-]?\d{3,4}[\s-]?\d{3,4}(?![\w.])"), enough_digits(10, "[PHONE]")),
-    ("phone", re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[PHONE]"),  # mainland China mobile numbers
+    ("phone", r"(?<![\w.])0\d{2,4}[\s-]?\d{3,4}[\s-]?\d{3,4}(?![\w.])", enough_digits(10, "[PHONE]")),
+    ("phone", r"(?<!\d)1[3-9]\d{9}(?!\d)", "[PHONE]"),  # mainland China mobile numbers
+    ("name", r"\b(Mr|Mrs|Ms|Miss|Mx|Dr|Prof)(\.?\s+)" + NAME_WORD + rf"(?:[ \t]+{NAME_WORD})?", r"\1\2[NAME]"),
     (
         "name",
-        re.compile(r"\b(Mr|Mrs|Ms|Miss|Mx|Dr|Prof)(\.?\s+)" + NAME_WORD + rf"(?:[ \t]+{NAME_WORD})?"),
-        r"\1\2[NAME]",
-    ),
-    (
-        "name",
-        re.compile(r"((?im:^\s*name\s*:\s*|\bpatient(?:'s)? name\s*:\s*))([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){0,2})"),
+        r"((?im:^\s*name\s*:\s*|\bpatient(?:'s)? name\s*:\s*))([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){0,2})",
         r"\1[NAME]",
     ),
-    ("name", re.compile(r"\b((?i:my name is|I am called)\s+)([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)?)"), r"\1[NAME]"),
+    ("name", r"\b((?i:my name is|I am called)\s+)([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)?)", r"\1[NAME]"),
 ]
+PII_PATTERNS = [(kind, re.compile(pattern), replacement) for kind, pattern, replacement in PII_RULES]
 
 
 def scrub_text(text: str) -> tuple[str, Counter[str]]:

@@ -116,11 +116,10 @@ def present(row: dict[str, Any], name: str, label: str | None = None) -> Any:
     return row[name]
 
 
-def object_field(row: dict[str, Any], name: str, label: str | None = None) -> dict[str, Any]:
-    label = label or name
-    value = present(row, name, label)
+def object_field(row: dict[str, Any], name: str) -> dict[str, Any]:
+    value = present(row, name)
     if not isinstance(value, dict):
-        raise FieldError(label, f"expected an object, got {type_name(value)}")
+        raise FieldError(name, f"expected an object, got {type_name(value)}")
     return value
 
 
