@@ -19,12 +19,9 @@ class DataError(ValueError):
 
     def __init__(self, origin: str, reason: str, row: int | None = None, field: str | None = None) -> None:
         self.origin, self.reason, self.row, self.field = origin, reason, row, field
-        where = origin
-        if row is not None:
-            where += f" row {row}"
-        if field is not None:
-            where += f", field '{field}'"
-        super().__init__(f"{where}: {reason}")
+        at_row = "" if row is None else f" row {row}"
+        at_field = "" if field is None else f", field '{field}'"
+        super().__init__(f"{origin}{at_row}{at_field}: {reason}")
 
 
 class FieldError(Exception):
@@ -143,11 +140,10 @@ def check_messages(messages: list[dict[str, str]], label: str = "messages") -> N
     if not turns:
         raise FieldError(label, "has no user or assistant turn")
     for i, message in enumerate(turns):
-        position = i + (len(messages) - len(turns))
         expected = "user" if i % 2 == 0 else "assistant"
         if message["role"] != expected:
             raise FieldError(
-                f"{label}[{position}].role",
+                f"{label}[{i + len(messages) - len(turns)}].role",
                 f"expected '{expected}' (turns must alternate user/assistant after an optional system turn), "
                 f"got '{message['role']}'",
             )

@@ -279,9 +279,7 @@ def build_drug(inputs: dict[str, Any]) -> SyntheticCase:
     drugs = table["drugs"]
     (current, new), (for_current, for_new) = inputs["drugs"], inputs["indications"]
     age, sex, egfr = inputs["age"], inputs["sex"], inputs["egfr"]
-    pair = next((p for p in table["pairs"] if sorted(p["drugs"]) == sorted([current, new])), None)
-    if pair is None:
-        raise ValueError(f"{current} + {new} is not in the drug interaction table")
+    pair = next(p for p in table["pairs"] if sorted(p["drugs"]) == sorted([current, new]))
     severity = pair["severity"]
     label = {"severity": severity, "interaction": "none" if severity == "NONE" else " + ".join(sorted([current, new]))}
     prompt = [
