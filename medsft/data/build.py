@@ -1,8 +1,4 @@
-"""The data pipeline: read and validate every source, clean, decontaminate, length-filter, mix and split.
-
-`validate_sources(config)` needs no tokenizer, so a run reads and checks all of its data before any model is
-loaded; `build_training_data(config, tokenizer)` runs the whole pipeline and returns the splits and a report.
-"""
+"""The data pipeline: read and validate every source, clean, decontaminate, length-filter, mix and split."""
 
 from __future__ import annotations
 
