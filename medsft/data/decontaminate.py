@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medsft.data.clean import Removed, words
-from medsft.data.records import Example, all_text
+from medsft.data.records import Example
 
 NGRAM = 8
 MIN_COVERAGE = 0.7
@@ -118,7 +118,7 @@ def decontaminate(
     index = OverlapIndex(eval_texts)
     kept, removed, hits = [], [], []
     for example in examples:
-        found = index.matches(all_text(example))
+        found = index.matches("\n".join(m["content"] for m in example["messages"]))
         if not found:
             kept.append(example)
             continue

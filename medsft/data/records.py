@@ -161,7 +161,3 @@ def make_example(id: str, source: str, messages: list[dict[str, str]], meta: dic
 def user_text(example: Example) -> str:
     """The user turns only: what near-duplicate detection compares (a shared system prompt would swamp it)."""
     return "\n".join(m["content"] for m in example["messages"] if m["role"] == "user")
-
-
-def all_text(example: Example) -> str:
-    return "\n".join(m["content"] for m in example["messages"])
