@@ -1,8 +1,4 @@
-"""The data pipeline: read and validate every source, clean, decontaminate, length-filter, mix and split.
-
-`validate_sources(config)` needs no tokenizer, so a run reads and checks all of its data before any model is
-loaded; `build_training_data(config, tokenizer)` runs the whole pipeline and returns the splits and a report.
-"""
+"""The data pipeline: read and validate every source, clean, decontaminate, length-filter, mix and split."""
 
 from __future__ import annotations
 
@@ -19,7 +15,7 @@ from medsft.data.clean import (
     filter_by_length,
     scrub_pii,
 )
-from medsft.data.decontaminate import EvalText, decontaminate, indexed_items
+from medsft.data.decontaminate import decontaminate, indexed_items
 from medsft.data.dialogue_split import dialogue_split
 from medsft.data.loaders import DIALOGUE_SOURCES, load_source
 from medsft.data.mix import mix_sources, split_train_validation
@@ -39,14 +35,6 @@ def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[Loa
     if config.decontaminate:
         config_eval_texts(config)
     return sources
-
-
-def held_out_description(sources: Sequence[LoadedSource]) -> dict[str, Any]:
-    """The held-out dialogue split, for the report, when a dialogue source was read (else empty)."""
-    if not any(source.name in DIALOGUE_SOURCES for source in sources):
-        return {}
-    excluded = {source.origin: len(source.held_out) for source in sources if source.name in DIALOGUE_SOURCES}
-    return {**dialogue_split().describe(), "training_rows_excluded": excluded}
 
 
 def unique_ids(pools: Sequence[list[Example]]) -> list[list[Example]]:
@@ -72,16 +60,11 @@ def build_training_data(
     *,
     on_error: OnError = "raise",
     sources: list[LoadedSource] | None = None,
-    eval_texts: list[EvalText] | None = None,
 ) -> tuple[Any, DatasetReport]:
     """The training and validation splits (a `datasets.DatasetDict`) and the report of how they were made.
 
-    Order: PII scrubbing → optional disclaimer → exact then near duplicates (first occurrence kept, across
-    all sources) → decontamination against `config.eval_tasks` → length filter against `max_seq_length`
-    with the tokenizer's chat template → mixing by count/weight → validation split. Cleaning runs before
-    mixing so a source's `count` is met from clean rows. Pass `sources` from `validate_sources` to avoid
-    reading the data twice, and `eval_texts` to decontaminate against other evaluation data than what the
-    config's evaluation scores (`config_eval_texts`).
+    Cleaning runs before mixing so a source's `count` is met from clean rows. Pass `sources` from `validate_sources`
+    to read the data once.
     """
     from datasets import Dataset, DatasetDict
 
@@ -103,10 +86,9 @@ def build_training_data(
     removed += dropped
     rows, dropped = drop_near_duplicates(rows)
     removed += dropped
-    hits = []
+    hits, eval_texts = [], []
     if config.decontaminate:
-        if eval_texts is None:
-            eval_texts = config_eval_texts(config)
+        eval_texts = config_eval_texts(config)
         rows, dropped, hits = decontaminate(rows, eval_texts)
         removed += dropped
     lengths = chat_token_lengths(tokenizer, [row["messages"] for row in rows])
@@ -130,6 +112,8 @@ def build_training_data(
         )
         raise DataError("training data", f"no rows left after cleaning and mixing ({left}); check the sources")
 
+    excluded = {source.origin: len(source.held_out) for source in sources if source.name in DIALOGUE_SOURCES}
+    held_out = {**dialogue_split().describe(), "training_rows_excluded": excluded} if excluded else {}
     split_of = {row["id"]: "train" for row in train} | {row["id"]: "validation" for row in validation}
     reports = []
     for i, (source, allocation) in enumerate(zip(sources, allocations, strict=True)):
@@ -150,14 +134,14 @@ def build_training_data(
         )
     report = DatasetReport(
         sources=reports,
-        held_out=held_out_description(sources),
+        held_out=held_out,
         removed_rows=removed,
         skipped=[str(error) for source in sources for error in source.skipped],
         pii=dict(pii),
         pii_rows=pii_rows,
         contamination_hits=hits,
         eval_tasks=list(config.eval_tasks) if config.decontaminate else [],
-        eval_items=indexed_items(eval_texts) if config.decontaminate and eval_texts else {},
+        eval_items=indexed_items(eval_texts),
         token_lengths=[length_of[row["id"]] for row in [*train, *validation]],
         max_seq_length=config.max_seq_length,
         train_rows=len(train),

@@ -45,8 +45,6 @@ def words(text: str) -> list[str]:
     return WORD.findall(unicodedata.normalize("NFKC", text).lower())
 
 
-# PII ----------------------------------------------------------------------------------------------------
-
 MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 DATE = (
     rf"(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}"
@@ -65,61 +63,42 @@ ID_VALUE = r"[A-Z]{0,3}-?\d{4,}(?:[ -]\d{3,})*|\d{3}(?:[ -]\d{3,})+"
 
 def enough_digits(minimum: int, replacement: str) -> Callable[[re.Match[str]], str]:
     """A replacement that only fires when the match holds enough digits to be a phone number."""
-
-    def replace(match: re.Match[str]) -> str:
-        digits = sum(ch.isdigit() for ch in match.group(0))
-        return replacement if digits >= minimum else match.group(0)
-
-    return replace
+    return lambda match: replacement if sum(ch.isdigit() for ch in match.group(0)) >= minimum else match.group(0)
 
 
 # (kind, pattern, replacement). Order matters: emails and URLs hold digits that the phone patterns would
 # otherwise take. Labels (`MRN:`, `DOB:`, `Dr.`) are kept and only the value is replaced, so the text reads on.
 Replacement = str | Callable[[re.Match[str]], str]
-PII_PATTERNS: list[tuple[str, re.Pattern[str], Replacement]] = [
-    ("email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "[EMAIL]"),
-    ("url", re.compile(r"\b(?:https?://|www\.)[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]", re.IGNORECASE), "[URL]"),
+PII_RULES: list[tuple[str, str, Replacement]] = [
+    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b", "[EMAIL]"),
+    ("url", r"(?i)\b(?:https?://|www\.)[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]", "[URL]"),
     (
         "date_of_birth",
-        re.compile(rf"\b(date of birth|birth ?date|d\.?o\.?b\.?|born(?: on)?)(\s*[:\-]?\s*){DATE}", re.IGNORECASE),
+        rf"(?i)\b(date of birth|birth ?date|d\.?o\.?b\.?|born(?: on)?)(\s*[:\-]?\s*){DATE}",
         r"\1\2[DOB]",
     ),
-    (
-        "id_number",
-        re.compile(
-            rf"\b({ID_LABELS})(\s*(?:#|:|no\.?)?\s*)({ID_VALUE})\b",
-            re.IGNORECASE,
-        ),
-        r"\1\2[ID]",
-    ),
-    ("id_number", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "[ID]"),  # US social security number
+    ("id_number", rf"(?i)\b({ID_LABELS})(\s*(?:#|:|no\.?)?\s*)({ID_VALUE})\b", r"\1\2[ID]"),
+    ("id_number", r"\b\d{3}-\d{2}-\d{4}\b", "[ID]"),  # US social security number
     (
         "phone",
-        re.compile(
-            r"\b(my (?:phone |mobile |cell )?number is|phone|telephone|tel|mobile|fax|call|contact)"
-            r"(\.?\s*(?:number|no\.?)?\s*(?:on|at)?\s*[:#]?\s*)"
-            r"(\+?\(?\d[\d\s().-]{6,}\d)",
-            re.IGNORECASE,
-        ),
+        r"(?i)\b(my (?:phone |mobile |cell )?number is|phone|telephone|tel|mobile|fax|call|contact)"
+        r"(\.?\s*(?:number|no\.?)?\s*(?:on|at)?\s*[:#]?\s*)(\+?\(?\d[\d\s().-]{6,}\d)",
         r"\1\2[PHONE]",
     ),
-    ("phone", re.compile(r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?![\w-])"), enough_digits(8, "[PHONE]")),
-    ("phone", re.compile(r"(?<![\w/.-])(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w/-]|\.\d)"), "[PHONE]"),
+    ("phone", r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?![\w-])", enough_digits(8, "[PHONE]")),
+    ("phone", r"(?<![\w/.-])(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w/-]|\.\d)", "[PHONE]"),
     # National numbers with a trunk 0 (UK 07700 900123, 020 7946 0958): 10 or more digits.
-    ("phone", re.compile(r"(?<![\w.])0\d{2,4}[\s-]?\d{3,4}[\s-]?\d{3,4}(?![\w.])"), enough_digits(10, "[PHONE]")),
-    ("phone", re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[PHONE]"),  # mainland China mobile numbers
+    ("phone", r"(?<![\w.])0\d{2,4}[\s-]?\d{3,4}[\s-]?\d{3,4}(?![\w.])", enough_digits(10, "[PHONE]")),
+    ("phone", r"(?<!\d)1[3-9]\d{9}(?!\d)", "[PHONE]"),  # mainland China mobile numbers
+    ("name", r"\b(Mr|Mrs|Ms|Miss|Mx|Dr|Prof)(\.?\s+)" + NAME_WORD + rf"(?:[ \t]+{NAME_WORD})?", r"\1\2[NAME]"),
     (
         "name",
-        re.compile(r"\b(Mr|Mrs|Ms|Miss|Mx|Dr|Prof)(\.?\s+)" + NAME_WORD + rf"(?:[ \t]+{NAME_WORD})?"),
-        r"\1\2[NAME]",
-    ),
-    (
-        "name",
-        re.compile(r"((?im:^\s*name\s*:\s*|\bpatient(?:'s)? name\s*:\s*))([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){0,2})"),
+        r"((?im:^\s*name\s*:\s*|\bpatient(?:'s)? name\s*:\s*))([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+){0,2})",
         r"\1[NAME]",
     ),
-    ("name", re.compile(r"\b((?i:my name is|I am called)\s+)([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)?)"), r"\1[NAME]"),
+    ("name", r"\b((?i:my name is|I am called)\s+)([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)?)", r"\1[NAME]"),
 ]
+PII_PATTERNS = [(kind, re.compile(pattern), replacement) for kind, pattern, replacement in PII_RULES]
 
 
 def scrub_text(text: str) -> tuple[str, Counter[str]]:
@@ -143,15 +122,11 @@ def scrub_pii(examples: Sequence[Example]) -> tuple[list[Example], Counter[str],
     totals: Counter[str] = Counter()
     changed = 0
     for example in examples:
-        messages = []
-        row_counts: Counter[str] = Counter()
-        for message in example["messages"]:
-            content, counts = scrub_text(message["content"])
-            row_counts += counts
-            messages.append({**message, "content": content})
-        if row_counts:
-            changed += 1
-            totals += row_counts
+        results = [scrub_text(message["content"]) for message in example["messages"]]
+        row_counts = sum((counts for _, counts in results), Counter())
+        changed += bool(row_counts)
+        totals += row_counts
+        messages = [{**m, "content": text} for m, (text, _) in zip(example["messages"], results, strict=True)]
         scrubbed.append({**example, "messages": messages})
     return scrubbed, totals, changed
 
@@ -170,21 +145,12 @@ def add_disclaimer(examples: Sequence[Example], disclaimer: str) -> list[Example
     return out
 
 
-# Duplicates ---------------------------------------------------------------------------------------------
-
-
-def exact_key(example: Example) -> str:
-    """Roles and contents with case and whitespace normalised: rows that differ only in those are one row."""
-    turns = [(m["role"], " ".join(m["content"].lower().split())) for m in example["messages"]]
-    return json.dumps(turns, ensure_ascii=False)
-
-
 def drop_exact_duplicates(examples: Sequence[Example]) -> tuple[list[Example], list[Removed]]:
-    """Keep the first of each group of identical conversations."""
+    """Keep the first of each group of conversations equal in roles and contents up to case and whitespace."""
     first: dict[str, str] = {}
     kept, removed = [], []
     for example in examples:
-        key = exact_key(example)
+        key = json.dumps([(m["role"], " ".join(m["content"].lower().split())) for m in example["messages"]])
         if key in first:
             removed.append(Removed(example["id"], example["source"], "exact_duplicate", f"same as {first[key]}"))
         else:
@@ -203,38 +169,24 @@ def shingle_set(text: str, size: int = SHINGLE_WORDS) -> np.ndarray:
     return np.unique(np.array([zlib.crc32(" ".join(g).encode()) for g in grams], dtype=np.uint64))
 
 
-def minhash_params(permutations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random (a, b) for the universal hashes h(x) = (a*x + b) mod p, p = 2**31 - 1.
-
-    With a, b and x all below p, a*x + b stays under 2**62, so uint64 arithmetic is exact and every h is a
-    proper random map; a larger p with small a would leave small x unwrapped and bias the minimum.
-    """
-    rng = np.random.default_rng(0)
-    a = rng.integers(1, int(MERSENNE_31), size=permutations, dtype=np.uint64)
-    b = rng.integers(0, int(MERSENNE_31), size=permutations, dtype=np.uint64)
-    return a, b
-
-
 def jaccard(first: np.ndarray, second: np.ndarray) -> float:
     shared = np.intersect1d(first, second, assume_unique=True).size
     return shared / (first.size + second.size - shared)
 
 
-def drop_near_duplicates(
-    examples: Sequence[Example],
-    threshold: float = NEAR_DUPLICATE_THRESHOLD,
-    permutations: int = MINHASH_PERMUTATIONS,
-    bands: int = MINHASH_BANDS,
-) -> tuple[list[Example], list[Removed]]:
-    """Drop rows whose user turns are near-copies (Jaccard >= threshold) of an earlier kept row.
+def drop_near_duplicates(examples: Sequence[Example]) -> tuple[list[Example], list[Removed]]:
+    """Drop rows whose user turns are near-copies (Jaccard >= NEAR_DUPLICATE_THRESHOLD) of an earlier kept row.
 
     MinHash + LSH banding finds candidate pairs in near-linear time (medical-o1 has ~20k rows, too many to
     compare pairwise); each candidate is then confirmed with the exact Jaccard of the two shingle sets.
     """
-    if permutations % bands:
-        raise ValueError(f"permutations ({permutations}) must be a multiple of bands ({bands})")
-    rows = permutations // bands
-    a, b = minhash_params(permutations)
+    rows = MINHASH_PERMUTATIONS // MINHASH_BANDS
+    # Universal hashes h(x) = (a*x + b) mod p, p = 2**31 - 1: with a, b and x all below p, a*x + b stays under
+    # 2**62, so uint64 arithmetic is exact and every h is a proper random map; a larger p with small a would
+    # leave small x unwrapped and bias the minimum.
+    rng = np.random.default_rng(0)
+    a = rng.integers(1, int(MERSENNE_31), size=MINHASH_PERMUTATIONS, dtype=np.uint64)
+    b = rng.integers(0, int(MERSENNE_31), size=MINHASH_PERMUTATIONS, dtype=np.uint64)
     buckets: dict[tuple[int, bytes], list[int]] = {}
     kept_shingles: list[np.ndarray] = []
     kept, removed = [], []
@@ -246,12 +198,12 @@ def drop_near_duplicates(
             continue
         values = shingles % MERSENNE_31
         signature = ((a[:, None] * values[None, :] + b[:, None]) % MERSENNE_31).min(axis=1)
-        keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
+        keys = [(band, signature[band * rows : (band + 1) * rows].tobytes()) for band in range(MINHASH_BANDS)]
         candidates = sorted({index for key in keys for index in buckets.get(key, ())})
-        match = next((i for i in candidates if jaccard(shingles, kept_shingles[i]) >= threshold), None)
+        similar = ((i, jaccard(shingles, kept_shingles[i])) for i in candidates)
+        match = next(((i, share) for i, share in similar if share >= NEAR_DUPLICATE_THRESHOLD), None)
         if match is not None:
-            similarity = jaccard(shingles, kept_shingles[match])
-            reason = f"prompt {similarity:.0%} similar to {kept[match]['id']}"
+            reason = f"prompt {match[1]:.0%} similar to {kept[match[0]]['id']}"
             removed.append(Removed(example["id"], example["source"], "near_duplicate", reason))
             continue
         for key in keys:
@@ -259,9 +211,6 @@ def drop_near_duplicates(
         kept.append(example)
         kept_shingles.append(shingles)
     return kept, removed
-
-
-# Length -------------------------------------------------------------------------------------------------
 
 
 def filter_by_length(

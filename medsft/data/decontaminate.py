@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medsft.data.clean import Removed, words
-from medsft.data.records import Example, all_text
+from medsft.data.records import Example
 
 NGRAM = 8
 MIN_COVERAGE = 0.7
@@ -52,16 +52,15 @@ class Contamination:
 class OverlapIndex:
     """The distinct n-grams of every evaluation text, hashed, for fast coverage queries."""
 
-    def __init__(self, texts: Iterable[EvalText], n: int = NGRAM, min_coverage: float = MIN_COVERAGE) -> None:
-        self.n, self.min_coverage = n, min_coverage
+    def __init__(self, texts: Iterable[EvalText]) -> None:
         self.vocab: dict[str, int] = {}  # id 0 is "a word no evaluation text has": it can never match
-        self.powers = HASH_MULTIPLIER ** np.arange(n, dtype=np.uint64)
+        self.powers = HASH_MULTIPLIER ** np.arange(NGRAM, dtype=np.uint64)
         self.texts: list[EvalText] = []
         self.sizes: list[int] = []
         owners: dict[int, list[int]] = {}
         for text in texts:
             tokens = words(text.text)
-            if len(tokens) < n:
+            if len(tokens) < NGRAM:
                 continue
             ids = np.array([self.vocab.setdefault(w, len(self.vocab) + 1) for w in tokens], dtype=np.uint64)
             grams = self.hashes(ids)
@@ -87,16 +86,16 @@ class OverlapIndex:
 
     def hashes(self, ids: np.ndarray) -> np.ndarray:
         """Distinct hashes of the n-grams made only of known words (uint64 arithmetic wraps by design)."""
-        if ids.size < self.n:
+        if ids.size < NGRAM:
             return np.zeros(0, dtype=np.uint64)
-        windows = np.lib.stride_tricks.sliding_window_view(ids, self.n)
+        windows = np.lib.stride_tricks.sliding_window_view(ids, NGRAM)
         known = (windows != 0).all(axis=1)
         with np.errstate(over="ignore"):
             values = (windows[known] * self.powers).sum(axis=1, dtype=np.uint64)
         return np.unique(values)
 
     def matches(self, text: str) -> list[tuple[EvalText, float]]:
-        """Evaluation texts that `text` covers to at least `min_coverage`, with their coverage."""
+        """Evaluation texts that `text` covers to at least MIN_COVERAGE, with their coverage."""
         if not self.texts:
             return []
         ids = np.array([self.vocab.get(w, 0) for w in words(text)], dtype=np.uint64)
@@ -108,35 +107,29 @@ class OverlapIndex:
         counts: Counter[int] = Counter(owner for gram in shared.tolist() for owner in self.owners[gram])
         found = [(self.texts[i], count / self.sizes[i]) for i, count in counts.items() if self.sizes[i]]
         return sorted(
-            [(t, c) for t, c in found if c >= self.min_coverage], key=lambda pair: (-pair[1], pair[0].task, pair[0].id)
+            [(t, c) for t, c in found if c >= MIN_COVERAGE], key=lambda pair: (-pair[1], pair[0].task, pair[0].id)
         )
 
 
 def decontaminate(
-    examples: Sequence[Example],
-    eval_texts: Iterable[EvalText],
-    n: int = NGRAM,
-    min_coverage: float = MIN_COVERAGE,
+    examples: Sequence[Example], eval_texts: Iterable[EvalText]
 ) -> tuple[list[Example], list[Removed], list[Contamination]]:
     """(kept rows, removed rows, every contamination found). A row is dropped once, however many hits."""
-    index = OverlapIndex(eval_texts, n, min_coverage)
+    index = OverlapIndex(eval_texts)
     kept, removed, hits = [], [], []
     for example in examples:
-        found = index.matches(all_text(example))
+        found = index.matches("\n".join(m["content"] for m in example["messages"]))
         if not found:
             kept.append(example)
             continue
         for text, coverage in found:
             hits.append(Contamination(example["id"], example["source"], text.task, text.id, text.part, coverage))
         text, coverage = found[0]
-        reason = f"holds {coverage:.0%} of the {n}-grams of {text.task} test {text.part} {text.id}"
+        reason = f"holds {coverage:.0%} of the {NGRAM}-grams of {text.task} test {text.part} {text.id}"
         removed.append(Removed(example["id"], example["source"], "contaminated", reason))
     return kept, removed, hits
 
 
 def indexed_items(texts: Iterable[EvalText]) -> dict[str, int]:
     """How many evaluation items of each task were indexed (an item may have several texts)."""
-    ids: dict[str, set[str]] = {}
-    for text in texts:
-        ids.setdefault(text.task, set()).add(text.id)
-    return {task: len(found) for task, found in ids.items()}
+    return dict(Counter(task for task, _ in dict.fromkeys((text.task, text.id) for text in texts)))

@@ -22,7 +22,6 @@ from medsft.data.records import Example
 class Allocation:
     """What one source was asked for and what it gave."""
 
-    name: str
     available: int
     requested: int | None
     taken: int
@@ -52,8 +51,7 @@ def allocate(specs: Sequence[DataSource], available: Sequence[int], train_rows: 
         if train_rows is not None:
             budget = max(train_rows - sum(counts), 0)
         else:
-            total_weight = sum(weights)
-            budget = min(math.floor(available[i] * total_weight / w) for i, w in zip(weighted, weights, strict=True))
+            budget = min(math.floor(available[i] * sum(weights) / w) for i, w in zip(weighted, weights, strict=True))
         # Sources that run short give their unfilled share to the others, in proportion to their weights.
         remaining = list(weighted)
         while remaining and budget > 0:
@@ -86,7 +84,7 @@ def mix_sources(
         tagged = tagged[:train_rows]
     taken = [sum(1 for pool, _ in tagged if pool == i) for i in range(len(pools))]
     allocations = [
-        Allocation(spec.name, len(rows), spec.count if spec.weight is None else count, n)
+        Allocation(len(rows), spec.count if spec.weight is None else count, n)
         for (spec, rows), count, n in zip(pools, counts, taken, strict=True)
     ]
     return [row for _, row in tagged], allocations
@@ -104,24 +102,18 @@ def split_train_validation(
     """
     if not 0 <= fraction < 1:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
-    total = len(rows)
-    wanted = round(total * fraction)
-    if fraction > 0 and wanted == 0 and total >= 2:
-        wanted = 1
+    wanted = max(round(len(rows) * fraction), 1 if fraction > 0 and len(rows) >= 2 else 0)
     groups: dict[str, list[int]] = {}
     for index, row in enumerate(rows):
         groups.setdefault(row["source"], []).append(index)
-    names = list(groups)
-    quotas = largest_remainder(wanted, [len(groups[name]) for name in names])
+    quotas = largest_remainder(wanted, [len(indices) for indices in groups.values()])
     held_out: set[int] = set()
-    for name, quota in zip(names, quotas, strict=True):
+    for (name, indices), quota in zip(groups.items(), quotas, strict=True):
         draw = random.Random(f"medsft-split:{seed}:{name}")
         if fold is None:
-            held_out.update(draw.sample(groups[name], quota))
+            held_out.update(draw.sample(indices, quota))
         else:
-            order = list(groups[name])
-            draw.shuffle(order)
-            held_out.update(order[fold :: round(1 / fraction)])
+            draw.shuffle(indices)
+            held_out.update(indices[fold :: round(1 / fraction)])
     train = [row for i, row in enumerate(rows) if i not in held_out]
-    validation = [row for i, row in enumerate(rows) if i in held_out]
-    return train, validation
+    return train, [row for i, row in enumerate(rows) if i in held_out]

@@ -19,12 +19,9 @@ class DataError(ValueError):
 
     def __init__(self, origin: str, reason: str, row: int | None = None, field: str | None = None) -> None:
         self.origin, self.reason, self.row, self.field = origin, reason, row, field
-        where = origin
-        if row is not None:
-            where += f" row {row}"
-        if field is not None:
-            where += f", field '{field}'"
-        super().__init__(f"{where}: {reason}")
+        at_row = "" if row is None else f" row {row}"
+        at_field = "" if field is None else f", field '{field}'"
+        super().__init__(f"{origin}{at_row}{at_field}: {reason}")
 
 
 class FieldError(Exception):
@@ -47,10 +44,6 @@ class MultipleChoiceItem:
     context: str | None = None
 
     @property
-    def letters(self) -> list[str]:
-        return list(LETTERS[: len(self.choices)])
-
-    @property
     def answer_letter(self) -> str:
         return LETTERS[self.answer]
 
@@ -71,21 +64,19 @@ class LoadedSource:
     held_out: list[Any] = field(default_factory=list)
 
 
+# JSON-flavoured type names, because users read these messages against their JSON files (bool before number).
+JSON_TYPES = {
+    "null": type(None),
+    "boolean": bool,
+    "number": (int, float),
+    "string": str,
+    "array": (list, tuple),
+    "object": dict,
+}
+
+
 def type_name(value: Any) -> str:
-    """JSON-flavoured type names, because users read these messages against their JSON files."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next((name for name, types in JSON_TYPES.items() if isinstance(value, types)), type(value).__name__)
 
 
 def require_object(raw: Any) -> dict[str, Any]:
@@ -122,11 +113,10 @@ def present(row: dict[str, Any], name: str, label: str | None = None) -> Any:
     return row[name]
 
 
-def object_field(row: dict[str, Any], name: str, label: str | None = None) -> dict[str, Any]:
-    label = label or name
-    value = present(row, name, label)
+def object_field(row: dict[str, Any], name: str) -> dict[str, Any]:
+    value = present(row, name)
     if not isinstance(value, dict):
-        raise FieldError(label, f"expected an object, got {type_name(value)}")
+        raise FieldError(name, f"expected an object, got {type_name(value)}")
     return value
 
 
@@ -150,11 +140,10 @@ def check_messages(messages: list[dict[str, str]], label: str = "messages") -> N
     if not turns:
         raise FieldError(label, "has no user or assistant turn")
     for i, message in enumerate(turns):
-        position = i + (len(messages) - len(turns))
         expected = "user" if i % 2 == 0 else "assistant"
         if message["role"] != expected:
             raise FieldError(
-                f"{label}[{position}].role",
+                f"{label}[{i + len(messages) - len(turns)}].role",
                 f"expected '{expected}' (turns must alternate user/assistant after an optional system turn), "
                 f"got '{message['role']}'",
             )
@@ -172,7 +161,3 @@ def make_example(id: str, source: str, messages: list[dict[str, str]], meta: dic
 def user_text(example: Example) -> str:
     """The user turns only: what near-duplicate detection compares (a shared system prompt would swamp it)."""
     return "\n".join(m["content"] for m in example["messages"] if m["role"] == "user")
-
-
-def all_text(example: Example) -> str:
-    return "\n".join(m["content"] for m in example["messages"])

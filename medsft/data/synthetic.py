@@ -2,9 +2,7 @@
 
 A seeded `random.Random` picks only the inputs; the label is computed from `facts/*.json`, never sampled, so every
 case can be scored, and `parse_synthetic_answer` reads the answer's `Risk level:`/`Severity:`/`Urgency:` lines back.
-Two test sets training cannot emit: in-distribution (`synthetic_eval_cases`: one case in ten, by a hash of its
-content, is reserved) and out-of-distribution (`synthetic_ood_cases`: only the `HELD_OUT` clusters, lab tests, drug
-pairs and phrasings). A pair's severity can only be memorised, so held-out pairs state their mechanism and effect.
+The in-distribution and out-of-distribution (`HELD_OUT`) test sets: docs/data.md.
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import random
 import re
 from collections.abc import Mapping
@@ -102,17 +101,12 @@ def is_reserved_for_eval(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % EVAL_RESERVED_ONE_IN == 0
 
 
-def generate_cases(
-    n: int, seed: int = 0, domains: tuple[str, ...] = DOMAINS, *, for_eval: bool = False, ood: bool = False
-) -> list[SyntheticCase]:
+def generate_cases(n: int, seed: int = 0, *, for_eval: bool = False, ood: bool = False) -> list[SyntheticCase]:
     """`n` distinct cases, domains in rotation. A prefix of a longer run with the same seed is a shorter run.
 
     `for_eval` draws the reserved in-distribution test cases; `ood` draws from the held-out clusters, tests,
     pairs and phrasings only (which no other call ever emits, so no reservation is needed there).
     """
-    unknown = [d for d in domains if d not in BUILDERS]
-    if unknown:
-        raise ValueError(f"unknown synthetic domain '{unknown[0]}'; choose from {', '.join(DOMAINS)}")
     split = "ood" if ood else "eval" if for_eval else "train"
     rng = random.Random(f"medsft-synthetic:{split}:{seed}")
     cases: list[SyntheticCase] = []
@@ -122,7 +116,7 @@ def generate_cases(
         attempts += 1
         if attempts > 200 * (n + 10):
             raise RuntimeError(f"could not draw {n} distinct synthetic cases; the fact tables are too small")
-        domain = domains[len(cases) % len(domains)]
+        domain = DOMAINS[len(cases) % len(DOMAINS)]
         sample, build = BUILDERS[domain]
         inputs = sample(rng, ood)
         key = case_key(domain, inputs)
@@ -153,18 +147,12 @@ def draw_template(rng: random.Random, domain: str, ood: bool) -> int:
     return TRAIN_TEMPLATES[domain] + rng.randrange(OOD_TEMPLATES) if ood else rng.randrange(TRAIN_TEMPLATES[domain])
 
 
-# Helpers ------------------------------------------------------------------------------------------------
-
-
 def join_words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
-
-
-# Triage -------------------------------------------------------------------------------------------------
 
 
 def sample_triage(rng: random.Random, ood: bool = False) -> dict[str, Any]:
@@ -201,12 +189,8 @@ def sample_triage(rng: random.Random, ood: bool = False) -> dict[str, Any]:
 
 def red_vital_hits(vitals: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The NEWS2-style single-parameter limits that these vital signs reach."""
-    hits = []
-    for rule in facts("triage")["red_vitals"]:
-        value = vitals[rule["vital"]]
-        if (rule["op"] == ">=" and value >= rule["limit"]) or (rule["op"] == "<=" and value <= rule["limit"]):
-            hits.append(rule)
-    return hits
+    compare = {">=": operator.ge, "<=": operator.le}
+    return [rule for rule in facts("triage")["red_vitals"] if compare[rule["op"]](vitals[rule["vital"]], rule["limit"])]
 
 
 def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
@@ -227,12 +211,8 @@ def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
         risk, why = "MEDIUM", f"a low-risk presentation, but age {age} ({older} or over) raises it to MEDIUM."
     else:
         risk, why = "LOW", f"a low-risk presentation, no red flags and age under {older}: LOW."
-    leading = cluster["differential"][0]
-    if flags:
-        leading = flags[0]["suggests"]
-    elif hits:
-        vital_flags = [f for f in cluster["red_flags"] if f.get("vital") in {h["vital"] for h in hits}]
-        leading = vital_flags[0]["suggests"] if vital_flags else leading
+    vital_flags = [f for f in cluster["red_flags"] if f.get("vital") in {h["vital"] for h in hits}]
+    leading = (flags or vital_flags)[0]["suggests"] if flags or vital_flags else cluster["differential"][0]
     differential = [leading] + [d for d in cluster["differential"] if d != leading][:2]
     symptoms = join_words(inputs["symptoms"])
     vitals = (
@@ -253,18 +233,12 @@ def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
         f"observations: {vitals}. How risky is this (LOW / MEDIUM / HIGH), and what could it be?",
     ][inputs["template"]]
     brief = f"HR {v['hr']}, SBP {v['sbp']}, RR {v['rr']}, SpO2 {v['spo2']}%"
-    if hits:
-        side = {">=": "at or above", "<=": "at or below"}
-        reached = "; ".join(f"{VITAL_NAMES[h['vital']]} {v[h['vital']]} is {side[h['op']]} {h['limit']}" for h in hits)
-        step2 = f"2. Vital signs: {brief}; {reached}, a red flag."
-    else:
-        step2 = f"2. Vital signs: {brief}; none at a red-flag limit."
-    if flags:
-        found = "; ".join(f"{f['finding']} ({f['label']}) suggests {f['suggests']}" for f in flags)
-        step3 = f"3. Red flags: {found}."
-    else:
-        checked = ", ".join(f["label"] for f in cluster["red_flags"] if "finding" in f)
-        step3 = f"3. Red flags: none reported (checked: {checked})."
+    side = {">=": "at or above", "<=": "at or below"}
+    reached = "; ".join(f"{VITAL_NAMES[h['vital']]} {v[h['vital']]} is {side[h['op']]} {h['limit']}" for h in hits)
+    step2 = f"2. Vital signs: {brief}; " + (f"{reached}, a red flag." if hits else "none at a red-flag limit.")
+    found = "; ".join(f"{f['finding']} ({f['label']}) suggests {f['suggests']}" for f in flags)
+    checked = ", ".join(f["label"] for f in cluster["red_flags"] if "finding" in f)
+    step3 = "3. Red flags: " + (f"{found}." if flags else f"none reported (checked: {checked}).")
     lead = "must be excluded first" if flags or hits else "is most likely"
     step4 = f"4. Differential: {differential[0]} {lead}; also consider {differential[1]} and {differential[2]}."
     step1 = f"1. Summary: {age}-year-old {sex}, {cluster['core']} for {duration}."
@@ -275,9 +249,6 @@ def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
     )
     expected = {"risk": risk, "diagnosis": differential[0]}
     return SyntheticCase("triage", inputs, prompt, steps, answer, expected, risk)
-
-
-# Drug interactions --------------------------------------------------------------------------------------
 
 
 def sample_drug(rng: random.Random, ood: bool = False) -> dict[str, Any]:
@@ -308,9 +279,7 @@ def build_drug(inputs: dict[str, Any]) -> SyntheticCase:
     drugs = table["drugs"]
     (current, new), (for_current, for_new) = inputs["drugs"], inputs["indications"]
     age, sex, egfr = inputs["age"], inputs["sex"], inputs["egfr"]
-    pair = next((p for p in table["pairs"] if sorted(p["drugs"]) == sorted([current, new])), None)
-    if pair is None:
-        raise ValueError(f"{current} + {new} is not in the drug interaction table")
+    pair = next(p for p in table["pairs"] if sorted(p["drugs"]) == sorted([current, new]))
     severity = pair["severity"]
     label = {"severity": severity, "interaction": "none" if severity == "NONE" else " + ".join(sorted([current, new]))}
     prompt = [
@@ -347,20 +316,14 @@ def build_drug(inputs: dict[str, Any]) -> SyntheticCase:
         f"4. Patient factors: {'; '.join(factors)}.",
         f"5. Severity: {severity}, {table['severities'][severity]}. Management: {pair['management']}.",
     )
-    if severity == "NONE":
-        interaction = f"none expected between {current} and {new}"
-    else:
-        interaction = f"{current} + {new}: {pair['effect']}"
+    none = severity == "NONE"
+    interaction = f"none expected between {current} and {new}" if none else f"{current} + {new}: {pair['effect']}"
     answer = f"Interaction: {interaction}\nSeverity: {severity}\nManagement: {capitalise(pair['management'])}."
     return SyntheticCase("drug_interaction", inputs, prompt, steps, answer, label, severity)
 
 
-# Lab interpretation -------------------------------------------------------------------------------------
-
-
 def reference_range(test: Mapping[str, Any], sex: str) -> tuple[float, float]:
-    ranges = test["range"]
-    low, high = ranges[sex] if isinstance(ranges, dict) else ranges
+    low, high = test["range"][sex] if isinstance(test["range"], dict) else test["range"]
     return low, high
 
 
@@ -401,8 +364,9 @@ def draw_value(rng: random.Random, test: Mapping[str, Any], sex: str, status: st
 
 def critical_directions(test: Mapping[str, Any]) -> list[str]:
     limits = test["critical"] or (None, None)
-    directions = zip(("low", "high"), limits, strict=True)
-    return [d for d, limit in directions if limit is not None and d in test["directions"]]
+    return [
+        d for d, limit in zip(("low", "high"), limits, strict=True) if limit is not None and d in test["directions"]
+    ]
 
 
 def lab_panels(ood: bool) -> dict[str, list[str]]:
@@ -419,8 +383,7 @@ def critical_note(key: str) -> str:
     limits = facts("lab_tests")["tests"][key]["critical"]
     if key not in HELD_OUT["lab_tests"] or not limits:
         return ""
-    sides = zip(("below", "above"), limits, strict=True)
-    parts = [f"{side} {limit}" for side, limit in sides if limit is not None]
+    parts = [f"{side} {limit}" for side, limit in zip(("below", "above"), limits, strict=True) if limit is not None]
     return f" [critical {' or '.join(parts)}]"
 
 
@@ -510,10 +473,8 @@ def build_lab(inputs: dict[str, Any]) -> SyntheticCase:
     steps = (
         f"1. Context: {panel} for a {age}-year-old {sex}, read against adult reference ranges{note}.",
         f"2. Comparison: {compared}.",
-        "3. Critical limits: " + ("; ".join(criticals) if criticals else "no value crosses a critical limit") + ".",
-        "4. Interpretation: "
-        + (". ".join(meanings) if meanings else "all results are within their reference ranges")
-        + ".",
+        f"3. Critical limits: {'; '.join(criticals) or 'no value crosses a critical limit'}.",
+        f"4. Interpretation: {'. '.join(meanings) or 'all results are within their reference ranges'}.",
         step5,
     )
     advice = table["advice"][urgency]
@@ -527,9 +488,6 @@ BUILDERS = {
     "drug_interaction": (sample_drug, build_drug),
     "lab_interpretation": (sample_lab, build_lab),
 }
-
-
-# Labels and parsing -------------------------------------------------------------------------------------
 
 
 def expected_label(case: SyntheticCase | Mapping[str, Any]) -> dict[str, str]:
@@ -551,21 +509,14 @@ def answer_line(text: str, label: str) -> str | None:
 
 
 def first_word(value: str | None, allowed: tuple[str, ...]) -> str | None:
-    if value is None:
-        return None
-    match = re.match(r"[A-Za-z]+", value)
-    word = match.group(0).upper() if match else ""
-    return word if word in allowed else None
+    match = re.match(r"[A-Za-z]+", value or "")
+    return match.group(0).upper() if match and match.group(0).upper() in allowed else None
 
 
 def canonical_flags(value: str) -> str:
     """`Sodium LOW; Glucose HIGH` in any order or separator → sorted `Glucose HIGH; Sodium LOW` (or `none`)."""
-    items = []
-    for part in re.split(r"[;,]", value):
-        match = re.match(r"\s*(.+?)\s+(LOW|HIGH)\b", part.strip(), re.IGNORECASE)
-        if match:
-            items.append(f"{match.group(1).strip()} {match.group(2).upper()}")
-    return "; ".join(sorted(items)) or "none"
+    found = (re.match(r"\s*(.+?)\s+(LOW|HIGH)\b", part.strip(), re.IGNORECASE) for part in re.split(r"[;,]", value))
+    return "; ".join(sorted(f"{m.group(1).strip()} {m.group(2).upper()}" for m in found if m)) or "none"
 
 
 def parse_synthetic_answer(domain: str, text: str) -> dict[str, str]:
