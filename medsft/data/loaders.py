@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,13 +68,9 @@ T = TypeVar("T")
 Rows = Iterable[tuple[int, Any]]
 
 
-# Reading -----------------------------------------------------------------------------------------------
-
-
 def sample_path(name: str) -> Path:
     """A bundled sample file by name, with or without its suffix (`medqa_hf` or `medqa_hf.jsonl`)."""
-    candidates = [SAMPLES_DIR / name] + [SAMPLES_DIR / f"{name}{suffix}" for suffix in FILE_SUFFIXES]
-    for candidate in candidates:
+    for candidate in [SAMPLES_DIR / name, *(SAMPLES_DIR / f"{name}{suffix}" for suffix in FILE_SUFFIXES)]:
         if candidate.is_file():
             return candidate
     known = ", ".join(sorted(p.stem for p in SAMPLES_DIR.glob("*.jsonl")))
@@ -105,35 +101,20 @@ def resolve_file(path: str | None, default: str) -> Path | None:
     return None
 
 
-def file_origin(local: Path) -> str:
-    """How messages name a file: carried files by their path under benchmarks/ (`medqa/test.jsonl`)."""
-    try:
-        return local.resolve().relative_to(BENCHMARKS_DIR).as_posix()
-    except ValueError:
-        return local.name
-
-
-def open_rows(path: str | None, default: str, subset: str | None = None, split: str = "train") -> tuple[str, Rows]:
-    """Resolve a source path and return (origin for messages, iterator of (row number, raw row))."""
-    local = resolve_file(path, default)
-    if local is not None:
-        return file_origin(local), read_file(local)
-    path = default if path is None else path
-    if path.count("/") != 1:
-        raise DataError(path, "not an existing file and not a hub dataset id like 'GBaker/MedQA-USMLE-4-options'")
-    origin = f"{path}{f'/{subset}' if subset else ''}[{split}]"
-    return origin, read_hub(path, subset, split, origin)
-
-
 def read_file(path: Path) -> Rows:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return read_jsonl(path.read_bytes())
     if suffix == ".json":
         return read_json_rows(path)
-    if suffix == ".parquet":
-        return read_parquet(path)
-    raise DataError(path.name, f"unsupported file type '{suffix}'; use {', '.join(FILE_SUFFIXES)}")
+    if suffix != ".parquet":
+        raise DataError(path.name, f"unsupported file type '{suffix}'; use {', '.join(FILE_SUFFIXES)}")
+    import pyarrow.parquet
+
+    try:
+        return enumerate(pyarrow.parquet.read_table(path).to_pylist(), start=1)
+    except (pyarrow.ArrowException, OSError) as err:
+        raise DataError(path.name, f"not a readable Parquet file ({err})") from None
 
 
 def read_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
@@ -173,34 +154,9 @@ def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
     if isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values()):
         return ((number, {**row, KEY_FIELD: key}) for number, (key, row) in enumerate(value.items(), start=1))
     if not isinstance(value, list):
-        raise DataError(
-            path.name,
-            f"expected a JSON array of objects, an object of objects keyed by id, or JSON Lines, "
-            f"got {type_name(value)}",
-        )
-    return iter(enumerate(value, start=1))
-
-
-def read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
-    import pyarrow
-    import pyarrow.parquet
-
-    try:
-        rows = pyarrow.parquet.read_table(path).to_pylist()
-    except (pyarrow.ArrowException, OSError) as err:
-        raise DataError(path.name, f"not a readable Parquet file ({err})") from None
-    return iter(enumerate(rows, start=1))
-
-
-def read_hub(path: str, subset: str | None, split: str, origin: str) -> Iterator[tuple[int, Any]]:
-    """Rows of a hub dataset (needs network or a warm `datasets` cache)."""
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(path, subset, split=split)
-    except Exception as err:  # noqa: BLE001 - hub failures come in many types; all mean "could not load"
-        raise DataError(origin, f"could not load from the Hugging Face hub ({type(err).__name__}: {err})") from err
-    return iter(enumerate(dataset, start=1))
+        kinds = "a JSON array of objects, an object of objects keyed by id, or JSON Lines"
+        raise DataError(path.name, f"expected {kinds}, got {type_name(value)}")
+    return enumerate(value, start=1)
 
 
 def convert_rows(
@@ -228,12 +184,37 @@ def convert_rows(
     return converted, skipped
 
 
-def row_tag(origin: str) -> str:
-    """A short, stable tag for example ids: the file stem or the hub subset/split."""
-    return Path(origin.split("[")[0]).stem or origin
+def load_rows(
+    path: str | None,
+    default: str,
+    convert: Callable[[dict[str, Any], int, str], T],
+    subset: str | None = None,
+    split: str = "train",
+    on_error: OnError = "raise",
+) -> tuple[str, list[T], list[DataError]]:
+    """(origin for messages, converted rows, skipped rows) of a source path (`resolve_file`) or a hub id; `convert`
+    gets each row, its number and a short stable tag for ids (the file stem, or the hub subset or name)."""
+    local = resolve_file(path, default)
+    path = default if path is None else path
+    if local is not None:
+        try:  # carried files are named by their path under benchmarks/ (`medqa/test.jsonl`)
+            origin = local.resolve().relative_to(BENCHMARKS_DIR).as_posix()
+        except ValueError:
+            origin = local.name
+        rows = read_file(local)
+    elif path.count("/") != 1:
+        raise DataError(path, "not an existing file and not a hub dataset id like 'GBaker/MedQA-USMLE-4-options'")
+    else:  # needs network or a warm `datasets` cache
+        import datasets
 
-
-# Formats -----------------------------------------------------------------------------------------------
+        origin = f"{path}{f'/{subset}' if subset else ''}[{split}]"
+        try:
+            rows = enumerate(datasets.load_dataset(path, subset, split=split), start=1)
+        except Exception as err:  # noqa: BLE001 - hub failures come in many types; all mean "could not load"
+            raise DataError(origin, f"could not load from the Hugging Face hub ({type(err).__name__}: {err})") from err
+    tag = Path(origin.split("[")[0]).stem or origin
+    converted, skipped = convert_rows(origin, rows, lambda row, number: convert(row, number, tag), on_error)
+    return origin, converted, skipped
 
 
 def medical_o1_example(row: dict[str, Any], number: int, tag: str) -> Example:
@@ -283,7 +264,8 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
     )
 
 
-def format_options(choices: list[str]) -> str:
+def format_options(choices: Sequence[str]) -> str:
+    """`A. first\nB. second...`: the lettered options of lm-eval's MedQA, MedMCQA and MMLU prompts."""
     return "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
 
 
@@ -369,7 +351,7 @@ def stratified_test_indices(labels: list[str], test_size: int, seed: int = PUBME
     by_label: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
         by_label.setdefault(label, []).append(index)
-    exact = {label: test_size * len(rows) / len(labels) for label, rows in by_label.items()} if labels else {}
+    exact = {label: test_size * len(rows) / len(labels) for label, rows in by_label.items()}
     quotas = {label: int(share) for label, share in exact.items()}
     leftover = test_size - sum(quotas.values())
     for label in sorted(exact, key=lambda lab: (-(exact[lab] - quotas[lab]), lab))[:leftover]:
@@ -377,9 +359,8 @@ def stratified_test_indices(labels: list[str], test_size: int, seed: int = PUBME
     rng = random.Random(seed)
     chosen: list[int] = []
     for label in sorted(by_label):
-        rows = list(by_label[label])
-        rng.shuffle(rows)
-        chosen.extend(rows[: quotas[label]])
+        rng.shuffle(by_label[label])
+        chosen.extend(by_label[label][: quotas[label]])
     return sorted(chosen)
 
 
@@ -401,18 +382,17 @@ def split_pubmedqa(
     of them (the self-written sample) is split label-stratified with seed 0 instead, in row order.
     """
     official = official_pubmedqa_test()
-    if any(r.get("pubid") in official for r in records):
-        for r in records:
-            expected = official.get(r.get("pubid") or "")
-            if expected is not None and r["decision"] != expected:
+    test = [r for r in records if r.get("pubid") in official]
+    if test:
+        for r in test:
+            if r["decision"] != official[r["pubid"]]:
                 raise DataError(
                     origin,
                     f"PMID {r['pubid']}: final_decision '{r['decision']}' differs from the official test "
-                    f"label '{expected}' (pubmedqa test_ground_truth.json)",
+                    f"label '{official[r['pubid']]}' (pubmedqa test_ground_truth.json)",
                 )
         order = {pmid: i for i, pmid in enumerate(official)}
-        test = sorted((r for r in records if r.get("pubid") in official), key=lambda r: order[r["pubid"]])
-        return [r for r in records if r.get("pubid") not in official], test
+        return [r for r in records if r.get("pubid") not in official], sorted(test, key=lambda r: order[r["pubid"]])
     # Without the official PMIDs: 500 for a 1000-row file; for a smaller one half (rounded down).
     test_size = min(PUBMEDQA_TEST_SIZE, len(records) // 2)
     test_rows = set(stratified_test_indices([r["decision"] for r in records], test_size))
@@ -461,23 +441,6 @@ def messages_example(row: dict[str, Any], number: int, tag: str) -> Example:
         raise FieldError((err.field or name).replace("messages", name, 1), err.reason) from None
 
 
-# Loaders -----------------------------------------------------------------------------------------------
-
-
-def load_rows(
-    name: str,
-    path: str | None,
-    convert: Callable[[dict[str, Any], int, str], T],
-    subset: str | None,
-    split: str,
-    on_error: OnError,
-) -> tuple[str, list[T], list[DataError]]:
-    origin, rows = open_rows(path, DEFAULT_SOURCES[name], subset, split)
-    tag = row_tag(origin)
-    converted, skipped = convert_rows(origin, rows, lambda row, number: convert(row, number, tag), on_error)
-    return origin, converted, skipped
-
-
 # Dialogue sources: every file they read loses the rows that repeat a held-out ChatDoctor test dialogue.
 DIALOGUE_SOURCES = ("instructions", "messages")
 
@@ -490,7 +453,7 @@ def row_loader(
     def load(
         path: str | None = None, subset: str | None = default_subset, split: str = "train", on_error: OnError = "raise"
     ) -> LoadedSource:
-        origin, examples, skipped = load_rows(name, path, convert, subset, split, on_error)
+        origin, examples, skipped = load_rows(path, DEFAULT_SOURCES[name], convert, subset, split, on_error)
         held_out = []
         if name in DIALOGUE_SOURCES:
             examples, held_out = exclude_held_out(examples)
@@ -510,7 +473,7 @@ def load_medqa(
 ) -> LoadedSource:
     """MedQA for training. With no path the carried official dev split (1,272; no question shared with the
     test split); with the hub, `GBaker/MedQA-USMLE-4-options` split `train` (10,178)."""
-    origin, items, skipped = load_rows("medqa", path, parse_medqa, subset, split, on_error)
+    origin, items, skipped = load_rows(path, DEFAULT_SOURCES["medqa"], parse_medqa, subset, split, on_error)
     return LoadedSource("medqa", origin, [medqa_example(item) for item in items], skipped)
 
 
@@ -523,7 +486,7 @@ def load_pubmedqa(
 ) -> LoadedSource:
     """PubMedQA for training: every row except the test split evaluation uses (`split_pubmedqa`). With no path,
     the 500 labelled items of the carried `ori_pqal.json` outside the official test split."""
-    origin, records, skipped = load_rows("pubmedqa", path, parse_pubmedqa, subset, split, on_error)
+    origin, records, skipped = load_rows(path, DEFAULT_SOURCES["pubmedqa"], parse_pubmedqa, subset, split, on_error)
     if subset in PUBMEDQA_SPLIT_SUBSETS:
         records, test = split_pubmedqa(records, origin)
         if not records:

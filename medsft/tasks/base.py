@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medsft.data.loaders import format_options
 from medsft.data.records import LETTERS, MultipleChoiceItem, OnError
 from medsft.data.synthetic import SyntheticCase
 from medsft.tasks.extraction import extract_letter
@@ -27,14 +28,8 @@ LETTER_COT_INSTRUCTION = (
 )
 
 
-def option_lines(choices: Sequence[str]) -> list[str]:
-    """`A. first`, `B. second`, ...: the lettered options of lm-eval's MedMCQA and MMLU prompts, one per line."""
-    return [f"{letter}. {option}" for letter, option in zip(LETTERS, choices, strict=False)]
-
-
 def letters_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    options = "\n".join(option_lines(item.choices))
-    return f"{item.question}\n\n{options}\n\n{instruction}"
+    return f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}"
 
 
 @dataclass(frozen=True)

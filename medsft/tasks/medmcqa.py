@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, read_jsonl
+from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, format_options, read_jsonl
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import Row, letters_task, option_lines
+from medsft.tasks.base import Row, letters_task
 
 FOLDER = BENCHMARKS_DIR / "medmcqa" / "validation"
 SOURCES = {"validation": "bundled:medmcqa"}
@@ -60,8 +60,7 @@ def load_items(
 
 
 def prompt(item: MultipleChoiceItem) -> str:
-    options = "".join(line + "\n" for line in option_lines(item.choices))
-    return f"Question: {item.question}\nChoices:\n{options}Answer:"
+    return f"Question: {item.question}\nChoices:\n{format_options(item.choices)}\nAnswer:"
 
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:

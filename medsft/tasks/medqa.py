@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from medsft.data.loaders import convert_rows, format_options, open_rows, parse_medqa, resolve_file, row_tag
+from medsft.data.loaders import format_options, load_rows, parse_medqa, resolve_file
 from medsft.data.records import DataError, MultipleChoiceItem, OnError
 from medsft.tasks.base import Row, letters_task
 
@@ -25,10 +25,7 @@ def load_items(
         if split not in SOURCES:
             raise DataError(f"medqa[{split}]", f"no carried MedQA split '{split}'; use {', '.join(SOURCES)}")
         path = SOURCES[split]
-    origin, rows = open_rows(path, SOURCES["test"], None, split)
-    tag = row_tag(origin)
-    items, _ = convert_rows(origin, rows, lambda row, number: parse_medqa(row, number, tag), on_error)
-    return items[:limit]
+    return load_rows(path, SOURCES["test"], parse_medqa, None, split, on_error)[1][:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:

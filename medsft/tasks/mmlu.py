@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import EVAL_SUITES
-from medsft.data.loaders import BENCHMARKS_DIR, convert_rows
+from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, format_options
 from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import Row, Task, letters_task, option_lines
+from medsft.tasks.base import Row, Task, letters_task
 
 FOLDER = BENCHMARKS_DIR / "mmlu"
 SUBJECTS = tuple(task.removeprefix("mmlu_") for task in EVAL_SUITES["mmlu"])
@@ -35,21 +35,19 @@ def subject_file(subject: str, split: str, path: str | None = None) -> Path:
 
 
 def csv_rows(file: Path) -> Iterator[tuple[int, Any]]:
-    """(record number, {question, A..D, answer}); quoted commas and CRLF endings are the csv module's job."""
+    """(record number, {question, A..D, answer} or the row's error); quoted commas and CRLF are the csv module's."""
     try:
         text = file.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(file.name, f"not valid UTF-8 (byte at {err.start})") from None
     for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         if len(fields) != len(COLUMNS):
-            yield number, {"_fields": len(fields)}
+            yield number, FieldError(None, f"expected {len(COLUMNS)} fields ({', '.join(COLUMNS)}), got {len(fields)}")
         else:
             yield number, dict(zip(COLUMNS, fields, strict=True))
 
 
 def parse_row(row: dict[str, Any], number: int, subject: str, split: str) -> MultipleChoiceItem:
-    if "_fields" in row:
-        raise FieldError(None, f"expected {len(COLUMNS)} fields ({', '.join(COLUMNS)}), got {row['_fields']}")
     choices = [text_field(row, letter, strip=False) for letter in "ABCD"]
     answer = text_field(row, "answer")
     if answer not in "ABCD" or len(answer) != 1:
@@ -71,26 +69,16 @@ def dev_items(subject: str) -> tuple[MultipleChoiceItem, ...]:
 
 
 def prompt(item: MultipleChoiceItem) -> str:
-    options = "".join(line + "\n" for line in option_lines(item.choices))
-    return f"{item.question.strip()}\n{options}Answer:"
+    return f"{item.question.strip()}\n{format_options(item.choices)}\nAnswer:"
 
 
 def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    options = "\n".join(option_lines(item.choices))
-    return f"{item.question.strip()}\n\n{options}\n\n{instruction}"
+    return f"{item.question.strip()}\n\n{format_options(item.choices)}\n\n{instruction}"
 
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
     """cais/mmlu's layout, which lm-eval's `mmlu_<subject>` reads."""
     return {"question": item.question, "subject": item.subject, "choices": list(item.choices), "answer": item.answer}
-
-
-def raw_csv_rows(file: Path, count: int | None = None) -> list[Row]:
-    """The file's rows through the csv module only, in cais/mmlu's layout."""
-    with file.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle))[:count]
-    subject = file.stem.rsplit("_", 1)[0]
-    return [{"question": r[0], "subject": subject, "choices": r[1:5], "answer": "ABCD".index(r[5])} for r in rows]
 
 
 def make_task(subject: str) -> Task:
@@ -102,7 +90,12 @@ def make_task(subject: str) -> Task:
         return read_split(subject, split, path, on_error)[:limit]
 
     def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
-        return raw_csv_rows(subject_file(subject, "test", path), len(items))
+        """The file's rows through the csv module only, in cais/mmlu's layout."""
+        file = subject_file(subject, "test", path)
+        with file.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle))[: len(items)]
+        name = file.stem.rsplit("_", 1)[0]
+        return [{"question": r[0], "subject": name, "choices": r[1:5], "answer": "ABCD".index(r[5])} for r in rows]
 
     return letters_task(
         f"mmlu_{subject}",

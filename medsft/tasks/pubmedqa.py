@@ -13,12 +13,10 @@ from typing import Any
 from medsft.data.loaders import (
     DEFAULT_SOURCES,
     PUBMEDQA_TEST_FILE,
-    convert_rows,
-    open_rows,
+    load_rows,
     parse_pubmedqa,
     pubmedqa_item,
     resolve_file,
-    row_tag,
     split_pubmedqa,
 )
 from medsft.data.records import DataError, MultipleChoiceItem, OnError
@@ -34,9 +32,7 @@ COT_INSTRUCTION = (
 
 def test_records(path: str | None = None, on_error: OnError = "raise") -> list[dict[str, Any]]:
     """The test split as parsed records (with the long answer, which decontamination also checks)."""
-    origin, rows = open_rows(path, SOURCE, "pqa_labeled", "train")
-    tag = row_tag(origin)
-    records, _ = convert_rows(origin, rows, lambda row, number: parse_pubmedqa(row, number, tag), on_error)
+    origin, records, _ = load_rows(path, SOURCE, parse_pubmedqa, "pqa_labeled", "train", on_error)
     test = split_pubmedqa(records, origin)[1]
     if not test:
         raise DataError(origin, f"no PubMedQA test items among its {len(records)} rows")
