@@ -61,8 +61,6 @@ PUBMEDQA_CHOICES = ["yes", "no", "maybe"]
 PUBMEDQA_INSTRUCTION = "Answer the question from the abstract with yes, no or maybe."
 PUBMEDQA_TEST_SIZE = 500  # the official pqa_labeled test split: 500 of the 1000 expert-labelled questions
 PUBMEDQA_SPLIT_SEED = 0  # only for files with none of the official test PMIDs (the self-written sample)
-# The split is only meaningful for the expert-labelled subset; other subsets are used whole.
-PUBMEDQA_SPLIT_SUBSETS = (None, "pqa_labeled")
 
 T = TypeVar("T")
 Rows = Iterable[tuple[int, Any]]
@@ -265,11 +263,12 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
 
 
 def format_options(choices: Sequence[str]) -> str:
-    """`A. first\nB. second...`: the lettered options of lm-eval's MedQA, MedMCQA and MMLU prompts."""
+    """`A. first`, `B. second`, ... one per line: the options of lm-eval's MedQA, MedMCQA and MMLU prompts."""
     return "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
 
 
-def medqa_example(item: MultipleChoiceItem) -> Example:
+def medqa_example(row: dict[str, Any], number: int, tag: str) -> Example:
+    item = parse_medqa(row, number, tag)
     choices = [choice.strip() for choice in item.choices]  # items keep raw text; training turns are tidied
     prompt = f"{item.question.strip()}\n\n{format_options(choices)}\n\n{MEDQA_INSTRUCTION}"
     answer = f"Answer: {item.answer_letter}. {choices[item.answer]}"
@@ -424,15 +423,13 @@ def messages_example(row: dict[str, Any], number: int, tag: str) -> Example:
         name, role_key, content_key, roles = "messages", "role", "content", OPENAI_ROLES
     else:
         name, role_key, content_key, roles = "conversations", "from", "value", SHAREGPT_ROLES
-    turns = list_field(row, name)
     messages = []
-    for i, turn in enumerate(turns):
+    for i, turn in enumerate(list_field(row, name)):
         if not isinstance(turn, dict):
             raise FieldError(f"{name}[{i}]", f"expected an object, got {type_name(turn)}")
         role = turn.get(role_key)
         if role not in roles:
-            allowed = ", ".join(roles)
-            raise FieldError(f"{name}[{i}].{role_key}", f"{role!r} is not one of {allowed}")
+            raise FieldError(f"{name}[{i}].{role_key}", f"{role!r} is not one of {', '.join(roles)}")
         content = text_field(turn, content_key, label=f"{name}[{i}].{content_key}")
         messages.append({"role": roles[role], "content": content})
     try:
@@ -448,7 +445,7 @@ DIALOGUE_SOURCES = ("instructions", "messages")
 def row_loader(
     name: str, convert: Callable[[dict[str, Any], int, str], Example], default_subset: str | None = None
 ) -> Callable[..., LoadedSource]:
-    """A training source whose rows each convert to one example (`medical_o1`, `instructions`, `messages`)."""
+    """A training source whose rows each convert to one example (all but PubMedQA, whose split needs every row)."""
 
     def load(
         path: str | None = None, subset: str | None = default_subset, split: str = "train", on_error: OnError = "raise"
@@ -466,15 +463,9 @@ def row_loader(
 
 
 load_medical_o1 = row_loader("medical_o1", medical_o1_example, default_subset="en")
-
-
-def load_medqa(
-    path: str | None = None, subset: str | None = None, split: str = "train", on_error: OnError = "raise"
-) -> LoadedSource:
-    """MedQA for training. With no path the carried official dev split (1,272; no question shared with the
-    test split); with the hub, `GBaker/MedQA-USMLE-4-options` split `train` (10,178)."""
-    origin, items, skipped = load_rows(path, DEFAULT_SOURCES["medqa"], parse_medqa, subset, split, on_error)
-    return LoadedSource("medqa", origin, [medqa_example(item) for item in items], skipped)
+# MedQA for training: with no path the carried official dev split (1,272; no question shared with the test split);
+# with the hub, `GBaker/MedQA-USMLE-4-options` split `train` (10,178).
+load_medqa = row_loader("medqa", medqa_example)
 
 
 def load_pubmedqa(
@@ -487,7 +478,7 @@ def load_pubmedqa(
     """PubMedQA for training: every row except the test split evaluation uses (`split_pubmedqa`). With no path,
     the 500 labelled items of the carried `ori_pqal.json` outside the official test split."""
     origin, records, skipped = load_rows(path, DEFAULT_SOURCES["pubmedqa"], parse_pubmedqa, subset, split, on_error)
-    if subset in PUBMEDQA_SPLIT_SUBSETS:
+    if subset in (None, "pqa_labeled"):  # the split means something only there; other subsets are used whole
         records, test = split_pubmedqa(records, origin)
         if not records:
             raise DataError(origin, f"all {len(test)} rows are in the PubMedQA test split; none is left to train on")

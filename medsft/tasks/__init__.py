@@ -114,14 +114,6 @@ def data_files(task: str, path: str | None = None, split: str | None = None) -> 
     return [] if spec.files is None else spec.files(path, scored_split(spec, split))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_data(
     task: str, path: str | None = None, split: str | None = None, seed: int = 0, n: int | None = None
 ) -> dict[str, Any]:
@@ -132,7 +124,10 @@ def describe_data(
         return {"task": task, "generator": f"{generator.__module__}.{generator.__name__}", "seed": seed, "items": n}
     split = scored_split(spec, split)
     try:
-        files = [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data_files(task, path, split)]
+        files = [
+            {"path": str(f.resolve()), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+            for f in data_files(task, path, split)
+        ]
     except OSError as err:
         raise DataError(str(path or task), f"cannot read ({err.strerror or err})") from None
     source = path if path is not None else (spec.sources or {}).get(split)

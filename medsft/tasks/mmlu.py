@@ -63,11 +63,6 @@ def read_split(subject: str, split: str, path: str | None = None, on_error: OnEr
     return items
 
 
-@functools.cache
-def dev_items(subject: str) -> tuple[MultipleChoiceItem, ...]:
-    return tuple(read_split(subject, "dev"))
-
-
 def prompt(item: MultipleChoiceItem) -> str:
     return f"{item.question.strip()}\n{format_options(item.choices)}\nAnswer:"
 
@@ -109,7 +104,7 @@ def make_task(subject: str) -> Task:
         lm_eval_version="1.0",
         lm_eval_row=lm_eval_row,
         raw_rows=raw_rows,
-        fewshot=lambda: list(dev_items(subject)),
+        fewshot=functools.cache(lambda: read_split(subject, "dev")),
         discipline="subject",
     )
 
