@@ -28,10 +28,6 @@ LETTER_COT_INSTRUCTION = (
 )
 
 
-def letters_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    return f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}"
-
-
 @dataclass(frozen=True)
 class Task:
     """One evaluation task. Multiple-choice tasks fill the fields up to `fewshot`; a generated one only `generate`.
@@ -48,7 +44,7 @@ class Task:
     sources: dict[str, str] | None = None
     files: Callable[[str | None, str], list[Path]] | None = None  # the local files one split reads
     prompt: Callable[[MultipleChoiceItem], str] | None = None  # lm-eval's doc_to_text
-    description: Callable[[MultipleChoiceItem], str] | None = None  # lm-eval's `description` (MMLU's line)
+    description: str = ""  # lm-eval's `description` (MMLU's line)
     cot_prompt: Callable[[MultipleChoiceItem, str], str] | None = None  # generative mode's user turn
     cot_instruction: str = ""
     extract: Callable[[str, MultipleChoiceItem], int | None] | None = None  # a reply's choice, generative mode
@@ -93,7 +89,7 @@ class Task:
             f"{self.prompt(shot)}{TARGET_DELIMITER}{self.choices(shot)[shot.answer]}{FEWSHOT_DELIMITER}"
             for shot in self.shots(item, num_fewshot)
         )
-        return (self.description(item) if self.description else ""), block + self.prompt(item)
+        return self.description, block + self.prompt(item)
 
     def context(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> str:
         return "".join(self.turns(item, num_fewshot))
@@ -112,7 +108,7 @@ def letters_task(name: str, read: Callable[..., list[MultipleChoiceItem]], **fie
     """A task with options ` A`..` D`: the letter chain-of-thought prompt and extraction, every question of its
     default split indexed for decontamination; `fields` fill in the rest (or override these)."""
     defaults: dict[str, Any] = {
-        "cot_prompt": letters_cot_prompt,
+        "cot_prompt": lambda item, instruction: f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}",
         "cot_instruction": LETTER_COT_INSTRUCTION,
         "extract": lambda reply, item: extract_letter(reply, item.choices),
         "eval_texts": lambda path: [(item.id, "question", item.question) for item in read(path)],

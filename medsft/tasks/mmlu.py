@@ -98,7 +98,7 @@ def make_task(subject: str) -> Task:
         sources={"test": f"bundled:mmlu/test/{subject}_test.csv", "dev": f"bundled:mmlu/dev/{subject}_dev.csv"},
         files=lambda path, split: [subject_file(subject, split, path)],
         prompt=prompt,
-        description=lambda item: heading,
+        description=heading,
         cot_prompt=cot_prompt,  # the question stripped, as lm-eval's doc_to_text strips it
         lm_eval_yaml=f"mmlu/default/mmlu_{subject}.yaml",
         lm_eval_version="1.0",
