@@ -123,20 +123,17 @@ def read_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            text = line.decode("utf-8")
+            value = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as err:
-            yield number, FieldError(None, f"not valid UTF-8 (byte 0x{line[err.start]:02x} at column {err.start + 1})")
-            continue
-        try:
-            yield number, json.loads(text)
+            value = FieldError(None, f"not valid UTF-8 (byte 0x{line[err.start]:02x} at column {err.start + 1})")
         except json.JSONDecodeError as err:
-            yield number, FieldError(None, f"not valid JSON ({err.msg} at column {err.colno})")
+            value = FieldError(None, f"not valid JSON ({err.msg} at column {err.colno})")
+        yield number, value
 
 
 def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """A JSON array of objects, or an object of objects keyed by id (PubMedQA's `ori_pqal.json`: PMID → item;
-    each row then carries its key as `KEY_FIELD`). `Dataset.to_json` writes JSON Lines under a .json name, so
-    accept that too."""
+    """A JSON array of objects, an object of objects keyed by id (`ori_pqal.json`: PMID → item, the key kept as
+    `KEY_FIELD`), or JSON Lines under a .json name (what `Dataset.to_json` writes)."""
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
         text = data.decode("utf-8")
@@ -224,10 +221,8 @@ def medical_o1_example(row: dict[str, Any], number: int, tag: str) -> Example:
 
 
 def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceItem:
-    """MedQA 4-option in either schema: `question/options{A..D}/answer_idx` or the -hf `sent1/ending0..3/label`.
-
-    Texts are kept verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring.
-    """
+    """MedQA 4-option in either schema: `question/options{A..D}/answer_idx` or the -hf `sent1/ending0..3/label`;
+    texts verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring."""
     expected = list(LETTERS[:MEDQA_OPTIONS])
     if "sent1" in row:
         question = text_field(row, "sent1", strip=False)
@@ -281,11 +276,8 @@ def medqa_example(row: dict[str, Any], number: int, tag: str) -> Example:
 
 
 def parse_pubmedqa(row: dict[str, Any], number: int, tag: str) -> dict[str, Any]:
-    """PubMedQA PQA-L in either layout: the hub's pqa_labeled rows or the original `ori_pqal.json` (keyed by PMID).
-
-    The question and the passages joined by "\n" are kept verbatim, as lm-eval's `doc_to_text` reads them. Ids are
-    `pubmedqa:<PMID>` (the same from either layout), or `pubmedqa:<file>:<row>` for a row without one.
-    """
+    """PubMedQA PQA-L, the hub's pqa_labeled rows or `ori_pqal.json`: the question and the passages joined by "\n"
+    verbatim (as lm-eval reads them); ids `pubmedqa:<PMID>`, or `pubmedqa:<file>:<row>` for a row without one."""
     if "QUESTION" in row or KEY_FIELD in row:
         question = text_field(row, "QUESTION", strip=False)
         contexts = list_field(row, "CONTEXTS")
@@ -340,11 +332,8 @@ def pubmedqa_item(record: dict[str, Any]) -> MultipleChoiceItem:
 
 
 def stratified_test_indices(labels: list[str], test_size: int, seed: int = PUBMEDQA_SPLIT_SEED) -> list[int]:
-    """Indices of a label-stratified test split: each label's share of the test set matches its share overall.
-
-    Quotas use the largest-remainder rule (ties by label name) so they sum to `test_size` exactly; within a
-    label, rows are shuffled with `random.Random(seed)` in label order, so the split depends only on the rows.
-    """
+    """Indices of a label-stratified test split: quotas by the largest-remainder rule (ties by label name) sum to
+    `test_size`; each label's rows are shuffled with `random.Random(seed)` in label order."""
     if not 0 <= test_size <= len(labels):
         raise ValueError(f"test_size must be between 0 and {len(labels)}, got {test_size}")
     by_label: dict[str, list[int]] = {}
@@ -373,13 +362,8 @@ def official_pubmedqa_test() -> dict[str, str]:
 def split_pubmedqa(
     records: list[dict[str, Any]], origin: str = "pubmedqa"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, test) records.
-
-    When the records hold any of the official 500 test PMIDs (the carried `ori_pqal.json`, the hub's
-    pqa_labeled, a copy of either), the test split is exactly those, in the official file's order, and the
-    rest is train; a test item whose label differs from the official one is a `DataError`. A file with none
-    of them (the self-written sample) is split label-stratified with seed 0 instead, in row order.
-    """
+    """(train, test) records. Records holding any official test PMID: test is exactly those, in the official
+    order (a label differing from the official one is a `DataError`). Else (the self-written sample): stratified."""
     official = official_pubmedqa_test()
     test = [r for r in records if r.get("pubid") in official]
     if test:
@@ -508,9 +492,6 @@ def load_source(
         return LoadedSource("synthetic", f"synthetic(n={n}, seed={data_seed})", [c.to_example() for c in cases])
     if source.name not in LOADERS:
         raise ValueError(f"unknown data source '{source.name}'; choose one of {', '.join([*LOADERS, 'synthetic'])}")
-    kwargs: dict[str, Any] = {"path": source.path, "split": source.split, "on_error": on_error}
-    if source.subset is not None:  # otherwise each loader's default (medical_o1 "en", pubmedqa "pqa_labeled")
-        kwargs["subset"] = source.subset
-    if source.style is not None:
-        kwargs["style"] = source.style
-    return LOADERS[source.name](**kwargs)
+    # None leaves each loader's default (subset: medical_o1 "en", pubmedqa "pqa_labeled"; pubmedqa's style)
+    given = {key: value for key, value in (("subset", source.subset), ("style", source.style)) if value is not None}
+    return LOADERS[source.name](path=source.path, split=source.split, on_error=on_error, **given)

@@ -65,9 +65,8 @@ def prompt(item: MultipleChoiceItem) -> str:
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
     """openlifescienceai/medmcqa's layout, which lm-eval's `medmcqa` reads."""
-    row: Row = {"id": item.id, "question": item.question, "cop": item.answer, "subject_name": item.subject}
-    row.update({f"op{key}": text for key, text in zip("abcd", item.choices, strict=True)})
-    return row
+    options = {f"op{key}": text for key, text in zip("abcd", item.choices, strict=True)}
+    return {"id": item.id, "question": item.question, "cop": item.answer, "subject_name": item.subject, **options}
 
 
 def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:

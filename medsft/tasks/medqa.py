@@ -34,9 +34,8 @@ def prompt(item: MultipleChoiceItem) -> str:
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
     """GBaker/MedQA-USMLE-4-options-hf's layout, which lm-eval's `medqa_4options` reads."""
-    row: Row = {"id": item.id, "sent1": item.question, "sent2": "", "label": item.answer}
-    row.update({f"ending{i}": text for i, text in enumerate(item.choices)})
-    return row
+    endings = {f"ending{i}": text for i, text in enumerate(item.choices)}
+    return {"id": item.id, "sent1": item.question, "sent2": "", "label": item.answer, **endings}
 
 
 def raw_lm_eval_row(raw: Row) -> Row:
@@ -44,9 +43,8 @@ def raw_lm_eval_row(raw: Row) -> Row:
     if "sent1" in raw:
         return raw
     letters = sorted(raw["options"])
-    row = {"sent1": raw["question"], "sent2": "", "label": letters.index(raw["answer_idx"])}
-    row.update({f"ending{i}": raw["options"][letter] for i, letter in enumerate(letters)})
-    return row
+    endings = {f"ending{i}": raw["options"][letter] for i, letter in enumerate(letters)}
+    return {"sent1": raw["question"], "sent2": "", "label": letters.index(raw["answer_idx"]), **endings}
 
 
 def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:

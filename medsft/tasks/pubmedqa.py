@@ -42,8 +42,7 @@ def test_records(path: str | None = None, on_error: OnError = "raise") -> list[d
 def load_items(
     path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
 ) -> list[MultipleChoiceItem]:
-    """The first `limit` test items (context: the abstract's passages joined by "\\n"), in the order of the
-    official `test_ground_truth.json`."""
+    """The first `limit` test items, in the order of the official `test_ground_truth.json`."""
     return [pubmedqa_item(r) for r in test_records(path, on_error)][:limit]
 
 
@@ -54,7 +53,6 @@ def prompt(item: MultipleChoiceItem) -> str:
 
 
 def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    """The abstract, the question and the instruction, for chain-of-thought decoding."""
     return f"Abstract: {item.context}\n\nQuestion: {item.question}\n\n{instruction}"
 
 
@@ -84,7 +82,6 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
 
 
 def eval_texts(path: str | None) -> list[TaskText]:
-    """Every question, abstract and long answer of the test split."""
     parts = ("question", "context", "long_answer")
     return [(record["id"], part, record[part]) for record in test_records(path) for part in parts]
 
