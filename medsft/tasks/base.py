@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.data.loaders import format_options
-from medsft.data.records import LETTERS, MultipleChoiceItem, OnError
+from medsft.data.records import LETTERS, MultipleChoiceItem
 from medsft.data.synthetic import SyntheticCase
 from medsft.tasks.extraction import extract_letter
 
@@ -38,11 +38,10 @@ class Task:
 
     name: str
     kind: str
-    # Multiple choice: (path, split, limit, on_error) -> items; the default source of each split; files besides
-    # the data files that decide the split (PubMedQA's official PMIDs).
-    read: Callable[[str | None, str, int | None, OnError], list[MultipleChoiceItem]] | None = None
+    # Multiple choice: (path, split, limit) -> items; the default source of each split.
+    read: Callable[[str | None, str, int | None], list[MultipleChoiceItem]] | None = None
     sources: dict[str, str] | None = None
-    files: Callable[[str | None, str], list[Path]] | None = None  # the local files one split reads
+    files: Callable[[str | None, str], list[Path]] | None = None  # the local files that make one split
     prompt: Callable[[MultipleChoiceItem], str] | None = None  # lm-eval's doc_to_text
     description: str = ""  # lm-eval's `description` (MMLU's line)
     cot_prompt: Callable[[MultipleChoiceItem, str], str] | None = None  # generative mode's user turn
@@ -52,7 +51,7 @@ class Task:
     lm_eval_version: str = "Yaml"  # lm-eval's `Version` column: metadata.version, or "Yaml" when the YAML has none
     lm_eval_row: Callable[[MultipleChoiceItem], Row] | None = None  # an item in the layout lm-eval reads
     raw_rows: Callable[[str | None, Sequence[MultipleChoiceItem]], list[Row]] | None = None  # the file's own rows
-    eval_texts: Callable[[str | None], list[TaskText]] | None = None  # the whole test split, for decontamination
+    eval_texts: Callable[[], list[TaskText]] | None = None  # the whole test split, for decontamination
     fewshot: Callable[[], list[MultipleChoiceItem]] | None = None  # the few-shot split, in order (first_n)
     discipline: str | None = None  # what `item.subject` means in the per-discipline table ("subject")
     # Generated: (count, seed) -> cases.
@@ -111,6 +110,6 @@ def letters_task(name: str, read: Callable[..., list[MultipleChoiceItem]], **fie
         "cot_prompt": lambda item, instruction: f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}",
         "cot_instruction": LETTER_COT_INSTRUCTION,
         "extract": lambda reply, item: extract_letter(reply, item.choices),
-        "eval_texts": lambda path: [(item.id, "question", item.question) for item in read(path)],
+        "eval_texts": lambda: [(item.id, "question", item.question) for item in read()],
     }
     return Task(name, "letters", read=read, **{**defaults, **fields})

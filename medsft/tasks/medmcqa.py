@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, format_options, read_jsonl
-from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
+from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, text_field
 from medsft.tasks.base import Row, letters_task
 
 FOLDER = BENCHMARKS_DIR / "medmcqa" / "validation"
@@ -45,14 +45,14 @@ def parse_row(row: dict[str, Any], number: int, subject: str) -> MultipleChoiceI
 
 
 def load_items(
-    path: str | None = None, split: str = "validation", limit: int | None = None, on_error: OnError = "raise"
+    path: str | None = None, split: str = "validation", limit: int | None = None
 ) -> list[MultipleChoiceItem]:
     """All subjects' items, subject files in name order, rows in file order; the first `limit`."""
     items: list[MultipleChoiceItem] = []
     for file in subject_files(path):
         origin = f"medmcqa/{file.name}" if file.parent == FOLDER else file.name
         rows = read_jsonl(file.read_bytes())
-        got, _ = convert_rows(origin, rows, lambda row, number, s=file.stem: parse_row(row, number, s), on_error)
+        got, _ = convert_rows(origin, rows, lambda row, number, s=file.stem: parse_row(row, number, s))
         items += got
         if limit is not None and len(items) >= limit:
             break

@@ -10,22 +10,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medsft.data.loaders import format_options, load_rows, parse_medqa, resolve_file
-from medsft.data.records import DataError, MultipleChoiceItem, OnError
+from medsft.data.records import DataError, MultipleChoiceItem
 from medsft.tasks.base import Row, letters_task
 
 SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
 
 
-def load_items(
-    path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
-) -> list[MultipleChoiceItem]:
+def load_items(path: str | None = None, split: str = "test", limit: int | None = None) -> list[MultipleChoiceItem]:
     """The first `limit` items in file order: with no path the carried split (ids `medqa:test:<row>`), with a hub id
     that split of the hub dataset."""
     if path is None:
         if split not in SOURCES:
             raise DataError(f"medqa[{split}]", f"no carried MedQA split '{split}'; use {', '.join(SOURCES)}")
         path = SOURCES[split]
-    return load_rows(path, SOURCES["test"], parse_medqa, None, split, on_error)[1][:limit]
+    return load_rows(path, SOURCES["test"], parse_medqa, None, split)[1][:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from medsft.config import EVAL_SUITES
 from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, format_options
-from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
+from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, text_field
 from medsft.tasks.base import Row, Task, letters_task
 
 FOLDER = BENCHMARKS_DIR / "mmlu"
@@ -56,10 +56,10 @@ def parse_row(row: dict[str, Any], number: int, subject: str, split: str) -> Mul
     return MultipleChoiceItem(f"mmlu_{subject}:{split}:{number}", question, choices, LETTERS.index(answer), subject)
 
 
-def read_split(subject: str, split: str, path: str | None = None, on_error: OnError = "raise") -> list[Any]:
+def read_split(subject: str, split: str, path: str | None = None) -> list[Any]:
     file = subject_file(subject, split, path)
     origin = f"mmlu/{split}/{file.name}" if file.parent.parent == FOLDER else file.name
-    items, _ = convert_rows(origin, csv_rows(file), lambda row, n: parse_row(row, n, subject, split), on_error)
+    items, _ = convert_rows(origin, csv_rows(file), lambda row, n: parse_row(row, n, subject, split))
     return items
 
 
@@ -79,10 +79,8 @@ def lm_eval_row(item: MultipleChoiceItem) -> Row:
 def make_task(subject: str) -> Task:
     heading = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
-    def load_items(
-        path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
-    ) -> list[MultipleChoiceItem]:
-        return read_split(subject, split, path, on_error)[:limit]
+    def load_items(path: str | None = None, split: str = "test", limit: int | None = None) -> list[MultipleChoiceItem]:
+        return read_split(subject, split, path)[:limit]
 
     def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
         """The file's rows through the csv module only, in cais/mmlu's layout."""

@@ -19,7 +19,7 @@ from medsft.data.loaders import (
     resolve_file,
     split_pubmedqa,
 )
-from medsft.data.records import DataError, MultipleChoiceItem, OnError
+from medsft.data.records import DataError, MultipleChoiceItem
 from medsft.tasks.base import Row, Task, TaskText
 from medsft.tasks.extraction import extract_decision
 
@@ -30,20 +30,18 @@ COT_INSTRUCTION = (
 )
 
 
-def test_records(path: str | None = None, on_error: OnError = "raise") -> list[dict[str, Any]]:
+def test_records(path: str | None = None) -> list[dict[str, Any]]:
     """The test split as parsed records (with the long answer, which decontamination also checks)."""
-    origin, records, _ = load_rows(path, SOURCE, parse_pubmedqa, "pqa_labeled", "train", on_error)
+    origin, records, _ = load_rows(path, SOURCE, parse_pubmedqa, "pqa_labeled")
     test = split_pubmedqa(records, origin)[1]
     if not test:
         raise DataError(origin, f"no PubMedQA test items among its {len(records)} rows")
     return test
 
 
-def load_items(
-    path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
-) -> list[MultipleChoiceItem]:
+def load_items(path: str | None = None, split: str = "test", limit: int | None = None) -> list[MultipleChoiceItem]:
     """The first `limit` test items, in the order of the official `test_ground_truth.json`."""
-    return [pubmedqa_item(r) for r in test_records(path, on_error)][:limit]
+    return [pubmedqa_item(r) for r in test_records(path)][:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
@@ -81,9 +79,9 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
     return [raw_lm_eval_row(by_pmid[item.id.rsplit(":", 1)[1]]) for item in items]
 
 
-def eval_texts(path: str | None) -> list[TaskText]:
+def eval_texts() -> list[TaskText]:
     parts = ("question", "context", "long_answer")
-    return [(record["id"], part, record[part]) for record in test_records(path) for part in parts]
+    return [(record["id"], part, record[part]) for record in test_records() for part in parts]
 
 
 def files(path: str | None, split: str) -> list[Path]:
