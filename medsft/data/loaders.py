@@ -136,12 +136,10 @@ def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
     `KEY_FIELD`), or JSON Lines under a .json name (what `Dataset.to_json` writes)."""
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
-        text = data.decode("utf-8")
+        value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(path.name, f"not valid UTF-8 (byte 0x{data[err.start]:02x} on line {line})") from None
-    try:
-        value = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":
             return read_jsonl(data)
@@ -270,9 +268,8 @@ def medqa_example(row: dict[str, Any], number: int, tag: str) -> Example:
     meta: dict[str, Any] = {"answer": item.answer_letter, "item": item.to_dict()}  # scored on validation rows
     if item.subject:
         meta["subject"] = item.subject
-    return make_example(
-        item.id, "medqa", [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], meta
-    )
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    return make_example(item.id, "medqa", messages, meta)
 
 
 def parse_pubmedqa(row: dict[str, Any], number: int, tag: str) -> dict[str, Any]:
@@ -285,8 +282,7 @@ def parse_pubmedqa(row: dict[str, Any], number: int, tag: str) -> dict[str, Any]
         pubid = row.get(KEY_FIELD)
     else:
         question = text_field(row, "question", strip=False)
-        context = object_field(row, "context")
-        contexts = list_field(context, "contexts", label="context.contexts")
+        contexts = list_field(object_field(row, "context"), "contexts", label="context.contexts")
         passages_label, long_answer = "context.contexts", text_field(row, "long_answer")
         pubid = row.get("pubid")
     for i, passage in enumerate(contexts):
@@ -313,12 +309,9 @@ def pubmedqa_example(record: dict[str, Any], style: str = "reasoning") -> Exampl
     prompt = f"Abstract: {context}\n\nQuestion: {record['question'].strip()}\n\n{PUBMEDQA_INSTRUCTION}"
     decision = f"Answer: {record['decision']}"
     answer = decision if style == "answer" else f"{record['long_answer']}\n\n{decision}"
-    return make_example(
-        record["id"],
-        "pubmedqa",
-        [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-        {"answer": record["decision"], "item": pubmedqa_item(record).to_dict()},  # scored on validation rows
-    )
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    meta = {"answer": record["decision"], "item": pubmedqa_item(record).to_dict()}  # scored on validation rows
+    return make_example(record["id"], "pubmedqa", messages, meta)
 
 
 def pubmedqa_item(record: dict[str, Any]) -> MultipleChoiceItem:
@@ -459,8 +452,7 @@ def load_pubmedqa(
     on_error: OnError = "raise",
     style: str = "reasoning",
 ) -> LoadedSource:
-    """PubMedQA for training: every row except the test split evaluation uses (`split_pubmedqa`). With no path,
-    the 500 labelled items of the carried `ori_pqal.json` outside the official test split."""
+    """PubMedQA for training: every row outside the test split evaluation uses (`split_pubmedqa`)."""
     origin, records, skipped = load_rows(path, DEFAULT_SOURCES["pubmedqa"], parse_pubmedqa, subset, split, on_error)
     if subset in (None, "pqa_labeled"):  # the split means something only there; other subsets are used whole
         records, test = split_pubmedqa(records, origin)

@@ -79,11 +79,7 @@ def scored_split(task: Task, split: str | None = None) -> str:
 
 
 def load_items(
-    task: str,
-    limit: int | None = None,
-    seed: int = 0,
-    path: str | None = None,
-    split: str | None = None,
+    task: str, limit: int | None = None, seed: int = 0, path: str | None = None, split: str | None = None
 ) -> list[Any]:
     """The first `limit` items a task scores (`MultipleChoiceItem`s, or `SyntheticCase`s for generated sets); a
     `DataError` (file, row, field) for bad data, a `ValueError` for an unknown task or split."""
@@ -134,9 +130,7 @@ def describe_data(
 
 
 def load_eval_texts(
-    tasks: Sequence[str],
-    seed: int = 0,
-    synthetic_n: int | Mapping[str, int | None] | None = None,
+    tasks: Sequence[str], seed: int = 0, synthetic_n: int | Mapping[str, int | None] | None = None
 ) -> list[EvalText]:
     """The texts of every evaluation set in use, for decontamination: each benchmark's `eval_texts` (its whole test
     split, not only the first `eval_limit`), each generated set drawn as evaluation draws it with `seed` and
@@ -148,8 +142,7 @@ def load_eval_texts(
             texts += [EvalText(task, *text) for text in spec.eval_texts()]
         else:
             n = synthetic_n.get(task) if isinstance(synthetic_n, Mapping) else synthetic_n
-            cases = load_items(task, n, seed)
-            texts += [EvalText(task, case.id, "prompt", case.prompt) for case in cases]
+            texts += [EvalText(task, case.id, "prompt", case.prompt) for case in load_items(task, n, seed)]
     return texts
 
 

@@ -31,7 +31,6 @@ LETTER_COT_INSTRUCTION = (
 @dataclass(frozen=True)
 class Task:
     """One evaluation task. Multiple-choice tasks fill the fields up to `fewshot`; a generated one only `generate`.
-
     `kind`: "letters" (choices ` A`..` D`), "fixed" (the item's own words, ` yes`/` no`/` maybe'), "generated"
     (cases scored by generation, `medsft.evaluate.synthetic`) or "dialogue" (free-text replies, ROUGE and key
     points, `medsft.evaluate.dialogue`)."""
@@ -67,9 +66,7 @@ class Task:
 
     def choices(self, item: MultipleChoiceItem) -> list[str]:
         """The choice strings lm-eval scores (and measures for acc_norm), without the delimiter."""
-        if self.kind == "letters":
-            return list(LETTERS[: len(item.choices)])
-        return list(item.choices)
+        return list(LETTERS[: len(item.choices)] if self.kind == "letters" else item.choices)
 
     def shots(self, item: MultipleChoiceItem, num_fewshot: int) -> list[MultipleChoiceItem]:
         """The `num_fewshot` examples put before `item` (lm-eval's sampler for this task)."""
@@ -99,8 +96,7 @@ class Task:
         return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": user}]
 
     def continuations(self, item: MultipleChoiceItem, chat: bool = False) -> list[str]:
-        delimiter = "" if chat else TARGET_DELIMITER
-        return [delimiter + choice for choice in self.choices(item)]
+        return [("" if chat else TARGET_DELIMITER) + choice for choice in self.choices(item)]
 
 
 def letters_task(name: str, read: Callable[..., list[MultipleChoiceItem]], **fields: Any) -> Task:

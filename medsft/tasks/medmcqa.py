@@ -52,8 +52,7 @@ def load_items(
     for file in subject_files(path):
         origin = f"medmcqa/{file.name}" if file.parent == FOLDER else file.name
         rows = read_jsonl(file.read_bytes())
-        got, _ = convert_rows(origin, rows, lambda row, number, s=file.stem: parse_row(row, number, s))
-        items += got
+        items += convert_rows(origin, rows, lambda row, number, s=file.stem: parse_row(row, number, s))[0]
         if limit is not None and len(items) >= limit:
             break
     return items[:limit]

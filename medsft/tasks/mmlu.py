@@ -59,8 +59,7 @@ def parse_row(row: dict[str, Any], number: int, subject: str, split: str) -> Mul
 def read_split(subject: str, split: str, path: str | None = None) -> list[Any]:
     file = subject_file(subject, split, path)
     origin = f"mmlu/{split}/{file.name}" if file.parent.parent == FOLDER else file.name
-    items, _ = convert_rows(origin, csv_rows(file), lambda row, n: parse_row(row, n, subject, split))
-    return items
+    return convert_rows(origin, csv_rows(file), lambda row, n: parse_row(row, n, subject, split))[0]
 
 
 def prompt(item: MultipleChoiceItem) -> str:

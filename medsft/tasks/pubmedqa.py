@@ -56,11 +56,8 @@ def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
     """bigbio/pubmed_qa's layout, which lm-eval's `pubmedqa` reads."""
-    return {
-        "QUESTION": item.question,
-        "CONTEXTS": (item.context or "").split("\n"),  # lm-eval joins them back with "\n"
-        "final_decision": item.choices[item.answer],
-    }
+    contexts = (item.context or "").split("\n")  # lm-eval joins them back with "\n"
+    return {"QUESTION": item.question, "CONTEXTS": contexts, "final_decision": item.choices[item.answer]}
 
 
 def raw_lm_eval_row(raw: Row) -> Row:
