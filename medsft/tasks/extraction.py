@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from medsft.data.records import LETTERS
-
-if TYPE_CHECKING:
-    from medsft.data.records import MultipleChoiceItem
+from medsft.data.records import LETTERS, MultipleChoiceItem
 
 _LEAD = {
     "final": r"final\s+answer[\s*_]*(?:is\s*)?[:=\-]?\s*",
