@@ -222,6 +222,7 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
     """MedQA 4-option in either schema: `question/options{A..D}/answer_idx` or the -hf `sent1/ending0..3/label`;
     texts verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring."""
     expected = list(LETTERS[:MEDQA_OPTIONS])
+    listed = ", ".join(expected)
     if "sent1" in row:
         question = text_field(row, "sent1", strip=False)
         choices = [text_field(row, f"ending{i}", strip=False) for i in range(MEDQA_OPTIONS)]
@@ -238,13 +239,11 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
         options = {key: value for key, value in object_field(row, "options").items() if value is not None}
         if sorted(options) != expected:
             got = ", ".join(sorted(options)) or "none"
-            raise FieldError(
-                "options", f"expected exactly the {MEDQA_OPTIONS} options {', '.join(expected)}, got {got}"
-            )
+            raise FieldError("options", f"expected exactly the {MEDQA_OPTIONS} options {listed}, got {got}")
         choices = [text_field(options, letter, label=f"options.{letter}", strip=False) for letter in expected]
         answer_key = present(row, "answer_idx")
         if not isinstance(answer_key, str) or answer_key.strip() not in expected:
-            raise FieldError("answer_idx", f"{answer_key!r} is not one of the options {', '.join(expected)}")
+            raise FieldError("answer_idx", f"{answer_key!r} is not one of the options {listed}")
         answer, row_id, subject = expected.index(answer_key.strip()), None, row.get("meta_info")
     return MultipleChoiceItem(
         id=f"medqa:{tag}:{row_id if row_id not in (None, '') else number}",
