@@ -76,7 +76,6 @@ def sample_path(name: str) -> Path:
 
 
 def bundled_path(name: str) -> Path:
-    """A carried real data file by name (`medqa-test`, `medqa-dev`, `pubmedqa`, `chatdoctor`)."""
     if name not in BUNDLED:
         raise DataError(f"bundled:{name}", f"no carried data set of that name; carried: {', '.join(BUNDLED)}")
     return BENCHMARKS_DIR / BUNDLED[name]
@@ -190,10 +189,8 @@ def load_rows(
     local = resolve_file(path, default)
     path = default if path is None else path
     if local is not None:
-        try:  # carried files are named by their path under benchmarks/ (`medqa/test.jsonl`)
-            origin = local.resolve().relative_to(BENCHMARKS_DIR).as_posix()
-        except ValueError:
-            origin = local.name
+        carried = local.resolve().is_relative_to(BENCHMARKS_DIR)  # named by their path there (`medqa/test.jsonl`)
+        origin = local.resolve().relative_to(BENCHMARKS_DIR).as_posix() if carried else local.name
         rows = read_file(local)
     elif path.count("/") != 1:
         raise DataError(path, "not an existing file and not a hub dataset id like 'GBaker/MedQA-USMLE-4-options'")
