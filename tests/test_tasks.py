@@ -98,7 +98,7 @@ def test_a_bad_mmlu_row_names_the_file_row_and_field(tmp_path):
     path = tmp_path / "anatomy_test.csv"
     path.write_text('Q1,a,b,c,d,A\n"Q2, with a comma",a,b,c,d,E\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"anatomy_test.csv row 2.*answer"):
-        get_task("mmlu_anatomy").read(str(path), "test", None, "raise")
+        get_task("mmlu_anatomy").read(str(path), "test", None)
     path.write_text("Q1,a,b,c,A\n", encoding="utf-8")
     with pytest.raises(DataError, match="expected 6 fields"):
-        get_task("mmlu_anatomy").read(str(path), "test", None, "raise")
+        get_task("mmlu_anatomy").read(str(path), "test", None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,20 +61,14 @@ PUBMEDQA_CHOICES = ["yes", "no", "maybe"]
 PUBMEDQA_INSTRUCTION = "Answer the question from the abstract with yes, no or maybe."
 PUBMEDQA_TEST_SIZE = 500  # the official pqa_labeled test split: 500 of the 1000 expert-labelled questions
 PUBMEDQA_SPLIT_SEED = 0  # only for files with none of the official test PMIDs (the self-written sample)
-# The split is only meaningful for the expert-labelled subset; other subsets are used whole.
-PUBMEDQA_SPLIT_SUBSETS = (None, "pqa_labeled")
 
 T = TypeVar("T")
 Rows = Iterable[tuple[int, Any]]
 
 
-# Reading -----------------------------------------------------------------------------------------------
-
-
 def sample_path(name: str) -> Path:
     """A bundled sample file by name, with or without its suffix (`medqa_hf` or `medqa_hf.jsonl`)."""
-    candidates = [SAMPLES_DIR / name] + [SAMPLES_DIR / f"{name}{suffix}" for suffix in FILE_SUFFIXES]
-    for candidate in candidates:
+    for candidate in [SAMPLES_DIR / name, *(SAMPLES_DIR / f"{name}{suffix}" for suffix in FILE_SUFFIXES)]:
         if candidate.is_file():
             return candidate
     known = ", ".join(sorted(p.stem for p in SAMPLES_DIR.glob("*.jsonl")))
@@ -82,7 +76,6 @@ def sample_path(name: str) -> Path:
 
 
 def bundled_path(name: str) -> Path:
-    """A carried real data file by name (`medqa-test`, `medqa-dev`, `pubmedqa`, `chatdoctor`)."""
     if name not in BUNDLED:
         raise DataError(f"bundled:{name}", f"no carried data set of that name; carried: {', '.join(BUNDLED)}")
     return BENCHMARKS_DIR / BUNDLED[name]
@@ -105,35 +98,20 @@ def resolve_file(path: str | None, default: str) -> Path | None:
     return None
 
 
-def file_origin(local: Path) -> str:
-    """How messages name a file: carried files by their path under benchmarks/ (`medqa/test.jsonl`)."""
-    try:
-        return local.resolve().relative_to(BENCHMARKS_DIR).as_posix()
-    except ValueError:
-        return local.name
-
-
-def open_rows(path: str | None, default: str, subset: str | None = None, split: str = "train") -> tuple[str, Rows]:
-    """Resolve a source path and return (origin for messages, iterator of (row number, raw row))."""
-    local = resolve_file(path, default)
-    if local is not None:
-        return file_origin(local), read_file(local)
-    path = default if path is None else path
-    if path.count("/") != 1:
-        raise DataError(path, "not an existing file and not a hub dataset id like 'GBaker/MedQA-USMLE-4-options'")
-    origin = f"{path}{f'/{subset}' if subset else ''}[{split}]"
-    return origin, read_hub(path, subset, split, origin)
-
-
 def read_file(path: Path) -> Rows:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return read_jsonl(path.read_bytes())
     if suffix == ".json":
         return read_json_rows(path)
-    if suffix == ".parquet":
-        return read_parquet(path)
-    raise DataError(path.name, f"unsupported file type '{suffix}'; use {', '.join(FILE_SUFFIXES)}")
+    if suffix != ".parquet":
+        raise DataError(path.name, f"unsupported file type '{suffix}'; use {', '.join(FILE_SUFFIXES)}")
+    import pyarrow.parquet
+
+    try:
+        return enumerate(pyarrow.parquet.read_table(path).to_pylist(), start=1)
+    except (pyarrow.ArrowException, OSError) as err:
+        raise DataError(path.name, f"not a readable Parquet file ({err})") from None
 
 
 def read_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
@@ -144,28 +122,23 @@ def read_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            text = line.decode("utf-8")
+            value = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as err:
-            yield number, FieldError(None, f"not valid UTF-8 (byte 0x{line[err.start]:02x} at column {err.start + 1})")
-            continue
-        try:
-            yield number, json.loads(text)
+            value = FieldError(None, f"not valid UTF-8 (byte 0x{line[err.start]:02x} at column {err.start + 1})")
         except json.JSONDecodeError as err:
-            yield number, FieldError(None, f"not valid JSON ({err.msg} at column {err.colno})")
+            value = FieldError(None, f"not valid JSON ({err.msg} at column {err.colno})")
+        yield number, value
 
 
 def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """A JSON array of objects, or an object of objects keyed by id (PubMedQA's `ori_pqal.json`: PMID → item;
-    each row then carries its key as `KEY_FIELD`). `Dataset.to_json` writes JSON Lines under a .json name, so
-    accept that too."""
+    """A JSON array of objects, an object of objects keyed by id (`ori_pqal.json`: PMID → item, the key kept as
+    `KEY_FIELD`), or JSON Lines under a .json name (what `Dataset.to_json` writes)."""
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
-        text = data.decode("utf-8")
+        value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(path.name, f"not valid UTF-8 (byte 0x{data[err.start]:02x} on line {line})") from None
-    try:
-        value = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":
             return read_jsonl(data)
@@ -173,34 +146,9 @@ def read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
     if isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values()):
         return ((number, {**row, KEY_FIELD: key}) for number, (key, row) in enumerate(value.items(), start=1))
     if not isinstance(value, list):
-        raise DataError(
-            path.name,
-            f"expected a JSON array of objects, an object of objects keyed by id, or JSON Lines, "
-            f"got {type_name(value)}",
-        )
-    return iter(enumerate(value, start=1))
-
-
-def read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
-    import pyarrow
-    import pyarrow.parquet
-
-    try:
-        rows = pyarrow.parquet.read_table(path).to_pylist()
-    except (pyarrow.ArrowException, OSError) as err:
-        raise DataError(path.name, f"not a readable Parquet file ({err})") from None
-    return iter(enumerate(rows, start=1))
-
-
-def read_hub(path: str, subset: str | None, split: str, origin: str) -> Iterator[tuple[int, Any]]:
-    """Rows of a hub dataset (needs network or a warm `datasets` cache)."""
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(path, subset, split=split)
-    except Exception as err:  # noqa: BLE001 - hub failures come in many types; all mean "could not load"
-        raise DataError(origin, f"could not load from the Hugging Face hub ({type(err).__name__}: {err})") from err
-    return iter(enumerate(dataset, start=1))
+        kinds = "a JSON array of objects, an object of objects keyed by id, or JSON Lines"
+        raise DataError(path.name, f"expected {kinds}, got {type_name(value)}")
+    return enumerate(value, start=1)
 
 
 def convert_rows(
@@ -228,12 +176,35 @@ def convert_rows(
     return converted, skipped
 
 
-def row_tag(origin: str) -> str:
-    """A short, stable tag for example ids: the file stem or the hub subset/split."""
-    return Path(origin.split("[")[0]).stem or origin
+def load_rows(
+    path: str | None,
+    default: str,
+    convert: Callable[[dict[str, Any], int, str], T],
+    subset: str | None = None,
+    split: str = "train",
+    on_error: OnError = "raise",
+) -> tuple[str, list[T], list[DataError]]:
+    """(origin for messages, converted rows, skipped rows) of a source path (`resolve_file`) or a hub id; `convert`
+    gets each row, its number and a short stable tag for ids (the file stem, or the hub subset or name)."""
+    local = resolve_file(path, default)
+    path = default if path is None else path
+    if local is not None:
+        carried = local.resolve().is_relative_to(BENCHMARKS_DIR)  # named by their path there (`medqa/test.jsonl`)
+        origin = local.resolve().relative_to(BENCHMARKS_DIR).as_posix() if carried else local.name
+        rows = read_file(local)
+    elif path.count("/") != 1:
+        raise DataError(path, "not an existing file and not a hub dataset id like 'GBaker/MedQA-USMLE-4-options'")
+    else:  # needs network or a warm `datasets` cache
+        import datasets
 
-
-# Formats -----------------------------------------------------------------------------------------------
+        origin = f"{path}{f'/{subset}' if subset else ''}[{split}]"
+        try:
+            rows = enumerate(datasets.load_dataset(path, subset, split=split), start=1)
+        except Exception as err:  # noqa: BLE001 - hub failures come in many types; all mean "could not load"
+            raise DataError(origin, f"could not load from the Hugging Face hub ({type(err).__name__}: {err})") from err
+    tag = Path(origin.split("[")[0]).stem or origin
+    converted, skipped = convert_rows(origin, rows, lambda row, number: convert(row, number, tag), on_error)
+    return origin, converted, skipped
 
 
 def medical_o1_example(row: dict[str, Any], number: int, tag: str) -> Example:
@@ -245,11 +216,10 @@ def medical_o1_example(row: dict[str, Any], number: int, tag: str) -> Example:
 
 
 def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceItem:
-    """MedQA 4-option in either schema: `question/options{A..D}/answer_idx` or the -hf `sent1/ending0..3/label`.
-
-    Texts are kept verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring.
-    """
+    """MedQA 4-option in either schema: `question/options{A..D}/answer_idx` or the -hf `sent1/ending0..3/label`;
+    texts verbatim (no strip): lm-eval builds its prompt from the raw text, and so must scoring."""
     expected = list(LETTERS[:MEDQA_OPTIONS])
+    listed = ", ".join(expected)
     if "sent1" in row:
         question = text_field(row, "sent1", strip=False)
         choices = [text_field(row, f"ending{i}", strip=False) for i in range(MEDQA_OPTIONS)]
@@ -266,13 +236,11 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
         options = {key: value for key, value in object_field(row, "options").items() if value is not None}
         if sorted(options) != expected:
             got = ", ".join(sorted(options)) or "none"
-            raise FieldError(
-                "options", f"expected exactly the {MEDQA_OPTIONS} options {', '.join(expected)}, got {got}"
-            )
+            raise FieldError("options", f"expected exactly the {MEDQA_OPTIONS} options {listed}, got {got}")
         choices = [text_field(options, letter, label=f"options.{letter}", strip=False) for letter in expected]
         answer_key = present(row, "answer_idx")
         if not isinstance(answer_key, str) or answer_key.strip() not in expected:
-            raise FieldError("answer_idx", f"{answer_key!r} is not one of the options {', '.join(expected)}")
+            raise FieldError("answer_idx", f"{answer_key!r} is not one of the options {listed}")
         answer, row_id, subject = expected.index(answer_key.strip()), None, row.get("meta_info")
     return MultipleChoiceItem(
         id=f"medqa:{tag}:{row_id if row_id not in (None, '') else number}",
@@ -283,28 +251,26 @@ def parse_medqa(row: dict[str, Any], number: int, tag: str) -> MultipleChoiceIte
     )
 
 
-def format_options(choices: list[str]) -> str:
+def format_options(choices: Sequence[str]) -> str:
+    """`A. first`, `B. second`, ... one per line: the options of lm-eval's MedQA, MedMCQA and MMLU prompts."""
     return "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
 
 
-def medqa_example(item: MultipleChoiceItem) -> Example:
+def medqa_example(row: dict[str, Any], number: int, tag: str) -> Example:
+    item = parse_medqa(row, number, tag)
     choices = [choice.strip() for choice in item.choices]  # items keep raw text; training turns are tidied
     prompt = f"{item.question.strip()}\n\n{format_options(choices)}\n\n{MEDQA_INSTRUCTION}"
     answer = f"Answer: {item.answer_letter}. {choices[item.answer]}"
     meta: dict[str, Any] = {"answer": item.answer_letter, "item": item.to_dict()}  # scored on validation rows
     if item.subject:
         meta["subject"] = item.subject
-    return make_example(
-        item.id, "medqa", [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], meta
-    )
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    return make_example(item.id, "medqa", messages, meta)
 
 
 def parse_pubmedqa(row: dict[str, Any], number: int, tag: str) -> dict[str, Any]:
-    """PubMedQA PQA-L in either layout: the hub's pqa_labeled rows or the original `ori_pqal.json` (keyed by PMID).
-
-    The question and the passages joined by "\n" are kept verbatim, as lm-eval's `doc_to_text` reads them. Ids are
-    `pubmedqa:<PMID>` (the same from either layout), or `pubmedqa:<file>:<row>` for a row without one.
-    """
+    """PubMedQA PQA-L, the hub's pqa_labeled rows or `ori_pqal.json`: the question and the passages joined by "\n"
+    verbatim (as lm-eval reads them); ids `pubmedqa:<PMID>`, or `pubmedqa:<file>:<row>` for a row without one."""
     if "QUESTION" in row or KEY_FIELD in row:
         question = text_field(row, "QUESTION", strip=False)
         contexts = list_field(row, "CONTEXTS")
@@ -312,8 +278,7 @@ def parse_pubmedqa(row: dict[str, Any], number: int, tag: str) -> dict[str, Any]
         pubid = row.get(KEY_FIELD)
     else:
         question = text_field(row, "question", strip=False)
-        context = object_field(row, "context")
-        contexts = list_field(context, "contexts", label="context.contexts")
+        contexts = list_field(object_field(row, "context"), "contexts", label="context.contexts")
         passages_label, long_answer = "context.contexts", text_field(row, "long_answer")
         pubid = row.get("pubid")
     for i, passage in enumerate(contexts):
@@ -340,12 +305,9 @@ def pubmedqa_example(record: dict[str, Any], style: str = "reasoning") -> Exampl
     prompt = f"Abstract: {context}\n\nQuestion: {record['question'].strip()}\n\n{PUBMEDQA_INSTRUCTION}"
     decision = f"Answer: {record['decision']}"
     answer = decision if style == "answer" else f"{record['long_answer']}\n\n{decision}"
-    return make_example(
-        record["id"],
-        "pubmedqa",
-        [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-        {"answer": record["decision"], "item": pubmedqa_item(record).to_dict()},  # scored on validation rows
-    )
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    meta = {"answer": record["decision"], "item": pubmedqa_item(record).to_dict()}  # scored on validation rows
+    return make_example(record["id"], "pubmedqa", messages, meta)
 
 
 def pubmedqa_item(record: dict[str, Any]) -> MultipleChoiceItem:
@@ -359,17 +321,14 @@ def pubmedqa_item(record: dict[str, Any]) -> MultipleChoiceItem:
 
 
 def stratified_test_indices(labels: list[str], test_size: int, seed: int = PUBMEDQA_SPLIT_SEED) -> list[int]:
-    """Indices of a label-stratified test split: each label's share of the test set matches its share overall.
-
-    Quotas use the largest-remainder rule (ties by label name) so they sum to `test_size` exactly; within a
-    label, rows are shuffled with `random.Random(seed)` in label order, so the split depends only on the rows.
-    """
+    """Indices of a label-stratified test split: quotas by the largest-remainder rule (ties by label name) sum to
+    `test_size`; each label's rows are shuffled with `random.Random(seed)` in label order."""
     if not 0 <= test_size <= len(labels):
         raise ValueError(f"test_size must be between 0 and {len(labels)}, got {test_size}")
     by_label: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
         by_label.setdefault(label, []).append(index)
-    exact = {label: test_size * len(rows) / len(labels) for label, rows in by_label.items()} if labels else {}
+    exact = {label: test_size * len(rows) / len(labels) for label, rows in by_label.items()}
     quotas = {label: int(share) for label, share in exact.items()}
     leftover = test_size - sum(quotas.values())
     for label in sorted(exact, key=lambda lab: (-(exact[lab] - quotas[lab]), lab))[:leftover]:
@@ -377,9 +336,8 @@ def stratified_test_indices(labels: list[str], test_size: int, seed: int = PUBME
     rng = random.Random(seed)
     chosen: list[int] = []
     for label in sorted(by_label):
-        rows = list(by_label[label])
-        rng.shuffle(rows)
-        chosen.extend(rows[: quotas[label]])
+        rng.shuffle(by_label[label])
+        chosen.extend(by_label[label][: quotas[label]])
     return sorted(chosen)
 
 
@@ -393,26 +351,20 @@ def official_pubmedqa_test() -> dict[str, str]:
 def split_pubmedqa(
     records: list[dict[str, Any]], origin: str = "pubmedqa"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, test) records.
-
-    When the records hold any of the official 500 test PMIDs (the carried `ori_pqal.json`, the hub's
-    pqa_labeled, a copy of either), the test split is exactly those, in the official file's order, and the
-    rest is train; a test item whose label differs from the official one is a `DataError`. A file with none
-    of them (the self-written sample) is split label-stratified with seed 0 instead, in row order.
-    """
+    """(train, test) records. Records holding any official test PMID: test is exactly those, in the official
+    order (a label differing from the official one is a `DataError`). Else (the self-written sample): stratified."""
     official = official_pubmedqa_test()
-    if any(r.get("pubid") in official for r in records):
-        for r in records:
-            expected = official.get(r.get("pubid") or "")
-            if expected is not None and r["decision"] != expected:
+    test = [r for r in records if r.get("pubid") in official]
+    if test:
+        for r in test:
+            if r["decision"] != official[r["pubid"]]:
                 raise DataError(
                     origin,
                     f"PMID {r['pubid']}: final_decision '{r['decision']}' differs from the official test "
-                    f"label '{expected}' (pubmedqa test_ground_truth.json)",
+                    f"label '{official[r['pubid']]}' (pubmedqa test_ground_truth.json)",
                 )
         order = {pmid: i for i, pmid in enumerate(official)}
-        test = sorted((r for r in records if r.get("pubid") in official), key=lambda r: order[r["pubid"]])
-        return [r for r in records if r.get("pubid") not in official], test
+        return [r for r in records if r.get("pubid") not in official], sorted(test, key=lambda r: order[r["pubid"]])
     # Without the official PMIDs: 500 for a 1000-row file; for a smaller one half (rounded down).
     test_size = min(PUBMEDQA_TEST_SIZE, len(records) // 2)
     test_rows = set(stratified_test_indices([r["decision"] for r in records], test_size))
@@ -444,38 +396,19 @@ def messages_example(row: dict[str, Any], number: int, tag: str) -> Example:
         name, role_key, content_key, roles = "messages", "role", "content", OPENAI_ROLES
     else:
         name, role_key, content_key, roles = "conversations", "from", "value", SHAREGPT_ROLES
-    turns = list_field(row, name)
     messages = []
-    for i, turn in enumerate(turns):
+    for i, turn in enumerate(list_field(row, name)):
         if not isinstance(turn, dict):
             raise FieldError(f"{name}[{i}]", f"expected an object, got {type_name(turn)}")
         role = turn.get(role_key)
         if role not in roles:
-            allowed = ", ".join(roles)
-            raise FieldError(f"{name}[{i}].{role_key}", f"{role!r} is not one of {allowed}")
+            raise FieldError(f"{name}[{i}].{role_key}", f"{role!r} is not one of {', '.join(roles)}")
         content = text_field(turn, content_key, label=f"{name}[{i}].{content_key}")
         messages.append({"role": roles[role], "content": content})
     try:
         return make_example(f"messages:{tag}:{number}", "messages", messages)
     except FieldError as err:
         raise FieldError((err.field or name).replace("messages", name, 1), err.reason) from None
-
-
-# Loaders -----------------------------------------------------------------------------------------------
-
-
-def load_rows(
-    name: str,
-    path: str | None,
-    convert: Callable[[dict[str, Any], int, str], T],
-    subset: str | None,
-    split: str,
-    on_error: OnError,
-) -> tuple[str, list[T], list[DataError]]:
-    origin, rows = open_rows(path, DEFAULT_SOURCES[name], subset, split)
-    tag = row_tag(origin)
-    converted, skipped = convert_rows(origin, rows, lambda row, number: convert(row, number, tag), on_error)
-    return origin, converted, skipped
 
 
 # Dialogue sources: every file they read loses the rows that repeat a held-out ChatDoctor test dialogue.
@@ -485,12 +418,12 @@ DIALOGUE_SOURCES = ("instructions", "messages")
 def row_loader(
     name: str, convert: Callable[[dict[str, Any], int, str], Example], default_subset: str | None = None
 ) -> Callable[..., LoadedSource]:
-    """A training source whose rows each convert to one example (`medical_o1`, `instructions`, `messages`)."""
+    """A training source whose rows each convert to one example (all but PubMedQA, whose split needs every row)."""
 
     def load(
         path: str | None = None, subset: str | None = default_subset, split: str = "train", on_error: OnError = "raise"
     ) -> LoadedSource:
-        origin, examples, skipped = load_rows(name, path, convert, subset, split, on_error)
+        origin, examples, skipped = load_rows(path, DEFAULT_SOURCES[name], convert, subset, split, on_error)
         held_out = []
         if name in DIALOGUE_SOURCES:
             examples, held_out = exclude_held_out(examples)
@@ -503,15 +436,9 @@ def row_loader(
 
 
 load_medical_o1 = row_loader("medical_o1", medical_o1_example, default_subset="en")
-
-
-def load_medqa(
-    path: str | None = None, subset: str | None = None, split: str = "train", on_error: OnError = "raise"
-) -> LoadedSource:
-    """MedQA for training. With no path the carried official dev split (1,272; no question shared with the
-    test split); with the hub, `GBaker/MedQA-USMLE-4-options` split `train` (10,178)."""
-    origin, items, skipped = load_rows("medqa", path, parse_medqa, subset, split, on_error)
-    return LoadedSource("medqa", origin, [medqa_example(item) for item in items], skipped)
+# MedQA for training: with no path the carried official dev split (1,272; no question shared with the test split);
+# with the hub, `GBaker/MedQA-USMLE-4-options` split `train` (10,178).
+load_medqa = row_loader("medqa", medqa_example)
 
 
 def load_pubmedqa(
@@ -521,10 +448,9 @@ def load_pubmedqa(
     on_error: OnError = "raise",
     style: str = "reasoning",
 ) -> LoadedSource:
-    """PubMedQA for training: every row except the test split evaluation uses (`split_pubmedqa`). With no path,
-    the 500 labelled items of the carried `ori_pqal.json` outside the official test split."""
-    origin, records, skipped = load_rows("pubmedqa", path, parse_pubmedqa, subset, split, on_error)
-    if subset in PUBMEDQA_SPLIT_SUBSETS:
+    """PubMedQA for training: every row outside the test split evaluation uses (`split_pubmedqa`)."""
+    origin, records, skipped = load_rows(path, DEFAULT_SOURCES["pubmedqa"], parse_pubmedqa, subset, split, on_error)
+    if subset in (None, "pqa_labeled"):  # the split means something only there; other subsets are used whole
         records, test = split_pubmedqa(records, origin)
         if not records:
             raise DataError(origin, f"all {len(test)} rows are in the PubMedQA test split; none is left to train on")
@@ -554,9 +480,6 @@ def load_source(
         return LoadedSource("synthetic", f"synthetic(n={n}, seed={data_seed})", [c.to_example() for c in cases])
     if source.name not in LOADERS:
         raise ValueError(f"unknown data source '{source.name}'; choose one of {', '.join([*LOADERS, 'synthetic'])}")
-    kwargs: dict[str, Any] = {"path": source.path, "split": source.split, "on_error": on_error}
-    if source.subset is not None:  # otherwise each loader's default (medical_o1 "en", pubmedqa "pqa_labeled")
-        kwargs["subset"] = source.subset
-    if source.style is not None:
-        kwargs["style"] = source.style
-    return LOADERS[source.name](**kwargs)
+    # None leaves each loader's default (subset: medical_o1 "en", pubmedqa "pqa_labeled"; pubmedqa's style)
+    given = {key: value for key, value in (("subset", source.subset), ("style", source.style)) if value is not None}
+    return LOADERS[source.name](path=source.path, split=source.split, on_error=on_error, **given)

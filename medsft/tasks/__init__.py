@@ -15,7 +15,7 @@ from medsft.config import EVAL_SUITES, RunConfig, expand_suites
 from medsft.data.decontaminate import EvalText
 from medsft.data.dialogue_split import held_out_texts, load_dialogue_eval
 from medsft.data.loaders import bundled_path
-from medsft.data.records import DataError, OnError
+from medsft.data.records import DataError
 from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE, synthetic_eval_cases, synthetic_ood_cases
 from medsft.tasks import medmcqa, medqa, mmlu, pubmedqa
 from medsft.tasks.base import Task
@@ -32,10 +32,10 @@ GENERATED = (
 DIALOGUE = Task(
     "dialogue",
     "dialogue",
-    read=lambda path, split, limit, on_error: load_dialogue_eval(limit),
+    read=lambda path, split, limit: load_dialogue_eval(limit),
     sources={"test": "bundled:chatdoctor"},
     files=lambda path, split: [bundled_path("chatdoctor")],
-    eval_texts=lambda path: held_out_texts(),  # every patient message and reference reply
+    eval_texts=held_out_texts,  # every patient message and reference reply
 )
 TASKS: dict[str, Task] = {
     task.name: task for task in (medqa.TASK, pubmedqa.TASK, medmcqa.TASK, *mmlu.TASKS, *GENERATED, DIALOGUE)
@@ -79,12 +79,7 @@ def scored_split(task: Task, split: str | None = None) -> str:
 
 
 def load_items(
-    task: str,
-    limit: int | None = None,
-    seed: int = 0,
-    path: str | None = None,
-    split: str | None = None,
-    on_error: OnError = "raise",
+    task: str, limit: int | None = None, seed: int = 0, path: str | None = None, split: str | None = None
 ) -> list[Any]:
     """The first `limit` items a task scores (`MultipleChoiceItem`s, or `SyntheticCase`s for generated sets); a
     `DataError` (file, row, field) for bad data, a `ValueError` for an unknown task or split."""
@@ -92,7 +87,7 @@ def load_items(
     if spec.generate is not None:
         return spec.generate(limit or SYNTHETIC_EVAL_SIZE, seed)
     assert spec.read is not None
-    return spec.read(path, scored_split(spec, split), limit, on_error)
+    return spec.read(path, scored_split(spec, split), limit)
 
 
 def item_limit(config: RunConfig, task: str) -> int | None:
@@ -114,14 +109,6 @@ def data_files(task: str, path: str | None = None, split: str | None = None) -> 
     return [] if spec.files is None else spec.files(path, scored_split(spec, split))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_data(
     task: str, path: str | None = None, split: str | None = None, seed: int = 0, n: int | None = None
 ) -> dict[str, Any]:
@@ -132,7 +119,10 @@ def describe_data(
         return {"task": task, "generator": f"{generator.__module__}.{generator.__name__}", "seed": seed, "items": n}
     split = scored_split(spec, split)
     try:
-        files = [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data_files(task, path, split)]
+        files = [
+            {"path": str(f.resolve()), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+            for f in data_files(task, path, split)
+        ]
     except OSError as err:
         raise DataError(str(path or task), f"cannot read ({err.strerror or err})") from None
     source = path if path is not None else (spec.sources or {}).get(split)
@@ -140,10 +130,7 @@ def describe_data(
 
 
 def load_eval_texts(
-    tasks: Sequence[str],
-    seed: int = 0,
-    synthetic_n: int | Mapping[str, int | None] | None = None,
-    paths: Mapping[str, str | None] | None = None,
+    tasks: Sequence[str], seed: int = 0, synthetic_n: int | Mapping[str, int | None] | None = None
 ) -> list[EvalText]:
     """The texts of every evaluation set in use, for decontamination: each benchmark's `eval_texts` (its whole test
     split, not only the first `eval_limit`), each generated set drawn as evaluation draws it with `seed` and
@@ -152,11 +139,10 @@ def load_eval_texts(
     for task in expand_tasks(tasks):
         spec = get_task(task)
         if spec.eval_texts is not None:
-            texts += [EvalText(task, *text) for text in spec.eval_texts((paths or {}).get(task))]
+            texts += [EvalText(task, *text) for text in spec.eval_texts()]
         else:
             n = synthetic_n.get(task) if isinstance(synthetic_n, Mapping) else synthetic_n
-            cases = load_items(task, n, seed)
-            texts += [EvalText(task, case.id, "prompt", case.prompt) for case in cases]
+            texts += [EvalText(task, case.id, "prompt", case.prompt) for case in load_items(task, n, seed)]
     return texts
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsft.data.records import LETTERS, MultipleChoiceItem, OnError
+from medsft.data.loaders import format_options
+from medsft.data.records import LETTERS, MultipleChoiceItem
 from medsft.data.synthetic import SyntheticCase
 from medsft.tasks.extraction import extract_letter
 
@@ -27,33 +28,21 @@ LETTER_COT_INSTRUCTION = (
 )
 
 
-def option_lines(choices: Sequence[str]) -> list[str]:
-    """`A. first`, `B. second`, ...: the lettered options of lm-eval's MedMCQA and MMLU prompts, one per line."""
-    return [f"{letter}. {option}" for letter, option in zip(LETTERS, choices, strict=False)]
-
-
-def letters_cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    options = "\n".join(option_lines(item.choices))
-    return f"{item.question}\n\n{options}\n\n{instruction}"
-
-
 @dataclass(frozen=True)
 class Task:
     """One evaluation task. Multiple-choice tasks fill the fields up to `fewshot`; a generated one only `generate`.
-
     `kind`: "letters" (choices ` A`..` D`), "fixed" (the item's own words, ` yes`/` no`/` maybe'), "generated"
     (cases scored by generation, `medsft.evaluate.synthetic`) or "dialogue" (free-text replies, ROUGE and key
     points, `medsft.evaluate.dialogue`)."""
 
     name: str
     kind: str
-    # Multiple choice: (path, split, limit, on_error) -> items; the default source of each split; files besides
-    # the data files that decide the split (PubMedQA's official PMIDs).
-    read: Callable[[str | None, str, int | None, OnError], list[MultipleChoiceItem]] | None = None
+    # Multiple choice: (path, split, limit) -> items; the default source of each split.
+    read: Callable[[str | None, str, int | None], list[MultipleChoiceItem]] | None = None
     sources: dict[str, str] | None = None
-    files: Callable[[str | None, str], list[Path]] | None = None  # the local files one split reads
+    files: Callable[[str | None, str], list[Path]] | None = None  # the local files that make one split
     prompt: Callable[[MultipleChoiceItem], str] | None = None  # lm-eval's doc_to_text
-    description: Callable[[MultipleChoiceItem], str] | None = None  # lm-eval's `description` (MMLU's line)
+    description: str = ""  # lm-eval's `description` (MMLU's line)
     cot_prompt: Callable[[MultipleChoiceItem, str], str] | None = None  # generative mode's user turn
     cot_instruction: str = ""
     extract: Callable[[str, MultipleChoiceItem], int | None] | None = None  # a reply's choice, generative mode
@@ -61,7 +50,7 @@ class Task:
     lm_eval_version: str = "Yaml"  # lm-eval's `Version` column: metadata.version, or "Yaml" when the YAML has none
     lm_eval_row: Callable[[MultipleChoiceItem], Row] | None = None  # an item in the layout lm-eval reads
     raw_rows: Callable[[str | None, Sequence[MultipleChoiceItem]], list[Row]] | None = None  # the file's own rows
-    eval_texts: Callable[[str | None], list[TaskText]] | None = None  # the whole test split, for decontamination
+    eval_texts: Callable[[], list[TaskText]] | None = None  # the whole test split, for decontamination
     fewshot: Callable[[], list[MultipleChoiceItem]] | None = None  # the few-shot split, in order (first_n)
     discipline: str | None = None  # what `item.subject` means in the per-discipline table ("subject")
     # Generated: (count, seed) -> cases.
@@ -77,9 +66,7 @@ class Task:
 
     def choices(self, item: MultipleChoiceItem) -> list[str]:
         """The choice strings lm-eval scores (and measures for acc_norm), without the delimiter."""
-        if self.kind == "letters":
-            return list(LETTERS[: len(item.choices)])
-        return list(item.choices)
+        return list(LETTERS[: len(item.choices)] if self.kind == "letters" else item.choices)
 
     def shots(self, item: MultipleChoiceItem, num_fewshot: int) -> list[MultipleChoiceItem]:
         """The `num_fewshot` examples put before `item` (lm-eval's sampler for this task)."""
@@ -98,7 +85,7 @@ class Task:
             f"{self.prompt(shot)}{TARGET_DELIMITER}{self.choices(shot)[shot.answer]}{FEWSHOT_DELIMITER}"
             for shot in self.shots(item, num_fewshot)
         )
-        return (self.description(item) if self.description else ""), block + self.prompt(item)
+        return self.description, block + self.prompt(item)
 
     def context(self, item: MultipleChoiceItem, num_fewshot: int = 0) -> str:
         return "".join(self.turns(item, num_fewshot))
@@ -109,17 +96,16 @@ class Task:
         return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": user}]
 
     def continuations(self, item: MultipleChoiceItem, chat: bool = False) -> list[str]:
-        delimiter = "" if chat else TARGET_DELIMITER
-        return [delimiter + choice for choice in self.choices(item)]
+        return [("" if chat else TARGET_DELIMITER) + choice for choice in self.choices(item)]
 
 
 def letters_task(name: str, read: Callable[..., list[MultipleChoiceItem]], **fields: Any) -> Task:
     """A task with options ` A`..` D`: the letter chain-of-thought prompt and extraction, every question of its
     default split indexed for decontamination; `fields` fill in the rest (or override these)."""
     defaults: dict[str, Any] = {
-        "cot_prompt": letters_cot_prompt,
+        "cot_prompt": lambda item, instruction: f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}",
         "cot_instruction": LETTER_COT_INSTRUCTION,
         "extract": lambda reply, item: extract_letter(reply, item.choices),
-        "eval_texts": lambda path: [(item.id, "question", item.question) for item in read(path)],
+        "eval_texts": lambda: [(item.id, "question", item.question) for item in read()],
     }
     return Task(name, "letters", read=read, **{**defaults, **fields})

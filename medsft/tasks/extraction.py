@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from medsft.data.records import LETTERS
-
-if TYPE_CHECKING:
-    from medsft.data.records import MultipleChoiceItem
+from medsft.data.records import LETTERS, MultipleChoiceItem
 
 _LEAD = {
     "final": r"final\s+answer[\s*_]*(?:is\s*)?[:=\-]?\s*",
@@ -35,22 +31,14 @@ def final_segment(text: str) -> str:
     return text.rsplit("</think>", 1)[-1]
 
 
-def _letter_pattern(lead: str, letters: str) -> str:
-    """A lead-in (any case) followed by an option letter: upper case, any case in parentheses, or a lone lower-case
-    letter that ends the line (`Final answer: b`)."""
-    upper, lower = letters.upper(), letters.lower()
-    alternatives = [
-        rf"\(\s*([{upper}{lower}])\s*\)",
-        rf"\b([{upper}])(?![A-Za-z])",
-        rf"\b([{lower}])(?=[ \t*_.)]*$)",
-    ]
-    return rf"(?i:{lead})(?:(?i:option|choice)\s+)?{_DECOR}(?:{'|'.join(alternatives)})"
-
-
 def _lead_letter(text: str, letters: str) -> int | None:
-    """Rules 1-3: the last letter after the strongest lead-in that has one."""
+    """Rules 1-3: the last letter after the strongest lead-in (any case) that has one: upper case, any case in
+    parentheses, or a lone lower-case letter that ends the line (`Final answer: b`)."""
+    upper, lower = letters.upper(), letters.lower()
+    letter = rf"(?:\(\s*([{upper}{lower}])\s*\)|\b([{upper}])(?![A-Za-z])|\b([{lower}])(?=[ \t*_.)]*$))"
     for lead in _LEAD.values():
-        matches = list(re.finditer(_letter_pattern(lead, letters), text, flags=re.MULTILINE))
+        pattern = rf"(?i:{lead})(?:(?i:option|choice)\s+)?{_DECOR}{letter}"
+        matches = list(re.finditer(pattern, text, flags=re.MULTILINE))
         if matches:
             return LETTERS.index(next(g for g in matches[-1].groups() if g).upper())
     return None
@@ -63,12 +51,11 @@ def extract_letter(text: str, options: Sequence[str] = ()) -> int | None:
     found = _lead_letter(segment, letters)
     if found is not None:
         return found
-    bare = re.fullmatch(rf"{_DECOR}\(?([{letters}])\)?[.:]?{_DECOR}", segment.strip())
+    stripped = segment.strip()
+    bare = re.fullmatch(rf"{_DECOR}\(?([{letters}])\)?[.:]?{_DECOR}", stripped)
+    bare = bare or re.match(rf"{_DECOR}\(?([{letters}])[.):]\s", stripped)  # or a reply opening with a letter
     if bare:
         return LETTERS.index(bare.group(1))
-    opening = re.match(rf"{_DECOR}\(?([{letters}])[.):]\s", segment.strip())
-    if opening:
-        return LETTERS.index(opening.group(1))
     by_text = _match_option_text(segment, options)
     if by_text is not None or segment == text:
         return by_text
@@ -81,8 +68,6 @@ def _normalize(text: str) -> str:
 
 def _match_option_text(segment: str, options: Sequence[str]) -> int | None:
     """`Final answer: Metformin` when the option text, not its letter, follows the lead-in."""
-    if not options:
-        return None
     wanted = {_normalize(option): i for i, option in enumerate(options)}
     for lead in _LEAD.values():
         for match in reversed(list(re.finditer(rf"(?i:{lead})(.+)", segment))):

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, read_jsonl
-from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import Row, letters_task, option_lines
+from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, format_options, read_jsonl
+from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, text_field
+from medsft.tasks.base import Row, letters_task
 
 FOLDER = BENCHMARKS_DIR / "medmcqa" / "validation"
 SOURCES = {"validation": "bundled:medmcqa"}
@@ -45,30 +45,27 @@ def parse_row(row: dict[str, Any], number: int, subject: str) -> MultipleChoiceI
 
 
 def load_items(
-    path: str | None = None, split: str = "validation", limit: int | None = None, on_error: OnError = "raise"
+    path: str | None = None, split: str = "validation", limit: int | None = None
 ) -> list[MultipleChoiceItem]:
     """All subjects' items, subject files in name order, rows in file order; the first `limit`."""
     items: list[MultipleChoiceItem] = []
     for file in subject_files(path):
         origin = f"medmcqa/{file.name}" if file.parent == FOLDER else file.name
         rows = read_jsonl(file.read_bytes())
-        got, _ = convert_rows(origin, rows, lambda row, number, s=file.stem: parse_row(row, number, s), on_error)
-        items += got
+        items += convert_rows(origin, rows, lambda row, number, s=file.stem: parse_row(row, number, s))[0]
         if limit is not None and len(items) >= limit:
             break
     return items[:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
-    options = "".join(line + "\n" for line in option_lines(item.choices))
-    return f"Question: {item.question}\nChoices:\n{options}Answer:"
+    return f"Question: {item.question}\nChoices:\n{format_options(item.choices)}\nAnswer:"
 
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
     """openlifescienceai/medmcqa's layout, which lm-eval's `medmcqa` reads."""
-    row: Row = {"id": item.id, "question": item.question, "cop": item.answer, "subject_name": item.subject}
-    row.update({f"op{key}": text for key, text in zip("abcd", item.choices, strict=True)})
-    return row
+    options = {f"op{key}": text for key, text in zip("abcd", item.choices, strict=True)}
+    return {"id": item.id, "question": item.question, "cop": item.answer, "subject_name": item.subject, **options}
 
 
 def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:

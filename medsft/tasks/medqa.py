@@ -8,27 +8,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from medsft.data.loaders import convert_rows, format_options, open_rows, parse_medqa, resolve_file, row_tag
-from medsft.data.records import DataError, MultipleChoiceItem, OnError
+from medsft.data.loaders import format_options, load_rows, parse_medqa, resolve_file
+from medsft.data.records import DataError, MultipleChoiceItem
 from medsft.runs import read_jsonl
 from medsft.tasks.base import Row, letters_task
 
 SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
 
 
-def load_items(
-    path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
-) -> list[MultipleChoiceItem]:
+def load_items(path: str | None = None, split: str = "test", limit: int | None = None) -> list[MultipleChoiceItem]:
     """The first `limit` items in file order: with no path the carried split (ids `medqa:test:<row>`), with a hub id
     that split of the hub dataset."""
     if path is None:
         if split not in SOURCES:
             raise DataError(f"medqa[{split}]", f"no carried MedQA split '{split}'; use {', '.join(SOURCES)}")
         path = SOURCES[split]
-    origin, rows = open_rows(path, SOURCES["test"], None, split)
-    tag = row_tag(origin)
-    items, _ = convert_rows(origin, rows, lambda row, number: parse_medqa(row, number, tag), on_error)
-    return items[:limit]
+    return load_rows(path, SOURCES["test"], parse_medqa, None, split)[1][:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
@@ -37,9 +32,8 @@ def prompt(item: MultipleChoiceItem) -> str:
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
     """GBaker/MedQA-USMLE-4-options-hf's layout, which lm-eval's `medqa_4options` reads."""
-    row: Row = {"id": item.id, "sent1": item.question, "sent2": "", "label": item.answer}
-    row.update({f"ending{i}": text for i, text in enumerate(item.choices)})
-    return row
+    endings = {f"ending{i}": text for i, text in enumerate(item.choices)}
+    return {"id": item.id, "sent1": item.question, "sent2": "", "label": item.answer, **endings}
 
 
 def raw_lm_eval_row(raw: Row) -> Row:
@@ -47,9 +41,8 @@ def raw_lm_eval_row(raw: Row) -> Row:
     if "sent1" in raw:
         return raw
     letters = sorted(raw["options"])
-    row = {"sent1": raw["question"], "sent2": "", "label": letters.index(raw["answer_idx"])}
-    row.update({f"ending{i}": raw["options"][letter] for i, letter in enumerate(letters)})
-    return row
+    endings = {f"ending{i}": raw["options"][letter] for i, letter in enumerate(letters)}
+    return {"sent1": raw["question"], "sent2": "", "label": letters.index(raw["answer_idx"]), **endings}
 
 
 def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import EVAL_SUITES
-from medsft.data.loaders import BENCHMARKS_DIR, convert_rows
-from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, OnError, text_field
-from medsft.tasks.base import Row, Task, letters_task, option_lines
+from medsft.data.loaders import BENCHMARKS_DIR, convert_rows, format_options
+from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceItem, text_field
+from medsft.tasks.base import Row, Task, letters_task
 
 FOLDER = BENCHMARKS_DIR / "mmlu"
 SUBJECTS = tuple(task.removeprefix("mmlu_") for task in EVAL_SUITES["mmlu"])
@@ -35,21 +35,19 @@ def subject_file(subject: str, split: str, path: str | None = None) -> Path:
 
 
 def csv_rows(file: Path) -> Iterator[tuple[int, Any]]:
-    """(record number, {question, A..D, answer}); quoted commas and CRLF endings are the csv module's job."""
+    """(record number, {question, A..D, answer} or the row's error); quoted commas and CRLF are the csv module's."""
     try:
         text = file.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(file.name, f"not valid UTF-8 (byte at {err.start})") from None
     for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         if len(fields) != len(COLUMNS):
-            yield number, {"_fields": len(fields)}
+            yield number, FieldError(None, f"expected {len(COLUMNS)} fields ({', '.join(COLUMNS)}), got {len(fields)}")
         else:
             yield number, dict(zip(COLUMNS, fields, strict=True))
 
 
 def parse_row(row: dict[str, Any], number: int, subject: str, split: str) -> MultipleChoiceItem:
-    if "_fields" in row:
-        raise FieldError(None, f"expected {len(COLUMNS)} fields ({', '.join(COLUMNS)}), got {row['_fields']}")
     choices = [text_field(row, letter, strip=False) for letter in "ABCD"]
     answer = text_field(row, "answer")
     if answer not in "ABCD" or len(answer) != 1:
@@ -58,26 +56,18 @@ def parse_row(row: dict[str, Any], number: int, subject: str, split: str) -> Mul
     return MultipleChoiceItem(f"mmlu_{subject}:{split}:{number}", question, choices, LETTERS.index(answer), subject)
 
 
-def read_split(subject: str, split: str, path: str | None = None, on_error: OnError = "raise") -> list[Any]:
+def read_split(subject: str, split: str, path: str | None = None) -> list[Any]:
     file = subject_file(subject, split, path)
     origin = f"mmlu/{split}/{file.name}" if file.parent.parent == FOLDER else file.name
-    items, _ = convert_rows(origin, csv_rows(file), lambda row, n: parse_row(row, n, subject, split), on_error)
-    return items
-
-
-@functools.cache
-def dev_items(subject: str) -> tuple[MultipleChoiceItem, ...]:
-    return tuple(read_split(subject, "dev"))
+    return convert_rows(origin, csv_rows(file), lambda row, n: parse_row(row, n, subject, split))[0]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
-    options = "".join(line + "\n" for line in option_lines(item.choices))
-    return f"{item.question.strip()}\n{options}Answer:"
+    return f"{item.question.strip()}\n{format_options(item.choices)}\nAnswer:"
 
 
 def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    options = "\n".join(option_lines(item.choices))
-    return f"{item.question.strip()}\n\n{options}\n\n{instruction}"
+    return f"{item.question.strip()}\n\n{format_options(item.choices)}\n\n{instruction}"
 
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
@@ -85,24 +75,19 @@ def lm_eval_row(item: MultipleChoiceItem) -> Row:
     return {"question": item.question, "subject": item.subject, "choices": list(item.choices), "answer": item.answer}
 
 
-def raw_csv_rows(file: Path, count: int | None = None) -> list[Row]:
-    """The file's rows through the csv module only, in cais/mmlu's layout."""
-    with file.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle))[:count]
-    subject = file.stem.rsplit("_", 1)[0]
-    return [{"question": r[0], "subject": subject, "choices": r[1:5], "answer": "ABCD".index(r[5])} for r in rows]
-
-
 def make_task(subject: str) -> Task:
     heading = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
-    def load_items(
-        path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
-    ) -> list[MultipleChoiceItem]:
-        return read_split(subject, split, path, on_error)[:limit]
+    def load_items(path: str | None = None, split: str = "test", limit: int | None = None) -> list[MultipleChoiceItem]:
+        return read_split(subject, split, path)[:limit]
 
     def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
-        return raw_csv_rows(subject_file(subject, "test", path), len(items))
+        """The file's rows through the csv module only, in cais/mmlu's layout."""
+        file = subject_file(subject, "test", path)
+        with file.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle))[: len(items)]
+        name = file.stem.rsplit("_", 1)[0]
+        return [{"question": r[0], "subject": name, "choices": r[1:5], "answer": "ABCD".index(r[5])} for r in rows]
 
     return letters_task(
         f"mmlu_{subject}",
@@ -110,13 +95,13 @@ def make_task(subject: str) -> Task:
         sources={"test": f"bundled:mmlu/test/{subject}_test.csv", "dev": f"bundled:mmlu/dev/{subject}_dev.csv"},
         files=lambda path, split: [subject_file(subject, split, path)],
         prompt=prompt,
-        description=lambda item: heading,
+        description=heading,
         cot_prompt=cot_prompt,  # the question stripped, as lm-eval's doc_to_text strips it
         lm_eval_yaml=f"mmlu/default/mmlu_{subject}.yaml",
         lm_eval_version="1.0",
         lm_eval_row=lm_eval_row,
         raw_rows=raw_rows,
-        fewshot=lambda: list(dev_items(subject)),
+        fewshot=functools.cache(lambda: read_split(subject, "dev")),
         discipline="subject",
     )
 

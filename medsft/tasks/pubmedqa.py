@@ -13,15 +13,13 @@ from typing import Any
 from medsft.data.loaders import (
     DEFAULT_SOURCES,
     PUBMEDQA_TEST_FILE,
-    convert_rows,
-    open_rows,
+    load_rows,
     parse_pubmedqa,
     pubmedqa_item,
     resolve_file,
-    row_tag,
     split_pubmedqa,
 )
-from medsft.data.records import DataError, MultipleChoiceItem, OnError
+from medsft.data.records import DataError, MultipleChoiceItem
 from medsft.tasks.base import Row, Task, TaskText
 from medsft.tasks.extraction import extract_decision
 
@@ -32,23 +30,18 @@ COT_INSTRUCTION = (
 )
 
 
-def test_records(path: str | None = None, on_error: OnError = "raise") -> list[dict[str, Any]]:
+def test_records(path: str | None = None) -> list[dict[str, Any]]:
     """The test split as parsed records (with the long answer, which decontamination also checks)."""
-    origin, rows = open_rows(path, SOURCE, "pqa_labeled", "train")
-    tag = row_tag(origin)
-    records, _ = convert_rows(origin, rows, lambda row, number: parse_pubmedqa(row, number, tag), on_error)
+    origin, records, _ = load_rows(path, SOURCE, parse_pubmedqa, "pqa_labeled")
     test = split_pubmedqa(records, origin)[1]
     if not test:
         raise DataError(origin, f"no PubMedQA test items among its {len(records)} rows")
     return test
 
 
-def load_items(
-    path: str | None = None, split: str = "test", limit: int | None = None, on_error: OnError = "raise"
-) -> list[MultipleChoiceItem]:
-    """The first `limit` test items (context: the abstract's passages joined by "\\n"), in the order of the
-    official `test_ground_truth.json`."""
-    return [pubmedqa_item(r) for r in test_records(path, on_error)][:limit]
+def load_items(path: str | None = None, split: str = "test", limit: int | None = None) -> list[MultipleChoiceItem]:
+    """The first `limit` test items, in the order of the official `test_ground_truth.json`."""
+    return [pubmedqa_item(r) for r in test_records(path)][:limit]
 
 
 def prompt(item: MultipleChoiceItem) -> str:
@@ -58,17 +51,13 @@ def prompt(item: MultipleChoiceItem) -> str:
 
 
 def cot_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    """The abstract, the question and the instruction, for chain-of-thought decoding."""
     return f"Abstract: {item.context}\n\nQuestion: {item.question}\n\n{instruction}"
 
 
 def lm_eval_row(item: MultipleChoiceItem) -> Row:
     """bigbio/pubmed_qa's layout, which lm-eval's `pubmedqa` reads."""
-    return {
-        "QUESTION": item.question,
-        "CONTEXTS": (item.context or "").split("\n"),  # lm-eval joins them back with "\n"
-        "final_decision": item.choices[item.answer],
-    }
+    contexts = (item.context or "").split("\n")  # lm-eval joins them back with "\n"
+    return {"QUESTION": item.question, "CONTEXTS": contexts, "final_decision": item.choices[item.answer]}
 
 
 def raw_lm_eval_row(raw: Row) -> Row:
@@ -87,10 +76,9 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
     return [raw_lm_eval_row(by_pmid[item.id.rsplit(":", 1)[1]]) for item in items]
 
 
-def eval_texts(path: str | None) -> list[TaskText]:
-    """Every question, abstract and long answer of the test split."""
+def eval_texts() -> list[TaskText]:
     parts = ("question", "context", "long_answer")
-    return [(record["id"], part, record[part]) for record in test_records(path) for part in parts]
+    return [(record["id"], part, record[part]) for record in test_records() for part in parts]
 
 
 def files(path: str | None, split: str) -> list[Path]:
