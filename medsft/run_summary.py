@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import selection_task
-from medsft.runs import Run, read_json, read_jsonl, write_json, write_text_atomic
+from medsft.runs import Run, read_json, read_json_lines, write_json, write_text_atomic
 
 
 def run_results(run: Run | str | Path) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def validation_constant(data_dir: Path, task: str) -> dict[str, Any] | None:
         path = data_dir / f"{split}.jsonl"
         if not path.is_file():
             return None
-        rows = read_jsonl(path)
+        rows = read_json_lines(path)
         answers[split] = [(row.get("meta") or {}).get("answer") for row in rows if row.get("source") == task]
     if not answers["train"] or not answers["validation"]:
         return None

@@ -221,7 +221,7 @@ def read_json(path: Path) -> Any | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def read_jsonl(path: Path) -> list[Any]:
+def read_json_lines(path: Path) -> list[Any]:
     """A JSON Lines file's values. Split on "\\n" only: `str.splitlines()` also breaks on U+2028/U+2029/U+0085,
     which `json.dumps(ensure_ascii=False)` leaves inside strings (PubMedQA's long answers hold U+2029)."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]

@@ -15,7 +15,7 @@ from medsft.runs import (
     make_run_id,
     open_run_dir,
     read_json,
-    read_jsonl,
+    read_json_lines,
     sha256_rows,
     write_json,
 )
@@ -131,6 +131,6 @@ def test_saved_splits_keep_unicode_line_separators_inside_strings(tmp_path: Path
     for split, split_rows in rows.items():
         path = tmp_path / "data" / f"{split}.jsonl"
         path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in split_rows), encoding="utf-8")
-        assert read_jsonl(path) == split_rows
+        assert read_json_lines(path) == split_rows
     data = load_data(tmp_path)
     assert data["train"]["text"] == ["a\u2029b\u2028c\x85d"] and data["validation"]["text"] == ["e\u2029f"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
-from medsft.runs import find_artifact, read_jsonl
+from medsft.runs import find_artifact, read_json_lines
 
 SPLITS = ("train", "validation")
 
@@ -26,7 +26,7 @@ def load_data(run_dir: str | Path) -> Any | None:
         return None
     from datasets import Dataset, DatasetDict
 
-    rows = {split: read_jsonl(folder / f"{split}.jsonl") for split in SPLITS}
+    rows = {split: read_json_lines(folder / f"{split}.jsonl") for split in SPLITS}
     # One table for both splits, as the data stage built it, so an empty validation split keeps the schema.
     full = Dataset.from_list(rows["train"] + rows["validation"])
     n = len(rows["train"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medsft.data.loaders import format_options, load_rows, parse_medqa, resolve_file
 from medsft.data.records import DataError, MultipleChoiceItem
-from medsft.runs import read_jsonl
+from medsft.runs import read_json_lines
 from medsft.tasks.base import Row, letters_task
 
 SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
@@ -49,7 +49,7 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
     """The file's own first rows behind `items` (read without medsft's parser), in lm-eval's layout."""
     local = resolve_file(path, SOURCES["test"])
     assert local is not None, "parity needs a local file"
-    return [raw_lm_eval_row(row) for row in read_jsonl(local)[: len(items)]]
+    return [raw_lm_eval_row(row) for row in read_json_lines(local)[: len(items)]]
 
 
 def files(path: str | None, split: str) -> list[Path]:
