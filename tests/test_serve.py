@@ -262,6 +262,8 @@ BAD_REQUESTS = {
     "temperature-over-2": (chat_with(temperature=2.5), 400, "temperature", "from 0 to 2"),
     "temperature-NaN": (raw_with('"temperature": NaN'), 400, "temperature", "finite"),
     "top_p-Infinity": (raw_with('"top_p": Infinity'), 400, "top_p", "finite"),
+    "temperature-past-a-float": (raw_with('"temperature": 1' + "0" * 400), 400, "temperature", "from 0 to 2"),
+    "max_tokens-past-a-float": (raw_with('"max_tokens": 1' + "0" * 400), 400, "max_tokens", TOKENS),
     "top_p-over-1": (chat_with(top_p=1.5), 400, "top_p", "from 0 to 1"),
     "top_p-a-string": (chat_with(top_p="0.9"), 400, "top_p", "from 0 to 1"),
     "n-of-2": (chat_with(n=2), 400, "n", "one reply per request"),

@@ -69,7 +69,8 @@ class Number:
         if isinstance(value, bool) or not isinstance(value, int if self.integer else int | float):
             return False
         inside = (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
-        return math.isfinite(value) and inside
+        # An int is finite; math.isfinite() would raise OverflowError on one too big for a float (a 500, not a 400).
+        return (isinstance(value, int) or math.isfinite(value)) and inside
 
 
 def plain(bound: float) -> str:
