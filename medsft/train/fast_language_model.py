@@ -15,7 +15,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from medsft.models import ModelSource, resolve_model
+from medsft.models import ModelSource, resolve_model, tiny_random_model
 from medsft.train import distributed
 
 log = logging.getLogger("medsft")
@@ -44,7 +44,15 @@ class FastLanguageModel:
         source = resolve_model(model_name)
         token = token or os.environ.get("HF_TOKEN")
         if random_weights:
-            return tiny_random_model_and_tokenizer(source.location, random_state)
+            log.info("dry run: tiny random model with the architecture and tokenizer of %s", source.location)
+            try:
+                model = tiny_random_model(source.location, seed=random_state)
+                return with_savers(model), load_tokenizer(source.location)
+            except OSError as err:  # a hub id with no network and nothing in the Hugging Face cache
+                raise RuntimeError(
+                    f"dry run needs the config and tokenizer of {source.location} (a few MB, no weights), but they "
+                    f"could not be read ({err}); connect once to cache them, or use model: embedded or a local folder"
+                ) from err
         adapter = read_adapter_config(source)
         base_location = resolve_model(adapter["base_model_name_or_path"]).location if adapter else source.location
         tokenizer = load_tokenizer(source.location if adapter else base_location)
@@ -85,9 +93,10 @@ class FastLanguageModel:
         if use_gradient_checkpointing:
             model.gradient_checkpointing_enable()
         # A multimodal checkpoint's vision and audio towers have their own q_proj/k_proj/...: a regex over whole
-        # module paths keeps the adapter on the language model.
+        # module paths keeps the adapter on the language model (`model.language_model.layers.3.self_attn.q_proj`).
         if is_multimodal(model.config):
-            target_modules = language_model_only(lora_target_modules(model, target_modules))
+            names = "|".join(re.escape(name) for name in lora_target_modules(model, target_modules))
+            target_modules = rf".*\blanguage_model\..*\.({names})"
         lora = LoraConfig(
             r=r,
             lora_alpha=lora_alpha,
@@ -152,20 +161,6 @@ def save_pretrained_gguf(
     return {"gguf_files": [str(path) for path in files]}
 
 
-def tiny_random_model_and_tokenizer(location: str, seed: int) -> tuple[Any, Any]:
-    """A dry run's model: the architecture and tokenizer of `location`, two small layers of random weights."""
-    from medsft.models import tiny_random_model
-
-    log.info("dry run: tiny random model with the architecture and tokenizer of %s", location)
-    try:
-        return with_savers(tiny_random_model(location, seed=seed)), load_tokenizer(location)
-    except OSError as err:  # a hub id with no network and nothing in the Hugging Face cache
-        raise RuntimeError(
-            f"dry run needs the config and tokenizer of {location} (a few MB, no weights), but they could not "
-            f"be read ({err}); connect once to cache them, or use model: embedded or a local folder"
-        ) from err
-
-
 def four_bit_arguments(dtype: Any, has_cuda: bool) -> dict[str, Any]:
     """bitsandbytes NF4 on CUDA (under DDP each process on its own GPU); elsewhere nothing, with a warning."""
     if not has_cuda or importlib.util.find_spec("bitsandbytes") is None:
@@ -214,12 +209,6 @@ def lora_target_modules(model: Any, targets: list[str] | str) -> list[str]:
         if isinstance(module, torch.nn.Linear) and module is not head and in_scope(path)
     }
     return sorted(names)
-
-
-def language_model_only(module_names: list[str]) -> str:
-    """A peft `target_modules` regex (matched against whole module paths) for these names inside the language
-    model alone, e.g. `model.language_model.layers.3.self_attn.q_proj` but not `model.vision_tower...q_proj`."""
-    return r".*\blanguage_model\..*\.(" + "|".join(re.escape(name) for name in module_names) + r")"
 
 
 def load_tokenizer(location: str, chat_template: str | None = None) -> Any:

@@ -1,11 +1,10 @@
 """Response-only labels: only assistant tokens carry loss; system, user and the prompt prefix get -100.
 
-Assistant spans are found on the rendered text itself, for any chat template: the conversation up to an
-assistant turn rendered with `add_generation_prompt=True` ends exactly where that turn's content starts, and the
-conversation rendered through that turn ends where it stops (the end-of-turn marker included, so the model learns
-to stop). Tokens are labelled by their character offsets. This is what Unsloth's `train_on_responses_only` and
-TRL's `assistant_only_loss` compute for Gemma 3 (the tests check agreement with TRL), but it needs neither
-hand-written marker strings nor a template with `{% generation %}` tags, and it can also leave the `<think>`
+Assistant spans are found on the rendered text, for any chat template: the conversation up to an assistant turn
+rendered with `add_generation_prompt=True` ends where that turn's content starts, and rendered through that turn
+ends where it stops (end-of-turn marker included, so the model learns to stop); tokens are labelled by their
+character offsets. For Gemma 3 this is what Unsloth's `train_on_responses_only` and TRL's `assistant_only_loss`
+compute (tested against TRL), with no marker strings or `{% generation %}` tags, and it can leave the `<think>`
 chain out of the loss (`train_on_reasoning=False`).
 """
 
@@ -52,10 +51,8 @@ def reasoning_char_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[
 def tokenize_conversation(
     tokenizer: Any, messages: list[dict[str, str]], max_length: int, train_on_reasoning: bool = True
 ) -> dict[str, list[int]]:
-    """`input_ids` and `labels` for one conversation, truncated to `max_length` (keeping the start).
-
-    The rendered text already holds `<bos>`, so it is tokenized without special tokens: one `<bos>` per sequence.
-    """
+    """`input_ids` and `labels` for one conversation, truncated to `max_length` (keeping the start). The rendered
+    text already holds `<bos>`, so it is tokenized without special tokens: one `<bos>` per sequence."""
     text = render_chat(tokenizer, messages)
     spans = assistant_char_spans(tokenizer, messages, text)
     excluded = [] if train_on_reasoning else reasoning_char_spans(text, spans)

@@ -1,9 +1,6 @@
-"""`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU.
-
-The steps, in the order of Unsloth's notebooks (the train notebook calls each in its own cell): `start`, the
-backend's `from_pretrained` and chat template, `training_rows`, `get_peft_model`, `make_trainer`,
-`trainer.train(resume_from_checkpoint=resume_checkpoint(...))`, `finish`. Unsloth (CUDA) and the transformers
-stand-in (with the CPU step, `medsft.train.cpu_step`) train on identical labels.
+"""`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU, in the steps of
+Unsloth's notebooks (the train notebook calls each in its own cell). Unsloth (CUDA) and the transformers stand-in
+(with the CPU step, `medsft.train.cpu_step`) train on identical labels.
 """
 
 from __future__ import annotations
@@ -186,18 +183,6 @@ def batch_layout(trainer: SFTTrainer) -> dict[str, Any]:
     return layout
 
 
-def write_results(run: Run, result: RunResult, backend: Backend) -> None:
-    """train_results.json, the loss plot and the manifest's timings (main process only). A resumed run rewrites
-    them; a fresh one never finds them (`check_no_training`)."""
-    write_json(run.path("train_results.json"), result.to_dict(), overwrite=True)
-    figure = plot_loss_curves(run.run_dir)
-    figure.savefig(run.path("loss_curves.png"), dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
-    run.update_manifest(timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
-
-
 @dataclass(frozen=True)
 class Start:
     """What step 1 settles before any model loads: the splits are None when `training_rows` builds them."""
@@ -312,13 +297,12 @@ def make_trainer(begun: Start, model: Any, tokenizer: Any, rows: TrainingRows) -
 def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
     """Step 6's argument: the last checkpoint when `resume` is on (the log is cut back to it), else None. Every
     process waits here until the folder is set up."""
-    checkpoint = None
-    if begun.config.resume and (begun.run_dir / "checkpoints").is_dir():
-        checkpoint = get_last_checkpoint(trainer.args.output_dir)
-    log_path, main = begun.run_dir / "train_log.jsonl", distributed.is_main_process()
+    resume = begun.config.resume and (begun.run_dir / "checkpoints").is_dir()
+    checkpoint = get_last_checkpoint(trainer.args.output_dir) if resume else None
+    log_path = begun.run_dir / "train_log.jsonl"
     if checkpoint:
         log.info("resuming from %s", checkpoint)
-    if checkpoint and main and log_path.is_file():  # lines past the checkpoint: the resumed run writes them again
+    if checkpoint and distributed.is_main_process() and log_path.is_file():  # the resumed run writes these again
         step = int(checkpoint.rsplit("-", 1)[-1])
         kept = [line for line in log_path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
         write_text_atomic(log_path, "".join(line + "\n" for line in kept))
@@ -328,7 +312,7 @@ def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
 
 def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows, output: Any) -> RunResult:
     """Step 7: the adapter (the best checkpoint's weights) into `adapter/`, then train_results.json, the loss plot
-    and the manifest's timings."""
+    and the manifest's timings (a resumed run rewrites them; a fresh one never finds them: `check_no_training`)."""
     config, run_dir, backend = begun.config, begun.run_dir, begun.backend
     adapter_dir = run_dir / "adapter"
     # The main process writes the adapter; under FSDP every process holds a shard, so all first gather the weights.
@@ -357,8 +341,15 @@ def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows
         effective_batch_size=layout["effective_batch_size"],
     )
     if distributed.is_main_process():
-        begun.run.update_manifest(distributed=layout)
-        write_results(begun.run, result, backend)
+        import matplotlib.pyplot as plt
+
+        run = begun.run
+        run.update_manifest(distributed=layout)
+        write_json(run.path("train_results.json"), result.to_dict(), overwrite=True)
+        figure = plot_loss_curves(run_dir)
+        figure.savefig(run.path("loss_curves.png"), dpi=110, bbox_inches="tight")
+        plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
+        run.update_manifest(timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
     distributed.wait_for_everyone()  # no process returns before the run folder is complete
     return result
 

@@ -22,16 +22,13 @@ IMPLEMENTATION = "medsft_packed"
 _segments: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar("segments", default=None)
 
 
-def segment_bounds(position_ids: torch.Tensor) -> list[tuple[int, int]]:
-    """(start, end) of each conversation in a single packed row, from restarting position ids."""
-    starts = (position_ids[0] == 0).nonzero().flatten().tolist()
-    ends = starts[1:] + [position_ids.shape[1]]
-    return list(zip(starts, ends, strict=True))
-
-
 @contextlib.contextmanager
 def packed_segments(position_ids: torch.Tensor | None) -> Iterator[None]:
-    bounds = segment_bounds(position_ids) if position_ids is not None and position_ids.shape[0] == 1 else None
+    """Inside the block, attention works on the conversations of this single packed row (restarting position ids)."""
+    bounds = None
+    if position_ids is not None and position_ids.shape[0] == 1:
+        starts = (position_ids[0] == 0).nonzero().flatten().tolist()
+        bounds = list(zip(starts, starts[1:] + [position_ids.shape[1]], strict=True))
     token = _segments.set(bounds)
     try:
         yield
@@ -49,28 +46,6 @@ def allowed_positions(length: int, window: int | None, device: torch.device) -> 
     index = torch.arange(length, device=device)
     offset = index[:, None] - index[None, :]
     return (offset >= 0) if window is None else (offset >= 0) & (offset < window)
-
-
-def matmul_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    allowed: torch.Tensor,
-    scale: float,
-    dropout: float,
-    softcap: float | None,
-) -> torch.Tensor:
-    """Attention as two batched matmuls; query heads share their key/value head by broadcasting (GQA)."""
-    batch, heads, length, dim = q.shape
-    kv_heads = k.shape[1]
-    grouped = q.reshape(batch, kv_heads, heads // kv_heads, length, dim)
-    scores = (grouped @ k.unsqueeze(2).transpose(-1, -2)) * scale
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    if dropout:
-        probs = F.dropout(probs, p=dropout)
-    return (probs @ v.unsqueeze(2)).reshape(batch, heads, length, dim)
 
 
 def packed_causal_attention(
@@ -91,13 +66,24 @@ def packed_causal_attention(
     dropout = dropout if module.training else 0.0
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     softcap = kwargs.get("softcap")
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
     outputs = []
     for start, end in bounds:
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         length = end - start
         window = sliding_window if sliding_window is not None and length > sliding_window else None
-        if softcap is not None or query.shape[1] * length * length <= MATMUL_ATTENTION_MAX_SCORES:
-            out = matmul_attention(q, k, v, allowed_positions(length, window, query.device), scale, dropout, softcap)
+        if softcap is not None or heads * length * length <= MATMUL_ATTENTION_MAX_SCORES:
+            # Two batched matmuls; query heads share their key/value head by broadcasting (GQA).
+            grouped = q.reshape(batch, kv_heads, heads // kv_heads, length, dim)
+            scores = (grouped @ k.unsqueeze(2).transpose(-1, -2)) * scale
+            if softcap is not None:
+                scores = torch.tanh(scores / softcap) * softcap
+            allowed = allowed_positions(length, window, query.device)
+            probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+            if dropout:
+                probs = F.dropout(probs, p=dropout)
+            out = (probs @ v.unsqueeze(2)).reshape(batch, heads, length, dim)
         else:  # a sliding window needs its mask; plain causal attention gets SDPA's fused causal kernel
             mask = allowed_positions(length, window, query.device) if window is not None else None
             out = F.scaled_dot_product_attention(
