@@ -12,21 +12,22 @@ from medsft.stages.common import load_data
 
 log = logging.getLogger("medsft")
 
-# Recipe keys whose library argument has another name (every other key is the library's own name).
-RECIPE_TO_LIBRARY = {
-    "model": "model_name",
-    "lora_r": "r",
-    "lora_target": "target_modules",
-    "seed": "random_state",
-    "batch_size": "per_device_train_batch_size",
-    "lr_scheduler": "lr_scheduler_type",
-    "warmup_ratio": "warmup_steps",
-    "num_epochs": "num_train_epochs",
-    "optimizer": "optim",
-    "eval_every_steps": "eval_steps",
-    "save_every_steps": "save_steps",
-    "select_checkpoint_by": "metric_for_best_model",
-    "max_seq_length": "max_length",
+# Library arguments whose recipe key has another name (every other key is the library's own name).
+LIBRARY_TO_RECIPE = {
+    "model_name": "model",
+    "r": "lora_r",
+    "target_modules": "lora_target",
+    "random_state": "seed",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "batch_size",
+    "lr_scheduler_type": "lr_scheduler",
+    "warmup_steps": "warmup_ratio",
+    "num_train_epochs": "num_epochs",
+    "optim": "optimizer",
+    "eval_steps": "eval_every_steps",
+    "save_steps": "save_every_steps",
+    "metric_for_best_model": "select_checkpoint_by",
+    "max_length": "max_seq_length",
 }
 
 # The config fields a reader of the training notebook wants to see first (all of them are in config.yaml).
@@ -69,13 +70,6 @@ def model_frame(begun: Any, model: Any) -> Any:
     return settings_frame(rows)
 
 
-def template_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """One training conversation exactly as the chat template renders it (the text the model is trained on)."""
-    from medsft.templates import render_chat
-
-    return render_chat(tokenizer, messages)
-
-
 def trained_text(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
     """A conversation's labels decoded, each run of masked tokens (-100: no loss) shown as one space, as
     Unsloth's notebooks check `train_on_responses_only`: what is left is all the loss trains on."""
@@ -107,11 +101,9 @@ def arguments_frame(arguments: dict[str, Any], config: RunConfig | None = None) 
     medsft's recipe names to TRL's and peft's, where they differ)."""
     import pandas as pd
 
-    recipe_keys = {value: key for key, value in RECIPE_TO_LIBRARY.items()}
-    recipe_keys["per_device_eval_batch_size"] = "batch_size"
     own = set(config.to_dict()) if config else set()
     rows = [
-        {"argument": name, "value": str(value), "recipe key": name if name in own else recipe_keys.get(name, "")}
+        {"argument": name, "value": str(value), "recipe key": name if name in own else LIBRARY_TO_RECIPE.get(name, "")}
         for name, value in arguments.items()
         if name != "token"  # a secret: never shown in a rendered notebook
     ]

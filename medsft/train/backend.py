@@ -74,16 +74,11 @@ def import_unsloth_if_usable() -> tuple[bool, str]:
 
 def select_backend(preference: str = "auto") -> Backend:
     """The backend for `preference` (auto|unsloth|transformers), its reason logged."""
-    if preference == "transformers":
-        backend: Backend = TransformersBackend("asked for backend=transformers")
-    else:
-        ok, reason = import_unsloth_if_usable()
-        if ok:
-            backend = UnslothBackend(reason)
-        elif preference == "unsloth":
-            raise BackendError(f"backend=unsloth was asked for, but {reason}; use backend=auto or transformers")
-        else:
-            backend = TransformersBackend(reason)
+    plain = preference == "transformers"
+    ok, reason = (False, "asked for backend=transformers") if plain else import_unsloth_if_usable()
+    if not ok and preference == "unsloth":
+        raise BackendError(f"backend=unsloth was asked for, but {reason}; use backend=auto or transformers")
+    backend = UnslothBackend(reason) if ok else TransformersBackend(reason)
     log.info("backend: %s (%s)", backend.name, backend.reason)
     return backend
 
@@ -122,12 +117,6 @@ class Backend:
     name: str = "base"
     # get_peft_model's `use_gradient_checkpointing`: on a CPU memory is not the limit; recomputing costs a third more
     gradient_checkpointing: ClassVar[bool | str] = False
-
-    def fast_language_model(self, model_name: str) -> Any:
-        raise NotImplementedError
-
-    def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
-        raise NotImplementedError
 
     def load_arguments(self, config: RunConfig) -> dict[str, Any]:
         import torch

@@ -24,15 +24,7 @@ from trl import SFTConfig, SFTTrainer
 
 from medsft.config import ConfigError, RunConfig
 from medsft.plots import plot_loss_curves
-from medsft.runs import (
-    Run,
-    check_no_training,
-    claim_run_dir,
-    open_run_dir,
-    sha256_rows,
-    write_json,
-    write_text_atomic,
-)
+from medsft.runs import Run, check_no_training, claim_run_dir, open_run_dir, sha256_rows, write_json, write_text_atomic
 from medsft.train import checkpoint_selection, distributed
 from medsft.train.backend import Backend, TransformersBackend, select_backend
 from medsft.train.callbacks import add_run_callbacks, peak_memory_gib
@@ -103,7 +95,7 @@ def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig
 
 
 def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> dict[str, Any]:
-    """`SFTConfig`'s keyword arguments from the config (recipe names map one to one: `RECIPE_TO_LIBRARY`)."""
+    """`SFTConfig`'s keyword arguments from the config (recipe names map one to one: `LIBRARY_TO_RECIPE`)."""
     bf16 = has_cuda and torch.cuda.is_bf16_supported()
     optimizer = config.optimizer
     if "8bit" in optimizer and not has_cuda:

@@ -1,10 +1,9 @@
-"""Causal attention over packed rows, one conversation at a time.
+"""Causal attention over packed rows, one conversation at a time (registered with `AttentionInterface`).
 
 transformers' SDPA path keeps a packed row's conversations apart with a dense block-diagonal mask, which computes
-(and masks) every cross-conversation score and rules out SDPA's fused causal kernel. This attention function
-(registered with `AttentionInterface`) slices each conversation out of the row, with bounds from `packed_segments`
-(position ids restart at 0 per conversation), and attends within it: with two plain matmuls when its score matrix
-is small (faster than SDPA's CPU flash kernel at these sizes), else with SDPA and `is_causal=True`.
+(and masks) every cross-conversation score and rules out SDPA's fused causal kernel. Here each conversation is
+sliced out of the row (`packed_segments`) and attended within: by two plain matmuls when its score matrix is small,
+else by SDPA with `is_causal=True`.
 """
 
 from __future__ import annotations
@@ -102,9 +101,8 @@ def base_model(model: Any) -> Any:
 
 
 def language_model(model: Any) -> Any:
-    """The decoder whose attention is switched: the whole model for a text-only checkpoint, the language model
-    of a multimodal one, whose vision and audio towers keep their own attention (Gemma 4's audio tower accepts
-    no other implementation)."""
+    """The decoder whose attention is switched: a multimodal checkpoint's vision and audio towers keep their own
+    (Gemma 4's audio tower accepts no other implementation)."""
     base = base_model(model)
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     return decoder if decoder is not None and hasattr(decoder, "set_attn_implementation") else base
@@ -133,8 +131,7 @@ def packed_attention(model: Any) -> Iterator[None]:
 
 @contextlib.contextmanager
 def own_attention(model: Any) -> Iterator[None]:
-    """The model's own attention inside the block, when `packed_attention` has switched it (scoring mid-training:
-    unpacked, padded batches); nothing changes otherwise."""
+    """The model's own attention inside the block, where `packed_attention` switched it (scoring mid-training)."""
     own = getattr(base_model(model), "medsft_own_attention", None)
     with attention_implementation(model, own) if own else contextlib.nullcontext():
         yield
