@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
+from medsft.models import resolve_model
 from medsft.runs import find_artifact
+from medsft.train.fast_language_model import load_tokenizer
 
 SPLITS = ("train", "validation")
 
 
 def load_tokenizer_for(config: RunConfig) -> Any:
     """The run's tokenizer with its chat template (no model weights are loaded)."""
-    from medsft.models import resolve_model
-    from medsft.train.fast_language_model import load_tokenizer
-
     return load_tokenizer(resolve_model(config.model).location, config.chat_template)
 
 

@@ -6,9 +6,12 @@ import itertools
 import logging
 from typing import Any
 
+import pandas as pd
+
 from medsft.config import RunConfig
 from medsft.runs import Run
 from medsft.stages.common import load_data
+from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
 
 log = logging.getLogger("medsft")
 
@@ -40,8 +43,6 @@ RECIPE_FIELDS = (
 
 def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> Any:
     """The recipe's main knobs as a two-column table."""
-    import pandas as pd
-
     values = config.to_dict()
     return pd.DataFrame({"field": list(fields), "value": [str(values[name]) for name in fields]})
 
@@ -73,8 +74,6 @@ def model_frame(begun: Any, model: Any) -> Any:
 def trained_text(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
     """A conversation's labels decoded, each run of masked tokens (-100: no loss) shown as one space, as
     Unsloth's notebooks check `train_on_responses_only`: what is left is all the loss trains on."""
-    from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
-
     row = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
     pairs = zip(row["input_ids"], row["labels"], strict=True)
     runs = itertools.groupby(pairs, key=lambda pair: pair[1] == IGNORE_INDEX)
@@ -99,8 +98,6 @@ def lora_frame(model: Any) -> Any:
 def arguments_frame(arguments: dict[str, Any], config: RunConfig | None = None) -> Any:
     """A library call's keyword arguments as a table, with the recipe key each one comes from (the mapping from
     medsft's recipe names to TRL's and peft's, where they differ)."""
-    import pandas as pd
-
     own = set(config.to_dict()) if config else set()
     rows = [
         {"argument": name, "value": str(value), "recipe key": name if name in own else LIBRARY_TO_RECIPE.get(name, "")}
@@ -136,16 +133,12 @@ def trainer_frame(trainer: Any, rows: Any) -> Any:
 
 
 def settings_frame(values: dict[str, Any]) -> Any:
-    import pandas as pd
-
     return pd.DataFrame({"": list(values), "value": [str(v) for v in values.values()]}).set_index("")
 
 
 def evaluations_frame(result: Any) -> Any:
     """One row per evaluation during training: the validation loss and, when it chose the checkpoint, the
     benchmark's validation accuracy (step 0 is the untrained model)."""
-    import pandas as pd
-
     frame = pd.DataFrame(result.eval_losses)
     if result.validation_accuracy:
         frame = frame.merge(pd.DataFrame(result.validation_accuracy), on="step", how="left")

@@ -35,9 +35,8 @@ class FastLanguageModel:
         random_state: int = 3407,
     ) -> tuple[Any, Any]:
         """The model and its tokenizer (right padding, a pad token). `model_name`: a hub id, a local folder or a LoRA
-        adapter folder (its base loads, the adapter on it). `random_weights`: a tiny random model of the same
-        architecture and tokenizer (a dry run checks a recipe without the weights). 4-bit needs CUDA and
-        bitsandbytes; elsewhere the model loads in 16/32-bit with a warning."""
+        adapter folder (its base loads, the adapter on it). `random_weights`: a dry run's tiny random model of the
+        same architecture and tokenizer. 4-bit needs CUDA and bitsandbytes, else 16/32-bit with a warning."""
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -118,12 +117,9 @@ def with_savers(model: Any) -> Any:
 def save_pretrained_merged(
     model: Any, save_directory: str | Path, tokenizer: Any, save_method: str = "merged_16bit"
 ) -> None:
-    """LoRA folded into a copy of the weights, saved in bf16 with the tokenizer; the model stays as it was.
-
-    A 4-bit (QLoRA) model is not merged into its own weights: folding the adapter into 4-bit blocks rounds it
-    away, and a quantized model cannot be cast to bf16. Its base is reloaded in 16-bit instead and the adapter
-    merged into that, as QLoRA merges are done.
-    """
+    """LoRA folded into a copy of the weights, saved in bf16 with the tokenizer; the model stays as it was. A 4-bit
+    (QLoRA) model's base is reloaded in 16-bit and the adapter merged into that, as QLoRA merges are done: folding
+    it into 4-bit blocks would round it away, and a quantized model cannot be cast to bf16."""
     import copy
 
     import torch
@@ -143,9 +139,8 @@ def save_pretrained_merged(
 def save_pretrained_gguf(
     model: Any, save_directory: str | Path, tokenizer: Any, quantization_method: str | list[str] = "q8_0"
 ) -> dict[str, Any]:
-    """As Unsloth's: the merged 16-bit checkpoint into `save_directory`, then llama.cpp's `convert_hf_to_gguf.py`
-    to F16 and `llama-quantize` to each type (never from another quantization), as
-    `<folder>/<folder name>.<TYPE>.gguf`. Returns `{"gguf_files": [...]}` as Unsloth does."""
+    """As Unsloth's: the merged 16-bit checkpoint, llama.cpp's `convert_hf_to_gguf.py` to F16, `llama-quantize` to
+    each type (never from another quantization) as `<folder>/<folder name>.<TYPE>.gguf`; `{"gguf_files": [...]}`."""
     from medsft.export.gguf import LLAMA_CPP_TYPES, check_quantizations, convert, quantize
     from medsft.export.llamacpp_toolchain import find_toolchain
 
@@ -172,11 +167,8 @@ def four_bit_arguments(dtype: Any, has_cuda: bool) -> dict[str, Any]:
         return {}
     from transformers import BitsAndBytesConfig
 
-    arguments: dict[str, Any] = {
-        "quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
-        )
-    }
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    arguments: dict[str, Any] = {"quantization_config": nf4}
     if distributed.launched_processes() > 1 and not distributed.fsdp_requested():
         # A 4-bit model cannot be moved once loaded, so under DDP each process loads onto its own GPU.
         arguments["device_map"] = {"": distributed.state().local_process_index}

@@ -40,14 +40,6 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]], text: s
     return spans
 
 
-def reasoning_char_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """`<think>...</think>` blocks inside assistant spans (excluded from the loss when asked)."""
-    found = []
-    for start, end in spans:
-        found += [(start + m.start(), start + m.end()) for m in THINK_BLOCK.finditer(text[start:end])]
-    return found
-
-
 def tokenize_conversation(
     tokenizer: Any, messages: list[dict[str, str]], max_length: int, train_on_reasoning: bool = True
 ) -> dict[str, list[int]]:
@@ -55,7 +47,8 @@ def tokenize_conversation(
     text already holds `<bos>`, so it is tokenized without special tokens: one `<bos>` per sequence."""
     text = render_chat(tokenizer, messages)
     spans = assistant_char_spans(tokenizer, messages, text)
-    excluded = [] if train_on_reasoning else reasoning_char_spans(text, spans)
+    thinking = [(s + m.start(), s + m.end()) for s, e in spans for m in THINK_BLOCK.finditer(text[s:e])]
+    excluded = [] if train_on_reasoning else thinking  # `<think>` blocks inside assistant spans
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     check_one_bos(tokenizer, encoding["input_ids"])
     input_ids = encoding["input_ids"][:max_length]

@@ -190,10 +190,6 @@ class Start:
     def run(self) -> Run:
         return Run(self.config, self.run_dir)
 
-    @property
-    def steps(self) -> int:
-        return DRY_RUN_STEPS if self.config.dry_run else self.config.max_steps
-
 
 class TrainingRows(NamedTuple):
     """The splits (row dicts) and their tokenised conversations (input ids and response-only labels)."""
@@ -244,15 +240,15 @@ def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
     distributed.check_same_everywhere(" ".join(hashes.values()), "the training and validation rows")
     if main:
         begun.run.update_manifest(data=hashes)
-    train_rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
-    validation_rows = tokenize_split(list(data["validation"]), tokenizer, config, "validation")
-    return TrainingRows(data, train_rows, validation_rows)
+    return TrainingRows(data, *(tokenize_split(list(data[s]), tokenizer, config, s) for s in ("train", "validation")))
 
 
 def trainer_arguments(begun: Start, rows: TrainingRows) -> dict[str, Any]:
     """`sft_arguments` for this run: evaluation on when there are validation rows and `eval_every_steps`."""
-    with_eval = bool(rows.validation) and begun.config.eval_every_steps > 0
-    return sft_arguments(begun.config, begun.run_dir, torch.cuda.is_available(), with_eval, begun.steps)
+    config = begun.config
+    with_eval = bool(rows.validation) and config.eval_every_steps > 0
+    steps = DRY_RUN_STEPS if config.dry_run else config.max_steps
+    return sft_arguments(config, begun.run_dir, torch.cuda.is_available(), with_eval, steps)
 
 
 def checkpoint_task(begun: Start, rows: TrainingRows, arguments: dict[str, Any]) -> tuple[str | None, list]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medsft.train.cpu_step.attention import packed_segments
+from medsft.train.cpu_step.attention import base_model, packed_segments
 from medsft.train.labels import IGNORE_INDEX
 
 # Logits of one chunk of rows stay under this many bytes (512 rows for Gemma's 262k vocabulary). Larger chunks
@@ -120,9 +120,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 
 def causal_lm_parts(model: Any) -> tuple[Any, Any, Any]:
     """(backbone, lm_head, text config) of a causal LM, through DDP and PEFT wrappers if there are any."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model)
     return base.get_decoder(), base.get_output_embeddings(), base.config.get_text_config()
 
 
