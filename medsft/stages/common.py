@@ -26,11 +26,11 @@ def load_data(run_dir: str | Path) -> Any | None:
         return None
     from datasets import Dataset, DatasetDict
 
-    def read(split: str) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
-
-    rows = {split: read(split) for split in SPLITS}
+    train, validation = (
+        [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+        for split in SPLITS
+    )
     # One table for both splits, as the data stage built it, so an empty validation split keeps the schema.
-    full = Dataset.from_list(rows["train"] + rows["validation"])
-    n = len(rows["train"])
+    full = Dataset.from_list(train + validation)
+    n = len(train)
     return DatasetDict(train=full.select(list(range(n))), validation=full.select(list(range(n, len(full)))))

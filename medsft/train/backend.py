@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from medsft.config import RunConfig
 from medsft.models import resolve_model
+from medsft.templates import apply_chat_template_name
 from medsft.train import distributed
 from medsft.train.fast_language_model import MULTIMODAL_NAME_HINTS, is_multimodal, lora_target_modules, with_savers
 
@@ -211,8 +212,6 @@ class TransformersBackend(Backend):
         return arguments
 
     def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
-        from medsft.templates import apply_chat_template_name
-
         apply_chat_template_name(tokenizer, chat_template)
         return tokenizer
 

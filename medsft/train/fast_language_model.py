@@ -5,6 +5,7 @@ and `save_pretrained_gguf`.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.models import ModelSource, resolve_model, tiny_random_model
+from medsft.templates import apply_chat_template_name
 from medsft.train import distributed
 
 log = logging.getLogger("medsft")
@@ -120,8 +122,6 @@ def save_pretrained_merged(
     """LoRA folded into a copy of the weights, saved in bf16 with the tokenizer; the model stays as it was. A 4-bit
     (QLoRA) model's base is reloaded in 16-bit and the adapter merged into that, as QLoRA merges are done: folding
     it into 4-bit blocks would round it away, and a quantized model cannot be cast to bf16."""
-    import copy
-
     import torch
     from peft import PeftModel
 
@@ -206,8 +206,6 @@ def lora_target_modules(model: Any, targets: list[str] | str) -> list[str]:
 def load_tokenizer(location: str, chat_template: str | None = None) -> Any:
     """The model's tokenizer with a chat template, right padding for training and `<end_of_turn>`-style eos."""
     from transformers import AutoTokenizer
-
-    from medsft.templates import apply_chat_template_name
 
     tokenizer = AutoTokenizer.from_pretrained(location, token=os.environ.get("HF_TOKEN"))
     apply_chat_template_name(tokenizer, chat_template)

@@ -138,8 +138,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         report_to=[],
         remove_unused_columns=False,
         disable_tqdm=False,
-        # Under DDP: every LoRA weight takes part in every step, so DDP need not search the graph for unused ones
-        # (the search costs a graph walk per step, and PEFT models would otherwise get it by default).
+        # Every LoRA weight takes part in every step: no per-step graph walk for unused ones (PEFT models' default).
         ddp_find_unused_parameters=False,
     )
 
