@@ -23,6 +23,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from medsft.config import ConfigError, RunConfig
+from medsft.data.build import build_training_data, validate_sources
 from medsft.plots import plot_loss_curves
 from medsft.runs import Run, check_no_training, claim_run_dir, open_run_dir, sha256_rows, write_json, write_text_atomic
 from medsft.train import checkpoint_selection, distributed
@@ -208,11 +209,7 @@ def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
             "load_in_4bit: FSDP shards 16-bit weights here (medsft does not set up sharded 4-bit storage); pass "
             "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
         )
-    sources = None
-    if data is None:
-        from medsft.data.build import validate_sources
-
-        sources = validate_sources(config)  # bad rows fail here, before any model loads
+    sources = validate_sources(config) if data is None else None  # bad rows fail here, before any model loads
     # The main process claims or checks the folder, and sends the path to all.
     run_dir = distributed.on_main(
         lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
@@ -230,8 +227,6 @@ def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
         open_run_dir(begun.run_dir, config)
     data = begun.data
     if data is None:
-        from medsft.data.build import build_training_data
-
         data, report = build_training_data(config, tokenizer, sources=begun.sources)
         if main:
             begun.run.update_manifest(data=report.to_dict())
