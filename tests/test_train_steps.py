@@ -90,14 +90,15 @@ def test_the_notebook_cells_train_the_same_adapter_as_train(tiny_gemma_dir: Path
 
 def test_the_decoded_labels_hold_the_reply_and_none_of_the_prompt(gemma_tokenizer):
     from medsft.config import build_config
-    from medsft.stages import template_text, trained_text
+    from medsft.stages import trained_text
+    from medsft.templates import render_chat
 
     messages = [
         {"role": "user", "content": "Is aspirin an NSAID? Answer yes or no."},
         {"role": "assistant", "content": "Answer: yes"},
     ]
     config = build_config({"train_on_reasoning": True})
-    rendered = template_text(gemma_tokenizer, messages)
+    rendered = render_chat(gemma_tokenizer, messages)
     assert rendered.startswith("<bos><start_of_turn>user\nIs aspirin")
     assert "<start_of_turn>model\nAnswer: yes" in rendered
     trained = trained_text(gemma_tokenizer, messages, config)

@@ -2,14 +2,13 @@
 module holds the steps its notebook calls and the tables it shows."""
 
 from medsft.stages.chat import chat_stage
-from medsft.stages.common import SPLITS, load_data, load_tokenizer_for
+from medsft.stages.common import load_tokenizer_for
 from medsft.stages.data import labelled_html, prepare_data
 from medsft.stages.evaluate import (
     accuracy_frame,
     baseline_frame,
     breakdown_frame,
     discipline_frame,
-    eval_data,
     eval_data_frame,
     eval_models,
     evaluate_stage,
@@ -21,24 +20,20 @@ from medsft.stages.evaluate import (
 )
 from medsft.stages.export import accuracy_results, check_frame, size_frame
 from medsft.stages.train import (
-    RECIPE_FIELDS,
     arguments_frame,
     evaluations_frame,
     lora_frame,
     model_frame,
     recipe_frame,
     run_data,
-    template_text,
     trained_text,
     trainer_frame,
 )
 
 __all__ = [
-    "RECIPE_FIELDS", "SPLITS", "accuracy_frame", "accuracy_results", "chat_stage", "check_frame",
-    "size_frame", "breakdown_frame", "eval_data", "eval_data_frame", "baseline_frame", "discipline_frame",
-    "leaderboard_frame", "label_frame",
-    "eval_models", "evaluate_stage", "labelled_html", "load_data", "load_tokenizer_for", "prepare_data",
-    "recipe_frame", "scored_example", "show_text_table", "side_by_side",
-    "model_frame", "template_text", "evaluations_frame", "trained_text", "lora_frame", "trainer_frame",
-    "arguments_frame", "run_data",
+    "accuracy_frame", "accuracy_results", "chat_stage", "check_frame", "size_frame", "breakdown_frame",
+    "eval_data_frame", "baseline_frame", "discipline_frame", "leaderboard_frame", "label_frame", "eval_models",
+    "evaluate_stage", "labelled_html", "load_tokenizer_for", "prepare_data", "recipe_frame", "scored_example",
+    "show_text_table", "side_by_side", "model_frame", "evaluations_frame", "trained_text", "lora_frame",
+    "trainer_frame", "arguments_frame", "run_data",
 ]  # fmt: skip

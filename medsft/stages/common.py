@@ -6,16 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from medsft.config import RunConfig
+from medsft.models import resolve_model
 from medsft.runs import find_artifact, read_json_lines
+from medsft.train.fast_language_model import load_tokenizer
 
 SPLITS = ("train", "validation")
 
 
 def load_tokenizer_for(config: RunConfig) -> Any:
     """The run's tokenizer with its chat template (no model weights are loaded)."""
-    from medsft.models import resolve_model
-    from medsft.train.fast_language_model import load_tokenizer
-
     return load_tokenizer(resolve_model(config.model).location, config.chat_template)
 
 
@@ -26,8 +25,8 @@ def load_data(run_dir: str | Path) -> Any | None:
         return None
     from datasets import Dataset, DatasetDict
 
-    rows = {split: read_json_lines(folder / f"{split}.jsonl") for split in SPLITS}
+    train, validation = (read_json_lines(folder / f"{split}.jsonl") for split in SPLITS)
     # One table for both splits, as the data stage built it, so an empty validation split keeps the schema.
-    full = Dataset.from_list(rows["train"] + rows["validation"])
-    n = len(rows["train"])
+    full = Dataset.from_list(train + validation)
+    n = len(train)
     return DatasetDict(train=full.select(list(range(n))), validation=full.select(list(range(n, len(full)))))

@@ -9,6 +9,7 @@ from typing import Any
 from medsft.config import RunConfig
 from medsft.runs import Run, sha256_rows, write_json
 from medsft.stages.common import SPLITS
+from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
 
 
 def prepare_data(run: Run, tokenizer: Any) -> tuple[Any, Any]:
@@ -30,8 +31,6 @@ def prepare_data(run: Run, tokenizer: Any) -> tuple[Any, Any]:
 
 def labelled_html(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
     """One conversation as the model sees it, trained (labelled) tokens highlighted, the rest greyed out."""
-    from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
-
     item = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
     spans = []
     for token_id, label in zip(item["input_ids"], item["labels"], strict=True):

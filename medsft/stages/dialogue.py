@@ -1,11 +1,14 @@
-"""03 evaluate, the `dialogue` task: the tables and examples the notebook shows for the held-out ChatDoctor
-dialogues."""
+"""03 evaluate, the `dialogue` task: the tables and examples the notebook shows for held-out ChatDoctor dialogues."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from medsft.evaluate.dialogue import METRICS
+import pandas as pd
+
+from medsft.data.dialogue_split import load_dialogue_eval
+from medsft.evaluate.dialogue import METRICS, key_points
+from medsft.evaluate.keypoints import condition_group
 
 LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "key_point_hit_rate": "key-point hit rate"}
 
@@ -19,8 +22,6 @@ def interval_text(value: float | None, ci: list[float | None]) -> str:
 def dialogue_frame(comparison: Any) -> Any:
     """One row per model (mean and bootstrap 95% interval of each metric), then one row per paired difference
     to the first model (on the same dialogues; an interval that excludes 0 is a real difference)."""
-    import pandas as pd
-
     rows = []
     for row in comparison.table:
         out = {"model": row["model"], "n": row["n"], "median reply words": row["reply_words"]}
@@ -35,15 +36,12 @@ def dialogue_frame(comparison: Any) -> Any:
 
 def dialogue_groups_frame(comparison: Any) -> Any:
     """Key-point hit rate per condition group (rows) for each model, with its bootstrap 95% interval."""
-    import pandas as pd
-
     rows = []
     groups = sorted({group for result in comparison.results for group in result.breakdown})
     for group in groups:
         blocks = {result.model: result.breakdown.get(group) for result in comparison.results}
         first = next(block for block in blocks.values() if block)
-        row: dict[str, Any] = {"condition group": group, "dialogues": first["n"]}
-        row["with key points"] = first["key_point_dialogues"]
+        row = {"condition group": group, "dialogues": first["n"], "with key points": first["key_point_dialogues"]}
         for model, block in blocks.items():
             row[model] = interval_text(block["key_point_hit_rate"], block["key_point_hit_rate_ci"]) if block else "–"
         rows.append(row)
@@ -53,12 +51,6 @@ def dialogue_groups_frame(comparison: Any) -> Any:
 def key_point_examples(n: int = 6) -> Any:
     """The key-point rule on the first `n` held-out references: the reference, the condition and the tests
     and treatments it extracts (`medsft.evaluate.keypoints`), so a reader can judge the rule."""
-    import pandas as pd
-
-    from medsft.data.dialogue_split import load_dialogue_eval
-    from medsft.evaluate.dialogue import key_points
-    from medsft.evaluate.keypoints import condition_group
-
     items = load_dialogue_eval(n)
     return pd.DataFrame([
         {"id": item.id, "reference": item.reference, "condition": points.condition or "–",
@@ -70,10 +62,6 @@ def key_point_examples(n: int = 6) -> Any:
 def dialogue_side_by_side(comparison: Any, n: int = 3) -> Any:
     """The first `n` dialogues: the patient's message, the reference reply with its key points, and each
     model's reply with the key points it contains (✓) and misses (✗)."""
-    import pandas as pd
-
-    from medsft.data.dialogue_split import load_dialogue_eval
-
     patients = {item.id: item.patient for item in load_dialogue_eval()}
     rows = []
     for i, first in enumerate(comparison.results[0].questions[:n]):

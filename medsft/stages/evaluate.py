@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from medsft.config import RunConfig
 from medsft.evaluate.compare import evaluate_models, finish
 from medsft.evaluate.report import ci_text, counts_text, diff_text, discipline_rows, lm_eval_rows
@@ -31,10 +33,8 @@ def eval_models(run: Run) -> dict[str, str]:
 
 
 def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
-    """Base (and tuned) on every `eval_tasks` item list; per-model files, comparisons and `eval_results.json`.
-
-    Items come from `medsft.tasks.run_items` (as `medsft eval` and decontamination read them); multiple choice is scored
-    in `config.eval_mode` (log-likelihood or generation)."""
+    """Base (and tuned) on every `eval_tasks` item list (`medsft.tasks.run_items`, as `medsft eval` reads them; multiple
+    choice in `config.eval_mode`): per-model files, comparisons and `eval_results.json`."""
     config = run.config
     limits = {task: item_limit(config, task) for task in config.eval_tasks}
     items = items if items is not None else run_items(config)
@@ -44,9 +44,7 @@ def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_si
         views={view: config.eval_chat_limit if view == "chat" else None for view in config.eval_views},
         max_new_tokens=config.eval_max_new_tokens,
     )  # fmt: skip
-    comparisons = {
-        task: finish(task_results, config.seed, run.run_dir, False) for task, task_results in results.items()
-    }
+    comparisons = {task: finish(rs, config.seed, run.run_dir, False) for task, rs in results.items()}
     summary = {
         "models": {role: model_name(spec) for role, spec in models.items()},
         "specs": models,
@@ -75,8 +73,6 @@ def eval_data(config: RunConfig, items: dict[str, list[Any]]) -> dict[str, Any]:
 
 def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None) -> Any:
     """One row per task: the data file and split (or generator) its numbers come from, and how many items."""
-    import pandas as pd
-
     items = items if items is not None else run_items(config)
     rows = []
     for task, data in eval_data(config, items).items():
@@ -93,8 +89,6 @@ def eval_data_frame(config: RunConfig, items: dict[str, list[Any]] | None = None
 def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[str, Any]:
     """One multiple-choice question exactly as scored: the prompt text (lm-eval's, no chat template) and, per
     choice, each model's summed log-likelihood of the continuation (` A`, ` yes`, ...); the highest wins."""
-    import pandas as pd
-
     task = get_task(comparison.task)
     item = load_items(comparison.task, index + 1, config.seed)[index]
     frame = pd.DataFrame({"continuation": [repr(c) for c in task.continuations(item)]})
@@ -107,8 +101,6 @@ def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[
 def accuracy_frame(comparisons: dict[str, Any]) -> Any:
     """One row per task and model: n, accuracy (for `dialogue`: the key-point hit rate, see `metric`), its 95%
     interval, and the paired difference to the base model."""
-    import pandas as pd
-
     rows = []
     for task, comparison in comparisons.items():
         pairs = {pair["model"]: pair for pair in comparison.pairs}
@@ -125,8 +117,6 @@ def accuracy_frame(comparisons: dict[str, Any]) -> Any:
 
 def leaderboard_frame(comparisons: dict[str, Any]) -> Any:
     """lm-eval's table (task, version, n-shot, metric, value, stderr) plus n and the 95% interval, every model."""
-    import pandas as pd
-
     rows = [row for c in comparisons.values() for result in c.results for row in lm_eval_rows(result)]
     return pd.DataFrame([{**row, "ci": ci_text(row["ci"])} for row in rows])
 
@@ -135,8 +125,6 @@ def baseline_frame(comparisons: dict[str, Any]) -> Any:
     """Per multiple-choice task: the best constant answer and its accuracy, then each model's accuracy, its
     paired difference to base and to the constant answer (separate columns: only the second says the model
     learned more than the answer prior), and its answer distribution beside gold's."""
-    import pandas as pd
-
     rows = []
     for task, comparison in comparisons.items():
         found = comparison.baselines
@@ -160,8 +148,6 @@ def baseline_frame(comparisons: dict[str, Any]) -> Any:
 
 def discipline_frame(comparisons: dict[str, Any]) -> Any:
     """MedMCQA by subject and each MMLU subject: n, accuracy and its Wilson 95% interval per model."""
-    import pandas as pd
-
     rows = discipline_rows([result for c in comparisons.values() for result in c.results])
     frame = pd.DataFrame([{**row, "ci": ci_text(row["ci"])} for row in rows])
     if frame.empty:
@@ -172,8 +158,6 @@ def discipline_frame(comparisons: dict[str, Any]) -> Any:
 def breakdown_frame(comparison: Any) -> Any:
     """Accuracy per subject or domain (rows) for each model (columns), with the item count, and each model's 95%
     interval and format compliance (`<think>`, five steps, final answer) where its result has them (synthetic)."""
-    import pandas as pd
-
     rows = []
     for group, by_model in sorted(comparison.breakdown.items()):
         row = {"group": group, "n": next(iter(by_model.values()))["n"]}
@@ -190,8 +174,6 @@ def breakdown_frame(comparison: Any) -> Any:
 def label_frame(comparison: Any) -> Any:
     """Per domain and label of a synthetic task: each model's label accuracy beside the constant answer's (the
     label's most frequent gold value, stated every time) on the same cases."""
-    import pandas as pd
-
     rows = []
     for domain in sorted(comparison.breakdown):
         blocks = {result.model: result.breakdown[domain] for result in comparison.results}
@@ -206,8 +188,6 @@ def label_frame(comparison: Any) -> Any:
 
 def side_by_side(comparison: Any, config: RunConfig, n: int = 3) -> Any:
     """The first `n` generative items: prompt, expected labels and each model's reply, one column per model."""
-    import pandas as pd
-
     prompts = {case_id(c): case_messages(c)[-1]["content"] for c in load_items(comparison.task, n, config.seed)}
     rows = []
     for i, question in enumerate(comparison.results[0].questions[:n]):

@@ -3,8 +3,12 @@ check is shown as FAILED with its reasons, never like a good file."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import pandas as pd
+
+from medsft.evaluate import read_result
 from medsft.export.save import ExportResult
 
 
@@ -13,8 +17,6 @@ def verdict_text(passed: bool | None) -> str:
 
 
 def size_frame(result: ExportResult) -> Any:
-    import pandas as pd
-
     rows = [{**row, "check": verdict_text(row.get("passed"))} for row in result.size_table]
     return pd.DataFrame(rows).drop(columns="passed", errors="ignore").set_index("quantization")
 
@@ -22,8 +24,6 @@ def size_frame(result: ExportResult) -> Any:
 def check_frame(result: ExportResult) -> Any:
     """One row per GGUF and task: the verdict and its reasons, template and stop checks, first-token agreement,
     accuracy vs 16-bit."""
-    import pandas as pd
-
     rows = []
     for item in result.files:
         check = item["verification"]
@@ -48,10 +48,6 @@ def check_frame(result: ExportResult) -> Any:
 def accuracy_results(result: ExportResult) -> list[Any]:
     """The per-model results of the quantization check (16-bit first), for `medsft.plots.accuracy_bars`;
     a file that failed its check is labelled `(FAILED)`."""
-    import dataclasses
-
-    from medsft.evaluate import read_result
-
     failed = {f"gguf-{quant}" for quant in result.failed}
     results = [read_result(path) for path in sorted((result.run_dir / "export").glob("eval_*.json"))]
     return [dataclasses.replace(r, model=f"{r.model} (FAILED)") if r.model in failed else r for r in results]

@@ -6,27 +6,31 @@ import itertools
 import logging
 from typing import Any
 
+import pandas as pd
+
 from medsft.config import RunConfig
 from medsft.runs import Run
 from medsft.stages.common import load_data
+from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
 
 log = logging.getLogger("medsft")
 
-# Recipe keys whose library argument has another name (every other key is the library's own name).
-RECIPE_TO_LIBRARY = {
-    "model": "model_name",
-    "lora_r": "r",
-    "lora_target": "target_modules",
-    "seed": "random_state",
-    "batch_size": "per_device_train_batch_size",
-    "lr_scheduler": "lr_scheduler_type",
-    "warmup_ratio": "warmup_steps",
-    "num_epochs": "num_train_epochs",
-    "optimizer": "optim",
-    "eval_every_steps": "eval_steps",
-    "save_every_steps": "save_steps",
-    "select_checkpoint_by": "metric_for_best_model",
-    "max_seq_length": "max_length",
+# Library arguments whose recipe key has another name (every other key is the library's own name).
+LIBRARY_TO_RECIPE = {
+    "model_name": "model",
+    "r": "lora_r",
+    "target_modules": "lora_target",
+    "random_state": "seed",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "batch_size",
+    "lr_scheduler_type": "lr_scheduler",
+    "warmup_steps": "warmup_ratio",
+    "num_train_epochs": "num_epochs",
+    "optim": "optimizer",
+    "eval_steps": "eval_every_steps",
+    "save_steps": "save_every_steps",
+    "metric_for_best_model": "select_checkpoint_by",
+    "max_length": "max_seq_length",
 }
 
 # The config fields a reader of the training notebook wants to see first (all of them are in config.yaml).
@@ -39,8 +43,6 @@ RECIPE_FIELDS = (
 
 def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> Any:
     """The recipe's main knobs as a two-column table."""
-    import pandas as pd
-
     values = config.to_dict()
     return pd.DataFrame({"field": list(fields), "value": [str(values[name]) for name in fields]})
 
@@ -69,18 +71,9 @@ def model_frame(begun: Any, model: Any) -> Any:
     return settings_frame(rows)
 
 
-def template_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """One training conversation exactly as the chat template renders it (the text the model is trained on)."""
-    from medsft.templates import render_chat
-
-    return render_chat(tokenizer, messages)
-
-
 def trained_text(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
     """A conversation's labels decoded, each run of masked tokens (-100: no loss) shown as one space, as
     Unsloth's notebooks check `train_on_responses_only`: what is left is all the loss trains on."""
-    from medsft.train.labels import IGNORE_INDEX, tokenize_conversation
-
     row = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
     pairs = zip(row["input_ids"], row["labels"], strict=True)
     runs = itertools.groupby(pairs, key=lambda pair: pair[1] == IGNORE_INDEX)
@@ -105,13 +98,9 @@ def lora_frame(model: Any) -> Any:
 def arguments_frame(arguments: dict[str, Any], config: RunConfig | None = None) -> Any:
     """A library call's keyword arguments as a table, with the recipe key each one comes from (the mapping from
     medsft's recipe names to TRL's and peft's, where they differ)."""
-    import pandas as pd
-
-    recipe_keys = {value: key for key, value in RECIPE_TO_LIBRARY.items()}
-    recipe_keys["per_device_eval_batch_size"] = "batch_size"
     own = set(config.to_dict()) if config else set()
     rows = [
-        {"argument": name, "value": str(value), "recipe key": name if name in own else recipe_keys.get(name, "")}
+        {"argument": name, "value": str(value), "recipe key": name if name in own else LIBRARY_TO_RECIPE.get(name, "")}
         for name, value in arguments.items()
         if name != "token"  # a secret: never shown in a rendered notebook
     ]
@@ -144,16 +133,12 @@ def trainer_frame(trainer: Any, rows: Any) -> Any:
 
 
 def settings_frame(values: dict[str, Any]) -> Any:
-    import pandas as pd
-
     return pd.DataFrame({"": list(values), "value": [str(v) for v in values.values()]}).set_index("")
 
 
 def evaluations_frame(result: Any) -> Any:
     """One row per evaluation during training: the validation loss and, when it chose the checkpoint, the
     benchmark's validation accuracy (step 0 is the untrained model)."""
-    import pandas as pd
-
     frame = pd.DataFrame(result.eval_losses)
     if result.validation_accuracy:
         frame = frame.merge(pd.DataFrame(result.validation_accuracy), on="step", how="left")

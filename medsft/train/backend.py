@@ -1,8 +1,6 @@
-"""One interface shaped like Unsloth's FastLanguageModel, two implementations: `UnslothBackend` (CUDA, unsloth
-importable, one process) and `TransformersBackend` (transformers + peft: CPUs, CI, the tests, multi-process runs).
-
-Unsloth patches transformers, trl and peft when imported, so `select_backend` imports it first (warning when a
-notebook imported transformers earlier), and nothing in `medsft` imports transformers at package import time.
+"""Which FastLanguageModel, and each call's arguments from the config: `UnslothBackend` (CUDA, unsloth importable,
+one process) or `TransformersBackend` (transformers + peft: CPUs, CI, the tests, multi-process runs). Unsloth patches
+transformers, trl and peft when imported, so `select_backend` imports it first (warning when they came earlier).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from typing import Any, ClassVar
 
 from medsft.config import RunConfig
 from medsft.models import resolve_model
+from medsft.templates import apply_chat_template_name
 from medsft.train import distributed
 from medsft.train.fast_language_model import MULTIMODAL_NAME_HINTS, is_multimodal, lora_target_modules, with_savers
 
@@ -75,17 +74,12 @@ def import_unsloth_if_usable() -> tuple[bool, str]:
 
 
 def select_backend(preference: str = "auto") -> Backend:
-    """Pick the backend for `preference` in auto|unsloth|transformers and log the reason."""
-    if preference == "transformers":
-        backend: Backend = TransformersBackend("asked for backend=transformers")
-    else:
-        ok, reason = import_unsloth_if_usable()
-        if ok:
-            backend = UnslothBackend(reason)
-        elif preference == "unsloth":
-            raise BackendError(f"backend=unsloth was asked for, but {reason}; use backend=auto or transformers")
-        else:
-            backend = TransformersBackend(reason)
+    """The backend for `preference` (auto|unsloth|transformers), its reason logged."""
+    plain = preference == "transformers"
+    ok, reason = (False, "asked for backend=transformers") if plain else import_unsloth_if_usable()
+    if not ok and preference == "unsloth":
+        raise BackendError(f"backend=unsloth was asked for, but {reason}; use backend=auto or transformers")
+    backend = UnslothBackend(reason) if ok else TransformersBackend(reason)
     log.info("backend: %s (%s)", backend.name, backend.reason)
     return backend
 
@@ -117,21 +111,13 @@ def unsloth_loader(location: str) -> Any:
 
 @dataclass
 class Backend:
-    """Load a model, add LoRA, save the adapter, save merged 16-bit: the calls Unsloth users know.
-
-    `FastLanguageModel` is the class whose `from_pretrained` and `get_peft_model` the train notebook calls, with
-    `load_arguments` / `lora_arguments` (taken from the config) as their keyword arguments."""
+    """`fast_language_model()` is the class whose `from_pretrained` and `get_peft_model` the train notebook calls,
+    with `load_arguments` / `lora_arguments` (from the config) as their keyword arguments."""
 
     reason: str
     name: str = "base"
     # get_peft_model's `use_gradient_checkpointing`: on a CPU memory is not the limit; recomputing costs a third more
     gradient_checkpointing: ClassVar[bool | str] = False
-
-    def fast_language_model(self, model_name: str) -> Any:
-        raise NotImplementedError
-
-    def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
-        raise NotImplementedError
 
     def load_arguments(self, config: RunConfig) -> dict[str, Any]:
         import torch
@@ -177,14 +163,13 @@ class Backend:
     def save_adapter(
         self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False, state_dict: dict | None = None
     ) -> Path:
-        """Write only the LoRA weights and the tokenizer (a few MB); `state_dict`: weights gathered from FSDP shards."""
+        """The LoRA weights and the tokenizer (a few MB); `state_dict`: weights gathered from FSDP shards."""
         with staged_folder(path, overwrite) as tmp:
             model.save_pretrained(str(tmp), state_dict=state_dict)
             tokenizer.save_pretrained(str(tmp))
         return Path(path)
 
     def save_merged(self, model: Any, tokenizer: Any, path: str | Path, overwrite: bool = False) -> Path:
-        """`model.save_pretrained_merged(folder, tokenizer, save_method="merged_16bit")` into a staged folder."""
         if not hasattr(model, "save_pretrained_merged"):  # a model built outside FastLanguageModel
             with_savers(model)
         with staged_folder(path, overwrite) as tmp:
@@ -227,8 +212,6 @@ class TransformersBackend(Backend):
         return arguments
 
     def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
-        from medsft.templates import apply_chat_template_name
-
         apply_chat_template_name(tokenizer, chat_template)
         return tokenizer
 

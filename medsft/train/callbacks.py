@@ -29,8 +29,7 @@ class Throughput(TrainerCallback):
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
         self.first_tokens: int | None = None  # a resumed run counts from where it restarted
-        self.seconds = 0.0
-        self.step_started = 0.0
+        self.seconds = self.step_started = 0.0
 
     @property
     def tokens(self) -> int:
@@ -53,10 +52,8 @@ class JsonlLog(TrainerCallback):
     """Appends one JSON line per logging event: loss, lr, grad norm, tokens/s, peak memory, eval loss."""
 
     def __init__(self, path: Path, throughput: Throughput) -> None:
-        self.path = path
-        self.throughput = throughput
-        self.last_seconds = 0.0
-        self.last_tokens = 0
+        self.path, self.throughput = path, throughput
+        self.last_seconds, self.last_tokens = 0.0, 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if not state.is_world_process_zero:  # every process logs the same (already gathered) numbers
@@ -72,9 +69,8 @@ class JsonlLog(TrainerCallback):
 
 
 class ValidationAccuracy(TrainerCallback):
-    """At each evaluation, the benchmark's accuracy on the validation rows, added to the evaluation's metrics
-    (which the trainer then compares to keep the best checkpoint, and early stopping watches) and logged as its
-    own line after the loss line."""
+    """At each evaluation, the benchmark's accuracy on the validation rows, added to the metrics the trainer and
+    early stopping compare, and logged as its own line after the loss line."""
 
     def __init__(self, trainer: Any, task: str, items: list[MultipleChoiceItem]) -> None:
         self.trainer, self.task, self.items = trainer, task, items
@@ -88,10 +84,9 @@ class ValidationAccuracy(TrainerCallback):
 
 
 class UntrainedBaselineNotKept(TrainerCallback):
-    """The evaluation at step 0 (eval_on_start) is the untrained baseline in the log, not a candidate: there is no
-    checkpoint-0 to return to, and if it counted, a later checkpoint merely equal to the base model's validation
-    accuracy would never be kept. The next evaluation forgets it before the trainer compares (tests/
-    test_train_resume.py's checkpoint-choice test fails if a transformers version changes this order)."""
+    """The evaluation at step 0 (eval_on_start) is a baseline, not a candidate: there is no checkpoint-0, and a later
+    checkpoint merely equal to it would never be kept. The next evaluation forgets it before the trainer compares
+    (tests/test_train_resume.py's checkpoint-choice test fails if transformers changes this order)."""
 
     def on_evaluate(self, args, state, control, **kwargs):  # noqa: ANN001
         if state.global_step > 0 and state.best_global_step == 0:

@@ -1,7 +1,6 @@
-"""Benchmark accuracy on the run's own validation rows, measured while training, to choose the checkpoint
-(`select_checkpoint_by: pubmedqa_accuracy`): the loss of a 270M model is dominated by long synthetic answers and
-says little about one yes/no/maybe word, and the official test splits are never looked at while a setting is
-chosen. The rows are scored exactly as the evaluation stage scores the test split (`medsft.evaluate`).
+"""Benchmark accuracy on the run's own validation rows, scored while training as the evaluation stage scores the
+test split, to choose the checkpoint (`select_checkpoint_by: pubmedqa_accuracy`): a 270M model's loss is dominated
+by long synthetic answers and says little about one yes/no/maybe word; the test splits are never looked at.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Training as several processes under `accelerate launch` (DDP, FSDP): every process runs `train()` in full on
-the same rows (same config, same seed), the trainer's sampler hands each its share of every batch, and only the
-main process (global rank 0) writes the run folder. Run directly there is one process and none of this talks to
-torch.distributed.
+the same rows, the trainer's sampler hands each its share of every batch, and only the main process (rank 0)
+writes the run folder. Run directly, none of this talks to torch.distributed.
 """
 
 from __future__ import annotations
@@ -14,15 +13,13 @@ T = TypeVar("T")
 
 
 def launched_processes() -> int:
-    """How many processes the launcher started (torchrun sets WORLD_SIZE), read from the environment so it can be
-    asked before anything is set up (Unsloth's import decision comes before torch.distributed)."""
+    """From WORLD_SIZE (torchrun sets it): known before anything is set up, e.g. for Unsloth's import decision."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def state() -> Any:
-    """accelerate's process state, created with the CPU choice that medsft's TrainingArguments make (`use_cpu`
-    when there is no CUDA device): without it, processes started by torchrun on a CPU machine find no device and
-    accelerate falls back to a single process instead of gloo."""
+    """accelerate's process state, with the CPU choice medsft's TrainingArguments make (`use_cpu` without CUDA):
+    without it, torchrun's processes on a CPU machine find no device and accelerate falls back to one process."""
     import torch
     from accelerate import PartialState
 
@@ -39,14 +36,13 @@ def wait_for_everyone() -> None:
 
 
 def fsdp_requested() -> bool:
-    """Whether `accelerate launch` asked for FSDP: it sets this variable, and accelerate's Accelerator (which the
-    trainer builds later) reads the same one."""
+    """Whether `accelerate launch` asked for FSDP (the variable the trainer's Accelerator reads later)."""
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
 def on_main(make: Callable[[], T]) -> T:
-    """`make()` on the main process only, its result handed to every process: a name built from the clock cannot
-    differ between processes, and an exception is re-raised on every process (else they wait forever)."""
+    """`make()` on the main process only, its result (a name built from the clock cannot differ between processes)
+    or exception (else the others wait forever) sent to every process."""
     if launched_processes() == 1:
         return make()
     from accelerate.utils import broadcast_object_list

@@ -5,6 +5,7 @@ and `save_pretrained_gguf`.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -15,7 +16,8 @@ import types
 from pathlib import Path
 from typing import Any
 
-from medsft.models import ModelSource, resolve_model
+from medsft.models import ModelSource, resolve_model, tiny_random_model
+from medsft.templates import apply_chat_template_name
 from medsft.train import distributed
 
 log = logging.getLogger("medsft")
@@ -35,16 +37,23 @@ class FastLanguageModel:
         random_state: int = 3407,
     ) -> tuple[Any, Any]:
         """The model and its tokenizer (right padding, a pad token). `model_name`: a hub id, a local folder or a LoRA
-        adapter folder (its base loads, the adapter on it). `random_weights`: a tiny random model of the same
-        architecture and tokenizer (a dry run checks a recipe without the weights). 4-bit needs CUDA and
-        bitsandbytes; elsewhere the model loads in 16/32-bit with a warning."""
+        adapter folder (its base loads, the adapter on it). `random_weights`: a dry run's tiny random model of the
+        same architecture and tokenizer. 4-bit needs CUDA and bitsandbytes, else 16/32-bit with a warning."""
         import torch
         from transformers import AutoModelForCausalLM
 
         source = resolve_model(model_name)
         token = token or os.environ.get("HF_TOKEN")
         if random_weights:
-            return tiny_random_model_and_tokenizer(source.location, random_state)
+            log.info("dry run: tiny random model with the architecture and tokenizer of %s", source.location)
+            try:
+                model = tiny_random_model(source.location, seed=random_state)
+                return with_savers(model), load_tokenizer(source.location)
+            except OSError as err:  # a hub id with no network and nothing in the Hugging Face cache
+                raise RuntimeError(
+                    f"dry run needs the config and tokenizer of {source.location} (a few MB, no weights), but they "
+                    f"could not be read ({err}); connect once to cache them, or use model: embedded or a local folder"
+                ) from err
         adapter = read_adapter_config(source)
         base_location = resolve_model(adapter["base_model_name_or_path"]).location if adapter else source.location
         tokenizer = load_tokenizer(source.location if adapter else base_location)
@@ -85,9 +94,10 @@ class FastLanguageModel:
         if use_gradient_checkpointing:
             model.gradient_checkpointing_enable()
         # A multimodal checkpoint's vision and audio towers have their own q_proj/k_proj/...: a regex over whole
-        # module paths keeps the adapter on the language model.
+        # module paths keeps the adapter on the language model (`model.language_model.layers.3.self_attn.q_proj`).
         if is_multimodal(model.config):
-            target_modules = language_model_only(lora_target_modules(model, target_modules))
+            names = "|".join(re.escape(name) for name in lora_target_modules(model, target_modules))
+            target_modules = rf".*\blanguage_model\..*\.({names})"
         lora = LoraConfig(
             r=r,
             lora_alpha=lora_alpha,
@@ -109,14 +119,9 @@ def with_savers(model: Any) -> Any:
 def save_pretrained_merged(
     model: Any, save_directory: str | Path, tokenizer: Any, save_method: str = "merged_16bit"
 ) -> None:
-    """LoRA folded into a copy of the weights, saved in bf16 with the tokenizer; the model stays as it was.
-
-    A 4-bit (QLoRA) model is not merged into its own weights: folding the adapter into 4-bit blocks rounds it
-    away, and a quantized model cannot be cast to bf16. Its base is reloaded in 16-bit instead and the adapter
-    merged into that, as QLoRA merges are done.
-    """
-    import copy
-
+    """LoRA folded into a copy of the weights, saved in bf16 with the tokenizer; the model stays as it was. A 4-bit
+    (QLoRA) model's base is reloaded in 16-bit and the adapter merged into that, as QLoRA merges are done: folding
+    it into 4-bit blocks would round it away, and a quantized model cannot be cast to bf16."""
     import torch
     from peft import PeftModel
 
@@ -134,9 +139,8 @@ def save_pretrained_merged(
 def save_pretrained_gguf(
     model: Any, save_directory: str | Path, tokenizer: Any, quantization_method: str | list[str] = "q8_0"
 ) -> dict[str, Any]:
-    """As Unsloth's: the merged 16-bit checkpoint into `save_directory`, then llama.cpp's `convert_hf_to_gguf.py`
-    to F16 and `llama-quantize` to each type (never from another quantization), as
-    `<folder>/<folder name>.<TYPE>.gguf`. Returns `{"gguf_files": [...]}` as Unsloth does."""
+    """As Unsloth's: the merged 16-bit checkpoint, llama.cpp's `convert_hf_to_gguf.py` to F16, `llama-quantize` to
+    each type (never from another quantization) as `<folder>/<folder name>.<TYPE>.gguf`; `{"gguf_files": [...]}`."""
     from medsft.export.gguf import LLAMA_CPP_TYPES, check_quantizations, convert, quantize
     from medsft.export.llamacpp_toolchain import find_toolchain
 
@@ -152,20 +156,6 @@ def save_pretrained_gguf(
     return {"gguf_files": [str(path) for path in files]}
 
 
-def tiny_random_model_and_tokenizer(location: str, seed: int) -> tuple[Any, Any]:
-    """A dry run's model: the architecture and tokenizer of `location`, two small layers of random weights."""
-    from medsft.models import tiny_random_model
-
-    log.info("dry run: tiny random model with the architecture and tokenizer of %s", location)
-    try:
-        return with_savers(tiny_random_model(location, seed=seed)), load_tokenizer(location)
-    except OSError as err:  # a hub id with no network and nothing in the Hugging Face cache
-        raise RuntimeError(
-            f"dry run needs the config and tokenizer of {location} (a few MB, no weights), but they could not "
-            f"be read ({err}); connect once to cache them, or use model: embedded or a local folder"
-        ) from err
-
-
 def four_bit_arguments(dtype: Any, has_cuda: bool) -> dict[str, Any]:
     """bitsandbytes NF4 on CUDA (under DDP each process on its own GPU); elsewhere nothing, with a warning."""
     if not has_cuda or importlib.util.find_spec("bitsandbytes") is None:
@@ -177,11 +167,8 @@ def four_bit_arguments(dtype: Any, has_cuda: bool) -> dict[str, Any]:
         return {}
     from transformers import BitsAndBytesConfig
 
-    arguments: dict[str, Any] = {
-        "quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
-        )
-    }
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    arguments: dict[str, Any] = {"quantization_config": nf4}
     if distributed.launched_processes() > 1 and not distributed.fsdp_requested():
         # A 4-bit model cannot be moved once loaded, so under DDP each process loads onto its own GPU.
         arguments["device_map"] = {"": distributed.state().local_process_index}
@@ -216,17 +203,9 @@ def lora_target_modules(model: Any, targets: list[str] | str) -> list[str]:
     return sorted(names)
 
 
-def language_model_only(module_names: list[str]) -> str:
-    """A peft `target_modules` regex (matched against whole module paths) for these names inside the language
-    model alone, e.g. `model.language_model.layers.3.self_attn.q_proj` but not `model.vision_tower...q_proj`."""
-    return r".*\blanguage_model\..*\.(" + "|".join(re.escape(name) for name in module_names) + r")"
-
-
 def load_tokenizer(location: str, chat_template: str | None = None) -> Any:
     """The model's tokenizer with a chat template, right padding for training and `<end_of_turn>`-style eos."""
     from transformers import AutoTokenizer
-
-    from medsft.templates import apply_chat_template_name
 
     tokenizer = AutoTokenizer.from_pretrained(location, token=os.environ.get("HF_TOKEN"))
     apply_chat_template_name(tokenizer, chat_template)

@@ -1,11 +1,10 @@
 """Response-only labels: only assistant tokens carry loss; system, user and the prompt prefix get -100.
 
-Assistant spans are found on the rendered text itself, for any chat template: the conversation up to an
-assistant turn rendered with `add_generation_prompt=True` ends exactly where that turn's content starts, and the
-conversation rendered through that turn ends where it stops (the end-of-turn marker included, so the model learns
-to stop). Tokens are labelled by their character offsets. This is what Unsloth's `train_on_responses_only` and
-TRL's `assistant_only_loss` compute for Gemma 3 (the tests check agreement with TRL), but it needs neither
-hand-written marker strings nor a template with `{% generation %}` tags, and it can also leave the `<think>`
+Assistant spans are found on the rendered text, for any chat template: the conversation up to an assistant turn
+rendered with `add_generation_prompt=True` ends where that turn's content starts, and rendered through that turn
+ends where it stops (end-of-turn marker included, so the model learns to stop); tokens are labelled by their
+character offsets. For Gemma 3 this is what Unsloth's `train_on_responses_only` and TRL's `assistant_only_loss`
+compute (tested against TRL), with no marker strings or `{% generation %}` tags, and it can leave the `<think>`
 chain out of the loss (`train_on_reasoning=False`).
 """
 
@@ -41,24 +40,15 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]], text: s
     return spans
 
 
-def reasoning_char_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """`<think>...</think>` blocks inside assistant spans (excluded from the loss when asked)."""
-    found = []
-    for start, end in spans:
-        found += [(start + m.start(), start + m.end()) for m in THINK_BLOCK.finditer(text[start:end])]
-    return found
-
-
 def tokenize_conversation(
     tokenizer: Any, messages: list[dict[str, str]], max_length: int, train_on_reasoning: bool = True
 ) -> dict[str, list[int]]:
-    """`input_ids` and `labels` for one conversation, truncated to `max_length` (keeping the start).
-
-    The rendered text already holds `<bos>`, so it is tokenized without special tokens: one `<bos>` per sequence.
-    """
+    """`input_ids` and `labels` for one conversation, truncated to `max_length` (keeping the start). The rendered
+    text already holds `<bos>`, so it is tokenized without special tokens: one `<bos>` per sequence."""
     text = render_chat(tokenizer, messages)
     spans = assistant_char_spans(tokenizer, messages, text)
-    excluded = [] if train_on_reasoning else reasoning_char_spans(text, spans)
+    thinking = [(s + m.start(), s + m.end()) for s, e in spans for m in THINK_BLOCK.finditer(text[s:e])]
+    excluded = [] if train_on_reasoning else thinking  # `<think>` blocks inside assistant spans
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     check_one_bos(tokenizer, encoding["input_ids"])
     input_ids = encoding["input_ids"][:max_length]

@@ -1,9 +1,6 @@
-"""`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU.
-
-The steps, in the order of Unsloth's notebooks (the train notebook calls each in its own cell): `start`, the
-backend's `from_pretrained` and chat template, `training_rows`, `get_peft_model`, `make_trainer`,
-`trainer.train(resume_from_checkpoint=resume_checkpoint(...))`, `finish`. Unsloth (CUDA) and the transformers
-stand-in (with the CPU step, `medsft.train.cpu_step`) train on identical labels.
+"""`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU, in the steps of
+Unsloth's notebooks (the train notebook calls each in its own cell). Unsloth (CUDA) and the transformers stand-in
+(with the CPU step, `medsft.train.cpu_step`) train on identical labels.
 """
 
 from __future__ import annotations
@@ -26,16 +23,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from medsft.config import ConfigError, RunConfig
+from medsft.data.build import build_training_data, validate_sources
 from medsft.plots import plot_loss_curves
-from medsft.runs import (
-    Run,
-    check_no_training,
-    claim_run_dir,
-    open_run_dir,
-    sha256_rows,
-    write_json,
-    write_text_atomic,
-)
+from medsft.runs import Run, check_no_training, claim_run_dir, open_run_dir, sha256_rows, write_json, write_text_atomic
 from medsft.train import checkpoint_selection, distributed
 from medsft.train.backend import Backend, TransformersBackend, select_backend
 from medsft.train.callbacks import add_run_callbacks, peak_memory_gib
@@ -106,7 +96,7 @@ def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig
 
 
 def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: bool, steps: int) -> dict[str, Any]:
-    """`SFTConfig`'s keyword arguments from the config (recipe names map one to one: `RECIPE_TO_LIBRARY`)."""
+    """`SFTConfig`'s keyword arguments from the config (recipe names map one to one: `LIBRARY_TO_RECIPE`)."""
     bf16 = has_cuda and torch.cuda.is_bf16_supported()
     optimizer = config.optimizer
     if "8bit" in optimizer and not has_cuda:
@@ -149,8 +139,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
         report_to=[],
         remove_unused_columns=False,
         disable_tqdm=False,
-        # Under DDP: every LoRA weight takes part in every step, so DDP need not search the graph for unused ones
-        # (the search costs a graph walk per step, and PEFT models would otherwise get it by default).
+        # Every LoRA weight takes part in every step: no per-step graph walk for unused ones (PEFT models' default).
         ddp_find_unused_parameters=False,
     )
 
@@ -186,18 +175,6 @@ def batch_layout(trainer: SFTTrainer) -> dict[str, Any]:
     return layout
 
 
-def write_results(run: Run, result: RunResult, backend: Backend) -> None:
-    """train_results.json, the loss plot and the manifest's timings (main process only). A resumed run rewrites
-    them; a fresh one never finds them (`check_no_training`)."""
-    write_json(run.path("train_results.json"), result.to_dict(), overwrite=True)
-    figure = plot_loss_curves(run.run_dir)
-    figure.savefig(run.path("loss_curves.png"), dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
-    run.update_manifest(timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
-
-
 @dataclass(frozen=True)
 class Start:
     """What step 1 settles before any model loads: the splits are None when `training_rows` builds them."""
@@ -212,10 +189,6 @@ class Start:
     @property
     def run(self) -> Run:
         return Run(self.config, self.run_dir)
-
-    @property
-    def steps(self) -> int:
-        return DRY_RUN_STEPS if self.config.dry_run else self.config.max_steps
 
 
 class TrainingRows(NamedTuple):
@@ -236,11 +209,7 @@ def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
             "load_in_4bit: FSDP shards 16-bit weights here (medsft does not set up sharded 4-bit storage); pass "
             "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
         )
-    sources = None
-    if data is None:
-        from medsft.data.build import validate_sources
-
-        sources = validate_sources(config)  # bad rows fail here, before any model loads
+    sources = validate_sources(config) if data is None else None  # bad rows fail here, before any model loads
     # The main process claims or checks the folder, and sends the path to all.
     run_dir = distributed.on_main(
         lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
@@ -258,8 +227,6 @@ def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
         open_run_dir(begun.run_dir, config)
     data = begun.data
     if data is None:
-        from medsft.data.build import build_training_data
-
         data, report = build_training_data(config, tokenizer, sources=begun.sources)
         if main:
             begun.run.update_manifest(data=report.to_dict())
@@ -267,15 +234,15 @@ def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
     distributed.check_same_everywhere(" ".join(hashes.values()), "the training and validation rows")
     if main:
         begun.run.update_manifest(data=hashes)
-    train_rows = tokenize_split(list(data["train"]), tokenizer, config, "train")
-    validation_rows = tokenize_split(list(data["validation"]), tokenizer, config, "validation")
-    return TrainingRows(data, train_rows, validation_rows)
+    return TrainingRows(data, *(tokenize_split(list(data[s]), tokenizer, config, s) for s in ("train", "validation")))
 
 
 def trainer_arguments(begun: Start, rows: TrainingRows) -> dict[str, Any]:
     """`sft_arguments` for this run: evaluation on when there are validation rows and `eval_every_steps`."""
-    with_eval = bool(rows.validation) and begun.config.eval_every_steps > 0
-    return sft_arguments(begun.config, begun.run_dir, torch.cuda.is_available(), with_eval, begun.steps)
+    config = begun.config
+    with_eval = bool(rows.validation) and config.eval_every_steps > 0
+    steps = DRY_RUN_STEPS if config.dry_run else config.max_steps
+    return sft_arguments(config, begun.run_dir, torch.cuda.is_available(), with_eval, steps)
 
 
 def checkpoint_task(begun: Start, rows: TrainingRows, arguments: dict[str, Any]) -> tuple[str | None, list]:
@@ -312,13 +279,12 @@ def make_trainer(begun: Start, model: Any, tokenizer: Any, rows: TrainingRows) -
 def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
     """Step 6's argument: the last checkpoint when `resume` is on (the log is cut back to it), else None. Every
     process waits here until the folder is set up."""
-    checkpoint = None
-    if begun.config.resume and (begun.run_dir / "checkpoints").is_dir():
-        checkpoint = get_last_checkpoint(trainer.args.output_dir)
-    log_path, main = begun.run_dir / "train_log.jsonl", distributed.is_main_process()
+    resume = begun.config.resume and (begun.run_dir / "checkpoints").is_dir()
+    checkpoint = get_last_checkpoint(trainer.args.output_dir) if resume else None
+    log_path = begun.run_dir / "train_log.jsonl"
     if checkpoint:
         log.info("resuming from %s", checkpoint)
-    if checkpoint and main and log_path.is_file():  # lines past the checkpoint: the resumed run writes them again
+    if checkpoint and distributed.is_main_process() and log_path.is_file():  # the resumed run writes these again
         step = int(checkpoint.rsplit("-", 1)[-1])
         kept = [line for line in log_path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
         write_text_atomic(log_path, "".join(line + "\n" for line in kept))
@@ -328,7 +294,7 @@ def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
 
 def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows, output: Any) -> RunResult:
     """Step 7: the adapter (the best checkpoint's weights) into `adapter/`, then train_results.json, the loss plot
-    and the manifest's timings."""
+    and the manifest's timings (a resumed run rewrites them; a fresh one never finds them: `check_no_training`)."""
     config, run_dir, backend = begun.config, begun.run_dir, begun.backend
     adapter_dir = run_dir / "adapter"
     # The main process writes the adapter; under FSDP every process holds a shard, so all first gather the weights.
@@ -357,8 +323,15 @@ def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows
         effective_batch_size=layout["effective_batch_size"],
     )
     if distributed.is_main_process():
-        begun.run.update_manifest(distributed=layout)
-        write_results(begun.run, result, backend)
+        import matplotlib.pyplot as plt
+
+        run = begun.run
+        run.update_manifest(distributed=layout)
+        write_json(run.path("train_results.json"), result.to_dict(), overwrite=True)
+        figure = plot_loss_curves(run_dir)
+        figure.savefig(run.path("loss_curves.png"), dpi=110, bbox_inches="tight")
+        plt.close(figure)  # saved, not shown: in a notebook an open figure would also display under the training cell
+        run.update_manifest(timings={"train_seconds": result.runtime_seconds}, backend=backend.name)
     distributed.wait_for_everyone()  # no process returns before the run folder is complete
     return result
 

@@ -1,7 +1,6 @@
-"""The CPU step: TRL's SFTTrainer made fast where there is no GPU, by one visible call in the trainer cell,
-`trainer = use_cpu_step(trainer)`: packed rows, packed attention (`attention`), the LM head only where a label is
-trained, fused with the cross-entropy (`loss`). The loss equals the model's own and its gradients agree to 1e-5
-(tests/test_train_step.py), also under 2-process DDP (tests/test_train_ddp.py).
+"""The CPU step, one visible call in the trainer cell (`trainer = use_cpu_step(trainer)`): packed rows, packed
+attention (`attention`), the LM head only where a label is trained, fused with the cross-entropy (`loss`). Loss and
+gradients agree with the model's own to 1e-5 (tests/test_train_step.py), also under DDP (tests/test_train_ddp.py).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""Causal attention over packed rows, one conversation at a time.
+"""Causal attention over packed rows, one conversation at a time (registered with `AttentionInterface`).
 
 transformers' SDPA path keeps a packed row's conversations apart with a dense block-diagonal mask, which computes
-(and masks) every cross-conversation score and rules out SDPA's fused causal kernel. This attention function
-(registered with `AttentionInterface`) slices each conversation out of the row, with bounds from `packed_segments`
-(position ids restart at 0 per conversation), and attends within it: with two plain matmuls when its score matrix
-is small (faster than SDPA's CPU flash kernel at these sizes), else with SDPA and `is_causal=True`.
+(and masks) every cross-conversation score and rules out SDPA's fused causal kernel. Here each conversation is
+sliced out of the row (`packed_segments`) and attended within: by two plain matmuls when its score matrix is small,
+else by SDPA with `is_causal=True`.
 """
 
 from __future__ import annotations
@@ -22,16 +21,13 @@ IMPLEMENTATION = "medsft_packed"
 _segments: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar("segments", default=None)
 
 
-def segment_bounds(position_ids: torch.Tensor) -> list[tuple[int, int]]:
-    """(start, end) of each conversation in a single packed row, from restarting position ids."""
-    starts = (position_ids[0] == 0).nonzero().flatten().tolist()
-    ends = starts[1:] + [position_ids.shape[1]]
-    return list(zip(starts, ends, strict=True))
-
-
 @contextlib.contextmanager
 def packed_segments(position_ids: torch.Tensor | None) -> Iterator[None]:
-    bounds = segment_bounds(position_ids) if position_ids is not None and position_ids.shape[0] == 1 else None
+    """Inside the block, attention works on the conversations of this single packed row (restarting position ids)."""
+    bounds = None
+    if position_ids is not None and position_ids.shape[0] == 1:
+        starts = (position_ids[0] == 0).nonzero().flatten().tolist()
+        bounds = list(zip(starts, starts[1:] + [position_ids.shape[1]], strict=True))
     token = _segments.set(bounds)
     try:
         yield
@@ -49,28 +45,6 @@ def allowed_positions(length: int, window: int | None, device: torch.device) -> 
     index = torch.arange(length, device=device)
     offset = index[:, None] - index[None, :]
     return (offset >= 0) if window is None else (offset >= 0) & (offset < window)
-
-
-def matmul_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    allowed: torch.Tensor,
-    scale: float,
-    dropout: float,
-    softcap: float | None,
-) -> torch.Tensor:
-    """Attention as two batched matmuls; query heads share their key/value head by broadcasting (GQA)."""
-    batch, heads, length, dim = q.shape
-    kv_heads = k.shape[1]
-    grouped = q.reshape(batch, kv_heads, heads // kv_heads, length, dim)
-    scores = (grouped @ k.unsqueeze(2).transpose(-1, -2)) * scale
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    if dropout:
-        probs = F.dropout(probs, p=dropout)
-    return (probs @ v.unsqueeze(2)).reshape(batch, heads, length, dim)
 
 
 def packed_causal_attention(
@@ -91,13 +65,24 @@ def packed_causal_attention(
     dropout = dropout if module.training else 0.0
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     softcap = kwargs.get("softcap")
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
     outputs = []
     for start, end in bounds:
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         length = end - start
         window = sliding_window if sliding_window is not None and length > sliding_window else None
-        if softcap is not None or query.shape[1] * length * length <= MATMUL_ATTENTION_MAX_SCORES:
-            out = matmul_attention(q, k, v, allowed_positions(length, window, query.device), scale, dropout, softcap)
+        if softcap is not None or heads * length * length <= MATMUL_ATTENTION_MAX_SCORES:
+            # Two batched matmuls; query heads share their key/value head by broadcasting (GQA).
+            grouped = q.reshape(batch, kv_heads, heads // kv_heads, length, dim)
+            scores = (grouped @ k.unsqueeze(2).transpose(-1, -2)) * scale
+            if softcap is not None:
+                scores = torch.tanh(scores / softcap) * softcap
+            allowed = allowed_positions(length, window, query.device)
+            probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+            if dropout:
+                probs = F.dropout(probs, p=dropout)
+            out = (probs @ v.unsqueeze(2)).reshape(batch, heads, length, dim)
         else:  # a sliding window needs its mask; plain causal attention gets SDPA's fused causal kernel
             mask = allowed_positions(length, window, query.device) if window is not None else None
             out = F.scaled_dot_product_attention(
@@ -116,9 +101,8 @@ def base_model(model: Any) -> Any:
 
 
 def language_model(model: Any) -> Any:
-    """The decoder whose attention is switched: the whole model for a text-only checkpoint, the language model
-    of a multimodal one, whose vision and audio towers keep their own attention (Gemma 4's audio tower accepts
-    no other implementation)."""
+    """The decoder whose attention is switched: a multimodal checkpoint's vision and audio towers keep their own
+    (Gemma 4's audio tower accepts no other implementation)."""
     base = base_model(model)
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     return decoder if decoder is not None and hasattr(decoder, "set_attn_implementation") else base
@@ -147,8 +131,7 @@ def packed_attention(model: Any) -> Iterator[None]:
 
 @contextlib.contextmanager
 def own_attention(model: Any) -> Iterator[None]:
-    """The model's own attention inside the block, when `packed_attention` has switched it (scoring mid-training:
-    unpacked, padded batches); nothing changes otherwise."""
+    """The model's own attention inside the block, where `packed_attention` switched it (scoring mid-training)."""
     own = getattr(base_model(model), "medsft_own_attention", None)
     with attention_implementation(model, own) if own else contextlib.nullcontext():
         yield

@@ -1,11 +1,9 @@
 """Causal-LM loss with the LM head applied only where a label is trained, fused with the cross-entropy.
 
-Gemma 3's LM head is 168M of the 270M model's parameters (a 262,144-token vocabulary): logits at every position,
-as the default step makes them, spend most of a CPU step on outputs the loss throws away. Here only the hidden
-states whose next token is labelled go through the head, and for a frozen head the gradient with respect to them,
-(softmax - onehot) @ W, is made in the forward pass chunk by chunk (`FusedLinearCrossEntropy`): nothing of
-vocabulary width is kept for the backward. The loss is the model's own: the mean negative log-likelihood over
-labelled tokens (or the sum over `num_items_in_batch` under gradient accumulation, as transformers' Trainer does).
+Gemma 3's LM head is 168M of the 270M model's parameters (a 262,144-token vocabulary): logits at every position
+spend most of a CPU step on outputs the loss throws away. Only the hidden states whose next token is labelled go
+through the head, and for a frozen head their gradient, (softmax - onehot) @ W, is made in the forward pass chunk
+by chunk (`FusedLinearCrossEntropy`): nothing of vocabulary width is kept for the backward.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medsft.train.cpu_step.attention import packed_segments
+from medsft.train.cpu_step.attention import base_model, packed_segments
 from medsft.train.labels import IGNORE_INDEX
 
 # Logits of one chunk of rows stay under this many bytes (512 rows for Gemma's 262k vocabulary). Larger chunks
@@ -43,7 +41,6 @@ def logits_workspace(elements: int, device: torch.device) -> torch.Tensor:
 
 
 def release_workspace() -> None:
-    """Free the kept logits buffer (after training)."""
     _workspace.clear()
 
 
@@ -57,12 +54,10 @@ class LossOutput:
 class FusedLinearCrossEntropy(torch.autograd.Function):
     """sum(cross_entropy(hidden @ weight.T, targets)) and the count of top-1 hits, for a frozen `weight`.
 
-    Per chunk of rows, two passes over the vocabulary blocks. Pass 1: block logits z = h @ W_b^T, the block's row
-    maxima m_b (and their positions, for top-1), then z is replaced by exp(z - m_b) and summed. The log-sum-exp of
-    a row is max_b(m_b) + log(sum_b s_b * exp(m_b - max)). Pass 2: softmax = exp(z - m_b) * exp(m_b - lse), one
-    multiply per element (no second exp), and grad_hidden += softmax_b @ W_b. The one-hot part of the gradient is
-    W[targets] and the target logit is h . W[target], both taken from the gathered rows, so no index operation
-    touches the blocks.
+    Per chunk of rows, two passes over the vocabulary blocks. Pass 1: block logits z = h @ W_b^T, their row maxima
+    m_b (and argmax), then z becomes exp(z - m_b), summed to s_b; lse = max_b(m_b) + log(sum_b s_b * exp(m_b - max)).
+    Pass 2: softmax = exp(z - m_b) * exp(m_b - lse), one multiply per element, and grad_hidden += softmax_b @ W_b.
+    The one-hot part, W[targets], and the target logit h . W[target] come from gathered rows, not the blocks.
     """
 
     @staticmethod
@@ -125,22 +120,17 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 
 def causal_lm_parts(model: Any) -> tuple[Any, Any, Any]:
     """(backbone, lm_head, text config) of a causal LM, through DDP and PEFT wrappers if there are any."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model)
     return base.get_decoder(), base.get_output_embeddings(), base.config.get_text_config()
 
 
 def last_hidden_state(model: Any, backbone: Any, features: dict[str, torch.Tensor]) -> torch.Tensor:
     """The backbone's output, taken by a hook while the whole model runs forward with its own head on no position.
 
-    The call goes through `model` itself, not the backbone, because under data parallelism `model` is the DDP
-    wrapper and its forward is what arms the all-reduce of gradients in the backward pass: calling the backbone
-    directly would leave every process with only its own gradients, silently. `logits_to_keep` is an empty index,
-    so the model's head computes nothing: with one row kept it made a row of logits per step, reading the whole
-    0.67 GB fp32 head for a result nobody used (~60 ms a step here, ~1%). It is an index tensor, not an integer:
-    given an integer, Gemma 4 also cuts its key/value-sharing layers down to that many positions (a generation
-    shortcut), and the backbone's output would then hold fewer positions than the row.
+    Through `model`, not the backbone: under DDP the wrapper's forward arms the all-reduce of gradients, and without
+    it every process would silently keep only its own. `logits_to_keep` is an empty index tensor: one kept row read
+    the whole 0.67 GB fp32 head per step for nothing (~60 ms, ~1%), and given an integer, Gemma 4 also cuts its
+    key/value-sharing layers to that many positions, leaving the backbone's output shorter than the row.
     """
     caught: list[torch.Tensor] = []
     hook = backbone.register_forward_hook(lambda _module, _args, output: caught.append(output[0]))
@@ -171,11 +161,8 @@ def head_loss_sum(hidden: torch.Tensor, lm_head: Any, text_config: Any, targets:
 def sparse_head_loss(
     model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: int | torch.Tensor | None = None
 ) -> LossOutput:
-    """Mean next-token cross-entropy over labelled positions, computing logits only there.
-
-    With `num_items_in_batch` the sum is divided by it instead: the labelled tokens of the whole optimizer step
-    (all accumulated micro-batches, and under DDP all processes), as transformers' Trainer counts them.
-    """
+    """Mean next-token cross-entropy over labelled positions, computing logits only there; with `num_items_in_batch`
+    (the labelled tokens of the whole optimizer step, as transformers' Trainer counts them) the sum over it."""
     backbone, lm_head, text_config = causal_lm_parts(model)
     labels = inputs["labels"]
     features = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
