@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft import DISCLAIMER, __version__
+from medsft.evaluate.report import ci_text
 from medsft.runs import Run, read_json
 
 INTENDED_USE = (
@@ -75,8 +76,7 @@ def evaluation_rows(run_dir: Path) -> tuple[list[str], list[str]]:
         differences = [(p, p["baseline"], f" (McNemar p={p['mcnemar_p']:.3g})") for p in data.get("pairs", [])]
         differences += [(p, f"always '{constant['answer']}'", "") for p in baselines.get("vs_constant", [])]
         for pair, baseline, test in differences:
-            low, high = pair["diff_ci"]
-            interval = f"[{low:+.3f}, {high:+.3f}]{test}"
+            interval = ci_text(pair["diff_ci"], "+") + test
             rows.append(f"| {data['task']} | {pair['model']} − {baseline} | | {pair['diff']:+.3f} | {interval} |")
     return rows, distributions
 

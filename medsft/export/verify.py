@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from medsft.evaluate.report import ci_text
 from medsft.export.gguf import ExportError
 
 PROBE = [
@@ -143,11 +144,11 @@ def judge(item: dict[str, Any], min_token_agreement: float) -> Verdict:
         # test significant: a small sample's noise alone does not, a real loss does. McNemar matters at an export
         # check's sizes: a near-chance model's MedQA choices sit at near-ties that Q8_0 rounding flips; 4 flips of
         # 32, all one way, give an interval of [-0.25, -0.03] (beyond a 0.5-point goal), yet p = 0.125.
-        low, high = acc.get("diff_ci") or (acc["diff"], acc["diff"])
+        ci = acc.get("diff_ci") or (acc["diff"], acc["diff"])
         limit = -acc["goal"] - 1e-9
-        if acc["diff"] < limit and high < limit and acc.get("mcnemar_p", 0.0) < LOSS_SIGNIFICANCE:
+        if acc["diff"] < limit and ci[1] < limit and acc.get("mcnemar_p", 0.0) < LOSS_SIGNIFICANCE:
             reasons.append(
                 f"{task}: accuracy {acc['acc']:.3f} vs 16-bit {acc['reference_acc']:.3f} (n={acc['n']}), "
-                f"diff {acc['diff']:+.3f} [{low:+.3f}, {high:+.3f}] is beyond the goal -{acc['goal']:g}"
+                f"diff {acc['diff']:+.3f} {ci_text(ci, '+')} is beyond the goal -{acc['goal']:g}"
             )
     return Verdict(passed=not reasons, reasons=reasons)

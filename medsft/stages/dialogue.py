@@ -9,6 +9,7 @@ import pandas as pd
 from medsft.data.dialogue_split import load_dialogue_eval
 from medsft.evaluate.dialogue import METRICS, key_points
 from medsft.evaluate.keypoints import condition_group
+from medsft.evaluate.report import ci_text
 
 LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "key_point_hit_rate": "key-point hit rate"}
 
@@ -16,7 +17,7 @@ LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "key_po
 def interval_text(value: float | None, ci: list[float | None]) -> str:
     if value is None:
         return "–"
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{value:.3f} {ci_text(ci)}"
 
 
 def dialogue_frame(comparison: Any) -> Any:
