@@ -1,8 +1,5 @@
-"""The evaluation tasks, one module per benchmark (files, split, prompt, choices, answer extraction, lm-eval
-layout); `TASKS` lists them, `SUITES` names groups, and `load_items` is the one reader of their items, so the
-evaluate stage, `medsft eval`, the export checks and decontamination all see exactly what is scored. A new task
-is its module, its `TASK` here, and its name in `medsft.config.EVAL_TASKS` (`tests/test_tasks.py` keeps them equal).
-"""
+"""The evaluation tasks, one module per benchmark; `load_items` is the one reader of their items, so every user
+sees exactly what is scored. Adding a task: docs/evaluation.md#one-home-per-benchmark."""
 
 from __future__ import annotations
 
@@ -20,15 +17,12 @@ from medsft.data.synthetic import SYNTHETIC_EVAL_SIZE, synthetic_eval_cases, syn
 from medsft.tasks import medmcqa, medqa, mmlu, pubmedqa
 from medsft.tasks.base import Task
 
-# Cases drawn from the seed, labels computed from the fact tables, always scored by generation
-# (medsft.evaluate.synthetic): `synthetic` reserved in-distribution cases no training case can equal,
-# `synthetic_ood` held-out facts and phrasings.
+# Scored by generation (medsft.evaluate.synthetic); in and out of distribution: docs/data.md, "Synthetic cases"
 GENERATED = (
     Task("synthetic", "generated", generate=synthetic_eval_cases),
     Task("synthetic_ood", "generated", generate=synthetic_ood_cases),
 )
-# Free-text replies to the 500 held-out dialogues of the carried ChatDoctor file (the split, fixed whatever the
-# seed: medsft.data.dialogue_split), scored by ROUGE and key-point hit rate (medsft.evaluate.dialogue).
+# The 500 held-out ChatDoctor dialogues, fixed whatever the seed, scored by ROUGE and key points: docs/dialogue.md
 DIALOGUE = Task(
     "dialogue",
     "dialogue",
@@ -51,10 +45,7 @@ def get_task(name: str) -> Task:
 
 def expand_tasks(names: Iterable[str]) -> list[str]:
     """Task names with each suite name replaced by its tasks, in order, without repeats; an unknown one is an error."""
-    tasks = expand_suites(names)
-    for task in tasks:
-        get_task(task)
-    return tasks
+    return [get_task(task).name for task in expand_suites(names)]
 
 
 def check_request(task: str, path: str | None = None, split: str | None = None) -> Task:
@@ -86,13 +77,11 @@ def load_items(
     spec = check_request(task, path, split)
     if spec.generate is not None:
         return spec.generate(limit or SYNTHETIC_EVAL_SIZE, seed)
-    assert spec.read is not None
     return spec.read(path, scored_split(spec, split), limit)
 
 
 def item_limit(config: RunConfig, task: str) -> int | None:
-    """How many items of `task` a run evaluates: generation (synthetic) is ~100x slower than scoring on a CPU,
-    so it has its own `eval_generate_limit` (falling back to `eval_limit`)."""
+    """How many items of `task` a run evaluates: generation, ~100x slower than scoring on a CPU, has its own."""
     if config.eval_generate_limit is not None and not get_task(task).multiple_choice:
         return config.eval_generate_limit
     return config.eval_limit
@@ -115,8 +104,8 @@ def describe_data(
     """Where a task's items came from, for result files: the files with their sha256, or the generator."""
     spec = get_task(task)
     if spec.generate is not None:
-        generator = spec.generate
-        return {"task": task, "generator": f"{generator.__module__}.{generator.__name__}", "seed": seed, "items": n}
+        generator = f"{spec.generate.__module__}.{spec.generate.__name__}"
+        return {"task": task, "generator": generator, "seed": seed, "items": n}
     split = scored_split(spec, split)
     try:
         files = [
@@ -132,9 +121,8 @@ def describe_data(
 def load_eval_texts(
     tasks: Sequence[str], seed: int = 0, synthetic_n: int | Mapping[str, int | None] | None = None
 ) -> list[EvalText]:
-    """The texts of every evaluation set in use, for decontamination: each benchmark's `eval_texts` (its whole test
-    split, not only the first `eval_limit`), each generated set drawn as evaluation draws it with `seed` and
-    `synthetic_n` items (one number, or one per task; None: evaluation's default, 200)."""
+    """For decontamination: each benchmark's `eval_texts` (its whole test split, not the first `eval_limit`), each
+    generated set drawn with `seed` and `synthetic_n` items (one number, or one per task; None: 200)."""
     texts: list[EvalText] = []
     for task in expand_tasks(tasks):
         spec = get_task(task)
@@ -147,7 +135,6 @@ def load_eval_texts(
 
 
 def config_eval_texts(config: RunConfig) -> list[EvalText]:
-    """Exactly what a run's evaluation scores: its `eval_tasks`, generated sets drawn with `config.seed` and
-    `item_limit(config, task)` items (as the evaluate stage draws them; not `data_seed`)."""
+    """Exactly what a run's evaluation scores: generated sets drawn as the evaluate stage draws them (not data_seed)."""
     limits = {task: item_limit(config, task) for task in config.eval_tasks}
     return load_eval_texts(config.eval_tasks, seed=config.seed, synthetic_n=limits)

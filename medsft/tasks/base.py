@@ -1,9 +1,5 @@
-"""The `Task` record each task module fills in, and lm-eval 0.4.13's multiple-choice prompt rules
-(`output_type: multiple_choice`): context = description + few-shot block + `doc_to_text(doc)`, continuation =
-target delimiter + choice; under the chat template (`--apply_chat_template`) the description is the system turn,
-the rest one user turn, and the bare choice is scored (the tasks set no `gen_prefix`). `acc` is the argmax of the
-summed log-likelihoods, `acc_norm` divides by the choice's length in characters; ties take the first maximum.
-"""
+"""The `Task` record each task module fills in, with lm-eval 0.4.13's multiple-choice prompt rules (plain and
+chat-template views, acc and acc_norm: docs/evaluation.md#exactly-like-lm-eval)."""
 
 from __future__ import annotations
 
@@ -30,10 +26,8 @@ LETTER_COT_INSTRUCTION = (
 
 @dataclass(frozen=True)
 class Task:
-    """One evaluation task. Multiple-choice tasks fill the fields up to `fewshot`; a generated one only `generate`.
-    `kind`: "letters" (choices ` A`..` D`), "fixed" (the item's own words, ` yes`/` no`/` maybe'), "generated"
-    (cases scored by generation, `medsft.evaluate.synthetic`) or "dialogue" (free-text replies, ROUGE and key
-    points, `medsft.evaluate.dialogue`)."""
+    """One evaluation task. `kind`: "letters" (` A`..` D`), "fixed" (the item's own words: ` yes`/` no`/` maybe`),
+    "generated" (only `generate`: `medsft.evaluate.synthetic`) or "dialogue" (`medsft.evaluate.dialogue`)."""
 
     name: str
     kind: str
@@ -53,8 +47,7 @@ class Task:
     eval_texts: Callable[[], list[TaskText]] | None = None  # the whole test split, for decontamination
     fewshot: Callable[[], list[MultipleChoiceItem]] | None = None  # the few-shot split, in order (first_n)
     discipline: str | None = None  # what `item.subject` means in the per-discipline table ("subject")
-    # Generated: (count, seed) -> cases.
-    generate: Callable[[int, int], list[SyntheticCase]] | None = None
+    generate: Callable[[int, int], list[SyntheticCase]] | None = None  # generated sets: (count, seed) -> cases
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -100,8 +93,8 @@ class Task:
 
 
 def letters_task(name: str, read: Callable[..., list[MultipleChoiceItem]], **fields: Any) -> Task:
-    """A task with options ` A`..` D`: the letter chain-of-thought prompt and extraction, every question of its
-    default split indexed for decontamination; `fields` fill in the rest (or override these)."""
+    """A task with options ` A`..` D`: letter chain of thought and extraction, its default split's questions indexed
+    for decontamination; `fields` fill in the rest (or override these)."""
     defaults: dict[str, Any] = {
         "cot_prompt": lambda item, instruction: f"{item.question}\n\n{format_options(item.choices)}\n\n{instruction}",
         "cot_instruction": LETTER_COT_INSTRUCTION,
