@@ -1,7 +1,6 @@
 """MedMCQA: the validation split (4,183 questions in 21 subject files, the subject being the file name), the split
 lm-eval's `medmcqa` scores as the test labels are not public. The carried rows hold the options as one string and
-the answer as `B. <text>`; each is split back and checked (the letter's text must equal the option's).
-"""
+the answer as `B. <text>`; each is split back and checked (the letter's text must equal the option's)."""
 
 from __future__ import annotations
 
@@ -75,10 +74,8 @@ def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]
     for item in items:
         _, subject, number = item.id.split(":")
         raw = json.loads(by_file[subject][int(number) - 1])
-        options = [part[3:] for part in raw["options"].split("\n")]
-        row: Row = {"question": raw["question"], "cop": "ABCD".index(raw["answer"][0]), "subject_name": subject}
-        row.update({f"op{key}": text for key, text in zip("abcd", options, strict=True)})
-        rows.append(row)
+        options = {f"op{key}": part[3:] for key, part in zip("abcd", raw["options"].split("\n"), strict=True)}
+        rows.append(dict(question=raw["question"], cop="ABCD".index(raw["answer"][0]), subject_name=subject, **options))
     return rows
 
 

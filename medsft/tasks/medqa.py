@@ -1,7 +1,5 @@
-"""MedQA USMLE 4-option: the carried official test split (1,273; dev: 1,272), as lm-eval's `medqa_4options`
-scores it (GBaker/MedQA-USMLE-4-options-hf layout, no description; `prompt` is `preprocess_medqa.doc_to_text`).
-The question and options are kept verbatim (row 243 starts with a space, and lm-eval keeps it).
-"""
+"""MedQA USMLE 4-option: the carried official test split (and dev), as lm-eval's `medqa_4options` scores it. The
+question and options are kept verbatim (row 243 starts with a space, and lm-eval keeps it)."""
 
 from __future__ import annotations
 
@@ -17,8 +15,7 @@ SOURCES = {"test": "bundled:medqa-test", "dev": "bundled:medqa-dev"}
 
 
 def load_items(path: str | None = None, split: str = "test", limit: int | None = None) -> list[MultipleChoiceItem]:
-    """The first `limit` items in file order: with no path the carried split (ids `medqa:test:<row>`), with a hub id
-    that split of the hub dataset."""
+    """The first `limit` items in file order: the carried split (ids `medqa:test:<row>`), or that split of a hub id."""
     if path is None:
         if split not in SOURCES:
             raise DataError(f"medqa[{split}]", f"no carried MedQA split '{split}'; use {', '.join(SOURCES)}")

@@ -1,8 +1,5 @@
-"""MMLU's six medical subjects (the Open Medical-LLM Leaderboard's), one task each, as lm-eval's `mmlu_<subject>`
-(`mmlu/default/_default_template_yaml`, version 1.0) scores them: the test split (135/265/144/173/100/272 = 1,089),
-few-shot examples the first k rows of the dev split (5 each). The carried files are the January 2021 revision (the
-one `cais/mmlu` holds), CSV without a header: question, A, B, C, D, answer.
-"""
+"""MMLU's six medical subjects, one task each, as lm-eval's `mmlu_<subject>` scores them: the test split, few-shot
+examples the first k dev rows. The carried files (`cais/mmlu`'s January 2021 revision) are CSV without a header."""
 
 from __future__ import annotations
 
@@ -19,7 +16,6 @@ from medsft.data.records import LETTERS, DataError, FieldError, MultipleChoiceIt
 from medsft.tasks.base import Row, Task, letters_task
 
 FOLDER = BENCHMARKS_DIR / "mmlu"
-SUBJECTS = tuple(task.removeprefix("mmlu_") for task in EVAL_SUITES["mmlu"])
 COLUMNS = ("question", "A", "B", "C", "D", "answer")
 
 
@@ -78,9 +74,6 @@ def lm_eval_row(item: MultipleChoiceItem) -> Row:
 def make_task(subject: str) -> Task:
     heading = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
-    def load_items(path: str | None = None, split: str = "test", limit: int | None = None) -> list[MultipleChoiceItem]:
-        return read_split(subject, split, path)[:limit]
-
     def raw_rows(path: str | None, items: Sequence[MultipleChoiceItem]) -> list[Row]:
         """The file's rows through the csv module only, in cais/mmlu's layout."""
         file = subject_file(subject, "test", path)
@@ -91,7 +84,7 @@ def make_task(subject: str) -> Task:
 
     return letters_task(
         f"mmlu_{subject}",
-        load_items,
+        lambda path=None, split="test", limit=None: read_split(subject, split, path)[:limit],
         sources={"test": f"bundled:mmlu/test/{subject}_test.csv", "dev": f"bundled:mmlu/dev/{subject}_dev.csv"},
         files=lambda path, split: [subject_file(subject, split, path)],
         prompt=prompt,
@@ -106,4 +99,4 @@ def make_task(subject: str) -> Task:
     )
 
 
-TASKS = tuple(make_task(subject) for subject in SUBJECTS)
+TASKS = tuple(make_task(task.removeprefix("mmlu_")) for task in EVAL_SUITES["mmlu"])

@@ -1,7 +1,5 @@
-"""PubMedQA: the official 500-PMID test split read from the carried `ori_pqal.json` (yes 276 / no 169 / maybe 55),
-as lm-eval's `pubmedqa` scores it (bigbio/pubmed_qa layout; `prompt` is `preprocess_pubmedqa.doc_to_text`). A file
-with none of the official PMIDs (the self-written sample) is split label-stratified with seed 0 (`split_pubmedqa`).
-"""
+"""PubMedQA: the official 500-PMID test split of the carried `ori_pqal.json`, as lm-eval's `pubmedqa` scores it. A
+file with none of the official PMIDs (the self-written sample) is split label-stratified, seed 0 (`split_pubmedqa`)."""
 
 from __future__ import annotations
 
