@@ -290,6 +290,14 @@ SERVE_HELP = (
     "range) and bounded: max_tokens, the time a reply may generate, the time a request may wait for the model."
 )
 
+# `medsft serve`'s bounds on one request, each help formatted with its default.
+LIMIT_HELP = {
+    "--max-tokens": "the largest max_tokens a request may ask for (default {})",
+    "--default-max-tokens": "max_tokens for a request that gives none (default {}, or --max-tokens if smaller)",
+    "--time-limit": "a reply's generation stops after this long, with finish_reason length and a note (default {:g})",
+    "--queue-wait": "a request that cannot start generating within this long gets a 503 (default {:g})",
+}
+
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with a trained adapter")
@@ -381,35 +389,14 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     add_gguf_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument(
-        "--max-tokens",
-        type=int,
-        default=Limits.max_tokens,
-        metavar="N",
-        help=f"the largest max_tokens a request may ask for (default {Limits.max_tokens})",
-    )
-    serve.add_argument(
-        "--default-max-tokens",
-        type=int,
-        metavar="N",
-        help=f"max_tokens for a request that gives none (default {Limits.default_max_tokens}, or --max-tokens if "
-        "smaller)",
-    )
-    serve.add_argument(
-        "--time-limit",
-        type=float,
-        default=Limits.time_limit_s,
-        metavar="SECONDS",
-        help="a reply's generation stops after this long, with finish_reason length and a note "
-        f"(default {Limits.time_limit_s:g})",
-    )
-    serve.add_argument(
-        "--queue-wait",
-        type=float,
-        default=Limits.queue_wait_s,
-        metavar="SECONDS",
-        help=f"a request that cannot start generating within this long gets a 503 (default {Limits.queue_wait_s:g})",
-    )
+    for flag, kind, default, shown in (
+        ("--max-tokens", int, Limits.max_tokens, Limits.max_tokens),
+        ("--default-max-tokens", int, None, Limits.default_max_tokens),
+        ("--time-limit", float, Limits.time_limit_s, Limits.time_limit_s),
+        ("--queue-wait", float, Limits.queue_wait_s, Limits.queue_wait_s),
+    ):
+        metavar = "N" if kind is int else "SECONDS"
+        serve.add_argument(flag, type=kind, default=default, metavar=metavar, help=LIMIT_HELP[flag].format(shown))
 
 
 def chat_command(args: argparse.Namespace) -> int:

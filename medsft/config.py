@@ -1,5 +1,4 @@
-"""RunConfig, every knob of a run: defaults < recipe < `MEDSFT_<FIELD>` environment < overrides, validated once by
-`load_config` before anything loads (docs/configuration.md)."""
+"""RunConfig, every run knob: defaults < recipe < environment < overrides, validated once (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -28,11 +27,9 @@ QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
 EVAL_MODES = ("loglikelihood", "generate")
 EVAL_VIEWS = ("raw", "chat")
 EVAL_ENGINES = ("transformers", "vllm")
-# PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
-# decision alone, which puts all of the loss on the word the benchmark scores right after the question.
+# How a source's rows become assistant turns (docs/configuration.md#fields)
 DATA_STYLES = {"pubmedqa": ("reasoning", "answer")}
-# The evaluation tasks (medsft.tasks.TASKS, one module each; tests/test_tasks.py keeps the two lists equal) and
-# the suites a task list may name: `suite` is the Open Medical-LLM Leaderboard's nine.
+# = medsft.tasks.TASKS (tests/test_tasks.py); the suite `suite` is the Open Medical-LLM Leaderboard's nine.
 LEADERBOARD_TASKS = (
     "medqa", "pubmedqa", "medmcqa", "mmlu_anatomy", "mmlu_clinical_knowledge", "mmlu_college_biology",
     "mmlu_college_medicine", "mmlu_medical_genetics", "mmlu_professional_medicine",
@@ -48,9 +45,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataSource:
-    """One training source in the dataset mix: `path` a hub dataset id or a local JSON/JSONL/Parquet file (None:
-    the bundled sample, so everything runs offline); `count` rows, or a `weight` sharing `train_rows` (one or
-    neither: all rows); `style` how its rows become assistant turns (`DATA_STYLES`; None: the source's default)."""
+    """One training source in the dataset mix (its keys: docs/configuration.md#fields)."""
 
     name: str
     path: str | None = None
@@ -77,9 +72,7 @@ class RunConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    # "all-linear" as in peft (every linear layer of the language model but the output head; medsft resolves it to
-    # those layers' names on the loaded model, so Unsloth gets the same list), a named group (`LORA_TARGETS`), or a
-    # comma-separated list of module names.
+    # "all-linear" (as in peft), a named group (`LORA_TARGETS`) or module names (docs/configuration.md#fields)
     lora_target: str = "all-linear"
 
     # Optimisation
@@ -121,14 +114,12 @@ class RunConfig:
     # Task names or suite names (`suite`: the nine leaderboard tasks), expanded when the config is built.
     eval_tasks: list[str] = field(default_factory=lambda: [*LEADERBOARD_TASKS, "synthetic", "synthetic_ood"])
     eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500, ...), as papers report
-    # Generation is ~100x slower than log-likelihood scoring on a CPU, so generative tasks (synthetic) get their
-    # own item count (None: eval_limit) and reply length (a synthetic reference answer is ~170-200 tokens).
+    # Generation is ~100x slower than scoring on a CPU: its own item count (docs/configuration.md#fields)
     eval_generate_limit: int | None = None
     eval_max_new_tokens: int = 384
     # How multiple-choice tasks are scored (lm-eval's log-likelihoods, or a reply); the synthetic tasks always generate.
     eval_mode: str = "loglikelihood"
-    # The views of multiple-choice prompts and the chat view's items (docs/evaluation.md): chat prompts are ~1.5x
-    # longer, so scoring them all would add more than the raw view costs.
+    # The views of multiple-choice prompts and the chat view's items: chat prompts are ~1.5x longer (docs/evaluation.md)
     eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
     eval_chat_limit: int | None = 200
     # "transformers" (HFScorer) or "vllm" (VLLMScorer, GPU only: `pip install -e '.[vllm]'`)
@@ -136,11 +127,9 @@ class RunConfig:
 
     # Export
     export_quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
-    # Items per task for the check that a GGUF scores like the 16-bit model (None: the evaluation's counts).
-    # Its job is to catch a broken quantization, not to report accuracy, and it runs twice per file.
+    # Items per task for the GGUF's accuracy check (None: the evaluation's counts); it runs twice per file
     export_check_items: int | None = 100
-    # The share of the 16-bit model's first 16 greedy tokens a GGUF must keep (docs/export.md): a good Q8_0 kept
-    # 6 of 16 (greedy paths fork at near-ties), a broken Q4_K_M 0; 0.25 separates them with room on both sides.
+    # The share of the 16-bit model's first 16 greedy tokens a GGUF must keep: good Q8_0 6/16, broken Q4_K_M 0
     export_min_token_agreement: float = 0.25
 
     # Where results go
@@ -172,8 +161,8 @@ def load_config(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if recipe is not None:
-        path = resolve_recipe(recipe)
-        for key, value in read_recipe(path).items():
+        path, recipe_values = read_recipe(recipe)
+        for key, value in recipe_values.items():
             values[key], sources[key] = value, str(path)
     for key, value in (os.environ if environ is None else environ).items():
         name = key.removeprefix(ENV_PREFIX).lower()
@@ -209,28 +198,19 @@ def expand_suites(tasks: typing.Iterable[str]) -> list[str]:
     return out
 
 
-def resolve_recipe(recipe: str | Path) -> Path:
-    """A recipe is a YAML path, or a name under recipes/ like `gemma3-270m/medical-o1`."""
-    path = Path(recipe)
-    if path.is_file():
-        return path
-    named = RECIPES_DIR / f"{recipe}.yaml"
-    if named.is_file():
-        return named
-    known = sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml"))
-    raise ConfigError(f"recipe '{recipe}' not found: not a file and not one of {', '.join(known)}")
-
-
-def read_recipe(path: Path) -> dict[str, Any]:
+def read_recipe(recipe: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A recipe's file (a YAML path, or a name under recipes/ like `gemma3-270m/medical-o1`) and its fields."""
+    path = Path(recipe) if Path(recipe).is_file() else RECIPES_DIR / f"{recipe}.yaml"
+    if not path.is_file():
+        known = sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml"))
+        raise ConfigError(f"recipe '{recipe}' not found: not a file and not one of {', '.join(known)}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid UTF-8 YAML ({err})") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of field: value, got {type(data).__name__}")
-    return data
+    return path, data or {}
 
 
 def parse_env_value(text: str) -> Any:
