@@ -1,7 +1,6 @@
 """medsft: fine-tune small open LLMs into offline clinical-reasoning assistants (research use only).
 
-The package imports nothing heavy at import time, so `medsft.train.backend` can import Unsloth before
-transformers when a GPU is present (Unsloth patches transformers and must come first).
+Nothing heavy is imported here: Unsloth patches transformers and must be imported first (`medsft.train.backend`).
 """
 
 import logging as _logging

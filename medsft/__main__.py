@@ -335,23 +335,8 @@ def export_command(args: argparse.Namespace) -> int:
         return fail(f"{str(err).split(';')[0]}; pass --overwrite to replace the earlier export")
     except (VerificationError, ExportError, ToolchainError) as err:
         return fail(f"export failed: {err}", 1)
-    print("\n".join(export_summary(result.files)))
-    print(f"model card: {result.model_card}")
-    if result.failed and not args.allow_failed:
-        return fail(
-            f"{', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
-            "or pass --allow-failed to accept this export",
-            1,
-        )
-    if args.push:
-        print(f"uploaded: {push_to_hub(args.run_dir, args.push)}")
-    return 0
-
-
-def export_summary(files: list[dict[str, Any]]) -> list[str]:
-    """One line per GGUF: verdict, where it is, size, first-token agreement, accuracy against 16-bit."""
-    lines = []
-    for item in files:
+    lines = []  # one per GGUF: verdict, where it is, size, first-token agreement, accuracy against 16-bit
+    for item in result.files:
         check = item["verification"]
         accuracy = ", ".join(
             f"{task} {acc['acc']:.3f} vs 16-bit {acc['reference_acc']:.3f} (n={acc['n']})"
@@ -364,7 +349,17 @@ def export_summary(files: list[dict[str, Any]]) -> list[str]:
             f"{check['first_tokens_compared']}" + (f"  {accuracy}" if accuracy else "")
         )
         lines += [f"        why: {reason}" for reason in item["reasons"]]
-    return lines
+    print("\n".join(lines))
+    print(f"model card: {result.model_card}")
+    if result.failed and not args.allow_failed:
+        return fail(
+            f"{', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
+            "or pass --allow-failed to accept this export",
+            1,
+        )
+    if args.push:
+        print(f"uploaded: {push_to_hub(args.run_dir, args.push)}")
+    return 0
 
 
 def add_gguf_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,5 @@
-"""Error lines of the `medsft` commands: `medsft: <message>`, every line ending with a newline.
-
-llama.cpp's and the converter's messages can carry carriage returns, blank lines or no final line break, and C
-code writes to the same terminal: so each message is cut into clean lines, and stdout is flushed first.
-"""
+"""Error lines of the `medsft` commands: `medsft: <message>`, cut into clean lines (llama.cpp's messages carry
+carriage returns, blank lines or no final line break) after flushing stdout (C code writes to the same terminal)."""
 
 from __future__ import annotations
 

@@ -63,13 +63,11 @@ NEEDS = {"train": "data", "evaluate": "adapter", "export": "adapter", "chat": "g
 def open_notebook_run(
     run_dir: str = "", recipe: str = DEFAULT_RECIPE, params: Mapping[str, Any] | None = None, stage: str = ""
 ) -> Run:
-    """The runner's `run_dir`, or (empty) a fresh run from recipe + params that starts from the latest run of the
-    same config holding what `stage` needs (`NEEDS`): notebooks opened by hand chain as under `medsft run`."""
+    """The runner's `run_dir`, or (empty) a fresh run chained to the latest run holding what `stage` needs."""
     if run_dir:
         return Run.open(run_dir)
     if Path.cwd().resolve() == NOTEBOOKS_DIR.resolve():
-        # Jupyter starts kernels in the notebook's folder; runs belong in the repository's outputs/, as with
-        # `medsft run`, where .gitignore keeps weights out of git.
+        # Jupyter starts kernels in the notebook's folder; runs belong in outputs/, where .gitignore keeps weights
         os.chdir(REPO_DIR)
         log.info("working directory: %s", REPO_DIR)
     config = load_config(recipe or None, dict(params or {}))
@@ -80,8 +78,7 @@ def open_notebook_run(
 
 
 def latest_run_with(config: RunConfig, artifact: str) -> Path | None:
-    """The newest run folder under `config.output_dir` whose config equals `config` in every field that shapes
-    its data and adapter (all but `REUSE_OVERRIDES`) and that holds `artifact`, itself or through `from_run`."""
+    """The newest run under `config.output_dir` holding `artifact` whose config is `config` but for REUSE_OVERRIDES."""
 
     def shaping(values: Mapping[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in values.items() if key not in REUSE_OVERRIDES}

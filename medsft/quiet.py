@@ -1,8 +1,5 @@
-"""What medsft's output leaves out: a library deprecation warning it cannot fix, and half-drawn progress bars.
-
-A notebook executed by papermill is saved, not watched: a progress widget is stored as its first frame
-(`Loading weights: 0%| | 0/236`), a text bar as every frame it drew. Opened by hand in Jupyter, nothing changes.
-"""
+"""What medsft's output leaves out: a library deprecation warning it cannot fix, and half-drawn progress bars
+(papermill saves a widget's first frame, a text bar's every frame: docs/pipeline.md#rendered-notebooks)."""
 
 from __future__ import annotations
 
@@ -12,11 +9,9 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# (category, start of the message) of each warning medsft's runs print and cannot fix at the source.
-KNOWN_WARNINGS = (
-    # peft reads `model.is_gradient_checkpointing` (PeftModel.__init__), deprecated in transformers 5.2x.
-    (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
-)
+# (category, start of the message) of each warning medsft cannot fix: peft reads `model.is_gradient_checkpointing`
+# (PeftModel.__init__), deprecated in transformers 5.2x.
+KNOWN_WARNINGS = ((FutureWarning, "`is_gradient_checkpointing` is deprecated"),)
 
 RENDERED = "MEDSFT_RENDERED"  # set (to "1") in the environment of a kernel whose notebook papermill saves
 RENDERED_ENVIRONMENT = {

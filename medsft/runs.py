@@ -1,5 +1,4 @@
-"""Run folders (`outputs/<run-id>/`: config, manifest, stage results) and the one JSON writer, which never replaces
-a file unless asked."""
+"""Run folders (`outputs/<run-id>/`: config, manifest, stage results) and the one JSON writer (docs/pipeline.md)."""
 
 from __future__ import annotations
 

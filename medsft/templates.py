@@ -1,7 +1,5 @@
-"""Chat templates by name, from the byte-identical copies of the model repos' templates that TRL ships (checked
-weekly against the hub), never a hand-written imitation; Unsloth's `get_chat_template` names are aliases, so recipes
-read the same on both backends.
-"""
+"""Chat templates by name, from the copies of the model repos' templates that TRL ships (never a hand-written
+imitation); Unsloth's `get_chat_template` names are aliases, so recipes read the same on both backends."""
 
 from __future__ import annotations
 
