@@ -72,8 +72,7 @@ class RunConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    # "all-linear" (as in peft), a named group (`LORA_TARGETS`) or module names (docs/configuration.md#fields)
-    lora_target: str = "all-linear"
+    lora_target: str = "all-linear"  # as in peft, a group in LORA_TARGETS, or module names (docs/configuration.md)
 
     # Optimisation
     optimizer: str = "adamw_torch"
@@ -92,8 +91,7 @@ class RunConfig:
     train_on_reasoning: bool = True
     eval_every_steps: int = 20
     save_every_steps: int = 20
-    # What picks the adapter among the checkpoints on the validation rows (docs/training.md)
-    select_checkpoint_by: str = "eval_loss"
+    select_checkpoint_by: str = "eval_loss"  # what picks the adapter among the checkpoints (docs/training.md)
     early_stopping_patience: int = 0
     early_stopping_threshold: float = 0.0
     logging_steps: int = 1
@@ -104,8 +102,7 @@ class RunConfig:
     datasets: list[DataSource] = field(default_factory=lambda: [DataSource(name="synthetic", count=256)])
     train_rows: int | None = None
     validation_fraction: float = 0.1
-    # K-fold cross-validation with validation_fraction 1/K (docs/configuration.md); None: a seeded random share.
-    validation_fold: int | None = None
+    validation_fold: int | None = None  # K-fold cross-validation (validation_fraction 1/K); None: a random share
     data_seed: int = 0
     decontaminate: bool = True
     add_disclaimer: bool = False
@@ -114,23 +111,18 @@ class RunConfig:
     # Task names or suite names (`suite`: the nine leaderboard tasks), expanded when the config is built.
     eval_tasks: list[str] = field(default_factory=lambda: [*LEADERBOARD_TASKS, "synthetic", "synthetic_ood"])
     eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500, ...), as papers report
-    # Generation is ~100x slower than scoring on a CPU: its own item count (docs/configuration.md#fields)
-    eval_generate_limit: int | None = None
+    eval_generate_limit: int | None = None  # generation is ~100x slower: its own count (docs/configuration.md)
     eval_max_new_tokens: int = 384
-    # How multiple-choice tasks are scored (lm-eval's log-likelihoods, or a reply); the synthetic tasks always generate.
-    eval_mode: str = "loglikelihood"
+    eval_mode: str = "loglikelihood"  # multiple choice by lm-eval's log-likelihoods or a reply; synthetic generates
     # The views of multiple-choice prompts and the chat view's items: chat prompts are ~1.5x longer (docs/evaluation.md)
     eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
     eval_chat_limit: int | None = 200
-    # "transformers" (HFScorer) or "vllm" (VLLMScorer, GPU only: `pip install -e '.[vllm]'`)
-    eval_engine: str = "transformers"
+    eval_engine: str = "transformers"  # or "vllm" (VLLMScorer, GPU only: `pip install -e '.[vllm]'`)
 
     # Export
     export_quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
-    # Items per task for the GGUF's accuracy check (None: the evaluation's counts); it runs twice per file
-    export_check_items: int | None = 100
-    # The share of the 16-bit model's first 16 greedy tokens a GGUF must keep: good Q8_0 6/16, broken Q4_K_M 0
-    export_min_token_agreement: float = 0.25
+    export_check_items: int | None = 100  # items per task of a GGUF's accuracy check (docs/configuration.md)
+    export_min_token_agreement: float = 0.25  # of 16-bit's first 16 greedy tokens: Q8_0 kept 6, broken Q4_K_M 0
 
     # Where results go
     output_dir: str = "outputs"

@@ -73,18 +73,17 @@ def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
 def validation_constant(data_dir: Path, task: str) -> dict[str, Any] | None:
     """The constant answer a run's training rows of `task` make most frequent, and its accuracy on the run's
     validation rows of `task`: the bar a checkpoint's validation accuracy has to clear to show learning."""
-    answers = {}
-    for split in ("train", "validation"):
-        path = data_dir / f"{split}.jsonl"
-        if not path.is_file():
-            return None
-        rows = read_json_lines(path)
-        answers[split] = [(row.get("meta") or {}).get("answer") for row in rows if row.get("source") == task]
-    if not answers["train"] or not answers["validation"]:
+    paths = [data_dir / f"{split}.jsonl" for split in ("train", "validation")]
+    if not all(path.is_file() for path in paths):
         return None
-    constant = Counter(answers["train"]).most_common(1)[0][0]
-    hits = sum(answer == constant for answer in answers["validation"])
-    return {"answer": constant, "n": len(answers["validation"]), "acc": hits / len(answers["validation"])}
+    train, validation = (
+        [(row.get("meta") or {}).get("answer") for row in read_json_lines(path) if row.get("source") == task]
+        for path in paths
+    )
+    if not train or not validation:
+        return None
+    constant = Counter(train).most_common(1)[0][0]
+    return {"answer": constant, "n": len(validation), "acc": validation.count(constant) / len(validation)}
 
 
 def replicate_groups(runs: Sequence[dict[str, Any]], over: str) -> dict[str, list[dict[str, Any]]]:
@@ -147,18 +146,11 @@ def cross_validation_frame(runs: Sequence[dict[str, Any]], over: str = "validati
                 by_step.setdefault(int(point["step"]), []).append(accuracy)
         constants = [run["validation_constant"]["acc"] for run in group if run.get("validation_constant")]
         for step, values in sorted(by_step.items()):
-            mean, sd = mean_sd(values)
-            rows.append(
-                {
-                    "group": label,
-                    "step": step,
-                    "folds": len(values),
-                    "val_acc_mean": mean,
-                    "val_acc_sd": sd,
-                    "val_acc_per_fold": [round(v, 4) for v in values],
-                    "constant_acc_mean": statistics.fmean(constants) if constants else None,
-                }
-            )
+            row: dict[str, Any] = {"group": label, "step": step, "folds": len(values)}
+            row["val_acc_mean"], row["val_acc_sd"] = mean_sd(values)
+            row["val_acc_per_fold"] = [round(v, 4) for v in values]
+            row["constant_acc_mean"] = statistics.fmean(constants) if constants else None
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
