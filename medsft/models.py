@@ -125,8 +125,7 @@ def tiny_random_model(location: str, seed: int = 0, layers: int = 2, hidden: int
     text.hidden_size, text.intermediate_size, text.num_hidden_layers = hidden, hidden * 2, layers
     text.num_attention_heads, text.num_key_value_heads, text.head_dim = 2, 1, hidden // 2
     if getattr(text, "query_pre_attn_scalar", None):
-        # Gemma 3 scales attention by query_pre_attn_scalar, equal to head_dim in the real 270M-12B models;
-        # keep them equal so llama.cpp (which scales by head_dim) computes the same function after export.
+        # llama.cpp scales attention by head_dim, Gemma 3 by this (equal to head_dim in the real 270M-12B models)
         text.query_pre_attn_scalar = text.head_dim
     if getattr(text, "layer_types", None):
         text.layer_types = list(text.layer_types[:layers])

@@ -22,8 +22,7 @@ STAGE_NAMES = ("data", "train", "evaluate", "export", "chat")
 STAGES = tuple((name, f"{i:02}_{name}.ipynb") for i, name in enumerate(STAGE_NAMES, 1))
 DEFAULT_RECIPE = "gemma3-270m/pipeline-cpu"
 KERNEL = "python3"
-# A run made from another keeps its config: only fields that do not change what the earlier stages produced
-# may be overridden, so the reused data and adapter still match the config written beside them.
+# What a run made from another may override: no field that changes the data or adapter it reuses.
 REUSE_OVERRIDES = (
     "eval_tasks",
     "eval_limit",

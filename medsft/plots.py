@@ -1,5 +1,4 @@
-"""Every figure medsft draws, from plain records (train logs, `TaskResult`s or their JSON dicts, run summaries,
-token counts); none calls `plt.show()`, so notebooks display them and scripts save them."""
+"""Every figure medsft draws, from plain records; none calls `plt.show()`, so notebooks display and scripts save."""
 
 from __future__ import annotations
 

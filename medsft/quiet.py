@@ -1,5 +1,4 @@
-"""What medsft's output leaves out: a library deprecation warning it cannot fix, and half-drawn progress bars
-(papermill saves a widget's first frame, a text bar's every frame: docs/pipeline.md#rendered-notebooks)."""
+"""What medsft's output leaves out: an unfixable library warning, half-drawn progress bars (docs/pipeline.md)."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ def filter_known_warnings() -> None:
 
 @contextmanager
 def rendered_environment() -> Iterator[None]:
-    """Within the block, kernels started (papermill's) inherit `RENDERED_ENVIRONMENT`; variables the user set win:
-    the Hugging Face libraries' own bars are off, and medsft's long steps keep one text bar."""
+    """Kernels started within the block inherit `RENDERED_ENVIRONMENT`; variables the user set win."""
     added = {name: value for name, value in RENDERED_ENVIRONMENT.items() if name not in os.environ}
     os.environ.update(added)
     try:
@@ -40,8 +38,7 @@ def rendered_environment() -> Iterator[None]:
 
 
 def use_text_progress_bars() -> None:
-    """In a rendered notebook's kernel, `tqdm.auto` draws text instead of a widget (`coalesce_streams` keeps its last
-    frame); libraries look `tqdm.auto` up when a bar starts, so replacing the module's names is enough."""
+    """In a rendered notebook's kernel, `tqdm.auto` draws text (libraries look it up when a bar starts)."""
     if os.environ.get(RENDERED) != "1":
         return
     import tqdm.auto

@@ -1,5 +1,4 @@
-"""A run's headline numbers (`results.json`) from the JSON files its stages wrote, never from notebook text, and
-the comparison of many runs (the sweep summary)."""
+"""A run's numbers (`results.json`) from its stages' JSON files, never notebook text; the sweep's summary."""
 
 from __future__ import annotations
 
@@ -71,8 +70,7 @@ def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 def validation_constant(data_dir: Path, task: str) -> dict[str, Any] | None:
-    """The constant answer a run's training rows of `task` make most frequent, and its accuracy on the run's
-    validation rows of `task`: the bar a checkpoint's validation accuracy has to clear to show learning."""
+    """The training rows' most frequent answer of `task` and its validation accuracy: the bar learning must clear."""
     paths = [data_dir / f"{split}.jsonl" for split in ("train", "validation")]
     if not all(path.is_file() for path in paths):
         return None
@@ -87,8 +85,7 @@ def validation_constant(data_dir: Path, task: str) -> dict[str, Any] | None:
 
 
 def replicate_groups(runs: Sequence[dict[str, Any]], over: str) -> dict[str, list[dict[str, Any]]]:
-    """Runs that differ only in `over` (a recipe's training seeds, a cross-validation's folds), grouped by the
-    other config fields that vary between the runs (as JSON text; "" when nothing else varies)."""
+    """Runs differing only in `over` (seeds, folds), grouped by the other varying fields as JSON ("": none vary)."""
     keys = sorted({k for run in runs for k in run["config"]} - {"run_id", over})
     varied = [k for k in keys if len({json.dumps(run["config"].get(k), sort_keys=True) for run in runs}) > 1]
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -133,8 +130,7 @@ def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
 
 
 def cross_validation_frame(runs: Sequence[dict[str, Any]], over: str = "validation_fold") -> Any:
-    """Per group of runs differing only in `over` (the folds) and per evaluated step: the validation accuracy
-    by which checkpoints are chosen, as mean ± sd over the folds, beside the constant answer's on the same rows."""
+    """Per group of folds and step: validation accuracy, mean ± sd, beside the constant answer's on the same rows."""
     import pandas as pd
 
     rows = []

@@ -1,5 +1,4 @@
-"""Chat templates by name, from the copies of the model repos' templates that TRL ships (never a hand-written
-imitation); Unsloth's `get_chat_template` names are aliases, so recipes read the same on both backends."""
+"""Chat templates by name, from TRL's copies of the official ones, under Unsloth's names too (docs/models.md)."""
 
 from __future__ import annotations
 
