@@ -241,11 +241,9 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
             fail("an integer" if hint is int else "a number")
         return hint(value)
     if hint is str:
-        if isinstance(value, str):
-            return value
-        fail("a string")
+        return value if isinstance(value, str) else fail("a string")
     if origin is list:
-        if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
             fail("a list")
         (item_hint,) = args
         return [coerce(f"{name}[{i}]", item, item_hint, source) for i, item in enumerate(value)]
