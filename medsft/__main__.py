@@ -420,8 +420,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 def one_line_error(message: str) -> NoReturn:
     """An argument error as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
-    error_line(message)
-    sys.exit(2)
+    sys.exit(fail(message))
 
 
 def smoke(config: RunConfig) -> None:

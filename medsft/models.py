@@ -20,9 +20,6 @@ log = logging.getLogger("medsft")
 EMBEDDED_VERSION = "v1"
 EMBEDDED_NAME = f"gemma-3-270m-{EMBEDDED_VERSION}"
 EMBEDDED_BASE_ID = "google/gemma-3-270m"
-# Gemma 3 270M was trained with a 32k context; the GGUF's tokenizer reports 1e30.
-EMBEDDED_MAX_LENGTH = 32768
-END_OF_TURN = "<end_of_turn>"
 
 
 @dataclass(frozen=True)
@@ -101,9 +98,9 @@ def convert_embedded_gguf(out_dir: Path) -> None:
     model.config.name_or_path = EMBEDDED_BASE_ID
     # The base GGUF has no chat template; without one llama.cpp falls back to a llama-2 format later.
     tokenizer.chat_template = template_text("gemma-3")
-    tokenizer.model_max_length = EMBEDDED_MAX_LENGTH
+    tokenizer.model_max_length = 32768  # Gemma 3 270M's trained context; the GGUF's tokenizer reports 1e30
     tokenizer.padding_side = "right"
-    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-# (category, start of the message) of each warning medsft cannot fix: peft reads `model.is_gradient_checkpointing`
-# (PeftModel.__init__), deprecated in transformers 5.2x.
-KNOWN_WARNINGS = ((FutureWarning, "`is_gradient_checkpointing` is deprecated"),)
 
 RENDERED = "MEDSFT_RENDERED"  # set (to "1") in the environment of a kernel whose notebook papermill saves
 RENDERED_ENVIRONMENT = {
@@ -21,8 +16,8 @@ RENDERED_ENVIRONMENT = {
 
 
 def filter_known_warnings() -> None:
-    for category, message in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+    # peft reads `model.is_gradient_checkpointing` (PeftModel.__init__), deprecated in transformers 5.2x
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 @contextmanager

@@ -138,8 +138,7 @@ def cross_validation_frame(runs: Sequence[dict[str, Any]], over: str = "validati
         by_step: dict[int, list[float]] = {}
         for run in group:
             for point in run.get("train", {}).get("validation_accuracy", []):
-                accuracy = next(v for k, v in point.items() if k != "step")
-                by_step.setdefault(int(point["step"]), []).append(accuracy)
+                by_step.setdefault(int(point["step"]), []).append(next(v for k, v in point.items() if k != "step"))
         constants = [run["validation_constant"]["acc"] for run in group if run.get("validation_constant")]
         for step, values in sorted(by_step.items()):
             row: dict[str, Any] = {"group": label, "step": step, "folds": len(values)}

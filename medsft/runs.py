@@ -23,7 +23,6 @@ from medsft.config import RunConfig, build_config
 
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
-MAX_SUFFIX = 99  # a generated id tried as id, id-2, ... id-99
 
 # The versions a manifest records (those not installed are left out): the training stack, then optional engines.
 TRAINING_STACK = ("medsft", "torch", "transformers", "trl", "peft", "accelerate", "datasets")
@@ -139,7 +138,7 @@ def find_artifact(run_dir: str | Path, name: str) -> Path | None:
 def candidate_run_dirs(config: RunConfig) -> Iterator[Path]:
     """Its given `run_id` only, or a generated id, then `-2` ... `-99` (the same config started twice in a second)."""
     base_id = config.run_id or make_run_id(config)
-    for attempt in range(1, MAX_SUFFIX + 1 if config.run_id is None else 2):
+    for attempt in range(1, 100 if config.run_id is None else 2):
         yield Path(config.output_dir) / (base_id if attempt == 1 else f"{base_id}-{attempt}")
 
 
