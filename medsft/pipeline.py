@@ -83,8 +83,7 @@ def latest_run_with(config: RunConfig, artifact: str) -> Path | None:
         return {key: value for key, value in values.items() if key not in REUSE_OVERRIDES}
 
     wanted = shaping(config.to_dict())
-    root = Path(config.output_dir)
-    folders = [path.parent for path in root.glob("*/config.yaml")] if root.is_dir() else []
+    folders = [path.parent for path in Path(config.output_dir).glob("*/config.yaml")]  # none if no such folder
     for folder in sorted(folders, key=lambda path: (path / "config.yaml").stat().st_mtime, reverse=True):
         if find_artifact(folder, artifact) is None:
             continue
@@ -110,8 +109,7 @@ def config_from_run(from_run: str | Path, overrides: Mapping[str, Any]) -> RunCo
 
 
 def ensure_kernel() -> str:
-    """The kernel name papermill should use, checked to start this interpreter (the venv): a user-level `python3`
-    spec pointing at another Python would otherwise win, so then one is installed into this prefix."""
+    """`python3`, checked to run this interpreter (a user-level spec would win), else installed into this prefix."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     def usable() -> bool:

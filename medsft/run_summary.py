@@ -101,8 +101,7 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
-    """Per group of runs differing only in `over` and per task: tuned accuracy and its gains over base and the best
-    constant answer, as mean ± sd with each run's value and paired 95% interval (as Meditron and BioMistral do)."""
+    """Per replicate group and task: tuned accuracy and gains over base and constant (docs/beating-the-prior.md)."""
     import pandas as pd
 
     rows = []
@@ -112,12 +111,8 @@ def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
                 (run["config"].get(over), run["evaluate"][task]) for run in group if task in run.get("evaluate", {})
             ]
             row: dict[str, Any] = {"group": label, "task": task, "runs": len(entries), over: [v for v, _ in entries]}
-            for name, value, interval in (
-                ("tuned", "tuned.acc", "tuned.acc_ci"),
-                ("vs_base", "diff", "diff_ci"),
-                ("vs_constant", "vs_constant", "vs_constant_ci"),
-            ):
-                found = [(nested(e, value), nested(e, interval)) for _, e in entries if nested(e, value) is not None]
+            for name, key in (("tuned", "tuned.acc"), ("vs_base", "diff"), ("vs_constant", "vs_constant")):
+                found = [(nested(e, key), nested(e, f"{key}_ci")) for _, e in entries if nested(e, key) is not None]
                 if not found:
                     continue
                 row[f"{name}_mean"], row[f"{name}_sd"] = mean_sd([v for v, _ in found])

@@ -38,8 +38,7 @@ def make_run_id(config: RunConfig) -> str:
 
 @dataclass
 class Run:
-    """One run folder, the only code that creates one or reads its config: `config` validated, `values` the
-    `config.yaml` as written (what summaries show; a run from an older medsft lacks fields added since)."""
+    """One run folder, the only code that creates one or reads its config; `values`: config.yaml as written."""
 
     config: RunConfig
     run_dir: Path
@@ -184,8 +183,7 @@ def check_run_folder(run_dir: Path, error: type[Exception] = ValueError, what: s
 
 
 def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
-    """Write via a temporary file in the same folder, so readers never see half a file. With `overwrite=False` it is
-    linked into place, which fails if the name exists (no race, unlike checking first and renaming)."""
+    """Via a temporary file, so readers never see half a file; `overwrite=False` links it into place (no race)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
@@ -208,8 +206,7 @@ def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
 
 
 def write_json(path: Path, data: Any, overwrite: bool = False, strict: bool = False) -> Path:
-    """The one JSON writer of run records: atomic, and an existing file is an error unless `overwrite`. `strict`
-    (evaluation results): a NaN or a value JSON cannot hold is an error instead of `NaN` or its `str()`."""
+    """The one JSON writer of run records (docs/pipeline.md); `strict`: NaN or a non-JSON value is an error."""
     encoding = {"allow_nan": False} if strict else {"default": str}
     text = json.dumps(data, indent=2, ensure_ascii=False, **encoding) + "\n"
     return write_text_atomic(path, text, overwrite=overwrite)
@@ -220,8 +217,7 @@ def read_json(path: Path) -> Any | None:
 
 
 def read_json_lines(path: Path) -> list[Any]:
-    """A JSON Lines file's values. Split on "\\n" only: `str.splitlines()` also breaks on U+2028/U+2029/U+0085,
-    which `json.dumps(ensure_ascii=False)` leaves inside strings (PubMedQA's long answers hold U+2029)."""
+    """A JSON Lines file's values, split on "\\n" only: splitlines() also splits at U+2029 (in PubMedQA's answers)."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 

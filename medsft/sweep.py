@@ -1,5 +1,4 @@
-"""`medsft sweep grid.yaml` (docs/scale-out.md#sweeps): the pipeline for every combination of a grid, then
-`notebooks/10_summary.ipynb`. Run ids come from the values, so a rerun skips complete runs and overwrites none."""
+"""`medsft sweep` (docs/scale-out.md#sweeps): run ids from the values, so a rerun skips complete runs, replaces none."""
 
 from __future__ import annotations
 

@@ -41,8 +41,7 @@ def encode_rendered(tokenizer: Any, text: str | list[str]) -> Any:
 
 
 def check_one_bos(tokenizer: Any, ids: list[int]) -> None:
-    """Raise unless the sequence starts with its single `<bos>`: a second one (template text tokenized with special
-    tokens added) quietly degrades Gemma fine-tunes. Tokenizers without a bos token (Qwen) have nothing to check."""
+    """Raise unless `ids` start with their one `<bos>` (a second quietly degrades Gemma fine-tunes); Qwen has none."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return
