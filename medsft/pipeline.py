@@ -22,8 +22,7 @@ STAGE_NAMES = ("data", "train", "evaluate", "export", "chat")
 STAGES = tuple((name, f"{i:02}_{name}.ipynb") for i, name in enumerate(STAGE_NAMES, 1))
 DEFAULT_RECIPE = "gemma3-270m/pipeline-cpu"
 KERNEL = "python3"
-# A run made from another keeps its config: only fields that do not change what the earlier stages produced
-# may be overridden, so the reused data and adapter still match the config written beside them.
+# What a run made from another may override: no field that changes the data or adapter it reuses.
 REUSE_OVERRIDES = (
     "eval_tasks",
     "eval_limit",
@@ -63,13 +62,11 @@ NEEDS = {"train": "data", "evaluate": "adapter", "export": "adapter", "chat": "g
 def open_notebook_run(
     run_dir: str = "", recipe: str = DEFAULT_RECIPE, params: Mapping[str, Any] | None = None, stage: str = ""
 ) -> Run:
-    """The runner's `run_dir`, or (empty) a fresh run from recipe + params that starts from the latest run of the
-    same config holding what `stage` needs (`NEEDS`): notebooks opened by hand chain as under `medsft run`."""
+    """The runner's `run_dir`, or (empty) a fresh run chained to the latest run holding what `stage` needs."""
     if run_dir:
         return Run.open(run_dir)
     if Path.cwd().resolve() == NOTEBOOKS_DIR.resolve():
-        # Jupyter starts kernels in the notebook's folder; runs belong in the repository's outputs/, as with
-        # `medsft run`, where .gitignore keeps weights out of git.
+        # Jupyter starts kernels in the notebook's folder; runs belong in outputs/, where .gitignore keeps weights
         os.chdir(REPO_DIR)
         log.info("working directory: %s", REPO_DIR)
     config = load_config(recipe or None, dict(params or {}))
@@ -80,15 +77,13 @@ def open_notebook_run(
 
 
 def latest_run_with(config: RunConfig, artifact: str) -> Path | None:
-    """The newest run folder under `config.output_dir` whose config equals `config` in every field that shapes
-    its data and adapter (all but `REUSE_OVERRIDES`) and that holds `artifact`, itself or through `from_run`."""
+    """The newest run under `config.output_dir` holding `artifact` whose config is `config` but for REUSE_OVERRIDES."""
 
     def shaping(values: Mapping[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in values.items() if key not in REUSE_OVERRIDES}
 
     wanted = shaping(config.to_dict())
-    root = Path(config.output_dir)
-    folders = [path.parent for path in root.glob("*/config.yaml")] if root.is_dir() else []
+    folders = [path.parent for path in Path(config.output_dir).glob("*/config.yaml")]  # none if no such folder
     for folder in sorted(folders, key=lambda path: (path / "config.yaml").stat().st_mtime, reverse=True):
         if find_artifact(folder, artifact) is None:
             continue
@@ -114,8 +109,7 @@ def config_from_run(from_run: str | Path, overrides: Mapping[str, Any]) -> RunCo
 
 
 def ensure_kernel() -> str:
-    """The kernel name papermill should use, checked to start this interpreter (the venv): a user-level `python3`
-    spec pointing at another Python would otherwise win, so then one is installed into this prefix."""
+    """`python3`, checked to run this interpreter (a user-level spec would win), else installed into this prefix."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     def usable() -> bool:

@@ -1,5 +1,4 @@
-"""Every figure medsft draws, from plain records (train logs, `TaskResult`s or their JSON dicts, run summaries,
-token counts); none calls `plt.show()`, so notebooks display them and scripts save them."""
+"""Every figure medsft draws, from plain records; none calls `plt.show()`, so notebooks display and scripts save."""
 
 from __future__ import annotations
 
@@ -66,7 +65,6 @@ def plot_loss_curves(path: str | Path) -> Any:
 def accuracy_bars(results: Sequence[Any], title: str | None = None, chance: float | None = None) -> Any:
     """Grouped bars: one group per task, one bar per model, whiskers from each result's 95% interval."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     # a `TaskResult`, or its JSON dict as read from a run folder
     parsed = [SimpleNamespace(**r) if isinstance(r, dict) else r for r in results]
@@ -80,9 +78,8 @@ def accuracy_bars(results: Sequence[Any], title: str | None = None, chance: floa
     for m, model in enumerate(models):
         shown = [(t, by_key[task, model].metrics) for t, task in enumerate(tasks) if (task, model) in by_key]
         xs = [t - 0.4 + width * (m + 0.5) for t, _ in shown]
-        heights = [metrics["acc"] for _, metrics in shown]
         errors = [[r["acc"] - r["acc_ci"][0] for _, r in shown], [r["acc_ci"][1] - r["acc"] for _, r in shown]]
-        ax.bar(xs, heights, width=width * 0.9, yerr=np.array(errors), capsize=4, label=model)
+        ax.bar(xs, [r["acc"] for _, r in shown], width=width * 0.9, yerr=errors, capsize=4, label=model)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     # the dialogue task's bar is its key-point hit rate (medsft.evaluate.dialogue), not an accuracy

@@ -1,22 +1,11 @@
-"""What medsft's output leaves out: a library deprecation warning it cannot fix, and half-drawn progress bars.
-
-A notebook executed by papermill is saved, not watched: a progress widget is stored as its first frame
-(`Loading weights: 0%| | 0/236`), a text bar as every frame it drew. Opened by hand in Jupyter, nothing changes.
-"""
+"""What medsft's output leaves out: an unfixable library warning, half-drawn progress bars (docs/pipeline.md)."""
 
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-# (category, start of the message) of each warning medsft's runs print and cannot fix at the source.
-KNOWN_WARNINGS = (
-    # peft reads `model.is_gradient_checkpointing` (PeftModel.__init__), deprecated in transformers 5.2x.
-    (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
-)
 
 RENDERED = "MEDSFT_RENDERED"  # set (to "1") in the environment of a kernel whose notebook papermill saves
 RENDERED_ENVIRONMENT = {
@@ -27,14 +16,13 @@ RENDERED_ENVIRONMENT = {
 
 
 def filter_known_warnings() -> None:
-    for category, message in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+    # peft reads `model.is_gradient_checkpointing` (PeftModel.__init__), deprecated in transformers 5.2x
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 @contextmanager
 def rendered_environment() -> Iterator[None]:
-    """Within the block, kernels started (papermill's) inherit `RENDERED_ENVIRONMENT`; variables the user set win:
-    the Hugging Face libraries' own bars are off, and medsft's long steps keep one text bar."""
+    """Kernels started within the block inherit `RENDERED_ENVIRONMENT`; variables the user set win."""
     added = {name: value for name, value in RENDERED_ENVIRONMENT.items() if name not in os.environ}
     os.environ.update(added)
     try:
@@ -45,8 +33,7 @@ def rendered_environment() -> Iterator[None]:
 
 
 def use_text_progress_bars() -> None:
-    """In a rendered notebook's kernel, `tqdm.auto` draws text instead of a widget (`coalesce_streams` keeps its last
-    frame); libraries look `tqdm.auto` up when a bar starts, so replacing the module's names is enough."""
+    """In a rendered notebook's kernel, `tqdm.auto` draws text (libraries look it up when a bar starts)."""
     if os.environ.get(RENDERED) != "1":
         return
     import tqdm.auto

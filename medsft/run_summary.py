@@ -1,5 +1,4 @@
-"""A run's headline numbers (`results.json`) from the JSON files its stages wrote, never from notebook text, and
-the comparison of many runs (the sweep summary)."""
+"""A run's numbers (`results.json`) from its stages' JSON files, never notebook text; the sweep's summary."""
 
 from __future__ import annotations
 
@@ -71,25 +70,22 @@ def evaluation_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 def validation_constant(data_dir: Path, task: str) -> dict[str, Any] | None:
-    """The constant answer a run's training rows of `task` make most frequent, and its accuracy on the run's
-    validation rows of `task`: the bar a checkpoint's validation accuracy has to clear to show learning."""
-    answers = {}
-    for split in ("train", "validation"):
-        path = data_dir / f"{split}.jsonl"
-        if not path.is_file():
-            return None
-        rows = read_json_lines(path)
-        answers[split] = [(row.get("meta") or {}).get("answer") for row in rows if row.get("source") == task]
-    if not answers["train"] or not answers["validation"]:
+    """The training rows' most frequent answer of `task` and its validation accuracy: the bar learning must clear."""
+    paths = [data_dir / f"{split}.jsonl" for split in ("train", "validation")]
+    if not all(path.is_file() for path in paths):
         return None
-    constant = Counter(answers["train"]).most_common(1)[0][0]
-    hits = sum(answer == constant for answer in answers["validation"])
-    return {"answer": constant, "n": len(answers["validation"]), "acc": hits / len(answers["validation"])}
+    train, validation = (
+        [(row.get("meta") or {}).get("answer") for row in read_json_lines(path) if row.get("source") == task]
+        for path in paths
+    )
+    if not train or not validation:
+        return None
+    constant = Counter(train).most_common(1)[0][0]
+    return {"answer": constant, "n": len(validation), "acc": validation.count(constant) / len(validation)}
 
 
 def replicate_groups(runs: Sequence[dict[str, Any]], over: str) -> dict[str, list[dict[str, Any]]]:
-    """Runs that differ only in `over` (a recipe's training seeds, a cross-validation's folds), grouped by the
-    other config fields that vary between the runs (as JSON text; "" when nothing else varies)."""
+    """Runs differing only in `over` (seeds, folds), grouped by the other varying fields as JSON ("": none vary)."""
     keys = sorted({k for run in runs for k in run["config"]} - {"run_id", over})
     varied = [k for k in keys if len({json.dumps(run["config"].get(k), sort_keys=True) for run in runs}) > 1]
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -105,8 +101,7 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
-    """Per group of runs differing only in `over` and per task: tuned accuracy and its gains over base and the best
-    constant answer, as mean ± sd with each run's value and paired 95% interval (as Meditron and BioMistral do)."""
+    """Per replicate group and task: tuned accuracy and gains over base and constant (docs/beating-the-prior.md)."""
     import pandas as pd
 
     rows = []
@@ -116,12 +111,8 @@ def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
                 (run["config"].get(over), run["evaluate"][task]) for run in group if task in run.get("evaluate", {})
             ]
             row: dict[str, Any] = {"group": label, "task": task, "runs": len(entries), over: [v for v, _ in entries]}
-            for name, value, interval in (
-                ("tuned", "tuned.acc", "tuned.acc_ci"),
-                ("vs_base", "diff", "diff_ci"),
-                ("vs_constant", "vs_constant", "vs_constant_ci"),
-            ):
-                found = [(nested(e, value), nested(e, interval)) for _, e in entries if nested(e, value) is not None]
+            for name, key in (("tuned", "tuned.acc"), ("vs_base", "diff"), ("vs_constant", "vs_constant")):
+                found = [(nested(e, key), nested(e, f"{key}_ci")) for _, e in entries if nested(e, key) is not None]
                 if not found:
                     continue
                 row[f"{name}_mean"], row[f"{name}_sd"] = mean_sd([v for v, _ in found])
@@ -134,8 +125,7 @@ def seed_frame(runs: Sequence[dict[str, Any]], over: str = "seed") -> Any:
 
 
 def cross_validation_frame(runs: Sequence[dict[str, Any]], over: str = "validation_fold") -> Any:
-    """Per group of runs differing only in `over` (the folds) and per evaluated step: the validation accuracy
-    by which checkpoints are chosen, as mean ± sd over the folds, beside the constant answer's on the same rows."""
+    """Per group of folds and step: validation accuracy, mean ± sd, beside the constant answer's on the same rows."""
     import pandas as pd
 
     rows = []
@@ -143,22 +133,14 @@ def cross_validation_frame(runs: Sequence[dict[str, Any]], over: str = "validati
         by_step: dict[int, list[float]] = {}
         for run in group:
             for point in run.get("train", {}).get("validation_accuracy", []):
-                accuracy = next(v for k, v in point.items() if k != "step")
-                by_step.setdefault(int(point["step"]), []).append(accuracy)
+                by_step.setdefault(int(point["step"]), []).append(next(v for k, v in point.items() if k != "step"))
         constants = [run["validation_constant"]["acc"] for run in group if run.get("validation_constant")]
         for step, values in sorted(by_step.items()):
-            mean, sd = mean_sd(values)
-            rows.append(
-                {
-                    "group": label,
-                    "step": step,
-                    "folds": len(values),
-                    "val_acc_mean": mean,
-                    "val_acc_sd": sd,
-                    "val_acc_per_fold": [round(v, 4) for v in values],
-                    "constant_acc_mean": statistics.fmean(constants) if constants else None,
-                }
-            )
+            row: dict[str, Any] = {"group": label, "step": step, "folds": len(values)}
+            row["val_acc_mean"], row["val_acc_sd"] = mean_sd(values)
+            row["val_acc_per_fold"] = [round(v, 4) for v in values]
+            row["constant_acc_mean"] = statistics.fmean(constants) if constants else None
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

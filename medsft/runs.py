@@ -1,5 +1,4 @@
-"""Run folders (`outputs/<run-id>/`: config, manifest, stage results) and the one JSON writer, which never replaces
-a file unless asked."""
+"""Run folders (`outputs/<run-id>/`: config, manifest, stage results) and the one JSON writer (docs/pipeline.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +23,6 @@ from medsft.config import RunConfig, build_config
 
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
-MAX_SUFFIX = 99  # a generated id tried as id, id-2, ... id-99
 
 # The versions a manifest records (those not installed are left out): the training stack, then optional engines.
 TRAINING_STACK = ("medsft", "torch", "transformers", "trl", "peft", "accelerate", "datasets")
@@ -40,8 +38,7 @@ def make_run_id(config: RunConfig) -> str:
 
 @dataclass
 class Run:
-    """One run folder, the only code that creates one or reads its config: `config` validated, `values` the
-    `config.yaml` as written (what summaries show; a run from an older medsft lacks fields added since)."""
+    """One run folder, the only code that creates one or reads its config; `values`: config.yaml as written."""
 
     config: RunConfig
     run_dir: Path
@@ -140,7 +137,7 @@ def find_artifact(run_dir: str | Path, name: str) -> Path | None:
 def candidate_run_dirs(config: RunConfig) -> Iterator[Path]:
     """Its given `run_id` only, or a generated id, then `-2` ... `-99` (the same config started twice in a second)."""
     base_id = config.run_id or make_run_id(config)
-    for attempt in range(1, MAX_SUFFIX + 1 if config.run_id is None else 2):
+    for attempt in range(1, 100 if config.run_id is None else 2):
         yield Path(config.output_dir) / (base_id if attempt == 1 else f"{base_id}-{attempt}")
 
 
@@ -186,8 +183,7 @@ def check_run_folder(run_dir: Path, error: type[Exception] = ValueError, what: s
 
 
 def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
-    """Write via a temporary file in the same folder, so readers never see half a file. With `overwrite=False` it is
-    linked into place, which fails if the name exists (no race, unlike checking first and renaming)."""
+    """Via a temporary file, so readers never see half a file; `overwrite=False` links it into place (no race)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
@@ -210,8 +206,7 @@ def write_text_atomic(path: Path, text: str, overwrite: bool = True) -> Path:
 
 
 def write_json(path: Path, data: Any, overwrite: bool = False, strict: bool = False) -> Path:
-    """The one JSON writer of run records: atomic, and an existing file is an error unless `overwrite`. `strict`
-    (evaluation results): a NaN or a value JSON cannot hold is an error instead of `NaN` or its `str()`."""
+    """The one JSON writer of run records (docs/pipeline.md); `strict`: NaN or a non-JSON value is an error."""
     encoding = {"allow_nan": False} if strict else {"default": str}
     text = json.dumps(data, indent=2, ensure_ascii=False, **encoding) + "\n"
     return write_text_atomic(path, text, overwrite=overwrite)
@@ -222,8 +217,7 @@ def read_json(path: Path) -> Any | None:
 
 
 def read_json_lines(path: Path) -> list[Any]:
-    """A JSON Lines file's values. Split on "\\n" only: `str.splitlines()` also breaks on U+2028/U+2029/U+0085,
-    which `json.dumps(ensure_ascii=False)` leaves inside strings (PubMedQA's long answers hold U+2029)."""
+    """A JSON Lines file's values, split on "\\n" only: splitlines() also splits at U+2029 (in PubMedQA's answers)."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 

@@ -1,5 +1,4 @@
-"""`medsft sweep grid.yaml` (docs/scale-out.md#sweeps): the pipeline for every combination of a grid, then
-`notebooks/10_summary.ipynb`. Run ids come from the values, so a rerun skips complete runs and overwrites none."""
+"""`medsft sweep` (docs/scale-out.md#sweeps): run ids from the values, so a rerun skips complete runs, replaces none."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import yaml
 from medsft import pipeline
 from medsft.config import ConfigError, RunConfig, load_config
 from medsft.pipeline import StageError, describe_error, display_path, execute, parse_stages, run_pipeline
-from medsft.runs import write_json
+from medsft.runs import MANIFEST_FILE, read_json, write_json
 
 log = logging.getLogger("medsft")
 
@@ -57,14 +56,6 @@ def combination_id(combination: dict[str, Any]) -> str:
     return name.strip(".-") or digest
 
 
-def run_status(run_dir: Path) -> str | None:
-    """The manifest's status of a run folder, 'no manifest' for a folder without one, None if none exists."""
-    if not run_dir.exists():
-        return None
-    manifest = run_dir / "manifest.json"
-    return json.loads(manifest.read_text(encoding="utf-8")).get("status") if manifest.is_file() else "no manifest"
-
-
 def run_sweep(
     path: str | Path,
     output_dir: str | None = None,
@@ -87,7 +78,8 @@ def run_sweep(
     problems = []
     for combination, config in planned:
         run_dir = sweep_dir / str(config.run_id)
-        status = run_status(run_dir)
+        manifest = read_json(run_dir / MANIFEST_FILE) if run_dir.exists() else {}  # no folder: status None
+        status = "no manifest" if manifest is None else manifest.get("status")
         if status == "complete":
             log.info("sweep: %s is complete; skipped", run_dir)
             continue

@@ -1,7 +1,4 @@
-"""Chat templates by name, from the byte-identical copies of the model repos' templates that TRL ships (checked
-weekly against the hub), never a hand-written imitation; Unsloth's `get_chat_template` names are aliases, so recipes
-read the same on both backends.
-"""
+"""Chat templates by name, from TRL's copies of the official ones, under Unsloth's names too (docs/models.md)."""
 
 from __future__ import annotations
 
@@ -44,8 +41,7 @@ def encode_rendered(tokenizer: Any, text: str | list[str]) -> Any:
 
 
 def check_one_bos(tokenizer: Any, ids: list[int]) -> None:
-    """Raise unless the sequence starts with its single `<bos>`: a second one (template text tokenized with special
-    tokens added) quietly degrades Gemma fine-tunes. Tokenizers without a bos token (Qwen) have nothing to check."""
+    """Raise unless `ids` start with their one `<bos>` (a second quietly degrades Gemma fine-tunes); Qwen has none."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return
