@@ -1,5 +1,4 @@
-"""The pipeline's stages, in the order the notebooks run them (data -> train -> evaluate -> export -> chat): each
-module holds the steps its notebook calls and the tables it shows."""
+"""The pipeline's stages in notebook order (data, train, evaluate, export, chat): each notebook's steps and tables."""
 
 from medsft.stages.chat import chat_stage
 from medsft.stages.common import load_tokenizer_for

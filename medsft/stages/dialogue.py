@@ -15,14 +15,11 @@ LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "key_po
 
 
 def interval_text(value: float | None, ci: list[float | None]) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3f} {ci_text(ci)}"
+    return "–" if value is None else f"{value:.3f} {ci_text(ci)}"
 
 
 def dialogue_frame(comparison: Any) -> Any:
-    """One row per model (mean and bootstrap 95% interval of each metric), then one row per paired difference
-    to the first model (on the same dialogues; an interval that excludes 0 is a real difference)."""
+    """Per model each metric's mean and bootstrap 95% interval, then each paired difference to the first model."""
     rows = []
     for row in comparison.table:
         out = {"model": row["model"], "n": row["n"], "median reply words": row["reply_words"]}
@@ -50,8 +47,7 @@ def dialogue_groups_frame(comparison: Any) -> Any:
 
 
 def key_point_examples(n: int = 6) -> Any:
-    """The key-point rule on the first `n` held-out references: the reference, the condition and the tests
-    and treatments it extracts (`medsft.evaluate.keypoints`), so a reader can judge the rule."""
+    """The key-point rule (`medsft.evaluate.keypoints`) on the first `n` held-out references, for a reader to judge."""
     items = load_dialogue_eval(n)
     return pd.DataFrame([
         {"id": item.id, "reference": item.reference, "condition": points.condition or "–",
@@ -61,8 +57,7 @@ def key_point_examples(n: int = 6) -> Any:
 
 
 def dialogue_side_by_side(comparison: Any, n: int = 3) -> Any:
-    """The first `n` dialogues: the patient's message, the reference reply with its key points, and each
-    model's reply with the key points it contains (✓) and misses (✗)."""
+    """The first `n` dialogues: patient, reference and its key points, each reply with them hit (✓) or missed (✗)."""
     patients = {item.id: item.patient for item in load_dialogue_eval()}
     rows = []
     for i, first in enumerate(comparison.results[0].questions[:n]):

@@ -33,8 +33,7 @@ def eval_models(run: Run) -> dict[str, str]:
 
 
 def evaluate_stage(run: Run, items: dict[str, list[Any]] | None = None, batch_size: int = 8) -> dict[str, Any]:
-    """Base (and tuned) on every `eval_tasks` item list (`medsft.tasks.run_items`, as `medsft eval` reads them; multiple
-    choice in `config.eval_mode`): per-model files, comparisons and `eval_results.json`."""
+    """Base (and tuned) on `run_items(config)`, as `medsft eval` scores them: per-model files, `eval_results.json`."""
     config = run.config
     limits = {task: item_limit(config, task) for task in config.eval_tasks}
     items = items if items is not None else run_items(config)
@@ -99,8 +98,7 @@ def scored_example(comparison: Any, config: RunConfig, index: int = 0) -> tuple[
 
 
 def accuracy_frame(comparisons: dict[str, Any]) -> Any:
-    """One row per task and model: n, accuracy (for `dialogue`: the key-point hit rate, see `metric`), its 95%
-    interval, and the paired difference to the base model."""
+    """Per task and model: n, accuracy (`dialogue`: key-point hit rate), 95% interval, paired difference to base."""
     rows = []
     for task, comparison in comparisons.items():
         pairs = {pair["model"]: pair for pair in comparison.pairs}
@@ -122,9 +120,8 @@ def leaderboard_frame(comparisons: dict[str, Any]) -> Any:
 
 
 def baseline_frame(comparisons: dict[str, Any]) -> Any:
-    """Per multiple-choice task: the best constant answer and its accuracy, then each model's accuracy, its
-    paired difference to base and to the constant answer (separate columns: only the second says the model
-    learned more than the answer prior), and its answer distribution beside gold's."""
+    """Per multiple-choice task and model: accuracy, paired difference to base and to the best constant answer (only
+    the second says it learned more than the answer prior), and its answer distribution beside gold's."""
     rows = []
     for task, comparison in comparisons.items():
         found = comparison.baselines
@@ -156,8 +153,7 @@ def discipline_frame(comparisons: dict[str, Any]) -> Any:
 
 
 def breakdown_frame(comparison: Any) -> Any:
-    """Accuracy per subject or domain (rows) for each model (columns), with the item count, and each model's 95%
-    interval and format compliance (`<think>`, five steps, final answer) where its result has them (synthetic)."""
+    """Accuracy per subject or domain and model, with n, and each model's 95% interval and format compliance if any."""
     rows = []
     for group, by_model in sorted(comparison.breakdown.items()):
         row = {"group": group, "n": next(iter(by_model.values()))["n"]}
@@ -172,8 +168,7 @@ def breakdown_frame(comparison: Any) -> Any:
 
 
 def label_frame(comparison: Any) -> Any:
-    """Per domain and label of a synthetic task: each model's label accuracy beside the constant answer's (the
-    label's most frequent gold value, stated every time) on the same cases."""
+    """Per domain and label of a synthetic task: each model's accuracy beside the label's most frequent gold value's."""
     rows = []
     for domain in sorted(comparison.breakdown):
         blocks = {result.model: result.breakdown[domain] for result in comparison.results}

@@ -1,5 +1,4 @@
-"""04 export: the tables the notebook shows (sizes, measured RAM, each GGUF's checks). A file that failed its
-check is shown as FAILED with its reasons, never like a good file."""
+"""04 export: the tables the notebook shows; a file that failed its check shows FAILED and why, never as good."""
 
 from __future__ import annotations
 
@@ -22,8 +21,7 @@ def size_frame(result: ExportResult) -> Any:
 
 
 def check_frame(result: ExportResult) -> Any:
-    """One row per GGUF and task: the verdict and its reasons, template and stop checks, first-token agreement,
-    accuracy vs 16-bit."""
+    """Per GGUF and task: verdict and reasons, template and stop checks, first-token agreement, accuracy vs 16-bit."""
     rows = []
     for item in result.files:
         check = item["verification"]
@@ -46,8 +44,7 @@ def check_frame(result: ExportResult) -> Any:
 
 
 def accuracy_results(result: ExportResult) -> list[Any]:
-    """The per-model results of the quantization check (16-bit first), for `medsft.plots.accuracy_bars`;
-    a file that failed its check is labelled `(FAILED)`."""
+    """The quantization check's results (16-bit first) for `plots.accuracy_bars`, a failed file's model `(FAILED)`."""
     failed = {f"gguf-{quant}" for quant in result.failed}
     results = [read_result(path) for path in sorted((result.run_dir / "export").glob("eval_*.json"))]
     return [dataclasses.replace(r, model=f"{r.model} (FAILED)") if r.model in failed else r for r in results]

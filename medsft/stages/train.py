@@ -41,10 +41,10 @@ RECIPE_FIELDS = (
 )  # fmt: skip
 
 
-def recipe_frame(config: RunConfig, fields: tuple[str, ...] = RECIPE_FIELDS) -> Any:
+def recipe_frame(config: RunConfig) -> Any:
     """The recipe's main knobs as a two-column table."""
     values = config.to_dict()
-    return pd.DataFrame({"field": list(fields), "value": [str(values[name]) for name in fields]})
+    return pd.DataFrame({"field": list(RECIPE_FIELDS), "value": [str(values[name]) for name in RECIPE_FIELDS]})
 
 
 def run_data(run: Run) -> Any | None:
@@ -72,8 +72,7 @@ def model_frame(begun: Any, model: Any) -> Any:
 
 
 def trained_text(tokenizer: Any, messages: list[dict[str, str]], config: RunConfig) -> str:
-    """A conversation's labels decoded, each run of masked tokens (-100: no loss) shown as one space, as
-    Unsloth's notebooks check `train_on_responses_only`: what is left is all the loss trains on."""
+    """A conversation's labels decoded, each masked run as one space (Unsloth's `train_on_responses_only` check)."""
     row = tokenize_conversation(tokenizer, messages, config.max_seq_length, config.train_on_reasoning)
     pairs = zip(row["input_ids"], row["labels"], strict=True)
     runs = itertools.groupby(pairs, key=lambda pair: pair[1] == IGNORE_INDEX)
@@ -96,8 +95,7 @@ def lora_frame(model: Any) -> Any:
 
 
 def arguments_frame(arguments: dict[str, Any], config: RunConfig | None = None) -> Any:
-    """A library call's keyword arguments as a table, with the recipe key each one comes from (the mapping from
-    medsft's recipe names to TRL's and peft's, where they differ)."""
+    """A library call's keyword arguments, with the recipe key each comes from (`LIBRARY_TO_RECIPE` if renamed)."""
     own = set(config.to_dict()) if config else set()
     rows = [
         {"argument": name, "value": str(value), "recipe key": name if name in own else LIBRARY_TO_RECIPE.get(name, "")}
@@ -137,8 +135,7 @@ def settings_frame(values: dict[str, Any]) -> Any:
 
 
 def evaluations_frame(result: Any) -> Any:
-    """One row per evaluation during training: the validation loss and, when it chose the checkpoint, the
-    benchmark's validation accuracy (step 0 is the untrained model)."""
+    """Per evaluation: validation loss and, if it chose the checkpoint, the benchmark's accuracy (step 0: untrained)."""
     frame = pd.DataFrame(result.eval_losses)
     if result.validation_accuracy:
         frame = frame.merge(pd.DataFrame(result.validation_accuracy), on="step", how="left")

@@ -1,7 +1,5 @@
-"""Which FastLanguageModel, and each call's arguments from the config: `UnslothBackend` (CUDA, unsloth importable,
-one process) or `TransformersBackend` (transformers + peft: CPUs, CI, the tests, multi-process runs). Unsloth patches
-transformers, trl and peft when imported, so `select_backend` imports it first (warning when they came earlier).
-"""
+"""Which FastLanguageModel, and each call's arguments from the config: `UnslothBackend` (CUDA, one process) or
+`TransformersBackend` (transformers + peft). Unsloth patches transformers, trl and peft, so it is imported first."""
 
 from __future__ import annotations
 
@@ -52,8 +50,7 @@ def unsloth_status(has_cuda: bool) -> tuple[bool, str]:
 
 
 def point_unsloth_at_toolchain() -> None:
-    """Unsloth reads its llama.cpp settings at import: point it at the cached offline toolchain, if built,
-    so `save_pretrained_gguf` never tries to clone llama.cpp. Settings the user made are kept."""
+    """Unsloth reads llama.cpp settings at import: the offline toolchain's, if built (no clone), the user's kept."""
     from medsft.export.llamacpp_toolchain import ToolchainError, find_toolchain
 
     try:
@@ -111,8 +108,7 @@ def unsloth_loader(location: str) -> Any:
 
 @dataclass
 class Backend:
-    """`fast_language_model()` is the class whose `from_pretrained` and `get_peft_model` the train notebook calls,
-    with `load_arguments` / `lora_arguments` (from the config) as their keyword arguments."""
+    """`fast_language_model()`'s `from_pretrained` / `get_peft_model` take `load_arguments` / `lora_arguments`."""
 
     reason: str
     name: str = "base"
@@ -142,8 +138,7 @@ class Backend:
             "random_state": config.seed,
         }
         if self.name == "unsloth" and is_multimodal(model.config):
-            # As Unsloth's Gemma 3 (4B+) / Gemma 4 notebooks: LoRA on the language model only (the stand-in's
-            # get_peft_model scopes its targets to the language model itself).
+            # As Unsloth's Gemma 3 (4B+) / Gemma 4 notebooks: LoRA on the language model only (docs/training.md).
             arguments |= {
                 "finetune_vision_layers": False,
                 "finetune_language_layers": True,
@@ -186,8 +181,7 @@ class UnslothBackend(Backend):
         return unsloth_loader(model_name)  # FastModel for multimodal checkpoints, as Unsloth's notebooks do
 
     def get_chat_template(self, tokenizer: Any, chat_template: str | None) -> Any:
-        # FastModel returns the multimodal checkpoint's processor; text-only training needs its tokenizer
-        # (the label code asks for offsets, which only a tokenizer gives).
+        # FastModel returns a multimodal checkpoint's processor; the labels need a tokenizer's offsets.
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         if not chat_template:
             return tokenizer
@@ -218,8 +212,7 @@ class TransformersBackend(Backend):
 
 @contextlib.contextmanager
 def staged_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Write into a temporary sibling, renamed into place only if the block succeeds: nothing half-written ever
-    sits under the final name, and an existing folder is never silently replaced."""
+    """A temporary sibling, renamed into place only if the block succeeds (docs/training.md#the-backend)."""
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(f"{path} already exists and is not empty; pass overwrite=True to replace it")

@@ -23,8 +23,7 @@ def peak_memory_gib() -> float:
 
 
 class Throughput(TrainerCallback):
-    """Tokens the trainer counted (TRL's `num_tokens`: all processes, no padding) and the wall time of optimizer
-    steps only (evaluation and saving excluded)."""
+    """Tokens the trainer counted (TRL's `num_tokens`: all processes, no padding) and optimizer steps' wall time."""
 
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
@@ -69,8 +68,7 @@ class JsonlLog(TrainerCallback):
 
 
 class ValidationAccuracy(TrainerCallback):
-    """At each evaluation, the benchmark's accuracy on the validation rows, added to the metrics the trainer and
-    early stopping compare, and logged as its own line after the loss line."""
+    """At each evaluation, the benchmark's validation accuracy: a metric the trainer compares, logged after the loss."""
 
     def __init__(self, trainer: Any, task: str, items: list[MultipleChoiceItem]) -> None:
         self.trainer, self.task, self.items = trainer, task, items
@@ -84,9 +82,8 @@ class ValidationAccuracy(TrainerCallback):
 
 
 class UntrainedBaselineNotKept(TrainerCallback):
-    """The evaluation at step 0 (eval_on_start) is a baseline, not a candidate: there is no checkpoint-0, and a later
-    checkpoint merely equal to it would never be kept. The next evaluation forgets it before the trainer compares
-    (tests/test_train_resume.py's checkpoint-choice test fails if transformers changes this order)."""
+    """Step 0's evaluation is a baseline, not a candidate (no checkpoint-0; a later one equal to it would never be
+    kept): the next evaluation forgets it before the trainer compares (tests/test_train_resume.py guards the order)."""
 
     def on_evaluate(self, args, state, control, **kwargs):  # noqa: ANN001
         if state.global_step > 0 and state.best_global_step == 0:
@@ -106,10 +103,5 @@ def add_run_callbacks(
         trainer.add_callback(ValidationAccuracy(trainer, validation_task, items))
     trainer.add_callback(UntrainedBaselineNotKept())
     if config.early_stopping_patience:
-        trainer.add_callback(
-            EarlyStoppingCallback(
-                early_stopping_patience=config.early_stopping_patience,
-                early_stopping_threshold=config.early_stopping_threshold,
-            )
-        )
+        trainer.add_callback(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))
     return trainer

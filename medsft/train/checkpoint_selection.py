@@ -1,7 +1,4 @@
-"""Benchmark accuracy on the run's own validation rows, scored while training as the evaluation stage scores the
-test split, to choose the checkpoint (`select_checkpoint_by: pubmedqa_accuracy`): a 270M model's loss is dominated
-by long synthetic answers and says little about one yes/no/maybe word; the test splits are never looked at.
-"""
+"""Benchmark accuracy on the validation rows, scored as the test split is, to pick the checkpoint (docs/training.md)."""
 
 from __future__ import annotations
 

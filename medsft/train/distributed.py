@@ -1,7 +1,5 @@
-"""Training as several processes under `accelerate launch` (DDP, FSDP): every process runs `train()` in full on
-the same rows, the trainer's sampler hands each its share of every batch, and only the main process (rank 0)
-writes the run folder. Run directly, none of this talks to torch.distributed.
-"""
+"""Training as several processes under `accelerate launch` (DDP, FSDP; docs/scale-out.md): only the main process
+writes the run folder. Run directly, none of this talks to torch.distributed."""
 
 from __future__ import annotations
 
@@ -41,8 +39,7 @@ def fsdp_requested() -> bool:
 
 
 def on_main(make: Callable[[], T]) -> T:
-    """`make()` on the main process only, its result (a name built from the clock cannot differ between processes)
-    or exception (else the others wait forever) sent to every process."""
+    """`make()` on the main process only (a clock-built name), its result or exception (else all wait) sent to all."""
     if launched_processes() == 1:
         return make()
     from accelerate.utils import broadcast_object_list
@@ -61,8 +58,7 @@ def on_main(make: Callable[[], T]) -> T:
 
 
 def check_same_everywhere(value: str, what: str) -> None:
-    """Raise on every process if `value` differs between processes: data-parallel training shards row indices, not
-    rows, so a process that built other rows would silently train on data the manifest does not describe."""
+    """Raise on every process if `value` differs between them: samplers shard row indices, not rows (scale-out.md)."""
     if launched_processes() == 1:
         return
     from accelerate.utils import gather_object

@@ -1,7 +1,5 @@
-"""`FastLanguageModel` where Unsloth cannot run: transformers + peft behind Unsloth's calls and argument names, so a
-notebook cell reads the same on a CPU as on a GPU. As with Unsloth, the loaded model carries `save_pretrained_merged`
-and `save_pretrained_gguf`.
-"""
+"""`FastLanguageModel` where Unsloth cannot run: transformers + peft behind Unsloth's calls, argument names and
+save methods (`save_pretrained_merged`, `save_pretrained_gguf`), so a notebook cell reads the same on a CPU."""
 
 from __future__ import annotations
 
@@ -36,9 +34,8 @@ class FastLanguageModel:
         random_weights: bool = False,
         random_state: int = 3407,
     ) -> tuple[Any, Any]:
-        """The model and its tokenizer (right padding, a pad token). `model_name`: a hub id, a local folder or a LoRA
-        adapter folder (its base loads, the adapter on it). `random_weights`: a dry run's tiny random model of the
-        same architecture and tokenizer. 4-bit needs CUDA and bitsandbytes, else 16/32-bit with a warning."""
+        """The model and its tokenizer from a hub id, a folder or a LoRA adapter folder (its base loads, the adapter on
+        it); `random_weights`: a dry run's tiny random model. 4-bit needs CUDA and bitsandbytes, else a warning."""
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -56,7 +53,7 @@ class FastLanguageModel:
                 ) from err
         adapter = read_adapter_config(source)
         base_location = resolve_model(adapter["base_model_name_or_path"]).location if adapter else source.location
-        tokenizer = load_tokenizer(source.location if adapter else base_location)
+        tokenizer = load_tokenizer(source.location)  # an adapter folder holds the tokenizer it was trained with
         has_cuda = torch.cuda.is_available()
         if dtype is not None and dtype != "auto":
             torch_dtype = getattr(torch, str(dtype).removeprefix("torch."))
@@ -119,19 +116,16 @@ def with_savers(model: Any) -> Any:
 def save_pretrained_merged(
     model: Any, save_directory: str | Path, tokenizer: Any, save_method: str = "merged_16bit"
 ) -> None:
-    """LoRA folded into a copy of the weights, saved in bf16 with the tokenizer; the model stays as it was. A 4-bit
-    (QLoRA) model's base is reloaded in 16-bit and the adapter merged into that, as QLoRA merges are done: folding
-    it into 4-bit blocks would round it away, and a quantized model cannot be cast to bf16."""
+    """LoRA folded into a copy (the model stays as it was), saved in bf16 with the tokenizer; a 4-bit model is merged
+    the QLoRA way (docs/training.md#the-backend)."""
     import torch
     from peft import PeftModel
 
     if save_method != "merged_16bit":
         raise ValueError(f"save_method={save_method!r}: the CPU stand-in saves merged_16bit only")
-    if is_quantized(model):
-        merged = merged_16bit_reload(model)
-    else:  # LoRA folded into a copy (costs one model of RAM)
-        merged = copy.deepcopy(model)
-        merged = merged.merge_and_unload() if isinstance(merged, PeftModel) else merged
+    merged = merged_16bit_reload(model) if is_quantized(model) else copy.deepcopy(model)  # a copy: one model of RAM
+    if isinstance(merged, PeftModel):
+        merged = merged.merge_and_unload()
     merged.to(torch.bfloat16).save_pretrained(str(save_directory))
     tokenizer.save_pretrained(str(save_directory))
 
@@ -175,8 +169,7 @@ def four_bit_arguments(dtype: Any, has_cuda: bool) -> dict[str, Any]:
     return arguments
 
 
-# Checkpoints whose config carries a vision (or audio) tower: Unsloth's notebooks load these with FastModel.
-# Names are the fallback when the config cannot be read (a hub id, offline, nothing cached).
+# Multimodal checkpoints (FastModel in Unsloth's notebooks) by name, when the config cannot be read (offline).
 MULTIMODAL_NAME_HINTS = ("gemma-3-4b", "gemma-3-12b", "gemma-3-27b", "gemma-3n", "gemma-4")
 
 
@@ -187,8 +180,7 @@ def is_multimodal(config: Any) -> bool:
 
 
 def lora_target_modules(model: Any, targets: list[str] | str) -> list[str]:
-    """The module names LoRA adapts: "all-linear" resolved as peft resolves it (every linear layer but the output
-    head), within the language model of a multimodal checkpoint; a list is kept as it is."""
+    """The module names LoRA adapts: "all-linear" resolved as peft does, within a multimodal model's language model."""
     import torch
 
     if targets != "all-linear":
@@ -209,8 +201,7 @@ def load_tokenizer(location: str, chat_template: str | None = None) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(location, token=os.environ.get("HF_TOKEN"))
     apply_chat_template_name(tokenizer, chat_template)
-    # Llama 3's tokenizer_config asks for clean_up_tokenization_spaces, which transformers ignores for BPE
-    # tokenizers while warning at every decode; turning it off changes no output and silences the warning.
+    # Llama 3's config asks for clean_up_tokenization_spaces: ignored for BPE (same output), with a warning per decode.
     tokenizer.clean_up_tokenization_spaces = False
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
@@ -233,10 +224,8 @@ def merged_16bit_reload(model: Any) -> Any:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base_location = model.peft_config["default"].base_model_name_or_path
+    location = model.peft_config["default"].base_model_name_or_path
     with tempfile.TemporaryDirectory(prefix="medsft-adapter-") as adapter:
         model.save_pretrained(adapter)
-        base = AutoModelForCausalLM.from_pretrained(
-            base_location, dtype=torch.bfloat16, token=os.environ.get("HF_TOKEN")
-        )
+        base = AutoModelForCausalLM.from_pretrained(location, dtype=torch.bfloat16, token=os.environ.get("HF_TOKEN"))
         return PeftModel.from_pretrained(base, adapter).merge_and_unload()

@@ -1,12 +1,5 @@
-"""Response-only labels: only assistant tokens carry loss; system, user and the prompt prefix get -100.
-
-Assistant spans are found on the rendered text, for any chat template: the conversation up to an assistant turn
-rendered with `add_generation_prompt=True` ends where that turn's content starts, and rendered through that turn
-ends where it stops (end-of-turn marker included, so the model learns to stop); tokens are labelled by their
-character offsets. For Gemma 3 this is what Unsloth's `train_on_responses_only` and TRL's `assistant_only_loss`
-compute (tested against TRL), with no marker strings or `{% generation %}` tags, and it can leave the `<think>`
-chain out of the loss (`train_on_reasoning=False`).
-"""
+"""Response-only labels: only assistant tokens carry loss; system, user and the prompt prefix get -100. Spans are
+found on the rendered text, for any prefix-preserving chat template (docs/training.md#response-only-labels)."""
 
 from __future__ import annotations
 

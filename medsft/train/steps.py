@@ -1,7 +1,5 @@
-"""`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, GPU or CPU, in the steps of
-Unsloth's notebooks (the train notebook calls each in its own cell). Unsloth (CUDA) and the transformers stand-in
-(with the CPU step, `medsft.train.cpu_step`) train on identical labels.
-"""
+"""`train(config) -> RunResult`: LoRA SFT with response-only loss on TRL's SFTTrainer, in the seven steps of
+Unsloth's notebooks (docs/training.md#a-training-run); Unsloth and the CPU stand-in train on identical labels."""
 
 from __future__ import annotations
 
@@ -60,37 +58,33 @@ class RunResult:
 
 
 def pad_examples(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch, medsft's labels untouched: TRL's default collator rebuilds labels from its own
-    masks, so with this one the response-only labels reach the loss whatever the installed TRL/Unsloth does."""
+    """Right-pad a micro-batch, medsft's labels untouched (TRL's default collator rebuilds them: docs/training.md)."""
     longest = max(len(example["input_ids"]) for example in examples)
-    ids, labels, mask = [], [], []
-    for example in examples:
-        gap = longest - len(example["input_ids"])
-        ids.append(list(example["input_ids"]) + [pad_id] * gap)
-        labels.append(list(example["labels"]) + [IGNORE_INDEX] * gap)
-        mask.append([1] * len(example["input_ids"]) + [0] * gap)
-    as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long)  # noqa: E731
-    return {"input_ids": as_tensor(ids), "labels": as_tensor(labels), "attention_mask": as_tensor(mask)}
+
+    def padded(rows: list[list[int]], fill: int) -> torch.Tensor:
+        return torch.tensor([list(row) + [fill] * (longest - len(row)) for row in rows], dtype=torch.long)
+
+    ids, labels = [e["input_ids"] for e in examples], [e["labels"] for e in examples]
+    mask = [[1] * len(row) for row in ids]
+    return {"input_ids": padded(ids, pad_id), "labels": padded(labels, IGNORE_INDEX), "attention_mask": padded(mask, 0)}
 
 
 def tokenize_split(rows: list[dict[str, Any]], tokenizer: Any, config: RunConfig, split: str) -> list[dict]:
     """input_ids/labels for each conversation; rows left with nothing to learn are dropped and counted."""
-    tokenized, empty = [], 0
+    items = []
     for row in rows:
         try:
             item = tokenize_conversation(tokenizer, row["messages"], config.max_seq_length, config.train_on_reasoning)
         except LabelError as err:
             raise LabelError(f"{split} row {row.get('id', '?')}: {err}") from err
-        if count_trained_tokens(item["labels"]):
-            tokenized.append(item)
-        else:
-            empty += 1
+        items.append(item)
+    tokenized = [item for item in items if count_trained_tokens(item["labels"])]
     if rows and not tokenized:
         raise LabelError(
             f"every {split} row has all labels -100 (nothing to learn): check that rows have assistant turns and "
             f"that max_seq_length={config.max_seq_length} leaves room for them"
         )
-    if empty:
+    if empty := len(items) - len(tokenized):
         log.warning("%s: dropped %d rows whose assistant turn was cut off by max_seq_length", split, empty)
     return tokenized
 
@@ -102,8 +96,7 @@ def sft_arguments(config: RunConfig, run_dir: Path, has_cuda: bool, with_eval: b
     if "8bit" in optimizer and not has_cuda:
         log.warning("optimizer=%s needs bitsandbytes on CUDA; using adamw_torch on CPU", optimizer)
         optimizer = "adamw_torch"
-    # Checkpointing is off (TRL turns it on by default), under the name the installed transformers knows:
-    # `activation_checkpointing` (5.2x, where the old name warns) or `gradient_checkpointing` (5.17, the GPU pin).
+    # Checkpointing off (TRL's default is on) by this transformers' name: activation_ (5.2x) or gradient_ (5.17).
     names = {option.name for option in fields(SFTConfig)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return dict(
@@ -150,9 +143,7 @@ def selection_metric(config: RunConfig) -> str:
 
 
 def uses_cpu_step(backend: Backend) -> bool:
-    """The CPU step on the transformers backend. Under FSDP the head's weights are sharded and only gathered
-    inside the model's own forward, so the sparse head (which reads them after the backbone) cannot run: padded
-    batches and the model's own loss instead, as on Unsloth."""
+    """The CPU step on the transformers backend, never under FSDP (sharded head: docs/scale-out.md)."""
     return backend.name == "transformers" and not distributed.fsdp_requested()
 
 
@@ -200,9 +191,7 @@ class TrainingRows(NamedTuple):
 
 
 def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> Start:
-    """Step 1, before any model loads (on every process alike): check the launch and (when the data is built
-    here) every source row; claim a new run folder, or check `run_dir`, one the pipeline runner opened (training
-    writes into it unless it holds a training's outputs and `resume` is off); pick the backend."""
+    """Step 1, before any model loads: check the launch and source rows, claim the run folder, pick the backend."""
     started = time.perf_counter()
     if distributed.fsdp_requested() and config.load_in_4bit and torch.cuda.is_available():
         raise ConfigError(
@@ -210,7 +199,6 @@ def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
             "-p load_in_4bit false, or train the 4-bit model under DDP (configs/accelerate/ddp-multi-gpu.yaml)"
         )
     sources = validate_sources(config) if data is None else None  # bad rows fail here, before any model loads
-    # The main process claims or checks the folder, and sends the path to all.
     run_dir = distributed.on_main(
         lambda: claim_run_dir(config) if run_dir is None else check_no_training(Path(run_dir), config)
     )
@@ -220,8 +208,7 @@ def start(config: RunConfig, data: Any | None = None, run_dir: Path | None = Non
 
 
 def training_rows(begun: Start, tokenizer: Any) -> TrainingRows:
-    """Step 3: input ids and response-only labels of every conversation (the data is built here when the data
-    stage did not run). The run folder appears here, once the model has loaded: a failed load leaves nothing."""
+    """Step 3: input ids and response-only labels; the run folder appears here, so a failed model load leaves none."""
     config, main = begun.config, distributed.is_main_process()
     if main:
         open_run_dir(begun.run_dir, config)
@@ -277,8 +264,7 @@ def make_trainer(begun: Start, model: Any, tokenizer: Any, rows: TrainingRows) -
 
 
 def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
-    """Step 6's argument: the last checkpoint when `resume` is on (the log is cut back to it), else None. Every
-    process waits here until the folder is set up."""
+    """Step 6's argument: the last checkpoint when `resume` is on (the log cut back to it), else None; all wait here."""
     resume = begun.config.resume and (begun.run_dir / "checkpoints").is_dir()
     checkpoint = get_last_checkpoint(trainer.args.output_dir) if resume else None
     log_path = begun.run_dir / "train_log.jsonl"
@@ -293,8 +279,7 @@ def resume_checkpoint(begun: Start, trainer: SFTTrainer) -> str | None:
 
 
 def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows, output: Any) -> RunResult:
-    """Step 7: the adapter (the best checkpoint's weights) into `adapter/`, then train_results.json, the loss plot
-    and the manifest's timings (a resumed run rewrites them; a fresh one never finds them: `check_no_training`)."""
+    """Step 7: the adapter (best checkpoint), train_results.json, loss plot, manifest timings (rewritten on resume)."""
     config, run_dir, backend = begun.config, begun.run_dir, begun.backend
     adapter_dir = run_dir / "adapter"
     # The main process writes the adapter; under FSDP every process holds a shard, so all first gather the weights.
@@ -337,8 +322,7 @@ def finish(begun: Start, trainer: SFTTrainer, tokenizer: Any, rows: TrainingRows
 
 
 def train(config: RunConfig, data: Any | None = None, run_dir: Path | None = None) -> RunResult:
-    """The seven steps above, in order, writing everything under outputs/<run-id>/. Under `accelerate launch` every
-    process runs this on the same rows; only the main process writes the run folder (`medsft.train.distributed`)."""
+    """The seven steps above, writing outputs/<run-id>/ (under `accelerate launch`: `medsft.train.distributed`)."""
     begun = start(config, data, run_dir)
     model, tokenizer = begun.backend.load(config)
     rows = training_rows(begun, tokenizer)

@@ -1,7 +1,5 @@
-"""The CPU step, one visible call in the trainer cell (`trainer = use_cpu_step(trainer)`): packed rows, packed
-attention (`attention`), the LM head only where a label is trained, fused with the cross-entropy (`loss`). Loss and
-gradients agree with the model's own to 1e-5 (tests/test_train_step.py), also under DDP (tests/test_train_ddp.py).
-"""
+"""The CPU step, `trainer = use_cpu_step(trainer)` in the trainer cell: packed rows, packed attention (`attention`),
+the LM head only where a label is trained (`loss`); docs/training.md#cpu-step."""
 
 from __future__ import annotations
 
@@ -33,8 +31,7 @@ def use_cpu_step(trainer: Any) -> Any:
     """This SFTTrainer (same class, arguments and callbacks) with the CPU step; `trainer.cpu_step` says it is on."""
     trainer.data_collator = pack_examples
     trainer.compute_loss = types.MethodType(sparse_compute_loss, trainer)
-    # The sparse loss divides by `num_items_in_batch`; this makes the trainer always count it, over every
-    # accumulated micro-batch and (under DDP) every process, whatever the model's forward signature says.
+    # The sparse loss divides by `num_items_in_batch`: the trainer always counts it (micro-batches, processes).
     trainer.model_accepts_loss_kwargs = True
     trainer.train = functools.partial(train_with_packed_attention, trainer, trainer.train)
     trainer.cpu_step = True
@@ -50,20 +47,17 @@ def train_with_packed_attention(trainer: Any, train: Any, *args: Any, **kwargs: 
 
 
 def sparse_compute_loss(trainer: Any, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):  # noqa: ANN001
-    """SFTTrainer.compute_loss with the LM head only at labelled positions; it logs what TRL's own logs
-    (`num_tokens`, `mean_token_accuracy`), counted over all processes."""
+    """SFTTrainer.compute_loss with the sparse head; logs TRL's `num_tokens` and `mean_token_accuracy` (all ranks)."""
     mode = "train" if trainer.model.training else "eval"
     if num_items_in_batch is None and trainer.accelerator.num_processes > 1:
-        # TRL's evaluation step passes no count, and the evaluation loop averages the processes' losses with
-        # equal weight: counting the labelled tokens of all processes here weighs them as one process would.
+        # TRL's evaluation passes no count and averages processes equally: all processes' tokens weigh them as one.
         labelled = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())  # the targets sparse_head_loss scores
         num_items_in_batch = summed_over_processes(trainer, labelled)[0]
     out = sparse_head_loss(model, inputs, num_items_in_batch)
     loss = out.loss
     if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
-        # num_items_in_batch counts the labelled tokens of all processes and DDP averages gradients over them,
-        # so each process's share is scaled back up: the step then trains on sum(all losses) / all tokens, as
-        # one process with the whole batch would (transformers' own compute_loss does the same).
+        # DDP averages gradients, so each process's share of sum(all losses) / all tokens is scaled back up, as
+        # transformers' own compute_loss does (docs/scale-out.md: same training as one process).
         loss = loss * trainer.accelerator.num_processes
     tokens, trained, correct = summed_over_processes(
         trainer, inputs["input_ids"].numel(), out.trained_tokens, out.correct_tokens

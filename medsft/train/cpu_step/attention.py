@@ -1,10 +1,5 @@
-"""Causal attention over packed rows, one conversation at a time (registered with `AttentionInterface`).
-
-transformers' SDPA path keeps a packed row's conversations apart with a dense block-diagonal mask, which computes
-(and masks) every cross-conversation score and rules out SDPA's fused causal kernel. Here each conversation is
-sliced out of the row (`packed_segments`) and attended within: by two plain matmuls when its score matrix is small,
-else by SDPA with `is_causal=True`.
-"""
+"""Causal attention over packed rows, one conversation at a time (an `AttentionInterface` function): no dense
+block mask; small conversations by two matmuls, others by SDPA's causal kernel (docs/training.md#cpu-step)."""
 
 from __future__ import annotations
 
@@ -35,8 +30,7 @@ def packed_segments(position_ids: torch.Tensor | None) -> Iterator[None]:
         _segments.reset(token)
 
 
-# Below this many attention scores per conversation and layer (32 MiB in fp32), two plain matmuls beat SDPA's CPU
-# flash kernel: measured here at 4 heads x 270 tokens, forward + backward took 5.9 ms against 12.8 ms.
+# Up to this many scores per conversation and layer, two matmuls beat SDPA's CPU kernel (docs/training.md#cpu-step).
 MATMUL_ATTENTION_MAX_SCORES = 8 * 2**20
 
 
@@ -101,8 +95,7 @@ def base_model(model: Any) -> Any:
 
 
 def language_model(model: Any) -> Any:
-    """The decoder whose attention is switched: a multimodal checkpoint's vision and audio towers keep their own
-    (Gemma 4's audio tower accepts no other implementation)."""
+    """The decoder whose attention is switched: multimodal towers keep theirs (Gemma 4's audio accepts no other)."""
     base = base_model(model)
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     return decoder if decoder is not None and hasattr(decoder, "set_attn_implementation") else base
@@ -123,8 +116,7 @@ def attention_implementation(model: Any, implementation: str) -> Iterator[None]:
 @contextlib.contextmanager
 def packed_attention(model: Any) -> Iterator[None]:
     """Use packed attention while training; restore the model's own implementation for generation after."""
-    base = base_model(model)
-    base.medsft_own_attention = language_model(model).config._attn_implementation  # for `own_attention`
+    base_model(model).medsft_own_attention = language_model(model).config._attn_implementation  # for `own_attention`
     with attention_implementation(model, IMPLEMENTATION):
         yield
 

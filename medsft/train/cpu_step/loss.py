@@ -1,10 +1,5 @@
-"""Causal-LM loss with the LM head applied only where a label is trained, fused with the cross-entropy.
-
-Gemma 3's LM head is 168M of the 270M model's parameters (a 262,144-token vocabulary): logits at every position
-spend most of a CPU step on outputs the loss throws away. Only the hidden states whose next token is labelled go
-through the head, and for a frozen head their gradient, (softmax - onehot) @ W, is made in the forward pass chunk
-by chunk (`FusedLinearCrossEntropy`): nothing of vocabulary width is kept for the backward.
-"""
+"""Causal-LM loss with the LM head applied only where a label is trained, fused with the cross-entropy (Gemma 3's
+head is 168M of the 270M model's parameters; docs/training.md#cpu-step)."""
 
 from __future__ import annotations
 
@@ -17,21 +12,17 @@ import torch.nn.functional as F
 from medsft.train.cpu_step.attention import base_model, packed_segments
 from medsft.train.labels import IGNORE_INDEX
 
-# Logits of one chunk of rows stay under this many bytes (512 rows for Gemma's 262k vocabulary). Larger chunks
-# re-read the head matrix less often; measured here, 512-1024 rows ran ~20% faster than 128.
+# Logits of one chunk stay under this (512 rows of Gemma's 262k vocabulary): 512-1024 rows ran ~20% faster than 128.
 CHUNK_BYTES = 512 * 2**20
-# Within a chunk, the head runs on blocks of this many vocabulary columns: each block's logits (a few MB) come out
-# of one GEMM and are reduced while still in cache, and the backward GEMM accumulates block by block. On the CPU
-# here, 2048-column GEMMs of the 262k head ran at 181 (forward) and 194 (backward) GFLOP/s against 140 and 166 for
-# the whole head in one GEMM, and the whole training step took 9% less time (11.5% with the reused workspace below).
+# Within a chunk, the head runs on blocks of this many vocabulary columns, each block's logits reduced while in
+# cache: the whole step took 9% less time than one GEMM of the whole head (docs/training.md#cpu-step).
 BLOCK_COLUMNS = 2048
 
 _workspace: list[torch.Tensor] = []  # the CPU logits buffer, kept between steps (see logits_workspace)
 
 
 def logits_workspace(elements: int, device: torch.device) -> torch.Tensor:
-    """fp32 room for one chunk's logits. On the CPU it is kept for the next step: a fresh 0.5-0.8 GB allocation
-    faults in every page again (~0.14 s a step here, 2% of it). Elsewhere it is allocated per call."""
+    """fp32 room for one chunk's logits, kept for the next step on the CPU (a fresh one costs 2%: docs/training.md)."""
     if device.type != "cpu":
         return torch.empty(elements, dtype=torch.float32, device=device)
     if not _workspace or _workspace[0].numel() < elements:
@@ -52,13 +43,7 @@ class LossOutput:
 
 
 class FusedLinearCrossEntropy(torch.autograd.Function):
-    """sum(cross_entropy(hidden @ weight.T, targets)) and the count of top-1 hits, for a frozen `weight`.
-
-    Per chunk of rows, two passes over the vocabulary blocks. Pass 1: block logits z = h @ W_b^T, their row maxima
-    m_b (and argmax), then z becomes exp(z - m_b), summed to s_b; lse = max_b(m_b) + log(sum_b s_b * exp(m_b - max)).
-    Pass 2: softmax = exp(z - m_b) * exp(m_b - lse), one multiply per element, and grad_hidden += softmax_b @ W_b.
-    The one-hot part, W[targets], and the target logit h . W[target] come from gathered rows, not the blocks.
-    """
+    """sum(cross_entropy(hidden @ weight.T, targets)) and top-1 hits for a frozen `weight` (docs/training.md)."""
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> tuple:
@@ -118,20 +103,9 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         return grad_hidden * grad_total.to(grad_hidden.dtype), None, None
 
 
-def causal_lm_parts(model: Any) -> tuple[Any, Any, Any]:
-    """(backbone, lm_head, text config) of a causal LM, through DDP and PEFT wrappers if there are any."""
-    base = base_model(model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model)
-    return base.get_decoder(), base.get_output_embeddings(), base.config.get_text_config()
-
-
 def last_hidden_state(model: Any, backbone: Any, features: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The backbone's output, taken by a hook while the whole model runs forward with its own head on no position.
-
-    Through `model`, not the backbone: under DDP the wrapper's forward arms the all-reduce of gradients, and without
-    it every process would silently keep only its own. `logits_to_keep` is an empty index tensor: one kept row read
-    the whole 0.67 GB fp32 head per step for nothing (~60 ms, ~1%), and given an integer, Gemma 4 also cuts its
-    key/value-sharing layers to that many positions, leaving the backbone's output shorter than the row.
-    """
+    """The backbone's output, hooked while the whole model runs forward (DDP's wrapper arms the gradient all-reduce)
+    with its head on no position (an empty index tensor, not an integer: docs/training.md#cpu-step)."""
     caught: list[torch.Tensor] = []
     hook = backbone.register_forward_hook(lambda _module, _args, output: caught.append(output[0]))
     nothing = torch.empty(0, dtype=torch.long, device=features["input_ids"].device)
@@ -163,7 +137,8 @@ def sparse_head_loss(
 ) -> LossOutput:
     """Mean next-token cross-entropy over labelled positions, computing logits only there; with `num_items_in_batch`
     (the labelled tokens of the whole optimizer step, as transformers' Trainer counts them) the sum over it."""
-    backbone, lm_head, text_config = causal_lm_parts(model)
+    base = base_model(model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model)
+    backbone, lm_head, text_config = base.get_decoder(), base.get_output_embeddings(), base.config.get_text_config()
     labels = inputs["labels"]
     features = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
     with packed_segments(inputs.get("position_ids")):
