@@ -15,7 +15,7 @@ from medsft.data.clean import (
     filter_by_length,
     scrub_pii,
 )
-from medsft.data.decontaminate import decontaminate, indexed_items
+from medsft.data.decontaminate import decontaminate
 from medsft.data.dialogue_split import dialogue_split
 from medsft.data.loaders import DIALOGUE_SOURCES, load_source
 from medsft.data.mix import mix_sources, split_train_validation
@@ -40,18 +40,16 @@ def validate_sources(config: RunConfig, on_error: OnError = "raise") -> list[Loa
 def unique_ids(pools: Sequence[list[Example]]) -> list[list[Example]]:
     """Suffix ids that repeat across sources (the same file listed twice), so every report line is traceable."""
     seen: set[str] = set()
-    out = []
-    for rows in pools:
-        renamed = []
-        for row in rows:
-            row_id, n = row["id"], 1
-            while row_id in seen:
-                n += 1
-                row_id = f"{row['id']}#{n}"
-            seen.add(row_id)
-            renamed.append(row if row_id == row["id"] else {**row, "id": row_id})
-        out.append(renamed)
-    return out
+
+    def unique(row: Example) -> Example:
+        row_id, n = row["id"], 1
+        while row_id in seen:
+            n += 1
+            row_id = f"{row['id']}#{n}"
+        seen.add(row_id)
+        return row if row_id == row["id"] else {**row, "id": row_id}
+
+    return [[unique(row) for row in rows] for rows in pools]
 
 
 def build_training_data(
@@ -61,11 +59,8 @@ def build_training_data(
     on_error: OnError = "raise",
     sources: list[LoadedSource] | None = None,
 ) -> tuple[Any, DatasetReport]:
-    """The training and validation splits (a `datasets.DatasetDict`) and the report of how they were made.
-
-    Cleaning runs before mixing so a source's `count` is met from clean rows. Pass `sources` from `validate_sources`
-    to read the data once.
-    """
+    """The train/validation `datasets.DatasetDict` and its report; cleaning runs before mixing so a source's `count`
+    is met from clean rows. `sources` from `validate_sources` reads the data once."""
     from datasets import Dataset, DatasetDict
 
     from medsft import DISCLAIMER
@@ -82,10 +77,9 @@ def build_training_data(
         rows = add_disclaimer(rows, DISCLAIMER)
     # Rows the loaders left out because they repeat a held-out test dialogue (medsft.data.dialogue_split).
     removed: list[Removed] = [row for source in sources for row in source.held_out]
-    rows, dropped = drop_exact_duplicates(rows)
-    removed += dropped
-    rows, dropped = drop_near_duplicates(rows)
-    removed += dropped
+    for step in (drop_exact_duplicates, drop_near_duplicates):
+        rows, dropped = step(rows)
+        removed += dropped
     hits, eval_texts = [], []
     if config.decontaminate:
         eval_texts = config_eval_texts(config)
@@ -96,9 +90,7 @@ def build_training_data(
     removed += dropped
     length_of = {row["id"]: n for row, n in zip(rows, lengths, strict=True)}
 
-    clean_pools: list[list[Example]] = [[] for _ in pools]
-    for row in rows:
-        clean_pools[pool_of[row["id"]]].append(row)
+    clean_pools = [[row for row in rows if pool_of[row["id"]] == i] for i in range(len(pools))]
     mixed, allocations = mix_sources(
         list(zip(config.datasets, clean_pools, strict=True)), config.train_rows, config.data_seed
     )
@@ -118,14 +110,13 @@ def build_training_data(
     reports = []
     for i, (source, allocation) in enumerate(zip(sources, allocations, strict=True)):
         ids = {row["id"] for row in pools[i]} | {row.id for row in source.held_out}
-        steps = dict(Counter(row.step for row in removed if row.id in ids))
         reports.append(
             SourceReport(
                 name=source.name,
                 origin=source.origin,
                 loaded=len(source.examples) + len(source.held_out),
                 skipped=len(source.skipped),
-                removed=steps,
+                removed=dict(Counter(row.step for row in removed if row.id in ids)),
                 available=allocation.available,
                 requested=allocation.requested,
                 train=sum(1 for row_id in ids if split_of.get(row_id) == "train"),
@@ -141,7 +132,7 @@ def build_training_data(
         pii_rows=pii_rows,
         contamination_hits=hits,
         eval_tasks=list(config.eval_tasks) if config.decontaminate else [],
-        eval_items=indexed_items(eval_texts),
+        eval_items=dict(Counter(task for task, _ in dict.fromkeys((text.task, text.id) for text in eval_texts))),
         token_lengths=[length_of[row["id"]] for row in [*train, *validation]],
         max_seq_length=config.max_seq_length,
         train_rows=len(train),
@@ -149,7 +140,5 @@ def build_training_data(
     )
     full = Dataset.from_list([*train, *validation])  # one schema for both splits (meta keys differ by source)
     # Index lists, not ranges: `select` rejects an empty range that starts at the end (no validation rows).
-    splits = DatasetDict(
-        train=full.select(list(range(len(train)))), validation=full.select(list(range(len(train), len(full))))
-    )
-    return splits, report
+    train_ids, validation_ids = list(range(len(train))), list(range(len(train), len(full)))
+    return DatasetDict(train=full.select(train_ids), validation=full.select(validation_ids)), report

@@ -1,7 +1,5 @@
-"""Cleaning steps for training rows: PII scrubbing, duplicate removal, length filtering, the disclaimer.
-
-Each step returns what it kept and a `Removed` record for every row it dropped; nothing here mutates its input.
-"""
+"""Cleaning steps for training rows (PII, duplicates, length, the disclaimer): each returns what it kept and a
+`Removed` record for every row it dropped, and never mutates its input."""
 
 from __future__ import annotations
 
@@ -17,9 +15,7 @@ import numpy as np
 
 from medsft.data.records import Example, user_text
 
-# Near-duplicates: Jaccard similarity of word 3-gram shingles of the user turns, estimated with MinHash and
-# confirmed exactly. Prompts are short (a 40-word vignette), so 3-grams let one changed word (an age, a typo)
-# still score about 0.85, while two synthetic cases that merely share a template stay well below 0.8.
+# Near-duplicates: MinHash estimate of user-turn word 3-gram Jaccard, then exact. Why: docs/data.md#near-duplicates
 NEAR_DUPLICATE_THRESHOLD = 0.8
 SHINGLE_WORDS = 3
 MINHASH_PERMUTATIONS = 128
@@ -119,30 +115,23 @@ def scrub_text(text: str) -> tuple[str, Counter[str]]:
 def scrub_pii(examples: Sequence[Example]) -> tuple[list[Example], Counter[str], int]:
     """(scrubbed copies, replacements by kind, rows changed). Rows are scrubbed, never dropped."""
     scrubbed: list[Example] = []
-    totals: Counter[str] = Counter()
-    changed = 0
+    rows: list[Counter[str]] = []
     for example in examples:
         results = [scrub_text(message["content"]) for message in example["messages"]]
-        row_counts = sum((counts for _, counts in results), Counter())
-        changed += bool(row_counts)
-        totals += row_counts
+        rows.append(sum((counts for _, counts in results), Counter()))
         messages = [{**m, "content": text} for m, (text, _) in zip(example["messages"], results, strict=True)]
         scrubbed.append({**example, "messages": messages})
-    return scrubbed, totals, changed
+    return scrubbed, sum(rows, Counter()), sum(map(bool, rows))
 
 
 def add_disclaimer(examples: Sequence[Example], disclaimer: str) -> list[Example]:
     """Append the disclaimer to every assistant turn that does not already end with it."""
-    out = []
-    for example in examples:
-        messages = [
-            {**m, "content": f"{m['content']}\n\n{disclaimer}"}
-            if m["role"] == "assistant" and not m["content"].endswith(disclaimer)
-            else m
-            for m in example["messages"]
-        ]
-        out.append({**example, "messages": messages})
-    return out
+
+    def add(m: dict[str, str]) -> dict[str, str]:
+        done = m["role"] != "assistant" or m["content"].endswith(disclaimer)
+        return m if done else {**m, "content": f"{m['content']}\n\n{disclaimer}"}
+
+    return [{**example, "messages": [add(m) for m in example["messages"]]} for example in examples]
 
 
 def drop_exact_duplicates(examples: Sequence[Example]) -> tuple[list[Example], list[Removed]]:
@@ -160,8 +149,8 @@ def drop_exact_duplicates(examples: Sequence[Example]) -> tuple[list[Example], l
 
 
 def shingle_set(text: str, size: int = SHINGLE_WORDS) -> np.ndarray:
-    """Sorted unique CRC32 hashes of the word `size`-grams (a short text is one shingle). CRC32 is stable
-    across processes, unlike `hash()`, so the same data always deduplicates the same way."""
+    """Sorted unique CRC32 hashes (stable across processes, unlike `hash()`) of the word `size`-grams (a short text
+    is one shingle)."""
     tokens = words(text)
     if not tokens:
         return np.zeros(0, dtype=np.uint64)
@@ -175,15 +164,10 @@ def jaccard(first: np.ndarray, second: np.ndarray) -> float:
 
 
 def drop_near_duplicates(examples: Sequence[Example]) -> tuple[list[Example], list[Removed]]:
-    """Drop rows whose user turns are near-copies (Jaccard >= NEAR_DUPLICATE_THRESHOLD) of an earlier kept row.
-
-    MinHash + LSH banding finds candidate pairs in near-linear time (medical-o1 has ~20k rows, too many to
-    compare pairwise); each candidate is then confirmed with the exact Jaccard of the two shingle sets.
-    """
+    """Drop rows whose user turns are near-copies (Jaccard >= NEAR_DUPLICATE_THRESHOLD) of an earlier kept row:
+    MinHash + LSH banding finds candidates, the exact Jaccard of the shingle sets confirms them."""
     rows = MINHASH_PERMUTATIONS // MINHASH_BANDS
-    # Universal hashes h(x) = (a*x + b) mod p, p = 2**31 - 1: with a, b and x all below p, a*x + b stays under
-    # 2**62, so uint64 arithmetic is exact and every h is a proper random map; a larger p with small a would
-    # leave small x unwrapped and bias the minimum.
+    # Universal hashes mod p = 2**31 - 1, so uint64 arithmetic is exact. Why: docs/data.md#near-duplicates
     rng = np.random.default_rng(0)
     a = rng.integers(1, int(MERSENNE_31), size=MINHASH_PERMUTATIONS, dtype=np.uint64)
     b = rng.integers(0, int(MERSENNE_31), size=MINHASH_PERMUTATIONS, dtype=np.uint64)

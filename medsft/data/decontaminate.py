@@ -1,12 +1,5 @@
-"""Drop training rows that overlap an evaluation set, so scores measure learning, not memorisation.
-
-PaLM's criterion (Chowdhery et al., 2022), applied per training row so the row can be dropped: a row is
-contaminated by an evaluation text (a test question, abstract, long answer or prompt) when it holds at least 70%
-of that text's distinct word 8-grams. Coverage rather than "any shared n-gram" keeps stock phrasing from flagging
-innocent rows, while a planted or lightly edited test question still covers nearly all of its n-grams. Boilerplate
-(an n-gram in more than max(5, 1%) of one task's texts, such as a prompt template) is left out first, and texts
-shorter than 8 words are too generic to judge and are not indexed.
-"""
+"""Drop training rows that cover >= 70% of an evaluation text's word 8-grams (PaLM's criterion, per row).
+Why coverage, boilerplate and the 8-word minimum: docs/data.md#decontamination."""
 
 from __future__ import annotations
 
@@ -29,8 +22,6 @@ HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 @dataclass(frozen=True)
 class EvalText:
-    """One indexed piece of an evaluation item."""
-
     task: str
     id: str
     part: str
@@ -128,8 +119,3 @@ def decontaminate(
         reason = f"holds {coverage:.0%} of the {NGRAM}-grams of {text.task} test {text.part} {text.id}"
         removed.append(Removed(example["id"], example["source"], "contaminated", reason))
     return kept, removed, hits
-
-
-def indexed_items(texts: Iterable[EvalText]) -> dict[str, int]:
-    """How many evaluation items of each task were indexed (an item may have several texts)."""
-    return dict(Counter(task for task, _ in dict.fromkeys((text.task, text.id) for text in texts)))

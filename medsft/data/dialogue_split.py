@@ -1,7 +1,5 @@
 """The held-out ChatDoctor dialogues: a fixed, seeded 500 that training never sees, nor anything close to them.
-
-Why near-duplicates are judged by content words, the rule and the split: docs/dialogue.md.
-"""
+Why content words, the rule and the split: docs/dialogue.md."""
 
 from __future__ import annotations
 
@@ -29,8 +27,7 @@ CHATDOCTOR_FILE = Path(__file__).resolve().parent / "benchmarks" / "chatdoctor" 
 
 @dataclass(frozen=True)
 class DialogueItem:
-    """One held-out dialogue: the patient's turn (instruction + message, as training renders it) and the
-    doctor's reference reply. `row` is the 1-based record number in the carried file."""
+    """One held-out dialogue; `row` is the 1-based record number in the carried file."""
 
     id: str
     row: int
@@ -48,9 +45,8 @@ class DialogueItem:
 
 
 def read_dialogues(path: Path | None = None) -> list[DialogueItem]:
-    """Every row of the carried ChatDoctor file (or `path`, a JSON array in the same layout), validated: a bad
-    row is a `DataError` naming the file, the 1-based row and the field. (Read here rather than through the
-    loaders, which import this module to exclude the split.)"""
+    """Every row of the carried ChatDoctor file (or `path`, in the same layout), validated (read here: the loaders
+    import this module to exclude the split)."""
     path = path or CHATDOCTOR_FILE
     origin = path.relative_to(path.parents[1]).as_posix() if path == CHATDOCTOR_FILE else path.name
     try:
@@ -76,7 +72,7 @@ def read_dialogues(path: Path | None = None) -> list[DialogueItem]:
 
 
 class ContentWords:
-    """Splits a message into content words: everything but the template words of a message collection."""
+    """A message's words minus the template words of a message collection."""
 
     def __init__(self, messages: Sequence[str], extra_template: str = "") -> None:
         counts = Counter(word for message in messages for word in set(words(message)))
@@ -124,8 +120,6 @@ class NearDuplicateIndex:
 
 @dataclass(frozen=True)
 class DialogueSplit:
-    """The test items, the index of their patient messages, and what the data report says about them."""
-
     test: list[DialogueItem]
     index: NearDuplicateIndex
     rows: int
@@ -171,7 +165,6 @@ def dialogue_split(size: int = DIALOGUE_TEST_SIZE, seed: int = DIALOGUE_SPLIT_SE
 
 
 def load_dialogue_eval(limit: int | None = None) -> list[DialogueItem]:
-    """The first `limit` held-out dialogues (all 500 by default), in the split's fixed order."""
     return dialogue_split().test[:limit]
 
 

@@ -1,12 +1,8 @@
-"""Read each medical source from the hub or a local file, validate it row by row, and convert it to chats.
-
-A bad row fails with the file, the 1-based row and the field (`DataError`), long before a model is loaded; with
-`on_error="skip"` bad rows are counted and left out instead. Errors about the whole file are raised either way.
-"""
+"""Read each medical source from the hub or a local file, validate it row by row (a `DataError` names the file,
+the 1-based row and the field; `on_error="skip"` counts bad rows instead), and convert it to chats."""
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -341,19 +337,12 @@ def stratified_test_indices(labels: list[str], test_size: int, seed: int = PUBME
     return sorted(chosen)
 
 
-@functools.lru_cache(maxsize=1)
-def official_pubmedqa_test() -> dict[str, str]:
-    """The official PubMedQA test split, PMID → label, in the order of the carried `test_ground_truth.json`."""
-    labels = json.loads(PUBMEDQA_TEST_FILE.read_text(encoding="utf-8"))
-    return {str(pmid): str(label) for pmid, label in labels.items()}
-
-
 def split_pubmedqa(
     records: list[dict[str, Any]], origin: str = "pubmedqa"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, test) records. Records holding any official test PMID: test is exactly those, in the official
     order (a label differing from the official one is a `DataError`). Else (the self-written sample): stratified."""
-    official = official_pubmedqa_test()
+    official = {str(pmid): str(label) for pmid, label in json.loads(PUBMEDQA_TEST_FILE.read_bytes()).items()}
     test = [r for r in records if r.get("pubid") in official]
     if test:
         for r in test:
@@ -461,11 +450,8 @@ load_instructions = row_loader("instructions", instruction_example)
 load_messages = row_loader("messages", messages_example)
 
 LOADERS: dict[str, Callable[..., LoadedSource]] = {
-    "medical_o1": load_medical_o1,
-    "medqa": load_medqa,
-    "pubmedqa": load_pubmedqa,
-    "instructions": load_instructions,
-    "messages": load_messages,
+    f.__name__.removeprefix("load_"): f
+    for f in (load_medical_o1, load_medqa, load_pubmedqa, load_instructions, load_messages)
 }
 SYNTHETIC_DEFAULT_COUNT = 200
 

@@ -1,11 +1,5 @@
-"""Mix several cleaned sources into one training set by count or weight, then split off validation by seed.
-
-Rules, per `DataSource`: `count` takes that many rows (all of them if fewer are left after cleaning);
-neither count nor weight takes every row; `weight`ed sources share a budget in proportion to their weights:
-`train_rows` minus the rows the other sources take, or, with no `train_rows`, the largest budget the
-weighted sources can fill without running out. `train_rows` then caps the total. All sampling is seeded, so
-the same data and seed give the same mix.
-"""
+"""Mix cleaned sources into one training set by count or weight, then split off validation; all sampling is seeded.
+The rules (count, weight, train_rows): docs/data.md#mixing-and-the-validation-split."""
 
 from __future__ import annotations
 
@@ -20,8 +14,6 @@ from medsft.data.records import Example
 
 @dataclass
 class Allocation:
-    """What one source was asked for and what it gave."""
-
     available: int
     requested: int | None
     taken: int
@@ -40,12 +32,12 @@ def largest_remainder(total: int, shares: Sequence[float]) -> list[int]:
 
 
 def allocate(specs: Sequence[DataSource], available: Sequence[int], train_rows: int | None) -> list[int]:
-    """How many rows to take from each source (see the module docstring for the rules)."""
-    counts = [0] * len(specs)
+    """How many rows to take from each source (docs/data.md#mixing-and-the-validation-split)."""
+    counts = [
+        0 if s.weight is not None else min(s.count if s.count is not None else n, n)
+        for s, n in zip(specs, available, strict=True)
+    ]
     weighted = [i for i, spec in enumerate(specs) if spec.weight is not None]
-    for i, spec in enumerate(specs):
-        if spec.weight is None:
-            counts[i] = available[i] if spec.count is None else min(spec.count, available[i])
     if weighted:
         weights = [specs[i].weight or 0.0 for i in weighted]
         if train_rows is not None:
@@ -93,13 +85,8 @@ def mix_sources(
 def split_train_validation(
     rows: Sequence[Example], fraction: float, seed: int = 0, fold: int | None = None
 ) -> tuple[list[Example], list[Example]]:
-    """Hold out `fraction` of the rows for validation, stratified by source so validation mirrors the mix.
-
-    At least one row is held out when `fraction` > 0 and there are two or more rows. With `fold` k and
-    `fraction` 1/K, the held-out rows of each source are those at positions k, k+K, k+2K, ... of one seeded
-    shuffle, so folds 0..K-1 are disjoint and cover every row (K-fold cross-validation). Both parts keep the
-    order of `rows`.
-    """
+    """Hold out `fraction` of the rows (at least one of two or more), stratified by source, both parts in the order
+    of `rows`; `fold` k of K = 1/`fraction` takes each source's shuffled rows k, k+K, ... (disjoint folds)."""
     if not 0 <= fraction < 1:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
     wanted = max(round(len(rows) * fraction), 1 if fraction > 0 and len(rows) >= 2 else 0)

@@ -1,8 +1,5 @@
-"""The row types every loader produces, the field validators, and the one error type every bad row raises.
-
-A training example is a plain dict (`id`, `source`, `messages`, `meta`) so it goes straight into
-`datasets.Dataset.from_list`.
-"""
+"""Row types, field validators and `DataError`; a training example is a plain dict (`id`, `source`, `messages`,
+`meta`) so it goes straight into `datasets.Dataset.from_list`."""
 
 from __future__ import annotations
 
@@ -53,9 +50,8 @@ class MultipleChoiceItem:
 
 @dataclass
 class LoadedSource:
-    """One source after reading and validation: its examples, the rows skipped with `on_error="skip"`, and
-    the rows left out because they repeat a held-out test dialogue (`medsft.data.dialogue_split`; their
-    `Removed` records, for the data report)."""
+    """One source after validation: its examples, rows skipped (`on_error="skip"`) and `Removed` records of rows
+    that repeat a held-out test dialogue (`medsft.data.dialogue_split`)."""
 
     name: str
     origin: str
@@ -88,11 +84,8 @@ def require_object(raw: Any) -> dict[str, Any]:
 def text_field(
     row: dict[str, Any], name: str, *, required: bool = True, label: str | None = None, strip: bool = True
 ) -> str:
-    """A non-empty string field. Optional fields that are missing or null return ''.
-
-    `strip=False` keeps the text verbatim: benchmark prompts must be built from the exact text lm-eval reads
-    (MedQA test row 243 starts with a space; dropping it changes the scores).
-    """
+    """A non-empty string field ('' for a missing or null optional one). `strip=False` keeps the text verbatim, as
+    lm-eval reads it (MedQA test row 243 starts with a space; dropping it changes the scores)."""
     label = label or name
     if name not in row or row[name] is None:
         if required:
@@ -107,7 +100,6 @@ def text_field(
 
 
 def present(row: dict[str, Any], name: str, label: str | None = None) -> Any:
-    """A field's value; a missing or null field is a FieldError."""
     if row.get(name) is None:
         raise FieldError(label or name, "missing")
     return row[name]
@@ -131,11 +123,8 @@ def list_field(row: dict[str, Any], name: str, label: str | None = None) -> list
 
 
 def check_messages(messages: list[dict[str, str]], label: str = "messages") -> None:
-    """Roles must be an optional system turn, then user/assistant alternating, ending with the assistant.
-
-    Checked at load time because chat templates (Gemma's among them) raise on anything else, and that
-    would otherwise surface only after a model has been loaded.
-    """
+    """An optional system turn, then user/assistant alternating, ending with the assistant; checked at load time:
+    chat templates (Gemma's among them) raise on anything else, which would surface only once a model is loaded."""
     turns = messages[1:] if messages and messages[0]["role"] == "system" else messages
     if not turns:
         raise FieldError(label, "has no user or assistant turn")
@@ -152,7 +141,6 @@ def check_messages(messages: list[dict[str, str]], label: str = "messages") -> N
 
 
 def make_example(id: str, source: str, messages: list[dict[str, str]], meta: dict[str, Any] | None = None) -> Example:
-    """Build a training example, checking its turn order."""
     clean = [{"role": m["role"], "content": m["content"].strip()} for m in messages]
     check_messages(clean)
     return {"id": id, "source": source, "messages": clean, "meta": dict(meta or {})}

@@ -18,8 +18,6 @@ PERCENTILES = (50, 90, 95, 99, 100)
 
 @dataclass
 class SourceReport:
-    """One configured source from reading to the final split."""
-
     name: str
     origin: str
     loaded: int
@@ -47,8 +45,7 @@ class DatasetReport:
     max_seq_length: int | None = None
     train_rows: int = 0
     validation_rows: int = 0
-    # The held-out ChatDoctor test split (file, sha256, seed, size, near-duplicate rule) and the training rows
-    # each dialogue source lost to it; empty when no dialogue source was read.
+    # The held-out ChatDoctor split (file, sha256, seed, size, rule) and rows each dialogue source lost to it, or {}
     held_out: dict[str, Any] = field(default_factory=dict)
 
     @property

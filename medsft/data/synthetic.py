@@ -1,9 +1,5 @@
-"""Synthetic clinical cases (triage, drug interactions, lab interpretation) built from small fact tables.
-
-A seeded `random.Random` picks only the inputs; the label is computed from `facts/*.json`, never sampled, so every
-case can be scored, and `parse_synthetic_answer` reads the answer's `Risk level:`/`Severity:`/`Urgency:` lines back.
-The in-distribution and out-of-distribution (`HELD_OUT`) test sets: docs/data.md.
-"""
+"""Synthetic clinical cases (triage, drug interactions, lab interpretation): a seeded `random.Random` picks only
+the inputs; the label is computed from `facts/*.json`, never sampled. The two test sets: docs/data.md."""
 
 from __future__ import annotations
 
@@ -52,14 +48,11 @@ VITAL_NAMES = {"hr": "heart rate", "sbp": "systolic BP", "rr": "respiratory rate
 
 @functools.cache
 def facts(name: str) -> dict[str, Any]:
-    """A fact table from `facts/<name>.json` (triage, drug_interactions, lab_tests)."""
     return json.loads((FACTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
 class SyntheticCase:
-    """One generated case: its sampled inputs, the rendered prompt and reasoning, and the computed label."""
-
     domain: str
     inputs: dict[str, Any]
     prompt: str
@@ -102,11 +95,8 @@ def is_reserved_for_eval(key: str) -> bool:
 
 
 def generate_cases(n: int, seed: int = 0, *, for_eval: bool = False, ood: bool = False) -> list[SyntheticCase]:
-    """`n` distinct cases, domains in rotation. A prefix of a longer run with the same seed is a shorter run.
-
-    `for_eval` draws the reserved in-distribution test cases; `ood` draws from the held-out clusters, tests,
-    pairs and phrasings only (which no other call ever emits, so no reservation is needed there).
-    """
+    """`n` distinct cases, domains in rotation (a shorter run is a prefix of a longer one). `for_eval`: the reserved
+    test cases; `ood`: only held-out clusters, tests, pairs and phrasings, which no other call emits."""
     split = "ood" if ood else "eval" if for_eval else "train"
     rng = random.Random(f"medsft-synthetic:{split}:{seed}")
     cases: list[SyntheticCase] = []
@@ -138,7 +128,6 @@ def synthetic_ood_cases(n: int = SYNTHETIC_EVAL_SIZE, seed: int = 0) -> list[Syn
 
 
 def generate_synthetic(n: int, seed: int = 0) -> list[Example]:
-    """Training examples (plain dicts) for `n` synthetic cases."""
     return [case.to_example() for case in generate_cases(n, seed)]
 
 
@@ -187,19 +176,14 @@ def sample_triage(rng: random.Random, ood: bool = False) -> dict[str, Any]:
     }
 
 
-def red_vital_hits(vitals: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The NEWS2-style single-parameter limits that these vital signs reach."""
-    compare = {">=": operator.ge, "<=": operator.le}
-    return [rule for rule in facts("triage")["red_vitals"] if compare[rule["op"]](vitals[rule["vital"]], rule["limit"])]
-
-
 def build_triage(inputs: dict[str, Any]) -> SyntheticCase:
     """Risk and differential from the tables (red flags and red vitals → HIGH; see facts/triage.json), then text."""
     table = facts("triage")
     cluster = next(c for c in table["clusters"] if c["id"] == inputs["cluster"])
     age, sex, duration, v = inputs["age"], inputs["sex"], inputs["duration"], inputs["vitals"]
     flags = [f for f in cluster["red_flags"] if "finding" in f and f["finding"] in inputs["symptoms"]]
-    hits = red_vital_hits(inputs["vitals"])
+    compare = {">=": operator.ge, "<=": operator.le}  # NEWS2-style single-parameter limits the vitals reach
+    hits = [rule for rule in table["red_vitals"] if compare[rule["op"]](v[rule["vital"]], rule["limit"])]
     older = table["older_age"]
     if flags or hits:
         risk, why = "HIGH", "a red flag is present, so the risk is HIGH."
@@ -323,8 +307,7 @@ def build_drug(inputs: dict[str, Any]) -> SyntheticCase:
 
 
 def reference_range(test: Mapping[str, Any], sex: str) -> tuple[float, float]:
-    low, high = test["range"][sex] if isinstance(test["range"], dict) else test["range"]
-    return low, high
+    return tuple(test["range"][sex] if isinstance(test["range"], dict) else test["range"])
 
 
 def classify(test: Mapping[str, Any], sex: str, value: float) -> tuple[str, bool]:
@@ -369,15 +352,6 @@ def critical_directions(test: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def lab_panels(ood: bool) -> dict[str, list[str]]:
-    """Training panels without the held-out tests; OOD panels are the (whole) panels that hold one."""
-    held = set(HELD_OUT["lab_tests"])
-    panels = facts("lab_tests")["panels"]
-    if ood:
-        return {name: list(keys) for name, keys in panels.items() if held & set(keys)}
-    return {name: [k for k in keys if k not in held] for name, keys in panels.items()}
-
-
 def critical_note(key: str) -> str:
     """` [critical below 1.0 or above 4.7]` for a held-out test (training never teaches its limits), else ``."""
     limits = facts("lab_tests")["tests"][key]["critical"]
@@ -389,7 +363,12 @@ def critical_note(key: str) -> str:
 
 def sample_lab(rng: random.Random, ood: bool = False) -> dict[str, Any]:
     tests = facts("lab_tests")["tests"]
-    all_panels = lab_panels(ood)
+    held = set(HELD_OUT["lab_tests"])  # training panels lack them; OOD panels are the (whole) panels holding one
+    all_panels = {
+        name: [k for k in keys if ood or k not in held]
+        for name, keys in facts("lab_tests")["panels"].items()
+        if not ood or held & set(keys)
+    }
     urgency = rng.choice(RISK_LEVELS)
     panels = list(all_panels)
     if urgency == "HIGH":
@@ -498,11 +477,6 @@ def expected_label(case: SyntheticCase | Mapping[str, Any]) -> dict[str, str]:
     return {k: v for k, v in (meta.get("expected") or {}).items() if v is not None}
 
 
-def final_answer(text: str) -> str:
-    """The part after the reasoning (after the last `</think>`), or the whole text if there is none."""
-    return text.rsplit("</think>", 1)[-1]
-
-
 def answer_line(text: str, label: str) -> str | None:
     match = re.search(rf"^[\s*#-]*{label}\s*\**\s*:\s*\**\s*(.+?)\s*$", text, re.MULTILINE | re.IGNORECASE)
     return match.group(1).strip() if match else None
@@ -520,12 +494,9 @@ def canonical_flags(value: str) -> str:
 
 
 def parse_synthetic_answer(domain: str, text: str) -> dict[str, str]:
-    """Read the final-answer lines of a generated reply back into the keys of `expected_label`.
-
-    Keys the reply does not state (or states with a value outside the allowed set) are left out, so a
-    missing key scores as wrong rather than raising.
-    """
-    answer = final_answer(text)
+    """The final-answer lines of a reply as the keys of `expected_label`; a key stated with no allowed value is left
+    out, so it scores as wrong rather than raising."""
+    answer = text.rsplit("</think>", 1)[-1]  # after the reasoning, or the whole text if there is none
     parsed: dict[str, str | None] = {}
     if domain == "triage":
         parsed["risk"] = first_word(answer_line(answer, "Risk level"), RISK_LEVELS)
