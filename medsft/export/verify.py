@@ -1,9 +1,9 @@
-"""Checks every GGUF passes before it gets its final name: its chat template and stop tokens (a failure stops the
-export: the file is unusable as the trained model), its first greedy tokens against 16-bit, and `judge`'s verdict
-on those and the accuracy change (a failed file never gets a good file's name, `medsft.export.save`)."""
+"""Checks a GGUF passes before it gets its final name: chat template and stop tokens (a failure stops the export),
+first greedy tokens against 16-bit, and `judge`'s verdict on those and the accuracy change (docs/export.md)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +37,7 @@ class Verification:
 
     @property
     def agreeing_prefix(self) -> int:
-        pairs = list(zip(self.first_tokens, self.reference_tokens, strict=False))
-        return next((i for i, (a, b) in enumerate(pairs) if a != b), len(pairs))
+        return len(os.path.commonprefix([self.first_tokens, self.reference_tokens]))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,8 +55,7 @@ def render(tokenizer: Any, template: str) -> str:
 
 
 def check_template(gguf_template: str | None, tokenizer: Any, where: str) -> None:
-    """Raise unless the GGUF's template renders the probe exactly like the training tokenizer's: without one,
-    llama-cpp-python silently falls back to a generic format, and the model is prompted in other markers."""
+    """Raise unless the GGUF's template renders the probe exactly like the training tokenizer's."""
     if not gguf_template:
         raise VerificationError(
             f"{where} has no embedded chat template; llama.cpp would fall back to a generic chat format. "
@@ -66,9 +64,7 @@ def check_template(gguf_template: str | None, tokenizer: Any, where: str) -> Non
     expected = render(tokenizer, tokenizer.chat_template)
     got = render(tokenizer, gguf_template)
     if got != expected:
-        at = next(
-            (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected))
-        )
+        at = len(os.path.commonprefix([got, expected]))
         raise VerificationError(
             f"{where}: the embedded chat template does not match the training template; first difference at "
             f"character {at}: GGUF renders {got[max(0, at - 30) : at + 30]!r}, training renders "
@@ -140,10 +136,7 @@ def judge(item: dict[str, Any], min_token_agreement: float) -> Verdict:
             f"{min_token_agreement:g} (export_min_token_agreement)"
         )
     for task, acc in item.get("accuracy", {}).items():
-        # A loss fails a file when it is beyond the goal, with the whole 95% interval beyond it and the exact McNemar
-        # test significant: a small sample's noise alone does not, a real loss does. McNemar matters at an export
-        # check's sizes: a near-chance model's MedQA choices sit at near-ties that Q8_0 rounding flips; 4 flips of
-        # 32, all one way, give an interval of [-0.25, -0.03] (beyond a 0.5-point goal), yet p = 0.125.
+        # Beyond the goal, the whole 95% interval beyond it, and McNemar significant: docs/export.md says why.
         ci = acc.get("diff_ci") or (acc["diff"], acc["diff"])
         limit = -acc["goal"] - 1e-9
         if acc["diff"] < limit and ci[1] < limit and acc.get("mcnemar_p", 0.0) < LOSS_SIGNIFICANCE:
