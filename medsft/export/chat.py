@@ -1,9 +1,5 @@
 """Offline chat with a GGUF file through llama.cpp: the model's own chat template, streamed tokens, the
-`<think>` block shown apart from the answer, and the research-only disclaimer after every reply.
-
-    python -m medsft.export.chat --gguf FILE [--prompt "A 58-year-old man has ..."]   # = medsft chat --gguf FILE
-    python -m medsft.export.chat --gguf FILE --serve --port 8000                      # = medsft serve --gguf FILE
-"""
+`<think>` block shown apart from the answer, and the research-only disclaimer after every reply."""
 
 from __future__ import annotations
 
@@ -66,14 +62,11 @@ class GgufChat:
             messages=messages, max_tokens=self.max_tokens, temperature=self.temperature, top_k=top_k, seed=self.seed,
             stream=True,
         )  # fmt: skip
-        reply: list[str] = []
-        raw: list[str] = []
-        for kind, text in split_stream(delta_texts(stream, raw)):
-            reply.append(text if kind == "answer" else "")
-            yield kind, text
+        parts, raw = {"think": "", "answer": ""}, []
+        yield from collect(split_stream(delta_texts(stream, raw)), parts)
         self.last_reply_tokens = len(self.llm.tokenize("".join(raw).encode("utf-8"), add_bos=False, special=True))
         # Keep only the answer in the history: earlier reasoning would eat the context window.
-        answer = "".join(reply).strip()
+        answer = parts["answer"].strip()
         self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
@@ -137,7 +130,6 @@ def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q
         if gguf.name.endswith(REJECTED_SUFFIX):
             raise ValueError(f"--gguf {gguf}: this file failed its export check (see export.json); use one that passed")
         return gguf
-    assert run_dir is not None
     check_run_folder(run_dir)
     if not any(find_artifact(run_dir, name) for name in ("gguf", "adapter", "merged")):
         raise ValueError(f"{run_dir} holds no trained model (no adapter/, merged/ or gguf/); train first: medsft run")

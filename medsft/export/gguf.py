@@ -27,13 +27,10 @@ class ExportError(RuntimeError):
 
 def check_quantizations(names: list[str] | tuple[str, ...]) -> list[str]:
     """Lower-cased, de-duplicated, known names; an unknown one is an error listing the valid ones."""
-    wanted: list[str] = []
     for name in names:
-        key = str(name).strip().lower()
-        if key not in QUANTIZATIONS:
+        if str(name).strip().lower() not in QUANTIZATIONS:
             raise ExportError(f"unknown quantization '{name}'; choose from {', '.join(QUANTIZATIONS)}")
-        if key not in wanted:
-            wanted.append(key)
+    wanted = list(dict.fromkeys(str(name).strip().lower() for name in names))
     if not wanted:
         raise ExportError(f"no quantization asked for; choose from {', '.join(QUANTIZATIONS)}")
     return wanted
