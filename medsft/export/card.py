@@ -47,8 +47,7 @@ def removed_text(counts: dict[str, int] | None) -> str:
 
 
 def evaluation_rows(run_dir: Path) -> tuple[list[str], list[str]]:
-    """Per task: the evaluation rows (each model, the best constant answer, each model minus the base and minus the
-    constant answer), and the answer distributions (each model's beside the gold answers)."""
+    """Per task: models, the best constant answer, differences to base and to it; and the answer distributions."""
     rows, distributions = [], []
     for path in sorted(run_dir.glob("compare_*.json")):
         data = read_json(path)

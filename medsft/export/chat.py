@@ -104,8 +104,7 @@ def collect(stream: Iterable[tuple[str, str]], parts: dict[str, str]) -> Iterato
 
 
 def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
-    """The run's GGUF of that quantization (in this run or the one it was started from), else its first GGUF.
-    Files that failed their export check (`*.rejected.gguf`) are never chosen."""
+    """The run's (or its parent run's) GGUF of that quantization, else its first; never a `*.rejected.gguf`."""
     folder = find_artifact(run_dir, "gguf")
     every = sorted(folder.glob("*.gguf")) if folder else []
     files = [f for f in every if not f.name.endswith(REJECTED_SUFFIX)]
@@ -120,8 +119,7 @@ def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
 
 
 def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q8_0") -> Path:
-    """The GGUF `medsft chat` / `medsft serve` use: `--gguf FILE`, or the run's file of that quantization.
-    Raises ValueError with one line saying what is missing and what to run."""
+    """`--gguf FILE`, or the run's file of that quantization; ValueError with one line saying what to run."""
     if (run_dir is None) == (gguf is None):
         raise ValueError("give a RUN_DIR or --gguf FILE (exactly one)")
     if gguf is not None:

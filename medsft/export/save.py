@@ -207,8 +207,7 @@ def export_run(run_dir: str | Path, quantizations: list[str] | None = None, adap
 
 
 def settle(partial: Path, final: Path, passed: bool, strict: bool) -> Path | None:
-    """Give a checked file its place: the final name if it passed, else `<name>.rejected.gguf`, or nothing
-    with `strict`. An earlier export's file under the other name is removed so the folder never holds both."""
+    """The final name if it passed, else `<name>.rejected.gguf` (nothing with `strict`); never both in the folder."""
     rejected = rejected_name(final)
     target = final if passed else None if strict else rejected
     for stale in (final, rejected):

@@ -8,10 +8,10 @@ import json
 import math
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -19,11 +19,8 @@ from medsft import DISCLAIMER
 from medsft.cli_errors import error_line
 from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, route_of
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+if TYPE_CHECKING:  # starlette comes with the server's extras, which `serve` checks for
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DISCLAIMER_HEADER = "X-Medsft-Disclaimer"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # far above any prompt that fits a context window
@@ -98,10 +95,9 @@ class Vocabulary:
         import llama_cpp
 
         sampler = llama_cpp.llama_sampler_init_grammar(self.vocab._model.vocab, grammar.encode("utf-8"), b"root")
-        if not sampler:
-            return False
-        llama_cpp.llama_sampler_free(sampler)
-        return True
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+        return bool(sampler)
 
 
 def grammars(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -149,10 +145,9 @@ class Deadline:
         self.seconds, self.end, self.fired = seconds, time.monotonic() + seconds, 0
 
     def __call__(self, input_ids: Any, logits: Any) -> bool:
-        if time.monotonic() < self.end:
-            return False
-        self.fired += 1
-        return True
+        late = time.monotonic() >= self.end
+        self.fired += late
+        return late
 
     @property
     def cut(self) -> bool:
@@ -209,16 +204,13 @@ def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]
 
 def noted_event(body: bytes, deadline: Deadline | None) -> bytes:
     """A server-sent event (`data: {...}`, one per message) with the note if it ends a cut reply, else as it is."""
-    prefix = b"data: "
-    if deadline is None or not body.startswith(prefix + b"{"):
+    if deadline is None or not body.startswith(b"data: {"):
         return body
-    payload = body[len(prefix) :]
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return body
-    ending = payload[len(payload.rstrip()) :]
-    return prefix + json.dumps(with_note(data, deadline)).encode("utf-8") + ending
+    payload = body.removeprefix(b"data: ")
+    with contextlib.suppress(ValueError):
+        noted = json.dumps(with_note(json.loads(payload), deadline)).encode("utf-8")
+        return b"data: " + noted + payload[len(payload.rstrip()) :]
+    return body
 
 
 async def send_error(send: Send, error: BadRequest, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -287,8 +279,7 @@ class RequestGuard:
         if body is None:
             too_large = BadRequest(f"over {MAX_BODY_BYTES} bytes (or cut off)", "body", "too_large", 413)
             return await send_error(send, too_large)
-        try:  # in a worker thread, one request at a time: parsing and tokenizing a large body takes a while, and
-            # on the event loop it would stall every other client (and /health) meanwhile
+        try:  # in a worker thread, one at a time: on the event loop a large body would stall every client
             body = await anyio.to_thread.run_sync(self.checked, scope, body, limiter=self.checking)
         except BadRequest as error:
             return await send_error(send, error)
@@ -380,13 +371,12 @@ def validate_types(path: str, data: dict[str, Any]) -> None:
 def first_problem(errors: list[dict[str, Any]], data: dict[str, Any]) -> tuple[str, str]:
     """(message, field) of the first error; for a message, its own role's member's error (pydantic reports a
     union against every member: `messages[1].tool_call_id: Field required`, not "role: Input should be ...")."""
-    first = errors[0]
-    loc = first["loc"]
+    loc = errors[0]["loc"]
     if len(loc) > 2 and loc[0] == "messages" and isinstance(loc[1], int):
         member = f"ChatCompletionRequest{str(data['messages'][loc[1]]['role']).capitalize()}Message"
-        first = next((e for e in errors if e["loc"][:3] == ("messages", loc[1], member)), first)
+        first = next((e for e in errors if e["loc"][:3] == ("messages", loc[1], member)), errors[0])
         return first["msg"], ".".join([f"messages[{loc[1]}]", *map(str, first["loc"][3:])])
-    return first["msg"], ".".join(map(str, loc)) or "body"
+    return errors[0]["msg"], ".".join(map(str, loc)) or "body"
 
 
 class DisclaimerLayer:

@@ -4,7 +4,7 @@ first greedy tokens against 16-bit, and `judge`'s verdict on those and the accur
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medsft.evaluate.report import ci_text
@@ -31,23 +31,17 @@ class VerificationError(ExportError):
 @dataclass
 class Verification:
     template_matches: bool
-    stop_tokens: dict[str, bool]
-    first_tokens: list[int] = field(default_factory=list)
-    reference_tokens: list[int] = field(default_factory=list)
+    stop_tokens_end_generation: dict[str, bool]
+    first_tokens: list[int]
+    reference_first_tokens: list[int]
 
     @property
     def agreeing_prefix(self) -> int:
-        return len(os.path.commonprefix([self.first_tokens, self.reference_tokens]))
+        return len(os.path.commonprefix([self.first_tokens, self.reference_first_tokens]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "template_matches": self.template_matches,
-            "stop_tokens_end_generation": self.stop_tokens,
-            "first_tokens": self.first_tokens,
-            "reference_first_tokens": self.reference_tokens,
-            "first_tokens_agree": self.agreeing_prefix,
-            "first_tokens_compared": len(self.reference_tokens),
-        }
+        compared = len(self.reference_first_tokens)
+        return {**asdict(self), "first_tokens_agree": self.agreeing_prefix, "first_tokens_compared": compared}
 
 
 def render(tokenizer: Any, template: str) -> str:
@@ -74,8 +68,7 @@ def check_template(gguf_template: str | None, tokenizer: Any, where: str) -> Non
 
 
 def end_of_turn_ids(tokenizer: Any, generation_eos: int | list[int] | None) -> dict[str, int]:
-    """The ids generation must stop at: the generation config's eos ids (else the tokenizer's eos), plus the
-    special token the chat template puts right after an assistant reply (`<end_of_turn>`, `<|eot_id|>`)."""
+    """The generation config's eos ids (else the tokenizer's), and the token the template ends a reply with."""
     ids = generation_eos if generation_eos is not None else tokenizer.eos_token_id
     ids = [ids] if isinstance(ids, int) else list(ids or [])
     marker = "MEDSFT_PROBE_REPLY"
@@ -114,7 +107,7 @@ def verify_gguf(scorer: Any, tokenizer: Any, stops: dict[str, int], prompt_ids: 
             "not stop at the end of the turn. Re-export with the tokenizer files of the trained model."
         )
     tokens = scorer.greedy_tokens(prompt_ids, len(reference))
-    return Verification(template_matches=True, stop_tokens=status, first_tokens=tokens, reference_tokens=reference)
+    return Verification(True, status, first_tokens=tokens, reference_first_tokens=reference)
 
 
 @dataclass
@@ -128,8 +121,7 @@ class Verdict:
 def judge(item: dict[str, Any], min_token_agreement: float) -> Verdict:
     """The pass/fail decision on one file's record in `export.json` (its `verification` and `accuracy`)."""
     reasons = []
-    check = item["verification"]
-    agree, compared = check["first_tokens_agree"], check["first_tokens_compared"]
+    agree, compared = item["verification"]["first_tokens_agree"], item["verification"]["first_tokens_compared"]
     if compared and agree / compared < min_token_agreement:
         reasons.append(
             f"first greedy tokens: {agree}/{compared} agree with 16-bit, below the required share "
