@@ -42,8 +42,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def removed_text(counts: dict[str, int] | None) -> str:
     """`contaminated 3, near_duplicate 1`, or `none`: the non-zero counts of a removal table."""
-    given = {name: n for name, n in (counts or {}).items() if n}
-    return ", ".join(f"{name} {n}" for name, n in given.items()) or "none"
+    return ", ".join(f"{name} {n}" for name, n in (counts or {}).items() if n) or "none"
 
 
 def evaluation_rows(run_dir: Path) -> tuple[list[str], list[str]]:

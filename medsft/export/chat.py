@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,8 +21,7 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 def split_stream(chunks: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Streamed text as ("think", text) and ("answer", text) parts, even when a tag is cut across chunks: text
-    that could still be the start of a tag is held back until the next chunk decides."""
+    """Streamed text as ("think"|"answer", text) parts; text that may start a tag cut across chunks waits for more."""
     section, pending = "answer", ""
     for chunk in chunks:
         pending += chunk
@@ -55,8 +55,8 @@ class GgufChat:
         self.llm = load_gguf(self.path, n_ctx=self.n_ctx, seed=self.seed)
 
     def ask(self, question: str) -> Iterator[tuple[str, str]]:
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
-        messages.append({"role": "user", "content": question})
+        turn = {"role": "user", "content": question}
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [*self.history, turn]
         top_k = 1 if self.temperature == 0 else 40
         stream = self.llm.create_chat_completion(
             messages=messages, max_tokens=self.max_tokens, temperature=self.temperature, top_k=top_k, seed=self.seed,
@@ -66,8 +66,7 @@ class GgufChat:
         yield from collect(split_stream(delta_texts(stream, raw)), parts)
         self.last_reply_tokens = len(self.llm.tokenize("".join(raw).encode("utf-8"), add_bos=False, special=True))
         # Keep only the answer in the history: earlier reasoning would eat the context window.
-        answer = parts["answer"].strip()
-        self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        self.history += [turn, {"role": "assistant", "content": parts["answer"].strip()}]
 
 
 def delta_texts(stream: Iterable[dict[str, Any]], raw: list[str]) -> Iterator[str]:
@@ -149,14 +148,9 @@ def run_chat(gguf: Path, prompt: str | None = None, system: str | None = None, m
         print_reply(chat.ask(prompt))
         return 0
     print(f"Chatting with {gguf.name} offline. Empty line or Ctrl-D to quit.\n{DISCLAIMER}\n")
-    while True:
-        try:
-            question = input("you> ").strip()
-        except EOFError:
-            break
-        if not question:
-            break
-        print_reply(chat.ask(question))
+    with contextlib.suppress(EOFError):
+        while question := input("you> ").strip():
+            print_reply(chat.ask(question))
     return 0
 
 

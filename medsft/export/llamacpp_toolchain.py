@@ -1,7 +1,6 @@
 """The llama.cpp toolchain, from PyPI only, built once and cached: converter, quantizer, runtime.
 
-`python -m medsft.export.llamacpp_toolchain setup` (`make setup`); what it builds and why: docs/export.md.
-"""
+`python -m medsft.export.llamacpp_toolchain setup` (`make setup`); what it builds and why: docs/export.md."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 
 from medsft.models import cache_dir
@@ -100,14 +100,11 @@ def wheel_dir() -> Path:
 
 
 def cached_wheel() -> Path | None:
-    wheels = sorted(wheel_dir().glob(f"llama_cpp_python-{VERSION}-*.whl"))
-    return wheels[-1] if wheels else None
+    return max(wheel_dir().glob(f"llama_cpp_python-{VERSION}-*.whl"), default=None)
 
 
 def installed_wheel() -> str | None:
     """Where the installed llama-cpp-python came from (pip's direct_url.json), or None."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
     try:
         text = distribution("llama_cpp_python").read_text("direct_url.json")
     except PackageNotFoundError:
@@ -121,8 +118,6 @@ def runtime_is_current() -> bool:
 
 
 def runtime_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("llama_cpp_python")
     except PackageNotFoundError:
@@ -149,8 +144,7 @@ _threads_checked = False
 
 
 def default_threads() -> int:
-    """The OMP_NUM_THREADS budget when set (the no-OpenMP build ignores it, and its spinning threads collapse on
-    shared cores), else every core this process may use."""
+    """The OMP_NUM_THREADS budget when set (no-OpenMP threads spin, and collapse on shared cores), else every core."""
     budget = os.environ.get("OMP_NUM_THREADS", "")
     return int(budget) if budget.isdigit() and int(budget) > 0 else len(os.sched_getaffinity(0))
 
@@ -198,8 +192,7 @@ def fetch_sdist() -> Path:
 
 def build_wheel(sdist: Path) -> Path:
     """Build the portable wheel once; later calls return the cached file."""
-    wheel = cached_wheel()
-    if wheel is not None:
+    if (wheel := cached_wheel()) is not None:
         return wheel
     folder = wheel_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -237,8 +230,7 @@ def setup_toolchain() -> Toolchain:
         # --force-reinstall: an older build of the same version (other flags) is replaced, not kept as "satisfied".
         pip("install", "--quiet", "--no-deps", "--force-reinstall", str(wheel))
         pip("install", "--quiet", "--no-deps", "diskcache")
-    root = toolchain_root()
-    unpack_tree(sdist, root)
+    unpack_tree(sdist, toolchain_root())
     chain = find_toolchain()
     log.info("llama.cpp toolchain ready in %s", chain.root)
     return chain

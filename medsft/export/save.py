@@ -56,13 +56,9 @@ class ExportPlan:
     overwrite: bool = False
 
     @property
-    def config(self) -> RunConfig:
-        return self.run.config
-
-    @property
     def adapter_config(self) -> RunConfig:
         """The run's config with the adapter as the model (`from_pretrained` loads its base and puts it on)."""
-        return dataclasses.replace(self.config, model=str(self.adapter))
+        return dataclasses.replace(self.run.config, model=str(self.adapter))
 
     @property
     def merged_dir(self) -> Path:
@@ -190,7 +186,7 @@ def export_run(run_dir: str | Path, quantizations: list[str] | None = None, adap
 
     started = time.perf_counter()
     plan = plan_export(run_dir, quantizations, adapter_dir=adapter_dir, overwrite=overwrite)
-    backend = select_backend(plan.config.backend)
+    backend = select_backend(plan.run.config.backend)
     tick = time.perf_counter()
     model, tokenizer = backend.load(plan.adapter_config)
     prepare_folders(plan, model)
@@ -238,7 +234,7 @@ def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[s
     from medsft.tasks import item_limit, load_items
 
     # 16-bit whatever the training precision: a 4-bit reference would hide what quantization changed
-    config = plan.config
+    config = plan.run.config
     sixteen_bit = dataclasses.replace(config, load_in_4bit=False)
     reference = HFScorer.from_spec(str(plan.merged_dir), name="merged-16bit", config=sixteen_bit)
     stops = end_of_turn_ids(reference.tokenizer, reference.model.generation_config.eos_token_id)

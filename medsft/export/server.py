@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # starlette comes with the server's extras, which `serve` che
 DISCLAIMER_HEADER = "X-Medsft-Disclaimer"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # far above any prompt that fits a context window
 SERVER_EXTRAS = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HOLD_GRACE_S = 10.0  # past the time limit: the prompt's evaluation is not interrupted, and the reply must be sent
 
 
@@ -463,7 +462,7 @@ def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 40
         return 2
     import uvicorn
 
-    if host not in LOOPBACK:
+    if host not in ("127.0.0.1", "localhost", "::1"):  # loopback
         print(f"medsft: warning: {host} is reachable from other machines and the server has no authentication")
     limits = limits or Limits()
     try:

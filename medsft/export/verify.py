@@ -55,8 +55,7 @@ def check_template(gguf_template: str | None, tokenizer: Any, where: str) -> Non
             f"{where} has no embedded chat template; llama.cpp would fall back to a generic chat format. "
             "Export from a merged folder that holds chat_template.jinja (medsft's merged save writes it)."
         )
-    expected = render(tokenizer, tokenizer.chat_template)
-    got = render(tokenizer, gguf_template)
+    expected, got = render(tokenizer, tokenizer.chat_template), render(tokenizer, gguf_template)
     if got != expected:
         at = len(os.path.commonprefix([got, expected]))
         raise VerificationError(
