@@ -1,6 +1,4 @@
-"""Export and offline use: adapter, merged 16-bit and GGUF files, verified, with a model card (docs/export.md).
-`export_run("outputs/<run-id>")` does it all; a file that fails its check is kept as `*.rejected.gguf` and listed
-in `result.failed`, never under a good file's name."""
+"""Export and offline use: `export_run("outputs/<run-id>")` writes verified files and a model card (docs/export.md)."""
 
 import importlib
 from typing import Any

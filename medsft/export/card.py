@@ -37,23 +37,16 @@ def base_model_id(model_spec: str) -> str:
 
 
 def fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+    return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def removed_text(counts: dict[str, int] | None) -> str:
     """`contaminated 3, near_duplicate 1`, or `none`: the non-zero counts of a removal table."""
-    given = {name: n for name, n in (counts or {}).items() if n}
-    return ", ".join(f"{name} {n}" for name, n in given.items()) or "none"
+    return ", ".join(f"{name} {n}" for name, n in (counts or {}).items() if n) or "none"
 
 
 def evaluation_rows(run_dir: Path) -> tuple[list[str], list[str]]:
-    """Two tables' rows. Per task: each model, the best constant answer, each later model minus the first (base)
-    and each model minus the constant answer ("tuned beats base" and "tuned beats the prior" are separate rows);
-    and each model's answers beside the gold answers (the prior a score must beat)."""
+    """Per task: models, the best constant answer, differences to base and to it; and the answer distributions."""
     rows, distributions = [], []
     for path in sorted(run_dir.glob("compare_*.json")):
         data = read_json(path)
@@ -82,7 +75,7 @@ def evaluation_rows(run_dir: Path) -> tuple[list[str], list[str]]:
 
 
 def check_text(passed: bool | None) -> str:
-    """A file's verdict as the card shows it; records from before fail-closed export have none."""
+    """A file's verdict; records from before fail-closed export have none."""
     return "—" if passed is None else "passed" if passed else "**FAILED**"
 
 
@@ -102,7 +95,7 @@ def quantization_rows(export: dict[str, Any] | None) -> list[str]:
 
 
 def failure_lines(export: dict[str, Any] | None) -> list[str]:
-    """One line per file that failed its check: where it went and why (never presented as a usable file)."""
+    """One line per file that failed its check: where it went and why."""
     lines = []
     for item in (export or {}).get("files", []):
         if item.get("passed") is False:
@@ -112,8 +105,7 @@ def failure_lines(export: dict[str, Any] | None) -> list[str]:
 
 
 def card_text(run_dir: Path, export: dict[str, Any] | None = None, config: Mapping[str, Any] | None = None) -> str:
-    """The card's markdown (with YAML metadata) for the run in `run_dir`; `config` is the run's config as written
-    (`Run.values`), read from the folder (if any) when not given."""
+    """The card's markdown (with YAML metadata); `config` (`Run.values`) is read from the folder when not given."""
     from huggingface_hub import ModelCard, ModelCardData
 
     if config is None:

@@ -1,13 +1,10 @@
 """Offline chat with a GGUF file through llama.cpp: the model's own chat template, streamed tokens, the
-`<think>` block shown apart from the answer, and the research-only disclaimer after every reply.
-
-    python -m medsft.export.chat --gguf FILE [--prompt "A 58-year-old man has ..."]   # = medsft chat --gguf FILE
-    python -m medsft.export.chat --gguf FILE --serve --port 8000                      # = medsft serve --gguf FILE
-"""
+`<think>` block shown apart from the answer, and the research-only disclaimer after every reply."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,8 +21,7 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 def split_stream(chunks: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Streamed text as ("think", text) and ("answer", text) parts, even when a tag is cut across chunks: text
-    that could still be the start of a tag is held back until the next chunk decides."""
+    """Streamed text as ("think"|"answer", text) parts; text that may start a tag cut across chunks waits for more."""
     section, pending = "answer", ""
     for chunk in chunks:
         pending += chunk
@@ -59,22 +55,18 @@ class GgufChat:
         self.llm = load_gguf(self.path, n_ctx=self.n_ctx, seed=self.seed)
 
     def ask(self, question: str) -> Iterator[tuple[str, str]]:
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
-        messages.append({"role": "user", "content": question})
+        turn = {"role": "user", "content": question}
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [*self.history, turn]
         top_k = 1 if self.temperature == 0 else 40
         stream = self.llm.create_chat_completion(
             messages=messages, max_tokens=self.max_tokens, temperature=self.temperature, top_k=top_k, seed=self.seed,
             stream=True,
         )  # fmt: skip
-        reply: list[str] = []
-        raw: list[str] = []
-        for kind, text in split_stream(delta_texts(stream, raw)):
-            reply.append(text if kind == "answer" else "")
-            yield kind, text
+        parts, raw = {"think": "", "answer": ""}, []
+        yield from collect(split_stream(delta_texts(stream, raw)), parts)
         self.last_reply_tokens = len(self.llm.tokenize("".join(raw).encode("utf-8"), add_bos=False, special=True))
         # Keep only the answer in the history: earlier reasoning would eat the context window.
-        answer = "".join(reply).strip()
-        self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        self.history += [turn, {"role": "assistant", "content": parts["answer"].strip()}]
 
 
 def delta_texts(stream: Iterable[dict[str, Any]], raw: list[str]) -> Iterator[str]:
@@ -111,8 +103,7 @@ def collect(stream: Iterable[tuple[str, str]], parts: dict[str, str]) -> Iterato
 
 
 def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
-    """The run's GGUF of that quantization (in this run or the one it was started from), else its first GGUF.
-    Files that failed their export check (`*.rejected.gguf`) are never chosen."""
+    """The run's (or its parent run's) GGUF of that quantization, else its first; never a `*.rejected.gguf`."""
     folder = find_artifact(run_dir, "gguf")
     every = sorted(folder.glob("*.gguf")) if folder else []
     files = [f for f in every if not f.name.endswith(REJECTED_SUFFIX)]
@@ -127,8 +118,7 @@ def find_gguf(run_dir: str | Path, quantization: str = "q8_0") -> Path:
 
 
 def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q8_0") -> Path:
-    """The GGUF `medsft chat` / `medsft serve` use: `--gguf FILE`, or the run's file of that quantization.
-    Raises ValueError with one line saying what is missing and what to run."""
+    """`--gguf FILE`, or the run's file of that quantization; ValueError with one line saying what to run."""
     if (run_dir is None) == (gguf is None):
         raise ValueError("give a RUN_DIR or --gguf FILE (exactly one)")
     if gguf is not None:
@@ -137,7 +127,6 @@ def resolve_gguf(run_dir: Path | None, gguf: Path | None, quantization: str = "q
         if gguf.name.endswith(REJECTED_SUFFIX):
             raise ValueError(f"--gguf {gguf}: this file failed its export check (see export.json); use one that passed")
         return gguf
-    assert run_dir is not None
     check_run_folder(run_dir)
     if not any(find_artifact(run_dir, name) for name in ("gguf", "adapter", "merged")):
         raise ValueError(f"{run_dir} holds no trained model (no adapter/, merged/ or gguf/); train first: medsft run")
@@ -159,14 +148,9 @@ def run_chat(gguf: Path, prompt: str | None = None, system: str | None = None, m
         print_reply(chat.ask(prompt))
         return 0
     print(f"Chatting with {gguf.name} offline. Empty line or Ctrl-D to quit.\n{DISCLAIMER}\n")
-    while True:
-        try:
-            question = input("you> ").strip()
-        except EOFError:
-            break
-        if not question:
-            break
-        print_reply(chat.ask(question))
+    with contextlib.suppress(EOFError):
+        while question := input("you> ").strip():
+            print_reply(chat.ask(question))
     return 0
 
 

@@ -1,6 +1,5 @@
-"""HF checkpoint -> GGUF with llama.cpp's own converter and quantizer, offline; every type is quantized from the
-converter's F16 (llama.cpp refuses requantizing, and it would compound the error); the names a file has
-before its check (`.partial`) and after failing it (`.rejected.gguf`)."""
+"""HF checkpoint -> GGUF with llama.cpp's converter, then its quantizer from the F16 (requantizing is refused and would
+compound the error); the names a file has before its check (`.partial`) and after failing it (`.rejected.gguf`)."""
 
 from __future__ import annotations
 
@@ -27,13 +26,10 @@ class ExportError(RuntimeError):
 
 def check_quantizations(names: list[str] | tuple[str, ...]) -> list[str]:
     """Lower-cased, de-duplicated, known names; an unknown one is an error listing the valid ones."""
-    wanted: list[str] = []
     for name in names:
-        key = str(name).strip().lower()
-        if key not in QUANTIZATIONS:
+        if str(name).strip().lower() not in QUANTIZATIONS:
             raise ExportError(f"unknown quantization '{name}'; choose from {', '.join(QUANTIZATIONS)}")
-        if key not in wanted:
-            wanted.append(key)
+    wanted = list(dict.fromkeys(str(name).strip().lower() for name in names))
     if not wanted:
         raise ExportError(f"no quantization asked for; choose from {', '.join(QUANTIZATIONS)}")
     return wanted
@@ -50,8 +46,7 @@ def rejected_name(final: Path) -> Path:
 
 
 def run_tool(command: list[str], step: str, target: Path) -> None:
-    """Run a llama.cpp step quietly (the quantizer logs every tensor); on failure show the end of its log. The
-    command line itself is logged: offline, these are what `save_pretrained_gguf` runs."""
+    """Run a llama.cpp step, its command logged, quietly (the quantizer logs every tensor) but on failure."""
     log.info("$ %s", shlex.join(command))
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:

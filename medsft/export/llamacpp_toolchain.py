@@ -1,9 +1,6 @@
 """The llama.cpp toolchain, from PyPI only, built once and cached: converter, quantizer, runtime.
 
-`python -m medsft.export.llamacpp_toolchain setup` (`make setup`) builds and installs a portable llama-cpp-python
-wheel and unpacks its sdist's vendored llama.cpp tree, with a `llama-quantize` front end to libllama, for offline
-use by medsft and Unsloth (`UNSLOTH_LLAMA_CPP_PATH`); why this binding and what it costs: docs/export.md.
-"""
+`python -m medsft.export.llamacpp_toolchain setup` (`make setup`); what it builds and why: docs/export.md."""
 
 from __future__ import annotations
 
@@ -17,6 +14,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 
 from medsft.models import cache_dir
@@ -24,10 +22,8 @@ from medsft.models import cache_dir
 log = logging.getLogger("medsft")
 
 VERSION = "0.3.36"
-# Portable: any x86-64 (the cache may move between machines; a native AVX-512 build measured within 2%); no
-# multimodal library. No OpenMP: ggml's ~450 barriers per token (Gemma 3 270M) would obey the OMP_WAIT_POLICY=PASSIVE
-# medsft sets for torch, each one a sleep and a wake-up: 2 threads made Q8_0 at 36-39 tok/s instead of 59-64
-# (bench/README). ggml's own thread pool spins at its barriers whatever the environment says.
+# Portable, no multimodal library, no OpenMP (under medsft's OMP_WAIT_POLICY=PASSIVE it ran Q8_0 at 36-39 tok/s
+# instead of 59-64): docs/export.md, "The build".
 CMAKE_ARGS = "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DGGML_OPENMP=OFF"
 TOOLCHAIN_ENV = "MEDSFT_LLAMA_CPP"
 QUANTIZE_TOOL = "llama-quantize"
@@ -95,7 +91,7 @@ def toolchain_root() -> Path:
 
 
 def build_key() -> str:
-    """The cache key of a wheel: the version and a digest of the build flags, so new flags mean a new build."""
+    """The version and a digest of the build flags: new flags mean a new build."""
     return f"{VERSION}-{hashlib.sha256(CMAKE_ARGS.encode()).hexdigest()[:8]}"
 
 
@@ -104,14 +100,11 @@ def wheel_dir() -> Path:
 
 
 def cached_wheel() -> Path | None:
-    wheels = sorted(wheel_dir().glob(f"llama_cpp_python-{VERSION}-*.whl"))
-    return wheels[-1] if wheels else None
+    return max(wheel_dir().glob(f"llama_cpp_python-{VERSION}-*.whl"), default=None)
 
 
 def installed_wheel() -> str | None:
-    """Where the installed llama-cpp-python came from (pip's direct_url.json), or None (not installed from a file)."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
+    """Where the installed llama-cpp-python came from (pip's direct_url.json), or None."""
     try:
         text = distribution("llama_cpp_python").read_text("direct_url.json")
     except PackageNotFoundError:
@@ -125,8 +118,6 @@ def runtime_is_current() -> bool:
 
 
 def runtime_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("llama_cpp_python")
     except PackageNotFoundError:
@@ -134,8 +125,7 @@ def runtime_version() -> str | None:
 
 
 def check_runtime_threads() -> None:
-    """Warn (once) when the installed llama.cpp was built with OpenMP and OMP_WAIT_POLICY is PASSIVE: a wheel from
-    before CMAKE_ARGS turned OpenMP off, whose generation then runs ~40% slower. `make setup` replaces it."""
+    """Warn (once) when llama.cpp was built with OpenMP (an older wheel) and OMP_WAIT_POLICY is PASSIVE."""
     global _threads_checked
     if _threads_checked or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         return
@@ -154,9 +144,7 @@ _threads_checked = False
 
 
 def default_threads() -> int:
-    """Threads for llama.cpp: the OMP_NUM_THREADS budget when one is set (the no-OpenMP build ignores it itself,
-    and its spinning threads collapse when several processes share the cores; tests that run two exports at
-    once set 1), else every core this process may use."""
+    """The OMP_NUM_THREADS budget when set (no-OpenMP threads spin, and collapse on shared cores), else every core."""
     budget = os.environ.get("OMP_NUM_THREADS", "")
     return int(budget) if budget.isdigit() and int(budget) > 0 else len(os.sched_getaffinity(0))
 
@@ -176,7 +164,7 @@ def find_toolchain() -> Toolchain:
 
 
 def write_quantize_tool(root: Path) -> None:
-    """(Re)write `llama-quantize` for the current interpreter; cheap, and keeps the shebang valid."""
+    """(Re)write `llama-quantize` for the current interpreter (its shebang)."""
     text = QUANTIZE_SCRIPT.format(python=sys.executable, ftypes=FTYPES)
     path = root / QUANTIZE_TOOL
     if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -203,9 +191,8 @@ def fetch_sdist() -> Path:
 
 
 def build_wheel(sdist: Path) -> Path:
-    """Build the portable wheel once (minutes on 2 cores); later calls return the cached file."""
-    wheel = cached_wheel()
-    if wheel is not None:
+    """Build the portable wheel once; later calls return the cached file."""
+    if (wheel := cached_wheel()) is not None:
         return wheel
     folder = wheel_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -218,7 +205,7 @@ def build_wheel(sdist: Path) -> Path:
 
 
 def unpack_tree(sdist: Path, root: Path) -> None:
-    """Extract the vendored llama.cpp tree into `root` through a temporary sibling and a rename."""
+    """Extract the vendored llama.cpp tree into `root` (through a temporary sibling)."""
     if (root / CONVERTER).exists():
         return
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -236,15 +223,14 @@ def unpack_tree(sdist: Path, root: Path) -> None:
 
 
 def setup_toolchain() -> Toolchain:
-    """Download (if needed), build (if needed), install and unpack: afterwards everything works offline."""
+    """Download, build, install and unpack (each if needed): afterwards everything works offline."""
     sdist = fetch_sdist()
     wheel = build_wheel(sdist)
     if not runtime_is_current():
         # --force-reinstall: an older build of the same version (other flags) is replaced, not kept as "satisfied".
         pip("install", "--quiet", "--no-deps", "--force-reinstall", str(wheel))
         pip("install", "--quiet", "--no-deps", "diskcache")
-    root = toolchain_root()
-    unpack_tree(sdist, root)
+    unpack_tree(sdist, toolchain_root())
     chain = find_toolchain()
     log.info("llama.cpp toolchain ready in %s", chain.root)
     return chain

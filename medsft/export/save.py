@@ -1,6 +1,4 @@
-"""One call from a trained run to everything a laptop needs: adapter, merged 16-bit, verified GGUF files and
-the model card (docs/export.md). The steps, as the export notebook makes them: `plan_export` -> load ->
-`save_pretrained_merged` -> `save_ggufs` -> `check_export`."""
+"""`export_run`: adapter, merged 16-bit, verified GGUF files and the model card, in docs/export.md's steps."""
 
 from __future__ import annotations
 
@@ -58,14 +56,9 @@ class ExportPlan:
     overwrite: bool = False
 
     @property
-    def config(self) -> RunConfig:
-        return self.run.config
-
-    @property
     def adapter_config(self) -> RunConfig:
-        """The run's config with the adapter as the model: `FastLanguageModel.from_pretrained` loads its base
-        and puts the adapter on it."""
-        return dataclasses.replace(self.config, model=str(self.adapter))
+        """The run's config with the adapter as the model (`from_pretrained` loads its base and puts it on)."""
+        return dataclasses.replace(self.run.config, model=str(self.adapter))
 
     @property
     def merged_dir(self) -> Path:
@@ -78,8 +71,7 @@ class ExportPlan:
 
 def plan_export(run_dir: str | Path, quantizations: list[str] | None = None, config: RunConfig | None = None,
                 adapter_dir: str | Path | None = None, overwrite: bool = False) -> ExportPlan:  # fmt: skip
-    """The checks that need nothing heavy, first (quantization names, toolchain, adapter, existing files), so
-    a mistake costs seconds, not a merge."""
+    """The checks that need nothing heavy, so a mistake costs seconds, not a merge."""
     run_dir = Path(run_dir)
     try:
         check_run_folder(run_dir)
@@ -118,8 +110,7 @@ def prepare_folders(plan: ExportPlan, model: Any) -> None:
 
 @contextlib.contextmanager
 def gguf_staging(gguf_dir: Path) -> Iterator[Path]:
-    """A temporary folder for `save_pretrained_gguf` inside `gguf/` (Unsloth 2026.10 also writes into
-    `<folder>_gguf/` beside it); both are removed afterwards, whatever happened."""
+    """A temporary folder in `gguf/`, removed afterwards with the `<folder>_gguf/` Unsloth 2026.10 writes too."""
     gguf_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gguf-", dir=gguf_dir) as tmp:
         try:
@@ -129,8 +120,7 @@ def gguf_staging(gguf_dir: Path) -> Iterator[Path]:
 
 
 def unchecked_files(saved: Any, folder: Path, quants: list[str], finals: dict[str, Path]) -> dict[str, Path]:
-    """The files `save_pretrained_gguf` wrote (its returned list, else what lies in the folder and beside it),
-    each moved to its `.partial` name: nothing unverified ever sits under a final name."""
+    """The files `save_pretrained_gguf` wrote (its list, else a glob), moved to `.partial` names, never final ones."""
     listed = saved.get("gguf_files") if isinstance(saved, dict) else None
     sibling = Path(f"{folder}_gguf")
     written = [Path(p) for p in listed] if listed else [*folder.rglob("*.gguf"), *sibling.rglob("*.gguf")]
@@ -158,8 +148,7 @@ def save_ggufs(model: Any, tokenizer: Any, quants: list[str], finals: dict[str, 
 def check_export(plan: ExportPlan, partials: dict[str, Path],
                  eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS, eval_limit: int | None = None,
                  strict: bool = False, timings: dict[str, float] | None = None) -> ExportResult:  # fmt: skip
-    """Verify and score each GGUF against the merged 16-bit checkpoint, give each its place (final name, or
-    `*.rejected.gguf`, or deleted with `strict`), then `export.json`, the manifest and the model card."""
+    """Check each GGUF against the 16-bit merge and `settle` it, then write `export.json`, the manifest, the card."""
     run, timings = plan.run, dict(timings or {})
     try:
         tick = time.perf_counter()
@@ -191,16 +180,13 @@ def check_export(plan: ExportPlan, partials: dict[str, Path],
 def export_run(run_dir: str | Path, quantizations: list[str] | None = None, adapter_dir: str | Path | None = None,
                eval_tasks: tuple[str, ...] | list[str] | None = QUANT_ACCURACY_TASKS, eval_limit: int | None = None,
                overwrite: bool = False, strict: bool = False) -> ExportResult:  # fmt: skip
-    """Merge, convert, quantize, verify and score, writing `adapter/`, `merged/`, `gguf/`, `export/`, `export.json`
-    and `model_card.md` into the run. `eval_tasks=None` skips the accuracy comparison (the other checks always
-    run). Items per task: `eval_limit` if given, else the smaller of the config's `export_check_items` and its
-    evaluation count. A file that fails its check is kept as `*.rejected.gguf` (deleted with `strict`) and listed
-    in `result.failed`; no exception is raised, so the notebook can show why (`medsft export` exits non-zero)."""
+    """Merge, convert, quantize, verify and score into the run (docs/export.md); a failed file is listed in
+    `result.failed`, not raised, so the notebook can show why. `eval_tasks=None` skips the accuracy check."""
     from medsft.train.backend import select_backend
 
     started = time.perf_counter()
     plan = plan_export(run_dir, quantizations, adapter_dir=adapter_dir, overwrite=overwrite)
-    backend = select_backend(plan.config.backend)
+    backend = select_backend(plan.run.config.backend)
     tick = time.perf_counter()
     model, tokenizer = backend.load(plan.adapter_config)
     prepare_folders(plan, model)
@@ -217,8 +203,7 @@ def export_run(run_dir: str | Path, quantizations: list[str] | None = None, adap
 
 
 def settle(partial: Path, final: Path, passed: bool, strict: bool) -> Path | None:
-    """Give a checked file its place: the final name if it passed, else `<name>.rejected.gguf`, or nothing
-    with `strict`. An earlier export's file under the other name is removed so the folder never holds both."""
+    """The final name if it passed, else `<name>.rejected.gguf` (nothing with `strict`); never both in the folder."""
     rejected = rejected_name(final)
     target = final if passed else None if strict else rejected
     for stale in (final, rejected):
@@ -248,9 +233,8 @@ def check_files(plan: ExportPlan, partials: dict[str, Path], eval_tasks: tuple[s
     from medsft.evaluate.gguf_scorer import LlamaCppScorer
     from medsft.tasks import item_limit, load_items
 
-    # The reference is the 16-bit merge whatever the training precision (a 4-bit reference would hide what
-    # quantization changed).
-    config = plan.config
+    # 16-bit whatever the training precision: a 4-bit reference would hide what quantization changed
+    config = plan.run.config
     sixteen_bit = dataclasses.replace(config, load_in_4bit=False)
     reference = HFScorer.from_spec(str(plan.merged_dir), name="merged-16bit", config=sixteen_bit)
     stops = end_of_turn_ids(reference.tokenizer, reference.model.generation_config.eos_token_id)

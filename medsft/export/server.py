@@ -1,5 +1,4 @@
-"""`medsft serve`: llama-cpp-python's OpenAI-compatible server on a GGUF, with request checks
-(`server_checks`), per-request limits, /health and the disclaimer on every response (docs/serving.md)."""
+"""`medsft serve`: llama_cpp.server on a GGUF with request checks, limits, /health, disclaimer (docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -9,10 +8,10 @@ import json
 import math
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -20,24 +19,17 @@ from medsft import DISCLAIMER
 from medsft.cli_errors import error_line
 from medsft.export.server_checks import GENERATION, BadRequest, Limits, normalized, route_of
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+if TYPE_CHECKING:  # starlette comes with the server's extras, which `serve` checks for
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DISCLAIMER_HEADER = "X-Medsft-Disclaimer"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # far above any prompt that fits a context window
 SERVER_EXTRAS = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# Past its time limit a request may still hold the model this long: the prompt's evaluation (at most n_ctx
-# tokens) is not interrupted, and the reply has to reach the client.
-HOLD_GRACE_S = 10.0
+HOLD_GRACE_S = 10.0  # past the time limit: the prompt's evaluation is not interrupted, and the reply must be sent
 
 
 def build_app(gguf: Path, n_ctx: int, limits: Limits) -> Any:
-    """The FastAPI app: llama_cpp.server's routes on this GGUF (its embedded chat template), plus /health, the
-    request checks, the limits and the disclaimer. Loads the model; ValueError when llama.cpp cannot."""
+    """llama_cpp.server's app on this GGUF with /health and the guards; ValueError when llama.cpp cannot load it."""
     import llama_cpp.server.app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
@@ -65,8 +57,7 @@ def build_app(gguf: Path, n_ctx: int, limits: Limits) -> Any:
 
 
 class Vocabulary:
-    """Token counts of a request's prompt, rendered as the server renders it (the GGUF's chat template). Uses a
-    vocabulary-only copy of the model, so counting never touches the context a request is generating in."""
+    """A prompt's token count as the server renders it, on a vocabulary-only copy (never the generating context)."""
 
     def __init__(self, gguf: Path) -> None:
         from llama_cpp import Llama
@@ -79,17 +70,15 @@ class Vocabulary:
             raise ValueError(f"{gguf} has no embedded chat template; export it with medsft export (which checks this)")
         eos, bos = self.text(self.vocab.token_eos()), self.text(self.vocab.token_bos())
         self.formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
-        # No token is longer than this, so a prompt of n bytes has at least n / longest tokens (about 1 s for a
-        # 262k vocabulary, once): a prompt far past the context window is refused without tokenizing it, which
-        # takes some 15 s for the 4 MB a body may hold.
+        # A prompt of n bytes has at least n / longest tokens: one far past the window is refused without the
+        # 15 s tokenizing 4 MB takes (this costs about 1 s for a 262k vocabulary, once).
         self.longest = max(len(self.vocab.detokenize([token], special=True)) for token in range(self.size))
 
     def text(self, token: int) -> str:
         return self.vocab.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
 
     def prompt_tokens(self, path: str, request: dict[str, Any], enough: int) -> tuple[int, bool]:
-        """(tokens, exact): the prompt's length in tokens, or a lower bound when that is already `enough`. For a
-        chat, raises what the template raises on messages it refuses."""
+        """(tokens, exact): the prompt's length, or a lower bound once `enough`; raises what the template raises."""
         if path.endswith("/chat/completions"):
             rendered = self.formatter(messages=request["messages"], tools=request.get("tools"))
             text, add_bos = rendered.prompt.encode("utf-8"), not rendered.added_special
@@ -101,21 +90,17 @@ class Vocabulary:
         return len(self.vocab.tokenize(text, add_bos=add_bos, special=True)), True
 
     def parses(self, grammar: str) -> bool:
-        """Whether llama.cpp takes this GBNF grammar: on one it cannot parse, llama-cpp-python 0.3.36 hands its
-        sampler chain a null sampler and the whole server dies of a segmentation fault."""
+        """Whether llama.cpp parses this GBNF (llama-cpp-python 0.3.36 segfaults on one it cannot: a null sampler)."""
         import llama_cpp
 
         sampler = llama_cpp.llama_sampler_init_grammar(self.vocab._model.vocab, grammar.encode("utf-8"), b"root")
-        if not sampler:
-            return False
-        llama_cpp.llama_sampler_free(sampler)
-        return True
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+        return bool(sampler)
 
 
 def grammars(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(field, GBNF text) of each grammar a chat request makes, as llama-cpp-python 0.3.36's chat handler makes
-    it: `grammar` itself, a JSON `response_format`, and the schema of the tool `tool_choice` (or the legacy
-    `function_call`) names. BadRequest for a named tool that is missing or has no parameters (a 500 there)."""
+    """(field, GBNF) of each grammar a chat request makes, as llama-cpp-python 0.3.36's chat handler makes it."""
     from llama_cpp.llama_chat_format import _grammar_for_response_format
     from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
@@ -133,7 +118,8 @@ def grammars(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def chosen_tool(data: dict[str, Any]) -> dict[str, Any] | None:
-    """The function a chat request forces (tool_choice, or the legacy function_call), if it names one."""
+    """The function a chat request forces (tool_choice, or the legacy function_call), if it names one; BadRequest
+    where llama-cpp-python would answer a 500 (a missing tool, or one without parameters)."""
     tools = [tool.get("function", {}) for tool in data.get("tools") or []]
     choice = data.get("tool_choice")
     name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
@@ -152,29 +138,25 @@ def chosen_tool(data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 class Deadline:
-    """A llama-cpp-python stopping criterion that is true once `seconds` have passed since it was made. llama.cpp
-    asks after every sampled token, so a reply ends within one token of the limit."""
+    """A stopping criterion, true once `seconds` have passed (asked after every token)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds, self.end, self.fired = seconds, time.monotonic() + seconds, 0
 
     def __call__(self, input_ids: Any, logits: Any) -> bool:
-        if time.monotonic() < self.end:
-            return False
-        self.fired += 1
-        return True
+        late = time.monotonic() >= self.end
+        self.fired += late
+        return late
 
     @property
     def cut(self) -> bool:
-        # llama-cpp-python asks once more after the last token whatever ended the reply (and then calls it
-        # "stop"); only a second true answer means the deadline ended it.
+        # llama-cpp-python asks once more after the last token whatever ended the reply: only a second true counts
         return self.fired >= 2
 
 
 @dataclass
 class Clock:
-    """The deadline of the reply being generated now (the server generates one at a time), shared between the
-    model, which makes one per reply, and the request guard, which notes a cut in the reply it sends."""
+    """The deadline of the reply being generated now, made by the model and read by the guard that notes a cut."""
 
     latest: Deadline | None = None
 
@@ -183,10 +165,8 @@ class Clock:
 
 
 def bound_generation(llama: Any, limits: Limits) -> Clock:
-    """Put every generation on `llama` under the time limit. Chat and text completions both reach llama.cpp
-    through the instance's `create_completion` (chat through its chat handler), so the deadline is added there;
-    a reply it cut gets finish_reason "length", which the chat conversion carries over. The note is added where
-    the reply is sent (RequestGuard): llama_cpp.server's response types drop fields they do not know."""
+    """Every generation on `llama` (chat goes through `create_completion` too) under the time limit, a cut reply
+    ending "length"; the note is added by RequestGuard, as llama_cpp.server's types drop unknown fields."""
     from llama_cpp import StoppingCriteriaList
 
     create_completion, clock = llama.create_completion, Clock()
@@ -211,7 +191,7 @@ def bound_generation(llama: Any, limits: Limits) -> Clock:
 
 
 def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
-    """A reply (or a stream's last event) with the note of the deadline that cut it, if one did."""
+    """A reply (or a stream's last event) with the note of the deadline that cut it."""
     if deadline is None or not any(choice.get("finish_reason") for choice in data.get("choices", [])):
         return data
     note = (
@@ -223,16 +203,13 @@ def with_note(data: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]
 
 def noted_event(body: bytes, deadline: Deadline | None) -> bytes:
     """A server-sent event (`data: {...}`, one per message) with the note if it ends a cut reply, else as it is."""
-    prefix = b"data: "
-    if deadline is None or not body.startswith(prefix + b"{"):
+    if deadline is None or not body.startswith(b"data: {"):
         return body
-    payload = body[len(prefix) :]
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return body
-    ending = payload[len(payload.rstrip()) :]
-    return prefix + json.dumps(with_note(data, deadline)).encode("utf-8") + ending
+    payload = body.removeprefix(b"data: ")
+    with contextlib.suppress(ValueError):
+        noted = json.dumps(with_note(json.loads(payload), deadline)).encode("utf-8")
+        return b"data: " + noted + payload[len(payload.rstrip()) :]
+    return body
 
 
 async def send_error(send: Send, error: BadRequest, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -245,23 +222,18 @@ async def send_error(send: Send, error: BadRequest, headers: list[tuple[bytes, b
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body, or None when it is larger than `limit` bytes or the client went away."""
-    chunks, size = [], 0
+    body = bytearray()
     while True:
         message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > limit:
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or len(body) > limit:
             return None
         if not message.get("more_body"):
-            return b"".join(chunks)
+            return bytes(body)
 
 
 def with_body(scope: Scope, body: bytes, receive: Receive) -> tuple[Scope, Receive]:
-    """The scope labelled for a re-encoded JSON body (FastAPI parses a body only when it is labelled JSON, and
-    answers any other label with a 500 carrying pydantic's dump), and a `receive` that hands the body over once,
-    then the client's own messages (disconnects)."""
+    """The scope labelled JSON (FastAPI answers any other label with a 500), and a `receive` giving the body once."""
     headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
@@ -273,8 +245,7 @@ def with_body(scope: Scope, body: bytes, receive: Receive) -> tuple[Scope, Recei
 
 
 class Gate:
-    """One generation at a time, in arrival order, each waiting at most `wait_s` for its turn. llama_cpp.server
-    queues requests on its own lock without any bound; here a request that cannot start in time is refused."""
+    """One generation at a time, in arrival order, each waiting at most `wait_s` (llama_cpp.server has no bound)."""
 
     def __init__(self) -> None:
         self.lock = anyio.Lock()
@@ -290,8 +261,7 @@ class Gate:
 
 
 class RequestGuard:
-    """Every POST body checked before llama_cpp.server sees it (a bad request is a 4xx naming the field and what
-    it may be), and generation requests let through one at a time under the server's limits."""
+    """Every POST body checked before llama_cpp.server sees it, and generations let through one at a time."""
 
     def __init__(self, app: ASGIApp, vocabulary: Any, n_ctx: int, limits: Limits, clock: Clock,
                  grace_s: float = HOLD_GRACE_S) -> None:  # fmt: skip
@@ -308,8 +278,7 @@ class RequestGuard:
         if body is None:
             too_large = BadRequest(f"over {MAX_BODY_BYTES} bytes (or cut off)", "body", "too_large", 413)
             return await send_error(send, too_large)
-        try:  # in a worker thread, one request at a time: parsing and tokenizing a large body takes a while, and
-            # on the event loop it would stall every other client (and /health) meanwhile
+        try:  # in a worker thread, one at a time: on the event loop a large body would stall every client
             body = await anyio.to_thread.run_sync(self.checked, scope, body, limiter=self.checking)
         except BadRequest as error:
             return await send_error(send, error)
@@ -355,8 +324,7 @@ class RequestGuard:
             )  # fmt: skip
 
     async def generate(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Wait for the model (at most the queue wait), then hold it at most the time limit plus a grace for the
-        prompt and the reply's transfer; past that (a client that stopped reading a stream) the reply is cut."""
+        """Wait at most the queue wait, then hold the model at most the time limit plus the grace, else cut."""
         if not await self.gate.enter(self.limits.queue_wait_s):
             busy = BadRequest(
                 f"the server is busy: no turn at the model within {self.limits.queue_wait_s:g} s (medsft serve "
@@ -388,8 +356,7 @@ class RequestGuard:
 
 
 def validate_types(path: str, data: dict[str, Any]) -> None:
-    """The rest of the request (tools, response_format, grammar ...) against llama-cpp-python's own types, as its
-    route would; the first problem as one line, never pydantic's dump."""
+    """The rest of the request against llama-cpp-python's own types; the first problem as one line."""
     from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
     from pydantic import ValidationError
 
@@ -401,22 +368,18 @@ def validate_types(path: str, data: dict[str, Any]) -> None:
 
 
 def first_problem(errors: list[dict[str, Any]], data: dict[str, Any]) -> tuple[str, str]:
-    """(message, field) of the first validation error. A message is a union of one type per role, and pydantic
-    reports it against every member: the error of the member for the message's own role is the one that says
-    what is wrong (`messages[1].tool_call_id: Field required`, not "role: Input should be 'system'")."""
-    first = errors[0]
-    loc = first["loc"]
+    """(message, field) of the first error; for a message, its own role's member's error (pydantic reports a
+    union against every member: `messages[1].tool_call_id: Field required`, not "role: Input should be ...")."""
+    loc = errors[0]["loc"]
     if len(loc) > 2 and loc[0] == "messages" and isinstance(loc[1], int):
         member = f"ChatCompletionRequest{str(data['messages'][loc[1]]['role']).capitalize()}Message"
-        first = next((e for e in errors if e["loc"][:3] == ("messages", loc[1], member)), first)
+        first = next((e for e in errors if e["loc"][:3] == ("messages", loc[1], member)), errors[0])
         return first["msg"], ".".join([f"messages[{loc[1]}]", *map(str, first["loc"][3:])])
-    return first["msg"], ".".join(map(str, loc)) or "body"
+    return errors[0]["msg"], ".".join(map(str, loc)) or "body"
 
 
 class DisclaimerLayer:
-    """Adds the research-only disclaimer to every response: a header always, and a `disclaimer` field in JSON
-    bodies under /v1/ (streamed replies are passed through untouched, with the header). Error bodies that are
-    not OpenAI-shaped (FastAPI's own 404 and 405) are made so."""
+    """The disclaimer header on every response, the field in JSON bodies under /v1/ and in OpenAI-shaped errors."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -438,8 +401,7 @@ class DisclaimerLayer:
 
 def rewriting_json(send: Send, rewrite: Callable[[dict[str, Any], int], dict[str, Any]],
                    holds: Callable[[Message], bool] = lambda start: True) -> Send:  # fmt: skip
-    """A `send` that holds back a JSON reply's start (where `holds` says so) until its body is complete, then
-    sends both, the body as `rewrite(data, status)` makes it (a JSON object; other bodies pass unchanged)."""
+    """A `send` that holds a JSON reply (where `holds` says) until its body is whole, a JSON object rewritten."""
     held: Message | None = None
     chunks: list[bytes] = []
 
@@ -468,8 +430,7 @@ def rewriting_json(send: Send, rewrite: Callable[[dict[str, Any], int], dict[str
 
 
 def with_disclaimer(data: dict[str, Any], status: int = 200) -> dict[str, Any]:
-    """The disclaimer added; FastAPI's own error `{"detail": ...}` made an OpenAI error (a list of validation
-    errors becomes its first, in a line)."""
+    """The disclaimer added; FastAPI's own `{"detail": ...}` error made an OpenAI one (its first, in a line)."""
     if status >= 400 and "error" not in data:
         detail = data.get("detail")
         if isinstance(detail, list) and detail and isinstance(detail[0], dict):
@@ -487,8 +448,7 @@ def openai_error(message: str, status: int, param: str | None, code: str | None)
 
 def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096,
           limits: Limits | None = None) -> int:  # fmt: skip
-    """Run the server until interrupted (Ctrl-C or SIGTERM); 2 when the extras are missing, the port is taken or
-    the file does not load."""
+    """Run the server until interrupted; 2 when the extras are missing, the port is taken or the file won't load."""
     missing = [name for name in SERVER_EXTRAS if importlib.util.find_spec(name) is None]
     if missing:
         error_line(f"the server needs {', '.join(missing)}; run make setup (requirements/cpu.txt)")
@@ -502,7 +462,7 @@ def serve(gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 40
         return 2
     import uvicorn
 
-    if host not in LOOPBACK:
+    if host not in ("127.0.0.1", "localhost", "::1"):  # loopback
         print(f"medsft: warning: {host} is reachable from other machines and the server has no authentication")
     limits = limits or Limits()
     try:

@@ -1,6 +1,5 @@
-"""What `medsft serve` accepts: its limits, and every field of a request checked for type and range before the
-model sees it (llama-cpp-python 0.3.36 checks little: `max_tokens: -3` means "until the context is full", and a
-wrong type is a 500 with pydantic's dump). A bad field is a `BadRequest` naming it. Nothing here loads a model."""
+"""What `medsft serve` accepts: its limits, and each request field's type and range, a `BadRequest` naming a bad
+one (llama-cpp-python 0.3.36 checks little; docs/serving.md). Nothing here loads a model."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ LOGIT_BIAS_MAX = 100.0  # as OpenAI; ±100 already bans or forces a token
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may take from the server (`medsft serve` options in brackets). The server has one model
-    context, so every bound here is also how long the others may have to wait."""
+    """What one request may take from the server (`medsft serve` options in brackets)."""
 
     max_tokens: int = 2048  # the largest max_tokens a request may ask for [--max-tokens]
     default_max_tokens: int = 768  # for a request that gives none, as `medsft chat` [--default-max-tokens]
@@ -41,7 +39,7 @@ class Limits:
 
 
 class BadRequest(ValueError):
-    """A request the server refuses: `status`, and a message that starts with the field (`param`) it is about."""
+    """A request the server refuses: `status`, and a message that starts with its field (`param`)."""
 
     def __init__(self, problem: str, param: str | None = None, code: str = "invalid_request", status: int = 400):
         self.message = f"{param}: {problem}" if param else problem
@@ -51,24 +49,22 @@ class BadRequest(ValueError):
 
 @dataclass(frozen=True)
 class Number:
-    """A JSON number field's range (inclusive; None: unbounded), and whether it must be an integer."""
+    """A JSON number field's range (inclusive; a high of None: unbounded), and whether it must be an integer."""
 
-    low: float | None = None
+    low: float
     high: float | None = None
     integer: bool = False
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a finite number"
-        if self.low is not None and self.high is not None:
-            return f"{kind} from {plain(self.low)} to {plain(self.high)}"
-        if self.low is not None:
+        if self.high is None:
             return f"{kind} of at least {plain(self.low)}"
-        return kind
+        return f"{kind} from {plain(self.low)} to {plain(self.high)}"
 
     def accepts(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, int if self.integer else int | float):
             return False
-        inside = (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        inside = value >= self.low and (self.high is None or value <= self.high)
         # An int is finite; math.isfinite() would raise OverflowError on one too big for a float (a 500, not a 400).
         return (isinstance(value, int) or math.isfinite(value)) and inside
 
@@ -99,7 +95,7 @@ SAMPLING = {
 
 
 def shown(value: Any) -> str:
-    """A request value as JSON, cut short: an error names what was sent without echoing a huge body."""
+    """A request value as JSON, cut short (an error never echoes a huge body)."""
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -126,7 +122,6 @@ def check_number(data: Mapping[str, Any], name: str, spec: Number, expected: str
 
 
 def check_common(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:
-    """The fields chat and text completions share."""
     for name, spec in SAMPLING.items():
         check_number(data, name, spec)
     cap = Number(1, limits.max_tokens, integer=True)
@@ -139,16 +134,13 @@ def check_common(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> No
 
 
 def check_kinds(data: Mapping[str, Any], kinds: dict[str, type]) -> None:
-    """Fields that, when given, must be a JSON boolean (`bool`) or a string (`str`)."""
     for name, kind in kinds.items():
         if name in data and not isinstance(data[name], kind):
             raise refuse(name, "true or false" if kind is bool else "a string", data[name])
 
 
 def check_stop(data: Mapping[str, Any]) -> None:
-    if "stop" not in data:
-        return
-    stop = data["stop"]
+    stop = data.get("stop", [])
     texts = [stop] if isinstance(stop, str) else stop
     if not (isinstance(texts, list) and len(texts) <= MAX_STOP and all(isinstance(t, str) and t for t in texts)):
         raise refuse("stop", f"a non-empty string or a list of 0 to {MAX_STOP} non-empty strings", stop)
@@ -158,9 +150,7 @@ def check_logit_bias(data: Mapping[str, Any], vocab_size: int) -> None:
     kind = data.get("logit_bias_type", "input_ids")
     if kind not in ("input_ids", "tokens"):
         raise refuse("logit_bias_type", '"input_ids" or "tokens"', kind)
-    if "logit_bias" not in data:
-        return
-    bias = data["logit_bias"]
+    bias = data.get("logit_bias", {})
     if not isinstance(bias, dict):
         raise refuse("logit_bias", "an object of token: bias", bias)
     weight = Number(-LOGIT_BIAS_MAX, LOGIT_BIAS_MAX)
@@ -193,7 +183,6 @@ def check_messages(data: Mapping[str, Any]) -> None:
 
 
 def check_chat(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:
-    """A /v1/chat/completions body (nulls already dropped: a null field means its default)."""
     check_messages(data)
     check_common(data, limits, vocab_size)
     if data.get("logprobs", False) is not False:
@@ -202,7 +191,6 @@ def check_chat(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None
 
 
 def check_completion(data: Mapping[str, Any], limits: Limits, vocab_size: int) -> None:
-    """A /v1/completions body (nulls already dropped)."""
     prompt = data.get("prompt", "")
     one_string = isinstance(prompt, list) and len(prompt) <= 1 and all(isinstance(item, str) for item in prompt)
     if not (isinstance(prompt, str) or one_string):
@@ -245,13 +233,11 @@ GENERATION = ("/chat/completions", "/completions")
 
 
 def route_of(path: str) -> str | None:
-    """The CHECKS key a request path falls under, else None."""
     return next((suffix for suffix in CHECKS if path.endswith(suffix)), None)
 
 
 def normalized(data: Any, path: str, limits: Limits, vocab_size: int) -> dict[str, Any]:
-    """The request as the model should get it: checked, nulls dropped (null means "the default", which
-    llama-cpp-python's types refuse for most fields), and a generation's max_tokens filled in. BadRequest."""
+    """The request checked, nulls ("the default", which llama-cpp-python refuses) dropped, max_tokens filled in."""
     if not isinstance(data, dict):
         raise refuse("body", "a JSON object", data)
     where = first_non_finite(data)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 MIB = 2**20
-GIB = 2**30
 
 PROBE_SCRIPT = """
 import json, os, sys
@@ -32,7 +31,7 @@ def size_row(quantization: str, path: Path, n_ctx: int = 4096) -> dict[str, Any]
     if done.returncode != 0:
         raise RuntimeError(f"could not load {path} with llama.cpp to measure its memory: {done.stderr[-800:]}")
     peak_kib = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_kib"]
-    ram_gib = round(peak_kib * 1024 / GIB, 3)
+    ram_gib = round(peak_kib / MIB, 3)
     return {"quantization": quantization, "file": path.name, "file_mib": file_mib, "ram_gib": ram_gib, "n_ctx": n_ctx}
 
 

@@ -1,10 +1,10 @@
-"""Checks every GGUF passes before it gets its final name: its chat template and stop tokens (a failure stops the
-export: the file is unusable as the trained model), its first greedy tokens against 16-bit, and `judge`'s verdict
-on those and the accuracy change (a failed file never gets a good file's name, `medsft.export.save`)."""
+"""Checks a GGUF passes before it gets its final name: chat template and stop tokens (a failure stops the export),
+first greedy tokens against 16-bit, and `judge`'s verdict on those and the accuracy change (docs/export.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medsft.evaluate.report import ci_text
@@ -31,24 +31,17 @@ class VerificationError(ExportError):
 @dataclass
 class Verification:
     template_matches: bool
-    stop_tokens: dict[str, bool]
-    first_tokens: list[int] = field(default_factory=list)
-    reference_tokens: list[int] = field(default_factory=list)
+    stop_tokens_end_generation: dict[str, bool]
+    first_tokens: list[int]
+    reference_first_tokens: list[int]
 
     @property
     def agreeing_prefix(self) -> int:
-        pairs = list(zip(self.first_tokens, self.reference_tokens, strict=False))
-        return next((i for i, (a, b) in enumerate(pairs) if a != b), len(pairs))
+        return len(os.path.commonprefix([self.first_tokens, self.reference_first_tokens]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "template_matches": self.template_matches,
-            "stop_tokens_end_generation": self.stop_tokens,
-            "first_tokens": self.first_tokens,
-            "reference_first_tokens": self.reference_tokens,
-            "first_tokens_agree": self.agreeing_prefix,
-            "first_tokens_compared": len(self.reference_tokens),
-        }
+        compared = len(self.reference_first_tokens)
+        return {**asdict(self), "first_tokens_agree": self.agreeing_prefix, "first_tokens_compared": compared}
 
 
 def render(tokenizer: Any, template: str) -> str:
@@ -56,19 +49,15 @@ def render(tokenizer: Any, template: str) -> str:
 
 
 def check_template(gguf_template: str | None, tokenizer: Any, where: str) -> None:
-    """Raise unless the GGUF's template renders the probe exactly like the training tokenizer's: without one,
-    llama-cpp-python silently falls back to a generic format, and the model is prompted in other markers."""
+    """Raise unless the GGUF's template renders the probe exactly like the training tokenizer's."""
     if not gguf_template:
         raise VerificationError(
             f"{where} has no embedded chat template; llama.cpp would fall back to a generic chat format. "
             "Export from a merged folder that holds chat_template.jinja (medsft's merged save writes it)."
         )
-    expected = render(tokenizer, tokenizer.chat_template)
-    got = render(tokenizer, gguf_template)
+    expected, got = render(tokenizer, tokenizer.chat_template), render(tokenizer, gguf_template)
     if got != expected:
-        at = next(
-            (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected))
-        )
+        at = len(os.path.commonprefix([got, expected]))
         raise VerificationError(
             f"{where}: the embedded chat template does not match the training template; first difference at "
             f"character {at}: GGUF renders {got[max(0, at - 30) : at + 30]!r}, training renders "
@@ -78,8 +67,7 @@ def check_template(gguf_template: str | None, tokenizer: Any, where: str) -> Non
 
 
 def end_of_turn_ids(tokenizer: Any, generation_eos: int | list[int] | None) -> dict[str, int]:
-    """The ids generation must stop at: the generation config's eos ids (else the tokenizer's eos), plus the
-    special token the chat template puts right after an assistant reply (`<end_of_turn>`, `<|eot_id|>`)."""
+    """The generation config's eos ids (else the tokenizer's), and the token the template ends a reply with."""
     ids = generation_eos if generation_eos is not None else tokenizer.eos_token_id
     ids = [ids] if isinstance(ids, int) else list(ids or [])
     marker = "MEDSFT_PROBE_REPLY"
@@ -118,7 +106,7 @@ def verify_gguf(scorer: Any, tokenizer: Any, stops: dict[str, int], prompt_ids: 
             "not stop at the end of the turn. Re-export with the tokenizer files of the trained model."
         )
     tokens = scorer.greedy_tokens(prompt_ids, len(reference))
-    return Verification(template_matches=True, stop_tokens=status, first_tokens=tokens, reference_tokens=reference)
+    return Verification(True, status, first_tokens=tokens, reference_first_tokens=reference)
 
 
 @dataclass
@@ -132,18 +120,14 @@ class Verdict:
 def judge(item: dict[str, Any], min_token_agreement: float) -> Verdict:
     """The pass/fail decision on one file's record in `export.json` (its `verification` and `accuracy`)."""
     reasons = []
-    check = item["verification"]
-    agree, compared = check["first_tokens_agree"], check["first_tokens_compared"]
+    agree, compared = item["verification"]["first_tokens_agree"], item["verification"]["first_tokens_compared"]
     if compared and agree / compared < min_token_agreement:
         reasons.append(
             f"first greedy tokens: {agree}/{compared} agree with 16-bit, below the required share "
             f"{min_token_agreement:g} (export_min_token_agreement)"
         )
     for task, acc in item.get("accuracy", {}).items():
-        # A loss fails a file when it is beyond the goal, with the whole 95% interval beyond it and the exact McNemar
-        # test significant: a small sample's noise alone does not, a real loss does. McNemar matters at an export
-        # check's sizes: a near-chance model's MedQA choices sit at near-ties that Q8_0 rounding flips; 4 flips of
-        # 32, all one way, give an interval of [-0.25, -0.03] (beyond a 0.5-point goal), yet p = 0.125.
+        # Beyond the goal, the whole 95% interval beyond it, and McNemar significant: docs/export.md says why.
         ci = acc.get("diff_ci") or (acc["diff"], acc["diff"])
         limit = -acc["goal"] - 1e-9
         if acc["diff"] < limit and ci[1] < limit and acc.get("mcnemar_p", 0.0) < LOSS_SIGNIFICANCE:
