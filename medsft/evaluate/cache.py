@@ -1,6 +1,5 @@
-"""A cache of evaluation results for models that never change (the base model scores the same every run), under
-`<MEDSFT_CACHE or ~/.cache/medsft>/eval/`: a result is reused only when everything it depends on is equal
-(`result_cache`), so a stale result is never returned."""
+"""Evaluation results of models that never change (the base model), under `<MEDSFT_CACHE or ~/.cache/medsft>/eval/`:
+reused only when everything they depend on is equal (`result_cache`), so a stale result is never returned."""
 
 from __future__ import annotations
 
@@ -29,8 +28,8 @@ PACKAGES = ("medsft", "torch", "transformers", "peft")
 
 
 def model_identity(spec: str) -> str | None:
-    """A stable identity for a model spec (the embedded model, a hub id, a checkpoint folder by a hash of its
-    contents), or None when it must not be cached (a run's own adapter, a missing folder)."""
+    """A stable identity for a model spec (a checkpoint folder by its contents' hash); None: not to be cached."""
+
     from medsft.config import EMBEDDED_MODEL
     from medsft.models import EMBEDDED_NAME
 

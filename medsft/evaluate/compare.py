@@ -61,8 +61,8 @@ def normalize_mode(mode: str) -> str:
 
 def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, num_fewshot: int = 0,
                  view: str = "raw", **gen: Any) -> TaskResult:  # fmt: skip
-    """One scorer on one task in one mode (generated tasks always generate; `num_fewshot` and `view` are for
-    multiple choice by log-likelihood)."""
+    """One scorer on one task in one mode (`num_fewshot` and `view`: multiple choice by log-likelihood only)."""
+
     kind = get_task(task).kind
     if kind == "dialogue":
         return evaluate_dialogue(scorer, items, seed=seed, **gen)

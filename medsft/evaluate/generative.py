@@ -1,6 +1,5 @@
-"""Chain-of-thought evaluation: a reasoning model writes `<think>...</think>` and then its answer, so its choice is read
-from the text (the task's `extract`), not scored over ` A`..` D`; an answer that fits no rule is *unparseable*,
-reported as its own share and never guessed."""
+"""Chain of thought: the choice is read from the reply (the task's `extract`), not scored over ` A`..` D`; a reply
+that fits no rule is *unparseable*, reported as its own share and never guessed."""
 
 from __future__ import annotations
 
@@ -47,8 +46,7 @@ def summarize_replies(records: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate_generative(scorer: Scorer, task: str, items: Sequence[MultipleChoiceItem], max_new_tokens: int = 512,
                         do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
                         instruction: str | None = None) -> TaskResult:  # fmt: skip
-    """Generate a reasoned answer per item and score the extracted choice: `acc` counts an unparseable reply as
-    wrong and is shown next to `unparseable`; `acc_parsed` is the accuracy over the replies that gave one."""
+    """A reasoned answer per item, scored on the extracted choice (`summarize_replies`)."""
 
     def score(replies: list[str]) -> Scored:
         records = score_replies(task, items, replies)

@@ -1,6 +1,4 @@
-"""A GGUF file behind the `Scorer` calls (llama-cpp-python), so a quantization's cost is measured by the same
-task code. Scoring reuses llama.cpp's KV cache for the longest common prefix and keeps only the last position's
-logits (`logits_all=False`); replies come from `create_chat_completion`, the GGUF's own chat template."""
+"""GGUF files behind the `Scorer` calls (llama-cpp-python), measured by the same task code (docs/scoring.md)."""
 
 from __future__ import annotations
 

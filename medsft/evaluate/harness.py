@@ -1,6 +1,5 @@
-"""Run lm-evaluation-harness itself on medsft's items, for parity checks (the benchmark, integration tests): its own
-task YAML (`include:`d unchanged) with only the data set pointed at local JSONL files. Needs `lm-eval` installed;
-never used by evaluation itself."""
+"""lm-evaluation-harness itself on medsft's items, for parity checks (bench, tests; needs `lm-eval`): its own task
+YAML (`include:`d unchanged) with only the data set pointed at local JSONL files."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The tables every evaluation view prints (`medsft eval`, notebook 03, the model card), from results, and the
-baselines a multiple-choice score is read against."""
+"""The tables every evaluation view prints (`medsft eval`, notebook 03, the card) and the baselines of a score."""
 
 from __future__ import annotations
 
@@ -135,15 +134,12 @@ def baselines(results: Sequence[TaskResult], seed: int = 0) -> dict[str, Any]:
     golds = [q["gold"] for q in base.questions]
     best = max(range(len(labels)), key=lambda i: (sum(gold == i for gold in golds), -i))
     constant = [gold == best for gold in golds]
-    vs_constant = []
-    for result in results:
-        diff = paired_bootstrap(constant, result.outcomes(), seed=seed)
-        vs_constant.append({"model": result.model, "diff": diff.value, "diff_ci": [diff.low, diff.high]})
+    diffs = [(r.model, paired_bootstrap(constant, r.outcomes(), seed=seed)) for r in results]
     return {
         "constant": {"answer": labels[best], **accuracy(constant)},
         "distribution": {
             "gold": distribution(golds, labels),
             **{r.model: distribution([q.get("pred") for q in r.questions], labels) for r in results},
         },
-        "vs_constant": vs_constant,
+        "vs_constant": [{"model": model, "diff": d.value, "diff_ci": [d.low, d.high]} for model, d in diffs],
     }

@@ -37,10 +37,7 @@ class TaskResult:
         return [bool(q[key]) for q in self.questions]
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if data["disclaimer"] is None:
-            del data["disclaimer"]
-        return data
+        return {key: value for key, value in asdict(self).items() if key != "disclaimer" or value is not None}
 
 
 Scored = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # records, metrics, breakdown

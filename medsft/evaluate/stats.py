@@ -1,6 +1,5 @@
-"""Confidence intervals for accuracy and for the difference between two models on the same questions: a few
-hundred questions give wide intervals (±4 points at n=500), so a gain is only worth reporting with its interval.
-Everything is seeded: the same outcomes and seed give the same interval."""
+"""Seeded intervals for accuracy and for paired differences: a few hundred questions give wide intervals (±4 points
+at n=500), so a gain is only worth reporting with its interval."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import numpy as np
 
 N_BOOT = 10_000
 LEVEL = 0.95
+PERCENTILES = [(1 - LEVEL) / 2 * 100, 100 - (1 - LEVEL) / 2 * 100]
 
 
 @dataclass(frozen=True)
@@ -85,17 +85,11 @@ def _resampled_means(arrays: Sequence[np.ndarray], seed: int) -> list[np.ndarray
     return [np.concatenate(parts) for parts in means]
 
 
-def _percentiles(samples: np.ndarray) -> tuple[float, float]:
-    tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
-
-
 def bootstrap_ci(outcomes: Sequence[float | bool], seed: int = 0) -> Interval:
     """Mean of per-item scores that are not 0/1 (ROUGE, key points) with a seeded percentile-bootstrap interval."""
     (values,) = _arrays(outcomes)
     (means,) = _resampled_means([values], seed)
-    return Interval(float(values.mean()), *_percentiles(means))
+    return Interval(float(values.mean()), *map(float, np.percentile(means, PERCENTILES)))
 
 
 def paired_bootstrap(first: Sequence[float | bool], second: Sequence[float | bool], seed: int = 0) -> Interval:
@@ -103,7 +97,7 @@ def paired_bootstrap(first: Sequence[float | bool], second: Sequence[float | boo
     independent intervals, since question difficulty cancels."""
     a, b = _arrays(first, second)
     means_a, means_b = _resampled_means([a, b], seed)
-    return Interval(float(b.mean() - a.mean()), *_percentiles(means_b - means_a))
+    return Interval(float(b.mean() - a.mean()), *map(float, np.percentile(means_b - means_a, PERCENTILES)))
 
 
 def mcnemar_exact(first: Sequence[bool], second: Sequence[bool]) -> McNemar:

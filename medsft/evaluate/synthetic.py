@@ -1,5 +1,4 @@
-"""The synthetic clinical tasks (`synthetic`, and `synthetic_ood` on held-out clusters, lab tests, drug pairs and
-phrasings): every case's label is computed from the fact tables (`medsft.data.synthetic`), so a reply is scored
+"""The synthetic tasks (`synthetic`, `synthetic_ood`): labels computed from the fact tables, so a reply is scored
 without a judge, on its format and on each label it states (one it does not state is wrong, and counted missing)."""
 
 from __future__ import annotations
@@ -64,8 +63,8 @@ def _rate(values: list[bool]) -> float | None:
 
 
 def label_constant(golds: Sequence[Any]) -> dict[str, Any]:
-    """The most frequent gold value of one label and the share of cases it matches: the accuracy of always
-    stating it, the bar that label's accuracy has to clear (as always-"yes" is PubMedQA's)."""
+    """One label's most frequent gold value and its share: the bar that label's accuracy has to clear."""
+
     value, count = Counter(str(gold).lower() for gold in golds).most_common(1)[0]
     return {"answer": value, "acc": count / len(golds)}
 

@@ -1,12 +1,9 @@
-"""The scorer seam (`Scorer`: log-likelihood of continuations, chat generation) and `HFScorer`, a transformers
-model built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs once, and the
-LM head (168M of the 270M model's 268M parameters, vocab 262,144) only at the positions scored."""
+"""`Scorer` and `HFScorer`: lm-eval's exact predictions, fast (docs/evaluation.md#parity-and-speed-measured)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,9 +17,7 @@ if TYPE_CHECKING:
     from medsft.config import RunConfig
 
 Messages = list[dict[str, str]]
-# Rows per greedy generation batch: decoding one token is a thin matrix product, so wider batches use the CPU
-# better (measured in bench/generate.py) while the KV cache of 32 synthetic cases is a few MB.
-GENERATE_BATCH_SIZE = 32
+GENERATE_BATCH_SIZE = 32  # one decoded token is a thin matmul: wider batches use the CPU better (bench/generate.py)
 
 
 @dataclass(frozen=True)
@@ -54,8 +49,8 @@ GREEDY = GenerationSettings()
 
 
 class Scorer(Protocol):
-    """What task code needs from a model (`HFScorer`, `LlamaCppScorer`, `VLLMScorer`): a prompt's ids with the default
-    special tokens, each continuation's summed log-probability, the reply to each conversation (its chat template)."""
+    """What task code needs from a model (`HFScorer`, `LlamaCppScorer`, `VLLMScorer`): ids with the default special
+    tokens, each continuation's summed log-probability, each conversation's reply (through its chat template)."""
 
     name: str
 
@@ -127,6 +122,8 @@ class HFScorer:
     def __init__(self, model: Any, tokenizer: Any, name: str = "model", batch_size: int = 8, fast_greedy: bool = True,
                  generate_batch_size: int = GENERATE_BATCH_SIZE, progress: bool = True, eager: bool = True,
                  on_batch: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
+        from transformers import modeling_utils
+
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -137,7 +134,8 @@ class HFScorer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eager = eager  # scoring forwards with torch.compile off (`compile_free`); False: as the model is
         self.on_batch = on_batch  # called after each batched forward with its rows, width and seconds
-        self.per_row_logits = per_row_logits_to_keep()  # False on transformers 5.17 (the GPU pin)
+        # 5.23 keeps per-row positions of a 2-D `logits_to_keep`; 5.17 (the GPU pin) gives (B, B, 1, vocab): docs/gpu.md
+        self.per_row_logits = hasattr(modeling_utils, "slice_logits_to_keep")
 
     @classmethod
     def from_spec(
@@ -282,8 +280,7 @@ class HFScorer:
 def greedy_generate(
     model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 32, pad_id: int = 0
 ) -> list[list[int]]:
-    """Greedy reply tokens (an end token included), as `model.generate(do_sample=False)` on left-padded batches, but
-    longest first (little padding), and a row that ends leaves the batch and its KV cache at once. Deterministic."""
+    """Greedy reply tokens (an end token included) as `model.generate(do_sample=False)`, faster (docs/scoring.md)."""
     import torch
 
     # the token ids that end a reply, as `generate` reads them from the model's generation config
@@ -296,11 +293,11 @@ def greedy_generate(
     outputs: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ids = padded([prompts[i] for i in chunk], pad_id, side="left")  # the prompts end together
-        mask = padded([[1] * len(prompts[i]) for i in chunk], 0, side="left")
+        ids = padded([prompts[i] for i in chunk], pad_id, side="left").to(device)  # the prompts end together
+        mask = padded([[1] * len(prompts[i]) for i in chunk], 0, side="left").to(device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         rows = torch.tensor(chunk)
-        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+
         with torch.inference_mode():
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
             cache, position = out.past_key_values, positions[:, -1:] + 1
@@ -326,35 +323,22 @@ def greedy_generate(
 
 
 def compile_free(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
-    """Every `torch.compile`d region as eager code: an Unsloth model's compiled regions fail their guards (grad mode,
-    shapes) at the first label-free forward after training, and with Unsloth's recompile limit of 1024 each batch
-    shape could compile afresh, minutes before the first question is scored (docs/gpu.md)."""
+    """Compiled regions run eagerly: Unsloth's recompile per scoring shape (docs/gpu.md#the-4-bit-scoring-stall)."""
     import torch
 
     return torch.compiler.set_stance("force_eager") if enabled else contextlib.nullcontext()
 
 
-@functools.cache
-def per_row_logits_to_keep() -> bool:
-    """Whether transformers keeps per-row positions given a 2-D `logits_to_keep` (5.23's `slice_logits_to_keep`); 5.17,
-    the GPU pin, indexes `hidden[:, logits_to_keep]`, so (B, 1) gives (B, B, 1, vocab): every row at every position."""
-    from transformers import modeling_utils
-
-    return hasattr(modeling_utils, "slice_logits_to_keep")
-
-
 def positions_to_keep(positions: Any, per_row: bool) -> Any:
-    """`logits_to_keep` for each row's own position: (B, 1) where per-row positions work, else the sorted distinct
-    positions (1-D), which every version slices alike to (B, K, vocab)."""
+    """`logits_to_keep` at each row's position: (B, 1) per row, else the distinct positions (1-D: any version)."""
     import torch
 
     return positions[:, None] if per_row else torch.unique(positions, sorted=True)
 
 
 def logits_at(logits: Any, positions: Any, kept: Any, width: int) -> Any:
-    """Row b's logits at `positions[b]` (shape (B, vocab)), from whatever the forward returned for `kept`:
-    (B, 1, V) for per-row `kept`, (B, K, V) for the 1-D `kept`, or (B, T, V) from a forward that ignores a tensor
-    `logits_to_keep` and computes every position (Unsloth's Llama forward does). Anything else is an error."""
+    """Row b's logits at `positions[b]` (B, vocab) from (B, 1, V) for per-row `kept`, (B, K, V) for 1-D `kept`, or
+    (B, T, V) from a forward that ignores a tensor `logits_to_keep` (Unsloth's Llama); anything else is an error."""
     import torch
 
     rows = torch.arange(logits.shape[0], device=logits.device)
@@ -378,9 +362,9 @@ POSITIONWISE = ("mlp", "self_attn.q_proj", "self_attn.o_proj")
 
 @contextlib.contextmanager
 def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
-    """Run the last decoder layer's position-wise parts only at `positions[b]` of each row b, zeros elsewhere: only the
-    LM head reads that layer's output, at those positions, so this saves ~5% of the 270M body (keys and values are
-    still computed everywhere). A model without the usual layout just runs in full."""
+    """The last decoder layer's position-wise parts only at `positions[b]` of each row b, zeros elsewhere (only the LM
+    head reads them there): ~5% of the 270M body. A model without the usual layout runs in full."""
+
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper

@@ -1,7 +1,4 @@
-"""A vLLM engine behind the `Scorer` calls (optional: `pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins
-torch 2.14.0, inside Unsloth's <2.15): fed `HFScorer`'s token ids, decoded by medsft's tokenizer, so only the engine
-differs. A LoRA adapter is served on its base model, not merged; weights load in 16-bit (vLLM 0.33 has no
-bitsandbytes loader). `scripts/check_vllm_api.py` checks every argument built here."""
+"""A vLLM engine behind the `Scorer` calls, fed `HFScorer`'s ids (optional, CUDA only; docs/scoring.md, docs/gpu.md)."""
 
 from __future__ import annotations
 
@@ -96,7 +93,7 @@ class VLLMScorer:
         self.stop_token_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
     @classmethod
-    def from_spec(cls, spec: str, name: str | None = None, config: RunConfig | None = None) -> VLLMScorer:
+    def from_spec(cls, spec: str, config: RunConfig | None = None) -> VLLMScorer:
         """Start an engine for a model spec (`embedded`, a folder, an adapter folder, a hub id)."""
         if not vllm_available():
             raise ImportError(f"vLLM is not installed; {INSTALL_HINT}")
@@ -111,7 +108,7 @@ class VLLMScorer:
         tokenizer = load_tokenizer(arguments["tokenizer"], run.chat_template)
         llm = LLM(**arguments)
         lora = LoRARequest(lora_name="adapter", lora_int_id=1, lora_path=adapter) if adapter else None
-        return cls(llm, tokenizer, name=name or model_name(spec), lora_request=lora)
+        return cls(llm, tokenizer, name=model_name(spec), lora_request=lora)
 
     def tokenize(self, text: str) -> list[int]:
         return hf_tokenize(self.tokenizer, text)
