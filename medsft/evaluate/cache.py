@@ -29,7 +29,6 @@ PACKAGES = ("medsft", "torch", "transformers", "peft")
 
 def model_identity(spec: str) -> str | None:
     """A stable identity for a model spec (a checkpoint folder by its contents' hash); None: not to be cached."""
-
     from medsft.config import EMBEDDED_MODEL
     from medsft.models import EMBEDDED_NAME
 

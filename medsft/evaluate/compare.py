@@ -1,5 +1,4 @@
-"""Base vs tuned (vs GGUF...) on the identical question list: accuracy with Wilson intervals, paired differences
-(bootstrap interval, exact McNemar) against the first model, and per-subject (or per-domain) tables."""
+"""Base vs tuned (vs GGUF...) on the identical question list: accuracy, paired differences to the first model."""
 
 from __future__ import annotations
 
@@ -62,7 +61,6 @@ def normalize_mode(mode: str) -> str:
 def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, num_fewshot: int = 0,
                  view: str = "raw", **gen: Any) -> TaskResult:  # fmt: skip
     """One scorer on one task in one mode (`num_fewshot` and `view`: multiple choice by log-likelihood only)."""
-
     kind = get_task(task).kind
     if kind == "dialogue":
         return evaluate_dialogue(scorer, items, seed=seed, **gen)
@@ -87,9 +85,8 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
                     run_dir: str | Path | None, overwrite: bool, batch_size: int, config: RunConfig | None = None,
                     views: Sequence[str] | Mapping[str, int | None] = ("raw",),
                     **generation: Any) -> dict[str, list[TaskResult]]:  # fmt: skip
-    """Each model loaded once, evaluated on every task, released; a model of stable identity reuses its earlier
-    result (`medsft.evaluate.cache`) unloaded. Keyed by result name: the task, and `<task>_chat` for the chat view of
-    multiple choice by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all)."""
+    """Each model loaded once (none for a cached result), evaluated on every task, released. Keyed by result name:
+    the task, and `<task>_chat` for the chat view (`views`, or view -> how many items it scores; None: all)."""
     if not models:
         raise ValueError("need at least one model to evaluate")
     limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
@@ -129,9 +126,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
 
 
 def view_items(items: Sequence[Any], limit: int | None) -> list[Any]:
-    """`limit` items drawn by a fixed seed and kept in file order (all when `limit` is None or larger): the test
-    files are sorted (PubMedQA's first 276 answers are all "yes", MedMCQA's rows go subject by subject), so their
-    first N would be one answer or one subject. The seed is fixed, not the run's, so every run scores the same items."""
+    """`limit` items, one fixed draw in file order, not the first N (docs/evaluation.md#two-scoring-views)."""
     items = list(items)
     if limit is None or limit >= len(items):
         return items

@@ -112,7 +112,6 @@ def evaluate_dialogue(scorer: Scorer, items: Sequence[DialogueItem], max_new_tok
 
 def rescore(result: TaskResult, items: Sequence[DialogueItem]) -> TaskResult:
     """A (cached) result's replies, scored by the rule in force: generating them is what costs."""
-
     records, metrics, groups = scored(items, [q["output"] for q in result.questions], result.settings.get("seed", 0))
     return dataclasses.replace(result, questions=records, metrics=metrics, breakdown=groups)
 

@@ -1,5 +1,4 @@
-"""Key points of a ChatDoctor reference reply (the condition it names: rule 1; the tests and treatments of the
-disease table it was generated from: rule 2), and which of them a model's reply contains; docs/dialogue.md."""
+"""Key points of a ChatDoctor reference (rule 1: condition; rule 2: tests, treatments), and hits (docs/dialogue.md)."""
 
 from __future__ import annotations
 
@@ -128,9 +127,7 @@ def item_pieces(reference: str) -> list[str]:
 
 @functools.cache
 def table_entries(references: tuple[str, ...], patients: tuple[str, ...] = ()) -> frozenset[str]:
-    """Enumeration items found in at least `MIN_ITEM_REFERENCES` references (the disease table's entries),
-    less those that at least `MIN_ITEM_REFERENCES` patient messages say (symptoms and body parts, listed in
-    sentences such as "symptoms including fever and cough")."""
+    """Items in at least `MIN_ITEM_REFERENCES` references (the disease table), less those as many patients say."""
     counts = Counter(piece for reference in references for piece in set(item_pieces(reference)))
     entries = {p for p, n in counts.items() if n >= MIN_ITEM_REFERENCES and key_words(p)}
     said = Counter(entry for patient in patients for entry in mentioned_entries(patient, frozenset(entries)))
@@ -176,8 +173,7 @@ def condition_group(condition: str | None) -> str:
 
 
 def key_points_for(references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()) -> list[KeyPoints]:
-    """Rules 1 and 2 on each reference, with the table entries learned from `corpus` (every reference of the
-    file) less what `patients` (every patient message of the file) say; the condition is not repeated as an item."""
+    """Rules 1 and 2 on each reference, the table learned from the file's references and patient messages."""
     entries = table_entries(tuple(corpus), tuple(patients))
     out = []
     for reference in references:

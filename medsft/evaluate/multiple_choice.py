@@ -1,5 +1,4 @@
-"""Multiple choice by log-likelihood with lm-eval's prompts, token split, acc and acc_norm, in two views: `raw` (the
-plain prompt) and `chat` (lm-eval's `--apply_chat_template`: the prompt through the chat template, then the choice)."""
+"""Multiple choice by log-likelihood, as lm-eval, views `raw` and `chat` (docs/evaluation.md#two-scoring-views)."""
 
 from __future__ import annotations
 

@@ -64,7 +64,6 @@ def _rate(values: list[bool]) -> float | None:
 
 def label_constant(golds: Sequence[Any]) -> dict[str, Any]:
     """One label's most frequent gold value and its share: the bar that label's accuracy has to clear."""
-
     value, count = Counter(str(gold).lower() for gold in golds).most_common(1)[0]
     return {"answer": value, "acc": count / len(golds)}
 

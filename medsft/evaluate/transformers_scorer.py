@@ -297,7 +297,6 @@ def greedy_generate(
         mask = padded([[1] * len(prompts[i]) for i in chunk], 0, side="left").to(device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         rows = torch.tensor(chunk)
-
         with torch.inference_mode():
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
             cache, position = out.past_key_values, positions[:, -1:] + 1
@@ -364,7 +363,6 @@ POSITIONWISE = ("mlp", "self_attn.q_proj", "self_attn.o_proj")
 def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
     """The last decoder layer's position-wise parts only at `positions[b]` of each row b, zeros elsewhere (only the LM
     head reads them there): ~5% of the 270M body. A model without the usual layout runs in full."""
-
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
