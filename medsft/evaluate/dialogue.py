@@ -1,5 +1,4 @@
-"""The `dialogue` task: ROUGE-1/2/L and the key-point hit rate (the headline, also `acc` / `acc_ci`) of replies to
-the 500 held-out ChatDoctor dialogues (docs/dialogue.md)."""
+"""The `dialogue` task: ROUGE-1/2/L and the key-point hit rate (also `acc`) of held-out replies (docs/dialogue.md)."""
 
 from __future__ import annotations
 
@@ -101,11 +100,11 @@ def scored(items: Sequence[DialogueItem], replies: Sequence[str], seed: int) -> 
     return records, summary["overall"], summary["groups"]
 
 
-def evaluate_dialogue(scorer: Scorer, items: Sequence[DialogueItem], max_new_tokens: int = 128,
-                      do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95,
-                      seed: int = 0) -> TaskResult:  # fmt: skip
-    """Generate a reply per held-out dialogue (greedy unless `do_sample`) and score it."""
-    generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
+def evaluate_dialogue(
+    scorer: Scorer, items: Sequence[DialogueItem], max_new_tokens: int = 128, seed: int = 0
+) -> TaskResult:
+    """A greedy reply per held-out dialogue, scored."""
+    generation = GenerationSettings(max_new_tokens, seed=seed)
     return generated_result(scorer, "dialogue", "dialogue", [item.messages() for item in items], generation,
                             lambda replies: scored(items, replies, seed))  # fmt: skip
 

@@ -13,32 +13,28 @@ from medsft.data.clean import words
 MIN_ITEM_REFERENCES = 3
 MAX_PHRASE_WORDS = 6
 CONDITION_CUE = re.compile(
-    r"\b(?:suffering from|suffer from|diagnosed with|diagnosis (?:is|of)|sounds like you (?:may |might |could )?have"
-    r"|(?:you|that you) (?:may |might |could |probably |likely |most likely |possibly )?(?:have experienced|"
+    r"(?i)\b(?:suffering from|suffer from|diagnosed with|diagnosis (?:is|of)|sounds like you (?:may |might |could )?"
+    r"have|(?:you|that you) (?:may |might |could |probably |likely |most likely |possibly )?(?:have experienced|"
     r"have developed|have|had|are having|are experiencing|are suffering from|be experiencing|be having)"
     r"|symptoms of|signs? of|(?:for )?treating|to treat|evaluate your|indicative of|indicate|suggest"
     r"|(?:could|may|might) be (?:a case of |caused by |due to )?|likely (?:to be|a case of)|case of|condition called"
-    r"|confirm (?:if you (?:do indeed )?have|the diagnosis of))\s+",
-    re.IGNORECASE,
+    r"|confirm (?:if you (?:do indeed )?have|the diagnosis of))\s+"
 )
 CONDITION_END = re.compile(
-    r"[.,;:!?()\[\]]|\s(?:which|that|and|because|but|or|as|so|since|based|caused|called|in your|on your|"
-    r"from|with|who|where|when|if|however|for)\b|(?<!\bdue)\sto\b",
-    re.IGNORECASE,
+    r"(?i)[.,;:!?()\[\]]|\s(?:which|that|and|because|but|or|as|so|since|based|caused|called|in your|on your|"
+    r"from|with|who|where|when|if|however|for)\b|(?<!\bdue)\sto\b"
 )
 ARTICLE = re.compile(
-    r"^(?:(?:a|an|the|some|some kind of|a type of|a form of|an? case of|what is called|experienced|developed|"
-    r"symptoms of|signs? of|contracted|been diagnosed with)\s+)+",
-    re.IGNORECASE,
+    r"(?i)^(?:(?:a|an|the|some|some kind of|a type of|a form of|an? case of|what is called|experienced|developed|"
+    r"symptoms of|signs? of|contracted|been diagnosed with)\s+)+"
 )
 NOT_A_CONDITION = {"", "a", "any", "some", "it", "this", "these", "symptoms", "been", "several", "many", "other",
                    "to", "you", "your", "condition", "a condition", "an infection", "the following", "described",
                    "mentioned", "experiencing", "been experiencing"}  # fmt: skip
 
 ITEM_SPLIT = re.compile(
-    r",|;|:|\.(?:\s|$)|\(|\)|\band\b|\bor\b|\bas well as\b|\bsuch as\b|\bincluding\b|\bincludes\b|\blike\b"
-    r"|\bwhich\b|\bthat\b|\bfollowed by\b|\bthen\b|\bwith\b|\bfor\b|\bto\b",
-    re.IGNORECASE,
+    r"(?i),|;|:|\.(?:\s|$)|\(|\)|\band\b|\bor\b|\bas well as\b|\bsuch as\b|\bincluding\b|\bincludes\b|\blike\b"
+    r"|\bwhich\b|\bthat\b|\bfollowed by\b|\bthen\b|\bwith\b|\bfor\b|\bto\b"
 )
 FILLER = re.compile(
     r"^(?:(?:(?:we|you|i)(?:'ll| will| would| may| might| should| can| need to| also)*(?: also)?(?: need to| have to)?"
@@ -51,9 +47,8 @@ FILLER = re.compile(
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # A sentence holds a list of tests or treatments when it names one of these.
 LIST_CUE = re.compile(
-    r"\b(?:tests?|exam|examination|screen|screening|scan|imaging|measurement|procedures?|biopsy|medications?|"
-    r"medicines?|drugs?|prescrib\w*|treatments?|therap\w*|take|recommend\w*|includ\w*|perform|conduct|undergo)\b",
-    re.IGNORECASE,
+    r"(?i)\b(?:tests?|exam|examination|screen|screening|scan|imaging|measurement|procedures?|biopsy|medications?|"
+    r"medicines?|drugs?|prescrib\w*|treatments?|therap\w*|take|recommend\w*|includ\w*|perform|conduct|undergo)\b"
 )
 # Words of prose, not of a test or drug name: a piece holding one is not an item.
 PROSE = set(

@@ -1,5 +1,4 @@
-"""One model on one task as JSON (`eval_<task>_<model>.json`): the numbers, the settings and every per-question
-prediction, so any number in it (or a new one, such as a paired difference) can be recomputed from the file alone."""
+"""`eval_<task>_<model>.json`: one model on one task with every prediction, so any number recomputes from the file."""
 
 from __future__ import annotations
 

@@ -8,13 +8,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from medsft import DISCLAIMER
+from medsft.config import RunConfig, build_config
 from medsft.evaluate.results import Scored, TaskResult, slug
-
-if TYPE_CHECKING:
-    from medsft.config import RunConfig
+from medsft.templates import render_chat
 
 Messages = list[dict[str, str]]
 GENERATE_BATCH_SIZE = 32  # one decoded token is a thin matmul: wider batches use the CPU better (bench/generate.py)
@@ -49,15 +48,12 @@ GREEDY = GenerationSettings()
 
 
 class Scorer(Protocol):
-    """What task code needs from a model (`HFScorer`, `LlamaCppScorer`, `VLLMScorer`): ids with the default special
-    tokens, each continuation's summed log-probability, each conversation's reply (through its chat template)."""
+    """What task code needs from a model (`HFScorer`, `LlamaCppScorer`, `VLLMScorer`)."""
 
     name: str
 
     def tokenize(self, text: str) -> list[int]: ...
-
     def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]: ...
-
     def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]: ...
 
 
@@ -69,18 +65,14 @@ def encode_pair(tokenize: Callable[[str], list[int]], context: str, continuation
     spaces = len(context) - len(context.rstrip())
     if spaces:
         context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole = tokenize(context + continuation)
     context_ids = tokenize(context)
-    return context_ids, whole[len(context_ids) :]
+    return context_ids, tokenize(context + continuation)[len(context_ids) :]
 
 
 def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
-    """lm-eval's `HFLM.tok_encode` with `add_bos_token` unset: the tokenizer's default special tokens
-    (Gemma: `<bos>` first), except that a text already starting with the bos string gets none added."""
+    """lm-eval's `HFLM.tok_encode` (`add_bos_token` unset): default special tokens, none if the text starts with bos."""
     bos = getattr(tokenizer, "bos_token", None)
-    if bos and text.startswith(bos):
-        return list(tokenizer.encode(text, add_special_tokens=False))
-    return list(tokenizer.encode(text))
+    return list(tokenizer.encode(text, add_special_tokens=not (bos and text.startswith(bos))))
 
 
 def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
@@ -101,15 +93,12 @@ def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequen
 
 def chat_prompt_ids(tokenizer: Any, conversations: Sequence[Messages]) -> list[list[int]]:
     """Each conversation's chat prompt as ids (the text holds `<bos>`); `HFScorer` and `VLLMScorer` both feed these."""
-    from medsft.templates import render_chat
-
     prompts = [render_chat(tokenizer, list(m), add_generation_prompt=True) for m in conversations]
     return [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
 
 
 def padded(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> Any:
-    """The sequences padded into a long tensor; right-padded, they go without an attention mask, like lm-eval's
-    batches: under causal attention no position sees the padding after it."""
+    """Sequences padded into a long tensor; right-padded needs no attention mask (causal), as in lm-eval's batches."""
     import torch
 
     rows = [torch.tensor(list(s), dtype=torch.long) for s in sequences]
@@ -142,14 +131,12 @@ class HFScorer:
         cls, spec: str, name: str | None = None, batch_size: int = 8, config: RunConfig | None = None
     ) -> HFScorer:
         """Load a model spec through the CPU/GPU backend with `config`'s loading knobs."""
-        from medsft.config import build_config
         from medsft.train.backend import select_backend
 
         run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
         model, tokenizer = select_backend(run.backend).load(run)
         if hasattr(model, "merge_and_unload") and not run.load_in_4bit:
-            # Scoring never trains: folding the LoRA product into the weights once saves the adapter's extra
-            # matmuls on every forward (not in 4-bit, where merging would round the adapter into the quantization).
+            # Merged once: no adapter matmuls per forward (not in 4-bit, which would round the adapter into it).
             model = model.merge_and_unload()
         return cls(model, tokenizer, name=name or model_name(spec), batch_size=batch_size)
 
@@ -205,8 +192,7 @@ class HFScorer:
         width = ids.shape[1]
         positions = torch.tensor([len(c) - 1 for c in contexts], device=self.device)
         keep = positions_to_keep(positions, self.per_row_logits)
-        # The last layer's shortcut saves ~5% on a CPU; on a GPU it saves nothing, and a patched attention (Unsloth's
-        # fused LoRA q/k/v/o) may skip the hooked projections, so the model runs as it is there.
+        # CPU only: on a GPU it saves nothing, and Unsloth's fused LoRA q/k/v/o may skip the hooked projections.
         trim = last_layer_only_at(self.model, positions) if self.device.type == "cpu" else contextlib.nullcontext()
         with torch.inference_mode(), trim:
             # No KV cache: nothing follows this forward, so storing keys and values would be wasted copies.
@@ -240,11 +226,10 @@ class HFScorer:
             longer = [i for i, c in enumerate(request.continuations) if len(c) > 1]
             if not longer:
                 return scores
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(len(longer))
+            out.past_key_values.batch_repeat_interleave(len(longer))
             # Feed each continuation except its last token; right padding is invisible to earlier positions.
-            ids = padded([request.continuations[i][:-1] for i in longer], self.pad_id)
-            logits = self.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True).logits
+            ids = padded([request.continuations[i][:-1] for i in longer], self.pad_id).to(self.device)
+            logits = self.model(input_ids=ids, past_key_values=out.past_key_values, use_cache=True).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(longer):
                 rest = request.continuations[i][1:]
@@ -265,8 +250,7 @@ class HFScorer:
             batch = self.tokenizer.pad({"input_ids": ids[start : start + self.batch_size]}, return_tensors="pt",
                                        padding_side="left").to(self.device)  # fmt: skip
             torch.manual_seed(settings.seed + start)
-            # Explicit values override the checkpoint's generation_config (Gemma ships top_k=64, top_p=0.95);
-            # `record()` gives None for the sampling knobs when greedy.
+            # Explicit values override the generation_config (Gemma's top_k=64, top_p=0.95); greedy: None.
             knobs = settings.record()
             with torch.inference_mode():
                 output = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens,
@@ -336,8 +320,7 @@ def positions_to_keep(positions: Any, per_row: bool) -> Any:
 
 
 def logits_at(logits: Any, positions: Any, kept: Any, width: int) -> Any:
-    """Row b's logits at `positions[b]` (B, vocab) from (B, 1, V) for per-row `kept`, (B, K, V) for 1-D `kept`, or
-    (B, T, V) from a forward that ignores a tensor `logits_to_keep` (Unsloth's Llama); anything else is an error."""
+    """Row b's logits at `positions[b]` from (B, 1, V), (B, K, V) or, as Unsloth's Llama, every position (B, T, V)."""
     import torch
 
     rows = torch.arange(logits.shape[0], device=logits.device)
@@ -361,8 +344,7 @@ POSITIONWISE = ("mlp", "self_attn.q_proj", "self_attn.o_proj")
 
 @contextlib.contextmanager
 def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
-    """The last decoder layer's position-wise parts only at `positions[b]` of each row b, zeros elsewhere (only the LM
-    head reads them there): ~5% of the 270M body. A model without the usual layout runs in full."""
+    """The last layer's position-wise parts only at `positions[b]` per row (the LM head reads only those): ~5%."""
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
@@ -393,8 +375,7 @@ def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
 
 
 def model_name(spec: str) -> str:
-    """A file-safe name for a model spec (the folder's or hub id's last part); a run's `adapter`, `merged` or
-    `checkpoint-N` folder is named with its run, so runs never share a result file name."""
+    """A file-safe name for a model spec; a run's `adapter`, `merged` or `checkpoint-N` is named with its run."""
     path = Path(spec.rstrip("/"))
     name = path.name or spec
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
