@@ -1,5 +1,4 @@
-"""Evaluation: the nine leaderboard tasks like lm-evaluation-harness, chain of thought, synthetic tasks and comparisons
-(docs/scoring.md). What each task *is* lives in `medsft.tasks`; nothing heavy is imported until a model is loaded."""
+"""Evaluation (docs/scoring.md; each task in `medsft.tasks`): nothing heavy is imported until a model is loaded."""
 
 from medsft.evaluate.compare import compare
 from medsft.evaluate.multiple_choice import evaluate_multiple_choice

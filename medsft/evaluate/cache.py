@@ -1,6 +1,4 @@
-"""A cache of evaluation results for models that never change (the base model scores the same every run), under
-`<MEDSFT_CACHE or ~/.cache/medsft>/eval/`: a result is reused only when everything it depends on is equal
-(`result_cache`), so a stale result is never returned."""
+"""Results of models that never change (the base) in `<MEDSFT_CACHE or ~/.cache/medsft>/eval/`, never stale."""
 
 from __future__ import annotations
 
@@ -12,13 +10,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medsft import runs
+from medsft.config import EMBEDDED_MODEL, RunConfig, build_config
 from medsft.evaluate.results import TaskResult, slug
-
-if TYPE_CHECKING:
-    from medsft.config import RunConfig
+from medsft.models import EMBEDDED_NAME, cache_dir
 
 log = logging.getLogger("medsft")
 
@@ -29,11 +26,7 @@ PACKAGES = ("medsft", "torch", "transformers", "peft")
 
 
 def model_identity(spec: str) -> str | None:
-    """A stable identity for a model spec (the embedded model, a hub id, a checkpoint folder by a hash of its
-    contents), or None when it must not be cached (a run's own adapter, a missing folder)."""
-    from medsft.config import EMBEDDED_MODEL
-    from medsft.models import EMBEDDED_NAME
-
+    """A stable identity for a model spec (a checkpoint folder by its contents' hash); None: not to be cached."""
     if spec == EMBEDDED_MODEL:
         return f"embedded:{EMBEDDED_NAME}"
     path = Path(spec).expanduser()
@@ -117,9 +110,6 @@ def result_cache(model: Any, scorer_settings: Mapping[str, Any], mode: str, seed
     if identity is None:
         return None
     import torch
-
-    from medsft.config import build_config
-    from medsft.models import cache_dir
 
     run = config if config is not None else build_config({})
     installed = runs.package_versions(PACKAGES)  # None where not installed: installing one changes the key

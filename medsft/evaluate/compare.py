@@ -1,5 +1,4 @@
-"""Base vs tuned (vs GGUF...) on the identical question list: accuracy with Wilson intervals, paired differences
-(bootstrap interval, exact McNemar) against the first model, and per-subject (or per-domain) tables."""
+"""Base vs tuned (vs GGUF...) on the identical question list: accuracy, paired differences to the first model."""
 
 from __future__ import annotations
 
@@ -9,10 +8,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medsft import runs
-from medsft.config import EVAL_MODES
+from medsft.config import EVAL_MODES, RunConfig
 from medsft.evaluate.cache import result_cache
 from medsft.evaluate.dialogue import compare_dialogue, evaluate_dialogue, rescore
 from medsft.evaluate.generative import evaluate_generative
@@ -24,9 +23,6 @@ from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.transformers_scorer import GENERATE_BATCH_SIZE, HFScorer, Scorer
 from medsft.tasks import get_task
 from medsft.tasks import load_items as load_task_items
-
-if TYPE_CHECKING:
-    from medsft.config import RunConfig
 
 log = logging.getLogger("medsft")
 VIEW_SAMPLE_SEED = 0  # the chat view's items (`view_items`): one fixed draw, the same in every run
@@ -61,8 +57,7 @@ def normalize_mode(mode: str) -> str:
 
 def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, seed: int, num_fewshot: int = 0,
                  view: str = "raw", **gen: Any) -> TaskResult:  # fmt: skip
-    """One scorer on one task in one mode (generated tasks always generate; `num_fewshot` and `view` are for
-    multiple choice by log-likelihood)."""
+    """One scorer on one task in one mode (`num_fewshot` and `view`: multiple choice by log-likelihood only)."""
     kind = get_task(task).kind
     if kind == "dialogue":
         return evaluate_dialogue(scorer, items, seed=seed, **gen)
@@ -76,8 +71,7 @@ def evaluate_one(scorer: Scorer, task: str, items: Sequence[Any], mode: str, see
 def compare(models: Sequence[ModelLike], task: str, items: Sequence[Any] | None = None, mode: str = "loglikelihood",
             limit: int | None = None, seed: int = 0, run_dir: str | Path | None = None, overwrite: bool = False,
             batch_size: int = 8, **generation: Any) -> Comparison:  # fmt: skip
-    """Evaluate each model (a spec such as `embedded` / a folder, or a ready `Scorer`) on the same items; specs
-    load one at a time, so two models never sit in memory together. With `run_dir`, results are written there."""
+    """Each model (a spec, loaded one at a time, or a ready `Scorer`) on the same items; results go to `run_dir`."""
     items = list(items) if items is not None else load_task_items(task, limit, seed)
     results = evaluate_models(models, {task: items}, mode, seed, run_dir, overwrite, batch_size, **generation)
     return finish(results[task], seed, run_dir, overwrite)
@@ -87,9 +81,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
                     run_dir: str | Path | None, overwrite: bool, batch_size: int, config: RunConfig | None = None,
                     views: Sequence[str] | Mapping[str, int | None] = ("raw",),
                     **generation: Any) -> dict[str, list[TaskResult]]:  # fmt: skip
-    """Each model loaded once, evaluated on every task, released; a model of stable identity reuses its earlier
-    result (`medsft.evaluate.cache`) unloaded. Keyed by result name: the task, and `<task>_chat` for the chat view of
-    multiple choice by log-likelihood (`views`, or view -> how many items it scores, see `view_items`; None: all)."""
+    """Each model loaded once (not for cached results) for every task; `views` maps a view to its item limit."""
     if not models:
         raise ValueError("need at least one model to evaluate")
     limits = dict(views) if isinstance(views, Mapping) else dict.fromkeys(views)
@@ -129,9 +121,7 @@ def evaluate_models(models: Sequence[ModelLike], items: dict[str, Sequence[Any]]
 
 
 def view_items(items: Sequence[Any], limit: int | None) -> list[Any]:
-    """`limit` items drawn by a fixed seed and kept in file order (all when `limit` is None or larger): the test
-    files are sorted (PubMedQA's first 276 answers are all "yes", MedMCQA's rows go subject by subject), so their
-    first N would be one answer or one subject. The seed is fixed, not the run's, so every run scores the same items."""
+    """`limit` items, one fixed draw in file order, not the first N (docs/evaluation.md#two-scoring-views)."""
     items = list(items)
     if limit is None or limit >= len(items):
         return items
@@ -181,13 +171,12 @@ def compare_results(results: Sequence[TaskResult], seed: int = 0) -> Comparison:
     if get_task(base_task(base.task)).kind == "dialogue":  # a view's result is named e.g. medqa_chat
         table, pairs, breakdown = compare_dialogue(results, seed)
         return Comparison(task=base.task, results=list(results), table=table, pairs=pairs, breakdown=breakdown)
-    table = []
-    for r in results:
-        # the interval recomputed, so result files written before Wilson agree
-        row = {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": accuracy(r.outcomes())["acc_ci"]}
-        if "unparseable" in r.metrics:
-            row["unparseable"] = r.metrics["unparseable"]
-        table.append(row)
+    # the interval recomputed, so result files written before Wilson agree
+    table = [
+        {"model": r.model, "n": r.n, "acc": r.metrics["acc"], "acc_ci": accuracy(r.outcomes())["acc_ci"]}
+        | {key: r.metrics[key] for key in ("unparseable",) if key in r.metrics}
+        for r in results
+    ]
     pairs = []
     for result in results[1:]:
         diff = paired_bootstrap(base.outcomes(), result.outcomes(), seed=seed)

@@ -1,6 +1,4 @@
-"""The `dialogue` task: replies to the 500 held-out ChatDoctor dialogues (`medsft.data.dialogue_split`), scored
-against the doctor's reply by ROUGE-1/2/L and by the key-point hit rate (`medsft.evaluate.keypoints`), the headline
-number, which also fills `acc` / `acc_ci` for the run summary, plots and model card (docs/dialogue.md)."""
+"""The `dialogue` task: ROUGE-1/2/L and the key-point hit rate (also `acc`) of held-out replies (docs/dialogue.md)."""
 
 from __future__ import annotations
 
@@ -24,8 +22,7 @@ METRICS = (*ROUGE_TYPES, "key_point_hit_rate")
 
 @functools.cache
 def load_rouge() -> Any:
-    """The ROUGE `evaluate.EvaluationModule`, from the carried metric folder (copied into `HF_MODULES_CACHE`):
-    `evaluate.load("rouge")` would download it from the hub, which medsft never reaches at run time."""
+    """ROUGE from the carried metric folder: `evaluate.load("rouge")` would download it, and medsft runs offline."""
     import evaluate
 
     return evaluate.load(str(ROUGE_DIR))
@@ -103,18 +100,17 @@ def scored(items: Sequence[DialogueItem], replies: Sequence[str], seed: int) -> 
     return records, summary["overall"], summary["groups"]
 
 
-def evaluate_dialogue(scorer: Scorer, items: Sequence[DialogueItem], max_new_tokens: int = 128,
-                      do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95,
-                      seed: int = 0) -> TaskResult:  # fmt: skip
-    """Generate a reply per held-out dialogue (greedy unless `do_sample`) and score it."""
-    generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
+def evaluate_dialogue(
+    scorer: Scorer, items: Sequence[DialogueItem], max_new_tokens: int = 128, seed: int = 0
+) -> TaskResult:
+    """A greedy reply per held-out dialogue, scored."""
+    generation = GenerationSettings(max_new_tokens, seed=seed)
     return generated_result(scorer, "dialogue", "dialogue", [item.messages() for item in items], generation,
                             lambda replies: scored(items, replies, seed))  # fmt: skip
 
 
 def rescore(result: TaskResult, items: Sequence[DialogueItem]) -> TaskResult:
-    """A result's replies scored again: generating them is what costs, so a cached result keeps its replies and
-    always carries the scores of the rule in force."""
+    """A (cached) result's replies, scored by the rule in force: generating them is what costs."""
     records, metrics, groups = scored(items, [q["output"] for q in result.questions], result.settings.get("seed", 0))
     return dataclasses.replace(result, questions=records, metrics=metrics, breakdown=groups)
 

@@ -1,20 +1,16 @@
-"""Chain-of-thought evaluation: a reasoning model writes `<think>...</think>` and then its answer, so its choice is read
-from the text (the task's `extract`), not scored over ` A`..` D`; an answer that fits no rule is *unparseable*,
-reported as its own share and never guessed."""
+"""Chain of thought: the choice read from the reply (the task's `extract`); *unparseable* is a share, never guessed."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from medsft.data.records import MultipleChoiceItem
 from medsft.evaluate.multiple_choice import subject_breakdown
 from medsft.evaluate.results import Scored, TaskResult
 from medsft.evaluate.stats import accuracy
 from medsft.evaluate.transformers_scorer import GenerationSettings, Messages, Scorer, generated_result
 from medsft.tasks import TASKS, get_task
-
-if TYPE_CHECKING:
-    from medsft.data.records import MultipleChoiceItem
 
 
 def cot_messages(task: str, item: MultipleChoiceItem, instruction: str | None = None) -> Messages:
@@ -45,17 +41,15 @@ def summarize_replies(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_generative(scorer: Scorer, task: str, items: Sequence[MultipleChoiceItem], max_new_tokens: int = 512,
-                        do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
-                        instruction: str | None = None) -> TaskResult:  # fmt: skip
-    """Generate a reasoned answer per item and score the extracted choice: `acc` counts an unparseable reply as
-    wrong and is shown next to `unparseable`; `acc_parsed` is the accuracy over the replies that gave one."""
+                        seed: int = 0, instruction: str | None = None) -> TaskResult:  # fmt: skip
+    """A greedy reasoned answer per item, scored on the extracted choice (`summarize_replies`)."""
 
     def score(replies: list[str]) -> Scored:
         records = score_replies(task, items, replies)
         return records, summarize_replies(records), subject_breakdown(records)
 
     conversations = [cot_messages(task, item, instruction) for item in items]
-    generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
+    generation = GenerationSettings(max_new_tokens, seed=seed)
     # `<task>_cot`: its own file name, since a log-likelihood result for the same task sits beside it
     return generated_result(scorer, f"{task}_cot", "generate", conversations, generation, score,
                             instruction=instruction or get_task(task).cot_instruction)  # fmt: skip

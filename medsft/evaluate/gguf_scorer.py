@@ -1,6 +1,4 @@
-"""A GGUF file behind the `Scorer` calls (llama-cpp-python), so a quantization's cost is measured by the same
-task code. Scoring reuses llama.cpp's KV cache for the longest common prefix and keeps only the last position's
-logits (`logits_all=False`); replies come from `create_chat_completion`, the GGUF's own chat template."""
+"""GGUF files behind the `Scorer` calls (llama-cpp-python), measured by the same task code (docs/scoring.md)."""
 
 from __future__ import annotations
 
@@ -64,9 +62,8 @@ class LlamaCppScorer:
         self.bos_text = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace")
 
     def tokenize(self, text: str) -> list[int]:
-        if self.bos_text and text.startswith(self.bos_text):
-            return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        has_bos = bool(self.bos_text) and text.startswith(self.bos_text)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=not has_bos, special=has_bos)
 
     def next_token_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         """Log-probabilities after `tokens`, evaluating only what differs from the cached sequence."""
@@ -110,14 +107,11 @@ class LlamaCppScorer:
     def greedy_tokens(self, prompt_tokens: Sequence[int], count: int) -> list[int]:
         """The first `count` greedy token ids after a prompt, for agreement checks against the 16-bit model."""
         tokens = list(prompt_tokens)
-        out = []
         for _ in range(count):
-            token = int(np.argmax(self.next_token_logprobs(tokens)))
-            out.append(token)
-            if self.is_end_of_generation(token):
+            tokens.append(int(np.argmax(self.next_token_logprobs(tokens))))
+            if self.is_end_of_generation(tokens[-1]):
                 break
-            tokens.append(token)
-        return out
+        return tokens[len(prompt_tokens) :]
 
     def chat_template(self) -> str | None:
         return self.llm.metadata.get("tokenizer.chat_template")

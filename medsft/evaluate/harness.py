@@ -1,18 +1,14 @@
-"""Run lm-evaluation-harness itself on medsft's items, for parity checks (the benchmark, integration tests): its own
-task YAML (`include:`d unchanged) with only the data set pointed at local JSONL files. Needs `lm-eval` installed;
-never used by evaluation itself."""
+"""lm-evaluation-harness itself on medsft's items for parity checks: its task YAML with local JSONL data files."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from medsft.data.records import MultipleChoiceItem
 from medsft.tasks import Task, get_task
-
-if TYPE_CHECKING:
-    from medsft.data.records import MultipleChoiceItem
 
 
 def lm_eval_task(task: str) -> Task:
@@ -23,11 +19,8 @@ def lm_eval_task(task: str) -> Task:
 
 
 def raw_rows(task: str, items: Sequence[MultipleChoiceItem], path: str | None = None) -> list[dict[str, Any]]:
-    """The data file's own rows behind `items`, in lm-eval's layout, every text untouched: parity checks feed
-    lm-eval from the file, so a loader that alters the text shows up as a difference instead of being copied."""
-    spec = lm_eval_task(task)
-    assert spec.raw_rows is not None
-    return spec.raw_rows(path, items)
+    """The data file's own rows behind `items`, untouched, so a loader that alters a text shows up in a parity check."""
+    return lm_eval_task(task).raw_rows(path, items)
 
 
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -37,22 +30,19 @@ def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def write_local_task(
     task: str, items: Sequence[MultipleChoiceItem] | Sequence[dict[str, Any]], folder: str | Path
 ) -> str:
-    """Write the items (`<name>.jsonl`, plus `<name>_dev.jsonl` for a task with few-shot rows) and a task YAML
-    into `folder`; return the local task's name. `items` are medsft items, or rows already in lm-eval's layout."""
+    """The items (medsft's, or rows in lm-eval's layout), any few-shot rows and a task YAML in `folder`; its name."""
     import lm_eval
 
     spec = lm_eval_task(task)
-    row = spec.lm_eval_row
-    assert row is not None
     folder = Path(folder)
     name = f"{task}_medsft_local"
     data_file = folder / f"{name}.jsonl"
-    write_rows(data_file, [item if isinstance(item, dict) else row(item) for item in items])
+    write_rows(data_file, [item if isinstance(item, dict) else spec.lm_eval_row(item) for item in items])
     data_files = f"    test: {data_file}\n"
     fewshot = "fewshot_split: null\n"
     if spec.fewshot is not None and items:
         dev_file = folder / f"{name}_dev.jsonl"
-        write_rows(dev_file, [row(shot) for shot in spec.fewshot()])
+        write_rows(dev_file, [spec.lm_eval_row(shot) for shot in spec.fewshot()])
         data_files += f"    dev: {dev_file}\n"
         fewshot = "fewshot_split: dev\n"
     upstream = Path(lm_eval.__file__).parent / "tasks" / str(spec.lm_eval_yaml)

@@ -1,5 +1,4 @@
-"""Key points of a ChatDoctor reference reply (the condition it names: rule 1; the tests and treatments of the
-disease table it was generated from: rule 2), and which of them a model's reply contains; docs/dialogue.md."""
+"""Key points of a ChatDoctor reference (rule 1: condition; rule 2: tests, treatments), and hits (docs/dialogue.md)."""
 
 from __future__ import annotations
 
@@ -14,32 +13,28 @@ from medsft.data.clean import words
 MIN_ITEM_REFERENCES = 3
 MAX_PHRASE_WORDS = 6
 CONDITION_CUE = re.compile(
-    r"\b(?:suffering from|suffer from|diagnosed with|diagnosis (?:is|of)|sounds like you (?:may |might |could )?have"
-    r"|(?:you|that you) (?:may |might |could |probably |likely |most likely |possibly )?(?:have experienced|"
+    r"(?i)\b(?:suffering from|suffer from|diagnosed with|diagnosis (?:is|of)|sounds like you (?:may |might |could )?"
+    r"have|(?:you|that you) (?:may |might |could |probably |likely |most likely |possibly )?(?:have experienced|"
     r"have developed|have|had|are having|are experiencing|are suffering from|be experiencing|be having)"
     r"|symptoms of|signs? of|(?:for )?treating|to treat|evaluate your|indicative of|indicate|suggest"
     r"|(?:could|may|might) be (?:a case of |caused by |due to )?|likely (?:to be|a case of)|case of|condition called"
-    r"|confirm (?:if you (?:do indeed )?have|the diagnosis of))\s+",
-    re.IGNORECASE,
+    r"|confirm (?:if you (?:do indeed )?have|the diagnosis of))\s+"
 )
 CONDITION_END = re.compile(
-    r"[.,;:!?()\[\]]|\s(?:which|that|and|because|but|or|as|so|since|based|caused|called|in your|on your|"
-    r"from|with|who|where|when|if|however|for)\b|(?<!\bdue)\sto\b",
-    re.IGNORECASE,
+    r"(?i)[.,;:!?()\[\]]|\s(?:which|that|and|because|but|or|as|so|since|based|caused|called|in your|on your|"
+    r"from|with|who|where|when|if|however|for)\b|(?<!\bdue)\sto\b"
 )
 ARTICLE = re.compile(
-    r"^(?:(?:a|an|the|some|some kind of|a type of|a form of|an? case of|what is called|experienced|developed|"
-    r"symptoms of|signs? of|contracted|been diagnosed with)\s+)+",
-    re.IGNORECASE,
+    r"(?i)^(?:(?:a|an|the|some|some kind of|a type of|a form of|an? case of|what is called|experienced|developed|"
+    r"symptoms of|signs? of|contracted|been diagnosed with)\s+)+"
 )
 NOT_A_CONDITION = {"", "a", "any", "some", "it", "this", "these", "symptoms", "been", "several", "many", "other",
                    "to", "you", "your", "condition", "a condition", "an infection", "the following", "described",
                    "mentioned", "experiencing", "been experiencing"}  # fmt: skip
 
 ITEM_SPLIT = re.compile(
-    r",|;|:|\.(?:\s|$)|\(|\)|\band\b|\bor\b|\bas well as\b|\bsuch as\b|\bincluding\b|\bincludes\b|\blike\b"
-    r"|\bwhich\b|\bthat\b|\bfollowed by\b|\bthen\b|\bwith\b|\bfor\b|\bto\b",
-    re.IGNORECASE,
+    r"(?i),|;|:|\.(?:\s|$)|\(|\)|\band\b|\bor\b|\bas well as\b|\bsuch as\b|\bincluding\b|\bincludes\b|\blike\b"
+    r"|\bwhich\b|\bthat\b|\bfollowed by\b|\bthen\b|\bwith\b|\bfor\b|\bto\b"
 )
 FILLER = re.compile(
     r"^(?:(?:(?:we|you|i)(?:'ll| will| would| may| might| should| can| need to| also)*(?: also)?(?: need to| have to)?"
@@ -52,9 +47,8 @@ FILLER = re.compile(
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # A sentence holds a list of tests or treatments when it names one of these.
 LIST_CUE = re.compile(
-    r"\b(?:tests?|exam|examination|screen|screening|scan|imaging|measurement|procedures?|biopsy|medications?|"
-    r"medicines?|drugs?|prescrib\w*|treatments?|therap\w*|take|recommend\w*|includ\w*|perform|conduct|undergo)\b",
-    re.IGNORECASE,
+    r"(?i)\b(?:tests?|exam|examination|screen|screening|scan|imaging|measurement|procedures?|biopsy|medications?|"
+    r"medicines?|drugs?|prescrib\w*|treatments?|therap\w*|take|recommend\w*|includ\w*|perform|conduct|undergo)\b"
 )
 # Words of prose, not of a test or drug name: a piece holding one is not an item.
 PROSE = set(
@@ -128,9 +122,7 @@ def item_pieces(reference: str) -> list[str]:
 
 @functools.cache
 def table_entries(references: tuple[str, ...], patients: tuple[str, ...] = ()) -> frozenset[str]:
-    """Enumeration items found in at least `MIN_ITEM_REFERENCES` references (the disease table's entries),
-    less those that at least `MIN_ITEM_REFERENCES` patient messages say (symptoms and body parts, listed in
-    sentences such as "symptoms including fever and cough")."""
+    """Items in at least `MIN_ITEM_REFERENCES` references (the disease table), less those as many patients say."""
     counts = Counter(piece for reference in references for piece in set(item_pieces(reference)))
     entries = {p for p, n in counts.items() if n >= MIN_ITEM_REFERENCES and key_words(p)}
     said = Counter(entry for patient in patients for entry in mentioned_entries(patient, frozenset(entries)))
@@ -176,8 +168,7 @@ def condition_group(condition: str | None) -> str:
 
 
 def key_points_for(references: Sequence[str], corpus: Sequence[str], patients: Sequence[str] = ()) -> list[KeyPoints]:
-    """Rules 1 and 2 on each reference, with the table entries learned from `corpus` (every reference of the
-    file) less what `patients` (every patient message of the file) say; the condition is not repeated as an item."""
+    """Rules 1 and 2 on each reference, the table learned from the file's references and patient messages."""
     entries = table_entries(tuple(corpus), tuple(patients))
     out = []
     for reference in references:

@@ -1,20 +1,18 @@
-"""Multiple choice by log-likelihood with lm-eval's prompts, token split, acc and acc_norm, in two views: `raw` (the
-plain prompt) and `chat` (lm-eval's `--apply_chat_template`: the prompt through the chat template, then the choice)."""
+"""Multiple choice by log-likelihood, as lm-eval, views `raw` and `chat` (docs/evaluation.md#two-scoring-views)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medsft.config import EVAL_VIEWS
+from medsft.data.records import MultipleChoiceItem
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.stats import accuracy
 from medsft.evaluate.transformers_scorer import ChoiceRequest, Scorer, encode_pair
 from medsft.tasks import Task, get_task
-
-if TYPE_CHECKING:
-    from medsft.data.records import MultipleChoiceItem
+from medsft.templates import render_chat
 
 
 def first_argmax(values: Sequence[float]) -> int:
@@ -37,8 +35,6 @@ def build_requests(
     tokenizer = getattr(scorer, "tokenizer", None)
     if view == "chat" and tokenizer is None:
         raise ValueError(f"{scorer.name}: the chat view needs a scorer with a transformers tokenizer")
-    from medsft.templates import render_chat
-
     requests = []
     for item in items:
         if view == "raw":

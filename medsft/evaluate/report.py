@@ -1,5 +1,4 @@
-"""The tables every evaluation view prints (`medsft eval`, notebook 03, the model card), from results, and the
-baselines a multiple-choice score is read against."""
+"""The tables every evaluation view prints (`medsft eval`, notebook 03, the card) and the baselines of a score."""
 
 from __future__ import annotations
 
@@ -8,12 +7,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from medsft.data.loaders import PUBMEDQA_CHOICES
 from medsft.data.records import LETTERS
 from medsft.evaluate.results import TaskResult
 from medsft.evaluate.stats import accuracy, paired_bootstrap, wilson_interval
 from medsft.tasks import TASKS
-
-PUBMEDQA_WORDS = ("yes", "no", "maybe")
 
 
 def mean_stderr(outcomes: Sequence[bool]) -> float:
@@ -122,28 +120,23 @@ def distribution(values: Sequence[int | None], labels: Sequence[str]) -> dict[st
 
 
 def baselines(results: Sequence[TaskResult], seed: int = 0) -> dict[str, Any]:
-    """The best constant answer (first on ties; always "yes" scores 0.552 on PubMedQA) with its accuracy and Wilson
-    interval, every model's answer distribution beside gold's, and each model's paired difference to the constant
-    answer (bootstrap 95%): unlike "beats base", only "beats the prior" says the task was learned."""
+    """Constant answer (first on ties), distributions, models vs it (docs/evaluation.md#baselines-in-every-table)."""
     base = results[0]
     if not all(r.questions and all(isinstance(q.get("gold"), int) for q in r.questions) for r in results):
         return {}  # not multiple choice
     questions = [q for r in results for q in r.questions]
     seen = [q["gold"] for q in questions] + [q["pred"] for q in questions if isinstance(q.get("pred"), int)]
     count = max([*seen, *(len(q["scores"]) - 1 for q in questions if q.get("scores"))]) + 1
-    labels = list(PUBMEDQA_WORDS[:count]) if base.task.startswith("pubmedqa") else list(LETTERS[:count])
+    labels = PUBMEDQA_CHOICES[:count] if base.task.startswith("pubmedqa") else list(LETTERS[:count])
     golds = [q["gold"] for q in base.questions]
     best = max(range(len(labels)), key=lambda i: (sum(gold == i for gold in golds), -i))
     constant = [gold == best for gold in golds]
-    vs_constant = []
-    for result in results:
-        diff = paired_bootstrap(constant, result.outcomes(), seed=seed)
-        vs_constant.append({"model": result.model, "diff": diff.value, "diff_ci": [diff.low, diff.high]})
+    diffs = [(r.model, paired_bootstrap(constant, r.outcomes(), seed=seed)) for r in results]
     return {
         "constant": {"answer": labels[best], **accuracy(constant)},
         "distribution": {
             "gold": distribution(golds, labels),
             **{r.model: distribution([q.get("pred") for q in r.questions], labels) for r in results},
         },
-        "vs_constant": vs_constant,
+        "vs_constant": [{"model": model, "diff": d.value, "diff_ci": [d.low, d.high]} for model, d in diffs],
     }

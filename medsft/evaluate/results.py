@@ -1,5 +1,4 @@
-"""One model on one task as JSON (`eval_<task>_<model>.json`): the numbers, the settings and every per-question
-prediction, so any number in it (or a new one, such as a paired difference) can be recomputed from the file alone."""
+"""`eval_<task>_<model>.json`: one model on one task with every prediction, so any number recomputes from the file."""
 
 from __future__ import annotations
 
@@ -37,10 +36,7 @@ class TaskResult:
         return [bool(q[key]) for q in self.questions]
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if data["disclaimer"] is None:
-            del data["disclaimer"]
-        return data
+        return {key: value for key, value in asdict(self).items() if key != "disclaimer" or value is not None}
 
 
 Scored = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]  # records, metrics, breakdown

@@ -1,6 +1,4 @@
-"""Confidence intervals for accuracy and for the difference between two models on the same questions: a few
-hundred questions give wide intervals (±4 points at n=500), so a gain is only worth reporting with its interval.
-Everything is seeded: the same outcomes and seed give the same interval."""
+"""Seeded intervals for accuracy and paired differences: ±4 points at n=500, so a gain comes with its interval."""
 
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ import numpy as np
 
 N_BOOT = 10_000
 LEVEL = 0.95
+PERCENTILES = [(1 - LEVEL) / 2 * 100, 100 - (1 - LEVEL) / 2 * 100]
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,7 @@ def wilson_bounds(successes: int, n: int) -> tuple[float, float]:
 
 
 def wilson_interval(outcomes: Sequence[float | bool]) -> Interval:
-    """Accuracy of 0/1 `outcomes` with its Wilson 95% interval (no seed). Used for every single accuracy: unlike a
-    bootstrap it is not degenerate at 0/n or n/n (0 of 8 correct gives [0, 0.32], not [0, 0])."""
+    """Accuracy of 0/1 `outcomes` with its Wilson 95% interval: unlike a bootstrap, [0, 0.32] at 0 of 8, not [0, 0]."""
     (values,) = _arrays(outcomes)
     if not np.isin(values, (0.0, 1.0)).all():
         raise ValueError("wilson_interval needs 0/1 outcomes; use bootstrap_ci for other per-item scores")
@@ -85,34 +83,25 @@ def _resampled_means(arrays: Sequence[np.ndarray], seed: int) -> list[np.ndarray
     return [np.concatenate(parts) for parts in means]
 
 
-def _percentiles(samples: np.ndarray) -> tuple[float, float]:
-    tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
-
-
 def bootstrap_ci(outcomes: Sequence[float | bool], seed: int = 0) -> Interval:
     """Mean of per-item scores that are not 0/1 (ROUGE, key points) with a seeded percentile-bootstrap interval."""
     (values,) = _arrays(outcomes)
     (means,) = _resampled_means([values], seed)
-    return Interval(float(values.mean()), *_percentiles(means))
+    return Interval(float(values.mean()), *map(float, np.percentile(means, PERCENTILES)))
 
 
 def paired_bootstrap(first: Sequence[float | bool], second: Sequence[float | bool], seed: int = 0) -> Interval:
-    """`mean(second) - mean(first)` with both resampled on the same question indices: much tighter than two
-    independent intervals, since question difficulty cancels."""
+    """`mean(second) - mean(first)`, both resampled on the same questions: difficulty cancels, so it is tighter."""
     a, b = _arrays(first, second)
     means_a, means_b = _resampled_means([a, b], seed)
-    return Interval(float(b.mean() - a.mean()), *_percentiles(means_b - means_a))
+    return Interval(float(b.mean() - a.mean()), *map(float, np.percentile(means_b - means_a, PERCENTILES)))
 
 
 def mcnemar_exact(first: Sequence[bool], second: Sequence[bool]) -> McNemar:
     """Exact two-sided McNemar test: under no difference each discordant question is a fair coin flip."""
     a, b = (array.astype(bool) for array in _arrays(first, second))
     only_first, only_second = int(np.sum(a & ~b)), int(np.sum(~a & b))
-    n = only_first + only_second
-    if n == 0:
-        return McNemar(0, 0, 1.0)
+    n = only_first + only_second  # no discordant question: p = 1.0
     k = min(only_first, only_second)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return McNemar(only_first, only_second, min(1.0, 2 * tail))

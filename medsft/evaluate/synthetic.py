@@ -1,6 +1,4 @@
-"""The synthetic clinical tasks (`synthetic`, and `synthetic_ood` on held-out clusters, lab tests, drug pairs and
-phrasings): every case's label is computed from the fact tables (`medsft.data.synthetic`), so a reply is scored
-without a judge, on its format and on each label it states (one it does not state is wrong, and counted missing)."""
+"""Synthetic tasks: labels from the fact tables, so a reply's format and stated labels are scored without a judge."""
 
 from __future__ import annotations
 
@@ -64,15 +62,13 @@ def _rate(values: list[bool]) -> float | None:
 
 
 def label_constant(golds: Sequence[Any]) -> dict[str, Any]:
-    """The most frequent gold value of one label and the share of cases it matches: the accuracy of always
-    stating it, the bar that label's accuracy has to clear (as always-"yes" is PubMedQA's)."""
+    """One label's most frequent gold value and its share: the bar that label's accuracy has to clear."""
     value, count = Counter(str(gold).lower() for gold in golds).most_common(1)[0]
     return {"answer": value, "acc": count / len(golds)}
 
 
 def summarize_synthetic(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Overall and per-domain: primary-label accuracy (with CI), each label's accuracy, format compliance,
-    and accuracy per case severity (a model that misses HIGH-risk cases is worse than its mean suggests)."""
+    """Overall and per domain: accuracies, format compliance, and per severity (missing HIGH risk is worse)."""
 
     def block(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # Wilson: sound at the small per-domain counts and at 0% or 100%, where a bootstrap collapses to a point
@@ -94,10 +90,9 @@ def summarize_synthetic(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"overall": block(records), "domains": {d: block([r for r in records if r["domain"] == d]) for d in domains}}
 
 
-def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: int = 384, do_sample: bool = False,
-                       temperature: float = 0.7, top_p: float = 0.95, seed: int = 0,
+def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: int = 384, seed: int = 0,
                        task: str = "synthetic") -> TaskResult:  # fmt: skip
-    """Generate a reply per case and score format and labels per domain (`correct`: the primary label)."""
+    """A greedy reply per case, scored on format and labels per domain (`correct`: the primary label)."""
     generated = [name for name, spec in TASKS.items() if not spec.multiple_choice]
     if task not in generated:
         raise ValueError(f"unknown synthetic task '{task}'; choose from {', '.join(generated)}")
@@ -107,5 +102,5 @@ def evaluate_synthetic(scorer: Scorer, cases: Sequence[Case], max_new_tokens: in
         summary = summarize_synthetic(records)
         return records, summary["overall"], summary["domains"]
 
-    generation = GenerationSettings(max_new_tokens, do_sample, temperature, top_p, seed)
+    generation = GenerationSettings(max_new_tokens, seed=seed)
     return generated_result(scorer, task, "synthetic", [case_messages(c) for c in cases], generation, score)

@@ -1,28 +1,22 @@
-"""The scorer seam (`Scorer`: log-likelihood of continuations, chat generation) and `HFScorer`, a transformers
-model built for CPU speed without changing a single prediction relative to lm-eval: each prompt runs once, and the
-LM head (168M of the 270M model's 268M parameters, vocab 262,144) only at the positions scored."""
+"""`Scorer` and `HFScorer`: lm-eval's exact predictions, fast (docs/evaluation.md#parity-and-speed-measured)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from medsft import DISCLAIMER
+from medsft.config import RunConfig, build_config
 from medsft.evaluate.results import Scored, TaskResult, slug
-
-if TYPE_CHECKING:
-    from medsft.config import RunConfig
+from medsft.templates import render_chat
 
 Messages = list[dict[str, str]]
-# Rows per greedy generation batch: decoding one token is a thin matrix product, so wider batches use the CPU
-# better (measured in bench/generate.py) while the KV cache of 32 synthetic cases is a few MB.
-GENERATE_BATCH_SIZE = 32
+GENERATE_BATCH_SIZE = 32  # one decoded token is a thin matmul: wider batches use the CPU better (bench/generate.py)
 
 
 @dataclass(frozen=True)
@@ -54,15 +48,12 @@ GREEDY = GenerationSettings()
 
 
 class Scorer(Protocol):
-    """What task code needs from a model (`HFScorer`, `LlamaCppScorer`, `VLLMScorer`): a prompt's ids with the default
-    special tokens, each continuation's summed log-probability, the reply to each conversation (its chat template)."""
+    """What task code needs from a model (`HFScorer`, `LlamaCppScorer`, `VLLMScorer`)."""
 
     name: str
 
     def tokenize(self, text: str) -> list[int]: ...
-
     def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]: ...
-
     def generate(self, conversations: Sequence[Messages], settings: GenerationSettings = GREEDY) -> list[str]: ...
 
 
@@ -74,18 +65,14 @@ def encode_pair(tokenize: Callable[[str], list[int]], context: str, continuation
     spaces = len(context) - len(context.rstrip())
     if spaces:
         context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole = tokenize(context + continuation)
     context_ids = tokenize(context)
-    return context_ids, whole[len(context_ids) :]
+    return context_ids, tokenize(context + continuation)[len(context_ids) :]
 
 
 def hf_tokenize(tokenizer: Any, text: str) -> list[int]:
-    """lm-eval's `HFLM.tok_encode` with `add_bos_token` unset: the tokenizer's default special tokens
-    (Gemma: `<bos>` first), except that a text already starting with the bos string gets none added."""
+    """lm-eval's `HFLM.tok_encode` (`add_bos_token` unset): default special tokens, none if the text starts with bos."""
     bos = getattr(tokenizer, "bos_token", None)
-    if bos and text.startswith(bos):
-        return list(tokenizer.encode(text, add_special_tokens=False))
-    return list(tokenizer.encode(text))
+    return list(tokenizer.encode(text, add_special_tokens=not (bos and text.startswith(bos))))
 
 
 def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequence[Messages],
@@ -106,15 +93,12 @@ def generated_result(scorer: Scorer, task: str, mode: str, conversations: Sequen
 
 def chat_prompt_ids(tokenizer: Any, conversations: Sequence[Messages]) -> list[list[int]]:
     """Each conversation's chat prompt as ids (the text holds `<bos>`); `HFScorer` and `VLLMScorer` both feed these."""
-    from medsft.templates import render_chat
-
     prompts = [render_chat(tokenizer, list(m), add_generation_prompt=True) for m in conversations]
     return [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
 
 
 def padded(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> Any:
-    """The sequences padded into a long tensor; right-padded, they go without an attention mask, like lm-eval's
-    batches: under causal attention no position sees the padding after it."""
+    """Sequences padded into a long tensor; right-padded needs no attention mask (causal), as in lm-eval's batches."""
     import torch
 
     rows = [torch.tensor(list(s), dtype=torch.long) for s in sequences]
@@ -127,6 +111,8 @@ class HFScorer:
     def __init__(self, model: Any, tokenizer: Any, name: str = "model", batch_size: int = 8, fast_greedy: bool = True,
                  generate_batch_size: int = GENERATE_BATCH_SIZE, progress: bool = True, eager: bool = True,
                  on_batch: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
+        from transformers import modeling_utils
+
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -137,21 +123,20 @@ class HFScorer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eager = eager  # scoring forwards with torch.compile off (`compile_free`); False: as the model is
         self.on_batch = on_batch  # called after each batched forward with its rows, width and seconds
-        self.per_row_logits = per_row_logits_to_keep()  # False on transformers 5.17 (the GPU pin)
+        # 5.23 keeps per-row positions of a 2-D `logits_to_keep`; 5.17 (the GPU pin) gives (B, B, 1, vocab): docs/gpu.md
+        self.per_row_logits = hasattr(modeling_utils, "slice_logits_to_keep")
 
     @classmethod
     def from_spec(
         cls, spec: str, name: str | None = None, batch_size: int = 8, config: RunConfig | None = None
     ) -> HFScorer:
         """Load a model spec through the CPU/GPU backend with `config`'s loading knobs."""
-        from medsft.config import build_config
         from medsft.train.backend import select_backend
 
         run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
         model, tokenizer = select_backend(run.backend).load(run)
         if hasattr(model, "merge_and_unload") and not run.load_in_4bit:
-            # Scoring never trains: folding the LoRA product into the weights once saves the adapter's extra
-            # matmuls on every forward (not in 4-bit, where merging would round the adapter into the quantization).
+            # Merged once: no adapter matmuls per forward (not in 4-bit, which would round the adapter into it).
             model = model.merge_and_unload()
         return cls(model, tokenizer, name=name or model_name(spec), batch_size=batch_size)
 
@@ -207,8 +192,7 @@ class HFScorer:
         width = ids.shape[1]
         positions = torch.tensor([len(c) - 1 for c in contexts], device=self.device)
         keep = positions_to_keep(positions, self.per_row_logits)
-        # The last layer's shortcut saves ~5% on a CPU; on a GPU it saves nothing, and a patched attention (Unsloth's
-        # fused LoRA q/k/v/o) may skip the hooked projections, so the model runs as it is there.
+        # CPU only: on a GPU it saves nothing, and Unsloth's fused LoRA q/k/v/o may skip the hooked projections.
         trim = last_layer_only_at(self.model, positions) if self.device.type == "cpu" else contextlib.nullcontext()
         with torch.inference_mode(), trim:
             # No KV cache: nothing follows this forward, so storing keys and values would be wasted copies.
@@ -242,11 +226,10 @@ class HFScorer:
             longer = [i for i, c in enumerate(request.continuations) if len(c) > 1]
             if not longer:
                 return scores
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(len(longer))
+            out.past_key_values.batch_repeat_interleave(len(longer))
             # Feed each continuation except its last token; right padding is invisible to earlier positions.
-            ids = padded([request.continuations[i][:-1] for i in longer], self.pad_id)
-            logits = self.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True).logits
+            ids = padded([request.continuations[i][:-1] for i in longer], self.pad_id).to(self.device)
+            logits = self.model(input_ids=ids, past_key_values=out.past_key_values, use_cache=True).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(longer):
                 rest = request.continuations[i][1:]
@@ -267,8 +250,7 @@ class HFScorer:
             batch = self.tokenizer.pad({"input_ids": ids[start : start + self.batch_size]}, return_tensors="pt",
                                        padding_side="left").to(self.device)  # fmt: skip
             torch.manual_seed(settings.seed + start)
-            # Explicit values override the checkpoint's generation_config (Gemma ships top_k=64, top_p=0.95);
-            # `record()` gives None for the sampling knobs when greedy.
+            # Explicit values override the generation_config (Gemma's top_k=64, top_p=0.95); greedy: None.
             knobs = settings.record()
             with torch.inference_mode():
                 output = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens,
@@ -282,8 +264,7 @@ class HFScorer:
 def greedy_generate(
     model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 32, pad_id: int = 0
 ) -> list[list[int]]:
-    """Greedy reply tokens (an end token included), as `model.generate(do_sample=False)` on left-padded batches, but
-    longest first (little padding), and a row that ends leaves the batch and its KV cache at once. Deterministic."""
+    """Greedy reply tokens (an end token included) as `model.generate(do_sample=False)`, faster (docs/scoring.md)."""
     import torch
 
     # the token ids that end a reply, as `generate` reads them from the model's generation config
@@ -296,11 +277,10 @@ def greedy_generate(
     outputs: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ids = padded([prompts[i] for i in chunk], pad_id, side="left")  # the prompts end together
-        mask = padded([[1] * len(prompts[i]) for i in chunk], 0, side="left")
+        ids = padded([prompts[i] for i in chunk], pad_id, side="left").to(device)  # the prompts end together
+        mask = padded([[1] * len(prompts[i]) for i in chunk], 0, side="left").to(device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         rows = torch.tensor(chunk)
-        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
         with torch.inference_mode():
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
             cache, position = out.past_key_values, positions[:, -1:] + 1
@@ -326,35 +306,21 @@ def greedy_generate(
 
 
 def compile_free(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
-    """Every `torch.compile`d region as eager code: an Unsloth model's compiled regions fail their guards (grad mode,
-    shapes) at the first label-free forward after training, and with Unsloth's recompile limit of 1024 each batch
-    shape could compile afresh, minutes before the first question is scored (docs/gpu.md)."""
+    """Compiled regions run eagerly: Unsloth's recompile per scoring shape (docs/gpu.md#the-4-bit-scoring-stall)."""
     import torch
 
     return torch.compiler.set_stance("force_eager") if enabled else contextlib.nullcontext()
 
 
-@functools.cache
-def per_row_logits_to_keep() -> bool:
-    """Whether transformers keeps per-row positions given a 2-D `logits_to_keep` (5.23's `slice_logits_to_keep`); 5.17,
-    the GPU pin, indexes `hidden[:, logits_to_keep]`, so (B, 1) gives (B, B, 1, vocab): every row at every position."""
-    from transformers import modeling_utils
-
-    return hasattr(modeling_utils, "slice_logits_to_keep")
-
-
 def positions_to_keep(positions: Any, per_row: bool) -> Any:
-    """`logits_to_keep` for each row's own position: (B, 1) where per-row positions work, else the sorted distinct
-    positions (1-D), which every version slices alike to (B, K, vocab)."""
+    """`logits_to_keep` at each row's position: (B, 1) per row, else the distinct positions (1-D: any version)."""
     import torch
 
     return positions[:, None] if per_row else torch.unique(positions, sorted=True)
 
 
 def logits_at(logits: Any, positions: Any, kept: Any, width: int) -> Any:
-    """Row b's logits at `positions[b]` (shape (B, vocab)), from whatever the forward returned for `kept`:
-    (B, 1, V) for per-row `kept`, (B, K, V) for the 1-D `kept`, or (B, T, V) from a forward that ignores a tensor
-    `logits_to_keep` and computes every position (Unsloth's Llama forward does). Anything else is an error."""
+    """Row b's logits at `positions[b]` from (B, 1, V), (B, K, V) or, as Unsloth's Llama, every position (B, T, V)."""
     import torch
 
     rows = torch.arange(logits.shape[0], device=logits.device)
@@ -378,9 +344,7 @@ POSITIONWISE = ("mlp", "self_attn.q_proj", "self_attn.o_proj")
 
 @contextlib.contextmanager
 def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
-    """Run the last decoder layer's position-wise parts only at `positions[b]` of each row b, zeros elsewhere: only the
-    LM head reads that layer's output, at those positions, so this saves ~5% of the 270M body (keys and values are
-    still computed everywhere). A model without the usual layout just runs in full."""
+    """The last layer's position-wise parts only at `positions[b]` per row (the LM head reads only those): ~5%."""
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
@@ -411,8 +375,7 @@ def last_layer_only_at(model: Any, positions: Any) -> Iterator[None]:
 
 
 def model_name(spec: str) -> str:
-    """A file-safe name for a model spec (the folder's or hub id's last part); a run's `adapter`, `merged` or
-    `checkpoint-N` folder is named with its run, so runs never share a result file name."""
+    """A file-safe name for a model spec; a run's `adapter`, `merged` or `checkpoint-N` is named with its run."""
     path = Path(spec.rstrip("/"))
     name = path.name or spec
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent

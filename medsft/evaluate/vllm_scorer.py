@@ -1,7 +1,4 @@
-"""A vLLM engine behind the `Scorer` calls (optional: `pip install -e '.[vllm]'` on a CUDA machine; vLLM 0.33 pins
-torch 2.14.0, inside Unsloth's <2.15): fed `HFScorer`'s token ids, decoded by medsft's tokenizer, so only the engine
-differs. A LoRA adapter is served on its base model, not merged; weights load in 16-bit (vLLM 0.33 has no
-bitsandbytes loader). `scripts/check_vllm_api.py` checks every argument built here."""
+"""A vLLM engine behind the `Scorer` calls, fed `HFScorer`'s ids (optional, CUDA only; docs/scoring.md, docs/gpu.md)."""
 
 from __future__ import annotations
 
@@ -10,10 +7,10 @@ import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from medsft.config import RunConfig, build_config
 from medsft.evaluate.transformers_scorer import GREEDY, chat_prompt_ids, hf_tokenize, model_name
 
 if TYPE_CHECKING:
-    from medsft.config import RunConfig
     from medsft.evaluate.transformers_scorer import ChoiceRequest, GenerationSettings, Messages
 
 INSTALL_HINT = "pip install -e '.[vllm]' on a CUDA machine (vLLM has no CPU wheel on PyPI)"
@@ -36,8 +33,7 @@ def lora_rank_slot(rank: int) -> int:
 
 
 def engine_arguments(spec: str, config: RunConfig) -> tuple[dict[str, Any], str | None]:
-    """`LLM(...)` keyword arguments for a model spec, and the adapter folder when the spec is one: an adapter is
-    served on the base model its `adapter_config.json` names, with the adapter's own tokenizer files."""
+    """`LLM(...)` arguments for a spec, and its adapter folder: an adapter is served on its base, its own tokenizer."""
     from medsft.models import resolve_model
     from medsft.train.fast_language_model import read_adapter_config
 
@@ -49,8 +45,7 @@ def engine_arguments(spec: str, config: RunConfig) -> tuple[dict[str, Any], str 
         "tokenizer": source.location if adapter else base,
         "dtype": config.dtype,  # "auto" lets vLLM take the checkpoint's 16-bit dtype
         "seed": config.seed,
-        # A task's chat prompts share their start (template, instructions), so generation reuses cached blocks;
-        # scoring requests skip reading the cache (vLLM does so itself: every prompt log-probability is needed).
+        # Chat prompts share their start; scoring skips the cache (vLLM needs every prompt log-probability).
         "enable_prefix_caching": True,
     }
     if adapter:
@@ -59,8 +54,7 @@ def engine_arguments(spec: str, config: RunConfig) -> tuple[dict[str, Any], str 
 
 
 def sampling_arguments(settings: GenerationSettings, row: int, stop_token_ids: Sequence[int]) -> dict[str, Any]:
-    """`SamplingParams(...)` for one reply (greedy: temperature 0). Explicit top-k/top-p replace the checkpoint's
-    generation_config (Gemma ships top_k=64, top_p=0.95), as `HFScorer` does; the tokenizer's eos also stops."""
+    """`SamplingParams(...)` for one reply (greedy: temperature 0); top-k/top-p replace the generation_config's."""
     return {
         "max_tokens": settings.max_new_tokens,
         "temperature": settings.temperature if settings.do_sample else 0.0,
@@ -96,14 +90,13 @@ class VLLMScorer:
         self.stop_token_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
     @classmethod
-    def from_spec(cls, spec: str, name: str | None = None, config: RunConfig | None = None) -> VLLMScorer:
+    def from_spec(cls, spec: str, config: RunConfig | None = None) -> VLLMScorer:
         """Start an engine for a model spec (`embedded`, a folder, an adapter folder, a hub id)."""
         if not vllm_available():
             raise ImportError(f"vLLM is not installed; {INSTALL_HINT}")
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        from medsft.config import build_config
         from medsft.train.fast_language_model import load_tokenizer
 
         run = dataclasses.replace(config, model=spec) if config is not None else build_config({"model": spec})
@@ -111,14 +104,13 @@ class VLLMScorer:
         tokenizer = load_tokenizer(arguments["tokenizer"], run.chat_template)
         llm = LLM(**arguments)
         lora = LoRARequest(lora_name="adapter", lora_int_id=1, lora_path=adapter) if adapter else None
-        return cls(llm, tokenizer, name=name or model_name(spec), lora_request=lora)
+        return cls(llm, tokenizer, name=model_name(spec), lora_request=lora)
 
     def tokenize(self, text: str) -> list[int]:
         return hf_tokenize(self.tokenizer, text)
 
     def loglikelihood(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
-        """As lm-eval's vLLM backend: context + continuation is the prompt, with `prompt_logprobs=1` (log-softmax of
-        the raw logits, whatever the token's rank), and the continuation's prompt log-probabilities are summed."""
+        """As lm-eval's vLLM backend: the continuation's summed `prompt_logprobs` (raw log-softmax, any rank)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -1,6 +1,4 @@
-"""ROUGE as an `evaluate` metric module carried in medsft, so `evaluate.load(<this folder>)` works offline (the hub's
-script cannot be fetched at run time): the same interface, scored by Google Research's `rouge_score` (Apache-2.0);
-aggregated, it returns the plain mean, not the hub script's bootstrap median."""
+"""ROUGE as an offline `evaluate` metric (docs/dialogue.md); aggregated: the plain mean, not a bootstrap median."""
 
 import datasets
 import evaluate
