@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from medsft.config import build_config
-from medsft.export.card import card_text
+from medsft.export.card import card_text, evaluation_rows
 from medsft.run_summary import run_results
 from medsft.runs import (
     Run,
@@ -55,8 +56,12 @@ def test_data_hash_changes_when_any_row_changes():
     assert sha256_rows(rows) != sha256_rows(changed)
 
 
-def test_a_generated_run_id_gets_a_suffix_and_a_given_one_that_exists_is_an_error(tmp_path: Path):
+def test_a_generated_run_id_gets_a_suffix_and_a_given_one_that_exists_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     config = build_config({"output_dir": str(tmp_path), "lora_r": 4})
+    gmtime = time.gmtime  # the clock stands still, so the two ids collide even on a loaded machine
+    monkeypatch.setattr(time, "gmtime", lambda seconds=None: gmtime(1_800_000_000 if seconds is None else seconds))
     first, second = Run.create(config), Run.create(config)  # the same config twice in one second
     assert second.run_dir != first.run_dir and second.run_dir.name.startswith(first.run_dir.name)
     assert second.config.run_id == second.run_dir.name  # the folder's config names its own id
@@ -134,3 +139,15 @@ def test_saved_splits_keep_unicode_line_separators_inside_strings(tmp_path: Path
         assert read_json_lines(path) == split_rows
     data = load_data(tmp_path)
     assert data["train"]["text"] == ["a\u2029b\u2028c\x85d"] and data["validation"]["text"] == ["e\u2029f"]
+
+
+def test_the_card_shows_a_dialogue_comparison_which_has_no_mcnemar_test(tmp_path: Path):
+    pair = {"baseline": "embedded", "model": "tuned", "diff": 0.015, "diff_ci": [0.003, 0.029], "mcnemar_p": None}
+    table = [{"model": "embedded", "n": 500, "acc": 0.011, "acc_ci": [0.004, 0.019]}]
+    (tmp_path / "compare_dialogue.json").write_text(json.dumps({"task": "dialogue", "table": table, "pairs": [pair]}))
+    (tmp_path / "compare_medqa.json").write_text(
+        json.dumps({"task": "medqa", "table": table, "pairs": [{**pair, "mcnemar_p": 0.0123}]})
+    )
+    rows, _ = evaluation_rows(tmp_path)
+    assert rows[1] == "| dialogue | tuned − embedded | | +0.015 | [+0.003, +0.029] |"
+    assert rows[3] == "| medqa | tuned − embedded | | +0.015 | [+0.003, +0.029] (McNemar p=0.0123) |"

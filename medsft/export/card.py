@@ -66,10 +66,11 @@ def evaluation_rows(run_dir: Path) -> tuple[list[str], list[str]]:
             rows.append(
                 f"| {data['task']} | {row['model']} | {row['n']} | {fmt(row['acc'])} | [{fmt(low)}, {fmt(high)}] |"
             )
-        differences = [(p, p["baseline"], f" (McNemar p={p['mcnemar_p']:.3g})") for p in data.get("pairs", [])]
-        differences += [(p, f"always '{constant['answer']}'", "") for p in baselines.get("vs_constant", [])]
-        for pair, baseline, test in differences:
-            interval = ci_text(pair["diff_ci"], "+") + test
+        differences = [(p, p["baseline"], p.get("mcnemar_p")) for p in data.get("pairs", [])]
+        differences += [(p, f"always '{constant['answer']}'", None) for p in baselines.get("vs_constant", [])]
+        for pair, baseline, mcnemar_p in differences:
+            # A dialogue comparison pairs scores, not right/wrong answers, so it has no McNemar test (null).
+            interval = ci_text(pair["diff_ci"], "+") + ("" if mcnemar_p is None else f" (McNemar p={mcnemar_p:.3g})")
             rows.append(f"| {data['task']} | {pair['model']} − {baseline} | | {pair['diff']:+.3f} | {interval} |")
     return rows, distributions
 
