@@ -63,3 +63,10 @@ def test_default_recipe_is_held_to_pubmedqa_goals(tmp_path: Path) -> None:
     assert goals["pubmedqa: tuned accuracy"] == "no (short by 0.040)"
     assert goals["pubmedqa: lower end of the gain's 95% interval"] == "yes"
     assert not any(name.startswith("medqa") for name in goals)
+
+
+def test_synthetic_recipe_is_held_to_the_synthetic_goals_only(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", "synthetic", "eval_loss", 0.85, [0.5, 0.7])
+    (run / "eval_synthetic_run-adapter.json").write_text(json.dumps({"metrics": {"format_compliance": 0.97}}))
+    goals = goal_rows(load_script().tables(run))
+    assert goals == {"synthetic: tuned format compliance": "yes", "synthetic: tuned label accuracy": "yes"}
