@@ -22,7 +22,7 @@ from typing import Any
 from medsft.evaluate.report import ci_text, diff_text
 
 # (task, what, threshold) by the recipe's checkpoint rule, fixed before any run: the default pipeline's goals
-# (PubMedQA picks its checkpoint), the MedQA recipe's and the synthetic recipe's (validation loss; issue 23).
+# (PubMedQA picks its checkpoint), the MedQA recipe's, and a synthetic-only run's (validation loss; issue 23).
 SYNTHETIC_GOALS = (("synthetic", "tuned format compliance", 0.95), ("synthetic", "tuned label accuracy", 0.80))
 GOALS = {
     "pubmedqa_accuracy": (
