@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from script_loader import load_script
 
 
 @pytest.fixture()
 def history():
-    spec = importlib.util.spec_from_file_location("bench_history", ROOT / "bench" / "history.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/history.py", "bench_history")
 
 
 def test_a_run_is_recorded_with_its_commit_and_machine(history, tmp_path: Path) -> None:

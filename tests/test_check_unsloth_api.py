@@ -10,17 +10,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_unsloth_api.py"
 
 
 @pytest.fixture(scope="module")
 def check() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_unsloth_api", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports nothing from Unsloth until main() runs
-    return module
+    return load_script("scripts/check_unsloth_api.py")  # imports nothing from Unsloth until main() runs
 
 
 def test_every_recipe_model_has_a_config_offline(check: ModuleType) -> None:

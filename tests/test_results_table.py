@@ -3,20 +3,15 @@ touches 0 does not count as above it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
+from script_loader import load_script
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def results_table() -> ModuleType:
+    return load_script("scripts/results_table.py")
 
 
 def write_run(folder: Path, task: str, selected_by: str, tuned: float, diff_ci: list[float]) -> Path:
@@ -47,7 +42,7 @@ def goal_rows(text: str) -> dict[str, str]:
 
 
 def test_medqa_recipe_is_held_to_medqa_goals(tmp_path: Path) -> None:
-    table = load_script().tables(write_run(tmp_path / "run", "medqa", "medqa_accuracy", 0.31, [0.0, 0.12]))
+    table = results_table().tables(write_run(tmp_path / "run", "medqa", "medqa_accuracy", 0.31, [0.0, 0.12]))
     goals = goal_rows(table)
     assert goals["medqa: tuned accuracy"] == "yes"
     # The gain's interval starts at exactly 0: not above it.
@@ -58,7 +53,7 @@ def test_medqa_recipe_is_held_to_medqa_goals(tmp_path: Path) -> None:
 
 
 def test_default_recipe_is_held_to_pubmedqa_goals(tmp_path: Path) -> None:
-    table = load_script().tables(write_run(tmp_path / "run", "pubmedqa", "pubmedqa_accuracy", 0.58, [0.1, 0.25]))
+    table = results_table().tables(write_run(tmp_path / "run", "pubmedqa", "pubmedqa_accuracy", 0.58, [0.1, 0.25]))
     goals = goal_rows(table)
     assert goals["pubmedqa: tuned accuracy"] == "no (short by 0.040)"
     assert goals["pubmedqa: lower end of the gain's 95% interval"] == "yes"
@@ -68,5 +63,5 @@ def test_default_recipe_is_held_to_pubmedqa_goals(tmp_path: Path) -> None:
 def test_synthetic_recipe_is_held_to_the_synthetic_goals_only(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", "synthetic", "eval_loss", 0.85, [0.5, 0.7])
     (run / "eval_synthetic_run-adapter.json").write_text(json.dumps({"metrics": {"format_compliance": 0.97}}))
-    goals = goal_rows(load_script().tables(run))
+    goals = goal_rows(results_table().tables(run))
     assert goals == {"synthetic: tuned format compliance": "yes", "synthetic: tuned label accuracy": "yes"}
