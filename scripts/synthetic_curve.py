@@ -46,8 +46,7 @@ def checkpoint_result(run: Path, checkpoint: Path, cases: list[dict], max_new_to
     if not cache.exists():
         config = load_config(run / "config.yaml")
         scorer = HFScorer.from_spec(str(checkpoint), name=checkpoint.name, config=config)
-        seed = config.seed
-        result = evaluate_synthetic(scorer, cases, max_new_tokens=max_new_tokens, seed=seed, task="synthetic")
+        result = evaluate_synthetic(scorer, cases, max_new_tokens=max_new_tokens, seed=config.seed, task="synthetic")
         cache.parent.mkdir(exist_ok=True)
         cache.write_text(json.dumps({"metrics": result.metrics, "breakdown": result.breakdown,
                                      "replies": [q["output"] for q in result.questions]}))  # fmt: skip
