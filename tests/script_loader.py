@@ -17,5 +17,10 @@ def load_script(relative_path: str, name: str | None = None) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
+    folder = str((ROOT / relative_path).parent)
+    sys.path.insert(0, folder)  # as `python scripts/x.py` runs it: its siblings importable
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     return module
