@@ -2,14 +2,14 @@
 
     .venv/bin/python scripts/prior_correction.py outputs/pubmedqa-cv --style reasoning
 
-Needs the fold runs of `make sweep GRID=sweeps/pubmedqa-cv.yaml` *with* their `checkpoints/` (the committed
-copies leave them out). For the base model and every saved checkpoint, each fold's validation rows are scored as
-the trainer scores them (`checkpoint_selection`: lm-eval's raw prompt, yes/no/maybe log-likelihoods); the scores
-are cached in `<fold>/prior_scores/`. The correction adds a bias per class (yes fixed at 0) before the argmax. It
-is chosen leave-one-fold-out: the biases that score best on the *other* folds' validation rows (same checkpoint
-step) are applied to the held-out fold, so no fold's number comes from biases fitted on its own rows. Also printed:
-the yes-versus-no ranking AUC of log p(yes) − log p(no), which says whether the model separates the classes at all.
-No test split is read.
+For the base model and every saved checkpoint, each fold's validation rows are scored as the trainer scores them
+(`checkpoint_selection`: lm-eval's raw prompt, yes/no/maybe log-likelihoods); the scores are cached in
+`<fold>/prior_scores/`. The committed "answer" folds keep that cache, so they need no checkpoints; other folds need
+the runs of `make sweep GRID=sweeps/pubmedqa-cv.yaml` *with* their `checkpoints/` (the committed copies leave them
+out). The correction adds a bias per class (yes fixed at 0) before the argmax. It is chosen leave-one-fold-out:
+the biases that score best on the *other* folds' validation rows (same checkpoint step) are applied to the held-out
+fold, so no fold's number comes from biases fitted on its own rows. Also printed: the yes-versus-no ranking AUC of
+log p(yes) − log p(no), which says whether the model separates the classes at all. No test split is read.
 """
 
 from __future__ import annotations
@@ -35,17 +35,20 @@ BIASES = np.arange(-6.0, 6.01, 0.25)  # log-likelihood units; yes/no/maybe diffe
 
 def fold_scores(fold: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"base" | "checkpoint-N": (log-likelihoods [items, 3], gold)} for one fold, scored once and cached."""
-    items = validation_items(read_json_lines(fold / "data/validation.jsonl"), "pubmedqa")
-    base = ensure_embedded_checkpoint()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    checkpoints = sorted((fold / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    out, cache = {}, fold / "prior_scores"
+    # Committed "answer" folds keep these caches but not their checkpoints: the scores are read from the cache then.
+    names = {p.name for p in (fold / "checkpoints").glob("checkpoint-*")}
+    names |= {p.stem for p in cache.glob("checkpoint-*.json")}
+    checkpoints = sorted((fold / "checkpoints" / n for n in names), key=lambda p: int(p.name.split("-")[1]))
     if not checkpoints:
         raise SystemExit(f"{fold}: no checkpoints/ (rerun the sweep; committed fold folders leave them out)")
-    out, cache = {}, fold / "prior_scores"
     cache.mkdir(exist_ok=True)
     for name, adapter in [("base", None), *((c.name, c) for c in checkpoints)]:
         path = cache / f"{name}.json"
         if not path.exists():
+            items = validation_items(read_json_lines(fold / "data/validation.jsonl"), "pubmedqa")
+            base = ensure_embedded_checkpoint()
+            tokenizer = AutoTokenizer.from_pretrained(base)
             model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
             if adapter is not None:
                 model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
