@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import PeftModel
+from saved_checkpoints import saved_or_cached
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medsft.evaluate.multiple_choice import score_items
@@ -36,10 +37,7 @@ BIASES = np.arange(-6.0, 6.01, 0.25)  # log-likelihood units; yes/no/maybe diffe
 def fold_scores(fold: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"base" | "checkpoint-N": (log-likelihoods [items, 3], gold)} for one fold, scored once and cached."""
     out, cache = {}, fold / "prior_scores"
-    # Committed "answer" folds keep these caches but not their checkpoints: the scores are read from the cache then.
-    names = {p.name for p in (fold / "checkpoints").glob("checkpoint-*")}
-    names |= {p.stem for p in cache.glob("checkpoint-*.json")}
-    checkpoints = sorted((fold / "checkpoints" / n for n in names), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = saved_or_cached(fold, cache)  # committed "answer" folds: from the cache alone
     if not checkpoints:
         raise SystemExit(f"{fold}: no checkpoints/ (rerun the sweep; committed fold folders leave them out)")
     cache.mkdir(exist_ok=True)

@@ -17,6 +17,8 @@ import json
 import re
 from pathlib import Path
 
+from saved_checkpoints import saved_or_cached
+
 from medsft.config import load_config
 from medsft.evaluate.synthetic import evaluate_synthetic
 from medsft.evaluate.transformers_scorer import HFScorer
@@ -59,10 +61,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=224, help="as the run's evaluation (default 224)")
     args = parser.parse_args()
     cases = [row for row in read_json_lines(args.run / "data/validation.jsonl") if row.get("source") == "synthetic"]
-    # A committed run keeps the cached replies but not its checkpoints: the table is printed from the cache then.
-    names = {p.name for p in (args.run / "checkpoints").glob("checkpoint-*")}
-    names |= {p.stem for p in (args.run / "synthetic_curve").glob("checkpoint-*.json")}
-    checkpoints = sorted((args.run / "checkpoints" / n for n in names), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = saved_or_cached(args.run, args.run / "synthetic_curve")  # the committed run: from the cache alone
     if not checkpoints:
         raise SystemExit(f"{args.run}: no checkpoints/ (the committed copy leaves them out; rerun the sweep)")
     domains = sorted({case["meta"]["domain"] for case in cases})
